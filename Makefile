@@ -1,0 +1,37 @@
+# dm — quick start: `make demo` (main job on the shipped real data), `make test` (every test).
+# Both create the virtual environment and build the Cython extensions themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dm-installed
+PYTEST_ARGS ?=
+
+.PHONY: all venv build demo test bench soak stress clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace -j 2
+
+demo: build
+	$(PY) -m dm supervise -c conf/demo.toml
+
+test: build
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: build
+	$(PY) bench/run.py
+
+soak: build
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf build var dm/*.so dm/_*.c *.egg-info

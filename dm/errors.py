@@ -1,0 +1,76 @@
+"""Every exception dm raises. Cython modules import these and raise them; none defines its own."""
+from __future__ import annotations
+
+
+class DmError(Exception):
+    """Base class of every dm error."""
+
+
+class ConfigError(DmError):
+    """The configuration file is missing, malformed or inconsistent; the message names the key."""
+
+
+class CodecError(DmError, ValueError):
+    """A frame could not be decoded into records.
+
+    Attributes: ``venue`` (e.g. ``"BINANCE"``), ``field`` (JSON key or ``None``), ``offset``
+    (byte offset in the frame where decoding stopped, or -1) and ``reason``."""
+
+    def __init__(self, venue: str, reason: str, field: str | None = None, offset: int = -1):
+        self.venue = venue
+        self.reason = reason
+        self.field = field
+        self.offset = offset
+        where = f" field {field!r}" if field else ""
+        at = f" at byte {offset}" if offset >= 0 else ""
+        super().__init__(f"{venue}:{where}{at}: {reason}")
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CodecError)
+            and (self.venue, self.reason, self.field, self.offset)
+            == (other.venue, other.reason, other.field, other.offset)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.venue, self.reason, self.field, self.offset))
+
+    def __reduce__(self):
+        return (type(self), (self.venue, self.reason, self.field, self.offset))
+
+
+class FixedPointError(CodecError):
+    """A decimal value does not fit its fixed-point field (i64/u64 at 1e-9) or has more than
+    9 significant fractional digits. Never wrapped, never rounded."""
+
+
+class UnknownInstrumentError(CodecError):
+    """A frame names a venue symbol the codec has no instrument id for."""
+
+
+class RingError(DmError):
+    """A shared-memory segment could not be created, opened or used."""
+
+
+class LayoutMismatchError(RingError):
+    """A segment was written with another layout version or record-layout hash."""
+
+
+class ProducerGoneError(RingError):
+    """The segment's producer closed it or died (pid gone / heartbeat stale)."""
+
+
+class SymbologyError(DmError):
+    """A venue symbol cannot be mapped to a canonical symbol, or two venue symbols map to one."""
+
+
+class InstrumentError(DmError):
+    """The instrument registry could not assign or find an instrument id."""
+
+
+class StorageError(DmError):
+    """The storage backend failed or its schema is not at the expected version."""
+
+
+class RecordingError(DmError):
+    """A recording file line does not follow the cryptofeed raw-data grammar."""

@@ -1,0 +1,205 @@
+"""numpy mirrors of the record structs in ``dm/_records.pxd``, rtypes, publisher ids, helpers.
+
+Every record is little-endian, 8-byte aligned and starts with the 16-byte header
+``(length u8 [4-byte words], rtype u8, publisher_id u16, instrument_id u32, ts_event u64)``.
+Timestamps are u64 ns since the UNIX epoch; prices i64 and sizes u64 at fixed point 1e-9.
+``tests/test_records.py`` checks these dtypes against the C structs.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from decimal import Decimal
+from enum import IntEnum
+
+import numpy as np
+
+LAYOUT_VERSION = 1
+FIXED_DECIMALS = 9
+FIXED_SCALE = 1_000_000_000
+UNDEF_PRICE = (1 << 63) - 1
+I64_MAX = (1 << 63) - 1
+I64_MIN = -(1 << 63)
+U64_MAX = (1 << 64) - 1
+
+
+class RType(IntEnum):
+    """dm's record kinds (0xE0-0xEF, outside DBN's range); 0xFF is the ring's padding frame."""
+
+    TRADE = 0xE0
+    BBO = 0xE1
+    DEPTH = 0xE2
+    BOOK_DELTA = 0xE3
+    BAR = 0xE4
+    PADDING = 0xFF
+
+
+class Publisher(IntEnum):
+    """publisher_id values. Databento datasets keep Databento's publisher ids (1-999);
+    venues dm connects to directly use 1001+."""
+
+    GLBX_MDP3_GLBX = 1
+    XNAS_ITCH_XNAS = 2
+    BINANCE = 1001
+    KRAKEN = 1002
+    KRAKEN_FUTURES = 1003
+
+
+class Flag(IntEnum):
+    TS_EVENT_IS_RECV = 1 << 0
+    MAYBE_BAD_BOOK = 1 << 2
+    BAD_TS_RECV = 1 << 3
+    SNAPSHOT = 1 << 5
+    TOB = 1 << 6
+    LAST = 1 << 7
+
+
+SIDE_ASK, SIDE_BID, SIDE_NONE = ord("A"), ord("B"), ord("N")
+ACTION_ADD, ACTION_MODIFY, ACTION_CANCEL, ACTION_CLEAR = ord("A"), ord("M"), ord("C"), ord("R")
+DEPTH_LEVELS = 10
+
+_HEADER = [
+    ("length", "<u1"),
+    ("rtype", "<u1"),
+    ("publisher_id", "<u2"),
+    ("instrument_id", "<u4"),
+    ("ts_event", "<u8"),
+]
+
+HEADER_DTYPE = np.dtype(_HEADER)
+
+TRADE_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("price", "<i8"),
+        ("size", "<u8"),
+        ("trade_id", "<u8"),
+        ("sequence", "<u8"),
+        ("side", "<u1"),
+        ("flags", "<u1"),
+        ("_reserved", "V6"),
+    ]
+)
+
+BBO_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("bid_px", "<i8"),
+        ("ask_px", "<i8"),
+        ("bid_sz", "<u8"),
+        ("ask_sz", "<u8"),
+        ("sequence", "<u8"),
+        ("bid_ct", "<u4"),
+        ("ask_ct", "<u4"),
+        ("flags", "<u1"),
+        ("_reserved", "V7"),
+    ]
+)
+
+DEPTH_LEVEL_DTYPE = np.dtype(
+    [("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u8"), ("ask_sz", "<u8")]
+)
+
+DEPTH_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("sequence", "<u8"),
+        ("flags", "<u1"),
+        ("n_bid", "<u1"),
+        ("n_ask", "<u1"),
+        ("_reserved", "V5"),
+        ("levels", DEPTH_LEVEL_DTYPE, (DEPTH_LEVELS,)),
+    ]
+)
+
+BOOK_DELTA_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("price", "<i8"),
+        ("size", "<u8"),
+        ("sequence", "<u8"),
+        ("side", "<u1"),
+        ("action", "<u1"),
+        ("flags", "<u1"),
+        ("_reserved", "V5"),
+    ]
+)
+
+BAR_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("open", "<i8"),
+        ("high", "<i8"),
+        ("low", "<i8"),
+        ("close", "<i8"),
+        ("volume", "<u8"),
+        ("interval_s", "<u4"),
+        ("flags", "<u1"),
+        ("_reserved", "V3"),
+    ]
+)
+
+DTYPES: dict[int, np.dtype] = {
+    RType.TRADE: TRADE_DTYPE,
+    RType.BBO: BBO_DTYPE,
+    RType.DEPTH: DEPTH_DTYPE,
+    RType.BOOK_DELTA: BOOK_DELTA_DTYPE,
+    RType.BAR: BAR_DTYPE,
+}
+
+SIZES: dict[int, int] = {int(k): v.itemsize for k, v in DTYPES.items()}
+
+
+def _layout_hash() -> int:
+    """CRC32 of every record dtype's field names, formats and offsets: a reader compares it
+    with the segment header and refuses a segment written with another layout."""
+    parts = [f"v{LAYOUT_VERSION}"]
+    for rtype, dt in sorted(DTYPES.items()):
+        fields = ",".join(f"{n}:{dt.fields[n][0].str}:{dt.fields[n][1]}" for n in dt.names)
+        parts.append(f"{int(rtype):#x}[{dt.itemsize}]{{{fields}}}")
+    return zlib.crc32(";".join(parts).encode())
+
+
+LAYOUT_HASH = _layout_hash()
+
+_HDR = struct.Struct("<BBHIQ")
+
+
+def header(buf) -> tuple[int, int, int, int, int]:
+    """Decode a record header: ``(length_words, rtype, publisher_id, instrument_id, ts_event)``."""
+    return _HDR.unpack_from(buf, 0)
+
+
+def view(buf) -> np.ndarray:
+    """One record (bytes-like, starting at its header) as a numpy structured scalar of its rtype.
+
+    Raises ``KeyError`` for an unknown rtype."""
+    rtype = buf[1]
+    return np.frombuffer(buf, DTYPES[rtype], count=1)[0]
+
+
+def to_decimal(value: int) -> Decimal:
+    """Fixed-point 1e-9 integer → exact ``Decimal``."""
+    return Decimal(value).scaleb(-FIXED_DECIMALS)
+
+
+def to_float(value: int) -> float:
+    """Fixed-point 1e-9 integer → nearest ``float`` (for display and analytics, not for storage)."""
+    return value / FIXED_SCALE
+
+
+def from_decimal(value: Decimal | str | int) -> int:
+    """Exact decimal → fixed point 1e-9. Raises ``ValueError`` when the value has more than 9
+    significant fractional digits or does not fit in i64."""
+    d = Decimal(value)
+    scaled = d.scaleb(FIXED_DECIMALS)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value!r} has more than {FIXED_DECIMALS} fractional digits")
+    out = int(scaled)
+    if not I64_MIN <= out <= I64_MAX:
+        raise ValueError(f"{value!r} does not fit in i64 at 1e-9")
+    return out
