@@ -54,7 +54,6 @@ class ReplayConfig:
     host: str = "127.0.0.1"
     port: int = 0
     speed: float = 0.0  # 0: as fast as possible; 1.0: recorded pace
-    start_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +149,17 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
     if shm.spool_fsync not in ("never", "batch", "always"):
         raise ConfigError(f"shm.spool_fsync must be never|batch|always, got {shm.spool_fsync!r}")
     replay = _section(raw, "replay", ReplayConfig, {"files": lambda v: tuple(Path(p) for p in v)})
+    replay_addr = env.get("DM_REPLAY_ADDR", "")
+
+    def url(name: str, key: str, value: str) -> str:
+        # "{replay}" in a URL is the address of the supervisor's replay server (host:port), given
+        # to children in $DM_REPLAY_ADDR: the worker cannot tell a replay from the venue.
+        if "{replay}" in value:
+            if not replay_addr:
+                raise ConfigError(f"providers.{name}.{key} uses {{replay}}: run it under `dm supervise` with [replay] enabled (or set DM_REPLAY_ADDR=host:port)")
+            value = value.replace("{replay}", replay_addr)
+        return value
+
     providers: dict[str, ProviderConfig] = {}
     for name, p in raw.get("providers", {}).items():
         p = dict(p)
@@ -162,8 +172,8 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
                 kind=kind,
                 exchange=str(p.pop("exchange", kind.upper())),
                 publisher_id=int(p.pop("publisher_id", _PUBLISHERS.get(kind, 0))),
-                ws_url=str(p.pop("ws_url")),
-                rest_url=str(p.pop("rest_url", "")).rstrip("/"),
+                ws_url=url(name, "ws_url", str(p.pop("ws_url"))),
+                rest_url=url(name, "rest_url", str(p.pop("rest_url", ""))).rstrip("/"),
                 symbols=tuple(str(s).upper() for s in p.pop("symbols")),
                 channels=tuple(p.pop("channels", ())),
                 dead_letter=Path(p.pop("dead_letter", f"var/deadletter/{name}.jsonl")),
