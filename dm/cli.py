@@ -1,0 +1,197 @@
+"""dm's command line (click). Thin: parse, call, print."""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from dm import config as dmconfig
+from dm import log as dmlog
+from dm.errors import DmError
+
+DEFAULT_CONFIG = os.environ.get("DM_CONFIG", "conf/prod.toml")
+config_option = click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="TOML config file ($DM_CONFIG).")
+
+
+def _load(config_path: str, process: str | None = None) -> dmconfig.Config:
+    try:
+        cfg = dmconfig.load(config_path)
+    except DmError as e:
+        raise click.ClickException(str(e)) from None
+    dmlog.setup(cfg.log_format, cfg.log_level, process)
+    return cfg
+
+
+@click.group()
+@click.version_option(package_name="dm")
+def main() -> None:
+    """dm — market data manager: venue feeds → shared memory → trading processes and storage."""
+
+
+@main.command()
+@config_option
+@click.option("--summary/--no-summary", default=None, help="Print what flowed at the end (default: when the run ends with the replay).")
+def supervise(config_path: str, summary: bool | None) -> None:
+    """Run the supervisor: one worker per enabled provider, the persister, and the replay server
+    when [replay] is enabled. Stops cleanly on SIGTERM/SIGINT (systemd-friendly)."""
+    from dm.supervisor import run_supervisor, summary as flow_summary
+
+    cfg = _load(config_path, "supervisor")
+    code = run_supervisor(cfg, config_path)
+    if summary or (summary is None and cfg.supervisor.exit_when_replay_done):
+        click.echo(flow_summary(cfg))
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("name")
+@config_option
+def worker(name: str, config_path: str) -> None:
+    """Run the worker of provider NAME (the supervisor starts these)."""
+    from dm.providers.base import run_worker
+
+    cfg = _load(config_path, f"worker:{name}")
+    if name not in cfg.providers:
+        raise click.ClickException(f"no provider {name!r} in {config_path}; have {sorted(cfg.providers)}")
+    run_worker(cfg, name)
+
+
+@main.command()
+@config_option
+def persist(config_path: str) -> None:
+    """Run the persister: persist queues → storage (the supervisor starts it)."""
+    from dm.persister import run_persister
+
+    run_persister(_load(config_path, "persister"))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port (see --ready-file).")
+@click.option("--speed", default=1.0, show_default=True, help="Recorded pace × speed; 0 = as fast as possible.")
+@click.option("--once", is_flag=True, help="Exit once the recording was replayed to the end to --connections clients.")
+@click.option("--connections", default=1, show_default=True, help="With --once: how many connections to serve before exiting.")
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once listening.")
+def replay(files, host, port, speed, once, connections, ready_file) -> None:
+    """Serve recorded venue sessions (cryptofeed raw-data files) over websocket + REST, frame
+    for frame as the venue sent them."""
+    from dm.replay import run_replay
+
+    dmlog.setup("console", "info", "replay")
+    run_replay(list(files), host=host, port=port, speed=speed, once=once, ready_file=ready_file, expected_connections=connections)
+
+
+def _fmt_ts(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%H:%M:%S.%f") + f"{ns % 1000:03d}"
+
+
+def format_record(rec) -> str:
+    """One line for a person; prices and sizes as exact decimals."""
+    from dm.client import Overrun
+    from dm.records import to_decimal
+
+    if isinstance(rec, Overrun):
+        return f"OVERRUN lost {rec.lost_records} records"
+    name = type(rec).__name__.upper()
+    head = f"{_fmt_ts(rec.ts_event)} {name:<6} id={rec.instrument_id}"
+    if name == "TRADE":
+        return f"{head} {chr(rec.side)} {to_decimal(rec.size)} @ {to_decimal(rec.price)} trade_id={rec.trade_id}"
+    if name == "BBO":
+        return f"{head} {to_decimal(rec.bid_sz)} {to_decimal(rec.bid_px)} / {to_decimal(rec.ask_px)} {to_decimal(rec.ask_sz)} seq={rec.sequence}"
+    if name == "BOOKDELTA":
+        return f"{head} {chr(rec.side)} {chr(rec.action)} {to_decimal(rec.size)} @ {to_decimal(rec.price)} seq={rec.sequence}"
+    if name == "DEPTH":
+        top = rec.levels[0]
+        return f"{head} top {to_decimal(top[0])} / {to_decimal(top[1])} ({rec.n_bid}x{rec.n_ask} levels) seq={rec.sequence}"
+    return f"{head} {rec}"
+
+
+@main.command()
+@click.argument("symbol")
+@click.option("--exchange", required=True, help="e.g. BINANCE")
+@click.option("--instance", default=None, help="Only this dm instance's channels.")
+@click.option("--registry", default="/dm.registry", show_default=True)
+@click.option("--start", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True)
+@click.option("-n", "--count", default=0, help="Stop after N records (0: until the producer stops).")
+@click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for the channel to appear.")
+def tail(symbol, exchange, instance, registry, start, count, wait) -> None:
+    """Print a symbol's records live from shared memory."""
+    from dm.client import Client
+
+    with Client(instance=instance, registry=registry) as client:
+        try:
+            sub = client.subscribe(symbol, exchange=exchange, start=start, wait=wait)
+        except DmError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"# {sub.name} ({sub.producer_state()})", err=True)
+        n = 0
+        try:
+            for rec in sub:
+                click.echo(format_record(rec))
+                n += 1
+                if count and n >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
+
+
+@main.group()
+def db() -> None:
+    """Storage: migrate, stats, compress."""
+
+
+def _storage(config_path: str, url: str | None):
+    from dm.storage import open_storage
+
+    if url is None:
+        url = _load(config_path).storage.url
+    return open_storage(url)
+
+
+url_option = click.option("--url", default=None, help="Storage URL (default: the config's storage.url / $DM_STORAGE_URL).")
+
+
+@db.command()
+@config_option
+@url_option
+def migrate(config_path: str, url: str | None) -> None:
+    """Create or upgrade the schema (idempotent)."""
+    st = _storage(config_path, url)
+    try:
+        applied = st.migrate()
+        click.echo(f"schema version {st.schema_version()}" + (f"; applied {', '.join(applied)}" if applied else "; up to date"))
+    finally:
+        st.close()
+
+
+@db.command()
+@config_option
+@url_option
+def stats(config_path: str, url: str | None) -> None:
+    """Rows, size and time range per table."""
+    import json
+
+    st = _storage(config_path, url)
+    try:
+        click.echo(json.dumps(st.stats(), indent=2, default=str))
+    finally:
+        st.close()
+
+
+@db.command()
+@config_option
+@url_option
+def compress(config_path: str, url: str | None) -> None:
+    """Compress old partitions (TimescaleDB) or vacuum/analyse."""
+    st = _storage(config_path, url)
+    try:
+        click.echo(st.compress())
+    finally:
+        st.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The persister: drains every worker's persist queue into storage.
+
+Batches close on size (``persister.batch_records``) or time (``persister.batch_ms``), whichever
+comes first. A batch is split by rtype into numpy structured arrays and written in one storage
+transaction (PostgreSQL binary COPY, or SQLite); the queue position is committed only after the
+database commit, so a crash re-delivers at most the uncommitted batch, which the storage's
+uniqueness keys make idempotent. On SIGTERM it drains every queue (and spool) to the end, then
+unlinks the queues whose producer has closed them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+
+import numpy as np
+
+from dm import log as dmlog
+from dm._ring import PersistConsumer, split_by_rtype
+from dm.config import Config
+from dm.errors import RingError, StorageError
+from dm.records import DTYPES, LAYOUT_HASH, RType
+from dm.storage import open_storage
+
+log = dmlog.get("dm.persister")
+
+TABLES = {RType.TRADE: "trades", RType.BBO: "bbo", RType.BOOK_DELTA: "book_deltas", RType.DEPTH: "depth", RType.BAR: "bars"}
+
+
+def to_arrays(buf: bytes) -> dict[int, np.ndarray]:
+    """Concatenated records → rtype → structured array (a copy, so the batch can be released)."""
+    out = {}
+    for rtype, chunk in split_by_rtype(buf).items():
+        dt = DTYPES.get(rtype)
+        if dt is None:
+            raise StorageError(f"persist queue holds a record of unknown rtype {rtype:#x}")
+        out[rtype] = np.frombuffer(chunk, dtype=dt)
+    return out
+
+
+class Persister:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.storage = open_storage(cfg.storage.url)
+        self.consumers: dict[str, PersistConsumer] = {}
+        self.rows: Counter[str] = Counter()
+        self.records = 0
+        self.batches = 0
+        self.stopping = False
+        self.stats_path = cfg.run_dir / cfg.instance / "persister.stats.json"
+
+    def attach(self) -> None:
+        """Open the queues of enabled providers that exist (workers create them)."""
+        for p in self.cfg.enabled_providers:
+            if p.name in self.consumers:
+                continue
+            try:
+                self.consumers[p.name] = PersistConsumer(self.cfg.persist_name(p.name), LAYOUT_HASH, str(self.cfg.spool_dir_for(p.name)))
+                log.info("attached persist queue", provider=p.name)
+            except RingError:
+                pass  # the worker has not created it yet
+
+    def drain_once(self, name: str, c: PersistConsumer) -> int:
+        """One batch from one queue → storage → commit. Returns records written (0 = empty)."""
+        batch = c.read_batch(self.cfg.persister.batch_records)
+        if batch is None:
+            return 0
+        buf, n, token = batch
+        inserted = self.storage.write(to_arrays(buf))
+        c.commit(token)
+        self.rows.update(inserted)
+        self.records += n
+        self.batches += 1
+        return n
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.storage.migrate()
+        log.info("persister ready", storage=self.cfg.storage.url.split("@")[-1], providers=[p.name for p in self.cfg.enabled_providers])
+        idle_sleep = self.cfg.persister.batch_ms / 1000.0
+        last_stats = 0.0
+        while True:
+            if len(self.consumers) < len(self.cfg.enabled_providers):
+                self.attach()
+            moved = 0
+            for name, c in list(self.consumers.items()):
+                moved += self.drain_once(name, c)
+            now = time.monotonic()
+            if now - last_stats > 1.0:
+                self.write_stats()
+                last_stats = now
+            if self.stopping and moved == 0:
+                break
+            if moved == 0:
+                time.sleep(idle_sleep)
+        self.finish()
+
+    def finish(self) -> None:
+        """After the final drain: unlink queues whose producer closed them and that are empty."""
+        for name, c in self.consumers.items():
+            if c.pending() == 0 and c.producer_closed():
+                c.unlink()
+                log.info("persist queue drained and removed", provider=name)
+            else:
+                log.warning("persist queue left for the next run", provider=name, pending=c.pending())
+        self.write_stats()
+        self.storage.close()
+        log.info("persister stopped", records=self.records, rows=dict(self.rows), batches=self.batches)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def write_stats(self) -> None:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.stats_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "records": self.records, "rows": dict(self.rows), "batches": self.batches, "ts": time.time()}))
+        os.replace(tmp, self.stats_path)
+
+
+def run_persister(cfg: Config) -> None:
+    Persister(cfg).run()

@@ -1,0 +1,305 @@
+"""The worker's connection loop, shared by every venue provider.
+
+A worker process owns one provider: it resolves the configured canonical symbols to venue
+symbols and instrument ids, creates one channel ring per symbol and its persist queue, registers
+in the shm service registry, then reads the venue websocket (aiohttp on uvloop), decodes each
+frame with the provider's Cython codec and fans the records out to the rings. It never blocks on
+a consumer: channel rings overwrite, the persist queue spills to disk.
+
+Bad input never kills a worker: a frame the codec rejects is counted, logged once per burst and
+appended to the provider's dead-letter file (JSON lines: ts_recv ns, error, frame text).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from dm import log as dmlog
+from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns
+from dm.config import Config, ProviderConfig
+from dm.errors import CodecError
+from dm.records import LAYOUT_HASH
+from dm.registry import Registry
+
+log = dmlog.get("dm.worker")
+
+
+class DeadLetters:
+    """Append-only dead-letter file plus burst-limited logging.
+
+    The first error of a burst is logged with its reason; later errors are only counted until
+    ``quiet_s`` passes without one, then a single line reports how many the burst held."""
+
+    def __init__(self, path: Path, provider: str, quiet_s: float = 1.0):
+        self.path = path
+        self.provider = provider
+        self.quiet_s = quiet_s
+        self.count = 0
+        self.by_reason: Counter[str] = Counter()
+        self._burst = 0
+        self._last = 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "ab", buffering=0)
+
+    def add(self, ts_recv: int, frame: bytes | str, err: Exception) -> None:
+        self.count += 1
+        self.by_reason[type(err).__name__] += 1
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "backslashreplace")
+        entry = {"ts_recv": ts_recv, "provider": self.provider, "error": str(err), "kind": type(err).__name__, "frame": text}
+        self._fh.write(orjson.dumps(entry) + b"\n")
+        now = time.monotonic()
+        if self._burst == 0:
+            log.warning("bad frame (dead-lettered)", provider=self.provider, error=str(err), file=str(self.path))
+        self._burst += 1
+        self._last = now
+
+    def tick(self) -> None:
+        """Called periodically: closes a burst that has gone quiet with one summary line."""
+        if self._burst and time.monotonic() - self._last >= self.quiet_s:
+            if self._burst > 1:
+                log.warning("bad frame burst ended", provider=self.provider, frames=self._burst)
+            self._burst = 0
+
+    def close(self) -> None:
+        self.tick()
+        if self._burst > 1:
+            log.warning("bad frame burst ended", provider=self.provider, frames=self._burst)
+        self._fh.close()
+
+
+class Provider:
+    """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
+    venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class
+    owns rings, registry, dead letters, stats and the reconnect loop."""
+
+    publisher_name = ""
+
+    def __init__(self, cfg: Config, pcfg: ProviderConfig):
+        self.cfg = cfg
+        self.pcfg = pcfg
+        self.name = pcfg.name
+        self.exchange = pcfg.exchange
+        self.codec = None
+        self.venue_symbols: dict[str, str] = {}  # canonical -> venue
+        self.instrument_ids: dict[str, int] = {}  # canonical -> instrument_id
+        self.channels: dict[str, ChannelWriter] = {}
+        self.queue: PersistQueue | None = None
+        self.fanout: Fanout | None = None
+        self.slot = None
+        self.dead = DeadLetters(pcfg.dead_letter, pcfg.name)
+        self.frames = 0
+        self.records = 0
+        self.records_by_channel: Counter[str] = Counter()
+        self.connects = 0
+        self._stop = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+        self.stats_path = cfg.run_dir / cfg.instance / f"{self.name}.stats.json"
+
+    # -- set-up ---------------------------------------------------------------------------
+    async def resolve_symbols(self) -> None:  # pragma: no cover - abstract
+        """Fill ``venue_symbols`` and ``instrument_ids`` for the configured symbols."""
+        raise NotImplementedError
+
+    def make_codec(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stream_url(self) -> str:
+        return self.pcfg.ws_url
+
+    async def on_connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send subscribe messages (venues that subscribe in the URL need none)."""
+
+    def open_rings(self) -> None:
+        cap = self.cfg.shm.channel_bytes
+        spool = self.cfg.spool_dir_for(self.name)
+        spool.mkdir(parents=True, exist_ok=True)
+        self.queue = PersistQueue(self.cfg.persist_name(self.name), self.cfg.shm.persist_bytes, LAYOUT_HASH, str(spool), fsync=self.cfg.shm.spool_fsync)
+        self.fanout = Fanout(self.queue)
+        self._iid_to_symbol = {}
+        for canonical, iid in self.instrument_ids.items():
+            w = ChannelWriter(self.cfg.channel_name(self.exchange, canonical), cap, LAYOUT_HASH)
+            self.channels[canonical] = w
+            self.fanout.add_channel(iid, w)
+            self._iid_to_symbol[iid] = canonical
+        self.slot = Registry(self.cfg.shm.registry).register(
+            self.cfg.instance, self.name, self.exchange, f"/dm.{self.cfg.instance}.{self.exchange}.", sorted(self.channels)
+        )
+
+    def close_rings(self) -> None:
+        for w in self.channels.values():
+            w.close(unlink=True)
+        self.channels.clear()
+        if self.queue is not None:
+            self.queue.flush()
+            self.queue.close()
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+
+    # -- the hot loop -------------------------------------------------------------------
+    def on_frame(self, data: bytes, ts_recv: int) -> None:
+        """Decode one frame and publish its records. Bad frames go to the dead-letter file."""
+        self.frames += 1
+        codec = self.codec
+        try:
+            n = codec.decode(data, ts_recv)
+        except CodecError as e:
+            self.dead.add(ts_recv, data, e)
+            return
+        if n:
+            self.publish(codec.output(), n)
+
+    def publish(self, buf, n: int) -> None:
+        self.fanout.publish(buf)
+        self.records += n
+
+    async def run_connection(self) -> None:
+        """One websocket connection: connect, subscribe, read until closed."""
+        url = self.stream_url()
+        async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True) as ws:
+            self.connects += 1
+            log.info("connected", provider=self.name, url=url)
+            await self.on_connected(ws)
+            on_frame = self.on_frame
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    on_frame(msg.data.encode(), now_ns())
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    on_frame(msg.data, now_ns())
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
+                if self._stop.is_set():
+                    break
+            log.info("disconnected", provider=self.name, code=ws.close_code)
+
+    async def connection_loop(self) -> None:
+        """Reconnect forever with exponential backoff and full jitter (reset after a good session)."""
+        delay = self.pcfg.reconnect_min_s
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.run_connection()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                log.warning("connection failed", provider=self.name, error=repr(e))
+            if self._stop.is_set():
+                break
+            if time.monotonic() - started > 10 * self.pcfg.reconnect_min_s:
+                delay = self.pcfg.reconnect_min_s
+            sleep = random.uniform(0, delay)
+            log.info("reconnecting", provider=self.name, in_s=round(sleep, 3))
+            try:
+                await asyncio.wait_for(self._stop.wait(), sleep)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, self.pcfg.reconnect_max_s)
+
+    async def housekeeping(self) -> None:
+        """Every second: ring heartbeats, persist-queue flush/spool rotation, registry heartbeat,
+        dead-letter bursts, stats file."""
+        beat = 0
+        while not self._stop.is_set():
+            for w in self.channels.values():
+                w.heartbeat()
+            if self.queue is not None:
+                self.queue.flush()
+            beat += 1
+            if self.slot is not None and beat % 5 == 0:
+                self.slot.heartbeat()
+            self.dead.tick()
+            self.write_stats()
+            try:
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def stats(self) -> dict:
+        return {
+            "provider": self.name,
+            "exchange": self.exchange,
+            "pid": os.getpid(),
+            "connects": self.connects,
+            "frames": self.frames,
+            "frames_by_kind": self.codec.counts() if self.codec is not None else {},
+            "records": self.records,
+            "records_by_channel": {s: w.records_written for s, w in self.channels.items()},
+            "persist_records": self.queue.records_written if self.queue is not None else 0,
+            "persist_spooled": self.queue.records_spooled if self.queue is not None else 0,
+            "dead_letters": self.dead.count,
+            "dead_letters_by_kind": dict(self.dead.by_reason),
+            "ts": time.time(),
+        }
+
+    def write_stats(self) -> None:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.stats_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.stats(), indent=1))
+        os.replace(tmp, self.stats_path)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as self.session:
+            await self.resolve_symbols()
+            self.codec = self.make_codec()
+            self.open_rings()
+            log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
+            try:
+                hk = asyncio.create_task(self.housekeeping())
+                conn = asyncio.create_task(self.connection_loop())
+                await self._stop.wait()
+                conn.cancel()
+                await asyncio.gather(conn, return_exceptions=True)
+                await hk
+            finally:
+                self.write_stats()
+                self.close_rings()
+                self.dead.close()
+                log.info("worker stopped", provider=self.name, frames=self.frames, records=self.records, dead_letters=self.dead.count)
+
+
+async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: dict[str, str]) -> dict[str, int]:
+    """Canonical symbol → instrument_id from the persistent instrument registry in storage."""
+    from dm.instruments import InstrumentRegistry
+    from dm.storage import open_storage
+
+    def work():
+        st = open_storage(cfg.storage.url)
+        try:
+            st.migrate()
+            reg = InstrumentRegistry(st)
+            return {c: reg.resolve(c, pcfg.exchange, v, pcfg.publisher_id) for c, v in venue_symbols.items()}
+        finally:
+            st.close()
+
+    return await asyncio.to_thread(work)
+
+
+def provider_class(kind: str):
+    if kind == "binance":
+        from dm.providers.binance import BinanceProvider
+
+        return BinanceProvider
+    raise NotImplementedError(f"provider kind {kind!r} has no worker yet")
+
+
+def run_worker(cfg: Config, name: str) -> None:
+    """Entry point of ``dm worker NAME``: runs the provider on uvloop until SIGTERM/SIGINT."""
+    import uvloop
+
+    pcfg = cfg.providers[name]
+    prov = provider_class(pcfg.kind)(cfg, pcfg)
+    uvloop.run(prov.run())

@@ -1,0 +1,146 @@
+"""Helpers for end-to-end tests: write a config for a unique instance, run `dm supervise` as a
+real process, read channels with dm.client from the start, and parse expectations straight from
+the recording with orjson (independently of dm's codec)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+B38 = ROOT / "data/binance/BINANCE-b38f7c.0"
+EXCHANGE_INFO = ROOT / "data/binance/2021-10-12/BINANCE.0"
+B38_SYMBOLS = ["BTCAUD", "MANAUSD", "ETHBRL", "DENTUSD", "ZILUSD", "RENBTCETH", "BTCSTUSD", "QTUMETH", "AXSBNB", "NEOUSDC"]
+
+
+def canonical(venue: str) -> str:
+    return venue[:-1] if venue.endswith("USDT") else venue  # quote alias USDT -> USD
+
+
+def fx(s: str) -> int:
+    """Decimal string → fixed point 1e-9, exactly (the test's own oracle)."""
+    d = Decimal(s).scaleb(9)
+    assert d == d.to_integral_value()
+    return int(d)
+
+
+def expected_binance(path: Path = B38) -> dict:
+    """Per canonical symbol: list of aggTrade data dicts and bookTicker data dicts, in order."""
+    out = {"aggTrade": defaultdict(list), "bookTicker": defaultdict(list)}
+    for line in path.read_bytes().splitlines():
+        if not line or line.startswith((b"configuration:", b"wss://", b"http")):
+            continue
+        _, text = line.split(b": ", 1)
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(msg, dict) or "stream" not in msg:
+            continue
+        kind = msg["stream"].split("@", 1)[1]
+        if kind in out:
+            out[kind][canonical(msg["data"]["s"])].append(msg["data"])
+    return out
+
+
+def write_config(tmp: Path, instance: str, storage_url: str, files=(B38, EXCHANGE_INFO), *, speed: float = 0.0,
+                 once: bool = True, symbols=B38_SYMBOLS, channels=("aggTrade", "bookTicker"), extra: str = "") -> Path:
+    cfg = tmp / "dm.toml"
+    files_toml = ", ".join(f'"{f}"' for f in files)
+    syms = ", ".join(f'"{s}"' for s in symbols)
+    chans = ", ".join(f'"{c}"' for c in channels)
+    cfg.write_text(f"""
+[dm]
+instance = "{instance}"
+run_dir = "{tmp / 'run'}"
+log_format = "console"
+log_level = "info"
+[storage]
+url = "{storage_url}"
+[shm]
+registry = "/dm.reg.{instance}"
+channel_bytes = 4194304
+persist_bytes = 16777216
+spool_dir = "{tmp / 'spool'}"
+[persister]
+batch_records = 5000
+batch_ms = 10
+[supervisor]
+restart_backoff_min_s = 0.1
+restart_backoff_max_s = 1.0
+max_restarts = 5
+restart_window_s = 60.0
+stop_grace_s = 10.0
+exit_when_replay_done = {'true' if once else 'false'}
+[replay]
+enabled = true
+files = [{files_toml}]
+speed = {speed}
+[symbology]
+quote_aliases = {{ USDT = "USD" }}
+[providers.binance]
+kind = "binance"
+exchange = "BINANCE"
+ws_url = "ws://{{replay}}/stream"
+rest_url = "http://{{replay}}"
+symbols = [{syms}]
+channels = [{chans}]
+dead_letter = "{tmp / 'deadletter' / 'binance.jsonl'}"
+{extra}
+""")
+    return cfg
+
+
+def start_supervisor(cfg: Path, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("DM_STORAGE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "dm", "supervise", "-c", str(cfg)], cwd=ROOT, env=env,
+                            stdout=open(log_path.with_suffix(".out"), "wb"), stderr=open(log_path, "wb"))
+
+
+class ChannelCollector:
+    """Subscribes (start="oldest") to every symbol as soon as its channel appears and collects
+    every record until the producer closes the channel."""
+
+    def __init__(self, instance: str, symbols, exchange: str = "BINANCE"):
+        from dm.client import Client
+
+        self.client = Client(instance=instance, registry=f"/dm.reg.{instance}")
+        self.symbols = list(symbols)
+        self.exchange = exchange
+        self.records: dict[str, list] = {s: [] for s in self.symbols}
+        self.overruns: dict[str, int] = {}
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(s,), daemon=True) for s in self.symbols]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, symbol: str) -> None:
+        try:
+            sub = self.client.subscribe(symbol, exchange=self.exchange, start="oldest", wait=60)
+            for rec in sub:
+                self.records[symbol].append(rec)
+            self.overruns[symbol] = sub.lost_records
+        except BaseException as e:  # surfaced by join()
+            self.errors.append(e)
+
+    def join(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert not self.errors, self.errors
+        assert not any(t.is_alive() for t in self.threads), "a reader never saw its channel close"
+
+
+def leftover_segments(instance: str) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").iterdir() if p.name.startswith((f"dm.{instance}.", f"dm.reg.{instance}")))

@@ -1,0 +1,192 @@
+"""The main job end to end: `dm supervise` replays the real Binance recording through a local
+venue server; the worker decodes with the Cython codec into shm channels and the persist queue;
+the persister stores every record. Checked against the recording parsed independently."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import orjson
+import pytest
+
+from dm.records import SIDE_ASK, SIDE_BID, Bbo, Flag, Trade
+from dm.storage import open_storage
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, canonical, expected_binance, fx,
+                       leftover_segments, start_supervisor, write_config)
+
+EXPECTED = expected_binance()
+
+
+def check_trade(rec, d) -> None:
+    assert rec.price == fx(d["p"]) and rec.size == fx(d["q"])
+    assert rec.ts_event == d["T"] * 1_000_000
+    assert rec.trade_id == d["a"]
+    assert rec.side == (SIDE_ASK if d["m"] else SIDE_BID)
+
+
+def check_bbo(rec, d) -> None:
+    assert (rec.bid_px, rec.bid_sz, rec.ask_px, rec.ask_sz) == (fx(d["b"]), fx(d["B"]), fx(d["a"]), fx(d["A"]))
+    assert rec.sequence == d["u"]
+    # Binance spot bookTicker carries no event time: ts_event is the receive time, flagged.
+    assert rec.flags & Flag.TS_EVENT_IS_RECV and rec.ts_event == rec.ts_recv
+
+
+@pytest.mark.timeout(180)
+def test_replay_through_supervisor_reader_and_storage(tmp_path, instance, storage_url):
+    cfg = write_config(tmp_path, instance, storage_url, speed=10.0)
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    readers = ChannelCollector(instance, B38_SYMBOLS).start()
+    try:
+        assert sup.wait(timeout=150) == 0, (tmp_path / "supervisor.log").read_text()[-4000:]
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    readers.join(timeout=30)
+
+    # reader: every aggTrade frame is one trade record, every bookTicker frame one BBO record
+    ids = {}
+    for sym in B38_SYMBOLS:
+        recs = readers.records[sym]
+        trades = [r for r in recs if isinstance(r, Trade)]
+        bbos = [r for r in recs if isinstance(r, Bbo)]
+        assert readers.overruns[sym] == 0
+        assert len(trades) == len(EXPECTED["aggTrade"][sym]), sym
+        assert len(bbos) == len(EXPECTED["bookTicker"][sym]), sym
+        for r, d in zip(trades, EXPECTED["aggTrade"][sym]):
+            check_trade(r, d)
+        for r, d in zip(bbos, EXPECTED["bookTicker"][sym]):
+            check_bbo(r, d)
+        if recs:
+            ids[sym] = recs[0].instrument_id
+            assert {r.instrument_id for r in recs} == {ids[sym]}
+    assert sum(len(v) for v in EXPECTED["aggTrade"].values()) == 1240
+    assert sum(len(v) for v in EXPECTED["bookTicker"].values()) == 5408
+
+    # storage: the same records, as rows, exactly
+    st = open_storage(storage_url)
+    try:
+        counts = st.counts()
+        assert counts["trades"] == 1240 and counts["bbo"] == 5408
+        inst = {sym: iid for iid, sym, ex, venue, pub in st.load_instruments() if ex == "BINANCE"}
+        assert set(inst) == set(B38_SYMBOLS)
+        for sym in B38_SYMBOLS:
+            rows = st.fetch("trades", inst[sym])
+            exp = sorted(EXPECTED["aggTrade"][sym], key=lambda d: (d["T"], d["a"]))
+            assert [int(x) for x in rows["trade_id"]] == [d["a"] for d in exp]
+            assert [int(x) for x in rows["price"]] == [fx(d["p"]) for d in exp]
+            assert [int(x) for x in rows["size"]] == [fx(d["q"]) for d in exp]
+            assert [int(x) for x in rows["ts_event"]] == [d["T"] * 1_000_000 for d in exp]
+            b = st.fetch("bbo", inst[sym])
+            assert sorted(int(x) for x in b["sequence"]) == sorted(d["u"] for d in EXPECTED["bookTicker"][sym])
+            assert sorted(int(x) for x in b["bid_px"]) == sorted(fx(d["b"]) for d in EXPECTED["bookTicker"][sym])
+            if sym in ids:
+                assert ids[sym] == inst[sym]
+    finally:
+        st.close()
+
+    # clean shutdown: no shm segment left behind, stats say what flowed
+    assert leftover_segments(instance) == []
+    stats = json.loads((tmp_path / "run" / instance / "binance.stats.json").read_text())
+    assert stats["frames_by_kind"]["aggTrade"] == 1240 and stats["frames_by_kind"]["bookTicker"] == 5408
+    assert stats["dead_letters"] == 0
+    out = (tmp_path / "supervisor.out").read_text()
+    assert "rows stored" in out and "trades" in out
+
+
+BAD_LINES = [
+    # (kind, frame text)
+    ("invalid json", '{"stream":"zilusdt@aggTrade","data":{"e":"aggTrade","E":1617647603484,"s":"ZILUSDT"'),
+    ("missing field", '{"stream":"zilusdt@aggTrade","data":{"e":"aggTrade","E":1617647603484,"s":"ZILUSDT","a":1,"q":"1.0","f":1,"l":1,"T":1617647603483,"m":false,"M":true}}'),
+    ("non-numeric price", '{"stream":"zilusdt@aggTrade","data":{"e":"aggTrade","E":1617647603484,"s":"ZILUSDT","a":2,"p":"0.21x48","q":"1.0","f":1,"l":1,"T":1617647603483,"m":false,"M":true}}'),
+    ("price too large", '{"stream":"zilusdt@bookTicker","data":{"u":1,"s":"ZILUSDT","b":"9300000000.000000001","B":"1.0","a":"0.2","A":"1.0"}}'),
+]
+
+
+def corrupt_recording(dst, bursts: list[tuple[float, int]]) -> list[str]:
+    """Copy of the recording with bursts of bad frames: (seconds into the session, how many)."""
+    lines = B38.read_text().splitlines()
+    first_ts = next(float(l.split(": ", 1)[0]) for l in lines if l[:1].isdigit())
+    inserted, out, bi = [], [], 0
+    bursts = sorted(bursts)
+    for line in lines:
+        if bi < len(bursts) and line[:1].isdigit():
+            ts = float(line.split(": ", 1)[0])
+            if ts >= first_ts + bursts[bi][0]:
+                for k in range(bursts[bi][1]):
+                    text = BAD_LINES[(len(inserted)) % len(BAD_LINES)][1]
+                    out.append(f"{ts}: {text}")
+                    inserted.append(text)
+                bi += 1
+        out.append(line)
+    dst.write_text("\n".join(out) + "\n")
+    return inserted
+
+
+@pytest.mark.timeout(180)
+def test_bad_frames_dead_lettered_worker_carries_on(tmp_path, instance, sqlite_url):
+    bad = tmp_path / "BINANCE-bad.0"
+    inserted = corrupt_recording(bad, [(10.0, 4), (50.0, 3), (90.0, 1)])
+    cfg = write_config(tmp_path, instance, sqlite_url, files=(bad, EXCHANGE_INFO), speed=8.0)
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    try:
+        assert sup.wait(timeout=150) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    dead = [orjson.loads(l) for l in (tmp_path / "deadletter" / "binance.jsonl").read_bytes().splitlines()]
+    assert [d["frame"] for d in dead] == inserted
+    assert all(isinstance(d["ts_recv"], int) and d["ts_recv"] > 1.6e18 and d["error"] for d in dead)
+    kinds = [d["kind"] for d in dead]
+    assert "FixedPointError" in kinds and "CodecError" in kinds
+    # logged once per burst, not per frame
+    log = (tmp_path / "supervisor.log").read_text()
+    assert log.count("bad frame (dead-lettered)") == 3, log[-3000:]
+    # every good frame still arrived and was stored
+    st = open_storage(sqlite_url)
+    try:
+        assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408
+    finally:
+        st.close()
+    stats = json.loads((tmp_path / "run" / instance / "binance.stats.json").read_text())
+    assert stats["dead_letters"] == len(inserted) == 8
+    assert leftover_segments(instance) == []
+
+
+def _worker_pid(tmp_path, instance, old=None, timeout=30.0) -> int:
+    path = tmp_path / "run" / instance / "binance.stats.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = json.loads(path.read_text())
+            if st["pid"] != old and st["frames"] > 0:
+                return st["pid"]
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("worker did not report")
+
+
+@pytest.mark.timeout(120)
+def test_crashed_worker_restarted_and_sigterm_cleans_up(tmp_path, instance, sqlite_url):
+    cfg = write_config(tmp_path, instance, sqlite_url, speed=1.0, once=False)
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    try:
+        pid = _worker_pid(tmp_path, instance)
+        os.kill(pid, signal.SIGKILL)
+        new_pid = _worker_pid(tmp_path, instance, old=pid)
+        assert new_pid != pid
+        from dm.client import Client
+
+        with Client(instance=instance, registry=f"/dm.reg.{instance}") as c:
+            sub = c.subscribe("DENTUSD", "BINANCE", start="newest", wait=20)
+            assert sub.read(timeout=20) is not None  # records flow again after the restart
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=60) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    log = (tmp_path / "supervisor.log").read_text()
+    assert "child exited, restarting" in log
+    assert leftover_segments(instance) == []
