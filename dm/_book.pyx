@@ -1,0 +1,585 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""L2 order book (price-level aggregated) for dm workers.
+
+``L2Book`` holds one instrument's bids and asks as sorted contiguous arrays (see
+``dm/_book.pxd`` for the layout) and applies BOOK_DELTA records (``dm/_records.pxd``):
+
+* ``size == 0`` (or action ``'C'``) deletes the level; a delete of an absent level is a no-op
+  (Binance Spot API docs, "How to manage a local order book correctly": "Receiving an event that
+  removes a price level that is not in your local order book can happen and is normal").
+* action ``'R'`` (CLEAR) empties both sides (sent before a snapshot).
+* ``max_depth > 0`` truncates each side to its best ``max_depth`` levels at the end of every
+  ``apply``/``apply_level`` call (Kraken WebSocket API v1, "book": the local book is kept at the
+  subscribed depth; levels that fall out are not deleted by the venue).
+
+Prices are i64 and sizes u64 in fixed point 1e-9; timestamps u64 ns since the UNIX epoch.
+Every call returns a change mask: ``MASK_BBO`` (1) the top level (price or size) of either side
+differs from before the call; ``MASK_TOP10`` (2) some level within the top 10 of either side was
+touched (conservative: a change undone within the same call still sets it); ``MASK_CROSSED`` (4)
+the book is crossed (best bid >= best ask) after the call.
+"""
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize, PyByteArray_AS_STRING
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memmove, memcpy, memset
+
+from dm._records cimport *
+from dm.errors import DmError
+
+import zlib as _zlib
+
+_crc32 = _zlib.crc32
+
+MASK_BBO = BOOK_MASK_BBO
+MASK_TOP10 = BOOK_MASK_TOP10
+MASK_CROSSED = BOOK_MASK_CROSSED
+
+
+class BookError(DmError, ValueError):
+    """A record given to ``L2Book`` is not a valid BOOK_DELTA for this book (wrong rtype or
+    length, unknown side/action, other instrument, truncated buffer), or a value cannot be
+    rendered (checksum decimals). ``index`` is the record's position in the buffer (or -1)."""
+
+    def __init__(self, reason: str, index: int = -1):
+        self.reason = reason
+        self.index = index
+        at = f" (record {index})" if index >= 0 else ""
+        super().__init__(f"L2Book: {reason}{at}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.index))
+
+
+# status codes of the nogil core, turned into BookError by _raise_status
+cdef enum:
+    ST_OK = 0
+    ST_NOMEM = -1
+    ST_TRUNCATED = -2
+    ST_RTYPE = -3
+    ST_LENGTH = -4
+    ST_SIDE = -5
+    ST_ACTION = -6
+    ST_INSTRUMENT = -7
+
+cdef enum:
+    DELTA_SIZE = sizeof(BookDeltaRecord)
+    LINEAR_SCAN = 8      # levels checked linearly from the top before binary search
+    TOP_N = DEPTH_LEVELS
+
+
+cdef int _raise_status(int st, Py_ssize_t bad) except -1:
+    if st == ST_NOMEM:
+        raise MemoryError("L2Book: out of memory growing a side")
+    reasons = {
+        ST_TRUNCATED: "buffer ends inside a record",
+        ST_RTYPE: "record is not a BOOK_DELTA (rtype 0xE3)",
+        ST_LENGTH: f"record length is not {DELTA_SIZE} bytes",
+        ST_SIDE: "side is not 'B' or 'A'",
+        ST_ACTION: "action is not one of 'A', 'M', 'C', 'R'",
+        ST_INSTRUMENT: "record is for another instrument",
+    }
+    raise BookError(reasons.get(st, f"status {st}"), bad)
+
+
+# ---------------------------------------------------------------- one side (nogil helpers)
+
+cdef inline Py_ssize_t _lower_bound(const BookLevel* a, Py_ssize_t n, int64_t key) noexcept nogil:
+    """First index i with a[i].key >= key (n if none). Scans from the top (best) first."""
+    cdef Py_ssize_t i = n, j = 0, lo, hi, mid
+    while i > 0 and j < LINEAR_SCAN:
+        if a[i - 1].key < key:
+            return i
+        i -= 1
+        j += 1
+    if i == 0 or a[0].key >= key:
+        return 0
+    lo = 0
+    hi = i
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid].key < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef int _reserve(BookSide* s) noexcept nogil:
+    """Re-centre the live window so both ends have free slots: in place when at most half the
+    buffer is live, else into a buffer twice as large. Amortised O(1) per insert."""
+    cdef Py_ssize_t newcap, newlo
+    cdef BookLevel* nl
+    if s.n + 1 <= (s.cap >> 1):
+        newlo = (s.cap - s.n) >> 1
+        memmove(s.lv + newlo, s.lv + s.lo, s.n * sizeof(BookLevel))
+        s.lo = newlo
+        return 0
+    newcap = s.cap * 2 if s.cap >= 16 else 32
+    nl = <BookLevel*>malloc(newcap * sizeof(BookLevel))
+    if nl == NULL:
+        return ST_NOMEM
+    newlo = (newcap - s.n) >> 1
+    if s.n:
+        memcpy(nl + newlo, s.lv + s.lo, s.n * sizeof(BookLevel))
+    free(s.lv)
+    s.lv = nl
+    s.lo = newlo
+    s.cap = newcap
+    return 0
+
+
+cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size) noexcept nogil:
+    """Set one level; size 0 deletes. Returns mask bits (>= 0) or ST_NOMEM.
+
+    Inserts and deletes move the shorter part of the array (the part above the position, or
+    the part below it), so levels near the top and levels at the bottom (snapshots arrive best
+    first, i.e. each new level is the worst) both cost O(1) moves."""
+    cdef BookLevel* a = s.lv + s.lo
+    cdef Py_ssize_t n = s.n
+    cdef Py_ssize_t i = _lower_bound(a, n, key)
+    cdef Py_ssize_t dist
+    if i < n and a[i].key == key:
+        dist = n - 1 - i
+        if size == 0:
+            if i < dist:                    # fewer levels below: shift them up, lo + 1
+                memmove(a + 1, a, i * sizeof(BookLevel))
+                s.lo += 1
+            else:                           # fewer above: shift them down
+                memmove(a + i, a + i + 1, dist * sizeof(BookLevel))
+            s.n = n - 1
+        elif a[i].size != size:
+            a[i].size = size
+        else:
+            return 0
+    else:
+        if size == 0:
+            return 0
+        dist = n - i
+        if i < dist:                        # shift the levels below i down by one
+            if s.lo == 0:
+                if _reserve(s) != 0:
+                    return ST_NOMEM
+            s.lo -= 1
+            a = s.lv + s.lo
+            memmove(a, a + 1, i * sizeof(BookLevel))
+        else:                               # shift the levels above i up by one
+            if s.lo + n == s.cap:
+                if _reserve(s) != 0:
+                    return ST_NOMEM
+                a = s.lv + s.lo
+            memmove(a + i + 1, a + i, dist * sizeof(BookLevel))
+        a[i].key = key
+        a[i].size = size
+        s.n = n + 1
+    if dist == 0:
+        return BOOK_MASK_BBO | BOOK_MASK_TOP10
+    if dist < TOP_N:
+        return BOOK_MASK_TOP10
+    return 0
+
+
+cdef inline int _truncate_side(BookSide* s, Py_ssize_t depth) noexcept nogil:
+    """Keep the best `depth` levels; returns MASK_TOP10 when a dropped level was in the top 10."""
+    cdef Py_ssize_t drop
+    if s.n <= depth:
+        return 0
+    drop = s.n - depth
+    s.lo += drop
+    s.n = depth
+    return BOOK_MASK_TOP10 if depth < TOP_N else 0
+
+
+cdef inline void _clear_side(BookSide* s) noexcept nogil:
+    s.lo = s.cap >> 1
+    s.n = 0
+
+
+cdef inline int64_t _price(int64_t key, bint bid) noexcept nogil:
+    return key if bid else ~key
+
+
+cdef object _side_levels(BookSide* s, bint bid, Py_ssize_t n):
+    cdef Py_ssize_t k, top
+    cdef list out = []
+    if n <= 0 or n > s.n:
+        n = s.n
+    top = s.lo + s.n - 1
+    for k in range(n):
+        out.append((_price(s.lv[top - k].key, bid), s.lv[top - k].size))
+    return out
+
+
+cdef int _side_code(object side) except -1:
+    cdef int c
+    if isinstance(side, str):
+        if len(<str>side) != 1:
+            raise BookError(f"side {side!r} is not 'B' or 'A'")
+        c = ord(<str>side)
+    else:
+        c = side
+    if c != SIDE_BID and c != SIDE_ASK:
+        raise BookError(f"side {side!r} is not 'B' (66) or 'A' (65)")
+    return c
+
+
+cdef char* _put_uint(char* p, uint64_t v) noexcept nogil:
+    """Decimal text of v without leading zeros (v == 0 gives nothing: Kraken strips all zeros)."""
+    cdef char tmp[24]
+    cdef int k = 0
+    while v:
+        tmp[k] = <char>(48 + v % 10)
+        v //= 10
+        k += 1
+    while k:
+        k -= 1
+        p[0] = tmp[k]
+        p += 1
+    return p
+
+
+# ---------------------------------------------------------------- the book
+
+cdef class L2Book:
+    """L2 book of one instrument.
+
+    ``L2Book(instrument_id, publisher_id, max_depth=0)``: ``max_depth`` 0 = unbounded, else each
+    side is truncated to its best ``max_depth`` levels after every apply call. Records passed to
+    ``apply`` must carry this ``instrument_id`` (``BookError`` otherwise)."""
+
+    def __cinit__(self, uint32_t instrument_id, uint16_t publisher_id, Py_ssize_t max_depth=0):
+        if max_depth < 0:
+            raise ValueError("max_depth must be >= 0")
+        self.instrument_id = instrument_id
+        self.publisher_id = publisher_id
+        self.max_depth = max_depth
+        memset(&self.bids, 0, sizeof(BookSide))
+        memset(&self.asks, 0, sizeof(BookSide))
+
+    def __dealloc__(self):
+        free(self.bids.lv)
+        free(self.asks.lv)
+        self.bids.lv = NULL
+        self.asks.lv = NULL
+
+    # ------------------------------------------------------------ C-level API
+
+    cdef int _apply_raw(self, const uint8_t* buf, Py_ssize_t nbytes, int* mask,
+                        Py_ssize_t* bad) noexcept nogil:
+        cdef Py_ssize_t off = 0, idx = 0
+        cdef const BookDeltaRecord* r
+        cdef BookSide* s
+        cdef int64_t key
+        cdef uint64_t size
+        cdef int m = 0, rc
+        cdef uint8_t act
+        while off < nbytes:
+            bad[0] = idx
+            if nbytes - off < DELTA_SIZE:
+                mask[0] = m
+                return ST_TRUNCATED
+            r = <const BookDeltaRecord*>(buf + off)
+            if r.hd.rtype != RTYPE_BOOK_DELTA:
+                mask[0] = m
+                return ST_RTYPE
+            if r.hd.length * 4 != DELTA_SIZE:
+                mask[0] = m
+                return ST_LENGTH
+            if r.hd.instrument_id != self.instrument_id:
+                mask[0] = m
+                return ST_INSTRUMENT
+            act = r.action
+            if act == ACTION_CLEAR:
+                if self.bids.n or self.asks.n:
+                    m |= BOOK_MASK_TOP10
+                _clear_side(&self.bids)
+                _clear_side(&self.asks)
+            else:
+                if r.side == SIDE_BID:
+                    s = &self.bids
+                    key = r.price
+                elif r.side == SIDE_ASK:
+                    s = &self.asks
+                    key = ~r.price
+                else:
+                    mask[0] = m
+                    return ST_SIDE
+                if act == ACTION_CANCEL:
+                    size = 0
+                elif act == ACTION_ADD or act == ACTION_MODIFY:
+                    size = r.size
+                else:
+                    mask[0] = m
+                    return ST_ACTION
+                rc = _set_level(s, key, size)
+                if rc < 0:
+                    mask[0] = m
+                    return rc
+                m |= rc
+            off += DELTA_SIZE
+            idx += 1
+        mask[0] = m
+        return ST_OK
+
+    cdef int _finish(self, int m, int64_t bk0, uint64_t bs0, int64_t ak0, uint64_t as0,
+                            Py_ssize_t bn0, Py_ssize_t an0) noexcept nogil:
+        """Truncate, then compute the exact BBO bit and the crossed bit."""
+        cdef BookSide* b = &self.bids
+        cdef BookSide* a = &self.asks
+        if self.max_depth:
+            m |= _truncate_side(b, self.max_depth)
+            m |= _truncate_side(a, self.max_depth)
+        m &= ~BOOK_MASK_BBO
+        if (b.n != 0) != (bn0 != 0) or (b.n and (b.lv[b.lo + b.n - 1].key != bk0
+                                                or b.lv[b.lo + b.n - 1].size != bs0)):
+            m |= BOOK_MASK_BBO | BOOK_MASK_TOP10
+        if (a.n != 0) != (an0 != 0) or (a.n and (a.lv[a.lo + a.n - 1].key != ak0
+                                                or a.lv[a.lo + a.n - 1].size != as0)):
+            m |= BOOK_MASK_BBO | BOOK_MASK_TOP10
+        if self.is_crossed():
+            m |= BOOK_MASK_CROSSED
+        return m
+
+    cdef int apply_buffer(self, const uint8_t* buf, Py_ssize_t nbytes) except -1:
+        cdef int m = 0, st
+        cdef Py_ssize_t bad = -1
+        cdef BookSide* b = &self.bids
+        cdef BookSide* a = &self.asks
+        cdef Py_ssize_t bn0 = b.n, an0 = a.n
+        cdef int64_t bk0 = b.lv[b.lo + bn0 - 1].key if bn0 else 0
+        cdef uint64_t bs0 = b.lv[b.lo + bn0 - 1].size if bn0 else 0
+        cdef int64_t ak0 = a.lv[a.lo + an0 - 1].key if an0 else 0
+        cdef uint64_t as0 = a.lv[a.lo + an0 - 1].size if an0 else 0
+        st = self._apply_raw(buf, nbytes, &m, &bad)
+        m = self._finish(m, bk0, bs0, ak0, as0, bn0, an0)
+        if st != ST_OK:
+            _raise_status(st, bad)
+        return m
+
+    cdef int apply_one(self, uint8_t side, int64_t price, uint64_t size) except -1:
+        cdef int rc, m = 0
+        cdef BookSide* b = &self.bids
+        cdef BookSide* a = &self.asks
+        cdef Py_ssize_t bn0 = b.n, an0 = a.n
+        cdef int64_t bk0 = b.lv[b.lo + bn0 - 1].key if bn0 else 0
+        cdef uint64_t bs0 = b.lv[b.lo + bn0 - 1].size if bn0 else 0
+        cdef int64_t ak0 = a.lv[a.lo + an0 - 1].key if an0 else 0
+        cdef uint64_t as0 = a.lv[a.lo + an0 - 1].size if an0 else 0
+        if side == SIDE_BID:
+            rc = _set_level(b, price, size)
+        elif side == SIDE_ASK:
+            rc = _set_level(a, ~price, size)
+        else:
+            raise BookError(f"side {side} is not 'B' (66) or 'A' (65)")
+        if rc < 0:
+            _raise_status(rc, -1)
+        return self._finish(rc, bk0, bs0, ak0, as0, bn0, an0)
+
+    cdef bint is_crossed(self) noexcept nogil:
+        if self.bids.n == 0 or self.asks.n == 0:
+            return False
+        return self.bids.lv[self.bids.lo + self.bids.n - 1].key >= \
+            ~self.asks.lv[self.asks.lo + self.asks.n - 1].key
+
+    cdef void fill_bbo(self, BboRecord* out, uint64_t ts_event, uint64_t ts_recv,
+                       uint64_t sequence, uint8_t flags) noexcept nogil:
+        cdef BookSide* b = &self.bids
+        cdef BookSide* a = &self.asks
+        memset(out, 0, sizeof(BboRecord))
+        out.hd.length = sizeof(BboRecord) // 4
+        out.hd.rtype = RTYPE_BBO
+        out.hd.publisher_id = self.publisher_id
+        out.hd.instrument_id = self.instrument_id
+        out.hd.ts_event = ts_event
+        out.ts_recv = ts_recv
+        out.sequence = sequence
+        out.flags = flags
+        if b.n:
+            out.bid_px = b.lv[b.lo + b.n - 1].key
+            out.bid_sz = b.lv[b.lo + b.n - 1].size
+        else:
+            out.bid_px = DM_UNDEF_PRICE
+        if a.n:
+            out.ask_px = ~a.lv[a.lo + a.n - 1].key
+            out.ask_sz = a.lv[a.lo + a.n - 1].size
+        else:
+            out.ask_px = DM_UNDEF_PRICE
+
+    cdef void fill_depth(self, DepthRecord* out, uint64_t ts_event, uint64_t ts_recv,
+                         uint64_t sequence, uint8_t flags) noexcept nogil:
+        cdef BookSide* b = &self.bids
+        cdef BookSide* a = &self.asks
+        cdef Py_ssize_t k, nb = b.n if b.n < DEPTH_LEVELS else DEPTH_LEVELS
+        cdef Py_ssize_t na = a.n if a.n < DEPTH_LEVELS else DEPTH_LEVELS
+        cdef Py_ssize_t btop = b.lo + b.n - 1, atop = a.lo + a.n - 1
+        memset(out, 0, sizeof(DepthRecord))
+        out.hd.length = sizeof(DepthRecord) // 4
+        out.hd.rtype = RTYPE_DEPTH
+        out.hd.publisher_id = self.publisher_id
+        out.hd.instrument_id = self.instrument_id
+        out.hd.ts_event = ts_event
+        out.ts_recv = ts_recv
+        out.sequence = sequence
+        out.flags = flags
+        out.n_bid = <uint8_t>nb
+        out.n_ask = <uint8_t>na
+        for k in range(DEPTH_LEVELS):
+            if k < nb:
+                out.levels[k].bid_px = b.lv[btop - k].key
+                out.levels[k].bid_sz = b.lv[btop - k].size
+            else:
+                out.levels[k].bid_px = DM_UNDEF_PRICE
+            if k < na:
+                out.levels[k].ask_px = ~a.lv[atop - k].key
+                out.levels[k].ask_sz = a.lv[atop - k].size
+            else:
+                out.levels[k].ask_px = DM_UNDEF_PRICE
+
+    # ------------------------------------------------------------ Python API
+
+    def apply(self, records) -> int:
+        """Apply concatenated BOOK_DELTA records (any contiguous bytes-like: bytes, bytearray,
+        memoryview, numpy array of ``BOOK_DELTA_DTYPE``), in order. Returns the change mask.
+
+        Raises ``BookError`` for a record that is not a 56-byte BOOK_DELTA of this instrument,
+        an unknown side or action, or a buffer that ends inside a record; the records before
+        the bad one stay applied."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
+        try:
+            return self.apply_buffer(<const uint8_t*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def apply_level(self, side, int64_t price, uint64_t size) -> int:
+        """Set one level: ``side`` 66/'B' bid or 65/'A' ask, price i64 and size u64 at 1e-9;
+        size 0 deletes the level. Returns the change mask. Raises ``BookError`` for a bad side."""
+        return self.apply_one(<uint8_t>_side_code(side), price, size)
+
+    def bbo_record(self, uint64_t ts_event, uint64_t ts_recv, uint64_t sequence,
+                   uint8_t flags=0) -> bytes:
+        """The current top as an 80-byte BBO record (``dm.records.BBO_DTYPE``); an empty side
+        has price ``UNDEF_PRICE`` and size 0; order counts are 0 (unknown)."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, sizeof(BboRecord))
+        self.fill_bbo(<BboRecord*>PyBytes_AS_STRING(out), ts_event, ts_recv, sequence, flags)
+        return out
+
+    def depth_record(self, uint64_t ts_event, uint64_t ts_recv, uint64_t sequence,
+                     uint8_t flags=0) -> bytes:
+        """The top 10 levels per side as a 360-byte DEPTH record (``dm.records.DEPTH_DTYPE``),
+        best first; ``n_bid``/``n_ask`` say how many are present, missing ones have price
+        ``UNDEF_PRICE`` and size 0."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, sizeof(DepthRecord))
+        self.fill_depth(<DepthRecord*>PyBytes_AS_STRING(out), ts_event, ts_recv, sequence, flags)
+        return out
+
+    def write_bbo(self, bytearray out, uint64_t ts_event, uint64_t ts_recv, uint64_t sequence,
+                  uint8_t flags=0) -> int:
+        """Append the BBO record (as ``bbo_record``) to ``out``; returns the bytes appended (80)."""
+        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(out)
+        PyByteArray_Resize(out, n0 + sizeof(BboRecord))
+        self.fill_bbo(<BboRecord*>(PyByteArray_AS_STRING(out) + n0), ts_event, ts_recv,
+                      sequence, flags)
+        return sizeof(BboRecord)
+
+    def write_depth(self, bytearray out, uint64_t ts_event, uint64_t ts_recv,
+                    uint64_t sequence, uint8_t flags=0) -> int:
+        """Append the DEPTH record (as ``depth_record``) to ``out``; returns the bytes appended
+        (360)."""
+        cdef Py_ssize_t n0 = PyByteArray_GET_SIZE(out)
+        PyByteArray_Resize(out, n0 + sizeof(DepthRecord))
+        self.fill_depth(<DepthRecord*>(PyByteArray_AS_STRING(out) + n0), ts_event, ts_recv,
+                        sequence, flags)
+        return sizeof(DepthRecord)
+
+    @property
+    def best_bid(self):
+        """``(price, size)`` of the highest bid (1e-9 fixed point), or ``None`` when empty."""
+        if self.bids.n == 0:
+            return None
+        cdef BookLevel* t = &self.bids.lv[self.bids.lo + self.bids.n - 1]
+        return (t.key, t.size)
+
+    @property
+    def best_ask(self):
+        """``(price, size)`` of the lowest ask (1e-9 fixed point), or ``None`` when empty."""
+        if self.asks.n == 0:
+            return None
+        cdef BookLevel* t = &self.asks.lv[self.asks.lo + self.asks.n - 1]
+        return (~t.key, t.size)
+
+    @property
+    def crossed(self) -> bool:
+        """True when both sides are present and best bid >= best ask."""
+        return self.is_crossed()
+
+    @property
+    def n_bids(self) -> int:
+        return self.bids.n
+
+    @property
+    def n_asks(self) -> int:
+        return self.asks.n
+
+    def levels(self, side, Py_ssize_t n=0) -> list:
+        """``[(price, size), ...]`` of one side (66/'B' or 65/'A'), best first; ``n`` 0 = all."""
+        if _side_code(side) == SIDE_BID:
+            return _side_levels(&self.bids, True, n)
+        return _side_levels(&self.asks, False, n)
+
+    def truncate(self, Py_ssize_t depth) -> int:
+        """Keep the best ``depth`` levels on each side; returns the change mask."""
+        if depth < 0:
+            raise ValueError("depth must be >= 0")
+        cdef int m = _truncate_side(&self.bids, depth) | _truncate_side(&self.asks, depth)
+        if depth == 0 and m:
+            m |= BOOK_MASK_BBO
+        return m
+
+    def clear(self) -> None:
+        """Empty both sides (capacity is kept)."""
+        _clear_side(&self.bids)
+        _clear_side(&self.asks)
+
+    def kraken_checksum(self, int price_decimals, int size_decimals) -> int:
+        """Kraken WebSocket API v1 book checksum (docs: "Book checksum"): CRC32 (unsigned) of
+        the top 10 asks (ascending price) then the top 10 bids (descending), each level as the
+        price then the volume written with the pair's fixed decimals, '.' removed and leading
+        zeros stripped — i.e. the integers ``price * 10**price_decimals`` and
+        ``size * 10**size_decimals`` as text (decimals from REST AssetPairs ``pair_decimals`` /
+        ``lot_decimals``). Raises ``BookError`` when a level has more decimals than that, or
+        a price is negative."""
+        if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= FIXED_DECIMALS):
+            raise BookError("decimals must be within 0..9")
+        cdef uint64_t pdiv = 1, sdiv = 1
+        cdef int k
+        for k in range(FIXED_DECIMALS - price_decimals):
+            pdiv *= 10
+        for k in range(FIXED_DECIMALS - size_decimals):
+            sdiv *= 10
+        cdef char buf[1024]
+        cdef char* p = buf
+        cdef BookSide* sd
+        cdef Py_ssize_t i, top, cnt
+        cdef int64_t px
+        cdef uint64_t sz
+        cdef int side_i
+        for side_i in range(2):
+            sd = &self.asks if side_i == 0 else &self.bids
+            cnt = sd.n if sd.n < 10 else 10
+            top = sd.lo + sd.n - 1
+            for i in range(cnt):
+                px = _price(sd.lv[top - i].key, side_i == 1)
+                sz = sd.lv[top - i].size
+                if px < 0 or (<uint64_t>px) % pdiv or sz % sdiv:
+                    raise BookError(f"level {px}/{sz} does not fit {price_decimals}/"
+                                    f"{size_decimals} decimals")
+                p = _put_uint(p, (<uint64_t>px) // pdiv)
+                p = _put_uint(p, sz // sdiv)
+        return _crc32(PyBytes_FromStringAndSize(buf, p - buf))
+
+    def __repr__(self):
+        return (f"L2Book(instrument_id={self.instrument_id}, publisher_id={self.publisher_id}, "
+                f"bids={self.bids.n}, asks={self.asks.n}, best_bid={self.best_bid}, "
+                f"best_ask={self.best_ask})")
