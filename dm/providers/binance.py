@@ -12,6 +12,7 @@ import aiohttp
 
 from dm import log as dmlog
 from dm._codec import BinanceCodec
+from dm.errors import SymbologyError
 from dm.providers.base import Provider, resolve_instruments
 from dm.symbology import fetch_reference, for_provider
 
@@ -25,14 +26,14 @@ class BinanceProvider(Provider):
         while True:
             try:
                 return await fetch_reference("binance", self.pcfg.rest_url, self.session)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 log.warning("exchangeInfo fetch failed", error=repr(e), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.pcfg.reconnect_max_s)
 
     async def resolve_symbols(self) -> None:
-        sym = for_provider("binance", await self.fetch_reference(), self.cfg.quote_aliases)
-        self.venue_symbols = {c: sym.to_venue(c) for c in self.pcfg.symbols}
+        sym = for_provider("binance", await self.fetch_reference(), self.cfg.quote_aliases, exchange=self.exchange)
+        self.venue_symbols = sym.select(self.pcfg.symbols)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
 
     def make_codec(self):
