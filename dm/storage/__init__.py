@@ -1,0 +1,43 @@
+"""dm storage: PostgreSQL (binary COPY) or embedded SQLite, one logical schema (DESIGN.md §5).
+
+    from dm.storage import open_storage
+    st = open_storage("sqlite:///var/dm.sqlite")      # or "postgresql://user@host:5432/db"
+    st.migrate()
+    st.write({RType.TRADE: trades_array})             # {table: rows inserted}
+
+The schema, units and uniqueness keys are documented in ``dm/storage/base.py``.
+"""
+from __future__ import annotations
+
+from dm.errors import StorageError
+from dm.storage.base import COLUMNS, TABLE_OF, Storage
+
+__all__ = ["open_storage", "Storage", "StorageError", "COLUMNS", "TABLE_OF"]
+
+
+def open_storage(url: str, migrate: bool = False) -> Storage:
+    """Open the database named by ``url``:
+
+    * ``sqlite:///relative/path.sqlite``, ``sqlite:////absolute/path.sqlite`` (parent directories
+      are created; WAL mode), ``sqlite:///:memory:``;
+    * ``postgresql://user@host:port/db`` (or ``postgres://``).
+
+    With ``migrate=True`` pending migrations are applied. Raises ``StorageError`` for an unknown
+    scheme or when the database cannot be opened."""
+    if url.startswith("sqlite:"):
+        from dm.storage.sqlite import SqliteStorage
+
+        st: Storage = SqliteStorage(url)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from dm.storage.postgres import PostgresStorage
+
+        st = PostgresStorage(url)
+    else:
+        raise StorageError(f"unknown storage URL {url!r}: use sqlite:///PATH or postgresql://user@host:port/db")
+    if migrate:
+        try:
+            st.migrate()
+        except BaseException:
+            st.close()
+            raise
+    return st
