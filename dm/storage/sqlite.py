@@ -7,7 +7,8 @@ are created), ``sqlite:///:memory:`` for a private in-memory database. Optional 
 persister's acknowledge-after-commit relies on; ``normal`` in WAL mode survives a process crash
 only).
 
-Writes: one ``BEGIN IMMEDIATE`` transaction, ``executemany("INSERT OR IGNORE ..")`` per table.
+Writes: one ``BEGIN IMMEDIATE`` transaction, ``executemany("INSERT .. ON CONFLICT DO NOTHING")`` per
+table (not ``INSERT OR IGNORE``, which would also silently drop rows failing a CHECK or NOT NULL).
 Concurrency: SQLite has one writer at a time; other connections wait up to ``busy_timeout_s``.
 """
 from __future__ import annotations
@@ -142,7 +143,8 @@ class SqliteStorage(Storage):
         with self._txn("write") as c:
             for table, arr, cols in todo:
                 names = [col.name for col in COLUMNS[table]]
-                q = f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                q = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                     " ON CONFLICT DO NOTHING")
                 before = c.total_changes
                 c.executemany(q, np.column_stack(cols).tolist())
                 result[table] = c.total_changes - before
@@ -177,8 +179,8 @@ class SqliteStorage(Storage):
                           publisher_id: int) -> bool:
         with self._txn("insert_instrument") as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (int(instrument_id), symbol, exchange, venue_symbol, int(publisher_id), now_ns()),
             )
             return cur.rowcount == 1
