@@ -406,8 +406,10 @@ def write_modified_recording(src: PathLike, dst: PathLike, edits: Sequence[Edit]
     Edits are :class:`Drop`, :class:`Insert`, :class:`Replace`, :class:`Swap`, :class:`Move`,
     :class:`Corrupt` or the tuples ``("drop", n)``, ``("insert", n, text)``,
     ``("replace", n, text)``, ``("swap", a, b)``, ``("move", n, to)``, ``("corrupt", n[, keep])``.
-    Line numbers are 1-based and always refer to ``src`` (not to the partly edited copy), so edits
-    do not shift each other; they are applied in the order given. Lines not edited are copied
+    Line numbers are 1-based positions in ``src`` (not in the partly edited copy), so inserts and
+    drops do not shift later edits; edits are applied in the order given, and an edit naming a
+    position acts on what that position holds by then (after ``Swap(3, 9)``, ``Drop(3)`` drops
+    the original line 9). Lines not edited are copied
     byte for byte. ``dst`` is not validated: inserting a line that fits no rule is how a grammar
     error is injected. Raises ``ValueError`` for a line number outside the file.
     """
