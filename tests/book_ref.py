@@ -440,3 +440,14 @@ def kf_snapshot_records(instrument_id: int, ev: KrakenFuturesEvent) -> bytes:
 def instrument_ids(names) -> dict[str, int]:
     """Deterministic small ids for test books (not the production registry)."""
     return {name: i + 1 for i, name in enumerate(sorted(set(names)))}
+
+
+def state_snapshot_records(instrument_id: int, book, *, sequence: int = 0) -> bytes:
+    """A venue-style snapshot (CLEAR + levels, best first) of a book's current state: what a
+    REST snapshot / resubscribe would deliver at this moment. Used by the fault tests."""
+    out = [clear(instrument_id, sequence=sequence)]
+    for side in (SIDE_BID, SIDE_ASK):
+        for price, size in book.levels(side):
+            out.append(delta(instrument_id, side, price, size, sequence=sequence,
+                             flags=FLAG_SNAPSHOT))
+    return b"".join(out)
