@@ -1,0 +1,137 @@
+# cython: language_level=3
+"""Declarations of dm/_ring.pyx so other Cython modules can cimport the rings and call their
+C-level entry points (``ChannelWriter.write_ptr``, ``ChannelReader.next_into``,
+``PersistQueue.write_ptr``) without going through Python."""
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from "dm_atomic.h" nogil:
+    uint64_t dm_load_acquire_u64(const uint64_t *p)
+    uint64_t dm_load_relaxed_u64(const uint64_t *p)
+    void dm_store_release_u64(uint64_t *p, uint64_t v)
+    void dm_store_relaxed_u64(uint64_t *p, uint64_t v)
+    uint16_t dm_load_relaxed_u16(const uint16_t *p)
+    uint32_t dm_load_acquire_u32(const uint32_t *p)
+    uint32_t dm_load_relaxed_u32(const uint32_t *p)
+    void dm_store_release_u32(uint32_t *p, uint32_t v)
+    void dm_store_relaxed_u32(uint32_t *p, uint32_t v)
+    int dm_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired)
+    int dm_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired)
+    uint64_t dm_fetch_add_u64(uint64_t *p, uint64_t v)
+    void dm_fence_acquire()
+    void dm_fence_release()
+    void dm_fence_seq_cst()
+    void dm_cpu_relax()
+
+# Segment header: the first 4096 bytes of every ring segment; the byte ring follows at offset
+# HEADER_BYTES. Positions (tail, head, ...) are u64 byte counts since the ring was created and
+# never wrap; the byte index in the ring is `pos & (capacity - 1)`.
+# Each field says who writes it and with which ordering. Readers of a channel map the segment
+# PROT_READ and never write anything.
+cdef struct SegHeader:
+    # -- line 0 (0..63): identity. Written once by the creator before `magic`; immutable after.
+    uint64_t magic              # creator, release store LAST (a reader seeing it sees the rest)
+    uint32_t layout_version     # creator: DM_LAYOUT_VERSION of dm/_records.pxd
+    uint32_t layout_hash        # creator: dm.records.LAYOUT_HASH
+    uint64_t capacity           # creator: ring bytes (power of two)
+    uint64_t created_ns         # creator: CLOCK_REALTIME ns
+    uint32_t header_bytes       # creator: offset of the ring (4096)
+    uint32_t kind               # creator: 1 channel, 2 persist queue
+    uint8_t _pad0[24]
+    # -- line 1 (64..127): producer hot fields.
+    uint64_t tail_intent        # producer, release store BEFORE copying a frame (channel only)
+    uint64_t tail               # producer, release store AFTER the frame is copied
+    uint64_t records_written    # producer, relaxed store after `tail` (monotonic record count)
+    uint8_t _pad1[40]
+    # -- line 2 (128..191): producer seqlock snapshot (channel): read on join / after an overrun.
+    uint64_t snap_version       # producer: odd while updating; relaxed+release fence, release
+    uint64_t snap_head          # producer: position of the oldest record still intact
+    uint64_t snap_head_seq      # producer: record index (0-based) of the record at snap_head
+    uint64_t snap_tail          # producer: tail after the write in progress
+    uint64_t snap_records       # producer: records written after the write in progress
+    uint8_t _pad2[24]
+    # -- line 3 (192..255): producer cold fields.
+    uint64_t heartbeat_ns       # producer, relaxed store (ChannelWriter.heartbeat / write)
+    uint32_t producer_pid       # producer, release store at create / re-open
+    uint32_t closed             # producer, release store 1 on graceful close
+    uint64_t spool_next_seq     # persist producer: next spool file number (relaxed)
+    uint64_t records_spooled    # persist producer: records ever spooled (relaxed)
+    uint8_t _pad3[32]
+    # -- line 4 (256..319): consumer fields (persist queue only; the consumer maps read-write).
+    uint64_t head               # consumer, release store on commit(): committed read position
+    uint64_t head_records       # consumer, relaxed store before `head`: records committed
+    uint64_t spool_commit       # consumer, release store: (spool seq << 40) | committed offset
+    uint32_t consumer_pid       # consumer, release store when it attaches, 0 when it detaches
+    uint32_t _pad4a
+    uint64_t spool_records_committed  # consumer, relaxed: records committed from spool files
+    uint8_t _pad4[24]
+
+
+cdef class ChannelWriter:
+    cdef SegHeader *hdr
+    cdef uint8_t *data
+    cdef void *base
+    cdef size_t map_len
+    cdef uint64_t cap, mask, tail, head, head_seq, records
+    cdef readonly str name
+    cdef object _ident   # (st_dev, st_ino) of the segment file, to unlink only our own
+    cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
+    cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
+    cdef void _put(self, const uint8_t *p, uint32_t n) noexcept nogil
+
+
+cdef class ChannelReader:
+    cdef const SegHeader *hdr
+    cdef const uint8_t *data
+    cdef void *base
+    cdef size_t map_len
+    cdef uint64_t cap, mask, pos, seq, pending_lost
+    cdef uint32_t need
+    cdef readonly str name
+    cdef readonly uint64_t lost_records, lost_bytes, overruns
+    cdef object _dtypes
+    cdef int64_t next_into(self, uint8_t *out, size_t outcap) noexcept nogil
+    cdef int _resync(self) noexcept nogil
+    cdef int _raise_status(self, int64_t st) except -1
+    cdef int _check_open(self) except -1
+    cdef bint _snapshot(self, uint64_t *h, uint64_t *hs, uint64_t *t, uint64_t *r) noexcept nogil
+
+
+cdef class PersistQueue:
+    cdef SegHeader *hdr
+    cdef uint8_t *data
+    cdef void *base
+    cdef size_t map_len
+    cdef uint64_t cap, mask, tail, head_cache, records
+    cdef readonly str name
+    cdef readonly object spool_dir
+    cdef readonly str fsync
+    cdef object _spool      # open file of the current spool (.part) or None
+    cdef object _spool_path
+    cdef double _spool_opened
+    cdef public double spool_max_age_s
+    cdef readonly uint64_t records_spooled
+    cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
+    cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
+    cdef int _spill(self, const uint8_t *p, size_t n) except -1
+
+
+cdef class PersistConsumer:
+    cdef SegHeader *hdr
+    cdef const uint8_t *data
+    cdef void *base
+    cdef size_t map_len
+    cdef uint64_t cap, mask, rpos, rrecords
+    cdef readonly str name
+    cdef readonly object spool_dir
+    cdef object _sfile      # (seq, path, file object) of the spool file being read, or None
+    cdef uint64_t _soff     # read offset in that spool file
+    cdef uint64_t _sfloor   # spool files below this seq were read to the end by this consumer
+    cdef int _check_open(self) except -1
+
+
+cdef class Fanout:
+    cdef PersistQueue queue
+    cdef dict channels
+    cdef uint32_t _last_id
+    cdef ChannelWriter _last
+    cdef int64_t publish_ptr(self, const uint8_t *p, size_t n) except -1
