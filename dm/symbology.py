@@ -33,6 +33,7 @@ markets are therefore never merged under one instrument, and a worker fails at s
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -346,8 +347,9 @@ class BinanceSymbology(Symbology):
 
 class KrakenSymbology(Symbology):
     """Kraken spot. Venue symbols are websocket v1 pair names (``wsname``: ``XBT/USD``).
-    Accepted input forms (case-insensitive): the ``wsname``, the REST pair name (``XXBTZUSD``)
-    and the ``altname`` (``XBTUSD``). Canonical = aliased base + aliased quote from the
+    Accepted input forms (case-insensitive): the ``wsname``, the REST pair name (``XXBTZUSD``),
+    the ``altname`` (``XBTUSD``) and the websocket v2 form with asset aliases applied
+    (``BTC/USD``). Canonical = aliased base + aliased quote from the
     ``wsname`` halves (``XBT/USD`` → ``BTCUSD``; asset aliases default to
     :data:`KRAKEN_ASSET_ALIASES`).
 
@@ -412,6 +414,7 @@ class KrakenSymbology(Symbology):
                 )
             )
             inputs.append((rest_name, ws))
+            inputs.append((f"{aa.get(b, b)}/{aa.get(q, q)}", ws))  # websocket v2 form: BTC/USD
             if p.get("altname"):
                 inputs.append((p["altname"], ws))
         return cls(exchange, infos, inputs)
@@ -580,7 +583,7 @@ async def fetch_reference(kind: str, rest_url: str, session) -> bytes:
     """GET the venue's reference body: ``rest_url`` (no trailing slash needed) +
     :data:`REST_PATHS` ``[kind]`` through the given ``aiohttp.ClientSession``. Returns the raw
     body bytes (feed them to :func:`for_provider`). Raises ``SymbologyError`` for an unknown
-    kind, a non-200 status or a connection error (message names the URL)."""
+    kind, a non-200 status, a connection error or a timeout (message names the URL)."""
     import aiohttp
 
     try:
@@ -594,7 +597,7 @@ async def fetch_reference(kind: str, rest_url: str, session) -> bytes:
             if resp.status != 200:
                 raise SymbologyError(f"GET {url}: HTTP {resp.status}: {body[:200]!r}")
             return body
-    except aiohttp.ClientError as e:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         raise SymbologyError(f"GET {url}: {type(e).__name__}: {e}") from e
 
 

@@ -178,6 +178,7 @@ def test_kraken_every_real_pair_is_reversible(kraken_body):
         assert sym.to_canonical(rest_name) == canonical
         assert sym.to_canonical(p["altname"]) == canonical
         assert sym.to_canonical(ws.lower()) == canonical
+        assert sym.to_canonical(f"{alias.get(b, b)}/{alias.get(q, q)}") == canonical  # ws v2 form
         info = sym.info(rest_name)
         assert info.venue_symbol == ws and info.rest_name == rest_name
         assert (info.pair_decimals, info.lot_decimals) == (p["pair_decimals"], p["lot_decimals"])
@@ -189,6 +190,8 @@ def test_kraken_aliases_and_specific_pairs(kraken_body, data_dir):
     assert sym.to_canonical("XBT/USD") == "BTCUSD"
     assert sym.to_canonical("XXBTZUSD") == "BTCUSD"
     assert sym.to_canonical("xbtusd") == "BTCUSD"
+    assert sym.to_canonical("BTC/USD") == "BTCUSD"  # websocket v2 form
+    assert sym.to_canonical("DOGE/USD") == "DOGEUSD" and sym.info("btc/eur").venue_symbol == "XBT/EUR"
     assert sym.to_venue("BTCUSD") == "XBT/USD"
     assert sym.to_canonical("XDG/USD") == "DOGEUSD"
     assert sym.to_canonical("ETH/XBT") == "ETHBTC"
