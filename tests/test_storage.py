@@ -35,7 +35,7 @@ from dm.records import (
     RType,
 )
 from dm.storage import open_storage
-from dm.storage.base import ALL_TABLES, COLUMNS, NS_PER_DAY, TABLE_OF, dedup_hash
+from dm.storage.base import ALL_TABLES, COLUMNS, NS_PER_DAY, TABLE_OF, column_arrays, dedup_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY0 = 19_905  # 2024-07-01
@@ -466,7 +466,6 @@ def test_binary_copy_payload_matches_psycopg_write_row(pg, data_dir):
     server sends back with COPY TO parses to the same columns."""
     from psycopg.copy import Copy, FileWriter
 
-    from dm.storage.base import column_arrays
     from dm.storage.postgres import binary_copy_payload, parse_copy_rows
 
     batch = real_records(data_dir) | {r: a for r, a in _extremes().items() if r == RType.DEPTH}
@@ -483,6 +482,55 @@ def test_binary_copy_payload_matches_psycopg_write_row(pg, data_dir):
                     cp.write_row(row)
         assert ours == buf.getvalue(), table
         assert [c.tolist() for c in parse_copy_rows(table, ours)] == [c.tolist() for c in cols]
+        # the server accepts it and sends the same bytes back
+        stage = pg._ensure_stage(table)
+        names = ", ".join(c.name for c in COLUMNS[table])
+        with pg._conn.transaction(), pg._conn.cursor() as cur:  # staging rows vanish at commit
+            with cur.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(ours)
+            back = bytearray()
+            with cur.copy(f"COPY (SELECT {names} FROM {stage}) TO STDOUT (FORMAT BINARY)") as cp:
+                for chunk in cp:
+                    back += chunk
+        assert bytes(back) == ours, table
+
+
+def test_concurrent_writers_of_the_same_batch(storage_url, tmp_path):
+    """Two processes persist the same 20,000 trades at once (a replay racing the live writer):
+    every trade is stored once and the inserted counts add up."""
+    s = open_storage(storage_url, migrate=True)
+    go = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import json, os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_storage import trades
+        from dm.records import RType
+        from dm.storage import open_storage
+        s = open_storage({storage_url!r})
+        batch = trades(20_000)
+        open({str(tmp_path)!r} + '/ready.' + str(os.getpid()), 'w').close()
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.001)
+        n = 0
+        for i in range(0, 20_000, 5_000):
+            n += s.write({{RType.TRADE: batch[i:i + 5_000]}})["trades"]
+        print(n)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("ready.*"))) < 2:
+        assert time.monotonic() < deadline, [p.poll() for p in procs]
+        time.sleep(0.01)
+    go.touch()
+    total = 0
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        total += int(out)
+    assert total == 20_000
+    assert s.fetch("trades").tobytes() == trades(20_000).tobytes()
+    s.close()
 
 
 # --- instruments, gaps, stats --------------------------------------------------------------------

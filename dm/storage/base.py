@@ -208,19 +208,25 @@ def validate(rtype: int, arr: np.ndarray) -> None:
                 raise StorageError(f"depth.levels.{f} has a value > i64 max ({I64_MAX}); refusing to wrap it")
 
 
+def dedup_column(table: str, arr: np.ndarray) -> np.ndarray | None:
+    """The ``dedup`` column (int64) of a validated record array, None for tables without one."""
+    cols = COLUMNS[table]
+    if cols[-1] is not _DEDUP:
+        return None
+    n = len(arr)
+    if table == "trades":
+        h = dedup_hash([arr["publisher_id"], arr["price"], arr["size"], arr["side"], arr["sequence"]], n)
+        return np.where(arr["trade_id"] != 0, np.int64(0), h)
+    return dedup_hash([c.get(arr) for c in cols[:-1]], n)
+
+
 def column_arrays(table: str, arr: np.ndarray) -> list[np.ndarray]:
     """The table's stored columns for a (validated) record array, each an int64 array of len(arr),
     in ``COLUMNS[table]`` order, ``dedup`` computed."""
-    cols = COLUMNS[table]
-    out: list[np.ndarray] = [c.get(arr).astype(np.int64) if c.get else None for c in cols]  # type: ignore[misc]
-    if cols[-1] is _DEDUP:
-        n = len(arr)
-        if table == "trades":
-            by = dict(zip((c.name for c in cols), out))
-            h = dedup_hash([by["publisher_id"], by["price"], by["size"], by["side"], by["sequence"]], n)
-            out[-1] = np.where(by["trade_id"] != 0, np.int64(0), h)
-        else:
-            out[-1] = dedup_hash(out[:-1], n)
+    out = [c.get(arr).astype(np.int64) for c in COLUMNS[table] if c.get is not None]
+    d = dedup_column(table, arr)
+    if d is not None:
+        out.append(d)
     return out
 
 
@@ -346,11 +352,10 @@ class Storage(abc.ABC):
         if table not in COLUMNS:
             raise StorageError(f"unknown record table {table!r}; one of {sorted(COLUMNS)}")
 
-    def _prepare(self, batches: dict[int, np.ndarray]) -> list[tuple[str, np.ndarray, list[np.ndarray]]]:
-        """Validate every batch first (so a bad one writes nothing), then build columns."""
+    def _prepare(self, batches: dict[int, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        """Validate every batch first (so a bad one writes nothing): ``[(table, array)]``."""
         if not isinstance(batches, dict):
             raise StorageError(f"write() takes {{rtype: array}}, got {type(batches).__name__}")
         for rtype, arr in batches.items():
             validate(int(rtype), arr)
-        return [(TABLE_OF[int(rt)], arr, column_arrays(TABLE_OF[int(rt)], arr) if len(arr) else [])
-                for rt, arr in batches.items()]
+        return [(TABLE_OF[int(rt)], arr) for rt, arr in batches.items()]

@@ -27,6 +27,7 @@ from dm.storage.base import (
     ALL_TABLES,
     COLUMNS,
     ORDER_BY,
+    column_arrays,
     Storage,
     migrations,
     now_ns,
@@ -136,12 +137,13 @@ class SqliteStorage(Storage):
     # --- records ----------------------------------------------------------------------------
     def write(self, batches: dict[int, np.ndarray]) -> dict[str, int]:
         prepared = self._prepare(batches)
-        result = {table: 0 for table, _, _ in prepared}
-        todo = [(t, a, c) for t, a, c in prepared if len(a)]
+        result = {table: 0 for table, _ in prepared}
+        todo = [(t, a) for t, a in prepared if len(a)]
         if not todo:
             return result
         with self._txn("write") as c:
-            for table, arr, cols in todo:
+            for table, arr in todo:
+                cols = column_arrays(table, arr)
                 names = [col.name for col in COLUMNS[table]]
                 q = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
                      " ON CONFLICT DO NOTHING")

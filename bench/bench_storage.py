@@ -1,0 +1,206 @@
+"""Storage write throughput: dm's vectorised binary COPY vs the obvious alternatives, same run.
+
+Trades are written in batches of ``BATCH`` rows (the persister's default batch) into an empty
+``trades`` table (TRUNCATEd before each method), each method in one transaction per batch with
+the same uniqueness key and ``ON CONFLICT DO NOTHING``:
+
+* ``pg_copy``            ``PostgresStorage.write``: numpy-built binary COPY payload → TEMP staging
+                         table → ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` (the real API path,
+                         validation and dedup hash included);
+* ``pg_copy_write_row``  the same staging path, payload built by psycopg ``copy.write_row`` per row;
+* ``pg_executemany``     ``cursor.executemany("INSERT .. VALUES (%s, ..) ON CONFLICT DO NOTHING")``
+                         (psycopg 3 pipelines it);
+* ``sqlite``             ``SqliteStorage.write`` (WAL, synchronous=FULL), executemany.
+
+Also the payload encoding alone (``payload_ns_per_row``: numpy vs write_row into a BytesIO).
+The bench creates and drops its own PostgreSQL database (admin URL from ``DM_TEST_PG_URL``,
+default ``postgresql://postgres@127.0.0.1:5432/test``; the PG rows are skipped when unreachable).
+
+    python bench/bench_storage.py [--quick]
+"""
+from __future__ import annotations
+
+import gc
+import io
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dm.records import TRADE_DTYPE, RType  # noqa: E402
+from dm.storage import open_storage  # noqa: E402
+from dm.storage.base import COLUMNS, NS_PER_DAY, column_arrays  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("DM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BATCH = 10_000
+T0 = 19_905 * NS_PER_DAY  # 2024-07-01
+
+
+def make_trades(n: int, trade_id0: int = 1) -> np.ndarray:
+    """n trades of one instrument spread over one day, realistic magnitudes."""
+    i = np.arange(n)
+    a = np.zeros(n, TRADE_DTYPE)
+    a["length"], a["rtype"], a["publisher_id"], a["instrument_id"] = 16, RType.TRADE, 1001, 118
+    a["ts_event"] = T0 + 1_000_000_000 + i * (NS_PER_DAY // (n + 2))
+    a["ts_recv"] = a["ts_event"] + 180_000 + i % 977
+    a["price"] = 5_528_750_000_000 + (i % 41 - 20) * 250_000_000
+    a["size"] = (1 + i % 7) * 1_000_000_000
+    a["trade_id"] = trade_id0 + i
+    a["sequence"] = 9_060_643 + i
+    a["side"] = np.where(i % 3, 66, 65)
+    a["flags"] = 128
+    return a
+
+
+def _batches(a: np.ndarray):
+    for s in range(0, len(a), BATCH):
+        yield a[s:s + BATCH]
+
+
+def _timed(fn, data: np.ndarray) -> float:
+    """rows/s of fn over data in BATCH-row batches, gc disabled."""
+    gc.collect()
+    gc.disable()
+    try:
+        t = time.perf_counter()
+        for b in _batches(data):
+            fn(b)
+        dt = time.perf_counter() - t
+    finally:
+        gc.enable()
+    return len(data) / dt
+
+
+def _pg_methods(st):
+    conn = st._conn
+    spec = COLUMNS["trades"]
+    names = ", ".join(c.name for c in spec)
+    pgtypes = [{"BIGINT": "int8", "INTEGER": "int4", "SMALLINT": "int2"}[c.sqltype] for c in spec]
+    st._ensure_stage("trades")
+    insert_sel = f"INSERT INTO trades ({names}) SELECT {names} FROM _dm_stage_trades ON CONFLICT DO NOTHING"
+    ins_values = f"INSERT INTO trades ({names}) VALUES ({', '.join(['%s'] * len(spec))}) ON CONFLICT DO NOTHING"
+
+    def pg_copy(b):
+        st.write({RType.TRADE: b})
+
+    def pg_copy_write_row(b):
+        rows = np.column_stack(column_arrays("trades", b)).tolist()
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY _dm_stage_trades ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(pgtypes)
+                for r in rows:
+                    cp.write_row(r)
+            cur.execute(insert_sel)
+
+    def pg_executemany(b):
+        rows = np.column_stack(column_arrays("trades", b)).tolist()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(ins_values, rows)
+
+    def truncate():
+        conn.execute("TRUNCATE trades")
+
+    return {"pg_copy": pg_copy, "pg_copy_write_row": pg_copy_write_row, "pg_executemany": pg_executemany}, truncate
+
+
+def _payload_ns_per_row(data: np.ndarray) -> dict[str, float]:
+    """Encoding cost only: numpy payload vs psycopg write_row into memory (no server)."""
+    import psycopg
+    from psycopg.copy import Copy, FileWriter
+
+    from dm.storage.postgres import binary_copy_payload
+
+    spec = COLUMNS["trades"]
+    pgtypes = [{"BIGINT": "int8", "INTEGER": "int4", "SMALLINT": "int2"}[c.sqltype] for c in spec]
+    b = data[:BATCH]
+    out = {}
+    gc.disable()
+    try:
+        binary_copy_payload("trades", b)  # warm
+        reps = 20
+        t = time.perf_counter()
+        for _ in range(reps):
+            binary_copy_payload("trades", b)
+        out["numpy"] = (time.perf_counter() - t) / (reps * len(b)) * 1e9
+        conn = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+        try:
+            rows = np.column_stack(column_arrays("trades", b)).tolist()
+            t = time.perf_counter()
+            for _ in range(3):
+                buf = io.BytesIO()
+                with conn.cursor() as cur, Copy(cur, binary=True, writer=FileWriter(buf)) as cp:
+                    cp.set_types(pgtypes)
+                    for r in rows:
+                        cp.write_row(r)
+            out["write_row"] = (time.perf_counter() - t) / (3 * len(b)) * 1e9
+        finally:
+            conn.close()
+    finally:
+        gc.enable()
+    return out
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    n = 20_000 if quick else 200_000
+    data = make_trades(n)
+    warm = make_trades(BATCH, trade_id0=10**12)
+    res: dict[str, float] = {"storage.rows": float(n), "storage.batch_rows": float(BATCH)}
+
+    # --- SQLite
+    with tempfile.TemporaryDirectory() as d:
+        st = open_storage(f"sqlite:///{d}/bench.sqlite", migrate=True)
+        st.write({RType.TRADE: warm})
+        st._conn.execute("DELETE FROM trades")
+        res["storage.sqlite.rows_per_s"] = _timed(lambda b: st.write({RType.TRADE: b}), data)
+        st.close()
+
+    # --- PostgreSQL
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except Exception as e:  # noqa: BLE001
+        print(f"PostgreSQL not reachable ({e}); PG rows skipped", file=sys.stderr)
+        return res
+    name = "dm_bench_" + uuid.uuid4().hex[:10]
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        st = open_storage(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", migrate=True)
+        methods, truncate = _pg_methods(st)
+        rounds = 1 if quick else 2
+        for label, fn in methods.items():
+            best = 0.0
+            for _ in range(rounds):
+                truncate()
+                fn(warm)  # warm up: partitions, staging table, plans, caches
+                truncate()
+                best = max(best, _timed(fn, data))
+                assert st.counts()["trades"] == n, label
+            res[f"storage.{label}.rows_per_s"] = best
+        st.close()
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    enc = _payload_ns_per_row(data)
+    res["storage.payload_numpy.ns_per_row"] = enc["numpy"]
+    res["storage.payload_write_row.ns_per_row"] = enc["write_row"]
+    res["storage.payload_numpy_vs_write_row.speedup"] = enc["write_row"] / enc["numpy"]
+    c = res["storage.pg_copy.rows_per_s"]
+    res["storage.pg_copy_vs_executemany.speedup"] = c / res["storage.pg_executemany.rows_per_s"]
+    res["storage.pg_copy_vs_write_row.speedup"] = c / res["storage.pg_copy_write_row.rows_per_s"]
+    res["storage.pg_copy_vs_sqlite.ratio"] = c / res["storage.sqlite.rows_per_s"]
+    return res
+
+
+if __name__ == "__main__":
+    out = run(quick="--quick" in sys.argv)
+    w = max(len(k) for k in out)
+    print(f"{'metric':<{w}}  value")
+    for k, v in out.items():
+        print(f"{k:<{w}}  {v:>14,.2f}")
