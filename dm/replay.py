@@ -90,7 +90,7 @@ class _Rec:
     Kraken Futures: (feed without ``_snapshot``, PRODUCT); ``None``: not a data frame)."""
 
     __slots__ = ("venue", "url", "source", "events", "ts", "payloads", "keys", "first_ts", "last_ts",
-                 "status", "hello", "_raw", "streams")
+                 "status", "order", "hello", "_raw", "streams")
 
     def __init__(self, venue: str, url: str, source: str):
         self.venue = venue
@@ -101,6 +101,7 @@ class _Rec:
         self.payloads: list[bytes] = []
         self.keys: list[object] = []
         self.status: dict[object, str] = {}  # key -> recorded subscription ack text
+        self.order: dict[object, int] = {}  # key -> rank of its ack in the recording
         self.hello: str | None = None  # systemStatus / info frame
         self._raw: list[bytes] | None = None
         self.streams: set = set()
@@ -112,6 +113,7 @@ class _Rec:
         self.first_ts = data_ts[0] if data_ts else 0.0
         self.last_ts = data_ts[-1] if data_ts else 0.0
         self.streams = {k for k in self.keys if k is not None}
+        self.order = {k: i for i, k in enumerate(self.status)}
 
     @property
     def raw_payloads(self) -> list[bytes]:
@@ -298,7 +300,9 @@ class _Conn:
         self.heartbeat_from: _Rec | None = None
         self.frames_sent = 0
         self._linger: asyncio.TimerHandle | None = None
-        self._closer: asyncio.Task | None = None
+        loop = asyncio.get_running_loop()
+        self.close_req: asyncio.Future = loop.create_future()  # close code, set to end the connection
+        self.ended: asyncio.Future = loop.create_future()  # set when the handler has returned
 
     # clock ---------------------------------------------------------------
     def clock_for(self, rec: _Rec, first_ts: float) -> tuple[float, float]:
@@ -371,13 +375,12 @@ class _Conn:
         self._linger = None
         if all(t.exhausted for t in self.tracks.values()) and not self.ws.closed:
             self.completed = True
-            self._closer = asyncio.get_running_loop().create_task(self._close())
+            self.request_close(1000)
 
-    async def _close(self) -> None:
-        try:
-            await self.ws.close(code=1000, message=b"end of recording")
-        except ConnectionError:
-            pass
+    def request_close(self, code: int) -> None:
+        """Ask the connection's handler to close with ``code`` (it waits for the client's reply)."""
+        if not self.close_req.done():
+            self.close_req.set_result(code)
 
     def cancel(self) -> None:
         self._cancel_linger()
@@ -398,7 +401,8 @@ class ReplayServer:
     after :meth:`start`). ``speed``: pace factor (1.0 = recorded pace, 10.0 = ten times faster,
     0 = as fast as possible). ``once``: :meth:`wait_done` returns after ``expected_connections``
     connections were replayed to the end. ``linger``: seconds an exhausted connection waits for
-    another subscription before the close (code 1000). ``mutate``: see the module doc.
+    another subscription before the close (code 1000). ``close_timeout``: seconds a close waits
+    for the client's close reply. ``mutate``: see the module doc.
 
     Raises ``RecordingError`` (file:line) at construction if a file does not parse, and
     ``ConfigError`` for a negative speed or an empty recording set.
@@ -415,6 +419,7 @@ class ReplayServer:
         expected_connections: int = 1,
         linger: float = 0.3,
         mutate: Mutate | None = None,
+        close_timeout: float = 2.0,
     ):
         if not speed >= 0.0:
             raise ConfigError(f"replay speed must be >= 0 (0 = as fast as possible), got {speed!r}")
@@ -426,6 +431,7 @@ class ReplayServer:
         self.expected_connections = int(expected_connections)
         self.linger = float(linger)
         self.mutate = mutate
+        self.close_timeout = float(close_timeout)
         self.recs: list[_Rec] = []
         self._binance: list[_Rec] = []
         self._kraken: dict[tuple, _Rec] = {}
@@ -518,14 +524,14 @@ class ReplayServer:
         await self._done.wait()
 
     async def stop(self) -> None:
-        """Close every websocket (code 1001) and stop listening."""
-        for c in list(self._conns):
+        """Close every websocket (code 1001, waiting up to ``close_timeout`` for the clients'
+        replies) and stop listening."""
+        conns = list(self._conns)
+        for c in conns:
             c.cancel()
-            if not c.ws.closed:
-                try:
-                    await asyncio.wait_for(c.ws.close(code=1001, message=b"replay stopped"), 1.0)
-                except (ConnectionError, asyncio.TimeoutError):
-                    pass
+            c.request_close(1001)
+        if conns:
+            await asyncio.wait([c.ended for c in conns], timeout=self.close_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -582,7 +588,7 @@ class ReplayServer:
         return _json_error(404, {"error": f"no recorded websocket for {path}"})
 
     async def _ws(self, request: web.Request, venue: str, raw: bool, streams: list[str]) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20, timeout=self.close_timeout)
         await ws.prepare(request)
         conn = _Conn(self, ws, venue, raw, str(request.remote))
         self._conns.add(conn)
@@ -595,15 +601,31 @@ class ReplayServer:
             if streams:
                 self._binance_add(conn, streams)
                 conn.subscription_known()
-            async for msg in ws:
+            # Closing from this task (not from the track's) lets aiohttp wait for the client's close
+            # reply, so the client sees a clean 1000, as from the venue.
+            while True:
+                recv = asyncio.ensure_future(ws.receive())
+                await asyncio.wait((recv, conn.close_req), return_when=asyncio.FIRST_COMPLETED)
+                if not recv.done():
+                    recv.cancel()
+                    try:
+                        await recv
+                    except asyncio.CancelledError:
+                        pass
+                    conn.cancel()
+                    await ws.close(code=conn.close_req.result(), message=b"end of recording" if conn.completed else b"replay stopped")
+                    break
+                msg = recv.result()
                 if msg.type == _TEXT:
                     await self._on_message(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
         except ConnectionError:
             pass
         finally:
             conn.cancel()
+            if not conn.ended.done():
+                conn.ended.set_result(None)
             self._conns.discard(conn)
             self.stats["frames_sent"] += conn.frames_sent
             if conn.completed:
@@ -680,6 +702,7 @@ class ReplayServer:
                 continue
             groups.setdefault(id(rec), (rec, []))[1].append(key)
         for rec, keys in groups.values():
+            keys.sort(key=rec.order.__getitem__)  # acks in recorded order
             for key in keys:
                 if event == "subscribe":
                     await conn.send_text(rec.status[key])
@@ -723,6 +746,7 @@ class ReplayServer:
                 continue
             groups.setdefault(id(rec), (rec, []))[1].append(key)
         for rec, keys in groups.values():
+            keys.sort(key=rec.order.__getitem__)  # acks in recorded order
             if event == "subscribe":
                 for key in keys:
                     await conn.send_text(rec.status[key])
