@@ -60,15 +60,31 @@ def _row_dtype(table: str) -> np.dtype:
 ROW_DTYPES: dict[str, np.dtype] = {t: _row_dtype(t) for t in COLUMNS}
 
 
+def _template(table: str) -> np.void:
+    """One tuple with the field count and every length filled in (values zero)."""
+    t = np.zeros(1, ROW_DTYPES[table])
+    t["nfields"] = len(COLUMNS[table])
+    for i, c in enumerate(COLUMNS[table]):
+        t[f"len{i}"] = c.width
+    return t.view(f"V{t.dtype.itemsize}")[0]
+
+
+_TEMPLATES = {t: _template(t) for t in COLUMNS}
+
+
+def _empty_rows(table: str, n: int) -> np.ndarray:
+    """n tuples with count and lengths set by one contiguous broadcast copy of the template."""
+    dt = ROW_DTYPES[table]
+    out = np.empty(n, dtype=dt)
+    out.view(f"V{dt.itemsize}")[:] = _TEMPLATES[table]
+    return out
+
+
 def copy_rows(table: str, cols: list[np.ndarray]) -> np.ndarray:
     """The tuples of a binary COPY (no header/trailer) of stored columns as a big-endian packed
     structured array; its ``tobytes()`` is what ``copy.write_row`` sends for the same rows."""
-    n = len(cols[0]) if cols else 0
-    out = np.empty(n, dtype=ROW_DTYPES[table])
-    spec = COLUMNS[table]
-    out["nfields"] = len(spec)
-    for i, (c, v) in enumerate(zip(spec, cols)):
-        out[f"len{i}"] = c.width
+    out = _empty_rows(table, len(cols[0]) if cols else 0)
+    for i, v in enumerate(cols):
         out[f"v{i}"] = v
     return out
 
@@ -77,10 +93,8 @@ def copy_rows_from_records(table: str, arr: np.ndarray) -> np.ndarray:
     """``copy_rows`` straight from a validated record array: each record field is cast and
     byte-swapped into its big-endian slot in one numpy pass (no int64 intermediate)."""
     spec = COLUMNS[table]
-    out = np.empty(len(arr), dtype=ROW_DTYPES[table])
-    out["nfields"] = len(spec)
+    out = _empty_rows(table, len(arr))
     for i, c in enumerate(spec):
-        out[f"len{i}"] = c.width
         if c.get is not None:
             out[f"v{i}"] = c.get(arr)  # u64 <= i64 max was validated, so the cast is exact
     d = dedup_column(table, arr)
@@ -127,6 +141,8 @@ class PostgresStorage(Storage):
     """Storage on PostgreSQL 15+ (``postgresql://user@host:port/db``)."""
 
     backend = "postgresql"
+    #: try a plain INSERT .. SELECT first (see ``write``); False: always ON CONFLICT DO NOTHING
+    optimistic_insert: bool = True
 
     def __init__(self, url: str):
         self.url = url
@@ -251,13 +267,20 @@ class PostgresStorage(Storage):
                         cp.write(COPY_TRAILER)
                     insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                         sql.Identifier(table), names, names, stage)
-                    try:
-                        with self._conn.transaction():
-                            cur.execute(insert)
-                    except psycopg.errors.UniqueViolation:
-                        cur.execute(insert + sql.SQL(" ON CONFLICT DO NOTHING"))
-                    result[table] = cur.rowcount
+                    result[table] = self._insert_from_stage(cur, insert)
         return result
+
+    def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:
+        """Run ``insert`` (INSERT .. SELECT from a staging table) idempotently; rows inserted."""
+        if self.optimistic_insert:
+            try:
+                with self._conn.transaction():  # a savepoint
+                    cur.execute(insert)
+                return cur.rowcount
+            except psycopg.errors.UniqueViolation:
+                pass  # some rows are already stored (a replay) or repeated in the batch
+        cur.execute(insert + sql.SQL(" ON CONFLICT DO NOTHING"))
+        return cur.rowcount
 
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
         self._check_table(table)
