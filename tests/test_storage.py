@@ -458,6 +458,25 @@ def test_partition_created_by_another_writer_is_fine(pg_url):
     s1.close(), s2.close()
 
 
+def test_pg_reconnects_after_the_connection_is_lost(pg, pg_url):
+    """The server kills our session (restart, failover): that call raises StorageError, the
+    persister's retry of the same batch reconnects and stores it once."""
+    import psycopg
+
+    a = trades(10)
+    assert pg.write({RType.TRADE: a[:5]}) == {"trades": 5}
+    pid = pg._conn.info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StorageError):
+        pg.write({RType.TRADE: a})
+    assert pg.write({RType.TRADE: a}) == {"trades": 5}
+    assert len(pg.fetch("trades")) == 10
+    pg.close()
+    with pytest.raises(StorageError):
+        pg.counts()
+
+
 def test_views_show_timestamptz_and_numeric(pg):
     a = trades(2)
     pg.insert_instrument(7, "ESU4", "GLBX", "ESU4", 1)

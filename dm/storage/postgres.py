@@ -157,7 +157,14 @@ class PostgresStorage(Storage):
     # --- helpers ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        """Driver errors → ``StorageError``; reconnects first if the connection was lost (the
+        call that saw it break raised; the caller's retry of an idempotent write is safe)."""
+        if self._closed:
+            raise StorageError("postgresql storage is closed")
         try:
+            if self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+                self._staged.clear()  # TEMP staging tables died with the old session
             yield
         except StorageError:
             raise
