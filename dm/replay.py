@@ -76,6 +76,7 @@ _TEXT = WSMsgType.TEXT
 _HEARTBEAT = ("heartbeat", "")
 _JSON = "application/json"
 _YIELD_EVERY = 256  # frames sent back to back at speed 0 before yielding to the event loop
+_BATCH_BYTES = 1 << 16  # speed 0: bytes of pre-built frames per transport write
 _EARLY_S = 0.0005  # a frame due within this is sent now rather than after a sleep
 
 Mutate = Callable[[Event], "str | None"]
@@ -90,7 +91,7 @@ class _Rec:
     Kraken Futures: (feed without ``_snapshot``, PRODUCT); ``None``: not a data frame)."""
 
     __slots__ = ("venue", "url", "source", "events", "ts", "payloads", "keys", "first_ts", "last_ts",
-                 "status", "order", "hello", "_raw", "streams")
+                 "status", "order", "hello", "_raw", "_wire", "_raw_wire", "streams")
 
     def __init__(self, venue: str, url: str, source: str):
         self.venue = venue
@@ -104,6 +105,8 @@ class _Rec:
         self.order: dict[object, int] = {}  # key -> rank of its ack in the recording
         self.hello: str | None = None  # systemStatus / info frame
         self._raw: list[bytes] | None = None
+        self._wire: list[bytes] | None = None
+        self._raw_wire: list[bytes] | None = None
         self.streams: set = set()
         self.first_ts = 0.0
         self.last_ts = 0.0
@@ -121,6 +124,27 @@ class _Rec:
         if self._raw is None:
             self._raw = [_binance_data(ev.text).encode() for ev in self.events]
         return self._raw
+
+
+    def wire(self, raw: bool) -> list[bytes]:
+        """Every frame as a complete unmasked websocket text frame (RFC 6455 section 5.2:
+        FIN+opcode byte, payload length, payload), built on first use, for batched writes."""
+        if raw:
+            if self._raw_wire is None:
+                self._raw_wire = [_ws_text_frame(p) for p in self.raw_payloads]
+            return self._raw_wire
+        if self._wire is None:
+            self._wire = [_ws_text_frame(p) for p in self.payloads]
+        return self._wire
+
+
+def _ws_text_frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 def _binance_data(text: str) -> str:
@@ -245,6 +269,8 @@ class _Track:
         speed = conn.server.speed
         loop = asyncio.get_running_loop()
         send = conn.send_frame
+        fast = speed == 0.0 and conn.server.mutate is None
+        wire = rec.wire(conn.raw) if fast else None
         burst = 0
         try:
             while True:
@@ -258,6 +284,18 @@ class _Track:
                     break
                 if keys[i] not in self.filter:
                     self.pos = i + 1
+                    continue
+                if fast:
+                    # speed 0: whole pre-built websocket frames, many per transport write
+                    flt, parts, size, j = self.filter, [], 0, i
+                    while j < n and size < _BATCH_BYTES:
+                        if keys[j] in flt:
+                            w = wire[j]
+                            parts.append(w)
+                            size += len(w)
+                        j += 1
+                    self.pos = j
+                    await conn.write_batch(parts)
                     continue
                 if speed > 0.0:
                     delay = self.wall0 + (ts[i] - self.ts0) / speed - loop.time()
@@ -286,12 +324,14 @@ class _Track:
 class _Conn:
     """One client websocket."""
 
-    def __init__(self, server: "ReplayServer", ws: web.WebSocketResponse, venue: str, raw: bool, peer: str):
+    def __init__(self, server: "ReplayServer", request: web.Request, ws: web.WebSocketResponse, venue: str, raw: bool):
         self.server = server
+        self.request = request
+        self.transport = request.transport
         self.ws = ws
         self.venue = venue
         self.raw = raw  # Binance raw stream (data object only)
-        self.peer = peer
+        self.peer = str(request.remote)
         self.tracks: dict[int, _Track] = {}
         self.clock: tuple[float, float, float, float] | None = None
         self.subscribed = False
@@ -355,6 +395,19 @@ class _Conn:
             raise ConnectionResetError("websocket closed")
         await self.ws.send_frame(payload, _TEXT)
         self.frames_sent += 1
+
+    async def write_batch(self, parts: list[bytes]) -> None:
+        """Write whole websocket frames in one transport write (speed 0), then yield; waits for
+        the socket to drain when the transport paused writing (aiohttp flow control)."""
+        if parts:
+            tr = self.transport
+            if self.ws.closed or tr is None or tr.is_closing():
+                raise ConnectionResetError("websocket closed")
+            tr.write(b"".join(parts))
+            self.frames_sent += len(parts)
+            if self.request.protocol.writing_paused:
+                await self.request.writer.drain()
+        await asyncio.sleep(0)
 
     # end of recording ----------------------------------------------------
     def track_finished(self) -> None:
@@ -590,7 +643,7 @@ class ReplayServer:
     async def _ws(self, request: web.Request, venue: str, raw: bool, streams: list[str]) -> web.StreamResponse:
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20, timeout=self.close_timeout)
         await ws.prepare(request)
-        conn = _Conn(self, ws, venue, raw, str(request.remote))
+        conn = _Conn(self, request, ws, venue, raw)
         self._conns.add(conn)
         self.stats["connections"] += 1
         _log.debug("replay connection", venue=venue, path=request.path_qs[:200], peer=conn.peer)
