@@ -431,3 +431,60 @@ def test_run_replay_entry_point_in_a_process(data_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_late_subscription_shares_the_clock_and_catches_up(data_dir):
+    """Kraken Futures at speed 30 (31 s → ~1 s): book first, trade 0.4 s later. The trade
+    snapshots (recorded 0.09 s after the book snapshots) arrive at once on the late subscribe,
+    and the connection still ends at ≈ recorded duration / speed: one clock per session."""
+    rec = ws_sessions(read_recording(data_dir / "kraken_futures"))[0]
+    data = [e for e in rec.frames if '"feed"' in e.text and '"event"' not in e.text]
+    duration = (data[-1].ts - data[0].ts) / 30.0
+
+    async def main():
+        async with ReplayServer([data_dir / "kraken_futures"], speed=30.0, linger=0.05) as srv:
+            got = []
+            async with aiohttp.ClientSession() as s:
+                async with s.ws_connect(srv.ws_url("kraken_futures")) as ws:
+                    t0 = time.monotonic()
+                    await ws.send_str('{"event":"subscribe","feed":"book","product_ids":["PI_LTCUSD"]}')
+                    await asyncio.sleep(0.4)
+                    t_trade = time.monotonic()
+                    await ws.send_str('{"event":"subscribe","feed":"trade","product_ids":["PI_LTCUSD"]}')
+                    async for msg in ws:
+                        got.append((time.monotonic(), msg.data))
+            return t0, t_trade, got
+
+    t0, t_trade, got = arun(main())
+    texts = [t for _, t in got]
+    expected = [e.text for e in rec.frames if '"product_id":"PI_LTCUSD"' in e.text and '"event"' not in e.text
+                and ('"feed":"book' in e.text or '"feed":"trade' in e.text)]
+    assert sorted(t for t in texts if '"event"' not in t) == sorted(expected)  # each exactly once
+    snap_at = next(t for t, x in got if '"feed":"trade_snapshot"' in x)
+    assert snap_at - t_trade < 0.15  # caught up at once, not after another 0.09 s * 30 wait
+    books = [x for x in texts if '"feed":"book' in x and '"event"' not in x]
+    assert books == [x for x in expected if '"feed":"book' in x]  # book order kept
+    end = got[-1][0] - t0
+    assert 0.8 * duration <= end <= 1.3 * duration + 0.3
+
+
+def test_kraken_unsubscribe_stops_a_pair(data_dir):
+    async def main():
+        async with ReplayServer([data_dir / "kraken/KRAKEN-c197c0.0"], speed=100.0, linger=0.05) as srv:
+            got = []
+            async with aiohttp.ClientSession() as s:
+                async with s.ws_connect(srv.ws_url("kraken")) as ws:
+                    await ws.send_str('{"event":"subscribe","pair":["XBT/USD","DASH/EUR"],"subscription":{"name":"book","depth":1000}}')
+                    await asyncio.sleep(0.4)
+                    await ws.send_str('{"event":"unsubscribe","pair":["DASH/EUR"],"subscription":{"name":"book","depth":1000},"reqid":3}')
+                    async for msg in ws:
+                        got.append(msg.data)
+                    return got, ws.close_code
+
+    got, code = arun(main())
+    i = next(i for i, t in enumerate(got) if '"status":"unsubscribed"' in t)
+    st = orjson.loads(got[i])
+    assert st["pair"] == "DASH/EUR" and st["channelName"] == "book-1000" and st["reqid"] == 3
+    dash = [t for t in got if t.endswith('"book-1000","DASH/EUR"]')]
+    assert 0 < len(dash) < 2716 and not any(t.endswith('"DASH/EUR"]') for t in got[i + 1:])
+    assert sum(t.endswith('"book-1000","XBT/USD"]') for t in got) == 5789 and code == 1000
