@@ -569,6 +569,11 @@ class ReplayServer:
         """REST base URL (all venues share it): ``http://host:port``."""
         return f"http://{self.host}:{self._port}"
 
+    @property
+    def done(self) -> bool:
+        """True once :meth:`wait_done` would return."""
+        return self._done is not None and self._done.is_set()
+
     async def wait_done(self) -> None:
         """With ``once``: return when ``expected_connections`` connections have been replayed to
         the end and every subscribed connection is closed. Without: return after :meth:`stop`."""

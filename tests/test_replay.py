@@ -328,12 +328,13 @@ def test_once_waits_for_expected_connections(data_dir):
         async with ReplayServer([path], speed=0, once=True, expected_connections=2, linger=0.05) as srv:
             url = srv.ws_url("binance") + "?streams=nknusdt@depth@100ms"
             a, code_a, _ = await ws_collect(url)
-            done_early = srv._done.is_set()
+            done_early = srv.done
             w = asyncio.ensure_future(srv.wait_done())
             await asyncio.sleep(0.2)
             assert not w.done()
             b, code_b, _ = await ws_collect(url)
             await asyncio.wait_for(w, 5)
+            assert srv.done
             # REST still up after done
             async with aiohttp.ClientSession() as s:
                 async with s.get(srv.rest_url() + "/api/v3/exchangeInfo") as r:
