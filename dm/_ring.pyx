@@ -729,6 +729,7 @@ cdef class ChannelReader:
         cdef Py_ssize_t k
         cdef int rc
         cdef object arr
+        cdef Py_buffer view
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
         while True:
@@ -778,7 +779,9 @@ cdef class ChannelReader:
             if dt is None or dt.itemsize != n:
                 dt = np.dtype((np.void, n))
             arr = np.empty(k, dtype=dt)
-            memcpy(<void *><size_t>arr.ctypes.data, self.data + idx, k * n)
+            PyObject_GetBuffer(arr, &view, PyBUF_WRITABLE)
+            memcpy(view.buf, self.data + idx, k * n)
+            PyBuffer_Release(&view)
             dm_fence_acquire()
             ti = dm_load_relaxed_u64(&h.tail_intent)
             if ti - self.pos > self.cap:
