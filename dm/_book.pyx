@@ -579,6 +579,21 @@ cdef class L2Book:
                 p = _put_uint(p, sz // sdiv)
         return _crc32(PyBytes_FromStringAndSize(buf, p - buf))
 
+    def _check(self) -> None:
+        """Debug/test aid: verify the layout invariants of both sides (window inside the
+        buffer, keys strictly ascending, no zero size); raises AssertionError."""
+        cdef BookSide* sd
+        cdef Py_ssize_t i
+        cdef int k
+        for k in range(2):
+            sd = &self.bids if k == 0 else &self.asks
+            assert 0 <= sd.lo and sd.n >= 0 and sd.lo + sd.n <= sd.cap, (sd.lo, sd.n, sd.cap)
+            assert sd.cap == 0 or sd.lv != NULL
+            for i in range(sd.lo, sd.lo + sd.n):
+                assert sd.lv[i].size != 0
+                if i > sd.lo:
+                    assert sd.lv[i - 1].key < sd.lv[i].key
+
     def __repr__(self):
         return (f"L2Book(instrument_id={self.instrument_id}, publisher_id={self.publisher_id}, "
                 f"bids={self.bids.n}, asks={self.asks.n}, best_bid={self.best_bid}, "

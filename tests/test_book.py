@@ -13,7 +13,7 @@ import book_ref as br
 from book_ref import SIDE_ASK, SIDE_BID, RefBook, delta
 from dm._book import MASK_BBO, MASK_CROSSED, MASK_TOP10, BookError, L2Book
 from dm.errors import DmError
-from dm.records import BBO_DTYPE, DEPTH_DTYPE, RType, UNDEF_PRICE
+from dm.records import BBO_DTYPE, BOOK_DELTA_DTYPE, DEPTH_DTYPE, RType, UNDEF_PRICE
 
 IID = 7
 PUB = 1001
@@ -87,6 +87,9 @@ def test_apply_records_actions_clear_and_cancel():
     b.apply(memoryview(delta(IID, SIDE_BID, 2, 1)))
     b.apply(np.frombuffer(delta(IID, SIDE_BID, 3, 1) * 1, dtype=np.uint8))
     assert b.levels("B") == [(3, 1), (2, 1), (1, 1)]
+    arr = np.frombuffer(delta(IID, SIDE_BID, 4, 1) + delta(IID, SIDE_BID, 1, 0), BOOK_DELTA_DTYPE)
+    assert b.apply(arr) == MASK_BBO | MASK_TOP10
+    assert b.levels("B") == [(4, 1), (3, 1), (2, 1)]
 
 
 def test_bad_records_raise_book_error_and_keep_prefix():
@@ -196,6 +199,40 @@ def test_large_book_random_order_matches_reference():
         side = SIDE_BID if p % 2 else SIDE_ASK
         assert b.apply_level(side, p, 0) == r.apply_level(side, p, 0)
     assert br.book_state(b) == br.book_state(r)
+    b._check()
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs=st.lists(st.tuples(st.sampled_from(["top", "bottom", "del_top", "del_bottom", "mid"]),
+                               st.integers(1, 120)), min_size=1, max_size=30),
+       side=st.sampled_from((SIDE_BID, SIDE_ASK)), max_depth=st.sampled_from((0, 0, 50)))
+def test_property_runs_at_both_ends_keep_layout(runs, side, max_depth):
+    """Long runs of inserts/deletes at the top and at the bottom: the paths that re-centre or
+    grow the array (snapshots arrive best first = worst-level inserts; truncation drops the
+    bottom). Checked against the reference and the layout invariants after every run."""
+    b, r = book(max_depth), RefBook(IID, PUB, max_depth)
+    hi, lo = 10_000, 10_000       # next price above / below everything so far
+    for mode, count in runs:
+        for j in range(count):
+            better = (mode == "top") == (side == SIDE_BID)
+            if mode in ("top", "bottom"):
+                if better:
+                    hi += 1
+                    price = hi
+                else:
+                    lo -= 1
+                    price = lo
+                size = j + 1
+            elif mode in ("del_top", "del_bottom"):
+                lv = b.levels(side)
+                if not lv:
+                    break
+                price, size = (lv[0] if mode == "del_top" else lv[-1])[0], 0
+            else:
+                price, size = (hi + lo) // 2 + j % 7, 3
+            assert b.apply_level(side, price, size) == r.apply_level(side, price, size)
+        b._check()
+        assert br.book_state(b) == br.book_state(r)
 
 
 # ----------------------------------------------------------------------------- property
@@ -223,6 +260,7 @@ def test_property_l2book_equals_reference(batches, max_depth):
     b, r = book(max_depth), RefBook(IID, PUB, max_depth)
     for recs in batches:
         assert b.apply(recs) == r.apply(recs)
+        b._check()
         assert br.book_state(b) == br.book_state(r)
         assert b.best_bid == r.best_bid and b.best_ask == r.best_ask
         assert b.crossed == r.crossed
@@ -241,6 +279,7 @@ def test_property_apply_level_equals_reference(ops, max_depth):
     b, r = book(max_depth), RefBook(IID, PUB, max_depth)
     for side, price, size in ops:
         assert b.apply_level(side, price, size) == r.apply_level(side, price, size)
+    b._check()
     assert br.book_state(b) == br.book_state(r)
     assert b.kraken_checksum(9, 9) == r.kraken_checksum(9, 9)
 
