@@ -200,6 +200,17 @@ def _index_frame(rec: _Rec, ev: Event) -> object:
     return None
 
 
+def _with_reqid(ack: str, reqid: dict) -> str:
+    """A recorded Kraken subscriptionStatus with the client's ``reqid`` added where Kraken puts
+    it (keys sorted: after ``pair``, before ``status``); verbatim when the request had none."""
+    if not reqid or '"reqid":' in ack:
+        return ack
+    j = ack.find(',"status":')
+    if j < 0:
+        return ack
+    return ack[:j] + ',"reqid":' + orjson.dumps(reqid["reqid"]).decode() + ack[j:]
+
+
 def _kraken_channel(sub: dict) -> str | None:
     """Kraken v1 channelName for a subscription object: ``book-<depth>`` (default 10),
     ``ohlc-<interval>`` (default 1), else the name."""
@@ -763,7 +774,7 @@ class ReplayServer:
             keys.sort(key=rec.order.__getitem__)  # acks in recorded order
             for key in keys:
                 if event == "subscribe":
-                    await conn.send_text(rec.status[key])
+                    await conn.send_text(_with_reqid(rec.status[key], reqid))
                 else:
                     st = orjson.loads(rec.status[key])
                     st["status"] = "unsubscribed"

@@ -245,7 +245,7 @@ def test_kraken_subscribe_flow(data_dir):
                 send=[
                     {"event": "ping", "reqid": 5},
                     {"event": "subscribe", "pair": ["XBT/USD", "usdc/gbp", "FOO/BAR"], "subscription": {"name": "book", "depth": 1000}},
-                    {"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "ticker"}},
+                    {"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "ticker"}, "reqid": 9},
                     {"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "book", "depth": 25}},
                 ],
             )
@@ -260,7 +260,10 @@ def test_kraken_subscribe_flow(data_dir):
     errors = [e for e in events if e.get("status") == "error"]
     assert [e["pair"] for e in errors] == ["FOO/BAR", "XBT/USD"]  # unknown pair; depth 25 was not recorded
     statuses = [t for t in texts if '"status":"subscribed"' in t]
-    assert statuses == status_of(book, ["USDC/GBP", "XBT/USD"]) + status_of(ticker, ["XBT/USD"])
+    assert statuses[:2] == status_of(book, ["USDC/GBP", "XBT/USD"])  # verbatim, recorded order
+    # with a reqid, Kraken echoes it: the recorded ack plus "reqid" (keys stay sorted)
+    assert statuses[2] == status_of(ticker, ["XBT/USD"])[0].replace(',"status":', ',"reqid":9,"status":')
+    assert orjson.loads(statuses[2])["reqid"] == 9
     by_chan = collections.defaultdict(list)
     for t in texts:
         if t.startswith("["):
