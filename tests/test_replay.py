@@ -492,3 +492,20 @@ def test_kraken_unsubscribe_stops_a_pair(data_dir):
     dash = [t for t in got if t.endswith('"book-1000","DASH/EUR"]')]
     assert 0 < len(dash) < 2716 and not any(t.endswith('"DASH/EUR"]') for t in got[i + 1:])
     assert sum(t.endswith('"book-1000","XBT/USD"]') for t in got) == 5789 and code == 1000
+
+
+def test_concurrent_connections_each_get_the_whole_session(data_dir):
+    path = data_dir / B38
+    want = [t for t in recorded_frames(path) if stream_of(t) in ("zilusdt@depth@100ms", "zilusdt@bookTicker")]
+
+    async def main():
+        async with ReplayServer([path], speed=0, once=True, expected_connections=3, linger=0.05) as srv:
+            url = srv.ws_url("binance") + "?streams=zilusdt@depth@100ms/zilusdt@bookTicker"
+            results = await asyncio.gather(*(ws_collect(url) for _ in range(3)))
+            await asyncio.wait_for(srv.wait_done(), 5)
+            return results, dict(srv.stats)
+
+    results, stats = arun(main())
+    for texts, code, _ in results:
+        assert texts == want and code == 1000
+    assert stats["completed"] == 3 and stats["frames_sent"] == 3 * len(want)
