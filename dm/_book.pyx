@@ -224,10 +224,17 @@ cdef int _side_code(object side) except -1:
     return c
 
 
-cdef char* _put_uint(char* p, uint64_t v) noexcept nogil:
-    """Decimal text of v without leading zeros (v == 0 gives nothing: Kraken strips all zeros)."""
+cdef char* _put_scaled(char* p, uint64_t v, int drop) noexcept nogil:
+    """Decimal text of ``v // 10**drop`` without leading zeros (0 gives nothing: Kraken strips
+    all leading zeros). Returns NULL when one of the ``drop`` dropped digits is not 0. Only
+    divisions by the constant 10 (no runtime divisor)."""
     cdef char tmp[24]
     cdef int k = 0
+    while drop > 0:
+        if v % 10:
+            return NULL
+        v //= 10
+        drop -= 1
     while v:
         tmp[k] = <char>(48 + v % 10)
         v //= 10
@@ -552,14 +559,11 @@ cdef class L2Book:
         a price is negative."""
         if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= FIXED_DECIMALS):
             raise BookError("decimals must be within 0..9")
-        cdef uint64_t pdiv = 1, sdiv = 1
-        cdef int k
-        for k in range(FIXED_DECIMALS - price_decimals):
-            pdiv *= 10
-        for k in range(FIXED_DECIMALS - size_decimals):
-            sdiv *= 10
+        cdef int pdrop = FIXED_DECIMALS - price_decimals
+        cdef int sdrop = FIXED_DECIMALS - size_decimals
         cdef char buf[1024]
         cdef char* p = buf
+        cdef char* q
         cdef BookSide* sd
         cdef Py_ssize_t i, top, cnt
         cdef int64_t px
@@ -572,11 +576,15 @@ cdef class L2Book:
             for i in range(cnt):
                 px = _price(sd.lv[top - i].key, side_i == 1)
                 sz = sd.lv[top - i].size
-                if px < 0 or (<uint64_t>px) % pdiv or sz % sdiv:
+                q = NULL
+                if px >= 0:
+                    q = _put_scaled(p, <uint64_t>px, pdrop)
+                if q != NULL:
+                    q = _put_scaled(q, sz, sdrop)
+                if q == NULL:
                     raise BookError(f"level {px}/{sz} does not fit {price_decimals}/"
                                     f"{size_decimals} decimals")
-                p = _put_uint(p, (<uint64_t>px) // pdiv)
-                p = _put_uint(p, sz // sdiv)
+                p = q
         return _crc32(PyBytes_FromStringAndSize(buf, p - buf))
 
     def _check(self) -> None:
