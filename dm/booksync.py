@@ -274,7 +274,10 @@ class KrakenBookSync(_SyncBase):
       snapshot.
 
     ``price_decimals``/``size_decimals`` are the decimals of the websocket strings (see
-    ``decimals_of``); they can also be given (or updated) with each snapshot."""
+    ``decimals_of``; REST AssetPairs ``pair_decimals`` is NOT always the same); they can also be
+    given (or updated) with each snapshot. When unknown they are detected on the first update
+    carrying ``c``: the one (price, size) decimals pair in 0..9 x 0..9 whose checksum equals the
+    venue's (a false match has probability ~100 * 2**-32); no pair matching is a gap."""
 
     venue = "KRAKEN"
 
@@ -303,8 +306,7 @@ class KrakenBookSync(_SyncBase):
 
     def on_update(self, records, checksum: int | None) -> Actions:
         """One update message (asks then bids as sent) and its ``c`` (None when absent: applied
-        without verification). Raises ``BookError`` when a checksum must be verified but the
-        decimals are unknown."""
+        without verification)."""
         act = Actions()
         if not self.synced:
             self.stats.dropped += 1
@@ -317,14 +319,31 @@ class KrakenBookSync(_SyncBase):
         self.stats.applied += 1
         if checksum is not None:
             if self.price_decimals is None or self.size_decimals is None:
-                raise BookError("Kraken checksum: pair decimals unknown")
-            got = self.book.kraken_checksum(self.price_decimals, self.size_decimals)
-            if got != checksum:
-                self._gap(act, Gap(GAP_KRAKEN_CHECKSUM, None, None,
-                                   f"checksum {got} != venue {checksum}"))
+                ok = self._detect_decimals(checksum)
             else:
+                ok = self.book.kraken_checksum(self.price_decimals, self.size_decimals) == checksum
+            if ok:
                 self.stats.checksums_ok += 1
+            else:
+                self._gap(act, Gap(GAP_KRAKEN_CHECKSUM, None, None,
+                                   f"book checksum != venue {checksum} (decimals "
+                                   f"{self.price_decimals}/{self.size_decimals})"))
         return act
+
+
+    def _detect_decimals(self, checksum: int) -> bool:
+        pds = [self.price_decimals] if self.price_decimals is not None else range(10)
+        sds = [self.size_decimals] if self.size_decimals is not None else range(10)
+        for pd in pds:
+            for sd in sds:
+                try:
+                    got = self.book.kraken_checksum(pd, sd)
+                except BookError:          # a level has more decimals than pd/sd
+                    continue
+                if got == checksum:
+                    self.price_decimals, self.size_decimals = pd, sd
+                    return True
+        return False
 
 
 class KrakenFuturesBookSync(_SyncBase):

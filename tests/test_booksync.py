@@ -296,9 +296,33 @@ def test_kraken_edges():
     s.on_snapshot(delta(2, SIDE_BID, 10, 1) + delta(2, SIDE_BID, 9, 1))
     a = s.on_update(delta(2, SIDE_BID, 11, 1), None)                 # truncated to depth 2
     assert a.applied and s.book.levels(SIDE_BID) == [(11, 1), (10, 1)]
-    with pytest.raises(BookError):
-        s.on_update(delta(2, SIDE_BID, 12, 1), 123)                   # decimals unknown
     assert decimals_of("58729.40000") == 5 and decimals_of("7") == 0
+
+
+def test_kraken_decimals_detected_from_checksums(kraken_events):
+    """Without decimals the sync finds the wire decimals on the first update of each pair
+    (they differ from REST AssetPairs pair_decimals for most pairs, e.g. XBT/USD 5 vs 1)."""
+    ids = br.instrument_ids(e.pair for e in kraken_events)
+    syncs = {p: KrakenBookSync(i) for p, i in ids.items()}
+    wire = {}
+    for e in kraken_events:
+        s, iid = syncs[e.pair], ids[e.pair]
+        if e.kind == "snapshot":
+            s.on_snapshot(br.kraken_snapshot_records(iid, e))
+            wire[e.pair] = _kraken_decimals(e)
+        else:
+            assert s.on_update(br.kraken_update_records(iid, e), e.checksum).gap is None
+    assert sum(s.stats.checksums_ok for s in syncs.values()) == 14_496
+    for p, s in syncs.items():
+        assert (s.price_decimals, s.size_decimals) == wire[p], p
+    assert wire["XBT/USD"] == (5, 8)
+    # a wrong checksum on the first update cannot be explained by any decimals: one gap
+    e0 = next(e for e in kraken_events if e.kind == "snapshot" and e.pair == "XBT/USD")
+    e1 = next(e for e in kraken_events if e.kind == "update" and e.pair == "XBT/USD")
+    s = KrakenBookSync(1)
+    s.on_snapshot(br.kraken_snapshot_records(1, e0))
+    a = s.on_update(br.kraken_update_records(1, e1), e1.checksum ^ 0x5A5A)
+    assert a.gap is not None and a.needs_snapshot and s.price_decimals is None
 
 
 # ----------------------------------------------------------------------------- Kraken Futures
