@@ -216,7 +216,7 @@ def parse_json(b: bytes) -> Node:
 # ---------------------------------------------------------------------------------------------
 # fixed point
 
-_DEC = re.compile(rb"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DEC = re.compile(rb"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+))?")
 
 
 class _FixedError(Exception):
@@ -225,12 +225,19 @@ class _FixedError(Exception):
 
 def fixed(raw: bytes, signed: bool) -> int:
     """Exact decimal text -> integer at 1e-9 (see dm._codec.parse_fixed for the rules)."""
-    if not _DEC.fullmatch(raw):
+    m = _DEC.fullmatch(raw)
+    if not m:
         raise _FixedError("invalid decimal")
-    d = Decimal(raw.decode("ascii"))
+    d = Decimal(m.group(1).decode("ascii"))
     if d.is_zero():
         return 0
     sign, digits, exp = d.as_tuple()
+    if m.group(2):
+        # an exponent beyond +-10**12 cannot be compensated by a frame's digits: clamp it so
+        # huge exponents stay cheap (the result is the same: out of range / too many digits)
+        e = m.group(2).lstrip(b"+-").lstrip(b"0") or b"0"
+        e = 10**12 if len(e) > 12 else int(e)
+        exp += -e if m.group(2).startswith(b"-") else e
     k = len(digits)
     while digits[k - 1] == 0:
         k -= 1

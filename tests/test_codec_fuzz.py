@@ -1,0 +1,162 @@
+"""Fuzz: malformed input never crashes the Cython codec or corrupts its output.
+
+Default run: 10**6 mutated recorded frames in total (truncations, bit flips, byte insertions and
+deletions, huge numbers, deep nesting, wrong types), each must end as well-formed records or a
+``CodecError``; one frame in 100 is also checked against the pure-Python oracle. The
+``slow`` variant runs 10**7 with a different seed."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from dm import codec_ref as R
+from dm import records as REC
+from dm._codec import BinanceCodec, KrakenCodec, KrakenFuturesCodec
+from dm.errors import CodecError
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SIZES = REC.SIZES
+
+
+def recorded(path: Path, limit: int = 4000) -> list[bytes]:
+    return [t for kind, _, _, t in R.iter_recording(path) if kind == "ws" and len(t) < limit]
+
+
+def codecs():
+    bsyms = {"ZILUSDT": 1, "DENTUSDT": 2, "MANAUSDT": 3, "BTCAUD": 4, "ETHBRL": 5, "AXSBNB": 6, "QTUMETH": 7,
+             "BTCSTUSDT": 8, "NEOUSDC": 9, "RENBTCETH": 10, "FTMUSDT": 11, "SXPBTC": 12, "BADGERBTC": 13,
+             "XMRBTC": 14}
+    ksyms = {s: 20 + i for i, s in enumerate(["ALGO/XBT", "LSK/USD", "USDC/GBP", "FIL/XBT", "WAVES/ETH",
+                                             "ICX/USD", "AUD/USD", "KAVA/USD", "DASH/EUR", "XBT/USD"])}
+    fsyms = {s: 40 + i for i, s in enumerate(["PI_XRPUSD", "PI_LTCUSD", "PI_ETHUSD", "FI_ETHUSD_211231",
+                                             "FI_BCHUSD_210730", "FI_XBTUSD_210924", "FI_ETHUSD_210730",
+                                             "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
+    return [
+        (BinanceCodec(1001, bsyms), R.RefBinanceCodec(1001, bsyms),
+         recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
+        (KrakenCodec(1002, ksyms), R.RefKrakenCodec(1002, ksyms),
+         recorded(DATA / "kraken/KRAKEN-c197c0.0") + recorded(DATA / "kraken/KRAKEN-4b7396.0")
+         + recorded(DATA / "kraken/KRAKEN-82ac16.0")),
+        (KrakenFuturesCodec(1003, fsyms), R.RefKrakenFuturesCodec(1003, fsyms),
+         recorded(DATA / "kraken_futures/KRAKEN_FUTURES.ws.1.0")),
+    ]
+
+
+INSERTS = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b"-", b".", b"e", b"E+", b"0", b"\x00", b"\xff",
+           b"\x1f", b"\\u12", b"null", b"true", b"1e999999999", b"-" + b"9" * 40, b"0." + b"0" * 30 + b"1",
+           b"[" * 100, b"{\"a\":" * 50, b'"' + b"x" * 300 + b'"', b"18446744073709551616", b"\\ud800"]
+
+
+def mutate(rnd: random.Random, frame: bytes) -> bytes:
+    b = bytearray(frame)
+    for _ in range(rnd.randint(1, 3)):
+        op = rnd.randrange(7)
+        i = rnd.randrange(len(b)) if b else 0
+        if op == 0:
+            del b[i:]
+        elif op == 1 and b:
+            b[i] ^= 1 << rnd.randrange(8)
+        elif op == 2:
+            b[i:i] = rnd.choice(INSERTS)
+        elif op == 3:
+            del b[i:i + rnd.randint(1, 16)]
+        elif op == 4 and b:
+            b[i] = rnd.randrange(256)
+        elif op == 5:
+            # swap a value for a value of another type: find a ':' and replace what follows
+            j = b.find(b":", i)
+            if j >= 0:
+                k = j + 1
+                while k < len(b) and b[k] not in b",}]":
+                    k += 1
+                b[j + 1:k] = rnd.choice([b"{}", b"[]", b"null", b"-1", b'"x"', b"1.5e3", b"true", b"[[]]"])
+        else:
+            j = min(len(b), i + rnd.randint(1, 64))
+            b[j:j] = b[i:j]
+    return bytes(b)
+
+
+def check_output(buf: memoryview, n: int) -> None:
+    """Records are whole, of a known rtype, and their lengths add up to the buffer."""
+    raw = bytes(buf)
+    i = count = 0
+    while i < len(raw):
+        size = raw[i] * 4
+        assert SIZES.get(raw[i + 1]) == size
+        i += size
+        count += 1
+    assert i == len(raw) and count == n
+
+
+def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
+    rnd = random.Random(seed)
+    stats = {"records": 0, "errors": 0, "ok": 0, "oracle_checked": 0}
+    per_venue = total // 3
+    for c, ref, frames in codecs():
+        decode = c.decode
+        for k in range(per_venue):
+            frame = mutate(rnd, rnd.choice(frames))
+            try:
+                n = decode(frame, k)
+            except CodecError as e:
+                assert -1 <= e.offset <= len(frame) and e.venue == c.venue
+                assert c.output().nbytes == 0
+                stats["errors"] += 1
+                res = ("error", type(e), e.reason, e.field, e.offset)
+            else:
+                if k % 64 == 0:
+                    check_output(c.output(), n)
+                stats["ok"] += 1
+                stats["records"] += n
+                res = (n, bytes(c.output()), c.last_kind, c.instrument_id, c.first_seq, c.last_seq, c.checksum)
+            if k % oracle_every == 0:
+                try:
+                    m = ref.decode(frame, k)
+                    exp = (m, ref.output(), ref.last_kind, ref.instrument_id, ref.first_seq, ref.last_seq,
+                           ref.checksum)
+                except CodecError as e:
+                    exp = ("error", type(e), e.reason, e.field, e.offset)
+                assert res == exp, frame[:300]
+                stats["oracle_checked"] += 1
+    return stats
+
+
+def test_fuzz_one_million_mutated_frames():
+    stats = fuzz(1_000_000, seed=20240601)
+    assert stats["ok"] + stats["errors"] >= 999_999
+    # the mutations must leave a fair share of decodable frames, or the test proves little
+    assert stats["ok"] > 30_000 and stats["errors"] > 300_000, stats
+
+
+@pytest.mark.slow
+def test_fuzz_ten_million_mutated_frames():
+    stats = fuzz(10_000_000, seed=7, oracle_every=1000)
+    assert stats["ok"] + stats["errors"] >= 9_999_999
+
+
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {})],
+                         ids=["binance", "kraken", "kf"])
+def test_pathological_inputs(codec):
+    """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
+    cases = [
+        b"[" * 200_000,
+        b"{\"a\":" * 100_000,
+        b"[" * 31 + b"]" * 31,
+        b'{"stream":"a@aggTrade","data":' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b"1" * 1_000_000,
+        b'"' + b"a" * 1_000_000 + b'"',
+        b'"' + b"\\u0041" * 100_000,
+        b'{"e":"aggTrade","s":"X","T":' + b"9" * 100_000 + b"}",
+        b'{"feed":"book","product_id":"X","price":1e' + b"9" * 100_000 + b"}",
+        bytes(range(256)),
+        b"\x00" * 1000,
+        b"",
+        b" \t\r\n",
+        "{\"event\":\"h\u00e9artbeat\"}".encode(),
+    ]
+    for frame in cases:
+        with pytest.raises(CodecError) as ei:
+            codec.decode(frame, 1)
+        assert 0 <= ei.value.offset <= len(frame)
