@@ -1,0 +1,139 @@
+"""Codec throughput: recorded frames through the public ``decode`` call, per venue and message
+type, against the obvious alternative (``orjson.loads`` + Python fixed-point conversion +
+``struct.pack`` into the same 64-byte TRADE layout) on the same Binance aggTrade frames.
+
+    python bench/bench_codec.py [--quick]
+
+Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
+``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``.
+One core; gc disabled while timing; best of several repeats after a warm-up.
+"""
+from __future__ import annotations
+
+import gc
+import re
+import struct
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import orjson  # noqa: E402
+
+from dm import codec_ref as R  # noqa: E402
+from dm._codec import BinanceCodec, KrakenCodec, KrakenFuturesCodec  # noqa: E402
+
+DATA = HERE.parent / "data"
+TRADE = struct.Struct("<BBHIQQqQQQBB6x")
+
+
+def _frames(path: Path, pred) -> list[bytes]:
+    return [t for kind, _, _, t in R.iter_recording(path) if kind == "ws" and pred(t)]
+
+
+def _symbols(frames: list[bytes], pattern: bytes) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in frames:
+        for m in re.finditer(pattern, f):
+            out.setdefault(m.group(1).decode(), len(out) + 1)
+    return out
+
+
+def _time(fn, frames: list[bytes], target_s: float, repeats: int) -> float:
+    """Best ns per frame of ``fn(frames)`` over ``repeats`` runs of >= target_s each."""
+    fn(frames)                                                    # warm-up
+    loops = 1
+    while True:
+        t = time.perf_counter_ns()
+        for _ in range(loops):
+            fn(frames)
+        dt = time.perf_counter_ns() - t
+        if dt >= target_s * 1e9 / repeats or loops > 1 << 20:
+            break
+        loops *= 2
+    best = dt
+    for _ in range(repeats - 1):
+        t = time.perf_counter_ns()
+        for _ in range(loops):
+            fn(frames)
+        best = min(best, time.perf_counter_ns() - t)
+    return best / (loops * len(frames))
+
+
+def _decode_loop(codec):
+    dec = codec.decode
+
+    def run(frames):
+        for f in frames:
+            dec(f, 1617647603000000000)
+    return run
+
+
+def _fixed(s: str) -> int:
+    """The usual Python string -> 1e-9 conversion (no exponents, <= 9 decimals)."""
+    ip, _, fp = s.partition(".")
+    return int(ip + fp.ljust(9, "0"))
+
+
+def _baseline(symbols: dict[str, int]):
+    pack = TRADE.pack
+    loads = orjson.loads
+
+    def run(frames):
+        for f in frames:
+            d = loads(f)["data"]
+            pack(16, 0xE0, 1001, symbols[d["s"]], d["T"] * 1_000_000, 1617647603000000000, _fixed(d["p"]),
+                 _fixed(d["q"]), d["a"], d["a"], 65 if d["m"] else 66, 0)
+    return run
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    target, repeats = (0.2, 3) if quick else (1.0, 5)
+    bn_file = DATA / "binance/BINANCE-b38f7c.0"
+    bn_all = _frames(bn_file, lambda t: True)
+    bsyms = _symbols(bn_all, rb'"s":"(\w+)"')
+    kr_all = _frames(DATA / "kraken/KRAKEN-c197c0.0", lambda t: t.startswith(b"["))
+    kf_all = _frames(DATA / "kraken_futures/KRAKEN_FUTURES.ws.1.0", lambda t: True)
+    ksyms = _symbols(kr_all, rb'"([A-Z]+/[A-Z]+)"\]$')
+    fsyms = _symbols(kf_all, rb'"product_id":"(\w+)"')
+    cases = {
+        "binance_aggtrade": (BinanceCodec(1001, bsyms), [f for f in bn_all if b"@aggTrade" in f[:40]]),
+        "binance_bookticker": (BinanceCodec(1001, bsyms), [f for f in bn_all if b"@bookTicker" in f[:40]]),
+        "binance_depthupdate": (BinanceCodec(1001, bsyms), [f for f in bn_all if b"@depth" in f[:40]]),
+        "kraken_book": (KrakenCodec(1002, ksyms), [f for f in kr_all if b'"book-' in f[-30:]]),
+        "kf_book": (KrakenFuturesCodec(1003, fsyms), [f for f in kf_all if f.startswith(b'{"feed":"book",')]),
+        "kf_ticker_lite": (KrakenFuturesCodec(1003, fsyms), [f for f in kf_all if b'"ticker_lite"' in f[:30]]),
+    }
+    out: dict[str, float] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        for name, (codec, frames) in cases.items():
+            ns = _time(_decode_loop(codec), frames, target, repeats)
+            out[f"codec.{name}.ns_per_frame"] = ns
+            out[f"codec.{name}.frames_per_s"] = 1e9 / ns
+            out[f"codec.{name}.bytes_per_frame"] = float(sum(map(len, frames)) / len(frames))
+        agg = cases["binance_aggtrade"][1]
+        ns = _time(_baseline(bsyms), agg, target, repeats)
+        out["codec.baseline_orjson_pack.ns_per_frame"] = ns
+        out["codec.baseline_orjson_pack.frames_per_s"] = 1e9 / ns
+        ns = _time(lambda fr: [orjson.loads(f) for f in fr], agg, target, repeats)
+        out["codec.baseline_orjson_loads_only.frames_per_s"] = 1e9 / ns
+        ns = _time(lambda fr: [None for f in fr], agg, target, repeats)
+        out["codec.python_loop_overhead.ns_per_frame"] = ns
+    finally:
+        gc.enable()
+    out["codec.binance_aggtrade.speedup_vs_orjson_pack"] = (
+        out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_pack.frames_per_s"])
+    out["codec.binance_aggtrade.speedup_vs_orjson_loads_only"] = (
+        out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
+    return out
+
+
+if __name__ == "__main__":
+    res = run(quick="--quick" in sys.argv)
+    width = max(map(len, res))
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v:>14,.2f}")
