@@ -156,6 +156,8 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         # to children in $DM_REPLAY_ADDR: the worker cannot tell a replay from the venue.
         if "{replay}" in value:
             if not replay_addr:
+                if replay.enabled:
+                    return value  # resolved in the children: the supervisor sets DM_REPLAY_ADDR
                 raise ConfigError(f"providers.{name}.{key} uses {{replay}}: run it under `dm supervise` with [replay] enabled (or set DM_REPLAY_ADDR=host:port)")
             value = value.replace("{replay}", replay_addr)
         return value

@@ -32,6 +32,9 @@ def test_replay_placeholder():
     assert parse(raw, env={"DM_REPLAY_ADDR": "127.0.0.1:9"}).providers["binance"].ws_url == "ws://127.0.0.1:9/stream"
     with pytest.raises(ConfigError, match="replay"):
         parse(raw, env={})
+    # under a supervisor that runs the replay server, the children resolve it
+    raw["replay"] = {"enabled": True, "files": ["x"]}
+    assert parse(raw, env={}).providers["binance"].ws_url == "ws://{replay}/stream"
 
 
 @pytest.mark.parametrize("raw, match", [

@@ -26,7 +26,7 @@ import orjson
 from dm import log as dmlog
 from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns
 from dm.config import Config, ProviderConfig
-from dm.errors import CodecError
+from dm.errors import CodecError, ConfigError
 from dm.records import LAYOUT_HASH
 from dm.registry import Registry
 
@@ -301,5 +301,7 @@ def run_worker(cfg: Config, name: str) -> None:
     import uvloop
 
     pcfg = cfg.providers[name]
+    if "{replay}" in pcfg.ws_url + pcfg.rest_url:
+        raise ConfigError(f"providers.{name}: URLs use {{replay}} but DM_REPLAY_ADDR is not set: run the worker under `dm supervise` with [replay] enabled")
     prov = provider_class(pcfg.kind)(cfg, pcfg)
     uvloop.run(prov.run())
