@@ -126,6 +126,7 @@ cdef class PersistConsumer:
     cdef object _sfile      # (seq, path, file object) of the spool file being read, or None
     cdef uint64_t _soff     # read offset in that spool file
     cdef uint64_t _sfloor   # spool files below this seq were read to the end by this consumer
+    cdef bint _turn         # alternates queue-first / spool-first between read_batch calls
     cdef int _check_open(self) except -1
 
 

@@ -1218,8 +1218,8 @@ cdef class PersistConsumer:
     consumer is attached, ``LayoutMismatchError`` for another layout.
 
     ``read_batch(max_records)`` returns ``(records, n, token)``: ``records`` is ``bytes`` of ``n``
-    concatenated records, first from the queue and, when it is empty, from closed spool files
-    oldest first; ``None`` when there is nothing. ``commit(token)`` after the database commit
+    concatenated records from the queue or from closed spool files (oldest first); the two
+    sources take turns as first choice so neither starves; ``None`` when there is nothing. ``commit(token)`` after the database commit
     (tokens commit in order; an older token is ignored). Uncommitted batches are re-delivered to
     the next consumer after a crash (at-least-once).
     """
@@ -1280,6 +1280,12 @@ cdef class PersistConsumer:
         self._check_open()
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
+        # Alternate which source goes first so that neither starves under a steady load.
+        self._turn = not self._turn
+        if self._turn:
+            b = self._read_spool(max_records)
+            if b is not None:
+                return b
         t = dm_load_acquire_u64(&h.tail)
         if t != self.rpos:
             # pass 1: count and size
@@ -1312,7 +1318,7 @@ cdef class PersistConsumer:
                 self.rrecords += k
                 return out, k, (0, end, self.rrecords)
             self.rpos = end  # only padding
-        return self._read_spool(max_records)
+        return None if self._turn else self._read_spool(max_records)
 
     def _next_spool_file(self):
         """Open the oldest closed spool file not yet read by this consumer; False if none."""

@@ -771,3 +771,23 @@ def test_cas_across_processes_is_exact(tmp_path):
         load_u64(mm, 4)
     with pytest.raises(ValueError, match="range"):
         load_u32(mm, 4096)
+
+
+def test_persist_queue_and_spool_take_turns(seg, tmp_path):
+    """Under a steady load the queue never drains: spool files must still be consumed."""
+    name = seg()
+    q = PersistQueue(name, 4096, H, tmp_path, spool_max_age_s=0.0)
+    c = PersistConsumer(name, H, tmp_path)
+    for i in range(200):
+        q.write(rec(i))
+    q.flush()
+    kinds = []
+    for _ in range(4):
+        buf, n, tok = c.read_batch(10)
+        kinds.append(tok[0])
+        c.commit(tok)
+    assert sorted(kinds) == [0, 0, 1, 1]
+    got = _drain(c)
+    assert len(got) == 160
+    q.close()
+    c.unlink()
