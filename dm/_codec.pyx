@@ -47,9 +47,28 @@ cdef extern from *:
     #include <stdint.h>
     static inline int dm_mul_u64(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_mul_overflow(a, b, r); }
     static inline int dm_add_u64(uint64_t a, uint64_t b, uint64_t *r) { return __builtin_add_overflow(a, b, r); }
+    /* Index of the first byte at or after i (< n) that is '"', '\\' or < 0x20, else n.
+       Eight bytes at a time: the lowest flagged byte of each has-byte test is exact. */
+    static inline Py_ssize_t dm_str_run(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        while (i + 8 <= n) {
+            uint64_t w, q, b, m;
+            memcpy(&w, p + i, 8);
+            q = w ^ (ones * 0x22);
+            b = w ^ (ones * 0x5C);
+            m = (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & highs;
+            if (m)
+                return i + (__builtin_ctzll(m) >> 3);
+            i += 8;
+        }
+        while (i < n && p[i] >= 0x20 && p[i] != 0x22 && p[i] != 0x5C)
+            i++;
+        return i;
+    }
     """
     bint dm_mul_u64(uint64_t a, uint64_t b, uint64_t* r) noexcept nogil
     bint dm_add_u64(uint64_t a, uint64_t b, uint64_t* r) noexcept nogil
+    Py_ssize_t dm_str_run(const uint8_t* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -177,8 +196,7 @@ cdef Py_ssize_t scan_string(CState* s, Py_ssize_t i) noexcept nogil:
     cdef int k
     i += 1
     while True:
-        while i < n and STR_PLAIN[p[i]]:
-            i += 1
+        i = dm_str_run(p, i, n)
         if i >= n:
             return e_end(s)
         c = p[i]
@@ -204,7 +222,7 @@ cdef Py_ssize_t scan_string(CState* s, Py_ssize_t i) noexcept nogil:
             return e_byte(s, i)
 
 
-cdef Py_ssize_t scan_number(CState* s, Py_ssize_t i) noexcept nogil:
+cdef inline Py_ssize_t scan_number(CState* s, Py_ssize_t i) noexcept nogil:
     """i at '-' or a digit (i < n); returns the index after the number token."""
     cdef const uint8_t* p = s.p
     cdef Py_ssize_t n = s.n
@@ -353,7 +371,7 @@ cdef Py_ssize_t validate(CState* s) noexcept nogil:
     return top
 
 
-cdef Py_ssize_t member(CState* s, Py_ssize_t i, Py_ssize_t* ks, Py_ssize_t* ke) noexcept nogil:
+cdef inline Py_ssize_t member(CState* s, Py_ssize_t i, Py_ssize_t* ks, Py_ssize_t* ke) noexcept nogil:
     if i >= s.n:
         return e_end(s)
     if s.p[i] != 34:
@@ -385,7 +403,7 @@ cdef Py_ssize_t obj_first(CState* s, Py_ssize_t i, int depth, Py_ssize_t* ks, Py
     return member(s, i, ks, ke)
 
 
-cdef Py_ssize_t obj_next(CState* s, Py_ssize_t i, Py_ssize_t* ks, Py_ssize_t* ke) noexcept nogil:
+cdef inline Py_ssize_t obj_next(CState* s, Py_ssize_t i, Py_ssize_t* ks, Py_ssize_t* ke) noexcept nogil:
     """i after the previous member's value; like obj_first."""
     i = skip_ws(s, i)
     if i >= s.n:
@@ -426,6 +444,18 @@ cdef Py_ssize_t arr_next(CState* s, Py_ssize_t i, Py_ssize_t* endp) noexcept nog
     return e_byte(s, i)
 
 
+cdef inline Py_ssize_t skip_member(CState* s, Py_ssize_t i, int depth) noexcept nogil:
+    """skip_value with the common scalars (string, number) handled inline."""
+    cdef uint8_t c
+    if i < s.n:
+        c = s.p[i]
+        if c == 34:
+            return scan_string(s, i)
+        if is_digit(c) or c == 45:
+            return scan_number(s, i)
+    return skip_value(s, i, depth)
+
+
 ctypedef int (*keyfn_t)(const uint8_t* k, Py_ssize_t n) noexcept nogil
 
 
@@ -441,7 +471,7 @@ cdef Py_ssize_t index_obj(CState* s, Py_ssize_t v, int depth, keyfn_t kf, Py_ssi
         slot = kf(s.p + ks, ke - ks)
         if slot >= 0:
             slots[slot] = w
-        e = skip_value(s, w, depth + 1)
+        e = skip_member(s, w, depth + 1)
         if e < 0:
             return -1
         w = obj_next(s, e, &ks, &ke)
@@ -470,7 +500,58 @@ cdef int arr_collect(CState* s, Py_ssize_t v, Py_ssize_t* offs, int maxn) noexce
 # ---------------------------------------------------------------------------------------------
 # fixed point: decimal text -> integer at 1e-9, exact
 
-cdef const char* parse_fixed(const uint8_t* p, Py_ssize_t n, bint is_signed, int64_t* out) noexcept nogil:
+cdef uint64_t POW10[20]
+POW10[0] = 1
+for _c in range(1, 20):
+    POW10[_c] = POW10[_c - 1] * 10
+
+
+cdef inline const char* parse_fixed(const uint8_t* p, Py_ssize_t n, bint is_signed, int64_t* out) noexcept nogil:
+    """Fast path for the common plain form ``-?d{1,10}(.d{0,9})?`` (all venues' decimal
+    strings); anything else goes to parse_fixed_slow, which defines the semantics."""
+    cdef Py_ssize_t i = 0, j
+    cdef uint64_t acc = 0
+    cdef bint neg = 0
+    if n > 0 and p[0] == 45:
+        neg = 1
+        i = 1
+    j = i
+    while i < n and is_digit(p[i]):
+        acc = acc * 10 + (p[i] - 48)
+        i += 1
+    if i == j or i - j > 10:
+        return parse_fixed_slow(p, n, is_signed, out)
+    if i < n:
+        if p[i] != 46:
+            return parse_fixed_slow(p, n, is_signed, out)
+        i += 1
+        j = i
+        while i < n and is_digit(p[i]):
+            acc = acc * 10 + (p[i] - 48)
+            i += 1
+        if i != n or i - j > 9:
+            return parse_fixed_slow(p, n, is_signed, out)
+        acc *= POW10[9 - (i - j)]
+    else:
+        acc *= POW10[9]
+    # at most 19 digits: acc < 10**19 < 2**64, no overflow above
+    if neg:
+        if acc == 0:
+            out[0] = 0
+            return NULL
+        if not is_signed:
+            return R_NEG
+        if acc > (<uint64_t>1) << 63:
+            return R_RANGE
+        out[0] = <int64_t>(0 - acc)
+        return NULL
+    if is_signed and acc > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        return R_RANGE
+    out[0] = <int64_t>acc
+    return NULL
+
+
+cdef const char* parse_fixed_slow(const uint8_t* p, Py_ssize_t n, bint is_signed, int64_t* out) noexcept nogil:
     """Parse ``-?digits[.digits][(e|E)[+-]digits]`` (at least one mantissa digit) to an integer
     at scale 1e-9. Returns NULL on success, else the reason: invalid decimal, more than 9
     fractional digits, negative value (sizes), out of range (i64 / u64), checked in that order."""
@@ -573,15 +654,15 @@ cdef inline int get_u64(CState* s, Py_ssize_t v, const char* field, uint64_t* ou
     cdef const uint8_t* p = s.p
     cdef Py_ssize_t n = s.n, i = v
     cdef uint64_t acc = 0
+    cdef bint over = 0
     while i < n and is_digit(p[i]):
+        over |= dm_mul_u64(acc, 10, &acc)
+        over |= dm_add_u64(acc, p[i] - 48, &acc)
         i += 1
     if i == v or (i < n and (p[i] == 46 or p[i] == 101 or p[i] == 69)):
         return e_codec(s, ERR_CODEC, b"expected a non-negative integer", field, v)
-    i = v
-    while i < n and is_digit(p[i]):
-        if dm_mul_u64(acc, 10, &acc) or dm_add_u64(acc, p[i] - 48, &acc):
-            return e_codec(s, ERR_CODEC, b"integer out of range", field, v)
-        i += 1
+    if over:
+        return e_codec(s, ERR_CODEC, b"integer out of range", field, v)
     out[0] = acc
     return 0
 
@@ -1135,7 +1216,7 @@ cdef int bn_decode(CState* s) noexcept nogil:
         else:
             if slot >= 0:
                 top[slot] = v
-            e = skip_value(s, v, 1)
+            e = skip_member(s, v, 1)
         if e < 0:
             return -1
         v = obj_next(s, e, &ks, &ke)

@@ -102,6 +102,12 @@ decimal_text = st.builds(
 @example("0." + "0" * 40 + "1e41")
 @example("-0")
 @example(".")
+@example("9999999999.999999999")          # fast path: 19 digits, the widest it takes
+@example("-9999999999.999999999")
+@example("-9223372036.854775809")
+@example("12345678901.5")                 # 11 integer digits: general path
+@example("1.1234567890")                  # 10 fractional digits (trailing zero): general path
+@example("5.")
 def test_fixed_point_matches_oracle_and_decimal(text):
     for fn, ref, signed in ((parse_price, R.ref_parse_price, True), (parse_size, R.ref_parse_size, False)):
         a = fixed_outcome(fn, text.encode())
