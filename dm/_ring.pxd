@@ -74,6 +74,7 @@ cdef class ChannelWriter:
     cdef uint64_t cap, mask, tail, head, head_seq, records
     cdef readonly str name
     cdef object _ident   # (st_dev, st_ino) of the segment file, to unlink only our own
+    cdef int _owner_pid  # creating process: a forked child's copy never closes/unlinks the ring
     cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
     cdef void _put(self, const uint8_t *p, uint32_t n) noexcept nogil
@@ -110,6 +111,7 @@ cdef class PersistQueue:
     cdef double _spool_opened
     cdef public double spool_max_age_s
     cdef readonly uint64_t records_spooled
+    cdef int _owner_pid
     cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
     cdef int _spill(self, const uint8_t *p, size_t n) except -1

@@ -371,12 +371,14 @@ cdef class ChannelWriter:
         self.cap = capacity
         self.mask = capacity - 1
         self.tail = self.head = self.head_seq = self.records = 0
+        self._owner_pid = getpid()
         _init_header(self.hdr, capacity, layout_hash, KIND_CHANNEL)
         dm_store_release_u64(&self.hdr.magic, DM_MAGIC_CHANNEL)
 
     def __dealloc__(self):
         if self.base != NULL:
-            dm_store_release_u32(&self.hdr.closed, 1)
+            if getpid() == self._owner_pid:  # a forked child's copy must not close our ring
+                dm_store_release_u32(&self.hdr.closed, 1)
             munmap(self.base, self.map_len)
             self.base = NULL
 
@@ -486,13 +488,14 @@ cdef class ChannelWriter:
         """Set the closed flag (readers then report ``"closed"``), unmap, and unlink the segment
         if ``unlink`` and it is still ours. Idempotent."""
         if self.base != NULL:
-            dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
-            dm_store_release_u32(&self.hdr.closed, 1)
+            if getpid() == self._owner_pid:
+                dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
+                dm_store_release_u32(&self.hdr.closed, 1)
             munmap(self.base, self.map_len)
             self.base = NULL
             self.hdr = NULL
             self.data = NULL
-            if unlink:
+            if unlink and getpid() == self._owner_pid:
                 _unlink_if_same(self.name, self._ident)
 
     @property
@@ -1043,6 +1046,7 @@ cdef class PersistQueue:
             dm_store_release_u32(&h.producer_pid, <uint32_t>getpid())
             dm_store_release_u32(&h.closed, 0)
         self.hdr = h
+        self._owner_pid = getpid()
         self.data = <uint8_t *>self.base + DM_HEADER_BYTES
         self.cap = h.capacity
         self.mask = self.cap - 1
@@ -1054,7 +1058,8 @@ cdef class PersistQueue:
 
     def __dealloc__(self):
         if self.base != NULL:
-            dm_store_release_u32(&self.hdr.closed, 1)
+            if getpid() == self._owner_pid:
+                dm_store_release_u32(&self.hdr.closed, 1)
             munmap(self.base, self.map_len)
             self.base = NULL
 
@@ -1177,6 +1182,10 @@ cdef class PersistQueue:
         """Close the current spool file, set the closed flag, unmap. The segment stays (the
         persister drains it); ``PersistConsumer.unlink`` removes it. Idempotent."""
         if self.base != NULL:
+            if getpid() != self._owner_pid:  # a forked child's copy: just unmap
+                munmap(self.base, self.map_len)
+                self.base = NULL
+                return
             self._close_spool()
             dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
             dm_store_release_u32(&self.hdr.closed, 1)

@@ -791,3 +791,20 @@ def test_persist_queue_and_spool_take_turns(seg, tmp_path):
     assert len(got) == 160
     q.close()
     c.unlink()
+
+
+def _drop_writer(w):
+    w.close()  # the child's inherited copy: unmaps, must not close or unlink the parent's ring
+
+
+def test_forked_child_never_closes_the_parents_ring(seg):
+    name = seg()
+    w = ChannelWriter(name, 4096, H)
+    r = ChannelReader(name, H)
+    p = FORK.Process(target=_drop_writer, args=(w,))
+    p.start()
+    p.join(10)
+    assert p.exitcode == 0
+    assert r.producer_state() == "live" and segment_exists(name)
+    w.close()
+    assert r.producer_state() == "closed"
