@@ -22,6 +22,9 @@ cdef extern from "dm_atomic.h" nogil:
     void dm_fence_seq_cst()
     void dm_cpu_relax()
 
+cpdef uint64_t now_ns() noexcept   # CLOCK_REALTIME ns since the UNIX epoch
+
+
 # Segment header: the first 4096 bytes of every ring segment; the byte ring follows at offset
 # HEADER_BYTES. Positions (tail, head, ...) are u64 byte counts since the ring was created and
 # never wrap; the byte index in the ring is `pos & (capacity - 1)`.
