@@ -20,15 +20,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import struct
+
 import aiohttp
 import orjson
 
 from dm import log as dmlog
+from dm._book import MASK_BBO, MASK_TOP10, BookError
 from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns
 from dm.config import Config, ProviderConfig
 from dm.errors import CodecError, ConfigError
 from dm.records import LAYOUT_HASH
 from dm.registry import Registry
+
+_TS_EVENT = struct.Struct("<Q")
 
 log = dmlog.get("dm.worker")
 
@@ -76,6 +81,81 @@ class DeadLetters:
         self._fh.close()
 
 
+class Books:
+    """The order books of one provider: one venue sync (``dm.booksync``) per instrument.
+
+    ``handle`` turns a sync's ``Actions`` into output: every applied BOOK_DELTA (snapshot
+    records included) goes to the persist queue; once the book is synced, a DEPTH record (top
+    10) when the top 10 changed and a BBO record when the top changed (``publish_bbo``: off
+    when the venue sends its own BBO stream, e.g. Binance bookTicker) go to the symbol's
+    channel and the persist queue; a gap goes to the gap ledger and the provider is asked to
+    resync (REST snapshot or resubscribe)."""
+
+    def __init__(self, provider: "Provider", publish_bbo: bool):
+        self.p = provider
+        self.publish_bbo = publish_bbo
+        self.syncs: dict[int, object] = {}
+        self.out = bytearray()
+        self.pending_gaps: list[tuple] = []
+        self.gaps = 0
+        self.crossed = 0
+        self.resyncs = 0
+        self._crossed_logged: set[int] = set()
+
+    def handle(self, iid: int, act, sequence: int, ts_recv: int) -> None:
+        p = self.p
+        q = p.queue
+        for recs in act.applied:
+            q.write_many(recs)
+        if act.gap is not None:
+            g = act.gap
+            self.gaps += 1
+            self.pending_gaps.append((iid, g.kind, g.first_missing, g.last_missing, now_ns(), g.detail))
+            log.warning("book gap", provider=p.name, instrument_id=iid, kind=g.kind, first=g.first_missing, last=g.last_missing, detail=g.detail)
+        if act.needs_snapshot:
+            self.resyncs += 1
+            p.request_book(iid)
+        if act.crossed:
+            self.crossed += 1
+            if iid not in self._crossed_logged:
+                self._crossed_logged.add(iid)
+                log.error("crossed book", provider=p.name, instrument_id=iid)
+        sync = self.syncs[iid]
+        if not act.applied or not sync.synced:
+            return
+        mask = act.mask
+        if not mask & (MASK_TOP10 | MASK_BBO):
+            return
+        last = act.applied[-1]
+        ts_event = _TS_EVENT.unpack_from(last, len(last) - 48)[0]  # last delta's ts_event
+        out = self.out
+        del out[:]
+        book = sync.book
+        if mask & MASK_TOP10:
+            book.write_depth(out, ts_event, ts_recv, sequence)
+        if mask & MASK_BBO and self.publish_bbo:
+            book.write_bbo(out, ts_event, ts_recv, sequence)
+        ch = p.channel_by_iid.get(iid)
+        if ch is not None:
+            ch.write_many(out)
+        q.write_many(out)
+        p.records += 2 if len(out) > 360 else 1
+
+    def flush_gaps(self, storage_url: str) -> None:
+        """Write pending gaps to the ledger (called from a thread by housekeeping)."""
+        if not self.pending_gaps:
+            return
+        from dm.storage import open_storage
+
+        gaps, self.pending_gaps = self.pending_gaps, []
+        st = open_storage(storage_url)
+        try:
+            for g in gaps:
+                st.record_gap(*g)
+        finally:
+            st.close()
+
+
 class Provider:
     """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
     venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class
@@ -100,6 +180,10 @@ class Provider:
         self.records = 0
         self.records_by_channel: Counter[str] = Counter()
         self.connects = 0
+        self.books: Books | None = None
+        self.book_kinds: frozenset[int] = frozenset()
+        self.channel_by_iid: dict[int, ChannelWriter] = {}
+        self._disconnected_ns = 0
         self._stop = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.stats_path = cfg.run_dir / cfg.instance / f"{self.name}.stats.json"
@@ -118,6 +202,14 @@ class Provider:
     async def on_connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Send subscribe messages (venues that subscribe in the URL need none)."""
 
+    def on_book_frame(self, kind: int, ts_recv: int) -> None:  # pragma: no cover - per venue
+        """A decoded book frame (``kind`` in ``book_kinds``): feed the instrument's sync."""
+        raise NotImplementedError
+
+    def request_book(self, iid: int) -> None:  # pragma: no cover - per venue
+        """Resync one instrument's book: REST snapshot (Binance) or resubscribe (Kraken)."""
+        raise NotImplementedError
+
     def open_rings(self) -> None:
         cap = self.cfg.shm.channel_bytes
         spool = self.cfg.spool_dir_for(self.name)
@@ -129,6 +221,7 @@ class Provider:
             w = ChannelWriter(self.cfg.channel_name(self.exchange, canonical), cap, LAYOUT_HASH)
             self.channels[canonical] = w
             self.fanout.add_channel(iid, w)
+            self.channel_by_iid[iid] = w
             self._iid_to_symbol[iid] = canonical
         self.slot = Registry(self.cfg.shm.registry).register(
             self.cfg.instance, self.name, self.exchange, f"/dm.{self.cfg.instance}.{self.exchange}.", sorted(self.channels)
@@ -152,7 +245,10 @@ class Provider:
         codec = self.codec
         try:
             n = codec.decode(data, ts_recv)
-        except CodecError as e:
+            if codec.last_kind in self.book_kinds:
+                self.on_book_frame(codec.last_kind, ts_recv)
+                return
+        except (CodecError, BookError) as e:
             self.dead.add(ts_recv, data, e)
             return
         if n:
@@ -168,17 +264,23 @@ class Provider:
         async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True) as ws:
             self.connects += 1
             log.info("connected", provider=self.name, url=url)
+            if self._disconnected_ns and self.books is not None:
+                # the reconnect window is a gap for every instrument (time range, ns)
+                for iid in self.instrument_ids.values():
+                    self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
+                    self.books.gaps += 1
             await self.on_connected(ws)
             on_frame = self.on_frame
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    on_frame(msg.data.encode(), now_ns())
+                    on_frame(msg.data, now_ns())  # the codec reads str without a copy
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     on_frame(msg.data, now_ns())
                 elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                     break
                 if self._stop.is_set():
                     break
+            self._disconnected_ns = now_ns()
             log.info("disconnected", provider=self.name, code=ws.close_code)
 
     async def connection_loop(self) -> None:
@@ -215,6 +317,11 @@ class Provider:
             if self.slot is not None and beat % 5 == 0:
                 self.slot.heartbeat()
             self.dead.tick()
+            if self.books is not None and self.books.pending_gaps:
+                try:
+                    await asyncio.to_thread(self.books.flush_gaps, self.cfg.storage.url)
+                except Exception as e:  # the ledger must not kill the worker; retried next tick
+                    log.error("gap ledger write failed", error=repr(e))
             self.write_stats()
             try:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
@@ -235,6 +342,9 @@ class Provider:
             "persist_spooled": self.queue.records_spooled if self.queue is not None else 0,
             "dead_letters": self.dead.count,
             "dead_letters_by_kind": dict(self.dead.by_reason),
+            "book_gaps": self.books.gaps if self.books else 0,
+            "book_resyncs": self.books.resyncs if self.books else 0,
+            "book_crossed": self.books.crossed if self.books else 0,
             "ts": time.time(),
         }
 
@@ -265,6 +375,8 @@ class Provider:
                 await asyncio.gather(conn, return_exceptions=True)
                 await hk
             finally:
+                if self.books is not None and self.books.pending_gaps:
+                    self.books.flush_gaps(self.cfg.storage.url)
                 self.write_stats()
                 self.close_rings()
                 self.dead.close()

@@ -1,8 +1,13 @@
-"""Binance spot provider: combined streams over one websocket.
+"""Binance spot provider: combined streams over one websocket, L2 books by the diff-depth rule.
 
 Streams are selected in the URL (Binance Spot API, "WebSocket Streams" → "Combined streams":
 ``/stream?streams=<symbol>@<type>/...``, symbols lower case). Reference data (base/quote assets
-for symbology) comes from REST ``GET /api/v3/exchangeInfo``.
+for symbology) comes from REST ``GET /api/v3/exchangeInfo``. With a ``depth@100ms`` (or
+``depth``) stream the worker keeps an L2 book per symbol synchronised by the documented
+procedure ("How to manage a local order book correctly"): buffer diffs, fetch the REST snapshot
+``GET /api/v3/depth?symbol=S&limit=N``, drop diffs with ``u <= lastUpdateId``, then require
+``U <= lastUpdateId+1 <= u`` and ``U == previous u + 1`` (``dm.booksync.BinanceDepthSync``); a
+break records a gap and resyncs from a fresh snapshot.
 """
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ import asyncio
 import aiohttp
 
 from dm import log as dmlog
-from dm._codec import BinanceCodec
-from dm.errors import SymbologyError
-from dm.providers.base import Provider, resolve_instruments
+from dm._codec import KINDS, BinanceCodec
+from dm._ring import now_ns
+from dm.booksync import BinanceDepthSync
+from dm.errors import CodecError, SymbologyError
+from dm.providers.base import Books, Provider, resolve_instruments
 from dm.symbology import fetch_reference, for_provider
 
 log = dmlog.get("dm.worker.binance")
+
+K_DEPTH = KINDS["depthUpdate"]
 
 
 class BinanceProvider(Provider):
@@ -37,8 +46,52 @@ class BinanceProvider(Provider):
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
 
     def make_codec(self):
-        return BinanceCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        codec = BinanceCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        if any(ch.startswith("depth") for ch in self.pcfg.channels):
+            # bookTicker is Binance's own BBO: the book then publishes DEPTH only
+            self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
+            self.book_kinds = frozenset({K_DEPTH})
+            self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
+            self._venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
+            self._snapshot_tasks: dict[int, asyncio.Task] = {}
+            for iid in self.instrument_ids.values():
+                self.books.syncs[iid] = BinanceDepthSync(iid, self.pcfg.publisher_id)
+        return codec
 
     def stream_url(self) -> str:
         streams = [f"{v.lower()}@{ch}" for v in self.venue_symbols.values() for ch in self.pcfg.channels]
         return f"{self.pcfg.ws_url}?streams=" + "/".join(streams)
+
+    # -- books ------------------------------------------------------------------------------
+    def on_book_frame(self, kind: int, ts_recv: int) -> None:
+        c = self.codec
+        iid = c.instrument_id
+        act = self.books.syncs[iid].on_diff(c.first_seq, c.last_seq, c.output())
+        self.books.handle(iid, act, c.last_seq, ts_recv)
+
+    def request_book(self, iid: int) -> None:
+        t = self._snapshot_tasks.get(iid)
+        if t is None or t.done():
+            self._snapshot_tasks[iid] = asyncio.get_running_loop().create_task(self.fetch_snapshot(iid))
+
+    async def fetch_snapshot(self, iid: int) -> None:
+        """REST depth snapshot → BOOK_DELTA records → the sync (retries with backoff)."""
+        venue = self._venue_of[iid]
+        url = f"{self.pcfg.rest_url}/api/v3/depth"
+        delay = self.pcfg.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                async with self.session.get(url, params={"symbol": venue, "limit": str(self.snapshot_limit)}) as resp:
+                    body = await resp.read()
+                    if resp.status != 200:
+                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
+                ts_recv = now_ns()
+                c = self.codec
+                c.decode_snapshot(body, venue, ts_recv)
+                act = self.books.syncs[iid].on_snapshot(c.last_seq, bytes(c.output()))
+                self.books.handle(iid, act, c.last_seq, ts_recv)
+                return
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, CodecError) as e:
+                log.warning("depth snapshot failed", symbol=venue, error=repr(e), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.pcfg.reconnect_max_s)
