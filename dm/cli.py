@@ -193,5 +193,151 @@ def compress(config_path: str, url: str | None) -> None:
         st.close()
 
 
+@main.group()
+def symbol() -> None:
+    """Symbols: list, discover, add, remove (canonical symbols; venue forms only at the edges)."""
+
+
+provider_option = click.option("--provider", "provider_name", required=True, help="Provider name from the config, e.g. binance.")
+reference_option = click.option("--reference", "reference_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                                help="A recorded REST reference file (line 1 'URL -> TS: BODY', e.g. data/binance/2021-10-12/BINANCE.0) instead of fetching from the venue.")
+
+
+def _provider(cfg: dmconfig.Config, name: str) -> dmconfig.ProviderConfig:
+    if name not in cfg.providers:
+        raise click.ClickException(f"no provider {name!r} in the config; have {sorted(cfg.providers)}")
+    return cfg.providers[name]
+
+
+def _symbology(cfg: dmconfig.Config, p: dmconfig.ProviderConfig, reference_file: str | None):
+    """The provider's venue symbology from a recorded reference file or the venue's REST API."""
+    import asyncio
+
+    from dm.symbology import fetch_reference, for_provider, read_recorded_reference
+
+    if reference_file:
+        _, _, body = read_recorded_reference(reference_file)
+    else:
+        import aiohttp
+
+        async def get():
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+                return await fetch_reference(p.kind, p.rest_url, s)
+
+        body = asyncio.run(get())
+    aliases = p.extra.get("quote_aliases", cfg.quote_aliases)
+    return for_provider(p.kind, body, aliases, exchange=p.exchange)
+
+
+@symbol.command("list")
+@config_option
+@click.option("--provider", "provider_name", default=None, help="Only this provider.")
+def symbol_list(config_path: str, provider_name: str | None) -> None:
+    """Configured symbols with their persistent instrument ids, and stored instruments not configured."""
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    st = open_storage(cfg.storage.url)
+    try:
+        st.migrate()
+        stored = {(sym, ex): (iid, venue) for iid, sym, ex, venue, _ in st.load_instruments()}
+    finally:
+        st.close()
+    providers = [_provider(cfg, provider_name)] if provider_name else list(cfg.providers.values())
+    click.echo(f"{'provider':<16} {'exchange':<16} {'symbol':<20} {'venue':<20} instrument_id")
+    seen = set()
+    for p in providers:
+        for s in p.symbols:
+            iid, venue = stored.get((s, p.exchange), (None, ""))
+            seen.add((s, p.exchange))
+            click.echo(f"{p.name:<16} {p.exchange:<16} {s:<20} {venue:<20} {iid if iid is not None else '(not yet assigned)'}")
+    exchanges = {p.exchange for p in providers}
+    for (s, ex), (iid, venue) in sorted(stored.items()):
+        if ex in exchanges and (s, ex) not in seen:
+            click.echo(f"{'-':<16} {ex:<16} {s:<20} {venue:<20} {iid}  (stored, not configured)")
+
+
+@symbol.command("discover")
+@config_option
+@provider_option
+@reference_option
+@click.option("--quote", default=None, help="Only symbols with this canonical quote asset, e.g. USD.")
+@click.option("--all", "show_all", is_flag=True, help="Include instruments the venue does not trade now.")
+def symbol_discover(config_path, provider_name, reference_file, quote, show_all) -> None:
+    """List the venue's instruments (REST reference data) as canonical ↔ venue symbols."""
+    cfg = _load(config_path)
+    p = _provider(cfg, provider_name)
+    sym = _symbology(cfg, p, reference_file)
+    n = 0
+    for info in sorted(sym, key=lambda i: i.canonical):
+        if (quote and info.quote != quote.upper()) or (not show_all and not info.tradeable):
+            continue
+        tick = "" if info.tick_size is None else f" tick={info.tick_size.normalize()}"
+        click.echo(f"{info.canonical:<20} {info.venue_symbol:<20} {info.kind}{tick}")
+        n += 1
+    collisions = sym.collisions()
+    click.echo(f"# {n} instruments on {p.exchange}" + (f"; {len(collisions)} ambiguous canonical symbols left out: {sorted(collisions)[:5]}" if collisions else ""), err=True)
+
+
+def _edit_symbols(config_path: str, provider: str, fn) -> list[str]:
+    import tomlkit
+
+    path = click.format_filename(config_path)
+    doc = tomlkit.parse(open(path).read())
+    arr = doc["providers"][provider]["symbols"]
+    new = fn([str(s) for s in arr])
+    doc["providers"][provider]["symbols"] = new
+    with open(path, "w") as f:
+        f.write(tomlkit.dumps(doc))
+    return new
+
+
+@symbol.command("add")
+@click.argument("symbols", nargs=-1, required=True)
+@config_option
+@provider_option
+@reference_option
+def symbol_add(symbols, config_path, provider_name, reference_file) -> None:
+    """Add canonical SYMBOLS to a provider: checked against the venue's reference data, given
+    persistent instrument ids, written to the config (restart the worker to stream them)."""
+    from dm.errors import SymbologyError
+    from dm.instruments import InstrumentRegistry
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    p = _provider(cfg, provider_name)
+    try:
+        venue = _symbology(cfg, p, reference_file).select(symbols)
+    except SymbologyError as e:
+        raise click.ClickException(str(e)) from None
+    st = open_storage(cfg.storage.url)
+    try:
+        st.migrate()
+        reg = InstrumentRegistry(st)
+        ids = {c: reg.resolve(c, p.exchange, v, p.publisher_id) for c, v in venue.items()}
+    finally:
+        st.close()
+    _edit_symbols(config_path, provider_name, lambda cur: cur + [c for c in venue if c not in cur])
+    for c, v in venue.items():
+        click.echo(f"{c} ({v}) on {p.exchange}: instrument_id {ids[c]}")
+
+
+@symbol.command("remove")
+@click.argument("symbols", nargs=-1, required=True)
+@config_option
+@provider_option
+def symbol_remove(symbols, config_path, provider_name) -> None:
+    """Remove canonical SYMBOLS from a provider's config. Their instrument ids stay assigned
+    (ids are persistent: re-adding a symbol gives it the same id)."""
+    cfg = _load(config_path)
+    p = _provider(cfg, provider_name)
+    drop = {s.upper() for s in symbols}
+    missing = drop - set(p.symbols)
+    if missing:
+        raise click.ClickException(f"not configured for {provider_name}: {sorted(missing)}")
+    _edit_symbols(config_path, provider_name, lambda cur: [s for s in cur if s.upper() not in drop])
+    click.echo(f"removed {sorted(drop)} from {provider_name}")
+
+
 if __name__ == "__main__":
     main()
