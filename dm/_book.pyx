@@ -26,7 +26,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memmove, memcpy, memset
 
 from dm._records cimport *
-from dm.errors import DmError
+from dm.errors import BookError, DmError  # BookError re-exported for callers
 
 import zlib as _zlib
 
@@ -35,21 +35,6 @@ _crc32 = _zlib.crc32
 MASK_BBO = BOOK_MASK_BBO
 MASK_TOP10 = BOOK_MASK_TOP10
 MASK_CROSSED = BOOK_MASK_CROSSED
-
-
-class BookError(DmError, ValueError):
-    """A record given to ``L2Book`` is not a valid BOOK_DELTA for this book (wrong rtype or
-    length, unknown side/action, other instrument, truncated buffer), or a value cannot be
-    rendered (checksum decimals). ``index`` is the record's position in the buffer (or -1)."""
-
-    def __init__(self, reason: str, index: int = -1):
-        self.reason = reason
-        self.index = index
-        at = f" (record {index})" if index >= 0 else ""
-        super().__init__(f"L2Book: {reason}{at}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason, self.index))
 
 
 # status codes of the nogil core, turned into BookError by _raise_status

@@ -60,6 +60,26 @@ class ProducerGoneError(RingError):
     """The segment's producer closed it or died (pid gone / heartbeat stale)."""
 
 
+class RegistryError(RingError):
+    """The shm service registry is full, a field does not fit its slot, or a slot was
+    reclaimed from us."""
+
+
+class BookError(DmError, ValueError):
+    """A record given to ``L2Book`` is not a valid BOOK_DELTA for this book (wrong rtype or
+    length, unknown side/action, other instrument, truncated buffer), or a value cannot be
+    rendered (checksum decimals). ``index`` is the record's position in the buffer (or -1)."""
+
+    def __init__(self, reason: str, index: int = -1):
+        self.reason = reason
+        self.index = index
+        at = f" (record {index})" if index >= 0 else ""
+        super().__init__(f"L2Book: {reason}{at}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.index))
+
+
 class SymbologyError(DmError):
     """A venue symbol cannot be mapped to a canonical symbol, or two venue symbols map to one."""
 

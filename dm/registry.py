@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 
 from dm._ring import fence, load_u32, load_u64, now_ns, pid_alive, store_u32, store_u64, cas_u32
-from dm.errors import RingError
+from dm.errors import RegistryError, RingError  # RegistryError re-exported
 
 DEFAULT_NAME = "/dm.registry"
 SLOTS = 64
@@ -50,11 +50,6 @@ _TEXT = {"instance": (48, 32), "provider": (80, 32), "exchange": (112, 32), "pre
 _SYMS = 272
 _SYM_CAP = SLOT_BYTES - _SYMS
 _HDR = struct.Struct("<QIII")
-
-
-class RegistryError(RingError):
-    """The registry is full, a field does not fit its slot, or a slot was reclaimed from us.
-    (Subclass of RingError; to move to dm/errors.py.)"""
 
 
 @dataclass(frozen=True)
