@@ -83,28 +83,26 @@ class Subscription:
     # -- reading --------------------------------------------------------------------------
     def read_raw(self, timeout: float | None = 0.0) -> bytes | None:
         """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait).
-        Raises ``ProducerGoneError`` when nothing is left and the producer closed or died."""
+        The wait runs in C without the GIL: spin (``busy_poll``), sched_yield, then sleeps from
+        20 µs doubling to 1 ms. Raises ``ProducerGoneError`` when nothing is left and the
+        producer closed the channel or died."""
         r = self.reader
         rec = r.read()
-        if rec is not None:
+        if rec is not None or timeout == 0:
             return rec
         deadline = None if timeout is None else time.monotonic() + timeout
-        w = self.waiter
-        w.reset()
-        checks = 0
+        spin = 1_000_000 if self.waiter.busy_poll else 200
         while True:
+            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            # wait in slices so a producer that dies without closing is noticed
+            ready = r.wait(1.0 if left < 0 else min(left, 1.0), spin, 50)
             rec = r.read()
             if rec is not None:
                 return rec
+            if not ready and r.producer_state() in ("closed", "dead"):
+                raise ProducerGoneError(f"{self.name}: producer {r.producer_state()}")
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            checks += 1
-            if checks % 256 == 0 and r.producer_state() in ("closed", "dead"):
-                rec = r.read()
-                if rec is not None:
-                    return rec
-                raise ProducerGoneError(f"{self.name}: producer {r.producer_state()}")
-            w.wait()
 
     def read(self, timeout: float | None = 0.0):
         """Next record as a ``dm.records`` namedtuple, an ``Overrun`` if records were lost just
