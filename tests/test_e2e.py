@@ -182,6 +182,14 @@ def test_crashed_worker_restarted_and_sigterm_cleans_up(tmp_path, instance, sqli
         with Client(instance=instance, registry=f"/dm.reg.{instance}") as c:
             sub = c.subscribe("DENTUSD", "BINANCE", start="newest", wait=20)
             assert sub.read(timeout=20) is not None  # records flow again after the restart
+        # `dm tail` prints live records from shm
+        import subprocess, sys
+        out = subprocess.run([sys.executable, "-m", "dm", "tail", "DENTUSD", "--exchange", "BINANCE", "--instance", instance,
+                              "--registry", f"/dm.reg.{instance}", "-n", "5", "--start", "oldest"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert len(lines) == 5 and all(("TRADE" in l or "BBO" in l) and " @ " in l or " / " in l for l in lines), lines
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
     finally:
