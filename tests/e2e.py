@@ -50,13 +50,11 @@ def expected_binance(path: Path = B38) -> dict:
     return out
 
 
-def write_config(tmp: Path, instance: str, storage_url: str, files=(B38, EXCHANGE_INFO), *, speed: float = 0.0,
-                 once: bool = True, symbols=B38_SYMBOLS, channels=("aggTrade", "bookTicker"), extra: str = "") -> Path:
-    cfg = tmp / "dm.toml"
+def config_head(tmp: Path, instance: str, storage_url: str, files, *, speed: float = 0.0, once: bool = True,
+                replay_port: int = 0, quote_aliases: str = '{ USDT = "USD" }') -> str:
+    """Every section of a test config except the providers (append ``provider_toml`` blocks)."""
     files_toml = ", ".join(f'"{f}"' for f in files)
-    syms = ", ".join(f'"{s}"' for s in symbols)
-    chans = ", ".join(f'"{c}"' for c in channels)
-    cfg.write_text(f"""
+    return f"""
 [dm]
 instance = "{instance}"
 run_dir = "{tmp / 'run'}"
@@ -83,8 +81,46 @@ exit_when_replay_done = {'true' if once else 'false'}
 enabled = true
 files = [{files_toml}]
 speed = {speed}
+port = {replay_port}
 [symbology]
-quote_aliases = {{ USDT = "USD" }}
+quote_aliases = {quote_aliases}
+"""
+
+
+def provider_toml(tmp: Path, name: str, kind: str, exchange: str, ws_url: str, symbols, channels=(),
+                  rest_url: str = "http://{replay}", **extra) -> str:
+    """One ``[providers.NAME]`` block; ``extra`` values are written as TOML literals (str/int/
+    float/bool/dict of str)."""
+    def lit(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f'{k} = {lit(x)}' for k, x in v.items()) + " }"
+        return f'"{v}"'
+    lines = [
+        f"[providers.{name}]",
+        f'kind = "{kind}"',
+        f'exchange = "{exchange}"',
+        f'ws_url = "{ws_url}"',
+        f'rest_url = "{rest_url}"',
+        "symbols = [" + ", ".join(f'"{s}"' for s in symbols) + "]",
+        "channels = [" + ", ".join(f'"{c}"' for c in channels) + "]",
+        f'dead_letter = "{tmp / "deadletter" / (name + ".jsonl")}"',
+        "reconnect_min_s = 0.1",
+        "reconnect_max_s = 1.0",
+    ]
+    lines += [f"{k} = {lit(v)}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(tmp: Path, instance: str, storage_url: str, files=(B38, EXCHANGE_INFO), *, speed: float = 0.0,
+                 once: bool = True, symbols=B38_SYMBOLS, channels=("aggTrade", "bookTicker"), extra: str = "") -> Path:
+    cfg = tmp / "dm.toml"
+    syms = ", ".join(f'"{s}"' for s in symbols)
+    chans = ", ".join(f'"{c}"' for c in channels)
+    cfg.write_text(config_head(tmp, instance, storage_url, files, speed=speed, once=once) + f"""
 [providers.binance]
 kind = "binance"
 exchange = "BINANCE"

@@ -101,6 +101,7 @@ class Books:
         self.crossed = 0
         self.resyncs = 0
         self._crossed_logged: set[int] = set()
+        self.last_ok_ns: dict[int, int] = {}  # iid -> ts_recv of the last frame applied without a gap
 
     def handle(self, iid: int, act, sequence: int, ts_recv: int) -> None:
         p = self.p
@@ -110,7 +111,12 @@ class Books:
         if act.gap is not None:
             g = act.gap
             self.gaps += 1
-            self.pending_gaps.append((iid, g.kind, g.first_missing, g.last_missing, now_ns(), g.detail))
+            first, last = g.first_missing, g.last_missing
+            if first is None or last is None:
+                # the venue has no update ids (Kraken v1 checksum): the ledger gets the window,
+                # in ns since the epoch, between the last good frame and the one that failed
+                first, last = self.last_ok_ns.get(iid, ts_recv), ts_recv
+            self.pending_gaps.append((iid, g.kind, first, last, now_ns(), g.detail))
             log.warning("book gap", provider=p.name, instrument_id=iid, kind=g.kind, first=g.first_missing, last=g.last_missing, detail=g.detail)
         if act.needs_snapshot:
             self.resyncs += 1
@@ -123,6 +129,7 @@ class Books:
         sync = self.syncs[iid]
         if not act.applied or not sync.synced:
             return
+        self.last_ok_ns[iid] = ts_recv
         mask = act.mask
         if not mask & (MASK_TOP10 | MASK_BBO):
             return
@@ -159,9 +166,22 @@ class Books:
 class Provider:
     """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
     venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class
-    owns rings, registry, dead letters, stats and the reconnect loop."""
+    owns rings, registry, dead letters, stats and the reconnect loop.
+
+    Frames whose codec kind is in ``book_kinds`` are handed to ``on_book_frame(kind, ts_recv)``
+    instead of being published (``self.last_frame`` holds the frame text during that call);
+    providers route any kind that needs venue logic there (book messages, error events...).
+
+    Connection watchdog (per provider, from ``[providers.X]``, class defaults below):
+    ``stale_after_s`` — no frame at all (data, heartbeat, pong) for that long means the socket
+    is dead: close it and reconnect (0/None: off; Binance sends no app-level heartbeat, so off);
+    ``ping_interval_s`` — send ``ping_message()`` (an app-level ping, e.g. Kraken v1
+    ``{"event":"ping"}``) that often (0/None: off). Websocket protocol pings run regardless
+    (aiohttp ``heartbeat``)."""
 
     publisher_name = ""
+    stale_after_s: float | None = None
+    ping_interval_s: float | None = None
 
     def __init__(self, cfg: Config, pcfg: ProviderConfig):
         self.cfg = cfg
@@ -187,6 +207,16 @@ class Provider:
         self._stop = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.stats_path = cfg.run_dir / cfg.instance / f"{self.name}.stats.json"
+        self.first_frame_ns = 0  # ts_recv of the first / last frame (ns since the epoch)
+        self.last_frame_ns = 0
+        self.last_frame: bytes | str = b""
+        self.stale_disconnects = 0
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        ex = pcfg.extra
+        if "stale_after_s" in ex:
+            self.stale_after_s = float(ex["stale_after_s"]) or None
+        if "ping_interval_s" in ex:
+            self.ping_interval_s = float(ex["ping_interval_s"]) or None
 
     # -- set-up ---------------------------------------------------------------------------
     async def resolve_symbols(self) -> None:  # pragma: no cover - abstract
@@ -209,6 +239,14 @@ class Provider:
     def request_book(self, iid: int) -> None:  # pragma: no cover - per venue
         """Resync one instrument's book: REST snapshot (Binance) or resubscribe (Kraken)."""
         raise NotImplementedError
+
+    def ping_message(self) -> str | None:
+        """App-level ping text sent every ``ping_interval_s`` (None: nothing to send)."""
+        return None
+
+    def on_disconnected(self) -> None:
+        """The websocket is gone (called once per connection, before the reconnect): e.g. mark
+        books stale until the next subscription's snapshot."""
 
     def open_rings(self) -> None:
         cap = self.cfg.shm.channel_bytes
@@ -242,10 +280,14 @@ class Provider:
     def on_frame(self, data: bytes, ts_recv: int) -> None:
         """Decode one frame and publish its records. Bad frames go to the dead-letter file."""
         self.frames += 1
+        if self.frames == 1:
+            self.first_frame_ns = ts_recv
+        self.last_frame_ns = ts_recv
         codec = self.codec
         try:
             n = codec.decode(data, ts_recv)
             if codec.last_kind in self.book_kinds:
+                self.last_frame = data
                 self.on_book_frame(codec.last_kind, ts_recv)
                 return
         except (CodecError, BookError) as e:
@@ -261,7 +303,9 @@ class Provider:
     async def run_connection(self) -> None:
         """One websocket connection: connect, subscribe, read until closed."""
         url = self.stream_url()
-        async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True) as ws:
+        # ws_close: a dead peer (watchdog close) must not hold the reconnect for long
+        async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True,
+                                           timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
             self.connects += 1
             log.info("connected", provider=self.name, url=url)
             if self._disconnected_ns and self.books is not None:
@@ -269,19 +313,56 @@ class Provider:
                 for iid in self.instrument_ids.values():
                     self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
                     self.books.gaps += 1
-            await self.on_connected(ws)
-            on_frame = self.on_frame
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    on_frame(msg.data, now_ns())  # the codec reads str without a copy
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    on_frame(msg.data, now_ns())
-                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    break
-                if self._stop.is_set():
-                    break
-            self._disconnected_ns = now_ns()
+            self.ws = ws
+            watchdog = None
+            try:
+                await self.on_connected(ws)
+                if self.stale_after_s or self.ping_interval_s:
+                    watchdog = asyncio.get_running_loop().create_task(self.watchdog(ws))
+                on_frame = self.on_frame
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        on_frame(msg.data, now_ns())  # the codec reads str without a copy
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        on_frame(msg.data, now_ns())
+                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+                    if self._stop.is_set():
+                        break
+            finally:
+                self.ws = None
+                if watchdog is not None:
+                    watchdog.cancel()
+                self._disconnected_ns = now_ns()
+                self.on_disconnected()
             log.info("disconnected", provider=self.name, code=ws.close_code)
+
+    async def watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Per connection: app-level pings every ``ping_interval_s``; closes a socket on which
+        no frame arrived for ``stale_after_s`` (the read loop then ends and the connection loop
+        reconnects). Costs nothing per frame: it watches the frame counter."""
+        stale, ping = self.stale_after_s, self.ping_interval_s
+        tick = min(x for x in (1.0, (stale or 4.0) / 4, ping or 1.0) if x > 0)
+        t0 = time.monotonic()
+        seen, changed, pinged = self.frames, t0, t0
+        while not ws.closed:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self.frames != seen:
+                seen, changed = self.frames, now
+            elif stale and now - changed >= stale:
+                self.stale_disconnects += 1
+                log.warning("connection silent, reconnecting", provider=self.name, silent_s=round(now - changed, 3))
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"no data")
+                return
+            if ping and now - pinged >= ping:
+                pinged = now
+                text = self.ping_message()
+                if text is not None and not ws.closed:
+                    try:
+                        await ws.send_str(text)
+                    except (ConnectionError, aiohttp.ClientError) as e:
+                        log.warning("ping failed", provider=self.name, error=repr(e))
 
     async def connection_loop(self) -> None:
         """Reconnect forever with exponential backoff and full jitter (reset after a good session)."""
@@ -345,6 +426,9 @@ class Provider:
             "book_gaps": self.books.gaps if self.books else 0,
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,
+            "stale_disconnects": self.stale_disconnects,
+            "first_frame_ns": self.first_frame_ns,
+            "last_frame_ns": self.last_frame_ns,
             "ts": time.time(),
         }
 
@@ -405,6 +489,14 @@ def provider_class(kind: str):
         from dm.providers.binance import BinanceProvider
 
         return BinanceProvider
+    if kind == "kraken":
+        from dm.providers.kraken import KrakenProvider
+
+        return KrakenProvider
+    if kind == "kraken_futures":
+        from dm.providers.kraken_futures import KrakenFuturesProvider
+
+        return KrakenFuturesProvider
     raise NotImplementedError(f"provider kind {kind!r} has no worker yet")
 
 

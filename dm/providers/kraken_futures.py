@@ -1,0 +1,193 @@
+"""Kraken Futures provider: websocket API v1 (``wss://futures.kraken.com/ws/v1``).
+
+Venue rules (Kraken Futures "WebSocket API v1" docs, sections named in brackets):
+
+* Reference data: REST ``GET /derivatives/api/v3/instruments`` ("Get instruments"); venue
+  symbols are product ids (``PI_XBTUSD``; frames carry them upper case), canonical
+  ``BTCUSD`` / ``BTCUSD-210924`` (``dm.symbology.KrakenFuturesSymbology``). Quote aliases come
+  from ``[providers.<name>] quote_aliases`` only.
+* One websocket; after connecting, one ``subscribe`` per feed with all ``product_ids`` in lower
+  case as the venue's examples send them ("Subscriptions"): ``book``, ``trade``, ``ticker_lite``
+  (the ``channels`` list; default these three) and the ``heartbeat`` feed ("Heartbeat"). The
+  venue closes a socket without a ping for 60 s: aiohttp's websocket protocol ping runs every
+  30 s. No frame for ``stale_after_s`` (default 30 s) → close and reconnect; every feed is
+  subscribed again and the books rebuilt from the new ``book_snapshot``s.
+* Books ("Book"): one ``dm.booksync.KrakenFuturesBookSync`` per product; each ``book`` delta
+  must carry ``seq == previous + 1``. A jump is a gap (ledger kind ``kraken_futures.seq``,
+  first/last = the missing seqs) and the product's book feed is resubscribed
+  (``unsubscribe`` + ``subscribe``) for a fresh ``book_snapshot``; repeated after
+  ``resync_timeout_s`` (default 10 s) if none came.
+
+Output. ``trade`` → TRADE; ``trade_snapshot`` → TRADE with ``FLAG_SNAPSHOT`` (history sent on
+subscribe: readers can tell it from live fills). ``ticker_lite`` → BBO (the venue's own top,
+sizes 0, ``ts_event`` = receive time): with it subscribed the book publishes DEPTH only (the
+lead's rule: a venue top-of-book stream is the channel's BBO source); without it the book also
+publishes BBO. DEPTH ``sequence`` is the book ``seq``. ``error``/``alert`` events and
+``subscribed_failed`` replies are logged and counted (``error_frames``).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+
+from dm import log as dmlog
+from dm._codec import KINDS, KrakenFuturesCodec
+from dm.booksync import KrakenFuturesBookSync
+from dm.errors import ConfigError, SymbologyError
+from dm.providers.base import Books, Provider, resolve_instruments
+from dm.symbology import fetch_reference, for_provider
+
+log = dmlog.get("dm.worker.kraken_futures")
+
+K_BOOK = KINDS["book"]
+K_BOOKSNAPSHOT = KINDS["bookSnapshot"]
+K_SUBSCRIPTION = KINDS["subscription"]
+K_ERROR = KINDS["error"]
+
+DEFAULT_FEEDS = ("book", "trade", "ticker_lite")
+FEEDS = {"book", "trade", "ticker_lite", "ticker"}
+
+
+class KrakenFuturesProvider(Provider):
+    """Kraken Futures v1 worker (module docstring). Config (``[providers.<name>]``): ``symbols``
+    (canonical), ``channels`` (feeds: ``book``, ``trade``, ``ticker_lite``, ``ticker``), extra
+    keys ``quote_aliases``, ``heartbeat`` (subscribe the heartbeat feed, default true),
+    ``stale_after_s``, ``resync_timeout_s``."""
+
+    stale_after_s = 30.0
+
+    def __init__(self, cfg, pcfg):
+        super().__init__(cfg, pcfg)
+        self.feeds = tuple(pcfg.channels) or DEFAULT_FEEDS
+        unknown = set(self.feeds) - FEEDS
+        if unknown:
+            raise ConfigError(f"providers.{pcfg.name}.channels: unknown Kraken Futures v1 feed(s) {sorted(unknown)}")
+        self.heartbeat_feed = bool(pcfg.extra.get("heartbeat", True))
+        self.resync_timeout_s = float(pcfg.extra.get("resync_timeout_s", 10.0))
+        self.error_frames = 0
+        self.resubscribes = 0
+        self._product_of: dict[int, str] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- set-up ---------------------------------------------------------------------------
+    async def fetch_reference(self) -> bytes:
+        delay = self.pcfg.reconnect_min_s
+        while True:
+            try:
+                return await fetch_reference("kraken_futures", self.pcfg.rest_url, self.session)
+            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                log.warning("instruments fetch failed", error=repr(e), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.pcfg.reconnect_max_s)
+
+    async def resolve_symbols(self) -> None:
+        aliases = self.pcfg.extra.get("quote_aliases", {})
+        sym = for_provider("kraken_futures", await self.fetch_reference(), aliases, exchange=self.exchange)
+        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
+        self._product_of = {self.instrument_ids[c]: v.lower() for c, v in self.venue_symbols.items()}
+
+    def make_codec(self):
+        codec = KrakenFuturesCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        kinds = {K_SUBSCRIPTION, K_ERROR}
+        if "book" in self.feeds:
+            top_feed = "ticker_lite" in self.feeds or "ticker" in self.feeds
+            self.books = Books(self, publish_bbo=not top_feed)
+            for iid in self.instrument_ids.values():
+                self.books.syncs[iid] = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+            kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+        self.book_kinds = frozenset(kinds)
+        return codec
+
+    # -- subscriptions --------------------------------------------------------------------
+    @staticmethod
+    def _message(event: str, feed: str, products: list[str] | None) -> str:
+        msg = {"event": event, "feed": feed}
+        if products is not None:
+            msg["product_ids"] = products
+        return orjson.dumps(msg).decode()
+
+    async def on_connected(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        products = [v.lower() for v in self.venue_symbols.values()]
+        if self.books is not None:
+            for sync in self.books.syncs.values():
+                sync.awaiting_snapshot = True  # the book subscription brings the snapshot
+        for feed in self.feeds:
+            await ws.send_str(self._message("subscribe", feed, products))
+        if self.heartbeat_feed:
+            await ws.send_str(self._message("subscribe", "heartbeat", None))
+        log.info("subscribed", provider=self.name, feeds=list(self.feeds), products=len(products))
+
+    def on_disconnected(self) -> None:
+        if self.books is not None:
+            for sync in self.books.syncs.values():
+                sync.synced = False
+                sync.awaiting_snapshot = True
+
+    # -- frames routed here (book_kinds) -------------------------------------------------
+    def on_book_frame(self, kind: int, ts_recv: int) -> None:
+        c = self.codec
+        if kind == K_BOOK:
+            iid = c.instrument_id
+            seq = c.first_seq
+            act = self.books.syncs[iid].on_delta(seq, c.output())
+            self.books.handle(iid, act, seq, ts_recv)
+        elif kind == K_BOOKSNAPSHOT:
+            iid = c.instrument_id
+            seq = c.first_seq
+            act = self.books.syncs[iid].on_snapshot(seq, c.output())
+            self.books.handle(iid, act, seq, ts_recv)
+        elif kind == K_SUBSCRIPTION:
+            frame = self.last_frame
+            if b"_failed" in (frame.encode() if isinstance(frame, str) else bytes(frame)):
+                self.error_frames += 1
+                log.error("subscription failed", provider=self.name, frame=_text(frame)[:300])
+        elif kind == K_ERROR:
+            self.error_frames += 1
+            log.warning("venue error event", provider=self.name, frame=_text(self.last_frame)[:300])
+
+    # -- book resync ------------------------------------------------------------------------
+    def request_book(self, iid: int) -> None:
+        """Resubscribe one product's book feed (the venue sends a fresh book_snapshot)."""
+        ws = self.ws
+        if ws is None or ws.closed:
+            return  # the reconnect subscribes everything again
+        t = asyncio.get_running_loop().create_task(self._resubscribe(ws, iid))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _resubscribe(self, ws: aiohttp.ClientWebSocketResponse, iid: int) -> None:
+        product = [self._product_of[iid]]
+        self.resubscribes += 1
+        log.info("resubscribing book", provider=self.name, product=product[0])
+        try:
+            await ws.send_str(self._message("unsubscribe", "book", product))
+            await ws.send_str(self._message("subscribe", "book", product))
+        except (ConnectionError, aiohttp.ClientError) as e:
+            log.warning("resubscribe failed", provider=self.name, product=product[0], error=repr(e))
+            return
+        await asyncio.sleep(self.resync_timeout_s)
+        sync = self.books.syncs[iid]
+        if not sync.synced and self.ws is ws and not ws.closed:
+            log.warning("no snapshot after resubscribe, retrying", provider=self.name, product=product[0])
+            act = sync.request_snapshot()
+            if act.needs_snapshot:
+                self.request_book(iid)
+
+    def stats(self) -> dict:
+        d = super().stats()
+        syncs = self.books.syncs.values() if self.books is not None else ()
+        d.update({
+            "error_frames": self.error_frames,
+            "book_resubscribes": self.resubscribes,
+            "book_snapshots": sum(s.stats.snapshots for s in syncs),
+            "book_deltas_applied": sum(s.stats.applied for s in syncs),
+            "book_seq_gaps": sum(s.stats.gaps for s in syncs),
+        })
+        return d
+
+
+def _text(frame) -> str:
+    return frame if isinstance(frame, str) else bytes(frame).decode("utf-8", "replace")
