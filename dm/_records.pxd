@@ -8,7 +8,7 @@ Databento's 16-byte RecordHeader. `dm/records.py` mirrors each struct as a numpy
 Units: timestamps are u64 nanoseconds since the UNIX epoch; prices are i64 and sizes u64 in
 fixed point at scale 1e-9 (FIXED_SCALE units per 1.0), Databento's convention.
 """
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from *:
     """
@@ -36,6 +36,7 @@ cdef enum:
     RTYPE_DEPTH = 0xE2
     RTYPE_BOOK_DELTA = 0xE3
     RTYPE_BAR = 0xE4
+    RTYPE_MBP_EVENT = 0xE5          # DBN market-by-price event (companion of TRADE/BBO/DEPTH)
     RTYPE_PADDING = 0xFF
 
 # Record flags (u8), same bit meanings as DBN's where DBN has one.
@@ -59,6 +60,9 @@ cdef enum:
     ACTION_MODIFY = 77  # 'M' size changed
     ACTION_CANCEL = 67  # 'C' level deleted (size 0)
     ACTION_CLEAR = 82   # 'R' clear the book (before a snapshot)
+    ACTION_TRADE = 84   # 'T' DBN: a trade
+    ACTION_FILL = 70    # 'F' DBN: a fill of a resting order
+    ACTION_NONE = 78    # 'N' DBN: no action (e.g. a snapshot/status record)
 
 cdef enum:
     DEPTH_LEVELS = 10
@@ -131,3 +135,17 @@ ctypedef struct BarRecord:          # 64 B: OHLCV, ts_event is the bar open time
     uint32_t interval_s             # 60, 3600, 86400
     uint8_t flags
     uint8_t _reserved[3]
+
+ctypedef struct MbpEventRecord:     # 136 B: the event behind a Databento trades/mbp-1/mbp-10 record
+    RecordHeader hd                 # same header as the TRADE/BBO/DEPTH record it follows
+    uint64_t ts_recv
+    int64_t price                   # 1e-9, DM_UNDEF_PRICE when none
+    uint64_t size                   # 1e-9 (DBN's u32 count x 1e9, exact)
+    uint64_t sequence               # DBN u32 sequence
+    int32_t ts_in_delta             # DBN: ns between the venue's send time and ts_recv
+    uint8_t action                  # ACTION_* (DBN char: A M C R T F N)
+    uint8_t side                    # SIDE_* (side of the order; aggressor for trades)
+    uint8_t flags                   # DBN flags byte, unchanged
+    uint8_t depth                   # DBN: book level the event touched
+    uint32_t bid_ct[10]             # orders per bid level (mbp-1: level 0 only; trades: 0)
+    uint32_t ask_ct[10]

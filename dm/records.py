@@ -31,6 +31,7 @@ class RType(IntEnum):
     DEPTH = 0xE2
     BOOK_DELTA = 0xE3
     BAR = 0xE4
+    MBP_EVENT = 0xE5  # Databento: the event behind a trades/mbp-1/mbp-10 record (dm/dbn.py)
     PADDING = 0xFF
 
 
@@ -56,6 +57,7 @@ class Flag(IntEnum):
 
 SIDE_ASK, SIDE_BID, SIDE_NONE = ord("A"), ord("B"), ord("N")
 ACTION_ADD, ACTION_MODIFY, ACTION_CANCEL, ACTION_CLEAR = ord("A"), ord("M"), ord("C"), ord("R")
+ACTION_TRADE, ACTION_FILL, ACTION_NONE = ord("T"), ord("F"), ord("N")  # DBN actions
 DEPTH_LEVELS = 10
 
 _HEADER = [
@@ -143,12 +145,33 @@ BAR_DTYPE = np.dtype(
     ]
 )
 
+# Databento MBP event (RType.MBP_EVENT, 136 B): follows the TRADE / BBO / DEPTH record converted
+# from a DBN trades / mbp-1 / mbp-10 record (same header) and carries what that record cannot:
+# action, depth, ts_in_delta, the event's own price/size/side, and order counts per level.
+MBP_EVENT_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("price", "<i8"),
+        ("size", "<u8"),
+        ("sequence", "<u8"),
+        ("ts_in_delta", "<i4"),
+        ("action", "<u1"),
+        ("side", "<u1"),
+        ("flags", "<u1"),
+        ("depth", "<u1"),
+        ("bid_ct", "<u4", (DEPTH_LEVELS,)),
+        ("ask_ct", "<u4", (DEPTH_LEVELS,)),
+    ]
+)
+
 DTYPES: dict[int, np.dtype] = {
     RType.TRADE: TRADE_DTYPE,
     RType.BBO: BBO_DTYPE,
     RType.DEPTH: DEPTH_DTYPE,
     RType.BOOK_DELTA: BOOK_DELTA_DTYPE,
     RType.BAR: BAR_DTYPE,
+    RType.MBP_EVENT: MBP_EVENT_DTYPE,
 }
 
 SIZES: dict[int, int] = {int(k): v.itemsize for k, v in DTYPES.items()}
@@ -297,7 +320,26 @@ class Depth(NamedTuple):
     levels: tuple  # ((bid_px, ask_px, bid_sz, ask_sz), ...) x 10
 
 
-for _cls in (Trade, Bbo, BookDelta, Bar, Depth):
+class MbpEvent(NamedTuple):
+    length: int
+    rtype: int
+    publisher_id: int
+    instrument_id: int
+    ts_event: int
+    ts_recv: int
+    price: int
+    size: int
+    sequence: int
+    ts_in_delta: int
+    action: int
+    side: int
+    flags: int
+    depth: int
+    bid_ct: tuple  # 10 x u32
+    ask_ct: tuple  # 10 x u32
+
+
+for _cls in (Trade, Bbo, BookDelta, Bar, Depth, MbpEvent):
     _cls.dec = _dec
     _cls.f = _float
 
@@ -310,10 +352,12 @@ _STRUCTS = {
 _DEPTH_HEAD = struct.Struct("<BBHIQQQBBB5x")
 _DEPTH_LEVEL = struct.Struct("<qqQQ")
 _TUPLE_NEW = tuple.__new__
+_MBP_EVENT = struct.Struct("<BBHIQQqQQiBBBB10I10I")
 
 
 def unpack(buf):
-    """One record (bytes-like, starting at its header) → Trade | Bbo | BookDelta | Bar | Depth.
+    """One record (bytes-like, starting at its header) → Trade | Bbo | BookDelta | Bar | Depth |
+    MbpEvent.
 
     Raises ``KeyError`` for an unknown rtype."""
     rtype = buf[1]
@@ -321,5 +365,8 @@ def unpack(buf):
         head = _DEPTH_HEAD.unpack_from(buf, 0)
         levels = tuple(_DEPTH_LEVEL.unpack_from(buf, 40 + 32 * i) for i in range(DEPTH_LEVELS))
         return _TUPLE_NEW(Depth, head + (levels,))
+    if rtype == RType.MBP_EVENT:
+        v = _MBP_EVENT.unpack_from(buf, 0)
+        return _TUPLE_NEW(MbpEvent, v[:14] + (v[14:24], v[24:34]))
     s, cls = _STRUCTS[rtype]
     return _TUPLE_NEW(cls, s.unpack_from(buf, 0))
