@@ -18,7 +18,9 @@ a core; ``busy_poll=True`` spins for the lowest latency (use it for at most core
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import tempfile
 import time
 from typing import Iterator, NamedTuple
 
@@ -34,6 +36,34 @@ class Overrun(NamedTuple):
     """Yielded in the record stream when the reader was lapped by the writer."""
 
     lost_records: int
+
+
+class SpinSlot:
+    """Machine-wide limit on busy-polling readers: at most ``os.cpu_count() - 1`` at once, so a
+    spinning reader never starves the writer of a core. A slot is an exclusive ``flock`` on one
+    of N lock files in ``$XDG_RUNTIME_DIR`` (or the temp dir); the kernel releases it when the
+    process exits, so a crashed reader never leaks one."""
+
+    def __init__(self, fd: int, index: int):
+        self.fd, self.index = fd, index
+
+    @classmethod
+    def acquire(cls, limit: int | None = None) -> "SpinSlot | None":
+        limit = max(0, (os.cpu_count() or 1) - 1) if limit is None else limit
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        for i in range(limit):
+            fd = os.open(os.path.join(base, f"dm-spin.{i}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return cls(fd, i)
+            except BlockingIOError:
+                os.close(fd)
+        return None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # drops the flock
+            self.fd = -1
 
 
 class Waiter:
@@ -68,14 +98,18 @@ class Subscription:
     """One channel ring (a symbol on an exchange), mapped read-only.
 
     ``start``: ``"oldest"`` (every record still held, e.g. to see a session from the start) or
-    ``"newest"`` (only records written from now on)."""
+    ``"newest"`` (only records written from now on). ``busy_poll``: spin while waiting, if one
+    of the machine's ``cores - 1`` spin slots is free (``SpinSlot``); otherwise this reader
+    waits without spinning and ``busy_poll`` reads False."""
 
     def __init__(self, name: str, symbol: str, exchange: str, start: str = "oldest", busy_poll: bool = False):
         self.name = name
         self.symbol = symbol
         self.exchange = exchange
         self.reader = ChannelReader(name, LAYOUT_HASH, start=start)
-        self.waiter = Waiter(busy_poll)
+        self.spin_slot = SpinSlot.acquire() if busy_poll else None
+        self.busy_poll = self.spin_slot is not None
+        self.waiter = Waiter(self.busy_poll)
         self.overruns = 0
         self.lost_records = 0
         self._pending: bytes | None = None  # record read together with an overrun
@@ -171,6 +205,9 @@ class Subscription:
 
     def close(self) -> None:
         self.reader.close()
+        if self.spin_slot is not None:
+            self.spin_slot.release()
+            self.spin_slot = None
 
     def __enter__(self):
         return self

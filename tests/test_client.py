@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -107,3 +108,38 @@ def test_iteration_ends_when_the_producer_closes_and_async_too(instance):
         from dm._ring import unlink_segment
 
         unlink_segment(name)
+
+
+def _hold_spin_slot(q, release):
+    from dm.client import SpinSlot
+
+    slot = SpinSlot.acquire(limit=1)
+    q.put(slot is not None)
+    release.wait(20)
+
+
+def test_busy_pollers_never_exceed_cores_minus_one(channel, instance, monkeypatch, tmp_path):
+    """With every spin slot held by another process, a busy_poll reader waits without spinning;
+    when the holder exits, the kernel frees the slot."""
+    from dm.client import SpinSlot
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one slot, as on the CI machine
+    ctx = mp.get_context("fork")
+    q, release = ctx.Queue(), ctx.Event()
+    p = ctx.Process(target=_hold_spin_slot, args=(q, release))
+    p.start()
+    try:
+        assert q.get(timeout=20) is True
+        w, reg = channel
+        with Client(instance=instance, registry=reg) as c:
+            sub = c.subscribe("BTCUSD", "BINANCE", busy_poll=True)
+            assert sub.busy_poll is False  # the only slot is taken
+        release.set()
+        p.join(20)
+        slot = SpinSlot.acquire()
+        assert slot is not None
+        slot.release()
+    finally:
+        release.set()
+        p.join(5)
