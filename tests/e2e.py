@@ -180,3 +180,64 @@ class ChannelCollector:
 
 def leftover_segments(instance: str) -> list[str]:
     return sorted(p.name for p in Path("/dev/shm").iterdir() if p.name.startswith((f"dm.{instance}.", f"dm.reg.{instance}")))
+
+
+# --------------------------------------------------------------------------- Kraken / Kraken Futures
+
+KRAKEN_BOOK = ROOT / "data/kraken/KRAKEN-c197c0.0"
+KRAKEN_TICKER = ROOT / "data/kraken/KRAKEN-4b7396.0"
+KRAKEN_TRADE = ROOT / "data/kraken/KRAKEN-82ac16.0"
+KRAKEN_ASSET_PAIRS = ROOT / "data/kraken/KRAKEN.0"
+KRAKEN_FILES = (KRAKEN_BOOK, KRAKEN_TICKER, KRAKEN_TRADE, KRAKEN_ASSET_PAIRS)
+#: Kraken v1 wsname -> canonical symbol (the 10 recorded pairs)
+KRAKEN_PAIRS = {"ALGO/XBT": "ALGOBTC", "LSK/USD": "LSKUSD", "USDC/GBP": "USDCGBP", "FIL/XBT": "FILBTC",
+                "WAVES/ETH": "WAVESETH", "ICX/USD": "ICXUSD", "AUD/USD": "AUDUSD", "KAVA/USD": "KAVAUSD",
+                "DASH/EUR": "DASHEUR", "XBT/USD": "BTCUSD"}
+
+KF_WS = ROOT / "data/kraken_futures/KRAKEN_FUTURES.ws.1.0"
+KF_INSTRUMENTS = ROOT / "data/kraken_futures/KRAKEN_FUTURES.0"
+KF_FILES = (KF_WS, KF_INSTRUMENTS)
+#: Kraken Futures product id -> canonical symbol (the 10 recorded products)
+KF_PRODUCTS = {"PI_ETHUSD": "ETHUSD", "PI_XRPUSD": "XRPUSD", "PI_LTCUSD": "LTCUSD",
+               "FI_XBTUSD_210730": "BTCUSD-210730", "FI_XBTUSD_210924": "BTCUSD-210924",
+               "FI_ETHUSD_210730": "ETHUSD-210730", "FI_ETHUSD_211231": "ETHUSD-211231",
+               "FI_BCHUSD_210730": "BCHUSD-210730", "FI_BCHUSD_210924": "BCHUSD-210924",
+               "FI_XRPUSD_210924": "XRPUSD-210924"}
+
+
+def kraken_provider(tmp: Path, symbols=tuple(KRAKEN_PAIRS.values()), channels=("book", "trade", "ticker"),
+                    ws_url: str = "ws://{replay}/", **extra) -> str:
+    return provider_toml(tmp, "kraken", "kraken", "KRAKEN", ws_url, symbols, channels, **extra)
+
+
+def kraken_futures_provider(tmp: Path, symbols=tuple(KF_PRODUCTS.values()), channels=("book", "trade", "ticker_lite"),
+                            ws_url: str = "ws://{replay}/ws/v1", **extra) -> str:
+    return provider_toml(tmp, "kraken_futures", "kraken_futures", "KRAKEN_FUTURES", ws_url, symbols, channels, **extra)
+
+
+def run_supervised(cfg: Path, tmp: Path, timeout: float = 90) -> None:
+    """Run ``dm supervise`` to its own end (replay ``--once``); asserts exit code 0."""
+    sup = start_supervisor(cfg, tmp / "supervisor.log")
+    try:
+        rc = sup.wait(timeout=timeout)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert rc == 0, (tmp / "supervisor.log").read_text()[-4000:]
+
+
+def worker_stats(tmp: Path, instance: str, provider: str) -> dict:
+    import json
+
+    return json.loads((tmp / "run" / instance / f"{provider}.stats.json").read_text())
+
+
+def depth_levels(bids, asks, n: int = 10) -> tuple:
+    """A DEPTH record's ``levels`` tuple from best-first (price, size) lists (UNDEF_PRICE, 0 pad)."""
+    undef = (1 << 63) - 1
+    out = []
+    for k in range(n):
+        bp, bs = bids[k] if k < len(bids) else (undef, 0)
+        ap, as_ = asks[k] if k < len(asks) else (undef, 0)
+        out.append((bp, ap, bs, as_))
+    return tuple(out)
