@@ -31,13 +31,11 @@ cdef class DbnConverter:
     cdef uint32_t _legacy_interval       # interval_s for the deprecated v1 OHLCV rtype 0x11
     cdef bytes _pending                  # an incomplete record/metadata carried to the next feed
     cdef uint8_t *_out
-    cdef Py_ssize_t _out_cap
     cdef Py_ssize_t _out_len
     cdef uint64_t _skipped[256]
     cdef int _err
     cdef uint64_t _err_val
 
-    cdef int _reserve(self, Py_ssize_t need) except -1
     cdef bytes _feed_ptr(self, const uint8_t *p, Py_ssize_t n)
     cdef int _convert(self, const uint8_t *p, Py_ssize_t n, Py_ssize_t *used) noexcept nogil
     cdef Py_ssize_t _take_metadata(self, const uint8_t *p, Py_ssize_t n) except -2

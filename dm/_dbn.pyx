@@ -37,7 +37,8 @@ depth, ts_in_delta, the event's price/size/side and DEPTH's order counts).
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 from libc.string cimport memcpy, memset
 
 from dm._records cimport *
@@ -46,6 +47,11 @@ import datetime
 from collections import namedtuple
 
 from dm.errors import CodecError
+
+cdef extern from "Python.h":
+    # new reference / resize in place: the output is written straight into the bytes object
+    PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *, Py_ssize_t) except NULL
+    int _PyBytes_Resize(PyObject **, Py_ssize_t) except -1
 
 cdef extern from *:
     """
@@ -202,7 +208,6 @@ cdef class DbnConverter:
 
     def __cinit__(self):
         self._out = NULL
-        self._out_cap = 0
         memset(self._skipped, 0, sizeof(self._skipped))
 
     def __init__(self, bint metadata=True, int version=0, bint ts_out=False, bint events=True):
@@ -226,9 +231,6 @@ cdef class DbnConverter:
             self.version = version
             self.ts_out = ts_out
 
-    def __dealloc__(self):
-        free(self._out)
-
     @property
     def skipped(self) -> dict:
         """``{dbn_rtype: count}`` of DBN records that produced no dm record and were not parsed
@@ -239,17 +241,6 @@ cdef class DbnConverter:
     def pending(self) -> int:
         """Bytes of an incomplete header or record held for the next ``feed``."""
         return len(self._pending)
-
-    cdef int _reserve(self, Py_ssize_t need) except -1:
-        cdef uint8_t *p
-        if need <= self._out_cap:
-            return 0
-        p = <uint8_t *>realloc(self._out, need)
-        if p == NULL:
-            raise MemoryError()
-        self._out = p
-        self._out_cap = need
-        return 0
 
     def feed(self, data) -> bytes:
         """Convert the complete DBN records in ``data`` (bytes-like; may end mid-record) →
@@ -269,7 +260,7 @@ cdef class DbnConverter:
     cdef bytes _feed_ptr(self, const uint8_t *p, Py_ssize_t n):
         cdef Py_ssize_t pos = 0, used, m, L
         cdef int st
-        self._out_len = 0
+        cdef PyObject *out
         if self._state == ST_METADATA:
             m = self._take_metadata(p, n)
             if m < 0:     # incomplete: keep everything
@@ -277,25 +268,38 @@ cdef class DbnConverter:
                 return b""
             pos = m
             self.offset += m
-        self._reserve(((n - pos) // MIN_CONVERTED_LEN + 1) * MAX_OUT_PER_RECORD)
-        while True:
-            with nogil:
-                st = self._convert(p + pos, n - pos, &used)
-            pos += used
-            self.offset += used
-            if st == S_DONE:
-                break
-            if st == S_PYTHON:
-                L = p[pos] * 4
-                self._python_record(p + pos, L, self.offset)
-                pos += L
-                self.offset += L
-                continue
-            self._err = st
-            self._raise(self.offset)
-        if pos < n:
-            self._pending = bytes(p[pos:n])
-        return PyBytes_FromStringAndSize(<char *>self._out, self._out_len)
+        # worst case size; pages past what is written are never touched, the resize gives
+        # them back
+        out = _new_bytes(NULL, ((n - pos) // MIN_CONVERTED_LEN + 1) * MAX_OUT_PER_RECORD)
+        self._out = <uint8_t *>PyBytes_AS_STRING(<object>out)
+        self._out_len = 0
+        try:
+            while True:
+                with nogil:
+                    st = self._convert(p + pos, n - pos, &used)
+                pos += used
+                self.offset += used
+                if st == S_DONE:
+                    break
+                if st == S_PYTHON:
+                    L = p[pos] * 4
+                    self._python_record(p + pos, L, self.offset)
+                    pos += L
+                    self.offset += L
+                    continue
+                self._err = st
+                self._raise(self.offset)
+            if pos < n:
+                self._pending = bytes(p[pos:n])
+        except BaseException:
+            Py_DECREF(<object>out)
+            self._out = NULL
+            raise
+        self._out = NULL
+        _PyBytes_Resize(&out, self._out_len)     # on failure it freed out and set MemoryError
+        res = <bytes>out
+        Py_DECREF(res)
+        return res
 
     def finish(self) -> None:
         """End of stream: raises ``DbnError`` when an incomplete header or record is pending
