@@ -42,8 +42,10 @@ cdef enum:
 # Record flags (u8), same bit meanings as DBN's where DBN has one.
 cdef enum:
     FLAG_TS_EVENT_IS_RECV = 1 << 0   # venue sent no event time: ts_event is ts_recv
+    FLAG_PUBLISHER_SPECIFIC = 1 << 1 # DBN: meaning defined by the publisher
     FLAG_MAYBE_BAD_BOOK = 1 << 2     # DBN: book may be stale/inconsistent (after a gap)
     FLAG_BAD_TS_RECV = 1 << 3        # DBN: ts_recv is not a real receive time
+    FLAG_MBP = 1 << 4                # DBN: aggregated price level (market by price)
     FLAG_SNAPSHOT = 1 << 5           # DBN: part of a snapshot (incl. Kraken Futures trade_snapshot)
     FLAG_TOB = 1 << 6                # DBN: top-of-book message
     FLAG_LAST = 1 << 7               # DBN: last record of an event

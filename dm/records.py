@@ -48,8 +48,10 @@ class Publisher(IntEnum):
 
 class Flag(IntEnum):
     TS_EVENT_IS_RECV = 1 << 0
+    PUBLISHER_SPECIFIC = 1 << 1  # DBN: meaning defined by the publisher (CME: set on most mbp-1)
     MAYBE_BAD_BOOK = 1 << 2
     BAD_TS_RECV = 1 << 3
+    MBP = 1 << 4  # DBN: aggregated price level (market by price), not an individual order
     SNAPSHOT = 1 << 5
     TOB = 1 << 6
     LAST = 1 << 7

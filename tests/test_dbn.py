@@ -177,6 +177,10 @@ def test_main_set_facts():
     assert first[0].bid_sz == 29 * SCALE and chr(first[1].side) == "B"
     snap = [b for b, e in mbp if b.flags == R.Flag.LAST | R.Flag.SNAPSHOT | R.Flag.BAD_TS_RECV]
     assert len(snap) == 1 and snap[0].ts_recv == 1719878400 * SCALE
+    assert sum(b.flags == R.Flag.LAST | R.Flag.PUBLISHER_SPECIFIC for b, _ in mbp) == 2167
+    assert all(e.flags == 0 for _, e in mbp if e.action == R.ACTION_TRADE)
+    seq = [b.sequence for b, _ in mbp]
+    assert seq[0] == 9_060_643 and seq[-1] == 9_064_213 and seq == sorted(seq)
     bars = dm_records(read_dbn(next(d.glob("futures_ohlcv-1m_*"))).records)
     for iid in (118, 4358):
         ts = [b.ts_event for b in bars if b.instrument_id == iid]
@@ -340,6 +344,7 @@ def test_specific_errors_name_field_and_offset():
     data = raw(DATA / "dbn-versions" / "test_data.trades.v2.dbn.zst")
     hl = 8 + struct.unpack_from("<I", data, 4)[0]
     assert _err(b"XBN\x02" + data[4:]).field == "magic"
+    assert _err(b"").field == "metadata"
     assert _err(b"DBN\x04" + data[4:]).field == "version"
     assert _err(data[:5]).field == "metadata"
     assert _err(data[:hl - 3]).field == "metadata"
