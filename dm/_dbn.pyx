@@ -472,8 +472,10 @@ cdef class DbnConverter:
         """Parse the metadata header at p (stream offset 0). Returns its total length
         (prelude included) or -1 when more bytes are needed."""
         cdef uint32_t mlen
-        if n >= 3 and (p[0] != 68 or p[1] != 66 or p[2] != 78):   # "DBN"
-            raise DbnError(VENUE, f"not DBN: starts with {bytes(p[:4])!r}", "magic", 0)
+        cdef Py_ssize_t i
+        for i in range(min(n, 3)):
+            if p[i] != b"DBN"[i]:
+                raise DbnError(VENUE, f"not DBN: starts with {bytes(p[:min(n, 4)])!r}", "magic", 0)
         if n < PRELUDE_LEN:
             return -1
         version = p[3]

@@ -18,9 +18,11 @@ databento/dbn ``rust/dbn/src/record.rs``):
 Fixed point: DBN prices are already i64 at 1e-9 and are copied; DBN sizes (u32 counts) and bar
 volumes (u64) become u64 at 1e-9 (``x * 10**9``; sizes always fit, a volume above
 18,446,744,073 raises ``DbnError``). Timestamps are ns since the UNIX epoch, unchanged.
-``publisher_id`` and ``instrument_id`` are Databento's own: dm's instrument registry maps
-Databento raw symbols through native symbology; ``DbnResult.symbols`` gives instrument_id →
-raw symbol from the metadata's symbology mappings (and definition / symbol-mapping records).
+``publisher_id`` and ``instrument_id`` are Databento's own (records are not renumbered). dm's
+instrument registry takes Databento raw symbols as they are (``dm.symbology.NativeSymbology``:
+``ESU4``, ``NVDA``); ``DbnResult.symbols`` / ``DbnConverter.symbols`` give instrument_id → raw
+symbol from the metadata's symbology mappings, definition records and (live) symbol-mapping
+records, which is what a provider needs to relate the two.
 Not carried: DBN's per-record ``ts_out`` (gateway send time, only with ``ts_out`` sessions).
 """
 from __future__ import annotations
