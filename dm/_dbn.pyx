@@ -46,7 +46,7 @@ from dm._records cimport *
 import datetime
 from collections import namedtuple
 
-from dm.errors import CodecError
+from dm.errors import CodecError, DbnError  # DbnError re-exported
 
 cdef extern from "Python.h":
     # new reference / resize in place: the output is written straight into the bytes object
@@ -61,12 +61,6 @@ cdef extern from *:
     """
 
 VENUE = "DATABENTO"
-
-
-class DbnError(CodecError):
-    """A DBN stream could not be converted: truncated or corrupt bytes, or a value that does not
-    fit its dm field. ``venue`` is "DATABENTO", ``field`` the DBN field, ``offset`` the byte
-    offset in the (decompressed) DBN stream where the bad record or header field starts."""
 
 
 DbnDefinition = namedtuple(

@@ -48,6 +48,12 @@ class UnknownInstrumentError(CodecError):
     """A frame names a venue symbol the codec has no instrument id for."""
 
 
+class DbnError(CodecError):
+    """A DBN stream could not be converted: truncated or corrupt bytes, or a value that does not
+    fit its dm field. ``venue`` is "DATABENTO", ``field`` the DBN field, ``offset`` the byte
+    offset in the (decompressed) DBN stream where the bad record or header field starts."""
+
+
 class RingError(DmError):
     """A shared-memory segment could not be created, opened or used."""
 

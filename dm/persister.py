@@ -29,8 +29,6 @@ from dm.storage import open_storage
 
 log = dmlog.get("dm.persister")
 
-TABLES = {RType.TRADE: "trades", RType.BBO: "bbo", RType.BOOK_DELTA: "book_deltas", RType.DEPTH: "depth", RType.BAR: "bars"}
-
 
 def to_arrays(buf: bytes) -> dict[int, np.ndarray]:
     """Concatenated records → rtype → structured array (a copy, so the batch can be released)."""

@@ -67,10 +67,11 @@ TABLE_OF: dict[int, str] = {
     RType.BOOK_DELTA: "book_deltas",
     RType.DEPTH: "depth",
     RType.BAR: "bars",
+    RType.MBP_EVENT: "mbp_events",
 }
 RTYPE_OF: dict[str, int] = {v: int(k) for k, v in TABLE_OF.items()}
-TICK_TABLES = ("trades", "bbo", "book_deltas", "depth")
-ALL_TABLES = ("instruments", "trades", "bbo", "book_deltas", "depth", "bars", "gaps", "schema_migrations")
+TICK_TABLES = ("trades", "bbo", "book_deltas", "depth", "mbp_events")
+ALL_TABLES = ("instruments", "trades", "bbo", "book_deltas", "depth", "bars", "mbp_events", "gaps", "schema_migrations")
 
 
 class Column:
@@ -109,6 +110,16 @@ def _level(side_field: str, i: int) -> Column:
     return Column(f"{side_field}_{i:02d}", "BIGINT", get, put)
 
 
+def _count(side: str, i: int) -> Column:
+    def get(a):
+        return a[f"{side}_ct"][:, i]
+
+    def put(out, v):
+        out[f"{side}_ct"][:, i] = v
+
+    return Column(f"{side}_ct_{i:02d}", "BIGINT", get, put)
+
+
 _DEDUP = Column("dedup", "BIGINT", None, None)
 _HDR = [_field("instrument_id", "BIGINT"), _field("publisher_id", "INTEGER"), _field("ts_event", "BIGINT")]
 
@@ -138,6 +149,11 @@ COLUMNS: dict[str, list[Column]] = {
         _field("low", "BIGINT"), _field("close", "BIGINT"), _field("volume", "BIGINT"),
         _field("flags", "SMALLINT"),
     ],
+    "mbp_events": _HDR + [
+        _field("ts_recv", "BIGINT"), _field("price", "BIGINT"), _field("size", "BIGINT"),
+        _field("sequence", "BIGINT"), _field("ts_in_delta", "INTEGER"), _field("action", "SMALLINT"),
+        _field("side", "SMALLINT"), _field("flags", "SMALLINT"), _field("depth", "SMALLINT"),
+    ] + [_count(sd, i) for sd in ("bid", "ask") for i in range(DEPTH_LEVELS)] + [_DEDUP],
 }
 
 # fetch order: ts_event, ts_recv, then enough to make the order deterministic
@@ -147,6 +163,7 @@ ORDER_BY: dict[str, str] = {
     "book_deltas": "ts_event, ts_recv, instrument_id, sequence, dedup",
     "depth": "ts_event, ts_recv, instrument_id, sequence, dedup",
     "bars": "ts_event, interval_s, instrument_id",
+    "mbp_events": "ts_event, ts_recv, instrument_id, sequence, dedup",
 }
 
 # u64 record fields that are stored in BIGINT and must be <= i64 max
