@@ -241,3 +241,116 @@ def depth_levels(bids, asks, n: int = 10) -> tuple:
         ap, as_ = asks[k] if k < len(asks) else (undef, 0)
         out.append((bp, ap, bs, as_))
     return tuple(out)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CuttingProxy:
+    """TCP proxy on loopback in front of the replay server, for network faults a recording cannot
+    express. The first connection is forwarded until ``after_bytes`` went server → client, then
+    ``mode`` "cut": both sockets are aborted (the client sees the TCP connection die mid-stream);
+    "freeze": nothing more is forwarded either way but the sockets stay open (a silent, dead
+    peer) until the client closes. Connections 2..``max_connections`` are forwarded untouched,
+    later ones are refused (closed at once): the replay server replays the whole session to
+    each connection, so a reconnect after the end of the recording would start it over."""
+
+    def __init__(self, upstream_port: int, after_bytes: int, mode: str = "cut", max_connections: int = 2):
+        import asyncio
+
+        assert mode in ("cut", "freeze")
+        self.upstream_port = upstream_port
+        self.after_bytes = after_bytes
+        self.mode = mode
+        self.port = free_port()
+        self.max_connections = max_connections
+        self.connections = 0
+        self.refused = 0
+        self.faulted = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "CuttingProxy":
+        self.thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader, writer) -> None:
+        import asyncio
+
+        if self.connections >= self.max_connections:
+            self.refused += 1
+            writer.transport.abort()
+            return
+        self.connections += 1
+        faulty = self.connections == 1
+        for _ in range(200):  # the replay server may still be starting
+            try:
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+        frozen, closed = asyncio.Event(), asyncio.Event()
+
+        async def pump(src, dst, count: bool):
+            sent = 0
+            try:
+                while True:
+                    if frozen.is_set() and count:
+                        await closed.wait()  # a dead peer reads nothing: the server's sends stall
+                        break
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    if frozen.is_set():
+                        continue
+                    if count and faulty and sent + len(data) >= self.after_bytes:
+                        dst.write(data[: max(0, self.after_bytes - sent)])
+                        self.faulted.set()
+                        if self.mode == "cut":
+                            writer.transport.abort()
+                            up_w.transport.abort()
+                            return
+                        frozen.set()
+                        continue
+                    sent += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                closed.set()
+                for w in (writer, up_w):
+                    if not w.transport.is_closing():
+                        w.transport.abort()
+
+        await asyncio.gather(pump(up_r, writer, True), pump(reader, up_w, False))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def started_pids(log_text: str, child: str) -> list[int]:
+    """pids of every start of ``child`` in a supervisor log."""
+    import re
+
+    return [int(m) for m in re.findall(rf"started\s+child={re.escape(child)} pid=(\d+)", log_text)]

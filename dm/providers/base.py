@@ -305,7 +305,7 @@ class Provider:
         url = self.stream_url()
         # ws_close: a dead peer (watchdog close) must not hold the reconnect for long
         async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True,
-                                           timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
+                                           timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
             self.connects += 1
             log.info("connected", provider=self.name, url=url)
             if self._disconnected_ns and self.books is not None:
