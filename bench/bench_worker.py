@@ -1,0 +1,180 @@
+"""Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
+v1) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
+server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
+ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
+queue, with the persister and the replay server running on the same 2 cores.
+
+Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly like the worker
+and only counting frames) against the same replay server — the rate the feed can be delivered
+at all. ``ratio_vs_null_client`` near 1 means the replay server, not the worker, is the limit.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, KRAKEN_FILES, KRAKEN_PAIRS,  # noqa: E402
+                       config_head, provider_toml)
+
+VENUES = {
+    # name: (files, provider block args, null-client subscription)
+    "binance": (
+        (B38, EXCHANGE_INFO),
+        dict(kind="binance", exchange="BINANCE", ws_url="ws://{replay}/stream", symbols=B38_SYMBOLS,
+             channels=["aggTrade", "bookTicker", "depth@100ms"]),
+    ),
+    "kraken": (
+        KRAKEN_FILES,
+        dict(kind="kraken", exchange="KRAKEN", ws_url="ws://{replay}/", symbols=list(KRAKEN_PAIRS.values()),
+             channels=["book", "trade", "ticker"]),
+    ),
+    "kraken_futures": (
+        KF_FILES,
+        dict(kind="kraken_futures", exchange="KRAKEN_FUTURES", ws_url="ws://{replay}/ws/v1",
+             symbols=list(KF_PRODUCTS.values()), channels=["book", "trade", "ticker_lite"]),
+    ),
+}
+
+
+def run_worker_once(venue: str, tmp: Path) -> dict:
+    files, p = VENUES[venue]
+    instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
+    cfg = tmp / "dm.toml"
+    cfg.write_text(config_head(tmp, instance, f"sqlite:///{tmp / 'db.sqlite'}", files, speed=0.0)
+                   + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"])
+                   .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
+    env = dict(os.environ)
+    env.pop("DM_STORAGE_URL", None)
+    r = subprocess.run([sys.executable, "-m", "dm", "supervise", "-c", str(cfg)], cwd=ROOT, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"dm supervise exited {r.returncode} for {venue}")
+    return json.loads((tmp / "run" / instance / f"{venue}.stats.json").read_text())
+
+
+def worker_rate(venue: str, reps: int) -> tuple[float, int]:
+    best, frames = 0.0, 0
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
+            st = run_worker_once(venue, Path(d))
+        if st["connects"] != 1:  # a reconnect after the end of the replay: not a clean sample
+            continue
+        span = (st["last_frame_ns"] - st["first_frame_ns"]) / 1e9
+        if span > 0:
+            best = max(best, (st["frames"] - 1) / span)
+            frames = st["frames"]
+    return best, frames
+
+
+# --------------------------------------------------------------------------- null client
+
+
+def start_replay(files) -> tuple[subprocess.Popen, int]:
+    ready = Path(tempfile.mktemp(prefix="dm-bench-replay-"))
+    proc = subprocess.Popen([sys.executable, "-m", "dm", "replay", *map(str, files), "--port", "0", "--speed", "0",
+                             "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (ready.exists() and ready.read_text().strip()):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("replay server did not start")
+        time.sleep(0.02)
+    port = int(ready.read_text())
+    ready.unlink()
+    return proc, port
+
+
+async def null_client(venue: str, port: int) -> tuple[int, float]:
+    _files, p = VENUES[venue]
+    if venue == "binance":
+        streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
+        url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue == "kraken":
+        pairs = list(KRAKEN_PAIRS)
+        url = f"ws://127.0.0.1:{port}/"
+        subs = [{"event": "subscribe", "pair": pairs, "subscription": ({"name": "book", "depth": 1000} if c == "book" else {"name": c})}
+                for c in p["channels"]]
+    else:
+        products = [x.lower() for x in KF_PRODUCTS]
+        url = f"ws://127.0.0.1:{port}/ws/v1"
+        subs = [{"event": "subscribe", "feed": c, "product_ids": products} for c in p["channels"]]
+    n, t0, t1 = 0, 0, 0
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url, max_msg_size=0) as ws:
+            for m in subs:
+                await ws.send_str(orjson.dumps(m).decode())
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                t1 = time.perf_counter_ns()
+                if not n:
+                    t0 = t1
+                n += 1
+    return n, (t1 - t0) / 1e9
+
+
+def _binance_venue(canonicals) -> list[str]:
+    from tests.e2e import canonical  # USDT -> USD, as the bench config's quote alias
+
+    venue = {}
+    for line in B38.read_text().splitlines():
+        if line[:1].isdigit() and '"stream":"' in line[:40]:
+            s = line.split('"stream":"', 1)[1].split("@", 1)[0].upper()
+            venue.setdefault(canonical(s), s)
+    return [venue[c] for c in canonicals]
+
+
+def null_rate(venue: str, reps: int) -> float:
+    import uvloop
+
+    files, _ = VENUES[venue]
+    best = 0.0
+    for _ in range(reps):
+        proc, port = start_replay(files)
+        try:
+            n, span = uvloop.run(null_client(venue, port))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        if span > 0:
+            best = max(best, (n - 1) / span)
+    return best
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    reps = 1 if quick else 3
+    out: dict[str, float] = {}
+    gc.disable()
+    try:
+        for venue in VENUES:
+            worker_rate(venue, 1)  # warm-up: page cache, .pyc, sqlite file system
+            w, frames = worker_rate(venue, reps)
+            nul = null_rate(venue, reps)
+            out[f"worker.{venue}.frames_per_s"] = round(w, 1)
+            out[f"worker.{venue}.frames"] = float(frames)
+            out[f"worker.{venue}.null_client_frames_per_s"] = round(nul, 1)
+            out[f"worker.{venue}.ratio_vs_null_client"] = round(w / nul, 3) if nul else 0.0
+    finally:
+        gc.enable()
+    return out
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    res = run(quick=quick)
+    width = max(map(len, res))
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v:>14,.3f}")
