@@ -10,7 +10,6 @@ at all. ``ratio_vs_null_client`` near 1 means the replay server, not the worker,
 """
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
