@@ -43,7 +43,8 @@ that clock (frames already due are sent at once); every recorded frame of a subs
 channel/stream is sent exactly once, even if subscribed late. Control replies (acks, pong,
 subscriptionStatus) are sent at once. When every subscription of a connection is exhausted and no
 new subscription arrives within ``linger`` seconds, the server closes it (code 1000). With
-``once=True``, :meth:`ReplayServer.wait_done` returns once ``expected_connections`` connections
+``once=True``, a venue whose replay ran to the end refuses further connections (HTTP 410, so a
+worker that reconnects does not restart the session) and :meth:`ReplayServer.wait_done` returns once ``expected_connections`` connections
 were replayed to the end and no subscribed connection is still open. REST stays up until
 :meth:`ReplayServer.stop`.
 
@@ -509,6 +510,7 @@ class ReplayServer:
         self._runner: web.AppRunner | None = None
         self._done: asyncio.Event | None = None  # created in start(), inside the loop
         self.stats = {"connections": 0, "completed": 0, "frames_sent": 0, "rest_requests": 0}
+        self._finished: set[str] = set()  # venues whose replay ran to the end (once mode)
 
     # loading ---------------------------------------------------------------
     def _load(self) -> None:
@@ -657,6 +659,10 @@ class ReplayServer:
         return _json_error(404, {"error": f"no recorded websocket for {path}"})
 
     async def _ws(self, request: web.Request, venue: str, raw: bool, streams: list[str]) -> web.StreamResponse:
+        if self.once and venue in self._finished:
+            # a worker whose session ended reconnects, as it would to the venue; replaying the
+            # session again would keep a once-server alive forever: refuse instead
+            return _json_error(410, {"error": f"replay of {venue} finished (--once)"})
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20, timeout=self.close_timeout)
         await ws.prepare(request)
         conn = _Conn(self, request, ws, venue, raw)
@@ -699,6 +705,7 @@ class ReplayServer:
             self.stats["frames_sent"] += conn.frames_sent
             if conn.completed:
                 self.stats["completed"] += 1
+                self._finished.add(venue)
             _log.debug("replay connection closed", venue=venue, frames=conn.frames_sent, completed=conn.completed)
             self._check_done()
         return ws

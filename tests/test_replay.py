@@ -94,6 +94,28 @@ def test_binance_all_streams_verbatim_frame_for_frame(data_dir):
     assert stats["frames_sent"] == 11357 and stats["completed"] == 1
 
 
+def test_once_refuses_a_finished_venue_and_ends_when_every_venue_is_done(data_dir):
+    """A worker reconnects after the venue closes, as it would live; with --once that must not
+    restart the session (the server would never end): the finished venue answers 410 while
+    the other venue is still being replayed, and the server ends when both are done."""
+    b38 = data_dir / B38
+
+    async def main():
+        async with ReplayServer([b38, data_dir / "kraken_futures"], speed=0, once=True, expected_connections=2) as srv:
+            texts, code, _ = await ws_collect(f"ws://127.0.0.1:{srv.port}/stream?streams=zilusdt@aggTrade")
+            assert code == 1000 and len(texts) == 331
+            with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                await ws_collect(f"ws://127.0.0.1:{srv.port}/stream?streams=zilusdt@aggTrade")
+            assert e.value.status == 410
+            assert not srv.done  # Kraken Futures was never replayed
+            kf, code, _ = await ws_collect(f"ws://127.0.0.1:{srv.port}/ws/v1",
+                                           [{"event": "subscribe", "feed": "trade", "product_ids": ["pi_ethusd"]}])
+            assert code == 1000 and kf
+            await asyncio.wait_for(srv.wait_done(), 5)
+
+    arun(main())
+
+
 def test_binance_subset_subscription_is_case_insensitive(data_dir):
     path = data_dir / B38
     want = {"zilusdt@depth@100ms", "dentusdt@aggtrade"}
@@ -325,28 +347,28 @@ def test_kraken_futures_subscribe_flow(data_dir):
 
 
 def test_once_waits_for_expected_connections(data_dir):
+    """N sessions of one venue (two workers, say) that start while it is being replayed are
+    each replayed to the end; the server is done only after both."""
     path = data_dir / "binance/2021-10-12"
 
     async def main():
-        async with ReplayServer([path], speed=0, once=True, expected_connections=2, linger=0.05) as srv:
+        async with ReplayServer([path], speed=5.0, once=True, expected_connections=2, linger=0.05) as srv:
             url = srv.ws_url("binance") + "?streams=nknusdt@depth@100ms"
-            a, code_a, _ = await ws_collect(url)
-            done_early = srv.done
-            w = asyncio.ensure_future(srv.wait_done())
-            await asyncio.sleep(0.2)
-            assert not w.done()
-            b, code_b, _ = await ws_collect(url)
-            await asyncio.wait_for(w, 5)
-            assert srv.done
+            first = asyncio.ensure_future(ws_collect(url))
+            await asyncio.sleep(0.3)
+            assert not srv.done  # one session still open, the other not yet started
+            second = asyncio.ensure_future(ws_collect(url))
+            (a, code_a, _), (b, code_b, _) = await asyncio.gather(first, second)
+            await asyncio.wait_for(srv.wait_done(), 5)
             # REST still up after done
             async with aiohttp.ClientSession() as s:
                 async with s.get(srv.rest_url() + "/api/v3/exchangeInfo") as r:
                     status = r.status
-            return a, b, code_a, code_b, done_early, status
+            return a, b, code_a, code_b, status
 
-    a, b, code_a, code_b, done_early, status = arun(main())
+    a, b, code_a, code_b, status = arun(main())
     assert a == b and len(a) > 0 and code_a == code_b == 1000
-    assert not done_early and status == 200
+    assert status == 200
 
 
 def test_mutate_and_modified_recording(data_dir, tmp_path):
