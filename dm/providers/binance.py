@@ -63,6 +63,14 @@ class BinanceProvider(Provider):
         return f"{self.pcfg.ws_url}?streams=" + "/".join(streams)
 
     # -- books ------------------------------------------------------------------------------
+    def on_disconnected(self) -> None:
+        """A new connection is a new diff stream: every book starts over (buffer diffs, fresh
+        REST snapshot), as the Binance docs' local-book procedure requires. The reconnect
+        window itself is recorded in the gap ledger by the base class."""
+        if self.books is not None:
+            for iid in self.books.syncs:
+                self.books.syncs[iid] = BinanceDepthSync(iid, self.pcfg.publisher_id)
+
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
         iid = c.instrument_id
@@ -88,10 +96,16 @@ class BinanceProvider(Provider):
                 ts_recv = now_ns()
                 c = self.codec
                 c.decode_snapshot(body, venue, ts_recv)
-                act = self.books.syncs[iid].on_snapshot(c.last_seq, bytes(c.output()))
-                self.books.handle(iid, act, c.last_seq, ts_recv)
-                return
+                sync = self.books.syncs[iid]
+                act = sync.on_snapshot(c.last_seq, bytes(c.output()))
+                # the book may already include buffered diffs applied after the snapshot
+                self.books.handle(iid, act, sync.last_update_id if sync.synced else c.last_seq, ts_recv)
+                if not sync.awaiting_snapshot:
+                    return
+                # the snapshot is older than the buffered diffs (the venue's REST lags its
+                # stream): the sync asked for another; this task is the one to fetch it
+                log.info("depth snapshot stale, fetching another", symbol=venue, last_update_id=c.last_seq, retry_in_s=delay)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError, CodecError) as e:
                 log.warning("depth snapshot failed", symbol=venue, error=repr(e), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.pcfg.reconnect_max_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.pcfg.reconnect_max_s)
