@@ -163,6 +163,42 @@ class Books:
             st.close()
 
 
+class ResubscribingBooks:
+    """Book resync for venues whose fresh snapshot comes from a new subscription (Kraken v1
+    ``book``, Kraken Futures v1 ``book``): unsubscribe + subscribe the one symbol's book, and
+    ask again if no snapshot arrived within ``resync_timeout_s``. Mixed into a Provider that
+    defines ``_message(event, channel, symbols) -> str``, ``book_symbol(iid) -> str`` (the venue
+    form), ``_tasks`` (a set) and ``resubscribes`` (a counter)."""
+
+    resync_timeout_s = 10.0
+
+    def request_book(self, iid: int) -> None:
+        ws = self.ws
+        if ws is None or ws.closed:
+            return  # the reconnect subscribes everything again
+        t = asyncio.get_running_loop().create_task(self._resubscribe(ws, iid))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _resubscribe(self, ws: aiohttp.ClientWebSocketResponse, iid: int) -> None:
+        symbol = self.book_symbol(iid)
+        self.resubscribes += 1
+        log.info("resubscribing book", provider=self.name, symbol=symbol)
+        try:
+            await ws.send_str(self._message("unsubscribe", "book", [symbol]))
+            await ws.send_str(self._message("subscribe", "book", [symbol]))
+        except (ConnectionError, aiohttp.ClientError) as e:
+            log.warning("resubscribe failed", provider=self.name, symbol=symbol, error=repr(e))
+            return
+        await asyncio.sleep(self.resync_timeout_s)
+        sync = self.books.syncs[iid]
+        if not sync.synced and self.ws is ws and not ws.closed:
+            log.warning("no snapshot after resubscribe, retrying", provider=self.name, symbol=symbol)
+            act = sync.request_snapshot()
+            if act.needs_snapshot:
+                self.request_book(iid)
+
+
 class Provider:
     """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
     venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class

@@ -47,7 +47,7 @@ from dm import log as dmlog
 from dm._codec import KINDS, KrakenCodec
 from dm.booksync import KrakenBookSync, decimals_of
 from dm.errors import SymbologyError
-from dm.providers.base import Books, Provider, resolve_instruments
+from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import fetch_reference, for_provider
 
 log = dmlog.get("dm.worker.kraken")
@@ -76,7 +76,7 @@ def snapshot_decimals(frame: bytes | str) -> tuple[int | None, int | None]:
     return decimals_of(m.group(1).decode()), decimals_of(m.group(2).decode())
 
 
-class KrakenProvider(Provider):
+class KrakenProvider(ResubscribingBooks, Provider):
     """Kraken spot v1 worker (module docstring). Config (``[providers.<name>]``): ``symbols``
     (canonical), ``channels`` (``book``, ``trade``, ``ticker``, ``spread``), extra keys ``depth``,
     ``quote_aliases``, ``stale_after_s``, ``ping_interval_s``, ``resync_timeout_s``."""
@@ -202,35 +202,10 @@ class KrakenProvider(Provider):
             log.error("subscription failed", provider=self.name, pair=msg.get("pair"),
                       subscription=msg.get("subscription"), error=msg.get("errorMessage"))
 
-    # -- book resync ------------------------------------------------------------------------
-    def request_book(self, iid: int) -> None:
-        """Resubscribe one pair's book (Kraken v1 sends a fresh snapshot on subscribe)."""
-        ws = self.ws
-        if ws is None or ws.closed:
-            return  # the reconnect subscribes everything again
-        t = asyncio.get_running_loop().create_task(self._resubscribe(ws, iid))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+    # -- book resync (ResubscribingBooks) -------------------------------------------------
+    def book_symbol(self, iid: int) -> str:
+        return self._venue_of[iid]
 
-    async def _resubscribe(self, ws: aiohttp.ClientWebSocketResponse, iid: int) -> None:
-        pair = [self._venue_of[iid]]
-        self.resubscribes += 1
-        log.info("resubscribing book", provider=self.name, pair=pair[0])
-        try:
-            await ws.send_str(self._message("unsubscribe", "book", pair))
-            await ws.send_str(self._message("subscribe", "book", pair))
-        except (ConnectionError, aiohttp.ClientError) as e:
-            log.warning("resubscribe failed", provider=self.name, pair=pair[0], error=repr(e))
-            return
-        await asyncio.sleep(self.resync_timeout_s)
-        sync = self.books.syncs[iid]
-        if not sync.synced and self.ws is ws and not ws.closed:
-            log.warning("no snapshot after resubscribe, retrying", provider=self.name, pair=pair[0])
-            act = sync.request_snapshot()
-            if act.needs_snapshot:
-                self.request_book(iid)
-
-    # -- stats --------------------------------------------------------------------------------
     def stats(self) -> dict:
         d = super().stats()
         syncs = self.books.syncs.values() if self.books is not None else ()

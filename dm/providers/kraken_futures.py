@@ -36,7 +36,7 @@ from dm import log as dmlog
 from dm._codec import KINDS, KrakenFuturesCodec
 from dm.booksync import KrakenFuturesBookSync
 from dm.errors import ConfigError, SymbologyError
-from dm.providers.base import Books, Provider, resolve_instruments
+from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import fetch_reference, for_provider
 
 log = dmlog.get("dm.worker.kraken_futures")
@@ -50,7 +50,7 @@ DEFAULT_FEEDS = ("book", "trade", "ticker_lite")
 FEEDS = {"book", "trade", "ticker_lite", "ticker"}
 
 
-class KrakenFuturesProvider(Provider):
+class KrakenFuturesProvider(ResubscribingBooks, Provider):
     """Kraken Futures v1 worker (module docstring). Config (``[providers.<name>]``): ``symbols``
     (canonical), ``channels`` (feeds: ``book``, ``trade``, ``ticker_lite``, ``ticker``), extra
     keys ``quote_aliases``, ``heartbeat`` (subscribe the heartbeat feed, default true),
@@ -148,33 +148,9 @@ class KrakenFuturesProvider(Provider):
             self.error_frames += 1
             log.warning("venue error event", provider=self.name, frame=_text(self.last_frame)[:300])
 
-    # -- book resync ------------------------------------------------------------------------
-    def request_book(self, iid: int) -> None:
-        """Resubscribe one product's book feed (the venue sends a fresh book_snapshot)."""
-        ws = self.ws
-        if ws is None or ws.closed:
-            return  # the reconnect subscribes everything again
-        t = asyncio.get_running_loop().create_task(self._resubscribe(ws, iid))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _resubscribe(self, ws: aiohttp.ClientWebSocketResponse, iid: int) -> None:
-        product = [self._product_of[iid]]
-        self.resubscribes += 1
-        log.info("resubscribing book", provider=self.name, product=product[0])
-        try:
-            await ws.send_str(self._message("unsubscribe", "book", product))
-            await ws.send_str(self._message("subscribe", "book", product))
-        except (ConnectionError, aiohttp.ClientError) as e:
-            log.warning("resubscribe failed", provider=self.name, product=product[0], error=repr(e))
-            return
-        await asyncio.sleep(self.resync_timeout_s)
-        sync = self.books.syncs[iid]
-        if not sync.synced and self.ws is ws and not ws.closed:
-            log.warning("no snapshot after resubscribe, retrying", provider=self.name, product=product[0])
-            act = sync.request_snapshot()
-            if act.needs_snapshot:
-                self.request_book(iid)
+    # -- book resync (ResubscribingBooks) -------------------------------------------------
+    def book_symbol(self, iid: int) -> str:
+        return self._product_of[iid]
 
     def stats(self) -> dict:
         d = super().stats()
