@@ -124,6 +124,12 @@ class Subscription:
         rec = r.read()
         if rec is not None or timeout == 0:
             return rec
+        if self.busy_poll:  # this reader holds a spin slot: poll without leaving Python (~50 ns a try)
+            read = r.read
+            for _ in range(20_000):
+                rec = read()
+                if rec is not None:
+                    return rec
         deadline = None if timeout is None else time.monotonic() + timeout
         spin = 1_000_000 if self.waiter.busy_poll else 200
         while True:

@@ -357,18 +357,24 @@ _TUPLE_NEW = tuple.__new__
 _MBP_EVENT = struct.Struct("<BBHIQQqQQiBBBB10I10I")
 
 
+_UNPACK = {int(k): (s.unpack_from, cls) for k, (s, cls) in _STRUCTS.items()}  # plain int keys: no IntEnum on the hot path
+_RT_DEPTH, _RT_MBP_EVENT = int(RType.DEPTH), int(RType.MBP_EVENT)
+
+
 def unpack(buf):
     """One record (bytes-like, starting at its header) → Trade | Bbo | BookDelta | Bar | Depth |
     MbpEvent.
 
     Raises ``KeyError`` for an unknown rtype."""
     rtype = buf[1]
-    if rtype == RType.DEPTH:
+    u = _UNPACK.get(rtype)
+    if u is not None:
+        return _TUPLE_NEW(u[1], u[0](buf))
+    if rtype == _RT_DEPTH:
         head = _DEPTH_HEAD.unpack_from(buf, 0)
         levels = tuple(_DEPTH_LEVEL.unpack_from(buf, 40 + 32 * i) for i in range(DEPTH_LEVELS))
         return _TUPLE_NEW(Depth, head + (levels,))
-    if rtype == RType.MBP_EVENT:
+    if rtype == _RT_MBP_EVENT:
         v = _MBP_EVENT.unpack_from(buf, 0)
         return _TUPLE_NEW(MbpEvent, v[:14] + (v[14:24], v[24:34]))
-    s, cls = _STRUCTS[rtype]
-    return _TUPLE_NEW(cls, s.unpack_from(buf, 0))
+    raise KeyError(rtype)
