@@ -2,7 +2,7 @@
 session (11,357 frames), dm.replay vs the obvious alternative (aiohttp handler doing
 ws.send_str(text) per recorded frame). Server in its own process, client here."""
 from __future__ import annotations
-import asyncio, gc, os, subprocess, sys, tempfile, time
+import asyncio, gc, subprocess, sys, tempfile, time
 from pathlib import Path
 import aiohttp
 

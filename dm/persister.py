@@ -24,7 +24,7 @@ from dm import log as dmlog
 from dm._ring import PersistConsumer, split_by_rtype
 from dm.config import Config
 from dm.errors import RingError, StorageError
-from dm.records import DTYPES, LAYOUT_HASH, RType
+from dm.records import DTYPES, LAYOUT_HASH
 from dm.storage import open_storage
 
 log = dmlog.get("dm.persister")

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 
 from dm._ring import fence, load_u32, load_u64, now_ns, pid_alive, store_u32, store_u64, cas_u32
-from dm.errors import RegistryError, RingError  # RegistryError re-exported
+from dm.errors import RegistryError  # re-exported for callers
 
 DEFAULT_NAME = "/dm.registry"
 SLOTS = 64

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path

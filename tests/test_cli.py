@@ -57,7 +57,7 @@ def test_symbol_discover_add_list_remove(cfg, storage_url):
     assert {"BTCUSD", "ETHUSD"} <= set(binance_symbols(cfg))
 
     lst = run("symbol", "list", "-c", cfg, "--provider", "binance")
-    assert f"BTCUSD" in lst.output and str(ids["BTCUSD"]) in lst.output
+    assert "BTCUSD" in lst.output and str(ids["BTCUSD"]) in lst.output
 
     r = run("symbol", "remove", "BTCUSD", "-c", cfg, "--provider", "binance")
     assert r.exit_code == 0 and "BTCUSD" not in binance_symbols(cfg)

@@ -3,12 +3,10 @@
 ``DbnError`` (a ``CodecError``), never anything else."""
 from __future__ import annotations
 
-import random
 import struct
 from pathlib import Path
 
 import databento_dbn as dbn
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

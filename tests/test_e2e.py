@@ -13,7 +13,7 @@ import pytest
 
 from dm.records import SIDE_ASK, SIDE_BID, Bbo, Flag, Trade
 from dm.storage import open_storage
-from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, canonical, expected_binance, fx,
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, expected_binance, fx,
                        leftover_segments, start_supervisor, write_config)
 
 EXPECTED = expected_binance()

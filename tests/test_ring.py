@@ -7,7 +7,6 @@ frames, a padding frame at the wrap, a record is held while its start >= tail - 
 from __future__ import annotations
 
 import ctypes
-import io
 import mmap
 import multiprocessing as mp
 import os
@@ -38,7 +37,7 @@ from dm._ring import (
     store_u64,
     unlink_segment,
 )
-from dm.errors import LayoutMismatchError, ProducerGoneError, RingError
+from dm.errors import LayoutMismatchError, RingError
 
 H = R.LAYOUT_HASH
 FORK = mp.get_context("fork")

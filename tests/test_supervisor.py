@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import pytest
 
 from dm.config import parse
 from dm.supervisor import RestartPolicy, Supervisor, sd_notify

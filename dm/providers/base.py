@@ -29,9 +29,10 @@ from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
 from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns
 from dm.config import Config, ProviderConfig
-from dm.errors import CodecError, ConfigError
+from dm.errors import CodecError, ConfigError, SymbologyError
 from dm.records import LAYOUT_HASH
 from dm.registry import Registry
+from dm.symbology import fetch_reference, for_provider
 
 _TS_EVENT = struct.Struct("<Q")
 
@@ -255,9 +256,32 @@ class Provider:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
 
     # -- set-up ---------------------------------------------------------------------------
-    async def resolve_symbols(self) -> None:  # pragma: no cover - abstract
-        """Fill ``venue_symbols`` and ``instrument_ids`` for the configured symbols."""
-        raise NotImplementedError
+    # Binance takes the global [symbology] quote aliases; Kraken's venues only their own
+    # (USDT -> USD would merge XBT/USD and XBT/USDT there).
+    global_quote_aliases = True
+
+    async def fetch_reference(self) -> bytes:
+        """The venue's REST reference data (exchangeInfo / AssetPairs / instruments), retried
+        with backoff: the worker cannot map symbols without it."""
+        delay = self.pcfg.reconnect_min_s
+        while True:
+            try:
+                return await fetch_reference(self.pcfg.kind, self.pcfg.rest_url, self.session)
+            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                log.warning("reference data fetch failed", provider=self.name, error=repr(e), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.pcfg.reconnect_max_s)
+
+    async def resolve_symbols(self) -> None:
+        """Configured canonical symbols → ``venue_symbols`` (canonical → venue form, from the
+        venue's reference data), ``instrument_ids`` (persistent registry) and ``venue_of``
+        (instrument_id → venue form). Raises ``SymbologyError`` for unknown/ambiguous symbols."""
+        default = self.cfg.quote_aliases if self.global_quote_aliases else {}
+        aliases = self.pcfg.extra.get("quote_aliases", default)
+        sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
+        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
+        self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
 
     def make_codec(self):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -19,9 +19,8 @@ from dm import log as dmlog
 from dm._codec import KINDS, BinanceCodec
 from dm._ring import now_ns
 from dm.booksync import BinanceDepthSync
-from dm.errors import CodecError, SymbologyError
-from dm.providers.base import Books, Provider, resolve_instruments
-from dm.symbology import fetch_reference, for_provider
+from dm.errors import CodecError
+from dm.providers.base import Books, Provider
 
 log = dmlog.get("dm.worker.binance")
 
@@ -29,22 +28,6 @@ K_DEPTH = KINDS["depthUpdate"]
 
 
 class BinanceProvider(Provider):
-    async def fetch_reference(self) -> bytes:
-        """exchangeInfo with retries: the worker cannot map symbols without it."""
-        delay = self.pcfg.reconnect_min_s
-        while True:
-            try:
-                return await fetch_reference("binance", self.pcfg.rest_url, self.session)
-            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-                log.warning("exchangeInfo fetch failed", error=repr(e), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.pcfg.reconnect_max_s)
-
-    async def resolve_symbols(self) -> None:
-        sym = for_provider("binance", await self.fetch_reference(), self.cfg.quote_aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
-        self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
-
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
         if any(ch.startswith("depth") for ch in self.pcfg.channels):
@@ -52,7 +35,6 @@ class BinanceProvider(Provider):
             self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
             self.book_kinds = frozenset({K_DEPTH})
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
-            self._venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
             self._snapshot_tasks: dict[int, asyncio.Task] = {}
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = BinanceDepthSync(iid, self.pcfg.publisher_id)
@@ -84,7 +66,7 @@ class BinanceProvider(Provider):
 
     async def fetch_snapshot(self, iid: int) -> None:
         """REST depth snapshot → BOOK_DELTA records → the sync (retries with backoff)."""
-        venue = self._venue_of[iid]
+        venue = self.venue_of[iid]
         url = f"{self.pcfg.rest_url}/api/v3/depth"
         delay = self.pcfg.reconnect_min_s
         while not self._stop.is_set():

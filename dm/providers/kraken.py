@@ -46,9 +46,7 @@ import orjson
 from dm import log as dmlog
 from dm._codec import KINDS, KrakenCodec
 from dm.booksync import KrakenBookSync, decimals_of
-from dm.errors import SymbologyError
-from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
-from dm.symbology import fetch_reference, for_provider
+from dm.providers.base import Books, Provider, ResubscribingBooks
 
 log = dmlog.get("dm.worker.kraken")
 
@@ -77,6 +75,7 @@ def snapshot_decimals(frame: bytes | str) -> tuple[int | None, int | None]:
 
 
 class KrakenProvider(ResubscribingBooks, Provider):
+    global_quote_aliases = False
     """Kraken spot v1 worker (module docstring). Config (``[providers.<name>]``): ``symbols``
     (canonical), ``channels`` (``book``, ``trade``, ``ticker``, ``spread``), extra keys ``depth``,
     ``quote_aliases``, ``stale_after_s``, ``ping_interval_s``, ``resync_timeout_s``."""
@@ -102,28 +101,9 @@ class KrakenProvider(ResubscribingBooks, Provider):
         self.subscription_errors = 0
         self.resubscribes = 0
         self._reqid = 0
-        self._venue_of: dict[int, str] = {}
         self._tasks: set[asyncio.Task] = set()
 
     # -- set-up ---------------------------------------------------------------------------
-    async def fetch_reference(self) -> bytes:
-        """AssetPairs with retries: the worker cannot map symbols without it."""
-        delay = self.pcfg.reconnect_min_s
-        while True:
-            try:
-                return await fetch_reference("kraken", self.pcfg.rest_url, self.session)
-            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-                log.warning("AssetPairs fetch failed", error=repr(e), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.pcfg.reconnect_max_s)
-
-    async def resolve_symbols(self) -> None:
-        aliases = self.pcfg.extra.get("quote_aliases", {})
-        sym = for_provider("kraken", await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
-        self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
-        self._venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
-
     def make_codec(self):
         codec = KrakenCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
         kinds = {K_SUBSCRIPTION, K_ERROR}
@@ -204,7 +184,7 @@ class KrakenProvider(ResubscribingBooks, Provider):
 
     # -- book resync (ResubscribingBooks) -------------------------------------------------
     def book_symbol(self, iid: int) -> str:
-        return self._venue_of[iid]
+        return self.venue_of[iid]
 
     def stats(self) -> dict:
         d = super().stats()
@@ -216,7 +196,7 @@ class KrakenProvider(ResubscribingBooks, Provider):
             "checksums_ok": sum(s.stats.checksums_ok for s in syncs),
             "checksum_failures": sum(s.stats.gaps for s in syncs),
             "book_snapshots": sum(s.stats.snapshots for s in syncs),
-            "book_decimals": {self._venue_of[s.book.instrument_id]: [s.price_decimals, s.size_decimals] for s in syncs},
+            "book_decimals": {self.venue_of[s.book.instrument_id]: [s.price_decimals, s.size_decimals] for s in syncs},
         })
         return d
 

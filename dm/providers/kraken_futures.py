@@ -35,9 +35,8 @@ import orjson
 from dm import log as dmlog
 from dm._codec import KINDS, KrakenFuturesCodec
 from dm.booksync import KrakenFuturesBookSync
-from dm.errors import ConfigError, SymbologyError
-from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
-from dm.symbology import fetch_reference, for_provider
+from dm.errors import ConfigError
+from dm.providers.base import Books, Provider, ResubscribingBooks
 
 log = dmlog.get("dm.worker.kraken_futures")
 
@@ -51,6 +50,7 @@ FEEDS = {"book", "trade", "ticker_lite", "ticker"}
 
 
 class KrakenFuturesProvider(ResubscribingBooks, Provider):
+    global_quote_aliases = False
     """Kraken Futures v1 worker (module docstring). Config (``[providers.<name>]``): ``symbols``
     (canonical), ``channels`` (feeds: ``book``, ``trade``, ``ticker_lite``, ``ticker``), extra
     keys ``quote_aliases``, ``heartbeat`` (subscribe the heartbeat feed, default true),
@@ -72,22 +72,9 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
         self._tasks: set[asyncio.Task] = set()
 
     # -- set-up ---------------------------------------------------------------------------
-    async def fetch_reference(self) -> bytes:
-        delay = self.pcfg.reconnect_min_s
-        while True:
-            try:
-                return await fetch_reference("kraken_futures", self.pcfg.rest_url, self.session)
-            except (SymbologyError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-                log.warning("instruments fetch failed", error=repr(e), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.pcfg.reconnect_max_s)
-
     async def resolve_symbols(self) -> None:
-        aliases = self.pcfg.extra.get("quote_aliases", {})
-        sym = for_provider("kraken_futures", await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
-        self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
-        self._product_of = {self.instrument_ids[c]: v.lower() for c, v in self.venue_symbols.items()}
+        await super().resolve_symbols()
+        self._product_of = {iid: v.lower() for iid, v in self.venue_of.items()}  # subscriptions use lower case
 
     def make_codec(self):
         codec = KrakenFuturesCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
