@@ -355,8 +355,9 @@ def summary(cfg: Config) -> str:
             continue
         lines.append(f"\n[{name}] {st['exchange']}: {st['frames']} frames, {st['records']} records, {st['dead_letters']} dead letters, {st['connects']} connection(s)")
         lines.append("  frames by type: " + ", ".join(f"{k} {v}" for k, v in sorted(st["frames_by_kind"].items()) if v))
-        if st.get("book_resyncs") or st.get("book_gaps"):
-            lines.append(f"  books: {st['book_resyncs']} snapshot syncs, {st['book_gaps']} gaps, {st['book_crossed']} crossed")
+        snapshots = st.get("book_snapshots", st.get("book_resyncs", 0))  # subscription venues count snapshots
+        if snapshots or st.get("book_gaps"):
+            lines.append(f"  books: {snapshots} snapshots, {st['book_gaps']} gaps, {st['book_crossed']} crossed")
         lines.append("  records by channel:")
         for s, v in sorted(st["records_by_channel"].items()):
             lines.append(f"    {cfg.channel_name(st['exchange'], s):<40} {v:>8}")

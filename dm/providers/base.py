@@ -146,8 +146,7 @@ class Books:
         ch = p.channel_by_iid.get(iid)
         if ch is not None:
             ch.write_many(out)
-        q.write_many(out)
-        p.records += 2 if len(out) > 360 else 1
+        p.records += q.write_many(out)
 
     def flush_gaps(self, storage_url: str) -> None:
         """Write pending gaps to the ledger (called from a thread by housekeeping)."""
@@ -172,6 +171,13 @@ class ResubscribingBooks:
     form), ``_tasks`` (a set) and ``resubscribes`` (a counter)."""
 
     resync_timeout_s = 10.0
+
+    def on_disconnected(self) -> None:
+        """Books are stale from now on; the next connection's subscription brings snapshots."""
+        if self.books is not None:
+            for sync in self.books.syncs.values():
+                sync.synced = False
+                sync.awaiting_snapshot = True
 
     def request_book(self, iid: int) -> None:
         ws = self.ws

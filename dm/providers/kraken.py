@@ -139,13 +139,6 @@ class KrakenProvider(ResubscribingBooks, Provider):
         self._reqid += 1
         return orjson.dumps({"event": "ping", "reqid": self._reqid}).decode()
 
-    def on_disconnected(self) -> None:
-        # books are stale from now on; the next connection's subscription brings snapshots
-        if self.books is not None:
-            for sync in self.books.syncs.values():
-                sync.synced = False
-                sync.awaiting_snapshot = True
-
     # -- frames routed here (book_kinds) -------------------------------------------------
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec

@@ -107,12 +107,6 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
             await ws.send_str(self._message("subscribe", "heartbeat", None))
         log.info("subscribed", provider=self.name, feeds=list(self.feeds), products=len(products))
 
-    def on_disconnected(self) -> None:
-        if self.books is not None:
-            for sync in self.books.syncs.values():
-                sync.synced = False
-                sync.awaiting_snapshot = True
-
     # -- frames routed here (book_kinds) -------------------------------------------------
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
