@@ -387,6 +387,7 @@ cdef class L2Book:
         out.ts_recv = ts_recv
         out.sequence = sequence
         out.flags = flags
+        out.size_precision = FIXED_DECIMALS
         if b.n:
             out.bid_px = b.lv[b.lo + b.n - 1].key
             out.bid_sz = b.lv[b.lo + b.n - 1].size
@@ -416,6 +417,7 @@ cdef class L2Book:
         out.flags = flags
         out.n_bid = <uint8_t>nb
         out.n_ask = <uint8_t>na
+        out.size_precision = FIXED_DECIMALS
         for k in range(DEPTH_LEVELS):
             if k < nb:
                 out.levels[k].bid_px = b.lv[btop - k].key

@@ -893,7 +893,8 @@ cdef inline int emit_trade(CState* s, uint64_t ts_event, int64_t px, uint64_t sz
     r.sequence = seq
     r.side = side
     r.flags = flags
-    memset(r._reserved, 0, 6)
+    r.size_precision = FIXED_DECIMALS
+    memset(r._reserved, 0, 5)
     return 0
 
 
@@ -916,7 +917,8 @@ cdef inline int emit_bbo(CState* s, uint64_t ts_event, int64_t bid_px, uint64_t 
     r.bid_ct = 0
     r.ask_ct = 0
     r.flags = flags
-    memset(r._reserved, 0, 7)
+    r.size_precision = FIXED_DECIMALS
+    memset(r._reserved, 0, 6)
     return 0
 
 
@@ -937,7 +939,8 @@ cdef inline int emit_delta(CState* s, uint64_t ts_event, int64_t px, uint64_t sz
     r.side = side
     r.action = action
     r.flags = flags
-    memset(r._reserved, 0, 5)
+    r.size_precision = FIXED_DECIMALS
+    memset(r._reserved, 0, 4)
     return 0
 
 
@@ -2180,41 +2183,3 @@ cdef class KrakenFuturesCodec(_Codec):
     def __cinit__(self, *args, **kwargs):
         self.st.venue = V_KF
         self.venue = "KRAKEN_FUTURES"
-
-
-
-cdef inline size_t _off(void* base, void* field) noexcept:
-    return <size_t>(<char*>field - <char*>base)
-
-
-def record_layout() -> dict:
-    """sizeof and field offsets of every record struct in dm/_records.pxd, as the C compiler
-    lays them out: ``{rtype: (size, {field: offset})}``. tests/test_records.py checks that the
-    numpy dtypes in dm/records.py agree."""
-    cdef TradeRecord t
-    cdef BboRecord b
-    cdef DepthRecord d
-    cdef BookDeltaRecord x
-    cdef BarRecord r
-    cdef RecordHeader h
-    hdr = {"length": _off(&h, &h.length), "rtype": _off(&h, &h.rtype), "publisher_id": _off(&h, &h.publisher_id),
-           "instrument_id": _off(&h, &h.instrument_id), "ts_event": _off(&h, &h.ts_event)}
-    assert _off(&t, &t.hd) == _off(&b, &b.hd) == _off(&d, &d.hd) == _off(&x, &x.hd) == _off(&r, &r.hd) == 0
-    return {
-        RTYPE_TRADE: (sizeof(TradeRecord), {**hdr, "ts_recv": _off(&t, &t.ts_recv), "price": _off(&t, &t.price),
-                      "size": _off(&t, &t.size), "trade_id": _off(&t, &t.trade_id), "sequence": _off(&t, &t.sequence),
-                      "side": _off(&t, &t.side), "flags": _off(&t, &t.flags)}),
-        RTYPE_BBO: (sizeof(BboRecord), {**hdr, "ts_recv": _off(&b, &b.ts_recv), "bid_px": _off(&b, &b.bid_px),
-                    "ask_px": _off(&b, &b.ask_px), "bid_sz": _off(&b, &b.bid_sz), "ask_sz": _off(&b, &b.ask_sz),
-                    "sequence": _off(&b, &b.sequence), "bid_ct": _off(&b, &b.bid_ct), "ask_ct": _off(&b, &b.ask_ct),
-                    "flags": _off(&b, &b.flags)}),
-        RTYPE_DEPTH: (sizeof(DepthRecord), {**hdr, "ts_recv": _off(&d, &d.ts_recv), "sequence": _off(&d, &d.sequence),
-                      "flags": _off(&d, &d.flags), "n_bid": _off(&d, &d.n_bid), "n_ask": _off(&d, &d.n_ask),
-                      "levels": _off(&d, &d.levels[0])}),
-        RTYPE_BOOK_DELTA: (sizeof(BookDeltaRecord), {**hdr, "ts_recv": _off(&x, &x.ts_recv), "price": _off(&x, &x.price),
-                           "size": _off(&x, &x.size), "sequence": _off(&x, &x.sequence), "side": _off(&x, &x.side),
-                           "action": _off(&x, &x.action), "flags": _off(&x, &x.flags)}),
-        RTYPE_BAR: (sizeof(BarRecord), {**hdr, "open": _off(&r, &r.open), "high": _off(&r, &r.high), "low": _off(&r, &r.low),
-                    "close": _off(&r, &r.close), "volume": _off(&r, &r.volume), "interval_s": _off(&r, &r.interval_s),
-                    "flags": _off(&r, &r.flags)}),
-    }

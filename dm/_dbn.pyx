@@ -366,7 +366,8 @@ cdef class DbnConverter:
                     t.sequence = ld32(q + 44)
                     t.side = q[29]
                     t.flags = q[30]
-                    memset(t._reserved, 0, 6)
+                    t.size_precision = FIXED_DECIMALS
+                    memset(t._reserved, 0, 5)
                     o += sizeof(TradeRecord)
                     if ev:
                         o = put_event(o, q, 0)
@@ -382,7 +383,8 @@ cdef class DbnConverter:
                     b.bid_ct = ld32(q + 72)
                     b.ask_ct = ld32(q + 76)
                     b.flags = q[30]
-                    memset(b._reserved, 0, 7)
+                    b.size_precision = FIXED_DECIMALS
+                    memset(b._reserved, 0, 6)
                     o += sizeof(BboRecord)
                     if ev:
                         o = put_event(o, q, 1)
@@ -392,7 +394,8 @@ cdef class DbnConverter:
                     d.ts_recv = ld64(q + 32)
                     d.sequence = ld32(q + 44)
                     d.flags = q[30]
-                    memset(d._reserved, 0, 5)
+                    d.size_precision = FIXED_DECIMALS
+                    memset(d._reserved, 0, 4)
                     nb = -1
                     na = -1
                     for i in range(DEPTH_LEVELS):
@@ -442,8 +445,10 @@ cdef class DbnConverter:
                 r.close = <int64_t>ld64(q + 40)
                 r.volume = vol * <uint64_t>SCALE
                 r.interval_s = interval
+                r.count = 0
                 r.flags = 0
-                memset(r._reserved, 0, 3)
+                r.size_precision = FIXED_DECIMALS
+                memset(r._reserved, 0, 6)
                 o += sizeof(BarRecord)
                 self.count += 1
             elif rt == DBN_INSTRUMENT_DEF or rt == DBN_SYMBOL_MAPPING:

@@ -38,9 +38,10 @@ F_TS_IS_RECV, F_SNAPSHOT, F_LAST = 1, 1 << 5, 1 << 7
 SIDE_A, SIDE_B, SIDE_N = ord("A"), ord("B"), ord("N")
 ACT_ADD, ACT_CANCEL, ACT_CLEAR = ord("A"), ord("C"), ord("R")
 
-TRADE = struct.Struct("<BBHIQQqQQQBB6x")       # 64 B
-BBO = struct.Struct("<BBHIQQqqQQQIIB7x")       # 80 B
-DELTA = struct.Struct("<BBHIQQqQQBBB5x")       # 56 B
+TRADE = struct.Struct("<BBHIQQqQQQBBB5x")      # 64 B
+BBO = struct.Struct("<BBHIQQqqQQQIIBB6x")      # 80 B
+DELTA = struct.Struct("<BBHIQQqQQBBBB4x")      # 56 B
+SIZE_PRECISION = 9
 assert (TRADE.size, BBO.size, DELTA.size) == (64, 80, 56)
 
 
@@ -377,15 +378,15 @@ class _Ref:
     # -- records
     def trade(self, ts_event, px, sz, tid, seq, side, flags):
         self.recs.append(TRADE.pack(16, RTYPE_TRADE, self.publisher_id, self.instrument_id, ts_event,
-                                    self.ts_recv, px, sz, tid, seq, side, flags))
+                                    self.ts_recv, px, sz, tid, seq, side, flags, SIZE_PRECISION))
 
     def bbo(self, ts_event, bp, bs, ap, as_, seq, flags):
         self.recs.append(BBO.pack(20, RTYPE_BBO, self.publisher_id, self.instrument_id, ts_event,
-                                  self.ts_recv, bp, ap, bs, as_, seq, 0, 0, flags))
+                                  self.ts_recv, bp, ap, bs, as_, seq, 0, 0, flags, SIZE_PRECISION))
 
     def delta(self, ts_event, px, sz, seq, side, action, flags):
         self.recs.append(DELTA.pack(14, RTYPE_BOOK_DELTA, self.publisher_id, self.instrument_id, ts_event,
-                                    self.ts_recv, px, sz, seq, side, action, flags))
+                                    self.ts_recv, px, sz, seq, side, action, flags, SIZE_PRECISION))
 
     def level(self, ts_event, px, sz, seq, side, flags):
         self.delta(ts_event, px, sz, seq, side, ACT_ADD if sz else ACT_CANCEL, flags)

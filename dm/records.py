@@ -2,8 +2,10 @@
 
 Every record is little-endian, 8-byte aligned and starts with the 16-byte header
 ``(length u8 [4-byte words], rtype u8, publisher_id u16, instrument_id u32, ts_event u64)``.
-Timestamps are u64 ns since the UNIX epoch; prices i64 and sizes u64 at fixed point 1e-9.
-``tests/test_records.py`` checks these dtypes against the C structs.
+Timestamps are u64 ns since the UNIX epoch; prices are i64 at fixed point 1e-9; sizes are u64 in
+units of ``10**-size_precision``, a per-instrument scale carried by every record with a size (see
+``dm/_records.pxd``: one 1e-9 scale cannot hold meme-coin sizes). ``tests/test_records.py``
+checks these dtypes against the C structs.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from enum import IntEnum
 
 import numpy as np
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 FIXED_DECIMALS = 9
 FIXED_SCALE = 1_000_000_000
 UNDEF_PRICE = (1 << 63) - 1
+UNDEF_TIMESTAMP = (1 << 64) - 1
+MAX_SIZE_PRECISION = 18
 I64_MAX = (1 << 63) - 1
 I64_MIN = -(1 << 63)
 U64_MAX = (1 << 64) - 1
@@ -32,6 +36,9 @@ class RType(IntEnum):
     BOOK_DELTA = 0xE3
     BAR = 0xE4
     MBP_EVENT = 0xE5  # Databento: the event behind a trades/mbp-1/mbp-10 record (dm/dbn.py)
+    GAP = 0xE6  # a lost window (the gap ledger travels as records)
+    STATISTICS = 0xE7  # DBN StatMsg layout (mark/index price, funding, open interest, liquidations)
+    INSTRUMENT_DEF = 0xE8  # instrument registration and definition
     PADDING = 0xFF
 
 
@@ -56,6 +63,49 @@ class Flag(IntEnum):
     TOB = 1 << 6
     LAST = 1 << 7
 
+
+class StatType(IntEnum):
+    """``StatRecord.stat_type``: DBN's StatType values (1-16), then dm's own from 1000 for what
+    DBN has no code for (crypto derivatives)."""
+
+    OPENING_PRICE = 1
+    INDICATIVE_OPENING_PRICE = 2
+    SETTLEMENT_PRICE = 3
+    TRADING_SESSION_LOW_PRICE = 4
+    TRADING_SESSION_HIGH_PRICE = 5
+    CLEARED_VOLUME = 6
+    LOWEST_OFFER = 7
+    HIGHEST_BID = 8
+    OPEN_INTEREST = 9
+    FIXING_PRICE = 10
+    CLOSE_PRICE = 11
+    NET_CHANGE = 12
+    VWAP = 13
+    VOLATILITY = 14
+    DELTA = 15
+    UNCROSSING_PRICE = 16
+    MARK_PRICE = 1001  # price
+    INDEX_PRICE = 1002  # price
+    FUNDING_RATE = 1003  # price field holds the rate at 1e-9 (0.0001 = 100_000); ts_ref = funding time
+    PREDICTED_FUNDING_RATE = 1004
+    LIQUIDATION = 1005  # price, quantity; stat_flags = side char of the liquidated order
+    ESTIMATED_SETTLEMENT_PRICE = 1006
+    IMPLIED_VOLATILITY = 1007  # price field, 1e-9
+    UNDERLYING_PRICE = 1008
+
+
+class GapUnits(IntEnum):
+    """``GapRecord.units``: what ``first_missing`` / ``last_missing`` count."""
+
+    SEQUENCE = 0  # venue sequence or update ids, inclusive
+    NS = 1  # ns since the UNIX epoch, inclusive window
+
+
+INSTRUMENT_INVERSE = 1 << 0
+INSTRUMENT_LINEAR = 1 << 1
+# InstrumentDefRecord.instrument_class: DBN's InstrumentClass chars, plus dm's 'W' (perpetual swap)
+CLASS_FUTURE, CLASS_CALL, CLASS_PUT, CLASS_STOCK = ord("F"), ord("C"), ord("P"), ord("K")
+CLASS_FX_SPOT, CLASS_COMMODITY_SPOT, CLASS_PERPETUAL = ord("X"), ord("Y"), ord("W")
 
 SIDE_ASK, SIDE_BID, SIDE_NONE = ord("A"), ord("B"), ord("N")
 ACTION_ADD, ACTION_MODIFY, ACTION_CANCEL, ACTION_CLEAR = ord("A"), ord("M"), ord("C"), ord("R")
@@ -82,7 +132,8 @@ TRADE_DTYPE = np.dtype(
         ("sequence", "<u8"),
         ("side", "<u1"),
         ("flags", "<u1"),
-        ("_reserved", "V6"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V5"),
     ]
 )
 
@@ -98,7 +149,8 @@ BBO_DTYPE = np.dtype(
         ("bid_ct", "<u4"),
         ("ask_ct", "<u4"),
         ("flags", "<u1"),
-        ("_reserved", "V7"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V6"),
     ]
 )
 
@@ -114,7 +166,8 @@ DEPTH_DTYPE = np.dtype(
         ("flags", "<u1"),
         ("n_bid", "<u1"),
         ("n_ask", "<u1"),
-        ("_reserved", "V5"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V4"),
         ("levels", DEPTH_LEVEL_DTYPE, (DEPTH_LEVELS,)),
     ]
 )
@@ -129,7 +182,8 @@ BOOK_DELTA_DTYPE = np.dtype(
         ("side", "<u1"),
         ("action", "<u1"),
         ("flags", "<u1"),
-        ("_reserved", "V5"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V4"),
     ]
 )
 
@@ -142,8 +196,10 @@ BAR_DTYPE = np.dtype(
         ("close", "<i8"),
         ("volume", "<u8"),
         ("interval_s", "<u4"),
+        ("count", "<u4"),
         ("flags", "<u1"),
-        ("_reserved", "V3"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V6"),
     ]
 )
 
@@ -167,6 +223,66 @@ MBP_EVENT_DTYPE = np.dtype(
     ]
 )
 
+# The gap ledger as records: workers send these through the persist queue (the persister is the
+# only writer of storage) and to the affected channel, so readers learn of a lost window.
+GAP_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("first_missing", "<u8"),
+        ("last_missing", "<u8"),
+        ("units", "<u1"),
+        ("flags", "<u1"),
+        ("_reserved", "V6"),
+        ("kind", "S24"),
+        ("detail", "S64"),
+    ]
+)
+
+# DBN v3 StatMsg layout (80 B) with dm's rtype; stat_type values in ``StatType``.
+STAT_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("ts_ref", "<u8"),
+        ("price", "<i8"),
+        ("quantity", "<i8"),
+        ("sequence", "<u4"),
+        ("ts_in_delta", "<i4"),
+        ("stat_type", "<u2"),
+        ("channel_id", "<u2"),
+        ("update_action", "<u1"),
+        ("stat_flags", "<u1"),
+        ("size_precision", "<u1"),
+        ("_reserved", "V17"),
+    ]
+)
+
+INSTRUMENT_DEF_DTYPE = np.dtype(
+    _HEADER
+    + [
+        ("ts_recv", "<u8"),
+        ("min_price_increment", "<i8"),
+        ("display_factor", "<i8"),
+        ("lot_size", "<i8"),
+        ("contract_multiplier", "<i8"),
+        ("strike_price", "<i8"),
+        ("expiration", "<u8"),
+        ("activation", "<u8"),
+        ("size_precision", "<u1"),
+        ("price_precision", "<u1"),
+        ("instrument_class", "<u1"),
+        ("flags", "<u1"),
+        ("_reserved", "V4"),
+        ("symbol", "S48"),
+        ("exchange", "S24"),
+        ("raw_symbol", "S48"),
+        ("underlying", "S24"),
+        ("base", "S12"),
+        ("quote", "S12"),
+    ]
+)
+
 DTYPES: dict[int, np.dtype] = {
     RType.TRADE: TRADE_DTYPE,
     RType.BBO: BBO_DTYPE,
@@ -174,6 +290,9 @@ DTYPES: dict[int, np.dtype] = {
     RType.BOOK_DELTA: BOOK_DELTA_DTYPE,
     RType.BAR: BAR_DTYPE,
     RType.MBP_EVENT: MBP_EVENT_DTYPE,
+    RType.GAP: GAP_DTYPE,
+    RType.STATISTICS: STAT_DTYPE,
+    RType.INSTRUMENT_DEF: INSTRUMENT_DEF_DTYPE,
 }
 
 SIZES: dict[int, int] = {int(k): v.itemsize for k, v in DTYPES.items()}
@@ -207,27 +326,48 @@ def view(buf) -> np.ndarray:
     return np.frombuffer(buf, DTYPES[rtype], count=1)[0]
 
 
-def to_decimal(value: int) -> Decimal:
-    """Fixed-point 1e-9 integer → exact ``Decimal``."""
-    return Decimal(value).scaleb(-FIXED_DECIMALS)
+def to_decimal(value: int, decimals: int = FIXED_DECIMALS) -> Decimal:
+    """Fixed-point integer → exact ``Decimal``: prices at 1e-9 (the default), sizes at their
+    record's ``size_precision`` (``to_decimal(rec.size, rec.size_precision)``)."""
+    return Decimal(value).scaleb(-decimals)
 
 
-def to_float(value: int) -> float:
-    """Fixed-point 1e-9 integer → nearest ``float`` (for display and analytics, not for storage)."""
-    return value / FIXED_SCALE
+def to_float(value: int, decimals: int = FIXED_DECIMALS) -> float:
+    """Fixed-point integer → nearest ``float`` (for display and analytics, not for storage)."""
+    return value / 10**decimals
 
 
-def from_decimal(value: Decimal | str | int) -> int:
-    """Exact decimal → fixed point 1e-9. Raises ``ValueError`` when the value has more than 9
-    significant fractional digits or does not fit in i64."""
+def from_decimal(value: Decimal | str | int, decimals: int = FIXED_DECIMALS, *, unsigned: bool = False) -> int:
+    """Exact decimal → fixed point at ``10**-decimals`` (prices: 9; sizes: the instrument's
+    ``size_precision``). Raises ``ValueError`` when the value has more significant fractional
+    digits than ``decimals`` or does not fit in i64 (``unsigned``: also when negative) — the
+    storable range of both prices and sizes."""
     d = Decimal(value)
-    scaled = d.scaleb(FIXED_DECIMALS)
+    scaled = d.scaleb(decimals)
     if scaled != scaled.to_integral_value():
-        raise ValueError(f"{value!r} has more than {FIXED_DECIMALS} fractional digits")
+        raise ValueError(f"{value!r} has more than {decimals} fractional digits")
     out = int(scaled)
     if not I64_MIN <= out <= I64_MAX:
-        raise ValueError(f"{value!r} does not fit in i64 at 1e-9")
+        raise ValueError(f"{value!r} does not fit in i64 at 1e-{decimals}")
+    if unsigned and out < 0:
+        raise ValueError(f"{value!r} is negative")
     return out
+
+
+def size_precision_of(step: str | Decimal) -> int:
+    """Decimals of a venue's size step / lot size ("0.00100000" → 3, "1.00" → 0, "1e-5" → 5):
+    the ``size_precision`` dm registers for the instrument. Raises ``ValueError`` beyond 18."""
+    d = Decimal(str(step)).normalize()
+    exp = -d.as_tuple().exponent
+    p = max(0, int(exp))
+    if p > MAX_SIZE_PRECISION:
+        raise ValueError(f"size step {step!r} needs {p} decimals (max {MAX_SIZE_PRECISION})")
+    return p
+
+
+def c_string(raw: bytes) -> str:
+    """A NUL-padded fixed-width char field (GapRecord.kind, InstrumentDefRecord.symbol...) as str."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 # -- Python record objects ---------------------------------------------------------------------
@@ -235,15 +375,20 @@ def from_decimal(value: Decimal | str | int) -> int:
 # helpers for Decimal/float. Field order is the struct's (padding skipped).
 from typing import NamedTuple  # noqa: E402
 
+#: fields that hold a size (scaled by the record's size_precision); every other fixed-point field
+#: is a price at 1e-9
+SIZE_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "quantity", "lot_size"})
+
 
 def _dec(self, name: str) -> Decimal:
-    """A fixed-point field (price or size) as an exact Decimal, e.g. ``t.dec("price")``."""
-    return to_decimal(getattr(self, name))
+    """A fixed-point field as an exact Decimal, e.g. ``t.dec("price")``, ``t.dec("size")`` (sizes
+    at the record's ``size_precision``; MBP_EVENT sizes are DBN counts)."""
+    return to_decimal(getattr(self, name), getattr(self, "size_precision", 0) if name in SIZE_FIELDS else FIXED_DECIMALS)
 
 
 def _float(self, name: str) -> float:
     """A fixed-point field as float (display/analytics only), e.g. ``t.f("price")``."""
-    return getattr(self, name) / FIXED_SCALE
+    return to_float(getattr(self, name), getattr(self, "size_precision", 0) if name in SIZE_FIELDS else FIXED_DECIMALS)
 
 
 class Trade(NamedTuple):
@@ -259,6 +404,7 @@ class Trade(NamedTuple):
     sequence: int
     side: int
     flags: int
+    size_precision: int
 
 
 class Bbo(NamedTuple):
@@ -276,6 +422,7 @@ class Bbo(NamedTuple):
     bid_ct: int
     ask_ct: int
     flags: int
+    size_precision: int
 
 
 class BookDelta(NamedTuple):
@@ -291,6 +438,7 @@ class BookDelta(NamedTuple):
     side: int
     action: int
     flags: int
+    size_precision: int
 
 
 class Bar(NamedTuple):
@@ -305,7 +453,9 @@ class Bar(NamedTuple):
     close: int
     volume: int
     interval_s: int
+    count: int
     flags: int
+    size_precision: int
 
 
 class Depth(NamedTuple):
@@ -319,6 +469,7 @@ class Depth(NamedTuple):
     flags: int
     n_bid: int
     n_ask: int
+    size_precision: int
     levels: tuple  # ((bid_px, ask_px, bid_sz, ask_sz), ...) x 10
 
 
@@ -341,17 +492,83 @@ class MbpEvent(NamedTuple):
     ask_ct: tuple  # 10 x u32
 
 
-for _cls in (Trade, Bbo, BookDelta, Bar, Depth, MbpEvent):
+class Gap(NamedTuple):
+    """A lost window: ``first_missing``..``last_missing`` inclusive, in ``units`` (GapUnits);
+    instrument_id 0 means every instrument of the publisher."""
+
+    length: int
+    rtype: int
+    publisher_id: int
+    instrument_id: int
+    ts_event: int
+    ts_recv: int
+    first_missing: int
+    last_missing: int
+    units: int
+    flags: int
+    kind: str
+    detail: str
+
+
+class Statistic(NamedTuple):
+    length: int
+    rtype: int
+    publisher_id: int
+    instrument_id: int
+    ts_event: int
+    ts_recv: int
+    ts_ref: int
+    price: int
+    quantity: int
+    sequence: int
+    ts_in_delta: int
+    stat_type: int
+    channel_id: int
+    update_action: int
+    stat_flags: int
+    size_precision: int
+
+
+class InstrumentDef(NamedTuple):
+    length: int
+    rtype: int
+    publisher_id: int
+    instrument_id: int
+    ts_event: int
+    ts_recv: int
+    min_price_increment: int
+    display_factor: int
+    lot_size: int
+    contract_multiplier: int
+    strike_price: int
+    expiration: int
+    activation: int
+    size_precision: int
+    price_precision: int
+    instrument_class: int
+    flags: int
+    symbol: str
+    exchange: str
+    raw_symbol: str
+    underlying: str
+    base: str
+    quote: str
+
+
+for _cls in (Trade, Bbo, BookDelta, Bar, Depth, MbpEvent, Gap, Statistic, InstrumentDef):
     _cls.dec = _dec
     _cls.f = _float
 
 _STRUCTS = {
-    RType.TRADE: (struct.Struct("<BBHIQQqQQQBB6x"), Trade),
-    RType.BBO: (struct.Struct("<BBHIQQqqQQQIIB7x"), Bbo),
-    RType.BOOK_DELTA: (struct.Struct("<BBHIQQqQQBBB5x"), BookDelta),
-    RType.BAR: (struct.Struct("<BBHIQqqqqQIB3x"), Bar),
+    RType.TRADE: (struct.Struct("<BBHIQQqQQQBBB5x"), Trade),
+    RType.BBO: (struct.Struct("<BBHIQQqqQQQIIBB6x"), Bbo),
+    RType.BOOK_DELTA: (struct.Struct("<BBHIQQqQQBBBB4x"), BookDelta),
+    RType.BAR: (struct.Struct("<BBHIQqqqqQIIBB6x"), Bar),
+    RType.STATISTICS: (struct.Struct("<BBHIQQQqqIiHHBBB17x"), Statistic),
 }
-_DEPTH_HEAD = struct.Struct("<BBHIQQQBBB5x")
+_DEPTH_HEAD = struct.Struct("<BBHIQQQBBBB4x")
+_GAP = struct.Struct("<BBHIQQQQBB6x24s64s")
+_INSTRUMENT_DEF = struct.Struct("<BBHIQQqqqqqQQBBBB4x48s24s48s24s12s12s")
 _DEPTH_LEVEL = struct.Struct("<qqQQ")
 _TUPLE_NEW = tuple.__new__
 _MBP_EVENT = struct.Struct("<BBHIQQqQQiBBBB10I10I")
@@ -359,11 +576,12 @@ _MBP_EVENT = struct.Struct("<BBHIQQqQQiBBBB10I10I")
 
 _UNPACK = {int(k): (s.unpack_from, cls) for k, (s, cls) in _STRUCTS.items()}  # plain int keys: no IntEnum on the hot path
 _RT_DEPTH, _RT_MBP_EVENT = int(RType.DEPTH), int(RType.MBP_EVENT)
+_RT_GAP, _RT_INSTRUMENT_DEF = int(RType.GAP), int(RType.INSTRUMENT_DEF)
 
 
 def unpack(buf):
     """One record (bytes-like, starting at its header) → Trade | Bbo | BookDelta | Bar | Depth |
-    MbpEvent.
+    MbpEvent | Gap | Statistic | InstrumentDef.
 
     Raises ``KeyError`` for an unknown rtype."""
     rtype = buf[1]
@@ -377,4 +595,47 @@ def unpack(buf):
     if rtype == _RT_MBP_EVENT:
         v = _MBP_EVENT.unpack_from(buf, 0)
         return _TUPLE_NEW(MbpEvent, v[:14] + (v[14:24], v[24:34]))
+    if rtype == _RT_GAP:
+        v = _GAP.unpack_from(buf, 0)
+        return _TUPLE_NEW(Gap, v[:10] + (c_string(v[10]), c_string(v[11])))
+    if rtype == _RT_INSTRUMENT_DEF:
+        v = _INSTRUMENT_DEF.unpack_from(buf, 0)
+        return _TUPLE_NEW(InstrumentDef, v[:17] + tuple(c_string(x) for x in v[17:]))
     raise KeyError(rtype)
+
+
+def _put_str(arr, name: str, value: str) -> None:
+    raw = value.encode()
+    width = arr.dtype.fields[name][0].itemsize
+    if len(raw) > width:
+        raw = raw[:width]
+        while raw:  # never cut a UTF-8 sequence in half
+            try:
+                raw.decode()
+                break
+            except UnicodeDecodeError:
+                raw = raw[:-1]
+    arr[name] = raw
+
+
+def gap_record(publisher_id: int, instrument_id: int, kind: str, first_missing: int, last_missing: int,
+               units: int, detected_ns: int, detail: str = "") -> bytes:
+    """One GAP record (``GAP_DTYPE``): ``first_missing``..``last_missing`` inclusive in ``units``
+    (``GapUnits.SEQUENCE`` or ``GapUnits.NS``), detected at ``detected_ns`` (ns since the epoch).
+    ``kind`` (<= 24 bytes ASCII, e.g. "restart") names the cause; ``detail`` is truncated to 64
+    bytes. Raises ``ValueError`` for a kind that does not fit."""
+    if not kind or len(kind.encode()) > 24 or not kind.isascii():
+        raise ValueError(f"gap kind {kind!r}: 1-24 ASCII characters")
+    a = np.zeros(1, GAP_DTYPE)
+    a["length"] = GAP_DTYPE.itemsize // 4
+    a["rtype"] = RType.GAP
+    a["publisher_id"] = publisher_id
+    a["instrument_id"] = instrument_id
+    a["ts_event"] = detected_ns
+    a["ts_recv"] = detected_ns
+    a["first_missing"] = first_missing
+    a["last_missing"] = last_missing
+    a["units"] = units
+    a["kind"] = kind.encode()
+    _put_str(a, "detail", detail)
+    return a.tobytes()

@@ -29,7 +29,7 @@ FLAG_LAST = 1 << 7
 MASK_BBO, MASK_TOP10, MASK_CROSSED = 1, 2, 4
 UNDEF_PRICE = (1 << 63) - 1
 
-DELTA = struct.Struct("<BBHIQQqQQBBB5x")
+DELTA = struct.Struct("<BBHIQQqQQBBBB4x")
 assert DELTA.size == 56
 
 
@@ -51,13 +51,13 @@ def delta(
         action = ACTION_CANCEL if size == 0 else ACTION_ADD
     return DELTA.pack(
         14, RTYPE_BOOK_DELTA, publisher_id, instrument_id, ts_event, ts_recv, price, size,
-        sequence, side, action, flags,
+        sequence, side, action, flags, 9,
     )
 
 
 def clear(instrument_id: int, *, sequence: int = 0, publisher_id: int = 0) -> bytes:
     return DELTA.pack(14, RTYPE_BOOK_DELTA, publisher_id, instrument_id, 0, 0, 0, 0, sequence,
-                      ord("N"), ACTION_CLEAR, FLAG_SNAPSHOT)
+                      ord("N"), ACTION_CLEAR, FLAG_SNAPSHOT, 9)
 
 
 def fixed(text) -> int:
@@ -178,7 +178,7 @@ class RefBook:
         before = self._top()
         m = 0
         for (length, rtype, _pub, iid, _te, _tr, price, size, _seq, side, action,
-             _fl) in DELTA.iter_unpack(mv):
+             _fl, _sp) in DELTA.iter_unpack(mv):
             if rtype != RTYPE_BOOK_DELTA or length != 14 or iid != self.instrument_id:
                 raise ValueError("bad record")
             if action == ACTION_CLEAR:

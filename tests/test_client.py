@@ -21,6 +21,7 @@ def trade(i: int, iid: int = 7) -> bytes:
     a = np.zeros(1, TRADE_DTYPE)
     a["length"], a["rtype"], a["instrument_id"] = 16, RType.TRADE, iid
     a["ts_event"], a["price"], a["size"], a["trade_id"] = 1_600_000_000_000_000_000 + i, 100_000_000 * i, 1_000_000_000, i
+    a["size_precision"] = 9
     return a.tobytes()
 
 

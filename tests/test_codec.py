@@ -174,7 +174,7 @@ def test_binance_trades_and_bbo_equal_the_frame_decimals():
             assert REC.to_decimal(int(t["size"])) == Decimal(d["q"])
             assert t["trade_id"] == t["sequence"] == d["a"]
             assert t["side"] == (ord("A") if d["m"] else ord("B"))
-            assert t["flags"] == 0 and bytes(t["_reserved"]) == bytes(6)
+            assert t["flags"] == 0 and t["size_precision"] == 9 and bytes(t["_reserved"]) == bytes(5)
             assert c.first_seq == c.last_seq == 0
             seen["aggTrade"] += 1
         elif stream.endswith("@bookTicker"):
@@ -187,7 +187,7 @@ def test_binance_trades_and_bbo_equal_the_frame_decimals():
             assert REC.to_decimal(int(q["ask_px"])) == Decimal(d["a"])
             assert REC.to_decimal(int(q["ask_sz"])) == Decimal(d["A"])
             assert q["sequence"] == d["u"] == c.first_seq == c.last_seq
-            assert q["bid_ct"] == q["ask_ct"] == 0 and bytes(q["_reserved"]) == bytes(7)
+            assert q["bid_ct"] == q["ask_ct"] == 0 and q["size_precision"] == 9 and bytes(q["_reserved"]) == bytes(6)
             seen["bookTicker"] += 1
         else:
             assert stream.endswith("@depth@100ms")

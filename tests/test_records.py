@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from dm import records
-from dm._codec import record_layout
+from dm._records import record_layout
 
 
 def test_dtypes_match_the_c_structs():
@@ -40,6 +40,8 @@ def test_unpack_agrees_with_the_dtype(rtype, data):
     for name in rec._fields:
         if name == "levels":
             assert rec.levels == tuple(tuple(int(v) for v in lvl) for lvl in arr["levels"])
+        elif arr.dtype.fields[name][0].kind == "S":  # NUL-padded text
+            assert getattr(rec, name) == records.c_string(arr[name]), name
         elif np.ndim(arr[name]):
             assert tuple(getattr(rec, name)) == tuple(int(v) for v in arr[name]), name
         else:
@@ -56,3 +58,21 @@ def test_fixed_point_helpers_are_exact():
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_every_record_kind_is_in_the_layout():
+    assert set(record_layout()) == {int(k) for k in records.DTYPES}
+
+
+def test_gap_record_round_trips():
+    raw = records.gap_record(1001, 42, "restart", 10, 20, records.GapUnits.NS, 30, "worker binance pid 7 died" * 5)
+    g = records.unpack(raw)
+    assert (g.rtype, g.instrument_id, g.kind, g.first_missing, g.last_missing, g.units) == (records.RType.GAP, 42, "restart", 10, 20, 1)
+    assert g.detail == ("worker binance pid 7 died" * 5)[:64] and g.ts_event == g.ts_recv == 30
+
+
+def test_sizes_scale_by_their_record_size_precision():
+    t = records.Trade(16, records.RType.TRADE, 1, 1, 0, 0, 123_450_000_000, 12_000_000_000, 0, 0, 66, 0, 0)
+    assert str(t.dec("size")) == "12000000000" and str(t.dec("price")) == "123.450000000"
+    assert records.size_precision_of("0.00100000") == 3 and records.size_precision_of("1.00") == 0
+    assert records.from_decimal("12000000000", 0) == 12_000_000_000

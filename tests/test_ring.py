@@ -344,7 +344,7 @@ def test_layout_mismatch_refused_with_both_values(seg):
     with pytest.raises(LayoutMismatchError) as ei:
         ChannelReader(name, other)
     msg = str(ei.value)
-    assert f"{H:#010x}" in msg and f"{other:#010x}" in msg and "version 1" in msg
+    assert f"{H:#010x}" in msg and f"{other:#010x}" in msg and "version 2" in msg
     w.close()
 
 

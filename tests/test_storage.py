@@ -36,7 +36,7 @@ from dm.records import (
 from dm.storage import open_storage
 from dm.storage.base import ALL_TABLES, COLUMNS, NS_PER_DAY, TABLE_OF, column_arrays, dedup_hash
 
-MIGRATIONS = ["001_initial", "002_mbp_events"]
+MIGRATIONS = ["001_initial", "002_mbp_events", "003_size_precision"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY0 = 19_905  # 2024-07-01
@@ -61,6 +61,7 @@ def trades(n: int, iid: int = 7, t0: int = T0 + 3_600 * 10**9, trade_id0: int = 
     a["sequence"] = 9_060_643 + np.arange(n)
     a["side"] = np.where(np.arange(n) % 2, ord("A"), ord("B"))
     a["flags"] = 128
+    a["size_precision"] = 9
     return _stamp(a, RType.TRADE)
 
 
@@ -105,13 +106,13 @@ def test_schema_columns_match_the_python_spec(store):
     """The SQL files and COLUMNS (which the COPY / executemany paths use) must agree."""
     for table, spec in COLUMNS.items():
         if store.backend == "sqlite":
-            cols = [(r[1], r[2]) for r in store._conn.execute(f"PRAGMA table_info({table})")]
-            assert cols == [(c.name, "INTEGER") for c in spec], table
+            cols = {r[1]: r[2] for r in store._conn.execute(f"PRAGMA table_info({table})")}
+            assert cols == {c.name: "INTEGER" for c in spec}, table
         else:
             cols = store._conn.execute(
                 "SELECT column_name, upper(data_type) FROM information_schema.columns"
                 " WHERE table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
-            assert cols == [(c.name, c.sqltype) for c in spec], table
+            assert dict(cols) == {c.name: c.sqltype for c in spec}, table
 
 
 def test_write_before_migrate_raises_storage_error(storage_url):
@@ -159,6 +160,8 @@ def _extremes() -> dict[int, np.ndarray]:
     i64 max for u64 fields, max of u8/u16/u32)."""
     out = {}
     for rtype, dt_ in DTYPES.items():
+        if rtype not in TABLE_OF:
+            continue
         a = np.zeros(3, dt_)
         for name in dt_.names:
             f = dt_.fields[name][0]
@@ -293,25 +296,25 @@ def real_records(data_dir: Path) -> dict[int, np.ndarray]:
     t = np.zeros(len(trd), TRADE_DTYPE)
     for i, r in enumerate(trd):
         t[i] = (0, 0, int(r.publisher_id), r.instrument_id, r.ts_event, r.ts_recv, r.price, r.size * E,
-                0, r.sequence, _ch(r.side), r.flags, b"")
+                0, r.sequence, _ch(r.side), r.flags, 9, b"")
     b = np.zeros(len(mbp1), BBO_DTYPE)
     d = np.zeros(len(mbp1), BOOK_DELTA_DTYPE)
     for i, r in enumerate(mbp1):
         lv = r.levels[0]
         b[i] = (0, 0, int(r.publisher_id), r.instrument_id, r.ts_event, r.ts_recv, lv.bid_px, lv.ask_px,
-                lv.bid_sz * E, lv.ask_sz * E, r.sequence, lv.bid_ct, lv.ask_ct, r.flags, b"")
+                lv.bid_sz * E, lv.ask_sz * E, r.sequence, lv.bid_ct, lv.ask_ct, r.flags, 9, b"")
         d[i] = (0, 0, int(r.publisher_id), r.instrument_id, r.ts_event, r.ts_recv, r.price, r.size * E,
-                r.sequence, _ch(r.side), _ch(r.action), r.flags, b"")
+                r.sequence, _ch(r.side), _ch(r.action), r.flags, 9, b"")
     k = np.zeros(len(mbp10), DEPTH_DTYPE)
     for i, r in enumerate(mbp10):
         lv = [(x.bid_px, x.ask_px, x.bid_sz * E, x.ask_sz * E) for x in r.levels]
         k[i] = (0, 0, int(r.publisher_id), r.instrument_id, r.ts_event, r.ts_recv, r.sequence, r.flags,
                 sum(x.bid_px != UNDEF_PRICE for x in r.levels), sum(x.ask_px != UNDEF_PRICE for x in r.levels),
-                b"", lv)
+                9, b"", lv)
     o = np.zeros(len(bars), BAR_DTYPE)
     for i, r in enumerate(bars):
         o[i] = (0, 0, int(r.publisher_id), r.instrument_id, r.ts_event, r.open, r.high, r.low, r.close,
-                r.volume * E, 60, 0, b"")
+                r.volume * E, 60, 0, 0, 9, b"")
     return {RType.TRADE: _stamp(t, RType.TRADE), RType.BBO: _stamp(b, RType.BBO),
             RType.BOOK_DELTA: _stamp(d, RType.BOOK_DELTA), RType.DEPTH: _stamp(k, RType.DEPTH),
             RType.BAR: _stamp(o, RType.BAR)}

@@ -30,7 +30,8 @@ One *logical* schema, identical in PostgreSQL and SQLite (``sql/postgres``, ``sq
   bbo             (instrument_id, ts_event, dedup)                 content hash of every column
   book_deltas     (instrument_id, ts_event, dedup)                 content hash of every column
   depth           (instrument_id, ts_event, dedup)                 content hash of every column
-  bars            (instrument_id, interval_s, ts_event)            (none)
+  bars            (instrument_id, publisher_id, interval_s,          (none)
+                  ts_event)
   ==============  ===============================================  ==============================
 
   So a venue trade id identifies a trade (a trade re-received after a reconnect, with another
@@ -77,18 +78,19 @@ ALL_TABLES = ("instruments", "trades", "bbo", "book_deltas", "depth", "bars", "m
 class Column:
     """One stored column of a record table: SQL type and how to read/write it from a record array."""
 
-    __slots__ = ("name", "sqltype", "width", "get", "put")
+    __slots__ = ("name", "sqltype", "width", "get", "put", "hashed")
 
     def __init__(self, name: str, sqltype: str, get: Callable[[np.ndarray], np.ndarray] | None,
-                 put: Callable[[np.ndarray, np.ndarray], None] | None):
+                 put: Callable[[np.ndarray, np.ndarray], None] | None, hashed: bool = True):
         self.name = name
+        self.hashed = hashed  # part of the content hash (dedup)
         self.sqltype = sqltype
         self.width = {"BIGINT": 8, "INTEGER": 4, "SMALLINT": 2}[sqltype]
         self.get = get
         self.put = put
 
 
-def _field(name: str, sqltype: str, src: str | None = None) -> Column:
+def _field(name: str, sqltype: str, src: str | None = None, hashed: bool = True) -> Column:
     src = src or name
 
     def get(a):
@@ -97,7 +99,12 @@ def _field(name: str, sqltype: str, src: str | None = None) -> Column:
     def put(out, v):
         out[src] = v
 
-    return Column(name, sqltype, get, put)
+    return Column(name, sqltype, get, put, hashed)
+
+
+# the instrument's size scale: stored with every row, not part of the content hash (it is a
+# property of the instrument, so hashes of rows stored before migration 003 stay valid)
+_SIZE_PRECISION = _field("size_precision", "SMALLINT", hashed=False)
 
 
 def _level(side_field: str, i: int) -> Column:
@@ -127,27 +134,28 @@ COLUMNS: dict[str, list[Column]] = {
     "trades": _HDR + [
         _field("ts_recv", "BIGINT"), _field("price", "BIGINT"), _field("size", "BIGINT"),
         _field("trade_id", "BIGINT"), _field("sequence", "BIGINT"), _field("side", "SMALLINT"),
-        _field("flags", "SMALLINT"), _DEDUP,
+        _field("flags", "SMALLINT"), _SIZE_PRECISION, _DEDUP,
     ],
     "bbo": _HDR + [
         _field("ts_recv", "BIGINT"), _field("bid_px", "BIGINT"), _field("bid_sz", "BIGINT"),
         _field("ask_px", "BIGINT"), _field("ask_sz", "BIGINT"), _field("bid_ct", "BIGINT"),
-        _field("ask_ct", "BIGINT"), _field("sequence", "BIGINT"), _field("flags", "SMALLINT"), _DEDUP,
+        _field("ask_ct", "BIGINT"), _field("sequence", "BIGINT"), _field("flags", "SMALLINT"),
+        _SIZE_PRECISION, _DEDUP,
     ],
     "book_deltas": _HDR + [
         _field("ts_recv", "BIGINT"), _field("price", "BIGINT"), _field("size", "BIGINT"),
         _field("sequence", "BIGINT"), _field("side", "SMALLINT"), _field("action", "SMALLINT"),
-        _field("flags", "SMALLINT"), _DEDUP,
+        _field("flags", "SMALLINT"), _SIZE_PRECISION, _DEDUP,
     ],
     "depth": _HDR + [
         _field("ts_recv", "BIGINT"), _field("sequence", "BIGINT"), _field("flags", "SMALLINT"),
         _field("n_bid", "SMALLINT"), _field("n_ask", "SMALLINT"),
     ] + [_level(f, i) for f in ("bid_px", "ask_px", "bid_sz", "ask_sz") for i in range(DEPTH_LEVELS)]
-      + [_DEDUP],
+      + [_SIZE_PRECISION, _DEDUP],
     "bars": _HDR + [
         _field("interval_s", "BIGINT"), _field("open", "BIGINT"), _field("high", "BIGINT"),
         _field("low", "BIGINT"), _field("close", "BIGINT"), _field("volume", "BIGINT"),
-        _field("flags", "SMALLINT"),
+        _field("flags", "SMALLINT"), _SIZE_PRECISION, _field("count", "BIGINT"),
     ],
     "mbp_events": _HDR + [
         _field("ts_recv", "BIGINT"), _field("price", "BIGINT"), _field("size", "BIGINT"),
@@ -234,7 +242,7 @@ def dedup_column(table: str, arr: np.ndarray) -> np.ndarray | None:
     if table == "trades":
         h = dedup_hash([arr["publisher_id"], arr["price"], arr["size"], arr["side"], arr["sequence"]], n)
         return np.where(arr["trade_id"] != 0, np.int64(0), h)
-    return dedup_hash([c.get(arr) for c in cols[:-1]], n)
+    return dedup_hash([c.get(arr) for c in cols[:-1] if c.hashed], n)
 
 
 def column_arrays(table: str, arr: np.ndarray) -> list[np.ndarray]:
