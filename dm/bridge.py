@@ -237,7 +237,7 @@ class Tap:
         first = self.last_ts + 1 if self.last_ts else 0
         last = max(first, nxt - 1)
         rec = gap_record(pub, iid, "bridge.overrun", first, last, GapUnits.NS, time.time_ns(),
-                         f"{self.shm_name} ring records {a}..{b - 1} ({b - a}) lapped the bridge")
+                         f"ring records {a}..{b - 1} lapped the bridge")  # detail holds 64 bytes
         self._add(rec, int(RType.GAP), 1, a)
         self.lost += b - a
         self.overruns += 1

@@ -150,8 +150,9 @@ class RemotePersister:
                         if self.stopping:
                             return 1
                 backoff = 0.05
+                poison_ids = {id(m) for m in poison}
                 for m in msgs:  # after the commit
-                    if m in poison:
+                    if id(m) in poison_ids:
                         await m.term()
                     else:
                         await m.ack()
@@ -163,7 +164,7 @@ class RemotePersister:
         finally:
             self.write_stats()
             try:
-                await nc.drain()
+                await asyncio.wait_for(nc.close(), 5)
             except Exception:  # noqa: BLE001
                 pass
             storage.close()

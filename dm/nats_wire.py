@@ -158,7 +158,8 @@ class Reassembler:
 
     ``add(schema, payload, header, seq)`` takes one message (``seq``: its JetStream stream
     sequence) and returns what became deliverable, in the channel's order: ``("records",
-    payload_bytes, record_size, n)`` chunks of one rtype, and ``("lost", n)`` for ring records this
+    payload_bytes, record_size, n, group_seq)`` chunks of one rtype (``group_seq``: the smallest
+    stream sequence of the group's messages, where a resumed subscription restarts the group), and ``("lost", n)`` for ring records this
     receiver will never get (retention dropped them, or they never reached the stream). ``poll()``
     releases what a bounded wait (``reorder_s`` or ``max_held`` groups) gave up on.
 
@@ -232,10 +233,11 @@ class Reassembler:
 
     def _release(self, g: _Group) -> list:
         parts = g.parts
+        gseq = min(p[2] for p in parts.values())
         if len(parts) == 1:
             (payload, hdr, _), = parts.values()
             if hdr.runs is None or g.expect == 1:
-                out = [("records", payload, payload[0] * 4, hdr.count)] if hdr.count else []
+                out = [("records", payload, payload[0] * 4, hdr.count, gseq)] if hdr.count else []
                 return self._lost_parts(g, out)
         segs = []  # (slot, payload slice, record size, n)
         for payload, hdr, _ in parts.values():
@@ -250,7 +252,7 @@ class Reassembler:
                 slot += take
                 off += take * size
         segs.sort(key=lambda s: s[0])
-        out = [("records", p, size, n) for _, p, size, n in segs if n]
+        out = [("records", p, size, n, gseq) for _, p, size, n in segs if n]
         return self._lost_parts(g, out)
 
     def _lost_parts(self, g: _Group, out: list) -> list:

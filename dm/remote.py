@@ -17,8 +17,8 @@ schemas) that this module re-creates from the last stream sequence it received +
 something is wrong: a reconnect (a restarted server forgets ephemeral consumers), a consumer
 sequence that skipped, or no heartbeat for ``3 × heartbeat_s``. So a reader that disconnects
 resumes from its last sequence: nothing lost, nothing twice (``nats_wire.Reassembler`` also
-drops any message it already delivered). ``sub.resume_sequence`` is the stream sequence to pass
-as ``start=`` to resume in a new process.
+drops any message it already delivered). ``sub.resume_token`` passed as ``start=`` resumes
+exactly after the last record returned, in this process or a new one.
 
 Records the stream no longer holds (retention) or never received arrive as ``Overrun(lost)``,
 counted in ``lost_records`` like a lapped shm reader. The NATS connection and consumers live on
@@ -53,7 +53,8 @@ class RemoteSubscription:
     """One channel from JetStream; the reading API of ``dm.client.Subscription``.
 
     ``start``: ``"oldest"`` (everything the stream still holds), ``"newest"`` (what is published
-    from now on) or a stream sequence (int, e.g. a saved ``resume_sequence``). ``schemas``:
+    from now on), a stream sequence (int), or a ``resume_token`` saved from another
+    subscription (``(sequence, records to skip)``: resume exactly after its last record). ``schemas``:
     subset of ``nats_wire.SCHEMAS`` (None: every schema, in the channel's exact order)."""
 
     def __init__(self, client: "RemoteClient", symbol: str, exchange: str, stream: str, start, schemas=None,
@@ -67,7 +68,11 @@ class RemoteSubscription:
             if bad:
                 raise ValueError(f"unknown schema(s) {sorted(bad)}; known: {wire.SCHEMAS}")
         self.filters = [self.name] if self.schemas is None else [wire.channel_subject(client.instance, exchange, symbol, s) for s in self.schemas]
+        self._skip = 0
+        if isinstance(start, tuple):
+            start, self._skip = int(start[0]), int(start[1])
         self.start = start
+        self._group = (start if isinstance(start, int) else 0, 0)  # (group_seq, records of it taken)
         self.heartbeat_s = heartbeat_s
         self.reasm = wire.Reassembler(self.schemas, reorder_s=reorder_s)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
@@ -199,11 +204,14 @@ class RemoteSubscription:
                 await self.reset("no heartbeat")
 
     @property
-    def resume_sequence(self) -> int:
-        """Stream sequence to start a new subscription at to receive every record not yet
-        delivered by this one (records received but still queued or held count as not delivered)."""
-        held = self.reasm.oldest_held_seq()
-        return held if held is not None else self.last_sequence + 1
+    def resume_token(self) -> tuple[int, int]:
+        """``(stream sequence, records to skip)``: pass as ``start=`` to a new subscription (in
+        this process or another) to receive exactly the records after the last one this
+        subscription returned: it restarts at the group being read and skips what was taken."""
+        seq, taken = self._group
+        if not seq:
+            return (self.last_sequence + 1 if self.last_sequence else 1, 0)
+        return (seq, taken)
 
     # -- reader thread ------------------------------------------------------------------------
     def _next_item(self, timeout: float | None) -> bool:
@@ -215,8 +223,15 @@ class RemoteSubscription:
             return False
         kind = item[0]
         if kind == "records":
-            _, self._chunk, self._size, _ = item
+            _, self._chunk, self._size, n, gseq = item
             self._off = 0
+            if gseq != self._group[0]:
+                self._group = (gseq, 0)
+            if self._skip:
+                k = min(self._skip, n)
+                self._skip -= k
+                self._off = k * self._size
+                self._group = (gseq, self._group[1] + k)
             return True
         if kind == "lost":
             self.overruns += 1
@@ -242,6 +257,7 @@ class RemoteSubscription:
             self._lost = 0
         o = self._off
         self._off = o + self._size
+        self._group = (self._group[0], self._group[1] + 1)
         return self._chunk[o:o + self._size]
 
     def read(self, timeout: float | None = 0.0):
@@ -262,6 +278,7 @@ class RemoteSubscription:
                 return _overrun(n)
         o = self._off
         self._off = o + self._size
+        self._group = (self._group[0], self._group[1] + 1)
         return unpack(self._chunk[o:o + self._size])
 
     def read_batch(self, max_records: int = 4096) -> np.ndarray | None:
@@ -281,6 +298,7 @@ class RemoteSubscription:
             dt = np.dtype((np.void, self._size))
         arr = np.frombuffer(self._chunk, dtype=dt, count=n, offset=self._off).copy()
         self._off += n * self._size
+        self._group = (self._group[0], self._group[1] + n)
         return arr
 
     def __iter__(self) -> Iterator:
@@ -416,8 +434,9 @@ class RemoteClient:
         ``start="newest"`` the channel need not have records yet), ``RemoteError`` when NATS
         refuses the consumer. ``busy_poll`` is accepted and ignored (the network dominates)."""
         symbol, exchange = symbol.upper(), exchange.upper()
-        if start not in ("oldest", "newest") and not (isinstance(start, int) and start >= 1):
-            raise ValueError(f"start must be 'oldest', 'newest' or a stream sequence >= 1, not {start!r}")
+        if start not in ("oldest", "newest") and not (isinstance(start, int) and start >= 1) and not (
+                isinstance(start, tuple) and len(start) == 2 and start[0] >= 1 and start[1] >= 0):
+            raise ValueError(f"start must be 'oldest', 'newest', a stream sequence >= 1 or a resume_token, not {start!r}")
         filt = wire.channel_subject(self.instance, exchange, symbol, "*")
         deadline = time.monotonic() + wait
         stream = None
