@@ -100,12 +100,14 @@ def main() -> int:
             if time.monotonic() - last_beat > 0.5:
                 for w in writers.values():
                     w.heartbeat()
+                slot.heartbeat()
                 last_beat = time.monotonic()
     print(json.dumps({s: w.records_written for s, w in writers.items()}), flush=True)
     if a.stop_file:
         while not os.path.exists(a.stop_file):
             for w in writers.values():
                 w.heartbeat()
+            slot.heartbeat()
             time.sleep(0.05)
     for w in writers.values():
         w.close(unlink=True)
