@@ -165,7 +165,9 @@ class Reassembler:
 
     ``schemas``: the subscription's schemas (None: all). With all schemas the ring windows must be
     contiguous, so a missing window is waited for, then reported lost. With a subset, groups are
-    released in arrival order once complete and only re-deliveries are dropped."""
+    released in arrival order once complete and only re-deliveries are dropped. A fresh
+    reassembler starts at the first group it receives (the stream is in order there: reordering
+    only follows a bridge reconnect, see ``dm/bridge.py``)."""
 
     def __init__(self, schemas=None, reorder_s: float = 2.0, max_held: int = 256, clock=time.monotonic):
         self.schemas = None if schemas is None else frozenset(schemas)
