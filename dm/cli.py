@@ -339,5 +339,58 @@ def symbol_remove(symbols, config_path, provider_name) -> None:
     click.echo(f"removed {sorted(drop)} from {provider_name}")
 
 
+# ------------------------------------------------------------------ NATS bridge, remote persister, dm top (issue 12)
+
+@main.command()
+@config_option
+@click.option("--url", default=None, help="NATS server, e.g. nats://127.0.0.1:4222 (default: [bridge] url).")
+@click.option("--stream", default=None, help="JetStream stream name (default: [bridge] stream, DM).")
+@click.option("--channel", "channels", multiple=True, help="SYMBOL@EXCHANGE to publish (repeat); '*' = every channel of the instance.")
+@click.option("--batch-records", type=int, default=None, help="Records per message at most.")
+@click.option("--linger-ms", type=float, default=None, help="Longest wait before a partial batch is published.")
+@click.option("--max-age-s", type=float, default=None, help="Stream retention: age.")
+@click.option("--max-bytes", type=int, default=None, help="Stream retention: bytes (-1 unlimited).")
+def bridge(config_path, url, stream, channels, batch_records, linger_ms, max_age_s, max_bytes) -> None:
+    """Publish the instance's shm channels to NATS JetStream, batched, on
+    dm.<instance>.<EXCHANGE>.<SYMBOL>.<schema> (see dm/bridge.py). Runs until SIGTERM/SIGINT."""
+    from dm.bridge import load_bridge_config, run_bridge
+
+    cfg = _load(config_path, "bridge")
+    try:
+        bcfg = load_bridge_config(config_path, url=url, stream=stream, channels=list(channels) or None,
+                                  batch_records=batch_records, linger_ms=linger_ms, max_age_s=max_age_s, max_bytes=max_bytes)
+    except DmError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(run_bridge(cfg, bcfg))
+
+
+@main.command("persist-remote")
+@config_option
+@click.option("--from-nats", "url", required=True, help="NATS server the bridge publishes to, e.g. nats://host:4222.")
+@click.option("--instance", default=None, help="dm instance whose channels to store (default: the config's).")
+@click.option("--stream", default=None, help="JetStream stream (default: found from the subjects).")
+@click.option("--durable", default=None, help="Durable consumer name (default dm-persist-<instance>).")
+@click.option("--storage-url", default=None, help="Storage URL (default: the config's storage.url / $DM_STORAGE_URL).")
+def persist_remote(config_path, url, instance, stream, durable, storage_url) -> None:
+    """Store records from JetStream (what `dm bridge` publishes on another host), idempotently,
+    acknowledging after each database commit."""
+    from dm.nats_persist import run_remote_persister
+
+    cfg = _load(config_path, "persist-remote")
+    sys.exit(run_remote_persister(cfg, url, instance or cfg.instance, stream=stream, durable=durable, storage_url=storage_url))
+
+
+@main.command()
+@config_option
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame (rates over --interval) and exit.")
+def top(config_path, interval, once) -> None:
+    """Live view of an instance: providers, channels (last trade, BBO), persist lag, gaps,
+    reconnects, dead letters, bridge and /metrics."""
+    from dm.top import run_top
+
+    run_top(_load(config_path, "top"), interval=interval, once=once)
+
+
 if __name__ == "__main__":
     main()

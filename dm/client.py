@@ -228,7 +228,16 @@ class Client:
     ``instance``: only use channels of this dm instance (None: any). Raises ``RingError`` from
     ``subscribe`` when no live worker serves the symbol within ``wait`` seconds."""
 
-    def __init__(self, instance: str | None = None, registry: str = "/dm.registry"):
+    def __new__(cls, instance: str | None = None, registry: str = "/dm.registry", *, url: str | None = None, **remote):
+        """``url="nats://HOST:4222"``: a ``dm.remote.RemoteClient`` with the same API, reading the
+        channels a ``dm bridge`` publishes to NATS JetStream (nats is imported only then)."""
+        if url is None:
+            return super().__new__(cls)
+        from dm.remote import RemoteClient
+
+        return RemoteClient(url, instance, **remote)
+
+    def __init__(self, instance: str | None = None, registry: str = "/dm.registry", *, url: str | None = None):
         self.instance = instance
         self.registry_name = registry
         self.subscriptions: list[Subscription] = []
