@@ -261,7 +261,10 @@ class Supervisor:
                     child.state = "stopped"
                     return
             child.restarts += 1
-            await self.start_child(child)
+            try:
+                await self.start_child(child)
+            except OSError as e:  # cannot even spawn: counts as one more exit of the old process
+                log.error("cannot start child", child=child.spec.name, error=dmlog.redact(str(e)))
 
     async def stop_child(self, child: Child) -> None:
         while child.starting:  # a start in progress: stop the process it creates

@@ -184,3 +184,30 @@ def test_sd_notify_sends_datagram(tmp_path, monkeypatch):
     assert srv.recv(100) == b"READY=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert sd_notify("READY=1") is False
+
+
+def test_a_child_that_cannot_be_spawned_again_ends_failed_not_stuck(tmp_path):
+    cfg = config(tmp_path, providers=("binance", "kraken"))
+    log, procs = [], []
+
+    async def spawn(argv, env):
+        if argv[3] == "worker" and argv[4] == "kraken" and procs and any(a[4] == "kraken" for a, _ in procs if a[3] == "worker"):
+            raise OSError(24, "Too many open files")
+        p = FakeProc(10_000_000 + len(procs), log)
+        procs.append((argv, p))
+        return p
+
+    async def main():
+        sup = Supervisor(cfg, "x.toml", spawn=spawn)
+        sup.cleanup_channels = lambda: None
+        task = asyncio.create_task(sup.run())
+        await asyncio.sleep(0.05)
+        live(procs, "kraken").exit(1)
+        await asyncio.sleep(0.3)
+        k = sup.children["kraken"]
+        assert k.state == "failed" and len(k.history) == 3  # the failed spawns count as exits
+        assert sup.children["binance"].state == "running"
+        sup.stop_event.set()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()) == 0

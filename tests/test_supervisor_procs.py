@@ -236,6 +236,12 @@ def test_worker_that_never_connects_is_not_ready(tmp_path, instance, sqlite_url)
         assert doc["children"]["binance"]["progress"]["connected"] is False
         assert doc["children"]["binance"]["state"] == "running"  # reconnecting in-process, not failed
         wait_for(lambda: "STATUS=starting: waiting for binance (connecting)" in notify.texts(), 10, "STATUS naming binance")
+        # a second supervisor of the same instance is refused (one line) and harms nothing
+        second = subprocess.run([sys.executable, "-m", "dm", "supervise", "-c", str(cfg)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "DM_STORAGE_URL"})
+        assert second.returncode == 1 and f"already supervised by pid {sup.pid}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+        assert sup.poll() is None and http(port, "/health")[0] == 200
         t_ready = notify.wait("READY=1", 30)  # only once supervisor.ready_timeout_s has passed
         assert t_ready - t0 >= 6.0
         assert "ready without every worker connected" in log_text(tmp_path)
