@@ -163,7 +163,7 @@ def connected(tmp, instance, name="binance"):
 @pytest.mark.timeout(120)
 def test_ready_watchdog_health_and_metrics_follow_progress(tmp_path, instance, sqlite_url):
     port = free_port()
-    cfg = write_cfg(tmp_path, instance, sqlite_url, health_port=port, stall_after_s=1.5)
+    cfg = write_cfg(tmp_path, instance, sqlite_url, health_port=port, stall_after_s=3.0)
     notify = Notify(tmp_path)
     sup = spawn(cfg, tmp_path, {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
     try:
