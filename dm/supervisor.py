@@ -239,7 +239,7 @@ class Supervisor:
                 child.state = "failed"
                 child.failures += 1
                 child.retry_at = self.clock() + s.failed_retry_s
-                log.error("child failed: keeps dying, the others run on", child=child.spec.name, code=code,
+                log.error("child failed (crash loop)", child=child.spec.name, code=code,
                           exits=len(child.policy.exits), window_s=s.restart_window_s, retry_in_s=s.failed_retry_s)
                 if s.fail_fast:
                     log.error("fail_fast: stopping the instance", child=child.spec.name)
