@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dm-installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv build demo test bench soak stress clean
+.PHONY: all venv build demo test faults bench soak stress clean
 
 all: build
 
@@ -25,7 +25,10 @@ demo: build
 	$(PY) -m dm supervise -c conf/demo.toml
 
 test: build
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not faults" $(PYTEST_ARGS)
+
+faults: build
+	$(PY) -m pytest -q -m faults $(PYTEST_ARGS)
 
 bench: build
 	$(PY) bench/run.py

@@ -16,15 +16,46 @@ config_option = click.option("-c", "--config", "config_path", default=DEFAULT_CO
 
 
 def _load(config_path: str, process: str | None = None) -> dmconfig.Config:
-    try:
-        cfg = dmconfig.load(config_path)
-    except DmError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = dmconfig.load(config_path)  # ConfigError: one line (DmGroup)
     dmlog.setup(cfg.log_format, cfg.log_level, process)
     return cfg
 
 
-@click.group()
+def one_line(e: BaseException) -> str:
+    """An error as one line for a person: its message with whitespace collapsed (psycopg's
+    messages span lines) and secrets redacted."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, DmError):
+        text = f"{type(e).__name__}: {text}"
+    return dmlog.redact(text)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors a person can act on (config, storage, network, files): reported as one line.
+    Anything else is a bug and keeps its (redacted) traceback."""
+    errs: list[type[BaseException]] = [DmError, OSError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errs.append(psycopg.Error)
+    return tuple(errs)
+
+
+class DmGroup(click.Group):
+    """Every command's expected errors end the process with ONE line and exit code 1: ``Error:
+    ...`` for a person at a terminal, or one log event once logging is set up (children of the
+    supervisor, whose stderr is the service log)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _expected_errors() as e:
+            if dmlog.configured():
+                dmlog.get("dm").error("fatal", error=one_line(e))
+                ctx.exit(1)
+            raise click.ClickException(one_line(e)) from None
+
+
+@click.group(cls=DmGroup)
 @click.version_option(package_name="dm")
 def main() -> None:
     """dm — market data manager: venue feeds → shared memory → trading processes and storage."""
@@ -50,8 +81,10 @@ def supervise(config_path: str, summary: bool | None) -> None:
 @config_option
 def worker(name: str, config_path: str) -> None:
     """Run the worker of provider NAME (the supervisor starts these)."""
+    from dm.lifeline import tie_to_supervisor
     from dm.providers.base import run_worker
 
+    tie_to_supervisor()
     cfg = _load(config_path, f"worker:{name}")
     if name not in cfg.providers:
         raise click.ClickException(f"no provider {name!r} in {config_path}; have {sorted(cfg.providers)}")
@@ -62,8 +95,10 @@ def worker(name: str, config_path: str) -> None:
 @config_option
 def persist(config_path: str) -> None:
     """Run the persister: persist queues → storage (the supervisor starts it)."""
+    from dm.lifeline import tie_to_supervisor
     from dm.persister import run_persister
 
+    tie_to_supervisor()
     run_persister(_load(config_path, "persister"))
 
 
@@ -75,12 +110,16 @@ def persist(config_path: str) -> None:
 @click.option("--once", is_flag=True, help="Exit once the recording was replayed to the end to --connections clients.")
 @click.option("--connections", default=1, show_default=True, help="With --once: how many connections to serve before exiting.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once listening.")
-def replay(files, host, port, speed, once, connections, ready_file) -> None:
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), default="info", show_default=True)
+def replay(files, host, port, speed, once, connections, ready_file, log_format, log_level) -> None:
     """Serve recorded venue sessions (cryptofeed raw-data files) over websocket + REST, frame
     for frame as the venue sent them."""
+    from dm.lifeline import tie_to_supervisor
     from dm.replay import run_replay
 
-    dmlog.setup("console", "info", "replay")
+    tie_to_supervisor()
+    dmlog.setup(log_format, log_level, "replay")
     run_replay(list(files), host=host, port=port, speed=speed, once=once, ready_file=ready_file, expected_connections=connections)
 
 

@@ -1,61 +1,195 @@
-"""TOML configuration → frozen dataclasses, validated once at load with errors that name the key.
+"""TOML configuration, validated once at load by a pydantic schema.
 
+Every section is a strict, frozen pydantic model: an unknown key (``batch_mss``), a value of the
+wrong type (``batch_ms = "50"``) or outside its range, or a provider kind that has no worker is
+refused at load with ONE line that names the key path, e.g.::
+
+    persister.batch_ms: expected an integer, got '50'
+    persister.batch_mss: unknown key (did you mean batch_ms?)
+    providers.db.kind: 'databento' has no worker; kinds with a worker: binance, kraken, kraken_futures
+
+Providers: the keys every venue shares are typed here (``ProviderSection``); any other key is
+venue-specific and kept in ``ProviderConfig.extra`` for the venue to validate.
 ``DM_STORAGE_URL`` in the environment overrides ``storage.url``. Relative paths in the file are
 resolved against the directory the process runs in (the project root for ``make demo``).
+Error messages never carry a secret (``dm.log.redact``).
 """
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError, field_validator
 
 from dm.errors import ConfigError
 
-PROVIDER_KINDS = ("binance", "kraken", "kraken_futures", "databento")
+#: Kinds dm knows of; which of them have a worker is ``worker_kinds()``.
+KNOWN_KINDS = ("binance", "kraken", "kraken_futures", "databento")
 
 
-@dataclass(frozen=True)
-class ShmConfig:
-    registry: str = "/dm.registry"
+@lru_cache(maxsize=1)
+def worker_kinds() -> frozenset[str]:
+    """The provider kinds that have a worker — the one place the config asks.
+
+    Today ``dm.providers.base.provider_class`` is the registry of workers (it raises
+    ``NotImplementedError`` for a kind without one); when venues move to ``dm/venues/`` this
+    becomes ``dm.venues.worker_kinds()``."""
+    from dm.providers.base import provider_class
+
+    kinds = set()
+    for kind in KNOWN_KINDS:
+        try:
+            provider_class(kind)
+        except NotImplementedError:
+            continue
+        kinds.add(kind)
+    return frozenset(kinds)
+
+
+# -- types --------------------------------------------------------------------------------------
+LaxPath = Annotated[Path, Strict(False)]  # TOML has no path type: a string becomes a Path
+_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+Name = Annotated[str, StringConstraints(pattern=_NAME_PATTERN, min_length=1, max_length=32)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys and wrong types are errors; values never change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DmSection(_Section):
+    instance: Name = "default"
+    run_dir: LaxPath = Path("var/run")
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+class StorageConfig(_Section):
+    url: str = "sqlite:///var/dm.sqlite"
+    #: a connect, statement or write that takes longer is a hung database (persister)
+    timeout_s: PosFloat = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://...")
+        return v
+
+
+def _pow2(v: int) -> int:
+    if v < 4096 or v & (v - 1):
+        raise ValueError("must be a power of two >= 4096")
+    return v
+
+
+class ShmConfig(_Section):
+    registry: Annotated[str, StringConstraints(pattern=r"^/[^/]+$")] = "/dm.registry"
     channel_bytes: int = 1 << 22  # per-symbol channel ring, power of two
     persist_bytes: int = 1 << 24  # per-worker persist queue, power of two
-    spool_dir: Path = Path("var/spool")
-    spool_fsync: str = "batch"  # never | batch | always
+    spool_dir: LaxPath = Path("var/spool")
+    spool_fsync: Literal["never", "batch", "always"] = "batch"
+
+    @field_validator("channel_bytes", "persist_bytes")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        return _pow2(v)
 
 
-@dataclass(frozen=True)
-class StorageConfig:
-    url: str = "sqlite:///var/dm.sqlite"
+class PersisterConfig(_Section):
+    batch_records: Annotated[int, Field(gt=0)] = 10_000
+    batch_ms: Annotated[int, Field(ge=0)] = 50
+    #: /ready is 503 while a queue's oldest unstored record is older than this
+    max_lag_s: PosFloat = 10.0
 
 
-@dataclass(frozen=True)
-class PersisterConfig:
-    batch_records: int = 10_000
-    batch_ms: int = 50
-
-
-@dataclass(frozen=True)
-class SupervisorConfig:
-    restart_backoff_min_s: float = 0.5
-    restart_backoff_max_s: float = 30.0
-    max_restarts: int = 5  # within restart_window_s, then the supervisor gives up on the child
-    restart_window_s: float = 60.0
-    stop_grace_s: float = 10.0
-    health_port: int = 0  # 0: no HTTP health/metrics endpoint
+class SupervisorConfig(_Section):
+    restart_backoff_min_s: PosFloat = 0.5
+    restart_backoff_max_s: PosFloat = 30.0
+    max_restarts: Annotated[int, Field(ge=0)] = 5  # within restart_window_s, then the child is failed
+    restart_window_s: PosFloat = 60.0
+    #: a failed child (crash loop) is started again after this long; the others run on
+    failed_retry_s: PosFloat = 300.0
+    #: true: a failed child stops the whole instance with exit code 1
+    fail_fast: bool = False
+    stop_grace_s: NonNegFloat = 10.0
+    #: systemd READY=1 at the latest after this long, even if a worker is still not connected
+    ready_timeout_s: PosFloat = 60.0
+    #: a child whose stats file is older than this is shown as stalled
+    stall_after_s: PosFloat = 10.0
+    health_port: Port = 0  # 0: no HTTP health/metrics endpoint
     exit_when_replay_done: bool = False
 
+    @field_validator("restart_backoff_max_s")
+    @classmethod
+    def _order(cls, v: float, info) -> float:
+        if v < info.data.get("restart_backoff_min_s", 0.0):
+            raise ValueError("must be >= restart_backoff_min_s")
+        return v
 
-@dataclass(frozen=True)
-class ReplayConfig:
+
+class ReplayConfig(_Section):
     enabled: bool = False
-    files: tuple[Path, ...] = ()
+    files: Annotated[tuple[LaxPath, ...], Strict(False)] = ()
     host: str = "127.0.0.1"
-    port: int = 0
-    speed: float = 0.0  # 0: as fast as possible; 1.0: recorded pace
+    port: Port = 0
+    speed: NonNegFloat = 0.0  # 0: as fast as possible; 1.0: recorded pace
 
 
+class SymbologySection(_Section):
+    quote_aliases: dict[str, str] = {}
+
+
+#: Provider keys every venue's base class reads from ``ProviderConfig.extra`` (typed here).
+COMMON_EXTRAS = ("quote_aliases", "stale_after_s", "ping_interval_s")
+
+
+class ProviderSection(BaseModel):
+    """``[providers.NAME]`` as written. Keys not declared here are venue-specific: they are
+    kept, unvalidated, in ``ProviderConfig.extra`` (the venue validates them)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    kind: Name
+    exchange: str | None = None
+    publisher_id: Annotated[int, Field(ge=0, le=65535)] | None = None
+    ws_url: str
+    rest_url: str = ""
+    symbols: Annotated[tuple[str, ...], Strict(False)]
+    channels: Annotated[tuple[str, ...], Strict(False)] = ()
+    dead_letter: LaxPath | None = None
+    enabled: bool = True
+    reconnect_min_s: PosFloat = 0.5
+    reconnect_max_s: PosFloat = 30.0
+    # shared by every venue, kept in extra
+    quote_aliases: dict[str, str] | None = None
+    stale_after_s: NonNegFloat | None = None
+    ping_interval_s: NonNegFloat | None = None
+
+
+class ConfigFile(_Section):
+    """The whole TOML document."""
+
+    dm: DmSection = DmSection()
+    storage: StorageConfig = StorageConfig()
+    shm: ShmConfig = ShmConfig()
+    persister: PersisterConfig = PersisterConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    replay: ReplayConfig = ReplayConfig()
+    symbology: SymbologySection = SymbologySection()
+    providers: dict[Name, ProviderSection] = {}
+
+
+# -- what the code base uses ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProviderConfig:
     name: str
@@ -92,6 +226,11 @@ class Config:
     def enabled_providers(self) -> list[ProviderConfig]:
         return [p for p in self.providers.values() if p.enabled]
 
+    @property
+    def instance_dir(self) -> Path:
+        """``run_dir/<instance>``: stats files, pid files, the replay port file."""
+        return self.run_dir / self.instance
+
     def channel_name(self, exchange: str, symbol: str) -> str:
         """POSIX shm name of a symbol's channel ring: ``/dm.<instance>.<EXCHANGE>.<SYMBOL>``."""
         return f"/dm.{self.instance}.{exchange}.{symbol}"
@@ -107,48 +246,83 @@ class Config:
 _PUBLISHERS = {"binance": 1001, "kraken": 1002, "kraken_futures": 1003}
 
 
-def _section(raw: dict, key: str, cls, conv: dict | None = None):
-    data = dict(raw.get(key, {}))
-    known = set(cls.__dataclass_fields__)
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"[{key}]: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    for k, fn in (conv or {}).items():
-        if k in data:
-            try:
-                data[k] = fn(data[k])
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"[{key}].{k}: {e}") from None
-    try:
-        return cls(**data)
-    except TypeError as e:
-        raise ConfigError(f"[{key}]: {e}") from None
+# -- errors -------------------------------------------------------------------------------------
+def _path_of(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc if x != "[key]")
 
 
-def _pow2(name: str, v: int) -> int:
-    if v < 4096 or v & (v - 1):
-        raise ConfigError(f"shm.{name} must be a power of two >= 4096, got {v}")
-    return v
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the schema declares at ``loc`` (a ValidationError location)."""
+    model: Any = ConfigFile
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts):
+        if model is ConfigFile and parts[i] == "providers":
+            model, i = ProviderSection, i + 2  # providers.<name>.
+            continue
+        f = model.model_fields.get(parts[i])
+        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+            return []
+        model, i = f.annotation, i + 1
+    return list(model.model_fields)
 
 
+def _describe(err: dict) -> str:
+    from dm.log import redact
+
+    loc = tuple(err["loc"])
+    path = _path_of(loc)
+    typ = err["type"]
+    if typ == "extra_forbidden":
+        known = _known_keys(loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "known: " + ", ".join(known)
+        return f"{path}: unknown key ({hint})"
+    if typ == "missing":
+        return f"{path}: missing (required)"
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if typ == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern", "")
+        msg = "must be 1-32 letters, digits, '-' or '_'" if pattern == _NAME_PATTERN else f"must match {pattern}"
+    if typ in ("int_type", "float_type", "bool_type", "string_type", "dict_type", "tuple_type", "int_from_float"):
+        msg = {"int_type": "expected an integer", "float_type": "expected a number", "bool_type": "expected true or false",
+               "string_type": "expected a string", "dict_type": "expected a table", "tuple_type": "expected a list",
+               "int_from_float": "expected an integer"}[typ]
+    got = repr(err.get("input"))
+    if len(got) > 60:
+        got = got[:57] + "..."
+    return redact(f"{path}: {msg}, got {got}")
+
+
+def _one_line(e: ValidationError, prefix_env: bool = False) -> str:
+    errs = e.errors()
+    line = _describe(errs[0])
+    if prefix_env and tuple(errs[0]["loc"]) == ("storage", "url"):
+        line = line.replace("storage.url:", "storage.url ($DM_STORAGE_URL):", 1)
+    if len(errs) > 1:
+        line += f" (and {len(errs) - 1} more error{'s' if len(errs) > 2 else ''})"
+    return line
+
+
+# -- load ---------------------------------------------------------------------------------------
 def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Config:
-    """Validate a parsed TOML document. Raises ``ConfigError`` naming the offending key."""
+    """Validate a parsed TOML document. Raises ``ConfigError`` (one line naming the key path)."""
     env = os.environ if env is None else env
-    top = raw.get("dm", {})
-    instance = str(top.get("instance", "default"))
-    if not instance.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"dm.instance must be alphanumeric (with - _), got {instance!r}")
-    storage = _section(raw, "storage", StorageConfig)
-    if env.get("DM_STORAGE_URL"):
-        storage = StorageConfig(url=env["DM_STORAGE_URL"])
-    if not storage.url.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise ConfigError(f"storage.url must be sqlite:///PATH or postgresql://..., got {storage.url!r}")
-    shm = _section(raw, "shm", ShmConfig, {"spool_dir": Path})
-    _pow2("channel_bytes", shm.channel_bytes)
-    _pow2("persist_bytes", shm.persist_bytes)
-    if shm.spool_fsync not in ("never", "batch", "always"):
-        raise ConfigError(f"shm.spool_fsync must be never|batch|always, got {shm.spool_fsync!r}")
-    replay = _section(raw, "replay", ReplayConfig, {"files": lambda v: tuple(Path(p) for p in v)})
+    raw = dict(raw)
+    from_env = bool(env.get("DM_STORAGE_URL"))
+    if from_env:
+        storage = dict(raw.get("storage") or {}) if isinstance(raw.get("storage"), dict) else {}
+        storage["url"] = env["DM_STORAGE_URL"]
+        raw["storage"] = storage
+    providers_raw = raw.get("providers")
+    if isinstance(providers_raw, dict):
+        raw["providers"] = {n: ({"kind": n, **p} if isinstance(p, dict) else p) for n, p in providers_raw.items()}
+    try:
+        doc = ConfigFile.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, prefix_env=from_env)) from None
+
+    replay = doc.replay
     replay_addr = env.get("DM_REPLAY_ADDR", "")
 
     def url(name: str, key: str, value: str) -> str:
@@ -162,53 +336,71 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
             value = value.replace("{replay}", replay_addr)
         return value
 
+    kinds = worker_kinds() if doc.providers else frozenset()
     providers: dict[str, ProviderConfig] = {}
-    for name, p in raw.get("providers", {}).items():
-        p = dict(p)
-        kind = p.pop("kind", name)
-        if kind not in PROVIDER_KINDS:
-            raise ConfigError(f"providers.{name}.kind must be one of {PROVIDER_KINDS}, got {kind!r}")
-        try:
-            providers[name] = ProviderConfig(
-                name=name,
-                kind=kind,
-                exchange=str(p.pop("exchange", kind.upper())),
-                publisher_id=int(p.pop("publisher_id", _PUBLISHERS.get(kind, 0))),
-                ws_url=url(name, "ws_url", str(p.pop("ws_url"))),
-                rest_url=url(name, "rest_url", str(p.pop("rest_url", ""))).rstrip("/"),
-                symbols=tuple(str(s).upper() for s in p.pop("symbols")),
-                channels=tuple(p.pop("channels", ())),
-                dead_letter=Path(p.pop("dead_letter", f"var/deadletter/{name}.jsonl")),
-                enabled=bool(p.pop("enabled", True)),
-                reconnect_min_s=float(p.pop("reconnect_min_s", 0.5)),
-                reconnect_max_s=float(p.pop("reconnect_max_s", 30.0)),
-                extra=p,
-            )
-        except KeyError as e:
-            raise ConfigError(f"providers.{name}: missing key {e.args[0]!r}") from None
+    for name, p in doc.providers.items():
+        if p.kind not in kinds:
+            raise ConfigError(f"providers.{name}.kind: {p.kind!r} has no worker; kinds with a worker: {', '.join(sorted(kinds))}")
+        extra = dict(p.model_extra or {})
+        extra.update(p.model_dump(include=set(COMMON_EXTRAS), exclude_none=True))
+        providers[name] = ProviderConfig(
+            name=name,
+            kind=p.kind,
+            exchange=p.exchange if p.exchange is not None else p.kind.upper(),
+            publisher_id=p.publisher_id if p.publisher_id is not None else _PUBLISHERS.get(p.kind, 0),
+            ws_url=url(name, "ws_url", p.ws_url),
+            rest_url=url(name, "rest_url", p.rest_url).rstrip("/"),
+            symbols=tuple(s.upper() for s in p.symbols),
+            channels=p.channels,
+            dead_letter=p.dead_letter if p.dead_letter is not None else Path(f"var/deadletter/{name}.jsonl"),
+            enabled=p.enabled,
+            reconnect_min_s=p.reconnect_min_s,
+            reconnect_max_s=p.reconnect_max_s,
+            extra=extra,
+        )
+    _remember_secrets(doc.storage.url)
     return Config(
-        instance=instance,
-        run_dir=Path(top.get("run_dir", "var/run")),
-        log_format=str(top.get("log_format", "console")),
-        log_level=str(top.get("log_level", "info")),
-        storage=storage,
-        shm=shm,
-        persister=_section(raw, "persister", PersisterConfig),
-        supervisor=_section(raw, "supervisor", SupervisorConfig),
+        instance=doc.dm.instance,
+        run_dir=doc.dm.run_dir,
+        log_format=doc.dm.log_format,
+        log_level=doc.dm.log_level,
+        storage=doc.storage,
+        shm=doc.shm,
+        persister=doc.persister,
+        supervisor=doc.supervisor,
         replay=replay,
-        quote_aliases={str(k).upper(): str(v).upper() for k, v in raw.get("symbology", {}).get("quote_aliases", {}).items()},
+        quote_aliases={k.upper(): v.upper() for k, v in doc.symbology.quote_aliases.items()},
         providers=providers,
         path=path,
     )
 
 
+def _remember_secrets(url: str) -> None:
+    """The storage password, whatever form it takes in the URL, is redacted from every log line
+    and error message of this process from now on (``dm.log.add_secret``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from dm.log import add_secret
+
+    try:
+        u = urlsplit(url)
+        if u.password:
+            add_secret(u.password)
+        for v in parse_qs(u.query).get("password", []):
+            add_secret(v)
+    except ValueError:
+        pass
+
+
 def load(path: str | os.PathLike, env: dict | None = None) -> Config:
-    """Read and validate a TOML config file. Raises ``ConfigError``."""
+    """Read and validate a TOML config file. Raises ``ConfigError`` (one line)."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: {e}") from None
     return parse(raw, path=p, env=env)

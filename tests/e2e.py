@@ -51,9 +51,14 @@ def expected_binance(path: Path = B38) -> dict:
 
 
 def config_head(tmp: Path, instance: str, storage_url: str, files, *, speed: float = 0.0, once: bool = True,
-                replay_port: int = 0, quote_aliases: str = '{ USDT = "USD" }') -> str:
-    """Every section of a test config except the providers (append ``provider_toml`` blocks)."""
+                replay_port: int = 0, quote_aliases: str = '{ USDT = "USD" }', supervisor: dict | None = None) -> str:
+    """Every section of a test config except the providers (append ``provider_toml`` blocks).
+    ``supervisor``: more ``[supervisor]`` keys (TOML literals: str/int/float/bool), e.g.
+    ``{"health_port": 9099, "fail_fast": True}``; no files: no replay server."""
     files_toml = ", ".join(f'"{f}"' for f in files)
+    sup = {"restart_backoff_min_s": 0.1, "restart_backoff_max_s": 1.0, "max_restarts": 5, "restart_window_s": 60.0,
+           "stop_grace_s": 10.0, "exit_when_replay_done": once, **(supervisor or {})}
+    sup_toml = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n" for k, v in sup.items())
     return f"""
 [dm]
 instance = "{instance}"
@@ -71,14 +76,8 @@ spool_dir = "{tmp / 'spool'}"
 batch_records = 5000
 batch_ms = 10
 [supervisor]
-restart_backoff_min_s = 0.1
-restart_backoff_max_s = 1.0
-max_restarts = 5
-restart_window_s = 60.0
-stop_grace_s = 10.0
-exit_when_replay_done = {'true' if once else 'false'}
-[replay]
-enabled = true
+{sup_toml}[replay]
+enabled = {'true' if files else 'false'}
 files = [{files_toml}]
 speed = {speed}
 port = {replay_port}

@@ -495,8 +495,28 @@ class Provider:
             "stale_disconnects": self.stale_disconnects,
             "first_frame_ns": self.first_frame_ns,
             "last_frame_ns": self.last_frame_ns,
+            # progress for the supervisor's /health, /ready, READY=1 and /metrics (dm.health)
+            "connected": self.ws is not None and not self.ws.closed,
+            "reconnects": max(0, self.connects - 1),
+            "gaps": self.books.gaps if self.books else 0,
+            "resyncs": self.books.resyncs if self.books else 0,
+            "spool_bytes": self.spool_bytes(),
             "ts": time.time(),
         }
+
+    def spool_bytes(self) -> int:
+        """Bytes in this provider's spool files (records the persist queue could not hold)."""
+        total = 0
+        try:
+            with os.scandir(self.cfg.spool_dir_for(self.name)) as it:
+                for e in it:
+                    try:
+                        total += e.stat().st_size
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        return total
 
     def write_stats(self) -> None:
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
