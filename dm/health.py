@@ -28,10 +28,13 @@ systemd (``sd_notify`` over ``$NOTIFY_SOCKET``): ``READY=1`` once every enabled 
 connected (or definitively failed) and the persister reports its queues attached — or at the
 latest after ``supervisor.ready_timeout_s``, so one unreachable venue cannot make systemd time
 the whole service out; ``STATUS=`` says what is waited for or what is wrong; ``WATCHDOG=1``
-(at half ``$WATCHDOG_USEC``) only while readiness holds. A reason local to one provider (it
+(at half ``$WATCHDOG_USEC``) only while the service itself makes progress: every worker connected
+or definitively failed, the persister alive and attached. A reason local to one provider (it
 failed or is not connected) does not withhold the watchdog: the supervisor isolates that
-provider itself, and a watchdog restart would cost every healthy venue a restart gap. With
-``supervisor.fail_fast = true`` every reason withholds it.
+provider itself, and a watchdog restart would cost every healthy venue a restart gap. Nor does
+an outside fault the service is already riding out (storage unreachable or hung, persist lag
+while it catches up): workers spool, the persister retries, and a restart would only add gaps.
+With ``supervisor.fail_fast = true`` every reason withholds it.
 """
 from __future__ import annotations
 
@@ -89,11 +92,13 @@ def _num(v, default=0.0) -> float:
 @dataclass
 class Verdict:
     """One evaluation. ``reasons``: why not ready (empty: ready); ``local``: the subset that is
-    one provider's own fault; ``waiting``: what start-up (READY=1) still waits for;
+    one provider's own fault; ``external``: the subset caused outside the service (storage
+    down or hung, lag while catching up); ``waiting``: what start-up (READY=1) still waits for;
     ``unhealthy``: what makes /health 503."""
 
     reasons: list[str] = field(default_factory=list)
     local: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     unhealthy: list[str] = field(default_factory=list)
 
@@ -102,7 +107,7 @@ class Verdict:
         return not self.reasons
 
     def watchdog_ok(self, fail_fast: bool) -> bool:
-        return not self.reasons if fail_fast else set(self.reasons) <= set(self.local)
+        return not self.reasons if fail_fast else set(self.reasons) <= set(self.local) | set(self.external)
 
 
 class Health:
@@ -270,11 +275,14 @@ class Health:
             err = f" ({storage['last_error']})" if storage["last_error"] else ""
             why = f"storage: {state}{err}"
             v.reasons.append(why)
+            v.external.append(why)
             if state != "connecting":
                 v.unhealthy.append(why)
         for p, q in storage["queues"].items():
             if q["lag_s"] > cfg.persister.max_lag_s:
-                v.reasons.append(f"{p}: persist lag {q['lag_s']:.1f} s > persister.max_lag_s {cfg.persister.max_lag_s:g} s")
+                why = f"{p}: persist lag {q['lag_s']:.1f} s > persister.max_lag_s {cfg.persister.max_lag_s:g} s"
+                v.reasons.append(why)
+                v.external.append(why)
         return v
 
     def health_doc(self) -> dict:
