@@ -89,6 +89,12 @@ def load_bridge_config(path: str | os.PathLike | None, **overrides) -> BridgeCon
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: {e}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_bridge_section(raw)
+
+
+def parse_bridge_section(raw: dict) -> BridgeConfig:
+    """Validate a ``[bridge]`` table (also called by ``dm.config`` when it loads a file).
+    Raises ``ConfigError`` naming an unknown key or a bad value."""
     known = {f.name: f for f in fields(BridgeConfig)}
     unknown = set(raw) - set(known)
     if unknown:

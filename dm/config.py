@@ -187,6 +187,16 @@ class ConfigFile(_Section):
     replay: ReplayConfig = ReplayConfig()
     symbology: SymbologySection = SymbologySection()
     providers: dict[Name, ProviderSection] = {}
+    # sections owned by other modules (EXTENSION_SECTIONS): validated by their owner at load
+    bridge: dict[str, Any] = {}
+
+
+#: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
+#: naming the key). The owning module keeps its schema next to its code and is imported only when
+#: the section is present, so loading a config stays light.
+EXTENSION_SECTIONS: dict[str, str] = {
+    "bridge": "dm.bridge:parse_bridge_section",
+}
 
 
 # -- what the code base uses ----------------------------------------------------------------------
@@ -221,6 +231,8 @@ class Config:
     quote_aliases: dict[str, str]
     providers: dict[str, ProviderConfig]
     path: Path | None = None
+    #: the raw tables of EXTENSION_SECTIONS present in the file (already validated)
+    sections: dict[str, dict] = field(default_factory=dict)
 
     @property
     def enabled_providers(self) -> list[ProviderConfig]:
@@ -359,6 +371,15 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
             extra=extra,
         )
     _remember_secrets(doc.storage.url)
+    sections = {}
+    for name, target in EXTENSION_SECTIONS.items():
+        table = getattr(doc, name)
+        if table:
+            import importlib
+
+            mod, fn = target.split(":")
+            getattr(importlib.import_module(mod), fn)(dict(table))
+            sections[name] = dict(table)
     return Config(
         instance=doc.dm.instance,
         run_dir=doc.dm.run_dir,
@@ -372,6 +393,7 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         quote_aliases={k.upper(): v.upper() for k, v in doc.symbology.quote_aliases.items()},
         providers=providers,
         path=path,
+        sections=sections,
     )
 
 
