@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dm import venues
 from dm.errors import ConfigError
 
-PROVIDER_KINDS = ("binance", "kraken", "kraken_futures", "databento")
+# every registered venue (dm.venues) plus Databento (not a websocket venue)
+PROVIDER_KINDS = (*venues.kinds(), "databento")
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,6 @@ class Config:
         return self.shm.spool_dir / self.instance / provider
 
 
-_PUBLISHERS = {"binance": 1001, "kraken": 1002, "kraken_futures": 1003}
-
-
 def _section(raw: dict, key: str, cls, conv: dict | None = None):
     data = dict(raw.get(key, {}))
     known = set(cls.__dataclass_fields__)
@@ -168,12 +167,13 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         kind = p.pop("kind", name)
         if kind not in PROVIDER_KINDS:
             raise ConfigError(f"providers.{name}.kind must be one of {PROVIDER_KINDS}, got {kind!r}")
+        v = venues.venue(kind) if kind in venues.kinds() else None
         try:
             providers[name] = ProviderConfig(
                 name=name,
                 kind=kind,
-                exchange=str(p.pop("exchange", kind.upper())),
-                publisher_id=int(p.pop("publisher_id", _PUBLISHERS.get(kind, 0))),
+                exchange=str(p.pop("exchange", v.exchange if v else kind.upper())),
+                publisher_id=int(p.pop("publisher_id", v.publisher_id if v else 0)),
                 ws_url=url(name, "ws_url", str(p.pop("ws_url"))),
                 rest_url=url(name, "rest_url", str(p.pop("rest_url", ""))).rstrip("/"),
                 symbols=tuple(str(s).upper() for s in p.pop("symbols")),
