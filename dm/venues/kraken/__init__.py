@@ -3,8 +3,9 @@
 where each is implemented.
 
 Files: ``_codec.pyx`` (``KrakenCodec``), ``codec_ref.py`` (its oracle), ``booksync.py``
-(``KrakenBookSync``), ``symbology.py`` (``KrakenSymbology``, ``KRAKEN_ASSET_ALIASES``),
-``provider.py`` (``KrakenProvider``), ``replay.py`` (``KrakenReplay``)."""
+(``KrakenBookSync``), ``_checksum.pyx`` (the book CRC32 over ``L2Book``), ``symbology.py``
+(``KrakenSymbology``, ``KRAKEN_ASSET_ALIASES``), ``provider.py`` (``KrakenProvider``),
+``replay.py`` (``KrakenReplay``)."""
 from dm.venues import Venue
 
 VENUE = Venue(
