@@ -37,4 +37,5 @@ soak: build
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 clean:
-	rm -rf build var dm/*.so dm/_*.c *.egg-info
+	rm -rf build var *.egg-info
+	find dm \( -name "*.so" -o -name "_*.c" -o -name "_*.html" \) -delete

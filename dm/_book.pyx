@@ -28,10 +28,6 @@ from libc.string cimport memmove, memcpy, memset
 from dm._records cimport *
 from dm.errors import BookError, DmError  # BookError re-exported for callers
 
-import zlib as _zlib
-
-_crc32 = _zlib.crc32
-
 MASK_BBO = BOOK_MASK_BBO
 MASK_TOP10 = BOOK_MASK_TOP10
 MASK_CROSSED = BOOK_MASK_CROSSED
@@ -207,28 +203,6 @@ cdef int _side_code(object side) except -1:
     if c != SIDE_BID and c != SIDE_ASK:
         raise BookError(f"side {side!r} is not 'B' (66) or 'A' (65)")
     return c
-
-
-cdef char* _put_scaled(char* p, uint64_t v, int drop) noexcept nogil:
-    """Decimal text of ``v // 10**drop`` without leading zeros (0 gives nothing: Kraken strips
-    all leading zeros). Returns NULL when one of the ``drop`` dropped digits is not 0. Only
-    divisions by the constant 10 (no runtime divisor)."""
-    cdef char tmp[24]
-    cdef int k = 0
-    while drop > 0:
-        if v % 10:
-            return NULL
-        v //= 10
-        drop -= 1
-    while v:
-        tmp[k] = <char>(48 + v % 10)
-        v //= 10
-        k += 1
-    while k:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-    return p
 
 
 # ---------------------------------------------------------------- the book
@@ -535,44 +509,6 @@ cdef class L2Book:
         """Empty both sides (capacity is kept)."""
         _clear_side(&self.bids)
         _clear_side(&self.asks)
-
-    def kraken_checksum(self, int price_decimals, int size_decimals) -> int:
-        """Kraken WebSocket API v1 book checksum (docs: "Book checksum"): CRC32 (unsigned) of
-        the top 10 asks (ascending price) then the top 10 bids (descending), each level as the
-        price then the volume written with the pair's fixed decimals, '.' removed and leading
-        zeros stripped — i.e. the integers ``price * 10**price_decimals`` and
-        ``size * 10**size_decimals`` as text (decimals from REST AssetPairs ``pair_decimals`` /
-        ``lot_decimals``). Raises ``BookError`` when a level has more decimals than that, or
-        a price is negative."""
-        if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= FIXED_DECIMALS):
-            raise BookError("decimals must be within 0..9")
-        cdef int pdrop = FIXED_DECIMALS - price_decimals
-        cdef int sdrop = FIXED_DECIMALS - size_decimals
-        cdef char buf[1024]
-        cdef char* p = buf
-        cdef char* q
-        cdef BookSide* sd
-        cdef Py_ssize_t i, top, cnt
-        cdef int64_t px
-        cdef uint64_t sz
-        cdef int side_i
-        for side_i in range(2):
-            sd = &self.asks if side_i == 0 else &self.bids
-            cnt = sd.n if sd.n < 10 else 10
-            top = sd.lo + sd.n - 1
-            for i in range(cnt):
-                px = _price(sd.lv[top - i].key, side_i == 1)
-                sz = sd.lv[top - i].size
-                q = NULL
-                if px >= 0:
-                    q = _put_scaled(p, <uint64_t>px, pdrop)
-                if q != NULL:
-                    q = _put_scaled(q, sz, sdrop)
-                if q == NULL:
-                    raise BookError(f"level {px}/{sz} does not fit {price_decimals}/"
-                                    f"{size_decimals} decimals")
-                p = q
-        return _crc32(PyBytes_FromStringAndSize(buf, p - buf))
 
     def _check(self) -> None:
         """Debug/test aid: verify the layout invariants of both sides (window inside the

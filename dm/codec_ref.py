@@ -1,4 +1,7 @@
-"""Pure-Python reference codec: the test oracle for ``dm._codec`` (production never uses it).
+"""Pure-Python reference codec: the venue-independent half of the test oracle for the Cython
+codecs (production never uses it). Each venue's oracle is ``dm/venues/<venue>/codec_ref.py``
+(``RefBinanceCodec``, ``RefKrakenCodec``, ``RefKrakenFuturesCodec``; found through
+``dm.venues.venue(kind).codec_ref_class()``), a subclass of :class:`RefCodec` here.
 
 It implements the same contract as the Cython codecs (see the ``dm._codec`` module docstring)
 in the most direct way: a recursive-descent JSON parser that keeps every value's byte offset,
@@ -6,11 +9,13 @@ in the most direct way: a recursive-descent JSON parser that keeps every value's
 Tests check that both give byte-identical records and identical errors (class, venue, reason,
 field, offset) on recorded, generated and mutated frames.
 
-API (mirrors the Cython classes): ``RefBinanceCodec(publisher_id, symbols)``,
-``RefKrakenCodec``, ``RefKrakenFuturesCodec``; ``decode(frame, ts_recv) -> int``,
-``output() -> bytes``, ``last_kind``, ``instrument_id``, ``first_seq``, ``last_seq``,
-``checksum``, ``counts()``; ``RefBinanceCodec.decode_snapshot(body, venue_symbol, ts_recv)``;
-``ref_parse_price`` / ``ref_parse_size``.
+API (mirrors the Cython classes): ``RefXxxCodec(publisher_id, symbols)``;
+``decode(frame, ts_recv) -> int``, ``output() -> bytes``, ``last_kind``, ``instrument_id``,
+``first_seq``, ``last_seq``, ``checksum``, ``counts()``; ``RefBinanceCodec.decode_snapshot(body,
+venue_symbol, ts_recv)``; ``ref_parse_price`` / ``ref_parse_size``. A venue's oracle implements
+``_decode(frame_bytes)`` with the typed accessors of :class:`RefCodec` (``req``, ``s``, ``u64``,
+``ms``, ``boolean``, ``fx_str``, ``fx_num``, ``lookup``) and record writers (``trade``,
+``bbo``, ``level``, ``clear``, ``set_last``).
 """
 from __future__ import annotations
 
@@ -260,7 +265,7 @@ def fixed(raw: bytes, signed: bool) -> int:
     return mag
 
 
-def _as_bytes(x) -> bytes:
+def as_bytes(x) -> bytes:
     if isinstance(x, bytes):
         return x
     if isinstance(x, str):
@@ -270,14 +275,14 @@ def _as_bytes(x) -> bytes:
 
 def ref_parse_price(text) -> int:
     try:
-        return fixed(_as_bytes(text), True)
+        return fixed(as_bytes(text), True)
     except _FixedError as e:
         raise FixedPointError("decimal", str(e), None, 0) from None
 
 
 def ref_parse_size(text) -> int:
     try:
-        return fixed(_as_bytes(text), False)
+        return fixed(as_bytes(text), False)
     except _FixedError as e:
         raise FixedPointError("decimal", str(e), None, 0) from None
 
@@ -285,7 +290,9 @@ def ref_parse_size(text) -> int:
 # ---------------------------------------------------------------------------------------------
 # codecs
 
-class _Ref:
+class RefCodec:
+    """Base of the venue oracles (module docstring)."""
+
     VENUE = "?"
 
     def __init__(self, publisher_id: int, symbols: dict | None = None):
@@ -297,7 +304,7 @@ class _Ref:
         self._reset()
 
     def add_symbol(self, venue_symbol, instrument_id: int) -> None:
-        k = _as_bytes(venue_symbol)
+        k = as_bytes(venue_symbol)
         if not 1 <= len(k) <= SYM_MAX:
             raise ValueError("venue symbol length")
         self.syms[k.upper()] = instrument_id
@@ -414,7 +421,7 @@ class _Ref:
             raise CodecError(self.VENUE, reason, None, e.offset) from None
 
     def decode(self, frame, ts_recv: int) -> int:
-        b = _as_bytes(frame)
+        b = as_bytes(frame)
         self._reset()
         self.ts_recv = ts_recv
         try:
@@ -424,344 +431,6 @@ class _Ref:
             raise
         self._counts[self.last_kind] += 1
         return len(self.recs)
-
-
-class RefBinanceCodec(_Ref):
-    VENUE = "BINANCE"
-
-    def _decode(self, b: bytes) -> None:
-        top = self._parse(b)
-        if top.t != "obj":
-            self.err("expected a JSON object", None, top.off)
-        t = self.members(top)
-        if b"stream" in t:
-            name = self.s(t[b"stream"], "stream")
-            kind = 0
-            if b"@" in name:
-                r = name.split(b"@", 1)[1]
-                kind = {b"aggTrade": K["aggTrade"], b"trade": K["trade"], b"bookTicker": K["bookTicker"]}.get(r, 0)
-                if r.startswith(b"depth") and (len(r) == 5 or r[5:6] == b"@"):
-                    kind = K["depthUpdate"]
-                elif r.startswith(b"kline_"):
-                    kind = K["kline"]
-            if not kind:
-                self.err("unknown stream", "stream", t[b"stream"].off)
-            data = self.req(t, "data", top)
-            if data.t != "obj":
-                self.err("expected an object", "data", data.off)
-        else:
-            data = top
-            if b"e" in t:
-                e = self.s(t[b"e"], "e")
-                kind = {b"aggTrade": K["aggTrade"], b"trade": K["trade"], b"depthUpdate": K["depthUpdate"],
-                        b"kline": K["kline"]}.get(e, 0)
-                if not kind:
-                    self.err("unknown event type", "e", t[b"e"].off)
-            elif b"id" in t:
-                kind = K["subscription"]
-            else:
-                kind = K["bookTicker"]
-        self.last_kind = kind
-        d = self.members(data)
-        if kind in (K["aggTrade"], K["trade"]):
-            self.lookup(self.req(d, "s", data), "s")
-            ts = self.ms(self.req(d, "T", data), "T")
-            idf = "a" if kind == K["aggTrade"] else "t"
-            tid = self.u64(self.req(d, idf, data), idf)
-            px = self.fx_str(self.req(d, "p", data), "p", True)
-            sz = self.fx_str(self.req(d, "q", data), "q", False)
-            m = self.boolean(self.req(d, "m", data), "m")
-            self.trade(ts, px, sz, tid, tid, SIDE_A if m else SIDE_B, 0)
-        elif kind == K["bookTicker"]:
-            self.lookup(self.req(d, "s", data), "s")
-            if b"E" in d:
-                ts, flags = self.ms(d[b"E"], "E"), 0
-            else:
-                ts, flags = self.ts_recv, F_TS_IS_RECV
-            u = self.u64(self.req(d, "u", data), "u")
-            bp = self.fx_str(self.req(d, "b", data), "b", True)
-            bs = self.fx_str(self.req(d, "B", data), "B", False)
-            ap = self.fx_str(self.req(d, "a", data), "a", True)
-            as_ = self.fx_str(self.req(d, "A", data), "A", False)
-            self.first_seq = self.last_seq = u
-            self.bbo(ts, bp, bs, ap, as_, u, flags)
-        elif kind == K["depthUpdate"]:
-            self.lookup(self.req(d, "s", data), "s")
-            ts = self.ms(self.req(d, "E", data), "E")
-            U = self.u64(self.req(d, "U", data), "U")
-            u = self.u64(self.req(d, "u", data), "u")
-            vb = self.req(d, "b", data)
-            va = self.req(d, "a", data)
-            self.levels(vb, "b", SIDE_B, ts, u, 0)
-            self.levels(va, "a", SIDE_A, ts, u, 0)
-            self.set_last()
-            self.first_seq, self.last_seq = U, u
-
-    def levels(self, node: Node, field: str, side: int, ts: int, seq: int, flags: int) -> None:
-        if node.t != "arr":
-            self.err("expected an array", field, node.off)
-        for lv in node.v:
-            if lv.t != "arr":
-                self.err("expected an array", field, lv.off)
-            if len(lv.v) < 2:
-                self.err("expected [price, quantity]", field, lv.off)
-            px = self.fx_str(lv.v[0], field, True)
-            sz = self.fx_str(lv.v[1], field, False)
-            self.level(ts, px, sz, seq, side, flags)
-
-    def decode_snapshot(self, body, venue_symbol, ts_recv: int) -> int:
-        k = _as_bytes(venue_symbol)
-        self._reset()
-        self.ts_recv = ts_recv
-        iid = self.syms.get(k.upper())
-        if iid is None:
-            self.err(f"unknown symbol {k.decode('utf-8', 'replace')!r}", "symbol", -1, UnknownInstrumentError)
-        try:
-            self.instrument_id = iid
-            top = self._parse(_as_bytes(body))
-            if top.t != "obj":
-                self.err("expected a JSON object", None, top.off)
-            d = self.members(top)
-            self.last_kind = K["depthSnapshot"]
-            uid = self.u64(self.req(d, "lastUpdateId", top), "lastUpdateId")
-            vb = self.req(d, "bids", top)
-            va = self.req(d, "asks", top)
-            flags = F_SNAPSHOT | F_TS_IS_RECV
-            self.clear(ts_recv, uid, flags)
-            self.levels(vb, "bids", SIDE_B, ts_recv, uid, flags)
-            self.levels(va, "asks", SIDE_A, ts_recv, uid, flags)
-            self.set_last()
-            self.first_seq = self.last_seq = uid
-        except Exception:
-            self._reset()
-            raise
-        self._counts[self.last_kind] += 1
-        return len(self.recs)
-
-
-class RefKrakenCodec(_Ref):
-    VENUE = "KRAKEN"
-    EVENTS = {b"heartbeat": "heartbeat", b"systemStatus": "status", b"subscriptionStatus": "subscription",
-              b"pong": "pong", b"error": "error"}
-
-    def _decode(self, b: bytes) -> None:
-        top = self._parse(b)
-        if top.t == "obj":
-            t = self.members(top)
-            ev = self.req(t, "event", top)
-            name = self.EVENTS.get(self.s(ev, "event"))
-            if name is None:
-                self.err("unknown event", "event", ev.off)
-            self.last_kind = K[name]
-            return
-        if top.t != "arr":
-            self.err("expected a JSON object or array", None, top.off)
-        el = top.v
-        if len(el) < 4:
-            self.err("expected [channelID, payload..., channelName, pair]", None, top.off)
-        chan = self.s(el[-2], "channelName")
-        if chan.startswith(b"book"):
-            kind = K["book"]
-        elif chan in (b"trade", b"ticker", b"spread"):
-            kind = K[chan.decode()]
-        elif chan.startswith(b"ohlc"):
-            self.last_kind = K["ohlc"]
-            return
-        else:
-            self.err("unknown channel", "channelName", el[-2].off)
-        self.last_kind = kind
-        self.lookup(el[-1], "pair")
-        npay = len(el) - 3
-        if npay != 1 and not (kind == K["book"] and npay == 2):
-            self.err("unexpected number of payloads", None, top.off)
-        if kind == K["book"]:
-            self.book(el[1:1 + npay])
-        elif kind == K["trade"]:
-            self.trades(el[1])
-        elif kind == K["ticker"]:
-            self.ticker(el[1])
-        else:
-            self.spread(el[1])
-
-    def book_levels(self, node: Node, field: str, side: int, flags: int) -> None:
-        if node.t != "arr":
-            self.err("expected an array", field, node.off)
-        for lv in node.v:
-            if lv.t != "arr":
-                self.err("expected an array", field, lv.off)
-            if len(lv.v) < 3:
-                self.err("expected [price, volume, timestamp]", field, lv.off)
-            px = self.fx_str(lv.v[0], field, True)
-            sz = self.fx_str(lv.v[1], field, False)
-            ts = self.fx_str(lv.v[2], field, False)
-            self.level(ts, px, sz, 0, side, flags)
-
-    def book(self, pays: list) -> None:
-        snap = False
-        for k, pay in enumerate(pays):
-            if pay.t != "obj":
-                self.err("expected an object", "payload", pay.off)
-            d = self.members(pay)
-            if k == 0:
-                snap = b"as" in d or b"bs" in d
-                self.last_kind = K["bookSnapshot"] if snap else K["book"]
-                if snap:
-                    self.clear(self.ts_recv, 0, F_SNAPSHOT | F_TS_IS_RECV)
-            if snap:
-                if b"as" in d:
-                    self.book_levels(d[b"as"], "as", SIDE_A, F_SNAPSHOT)
-                if b"bs" in d:
-                    self.book_levels(d[b"bs"], "bs", SIDE_B, F_SNAPSHOT)
-            else:
-                if b"a" in d:
-                    self.book_levels(d[b"a"], "a", SIDE_A, 0)
-                if b"b" in d:
-                    self.book_levels(d[b"b"], "b", SIDE_B, 0)
-                if b"c" in d:
-                    c = self.s(d[b"c"], "c")
-                    if not re.fullmatch(rb"[0-9]{1,10}", c) or int(c) > 0xFFFFFFFF:
-                        self.err("invalid checksum", "c", d[b"c"].off)
-                    self.checksum = int(c)
-        self.set_last()
-
-    def trades(self, node: Node) -> None:
-        if node.t != "arr":
-            self.err("expected an array", "trade", node.off)
-        for tr in node.v:
-            if tr.t != "arr":
-                self.err("expected an array", "trade", tr.off)
-            if len(tr.v) < 4:
-                self.err("expected [price, volume, time, side, ...]", "trade", tr.off)
-            px = self.fx_str(tr.v[0], "trade", True)
-            sz = self.fx_str(tr.v[1], "trade", False)
-            ts = self.fx_str(tr.v[2], "trade", False)
-            side = {b"b": SIDE_B, b"s": SIDE_A}.get(self.s(tr.v[3], "trade"))
-            if side is None:
-                self.err("invalid side", "trade", tr.v[3].off)
-            self.trade(ts, px, sz, 0, 0, side, 0)
-
-    def ticker_side(self, node: Node, field: str):
-        if node.t != "arr":
-            self.err("expected an array", field, node.off)
-        if len(node.v) < 3:
-            self.err("expected [price, wholeLotVolume, lotVolume]", field, node.off)
-        return self.fx_str(node.v[0], field, True), self.fx_str(node.v[2], field, False)
-
-    def ticker(self, node: Node) -> None:
-        if node.t != "obj":
-            self.err("expected an object", "ticker", node.off)
-        d = self.members(node)
-        bp, bs = self.ticker_side(self.req(d, "b", node), "b")
-        ap, as_ = self.ticker_side(self.req(d, "a", node), "a")
-        self.bbo(self.ts_recv, bp, bs, ap, as_, 0, F_TS_IS_RECV)
-
-    def spread(self, node: Node) -> None:
-        if node.t != "arr":
-            self.err("expected an array", "spread", node.off)
-        if len(node.v) < 5:
-            self.err("expected [bid, ask, timestamp, bidVolume, askVolume]", "spread", node.off)
-        el = node.v
-        bp = self.fx_str(el[0], "spread", True)
-        ap = self.fx_str(el[1], "spread", True)
-        ts = self.fx_str(el[2], "spread", False)
-        bs = self.fx_str(el[3], "spread", False)
-        as_ = self.fx_str(el[4], "spread", False)
-        self.bbo(ts, bp, bs, ap, as_, 0, 0)
-
-
-class RefKrakenFuturesCodec(_Ref):
-    VENUE = "KRAKEN_FUTURES"
-    EVENTS = {b"info": "info", b"subscribed": "subscription", b"unsubscribed": "subscription",
-              b"subscribed_failed": "subscription", b"unsubscribed_failed": "subscription",
-              b"error": "error", b"alert": "error", b"pong": "pong"}
-    FEEDS = {b"book": "book", b"book_snapshot": "bookSnapshot", b"trade": "trade",
-             b"trade_snapshot": "tradeSnapshot", b"ticker_lite": "tickerLite", b"ticker": "ticker",
-             b"heartbeat": "heartbeat"}
-
-    def side(self, node: Node) -> int:
-        side = {b"buy": SIDE_B, b"sell": SIDE_A}.get(self.s(node, "side"))
-        if side is None:
-            self.err("invalid side", "side", node.off)
-        return side
-
-    def kf_trade(self, d: dict, obj: Node, flags: int) -> int:
-        side = self.side(self.req(d, "side", obj))
-        seq = self.u64(self.req(d, "seq", obj), "seq")
-        ts = self.ms(self.req(d, "time", obj), "time")
-        px = self.fx_num(self.req(d, "price", obj), "price", True)
-        sz = self.fx_num(self.req(d, "qty", obj), "qty", False)
-        self.trade(ts, px, sz, seq, seq, side, flags)
-        return seq
-
-    def _decode(self, b: bytes) -> None:
-        top = self._parse(b)
-        if top.t != "obj":
-            self.err("expected a JSON object", None, top.off)
-        d = self.members(top)
-        if b"event" in d:
-            name = self.EVENTS.get(self.s(d[b"event"], "event"))
-            if name is None:
-                self.err("unknown event", "event", d[b"event"].off)
-            self.last_kind = K[name]
-            return
-        feed = self.req(d, "feed", top)
-        name = self.FEEDS.get(self.s(feed, "feed"))
-        if name is None:
-            self.err("unknown feed", "feed", feed.off)
-        kind = self.last_kind = K[name]
-        if name == "heartbeat":
-            return
-        self.lookup(self.req(d, "product_id", top), "product_id")
-        if name == "book":
-            side = self.side(self.req(d, "side", top))
-            seq = self.u64(self.req(d, "seq", top), "seq")
-            ts = self.ms(self.req(d, "timestamp", top), "timestamp")
-            px = self.fx_num(self.req(d, "price", top), "price", True)
-            sz = self.fx_num(self.req(d, "qty", top), "qty", False)
-            self.level(ts, px, sz, seq, side, F_LAST)
-            self.first_seq = self.last_seq = seq
-        elif name == "bookSnapshot":
-            seq = self.u64(self.req(d, "seq", top), "seq")
-            ts = self.ms(self.req(d, "timestamp", top), "timestamp")
-            vb = self.req(d, "bids", top)
-            va = self.req(d, "asks", top)
-            self.clear(ts, seq, F_SNAPSHOT)
-            for node, field, side in ((vb, "bids", SIDE_B), (va, "asks", SIDE_A)):
-                if node.t != "arr":
-                    self.err("expected an array", field, node.off)
-                for lv in node.v:
-                    if lv.t != "obj":
-                        self.err("expected an object", field, lv.off)
-                    ld = self.members(lv)
-                    px = self.fx_num(self.req(ld, "price", lv), "price", True)
-                    sz = self.fx_num(self.req(ld, "qty", lv), "qty", False)
-                    self.level(ts, px, sz, seq, side, F_SNAPSHOT)
-            self.set_last()
-            self.first_seq = self.last_seq = seq
-        elif name == "trade":
-            seq = self.kf_trade(d, top, 0)
-            self.first_seq = self.last_seq = seq
-        elif name == "tradeSnapshot":
-            node = self.req(d, "trades", top)
-            if node.t != "arr":
-                self.err("expected an array", "trades", node.off)
-            for k, tr in enumerate(node.v):
-                if tr.t != "obj":
-                    self.err("expected an object", "trades", tr.off)
-                seq = self.kf_trade(self.members(tr), tr, F_SNAPSHOT)
-                if k == 0:
-                    self.first_seq = seq
-                self.last_seq = seq
-        else:
-            bp = self.fx_num(self.req(d, "bid", top), "bid", True, UNDEF_PRICE)
-            ap = self.fx_num(self.req(d, "ask", top), "ask", True, UNDEF_PRICE)
-            if kind == K["tickerLite"]:
-                self.bbo(self.ts_recv, bp, 0, ap, 0, 0, F_TS_IS_RECV)
-                return
-            bs = self.fx_num(self.req(d, "bid_size", top), "bid_size", False, 0)
-            as_ = self.fx_num(self.req(d, "ask_size", top), "ask_size", False, 0)
-            ts = self.ms(self.req(d, "time", top), "time")
-            self.bbo(ts, bp, bs, ap, as_, 0, 0)
 
 
 # ---------------------------------------------------------------------------------------------

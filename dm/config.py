@@ -26,29 +26,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError, field_validator
 
+from dm import venues
 from dm.errors import ConfigError
 
-#: Kinds dm knows of; which of them have a worker is ``worker_kinds()``.
-KNOWN_KINDS = ("binance", "kraken", "kraken_futures", "databento")
+#: Kinds dm knows of (every registered venue, plus Databento); which have a worker: ``worker_kinds()``.
+KNOWN_KINDS = (*venues.kinds(), "databento")
 
 
 @lru_cache(maxsize=1)
 def worker_kinds() -> frozenset[str]:
-    """The provider kinds that have a worker — the one place the config asks.
-
-    Today ``dm.providers.base.provider_class`` is the registry of workers (it raises
-    ``NotImplementedError`` for a kind without one); when venues move to ``dm/venues/`` this
-    becomes ``dm.venues.worker_kinds()``."""
-    from dm.providers.base import provider_class
-
-    kinds = set()
-    for kind in KNOWN_KINDS:
-        try:
-            provider_class(kind)
-        except NotImplementedError:
-            continue
-        kinds.add(kind)
-    return frozenset(kinds)
+    """The provider kinds that have a worker — the one place the config asks (the venue
+    registry, ``dm.venues``)."""
+    return frozenset(venues.worker_kinds())
 
 
 # -- types --------------------------------------------------------------------------------------
@@ -255,7 +244,6 @@ class Config:
         return self.shm.spool_dir / self.instance / provider
 
 
-_PUBLISHERS = {"binance": 1001, "kraken": 1002, "kraken_futures": 1003}
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -358,8 +346,8 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         providers[name] = ProviderConfig(
             name=name,
             kind=p.kind,
-            exchange=p.exchange if p.exchange is not None else p.kind.upper(),
-            publisher_id=p.publisher_id if p.publisher_id is not None else _PUBLISHERS.get(p.kind, 0),
+            exchange=p.exchange if p.exchange is not None else venues.venue(p.kind).exchange,
+            publisher_id=p.publisher_id if p.publisher_id is not None else venues.venue(p.kind).publisher_id,
             ws_url=url(name, "ws_url", p.ws_url),
             rest_url=url(name, "rest_url", p.rest_url).rstrip("/"),
             symbols=tuple(s.upper() for s in p.symbols),

@@ -1,5 +1,5 @@
-"""Reader for cryptofeed raw-data recordings (Binance, Kraken, Kraken Futures), and a helper that
-writes modified copies of a recording for fault-injection tests.
+"""Reader for cryptofeed raw-data recordings (of any registered venue, ``dm.venues``), and a helper
+that writes modified copies of a recording for fault-injection tests.
 
 The grammar (``data/README.md`` section 1, from cryptofeed's ``AsyncFileCallback``)::
 
@@ -33,17 +33,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
-from urllib.parse import urlsplit
-
 import orjson
 
+from dm import venues
 from dm.errors import RecordingError
 
 __all__ = [
     "Event",
     "WsSession",
     "KINDS",
-    "VENUES",
     "read_recording",
     "iter_recording",
     "read_file",
@@ -65,7 +63,6 @@ __all__ = [
 ]
 
 KINDS = ("config", "connect", "sent", "rest", "frame")
-VENUES = ("binance", "kraken", "kraken_futures")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -247,17 +244,10 @@ def frames(path: PathLike | Iterable[PathLike]) -> Iterator[tuple[float, str]]:
 
 
 def venue_of_url(url: str) -> str | None:
-    """``binance`` (``*.binance.com``: stream.binance.com, api.binance.com, www.binance.com),
-    ``kraken_futures`` (``futures.kraken.com``), ``kraken`` (``ws.kraken.com``, ``api.kraken.com``)
-    or ``None``."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "futures.kraken.com" or host.endswith(".futures.kraken.com"):
-        return "kraken_futures"
-    if host == "kraken.com" or host.endswith(".kraken.com"):
-        return "kraken"
-    if host == "binance.com" or host.endswith(".binance.com"):
-        return "binance"
-    return None
+    """The kind of the venue a URL belongs to, by its host (each venue descriptor's ``hosts``,
+    e.g. ``stream.binance.com`` → ``binance``, ``futures.kraken.com`` → ``kraken_futures``), or
+    ``None``."""
+    return venues.venue_of_url(url)
 
 
 def detect_venue(events: Iterable[Event]) -> str:
@@ -273,7 +263,7 @@ def detect_venue(events: Iterable[Event]) -> str:
                 found.add(v)
     where = first.source if first else "<empty>"
     if not found:
-        raise RecordingError(f"{where}: no URL of a known venue ({', '.join(VENUES)})")
+        raise RecordingError(f"{where}: no URL of a known venue ({', '.join(venues.kinds())})")
     if len(found) > 1:
         raise RecordingError(f"{where}: URLs of several venues: {sorted(found)}")
     return found.pop()

@@ -1,39 +1,21 @@
-"""Local venue server that replays cryptofeed recordings (``dm replay``).
+"""Local venue server that replays cryptofeed recordings (``dm replay``): the venue-independent
+core.
 
-It stands in for Binance spot, Kraken spot (websocket v1) and Kraken Futures (websocket v1): a
-dm worker talks to it exactly as to the venue, only the URLs in its config differ
-(:meth:`ReplayServer.ws_url` / :meth:`ReplayServer.rest_url`). Every recorded frame's text is
-sent verbatim, one websocket text frame per recorded frame, in recorded order, at the recorded
-pace divided by ``speed`` (``speed=0``: as fast as the socket takes them, from pre-encoded
-payloads).
+It stands in for every registered venue (``dm.venues``): a dm worker talks to it exactly as to
+the venue, only the URLs in its config differ (:meth:`ReplayServer.ws_url` /
+:meth:`ReplayServer.rest_url`). Every recorded frame's text is sent verbatim, one websocket text
+frame per recorded frame, in recorded order, at the recorded pace divided by ``speed``
+(``speed=0``: as fast as the socket takes them, from pre-encoded payloads).
 
-Endpoints (one HTTP server for all venues; a GET with ``Upgrade: websocket`` is a websocket):
-
-Binance spot (Binance "WebSocket Streams" and REST "Market Data endpoints" docs)
-  * ``/stream?streams=a@b/c@d`` combined streams: frames ``{"stream":..,"data":..}`` whose
-    ``stream`` is in the requested set (case-insensitive); ``/ws/<stream>[/<stream>...]`` and
-    ``/ws`` raw streams: the ``data`` object only, cut verbatim from the recorded frame.
-  * live subscription messages: ``{"method":"SUBSCRIBE","params":[..],"id":N}`` →
-    ``{"result":null,"id":N}`` then the streams' frames; ``UNSUBSCRIBE``; ``LIST_SUBSCRIPTIONS``.
-  * REST ``/api/v1/depth`` and ``/api/v3/depth?symbol=S&limit=N`` → the recorded snapshot body
-    for ``S`` (several recorded: served in order, then the latest again; ``limit`` is ignored),
-    HTTP 400 ``{"code":-1121,"msg":"Invalid symbol."}`` for a symbol never recorded;
-    ``/api/v3/exchangeInfo`` → recorded body.
-Kraken spot v1 (Kraken "WebSocket API v1" docs: subscribe, subscriptionStatus, ping, heartbeat)
-  * websocket ``/``: the recorded ``systemStatus`` on connect; ``{"event":"subscribe","pair":[..],
-    "subscription":{"name":"book","depth":1000}}`` → the recorded ``subscriptionStatus`` frames of
-    those pairs, then the recorded data frames of that channel (``book-1000``, ``ticker``,
-    ``trade``, ...) and pairs. Heartbeats of the first recording a connection draws from are
-    included. Each subscription draws from whichever loaded recording holds that channel/pair.
-    ``{"event":"ping","reqid":N}`` → ``{"event":"pong","reqid":N}``; ``unsubscribe``.
-  * REST ``/0/public/AssetPairs`` → recorded body.
-Kraken Futures v1 (Kraken Futures "WebSocket API v1" docs: subscribe, book, trade, ticker_lite)
-  * websocket ``/ws/v1``: the recorded ``info`` on connect; ``{"event":"subscribe","feed":"book",
-    "product_ids":[..]}`` → the recorded ``subscribed`` frames then the feed's frames (``book``
-    includes ``book_snapshot``, ``trade`` includes ``trade_snapshot``) for those products
-    (case-insensitive). A ``heartbeat`` subscription is acknowledged; none was recorded.
-  * REST ``/derivatives/api/v3/instruments`` → recorded body.
-Any other recorded REST path is served by path (query ignored); the rest is 404.
+One HTTP server serves all venues (a GET with ``Upgrade: websocket`` is a websocket). How each
+venue's websocket and REST behave — which paths it answers, what a subscribe message looks like,
+which recorded frames a subscription draws, venue-specific REST endpoints — is the venue's
+replay handler, a :class:`VenueReplay` subclass in ``dm/venues/<venue>/replay.py`` (its module
+docstring lists its endpoints). A recorded websocket connection belongs to the venue whose
+``hosts`` its URL names (``dm.venues.venue_of_url``). Websocket paths: every venue's exact paths
+are tried first, then path prefixes; a venue with nothing recorded answers none. Any other
+recorded REST path is served by path (query ignored; several recorded bodies are served in
+order, then the latest again); the rest is 404.
 
 Timeline: a connection's clock starts when its subscription is known (URL streams at connect, or
 the first subscribe message). A frame recorded at TS ``t`` is sent at
@@ -58,23 +40,24 @@ import os
 import signal
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from dm import log as dmlog
+from dm import venues
 from dm.errors import ConfigError
-from dm.recording import Event, expand_paths, read_file, venue_of_url, ws_sessions
+from dm.recording import Event, expand_paths, read_file, ws_sessions
 
-__all__ = ["ReplayServer", "serve", "run_replay", "WS_PATHS"]
+__all__ = ["ReplayServer", "VenueReplay", "serve", "run_replay", "HEARTBEAT_KEY", "json_error", "loads_or_none"]
 
 _log = dmlog.get("dm.replay")
 
-#: websocket path per venue (the venue's own path on its host)
-WS_PATHS = {"binance": "/stream", "kraken": "/", "kraken_futures": "/ws/v1"}
-
 _TEXT = WSMsgType.TEXT
-_HEARTBEAT = ("heartbeat", "")
+#: subscription key of a venue's recorded heartbeat frames (a handler's ``index_frame`` returns
+#: it; the handler decides which connection draws them)
+HEARTBEAT_KEY = ("heartbeat", "")
 _JSON = "application/json"
 _YIELD_EVERY = 256  # frames sent back to back at speed 0 before yielding to the event loop
 _BATCH_BYTES = 1 << 16  # speed 0: bytes of pre-built frames per transport write
@@ -88,14 +71,15 @@ Mutate = Callable[[Event], "str | None"]
 
 class _Rec:
     """One recorded websocket connection indexed for replay: per data frame its TS, pre-encoded
-    payload and subscription key (Binance: stream name lower case; Kraken: (channelName, PAIR);
-    Kraken Futures: (feed without ``_snapshot``, PRODUCT); ``None``: not a data frame)."""
+    payload and subscription key (from the venue handler's :meth:`VenueReplay.index_frame`;
+    ``None``: not a data frame). ``status``/``hello`` are filled by the handler too."""
 
-    __slots__ = ("venue", "url", "source", "events", "ts", "payloads", "keys", "first_ts", "last_ts",
+    __slots__ = ("venue", "handler", "url", "source", "events", "ts", "payloads", "keys", "first_ts", "last_ts",
                  "status", "order", "hello", "_raw", "_wire", "_raw_wire", "streams")
 
-    def __init__(self, venue: str, url: str, source: str):
-        self.venue = venue
+    def __init__(self, handler: "VenueReplay", url: str, source: str):
+        self.venue = handler.kind
+        self.handler = handler
         self.url = url
         self.source = source
         self.events: list[Event] = []
@@ -121,9 +105,10 @@ class _Rec:
 
     @property
     def raw_payloads(self) -> list[bytes]:
-        """Binance raw-stream form (the ``data`` object only) of every frame, built on first use."""
+        """The venue's raw form (:meth:`VenueReplay.raw_text`) of every frame, built on first use."""
         if self._raw is None:
-            self._raw = [_binance_data(ev.text).encode() for ev in self.events]
+            raw = self.handler.raw_text
+            self._raw = [raw(ev.text).encode() for ev in self.events]
         return self._raw
 
 
@@ -148,81 +133,12 @@ def _ws_text_frame(payload: bytes) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
-def _binance_data(text: str) -> str:
-    """The ``data`` value of a combined-stream frame, cut verbatim (no re-serialisation)."""
-    if text.startswith('{"stream":"') and text.endswith("}"):
-        j = text.find('","data":', 11)
-        if j > 0:
-            return text[j + 9 : -1]
-    return text
-
-
-def _loads(text: str):
+def loads_or_none(text: str):
+    """The JSON value of a client message, ``None`` when it is not JSON."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-
-
-def _index_frame(rec: _Rec, ev: Event) -> object:
-    text = ev.text
-    if rec.venue == "binance":
-        if text.startswith('{"stream":"'):
-            j = text.find('"', 11)
-            return text[11:j].lower() if j > 0 else None
-        obj = _loads(text)
-        stream = obj.get("stream") if isinstance(obj, dict) else None
-        return stream.lower() if isinstance(stream, str) and stream else None
-    obj = _loads(text)
-    if rec.venue == "kraken":
-        if isinstance(obj, list) and len(obj) >= 4 and isinstance(obj[-1], str) and isinstance(obj[-2], str):
-            return (obj[-2], obj[-1].upper())
-        if isinstance(obj, dict):
-            event = obj.get("event")
-            if event == "heartbeat":
-                return _HEARTBEAT
-            if event == "systemStatus" and rec.hello is None:
-                rec.hello = text
-            elif event == "subscriptionStatus" and obj.get("status") == "subscribed":
-                rec.status.setdefault((obj.get("channelName"), str(obj.get("pair", "")).upper()), text)
-        return None
-    # kraken_futures
-    if isinstance(obj, dict):
-        feed = obj.get("feed")
-        if isinstance(feed, str) and "event" not in obj:
-            base = feed[: -len("_snapshot")] if feed.endswith("_snapshot") else feed
-            return (base, str(obj.get("product_id", "")).upper())
-        event = obj.get("event")
-        if event == "info" and rec.hello is None:
-            rec.hello = text
-        elif event == "subscribed":
-            for p in obj.get("product_ids") or ():
-                rec.status.setdefault((obj.get("feed"), str(p).upper()), text)
-    return None
-
-
-def _with_reqid(ack: str, reqid: dict) -> str:
-    """A recorded Kraken subscriptionStatus with the client's ``reqid`` added where Kraken puts
-    it (keys sorted: after ``pair``, before ``status``); verbatim when the request had none."""
-    if not reqid or '"reqid":' in ack:
-        return ack
-    j = ack.find(',"status":')
-    if j < 0:
-        return ack
-    return ack[:j] + ',"reqid":' + orjson.dumps(reqid["reqid"]).decode() + ack[j:]
-
-
-def _kraken_channel(sub: dict) -> str | None:
-    """Kraken v1 channelName for a subscription object: ``book-<depth>`` (default 10),
-    ``ohlc-<interval>`` (default 1), else the name."""
-    name = sub.get("name")
-    if not isinstance(name, str):
-        return None
-    if name == "book":
-        return f"book-{sub.get('depth', 10)}"
-    if name == "ohlc":
-        return f"ohlc-{sub.get('interval', 1)}"
-    return name
 
 
 # ------------------------------------------------------------------ per connection
@@ -336,20 +252,22 @@ class _Track:
 class _Conn:
     """One client websocket."""
 
-    def __init__(self, server: "ReplayServer", request: web.Request, ws: web.WebSocketResponse, venue: str, raw: bool):
+    def __init__(self, server: "ReplayServer", request: web.Request, ws: web.WebSocketResponse,
+                 handler: "VenueReplay", raw: bool):
         self.server = server
         self.request = request
         self.transport = request.transport
         self.ws = ws
-        self.venue = venue
-        self.raw = raw  # Binance raw stream (data object only)
+        self.handler = handler
+        self.venue = handler.kind
+        self.raw = raw  # the venue's raw form of each frame (VenueReplay.raw_text)
         self.peer = str(request.remote)
         self.tracks: dict[int, _Track] = {}
         self.clock: tuple[float, float, float, float] | None = None
         self.subscribed = False
         self.completed = False
         self.lost = False
-        self.heartbeat_from: _Rec | None = None
+        self.heartbeat_from: _Rec | None = None  # the recording whose heartbeats it draws (handler's choice)
         self.frames_sent = 0
         self._linger: asyncio.TimerHandle | None = None
         loop = asyncio.get_running_loop()
@@ -399,7 +317,7 @@ class _Conn:
             if text is None:
                 return
             if self.raw:
-                text = _binance_data(text)
+                text = self.handler.raw_text(text)
             payload = text.encode()
         else:
             payload = rec.raw_payloads[i] if self.raw else rec.payloads[i]
@@ -458,7 +376,8 @@ class _Conn:
 
 
 class ReplayServer:
-    """Replays recordings as Binance / Kraken / Kraken Futures over HTTP + websocket.
+    """Replays recordings as the venues that sent them (every registered venue's
+    :class:`VenueReplay`) over HTTP + websocket.
 
     ``recordings``: recording files or folders (a folder = the cryptofeed files in it, e.g. a split
     session); every websocket connection recorded in them becomes replayable, every REST line
@@ -498,11 +417,9 @@ class ReplayServer:
         self.mutate = mutate
         self.close_timeout = float(close_timeout)
         self.recs: list[_Rec] = []
-        self._binance: list[_Rec] = []
-        self._kraken: dict[tuple, _Rec] = {}
-        self._futures: dict[tuple, _Rec] = {}
+        #: kind -> the venue's replay handler, one per registered venue
+        self.handlers: dict[str, VenueReplay] = {k: venues.venue(k).replay_class()(self) for k in venues.kinds()}
         self._hello: dict[str, str] = {}
-        self._depth: dict[str, list[bytes]] = {}
         self._rest: dict[str, list[bytes]] = {}
         self._served: dict[object, int] = {}
         self._load()
@@ -520,38 +437,31 @@ class ReplayServer:
                 if ev.kind == "rest":
                     self._add_rest(ev)
             for s in ws_sessions(events):
-                if s.venue is None:
+                handler = self.handlers.get(s.venue) if s.venue is not None else None
+                if handler is None:
                     _log.warning("replay: frames without a known venue URL skipped", source=s.source, frames=len(s.frames))
                     continue
-                rec = _Rec(s.venue, s.url, s.source)
+                rec = _Rec(handler, s.url, s.source)
+                index_frame = handler.index_frame
                 for ev in s.frames:
                     rec.events.append(ev)
                     rec.ts.append(ev.ts)  # type: ignore[arg-type]
                     rec.payloads.append(ev.text.encode())
-                    rec.keys.append(_index_frame(rec, ev))
+                    rec.keys.append(index_frame(rec, ev))
                 rec.finish()
                 self.recs.append(rec)
                 if rec.hello is not None:
                     self._hello.setdefault(rec.venue, rec.hello)
-                if rec.venue == "binance":
-                    self._binance.append(rec)
-                else:
-                    index = self._kraken if rec.venue == "kraken" else self._futures
-                    for key in rec.status:
-                        index.setdefault(key, rec)
-        if not self.recs and not self._rest and not self._depth:
+                handler.add_recording(rec)
+        if not self.recs and not self._rest and not any(h.loaded() for h in self.handlers.values()):
             raise ConfigError(f"replay: nothing to replay in {[str(f) for f in self.files]}")
 
     def _add_rest(self, ev: Event) -> None:
-        from urllib.parse import parse_qs, urlsplit
-
         u = urlsplit(ev.url)
         body = ev.text.encode()
-        if u.path.endswith("/depth") and venue_of_url(ev.url) == "binance":
-            sym = (parse_qs(u.query).get("symbol") or [""])[0].upper()
-            if sym:
-                self._depth.setdefault(sym, []).append(body)
-                return
+        handler = self.handlers.get(venues.venue_of_url(ev.url))
+        if handler is not None and handler.add_rest(u, body):
+            return
         self._rest.setdefault(u.path, []).append(body)
 
     # lifecycle -------------------------------------------------------------
@@ -574,9 +484,9 @@ class ReplayServer:
         return self._port
 
     def ws_url(self, venue: str) -> str:
-        """Websocket base URL to put in a provider config instead of the venue's
-        (Binance: append ``?streams=...``)."""
-        return f"ws://{self.host}:{self._port}{WS_PATHS[venue]}"
+        """Websocket base URL to put in a provider config instead of the venue's (its
+        handler's ``ws_path``; a venue that subscribes in the URL appends its query)."""
+        return f"ws://{self.host}:{self._port}{self.handlers[venue].ws_path}"
 
     def rest_url(self, venue: str | None = None) -> str:
         """REST base URL (all venues share it): ``http://host:port``."""
@@ -626,46 +536,53 @@ class ReplayServer:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._ws_route(request)
         self.stats["rest_requests"] += 1
+        for handler in self.handlers.values():
+            resp = handler.rest(request)
+            if resp is not None:
+                return resp
         path = request.path
-        if path in ("/api/v1/depth", "/api/v3/depth"):
-            sym = request.query.get("symbol", "").upper()
-            if not sym:
-                return _json_error(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."})
-            bodies = self._depth.get(sym)
-            if not bodies:
-                return _json_error(400, {"code": -1121, "msg": "Invalid symbol."})
-            return web.Response(body=self._next(("depth", sym), bodies), content_type=_JSON)
         bodies = self._rest.get(path)
         if bodies:
-            return web.Response(body=self._next(path, bodies), content_type=_JSON)
-        return _json_error(404, {"error": f"not recorded: {path}"})
+            return json_response(self.next_body(path, bodies))
+        return json_error(404, {"error": f"not recorded: {path}"})
 
-    def _next(self, key: object, bodies: list[bytes]) -> bytes:
+    def next_body(self, key: object, bodies: list[bytes]) -> bytes:
+        """The next of several recorded bodies served under ``key``: in recorded order, then the
+        latest again."""
         k = self._served.get(key, 0)
         self._served[key] = k + 1
         return bodies[min(k, len(bodies) - 1)]
 
+    def _ws_handler(self, path: str) -> "VenueReplay | None":
+        """The venue serving websocket ``path``: exact paths of every venue first, then path
+        prefixes; only venues with something recorded answer."""
+        active = [h for h in self.handlers.values() if h.active()]
+        for h in active:
+            if path in h.ws_exact:
+                return h
+        for h in active:
+            for pre in h.ws_prefixes:
+                if path == pre or path.startswith(pre + "/"):
+                    return h
+        return None
+
     async def _ws_route(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        if path == "/stream" and self._binance:
-            streams = request.query.get("streams", "")
-            return await self._ws(request, "binance", False, streams.split("/") if streams else [])
-        if path == "/ws/v1" and self._futures:
-            return await self._ws(request, "kraken_futures", False, [])
-        if (path == "/ws" or path.startswith("/ws/")) and self._binance:
-            return await self._ws(request, "binance", True, [s for s in path[4:].split("/") if s])
-        if path == "/" and self._kraken:
-            return await self._ws(request, "kraken", False, [])
-        return _json_error(404, {"error": f"no recorded websocket for {path}"})
+        handler = self._ws_handler(path)
+        if handler is None:
+            return json_error(404, {"error": f"no recorded websocket for {path}"})
+        raw, streams = handler.connect(request)
+        return await self._ws(request, handler, raw, streams)
 
-    async def _ws(self, request: web.Request, venue: str, raw: bool, streams: list[str]) -> web.StreamResponse:
+    async def _ws(self, request: web.Request, handler: "VenueReplay", raw: bool, streams: list[str]) -> web.StreamResponse:
+        venue = handler.kind
         if self.once and venue in self._finished:
             # a worker whose session ended reconnects, as it would to the venue; replaying the
             # session again would keep a once-server alive forever: refuse instead
-            return _json_error(410, {"error": f"replay of {venue} finished (--once)"})
+            return json_error(410, {"error": f"replay of {venue} finished (--once)"})
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20, timeout=self.close_timeout)
         await ws.prepare(request)
-        conn = _Conn(self, request, ws, venue, raw)
+        conn = _Conn(self, request, ws, handler, raw)
         self._conns.add(conn)
         self.stats["connections"] += 1
         _log.debug("replay connection", venue=venue, path=request.path_qs[:200], peer=conn.peer)
@@ -674,7 +591,7 @@ class ReplayServer:
             if hello is not None:
                 await conn.send_text(hello)
             if streams:
-                self._binance_add(conn, streams)
+                handler.subscribe_url_streams(conn, streams)
                 conn.subscription_known()
             # Closing from this task (not from the track's) lets aiohttp wait for the client's close
             # reply, so the client sees a clean 1000, as from the venue.
@@ -711,130 +628,94 @@ class ReplayServer:
         return ws
 
     async def _on_message(self, conn: _Conn, data: str) -> None:
-        obj = _loads(data)
-        if conn.venue == "binance":
-            await self._binance_msg(conn, obj)
-        elif conn.venue == "kraken":
-            await self._kraken_msg(conn, obj)
-        else:
-            await self._futures_msg(conn, obj)
-
-    # Binance ---------------------------------------------------------------
-    def _binance_add(self, conn: _Conn, streams: Iterable[str]) -> None:
-        want = {s.lower() for s in streams}
-        for rec in self._binance:
-            keys = want & rec.streams
-            if keys:
-                conn.add(rec, keys)
-
-    async def _binance_msg(self, conn: _Conn, obj) -> None:
-        # Binance "WebSocket Streams" docs, "Live Subscribing/Unsubscribing to streams".
-        if not isinstance(obj, dict):
-            await conn.send_text('{"code":3,"msg":"Invalid JSON"}')
-            return
-        method, params, rid = obj.get("method"), obj.get("params"), obj.get("id")
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-                await conn.send_text(orjson.dumps({"code": 2, "msg": "Invalid request: params must be a list of stream names", "id": rid}).decode())
-                return
-            await conn.send_text(orjson.dumps({"result": None, "id": rid}).decode())
-            if method == "SUBSCRIBE":
-                self._binance_add(conn, params)
-                conn.subscription_known()
-            else:
-                for rec in self._binance:
-                    conn.remove(rec, {p.lower() for p in params})
-        elif method == "LIST_SUBSCRIPTIONS":
-            subs = sorted(set().union(*(t.filter for t in conn.tracks.values())))
-            await conn.send_text(orjson.dumps({"result": subs, "id": rid}).decode())
-        else:
-            await conn.send_text(orjson.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}", "id": rid}).decode())
-
-    # Kraken v1 ---------------------------------------------------------------
-    async def _kraken_msg(self, conn: _Conn, obj) -> None:
-        # Kraken "WebSocket API v1" docs: ping/pong, subscribe/unsubscribe, subscriptionStatus.
-        event = obj.get("event") if isinstance(obj, dict) else None
-        reqid = {"reqid": obj["reqid"]} if isinstance(obj, dict) and "reqid" in obj else {}
-        if event == "ping":
-            await conn.send_text(orjson.dumps({"event": "pong", **reqid}).decode())
-            return
-        if event not in ("subscribe", "unsubscribe"):
-            await conn.send_text(orjson.dumps({"errorMessage": "Unsupported event", "event": "error", **reqid}).decode())
-            return
-        sub = obj.get("subscription")
-        pairs = obj.get("pair")
-        chan = _kraken_channel(sub) if isinstance(sub, dict) else None
-        if chan is None or not isinstance(pairs, list) or not pairs:
-            await conn.send_text(orjson.dumps({"errorMessage": "Subscription name or pair missing", "event": "subscriptionStatus",
-                                               "status": "error", "subscription": sub, **reqid}).decode())
-            return
-        groups: dict[int, tuple[_Rec, list]] = {}
-        for p in pairs:
-            key = (chan, str(p).upper())
-            rec = self._kraken.get(key)
-            if rec is None:
-                await conn.send_text(orjson.dumps({"errorMessage": f"Currency pair not supported {p}", "event": "subscriptionStatus",
-                                                   "pair": p, "status": "error", "subscription": sub, **reqid}).decode())
-                continue
-            groups.setdefault(id(rec), (rec, []))[1].append(key)
-        for rec, keys in groups.values():
-            keys.sort(key=rec.order.__getitem__)  # acks in recorded order
-            for key in keys:
-                if event == "subscribe":
-                    await conn.send_text(_with_reqid(rec.status[key], reqid))
-                else:
-                    st = orjson.loads(rec.status[key])
-                    st["status"] = "unsubscribed"
-                    await conn.send_text(orjson.dumps({**st, **reqid}).decode())
-        for rec, keys in groups.values():
-            if event == "subscribe":
-                if conn.heartbeat_from is None:
-                    conn.heartbeat_from = rec
-                    keys = keys + [_HEARTBEAT]
-                conn.add(rec, keys)
-            else:
-                conn.remove(rec, keys)
-        if event == "subscribe":
-            conn.subscription_known()
-
-    # Kraken Futures v1 -------------------------------------------------------
-    async def _futures_msg(self, conn: _Conn, obj) -> None:
-        # Kraken Futures "WebSocket API v1" docs: subscribe/unsubscribe, subscribed, error/alert.
-        if not isinstance(obj, dict):
-            await conn.send_text('{"event":"alert","message":"Bad websocket message"}')
-            return
-        event, feed, pids = obj.get("event"), obj.get("feed"), obj.get("product_ids")
-        if event not in ("subscribe", "unsubscribe") or not isinstance(feed, str):
-            await conn.send_text('{"event":"alert","message":"Bad websocket message"}')
-            return
-        if feed == "heartbeat":
-            await conn.send_text(orjson.dumps({"event": event + "d", "feed": feed}).decode())
-            return
-        if not isinstance(pids, list) or not pids:
-            await conn.send_text('{"event":"error","message":"Invalid product id"}')
-            return
-        groups: dict[int, tuple[_Rec, list]] = {}
-        for p in pids:
-            key = (feed, str(p).upper())
-            rec = self._futures.get(key)
-            if rec is None:
-                await conn.send_text('{"event":"error","message":"Invalid product id"}')
-                continue
-            groups.setdefault(id(rec), (rec, []))[1].append(key)
-        for rec, keys in groups.values():
-            keys.sort(key=rec.order.__getitem__)  # acks in recorded order
-            if event == "subscribe":
-                for key in keys:
-                    await conn.send_text(rec.status[key])
-                conn.add(rec, keys)
-            else:
-                await conn.send_text(orjson.dumps({"event": "unsubscribed", "feed": feed, "product_ids": [k[1] for k in keys]}).decode())
-                conn.remove(rec, keys)
-        if event == "subscribe":
-            conn.subscription_known()
+        await conn.handler.on_message(conn, loads_or_none(data))
 
 
-def _json_error(status: int, obj: dict) -> web.Response:
+# ------------------------------------------------------------------ venue handlers
+
+
+class VenueReplay:
+    """How one venue's websocket and REST behave on the replay server: subclassed in
+    ``dm/venues/<venue>/replay.py`` (found through ``dm.venues.venue(kind).replay_class()``).
+    One instance per :class:`ReplayServer` and venue; ``self.server`` is the server,
+    ``self.recs`` the venue's recorded websocket connections (:meth:`add_recording`).
+
+    Class attributes: ``ws_path`` — the venue's websocket path on its host (what
+    :meth:`ReplayServer.ws_url` gives); ``ws_exact`` — websocket paths this venue answers;
+    ``ws_prefixes`` — path prefixes it answers (``/ws`` matches ``/ws`` and ``/ws/...``), tried
+    after every venue's exact paths.
+
+    Hooks (defaults: nothing venue-specific): :meth:`index_frame` (required),
+    :meth:`add_recording`, :meth:`add_rest`, :meth:`rest`, :meth:`connect`,
+    :meth:`subscribe_url_streams`, :meth:`on_message` (required), :meth:`raw_text`,
+    :meth:`active`, :meth:`loaded`. Handlers subscribe a connection with ``conn.add(rec,
+    keys)`` / ``conn.remove(rec, keys)``, call ``conn.subscription_known()`` once a subscribe
+    request was handled, and reply with ``await conn.send_text(text)``."""
+
+    kind = ""
+    ws_path = "/"
+    ws_exact: tuple[str, ...] = ()
+    ws_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, server: "ReplayServer"):
+        self.server = server
+        self.recs: list[_Rec] = []
+
+    # loading ---------------------------------------------------------------
+    def index_frame(self, rec: _Rec, ev: Event) -> object:
+        """Subscription key of one recorded frame of ``rec`` (``None``: not a data frame, never
+        sent by a subscription; :data:`HEARTBEAT_KEY` for heartbeats). May record the
+        connection's greeting in ``rec.hello`` (sent on connect) and subscription acks in
+        ``rec.status[key]`` (first one wins; ``rec.order`` keeps their recorded order)."""
+        raise NotImplementedError
+
+    def add_recording(self, rec: _Rec) -> None:
+        """A recorded connection of this venue, indexed (``rec.keys``, ``rec.status``)."""
+        self.recs.append(rec)
+
+    def add_rest(self, url: SplitResult, body: bytes) -> bool:
+        """A recorded REST answer of this venue; True when the handler keeps it itself (served
+        by :meth:`rest`), False to serve it by path."""
+        return False
+
+    def loaded(self) -> bool:
+        """Whether anything of this venue was recorded."""
+        return bool(self.recs)
+
+    def active(self) -> bool:
+        """Whether the venue's websocket paths are served (something to replay)."""
+        return bool(self.recs)
+
+    # serving ---------------------------------------------------------------
+    def rest(self, request: web.Request) -> web.StreamResponse | None:
+        """Answer a REST request the venue handles itself (``None``: not one of its endpoints)."""
+        return None
+
+    def connect(self, request: web.Request) -> tuple[bool, list[str]]:
+        """``(raw, streams)`` of a websocket connect: ``raw`` selects :meth:`raw_text` for every
+        frame sent; ``streams`` are subscriptions named in the URL (none: the client subscribes
+        by message)."""
+        return False, []
+
+    def subscribe_url_streams(self, conn: _Conn, streams: list[str]) -> None:
+        """Subscribe ``conn`` to the streams its URL named (see :meth:`connect`)."""
+
+    async def on_message(self, conn: _Conn, obj) -> None:
+        """A client message (parsed JSON, ``None`` when not JSON): subscribe, ping, ..."""
+        raise NotImplementedError
+
+    def raw_text(self, text: str) -> str:
+        """The frame as sent on a raw connection (``connect`` returned ``raw``)."""
+        return text
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    """A recorded JSON body as the venue sent it."""
+    return web.Response(status=status, body=body, content_type=_JSON)
+
+
+def json_error(status: int, obj: dict) -> web.Response:
+    """A JSON error answer (``obj`` serialised)."""
     return web.Response(status=status, body=orjson.dumps(obj), content_type=_JSON)
 
 

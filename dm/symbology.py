@@ -1,27 +1,24 @@
-"""Venue symbology: venue symbols ↔ dm's canonical symbols (DESIGN §4).
+"""Venue symbology: venue symbols ↔ dm's canonical symbols (DESIGN §4), the venue-independent
+machinery. Each venue's normalizer is ``dm/venues/<venue>/symbology.py`` (a :class:`Symbology`
+subclass with a ``from_reference`` constructor), found through the venue registry
+(``dm.venues.venue(kind).symbology_class()``); the REST path of its reference data is the venue
+descriptor's ``reference_path``.
 
 A **canonical symbol** is base + quote, upper case, no separator (``BTCUSD``), built only from
-``A-Z`` and ``0-9``; other characters of venue asset codes are dropped (Kraken ``ETH2.S/ETH`` →
-``ETH2SETH``). Derivatives add ``-`` separated suffixes (Kraken Futures below). Venue forms appear
-only at the edges (subscriptions, frame parsing); everything inside dm speaks canonical symbols.
+``A-Z`` and ``0-9``; other characters of venue asset codes are dropped (``ETH2.S/ETH`` →
+``ETH2SETH``). Derivatives add ``-`` separated suffixes (each venue's normalizer documents
+its own). Venue forms appear only at the edges (subscriptions, frame parsing); everything inside
+dm speaks canonical symbols.
 
-One :class:`Symbology` per exchange, built from that venue's REST reference body:
+One :class:`Symbology` per exchange, built from that venue's REST reference body by
+:func:`for_provider`; Databento's symbols are native (:class:`NativeSymbology`: identity).
 
-============== ======================================== ============================================
-kind           reference (REST path)                    venue symbol (what frames carry)
-============== ======================================== ============================================
-binance        ``GET /api/v3/exchangeInfo``             ``BTCUSDT`` (``symbols[].symbol``)
-kraken         ``GET /0/public/AssetPairs``             ``XBT/USD`` (``wsname``, websocket v1)
-kraken_futures ``GET /derivatives/api/v3/instruments``  ``PI_XBTUSD`` (``product_id``, upper case)
-databento      none                                     native (``ESU4``): identity mapping
-============== ======================================== ============================================
-
-Aliases. ``asset_aliases`` rename an asset on both sides of a pair (Kraken's ``XBT`` → ``BTC``,
-``XDG`` → ``DOGE`` by default); ``quote_aliases`` (``[symbology] quote_aliases`` in the config,
-e.g. ``{"USDT": "USD"}``) rename the quote asset only, so Binance ``ZILUSDT`` → ``ZILUSD``.
+Aliases. ``asset_aliases`` rename an asset on both sides of a pair (a venue may default them,
+e.g. Kraken's ``XBT`` → ``BTC``); ``quote_aliases`` (``[symbology] quote_aliases`` in the
+config, e.g. ``{"USDT": "USD"}``) rename the quote asset only, so ``ZILUSDT`` → ``ZILUSD``.
 
 Collisions (decided policy). Aliases can make two venue symbols of one exchange map to the same
-canonical symbol (with USDT→USD and BUSD→USD, Binance ``BTCUSDT`` and ``BTCBUSD`` both want
+canonical symbol (with USDT→USD and BUSD→USD, ``BTCUSDT`` and ``BTCBUSD`` both want
 ``BTCUSD``). Building the full map never fails because of such unrelated symbols: the colliding
 canonical symbol is *poisoned* instead, reported by :meth:`Symbology.collisions`, left out of
 :meth:`Symbology.pairs`, and every lookup that touches it (``to_canonical`` of either venue
@@ -42,32 +39,21 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from dm import venues as venue_registry
 from dm.errors import RecordingError, SymbologyError
 
 __all__ = [
     "SymbolInfo",
     "Symbology",
-    "BinanceSymbology",
-    "KrakenSymbology",
-    "KrakenFuturesSymbology",
     "NativeSymbology",
-    "KRAKEN_ASSET_ALIASES",
-    "REST_PATHS",
     "for_provider",
     "fetch_reference",
     "read_recorded_reference",
     "canonical_asset",
+    "upper_map",
+    "load_reference",
+    "exact_decimal",
 ]
-
-#: Kraken's legacy asset codes → common codes (Kraken spot and Kraken Futures).
-KRAKEN_ASSET_ALIASES: dict[str, str] = {"XBT": "BTC", "XDG": "DOGE"}
-
-#: REST path of each venue's reference endpoint, appended to the provider's ``rest_url``.
-REST_PATHS: dict[str, str] = {
-    "binance": "/api/v3/exchangeInfo",
-    "kraken": "/0/public/AssetPairs",
-    "kraken_futures": "/derivatives/api/v3/instruments",
-}
 
 _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
 
@@ -84,7 +70,8 @@ def canonical_asset(code: str, aliases: Mapping[str, str] | None = None) -> str:
     return out
 
 
-def _upper_map(m: Mapping[str, str] | None) -> dict[str, str]:
+def upper_map(m: Mapping[str, str] | None) -> dict[str, str]:
+    """Alias table with keys and values stripped and upper-cased."""
     return {str(k).strip().upper(): str(v).strip().upper() for k, v in (m or {}).items()}
 
 
@@ -125,14 +112,26 @@ _AMBIGUOUS = object()
 class Symbology:
     """Reversible venue ↔ canonical map of one exchange.
 
-    Build it with a venue constructor (:meth:`BinanceSymbology.from_exchange_info`, ...) or
-    :func:`for_provider`. Lookups are dictionary lookups (no parsing at run time).
+    Build it with a venue subclass's :meth:`from_reference` or :func:`for_provider`. Lookups are dictionary lookups (no parsing at run time).
 
     Raises ``SymbologyError`` from ``to_canonical``/``to_venue``/``info``/``select`` for unknown
     symbols and for symbols involved in a collision (see the module docstring).
     """
 
     kind: str = ""
+
+    @classmethod
+    def from_reference(
+        cls,
+        body: bytes | str | Mapping,
+        quote_aliases: Mapping[str, str] | None = None,
+        asset_aliases: Mapping[str, str] | None = None,
+        exchange: str | None = None,
+    ) -> "Symbology":
+        """Build the map from the venue's REST reference body (raw bytes/str or parsed JSON);
+        ``exchange`` defaults to the venue's. Each venue subclass implements it. Raises
+        ``SymbologyError`` for a malformed body."""
+        raise NotImplementedError(f"{cls.__name__} has no reference-data constructor")
 
     def __init__(
         self,
@@ -275,7 +274,9 @@ class Symbology:
         )
 
 
-def _loads(body: bytes | str, venue: str, decimals: bool = False) -> Any:
+def load_reference(body: bytes | str, venue: str, decimals: bool = False) -> Any:
+    """Parse a REST reference body (``decimals``: JSON numbers as exact ``Decimal``). Raises
+    ``SymbologyError`` naming the venue when it is not JSON."""
     try:
         if decimals:
             return json.loads(body, parse_float=Decimal)
@@ -286,239 +287,12 @@ def _loads(body: bytes | str, venue: str, decimals: bool = False) -> Any:
         raise SymbologyError(f"{venue}: reference body is not JSON: {e}") from None
 
 
-def _dec(v: Any) -> Decimal | None:
+def exact_decimal(v: Any) -> Decimal | None:
+    """A venue number (str, int or Decimal; never float) as a normalised exact ``Decimal``."""
     if v is None:
         return None
     d = Decimal(str(v))
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
-
-
-class BinanceSymbology(Symbology):
-    """Binance spot. Venue symbols are ``symbols[].symbol`` (``BTCUSDT``), case-insensitive on
-    input (stream names are lower case: ``btcusdt@trade``). Canonical = ``baseAsset`` +
-    aliased ``quoteAsset``.
-
-    Source: Binance Spot API docs, "General endpoints → Exchange information"
-    (``GET /api/v3/exchangeInfo``: ``symbols[].symbol``, ``status``, ``baseAsset``,
-    ``quoteAsset``, ``filters[]`` with ``PRICE_FILTER.tickSize`` and ``LOT_SIZE.stepSize``).
-    ``tradeable`` is ``status == "TRADING"``; halted symbols (``BREAK``) stay in the map.
-    """
-
-    kind = "binance"
-
-    @classmethod
-    def from_exchange_info(
-        cls,
-        body: bytes | str | Mapping,
-        quote_aliases: Mapping[str, str] | None = None,
-        asset_aliases: Mapping[str, str] | None = None,
-        exchange: str = "BINANCE",
-    ) -> "BinanceSymbology":
-        doc = body if isinstance(body, Mapping) else _loads(body, exchange)
-        try:
-            symbols = doc["symbols"]
-        except (KeyError, TypeError):
-            raise SymbologyError(f"{exchange}: exchangeInfo body has no 'symbols' list") from None
-        qa, aa = _upper_map(quote_aliases), _upper_map(asset_aliases)
-        infos = []
-        for s in symbols:
-            try:
-                venue, b, q, status = s["symbol"].upper(), s["baseAsset"], s["quoteAsset"], s.get("status", "")
-            except (KeyError, TypeError, AttributeError):
-                raise SymbologyError(f"{exchange}: malformed exchangeInfo symbol entry {s!r:.200}") from None
-            base = canonical_asset(b, aa)
-            quote = canonical_asset(canonical_asset(q, aa), qa)
-            filters = {f.get("filterType"): f for f in s.get("filters", ())}
-            infos.append(
-                SymbolInfo(
-                    venue_symbol=venue,
-                    canonical=base + quote,
-                    base=base,
-                    quote=quote,
-                    kind="spot",
-                    status=status,
-                    tradeable=status == "TRADING",
-                    tick_size=_dec(filters.get("PRICE_FILTER", {}).get("tickSize")),
-                    lot_size=_dec(filters.get("LOT_SIZE", {}).get("stepSize")),
-                )
-            )
-        return cls(exchange, infos)
-
-
-class KrakenSymbology(Symbology):
-    """Kraken spot. Venue symbols are websocket v1 pair names (``wsname``: ``XBT/USD``).
-    Accepted input forms (case-insensitive): the ``wsname``, the REST pair name (``XXBTZUSD``),
-    the ``altname`` (``XBTUSD``) and the websocket v2 form with asset aliases applied
-    (``BTC/USD``). Canonical = aliased base + aliased quote from the
-    ``wsname`` halves (``XBT/USD`` → ``BTCUSD``; asset aliases default to
-    :data:`KRAKEN_ASSET_ALIASES`).
-
-    Source: Kraken REST API docs, "Market Data → Get Tradable Asset Pairs"
-    (``GET /0/public/AssetPairs``: ``altname``, ``wsname``, ``pair_decimals``,
-    ``lot_decimals``, ``status``), and websocket v1 "subscribe" (``pair``: ``XBT/USD``).
-    Pairs without a ``wsname`` (dark-pool ``.d`` pairs) are not on the websocket and are left
-    out. ``pair_decimals``/``lot_decimals`` are exposed for the book checksum (websocket v1
-    "book — checksum"); ``tick_size``/``lot_size`` are ``10**-decimals`` unless the body has
-    ``tick_size``.
-    """
-
-    kind = "kraken"
-
-    @classmethod
-    def from_asset_pairs(
-        cls,
-        body: bytes | str | Mapping,
-        quote_aliases: Mapping[str, str] | None = None,
-        asset_aliases: Mapping[str, str] | None = None,
-        exchange: str = "KRAKEN",
-    ) -> "KrakenSymbology":
-        doc = body if isinstance(body, Mapping) else _loads(body, exchange)
-        if not isinstance(doc, Mapping) or doc.get("error"):
-            raise SymbologyError(f"{exchange}: AssetPairs error: {doc.get('error') if isinstance(doc, Mapping) else doc!r:.200}")
-        result = doc.get("result")
-        if not isinstance(result, Mapping):
-            raise SymbologyError(f"{exchange}: AssetPairs body has no 'result' object")
-        qa = _upper_map(quote_aliases)
-        aa = _upper_map(KRAKEN_ASSET_ALIASES if asset_aliases is None else asset_aliases)
-        infos: list[SymbolInfo] = []
-        inputs: list[tuple[str, str]] = []
-        for rest_name, p in result.items():
-            ws = p.get("wsname")
-            if not ws:
-                continue
-            ws = ws.upper()
-            try:
-                b, q = ws.split("/")
-            except ValueError:
-                raise SymbologyError(f"{exchange}: wsname {ws!r} of {rest_name!r} is not BASE/QUOTE") from None
-            base = canonical_asset(b, aa)
-            quote = canonical_asset(canonical_asset(q, aa), qa)
-            pd, ld = p.get("pair_decimals"), p.get("lot_decimals")
-            status = str(p.get("status", "online"))
-            tick = _dec(p["tick_size"]) if p.get("tick_size") is not None else (
-                Decimal(1).scaleb(-int(pd)) if pd is not None else None)
-            infos.append(
-                SymbolInfo(
-                    venue_symbol=ws,
-                    canonical=base + quote,
-                    base=base,
-                    quote=quote,
-                    kind="spot",
-                    status=status,
-                    tradeable=status == "online",
-                    tick_size=tick,
-                    lot_size=Decimal(1).scaleb(-int(ld)) if ld is not None else None,
-                    pair_decimals=None if pd is None else int(pd),
-                    lot_decimals=None if ld is None else int(ld),
-                    rest_name=rest_name,
-                )
-            )
-            inputs.append((rest_name, ws))
-            inputs.append((f"{aa.get(b, b)}/{aa.get(q, q)}", ws))  # websocket v2 form: BTC/USD
-            if p.get("altname"):
-                inputs.append((p["altname"], ws))
-        return cls(exchange, infos, inputs)
-
-
-_KF_KINDS = {
-    "PI": "perpetual_inverse",
-    "FI": "future_inverse",
-    "PF": "perpetual_linear",
-    "FF": "future_linear",
-    "IN": "index",
-    "RR": "reference_rate",
-}
-_KF_QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "CHF", "JPY", "AUD", "CAD", "XBT", "BTC", "ETH")
-
-
-class KrakenFuturesSymbology(Symbology):
-    """Kraken Futures. Venue symbols are upper case (``PI_XBTUSD``, as websocket v1 frames carry
-    them in ``product_id``); input is case-insensitive (REST lists ``pi_xbtusd``).
-
-    Canonical form ``{BASE}{QUOTE}[-{YYMMDD}][-{PREFIX}]`` (reversible through the map):
-
-    * ``PI_XBTUSD`` (perpetual inverse) → ``BTCUSD`` — no suffix (DESIGN §4);
-    * ``FI_XBTUSD_210924`` (fixed-maturity inverse) → ``BTCUSD-210924`` (expiry kept);
-    * every other contract family keeps its two-letter venue prefix as the last suffix, so it
-      never collides with the inverse contracts: ``PF_XBTUSD`` (perpetual linear,
-      multi-collateral) → ``BTCUSD-PF``; ``FF_XBTUSD_230929`` → ``BTCUSD-230929-FF``;
-    * index ``in_xbtusd`` → ``BTCUSD-IN`` and reference rate ``rr_xbtusd`` → ``BTCUSD-RR``,
-      marked ``tradeable=False`` with kind ``index``/``reference_rate`` (left out of
-      ``pairs(tradeable_only=True)``).
-
-    Base/quote come from the body's ``base``/``quote`` fields when present (newer API), else
-    from splitting the pair on a known quote suffix (``USD``, ``EUR``, ...). Asset aliases
-    default to :data:`KRAKEN_ASSET_ALIASES`.
-
-    Source: Kraken Futures REST API v3 docs, "Instrument Details → Get instruments"
-    (``GET /derivatives/api/v3/instruments``: ``symbol``, ``type``, ``tradeable``,
-    ``tickSize``, ``contractSize``, ``lastTradingTime``) and the websocket v1 ``book``/
-    ``trade`` feeds (``product_id``). ``tickSize`` and ``contractSize`` are JSON numbers; they
-    are parsed to exact ``Decimal`` (never through float).
-    """
-
-    kind = "kraken_futures"
-
-    @staticmethod
-    def _norm(symbol: str) -> str:
-        return symbol.strip().upper()
-
-    @classmethod
-    def from_instruments(
-        cls,
-        body: bytes | str | Mapping,
-        quote_aliases: Mapping[str, str] | None = None,
-        asset_aliases: Mapping[str, str] | None = None,
-        exchange: str = "KRAKEN_FUTURES",
-    ) -> "KrakenFuturesSymbology":
-        doc = body if isinstance(body, Mapping) else _loads(body, exchange, decimals=True)
-        if not isinstance(doc, Mapping) or doc.get("result") != "success":
-            err = doc.get("error") if isinstance(doc, Mapping) else doc
-            raise SymbologyError(f"{exchange}: instruments request failed: {err!r:.200}")
-        qa = _upper_map(quote_aliases)
-        aa = _upper_map(KRAKEN_ASSET_ALIASES if asset_aliases is None else asset_aliases)
-        infos = []
-        for inst in doc.get("instruments", ()):
-            venue = str(inst.get("symbol", "")).upper()
-            parts = venue.split("_")
-            if len(parts) not in (2, 3) or len(parts[0]) != 2 or not parts[1]:
-                raise SymbologyError(f"{exchange}: cannot parse instrument symbol {venue!r}")
-            prefix, pair = parts[0], parts[1]
-            expiry = parts[2] if len(parts) == 3 else None
-            if expiry is not None and not (len(expiry) == 6 and expiry.isdigit()):
-                raise SymbologyError(f"{exchange}: instrument {venue!r}: expiry {expiry!r} is not YYMMDD")
-            if inst.get("base") and inst.get("quote"):
-                b, q = str(inst["base"]), str(inst["quote"])
-            else:
-                q = next((x for x in _KF_QUOTES if pair.endswith(x) and len(pair) > len(x)), pair[-3:])
-                b = pair[: -len(q)]
-            if not b:
-                raise SymbologyError(f"{exchange}: cannot split {venue!r} into base and quote")
-            base = canonical_asset(b, aa)
-            quote = canonical_asset(canonical_asset(q, aa), qa)
-            canonical = base + quote
-            if expiry:
-                canonical += "-" + expiry
-            if prefix not in ("PI", "FI"):
-                canonical += "-" + prefix
-            kind = _KF_KINDS.get(prefix, "other")
-            tradeable = bool(inst.get("tradeable", False)) and kind not in ("index", "reference_rate")
-            infos.append(
-                SymbolInfo(
-                    venue_symbol=venue,
-                    canonical=canonical,
-                    base=base,
-                    quote=quote,
-                    kind=kind,
-                    status=str(inst.get("type", "")),
-                    tradeable=tradeable,
-                    expiry=expiry,
-                    tick_size=_dec(inst.get("tickSize")),
-                    contract_size=_dec(inst.get("contractSize")),
-                    rest_name=str(inst.get("symbol")),
-                )
-            )
-        return cls(exchange, infos)
 
 
 class NativeSymbology(Symbology):
@@ -550,7 +324,6 @@ class NativeSymbology(Symbology):
     def info_canonical(self, canonical: str) -> SymbolInfo:
         return self.info(canonical)
 
-
 def for_provider(
     kind: str,
     reference_body: bytes | str | Mapping | None,
@@ -560,37 +333,31 @@ def for_provider(
     asset_aliases: Mapping[str, str] | None = None,
     symbols: Iterable[str] = (),
 ) -> Symbology:
-    """Build the symbology of a provider ``kind`` (``binance``, ``kraken``, ``kraken_futures``,
-    ``databento``) from its REST reference body (see :func:`fetch_reference`; ignored for
+    """Build the symbology of a provider ``kind`` (a registered venue, see ``dm.venues.kinds()``,
+    or ``databento``) from its REST reference body (see :func:`fetch_reference`; ignored for
     ``databento``, whose symbols are native and may be listed in ``symbols``). ``exchange``
-    defaults to ``kind.upper()``. Raises ``SymbologyError`` for an unknown kind or a malformed
-    body (never for alias collisions between symbols: see the module docstring)."""
-    exchange = exchange or kind.upper()
+    defaults to the venue's exchange name. Raises ``SymbologyError`` for an unknown kind or a
+    malformed body (never for alias collisions between symbols: see the module docstring)."""
     if kind == "databento":
-        return NativeSymbology(exchange, symbols)
+        return NativeSymbology(exchange or kind.upper(), symbols)
     if reference_body is None:
         raise SymbologyError(f"{kind}: a reference body is required")
-    if kind == "binance":
-        return BinanceSymbology.from_exchange_info(reference_body, quote_aliases, asset_aliases, exchange)
-    if kind == "kraken":
-        return KrakenSymbology.from_asset_pairs(reference_body, quote_aliases, asset_aliases, exchange)
-    if kind == "kraken_futures":
-        return KrakenFuturesSymbology.from_instruments(reference_body, quote_aliases, asset_aliases, exchange)
-    raise SymbologyError(f"unknown provider kind {kind!r}; known: binance, kraken, kraken_futures, databento")
+    if kind not in venue_registry.kinds():
+        raise SymbologyError(f"unknown provider kind {kind!r}; known: {', '.join(venue_registry.kinds())}, databento")
+    v = venue_registry.venue(kind)
+    return v.symbology_class().from_reference(reference_body, quote_aliases, asset_aliases, exchange or v.exchange)
 
 
 async def fetch_reference(kind: str, rest_url: str, session) -> bytes:
-    """GET the venue's reference body: ``rest_url`` (no trailing slash needed) +
-    :data:`REST_PATHS` ``[kind]`` through the given ``aiohttp.ClientSession``. Returns the raw
-    body bytes (feed them to :func:`for_provider`). Raises ``SymbologyError`` for an unknown
-    kind, a non-200 status, a connection error or a timeout (message names the URL)."""
+    """GET the venue's reference body: ``rest_url`` (no trailing slash needed) + the venue's
+    ``reference_path`` through the given ``aiohttp.ClientSession``. Returns the raw body bytes
+    (feed them to :func:`for_provider`). Raises ``SymbologyError`` for an unknown kind, a
+    non-200 status, a connection error or a timeout (message names the URL)."""
     import aiohttp
 
-    try:
-        path = REST_PATHS[kind]
-    except KeyError:
-        raise SymbologyError(f"provider kind {kind!r} has no REST reference endpoint") from None
-    url = rest_url.rstrip("/") + path
+    if kind not in venue_registry.kinds():
+        raise SymbologyError(f"provider kind {kind!r} has no REST reference endpoint")
+    url = rest_url.rstrip("/") + venue_registry.venue(kind).reference_path
     try:
         async with session.get(url) as resp:
             body = await resp.read()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import book_ref as br
 from book_ref import SIDE_ASK, SIDE_BID, RefBook, delta
 from dm._book import MASK_BBO, MASK_CROSSED, MASK_TOP10, BookError, L2Book
+from dm.venues.kraken._checksum import book_checksum as kraken_book_checksum
 from dm.errors import DmError
 from dm.records import BBO_DTYPE, BOOK_DELTA_DTYPE, DEPTH_DTYPE, RType, UNDEF_PRICE
 
@@ -181,11 +182,11 @@ def test_kraken_checksum_rendering_matches_text_rule():
     text = "5005500" + "501050000000" + "50001000" + "4990100000000"
     import zlib
 
-    assert b.kraken_checksum(5, 8) == zlib.crc32(text.encode()) == r.kraken_checksum(5, 8)
+    assert kraken_book_checksum(b, 5, 8) == zlib.crc32(text.encode()) == r.kraken_checksum(5, 8)
     with pytest.raises(BookError):
-        b.kraken_checksum(3, 8)          # 0.05005 does not fit 3 decimals
+        kraken_book_checksum(b, 3, 8)          # 0.05005 does not fit 3 decimals
     with pytest.raises(BookError):
-        b.kraken_checksum(10, 8)
+        kraken_book_checksum(b, 10, 8)
 
 
 def test_large_book_random_order_matches_reference():
@@ -281,7 +282,7 @@ def test_property_apply_level_equals_reference(ops, max_depth):
         assert b.apply_level(side, price, size) == r.apply_level(side, price, size)
     b._check()
     assert br.book_state(b) == br.book_state(r)
-    assert b.kraken_checksum(9, 9) == r.kraken_checksum(9, 9)
+    assert kraken_book_checksum(b, 9, 9) == r.kraken_checksum(9, 9)
 
 
 # ----------------------------------------------------------------------------- recordings

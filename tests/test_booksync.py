@@ -6,15 +6,11 @@ import pytest
 
 import book_ref as br
 from book_ref import SIDE_ASK, SIDE_BID, RefBook, delta
-from dm.booksync import (
-    MASK_BBO,
-    BinanceDepthSync,
-    BookError,
-    Gap,
-    KrakenBookSync,
-    KrakenFuturesBookSync,
-    decimals_of,
-)
+from dm.booksync import MASK_BBO, BookError, Gap
+from dm.venues.binance.booksync import BinanceDepthSync
+from dm.venues.kraken.booksync import KrakenBookSync, decimals_of
+from dm.venues.kraken._checksum import book_checksum as kraken_book_checksum
+from dm.venues.kraken_futures.booksync import KrakenFuturesBookSync
 
 BINANCE_SESSIONS = {
     "b38f7c": ("binance/BINANCE-b38f7c.0",),
@@ -275,7 +271,7 @@ def test_kraken_corrupted_checksum_one_gap_and_resubscribe(kraken_events):
             assert act.snapshot_applied and sync.synced
             deliver_at, resynced = None, True
         if resynced:
-            assert sync.book.kraken_checksum(*sync_decimals(sync)) == truth.kraken_checksum(
+            assert kraken_book_checksum(sync.book, *sync_decimals(sync)) == truth.kraken_checksum(
                 *sync_decimals(sync))
     assert [g.kind for g in gaps] == ["kraken.checksum"] and gaps[0].first_missing is None
     assert requests == 1 and resynced and sync.stats.gaps == 1

@@ -13,14 +13,13 @@ import pytest
 
 from dm import codec_ref as R
 from dm import records as REC
-from dm._codec import (
-    KIND_NAMES,
-    BinanceCodec,
-    KrakenCodec,
-    KrakenFuturesCodec,
-    parse_price,
-    parse_size,
-)
+from dm._codec import KIND_NAMES, parse_price, parse_size
+from dm.venues.binance._codec import BinanceCodec
+from dm.venues.binance.codec_ref import RefBinanceCodec
+from dm.venues.kraken._codec import KrakenCodec
+from dm.venues.kraken.codec_ref import RefKrakenCodec
+from dm.venues.kraken_futures._codec import KrakenFuturesCodec
+from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.errors import CodecError, FixedPointError, UnknownInstrumentError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -59,10 +58,10 @@ FSYMS = {s: 300 + i for i, s in enumerate(KF_PRODUCTS)}
 
 def pair(venue: str):
     if venue == "binance":
-        return BinanceCodec(1001, BSYMS), R.RefBinanceCodec(1001, BSYMS)
+        return BinanceCodec(1001, BSYMS), RefBinanceCodec(1001, BSYMS)
     if venue == "kraken":
-        return KrakenCodec(1002, KSYMS), R.RefKrakenCodec(1002, KSYMS)
-    return KrakenFuturesCodec(1003, FSYMS), R.RefKrakenFuturesCodec(1003, FSYMS)
+        return KrakenCodec(1002, KSYMS), RefKrakenCodec(1002, KSYMS)
+    return KrakenFuturesCodec(1003, FSYMS), RefKrakenFuturesCodec(1003, FSYMS)
 
 
 def outcome(fn, codec, *args):

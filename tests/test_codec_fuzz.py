@@ -13,7 +13,12 @@ import pytest
 
 from dm import codec_ref as R
 from dm import records as REC
-from dm._codec import BinanceCodec, KrakenCodec, KrakenFuturesCodec
+from dm.venues.binance._codec import BinanceCodec
+from dm.venues.binance.codec_ref import RefBinanceCodec
+from dm.venues.kraken._codec import KrakenCodec
+from dm.venues.kraken.codec_ref import RefKrakenCodec
+from dm.venues.kraken_futures._codec import KrakenFuturesCodec
+from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -34,12 +39,12 @@ def codecs():
                                              "FI_BCHUSD_210730", "FI_XBTUSD_210924", "FI_ETHUSD_210730",
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     return [
-        (BinanceCodec(1001, bsyms), R.RefBinanceCodec(1001, bsyms),
+        (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
-        (KrakenCodec(1002, ksyms), R.RefKrakenCodec(1002, ksyms),
+        (KrakenCodec(1002, ksyms), RefKrakenCodec(1002, ksyms),
          recorded(DATA / "kraken/KRAKEN-c197c0.0") + recorded(DATA / "kraken/KRAKEN-4b7396.0")
          + recorded(DATA / "kraken/KRAKEN-82ac16.0")),
-        (KrakenFuturesCodec(1003, fsyms), R.RefKrakenFuturesCodec(1003, fsyms),
+        (KrakenFuturesCodec(1003, fsyms), RefKrakenFuturesCodec(1003, fsyms),
          recorded(DATA / "kraken_futures/KRAKEN_FUTURES.ws.1.0")),
     ]
 

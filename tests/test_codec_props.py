@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dm import codec_ref as R
-from dm._codec import BinanceCodec, KrakenCodec, KrakenFuturesCodec, parse_price, parse_size
+from dm._codec import parse_price, parse_size
+from dm.venues.binance._codec import BinanceCodec
+from dm.venues.binance.codec_ref import RefBinanceCodec
+from dm.venues.kraken._codec import KrakenCodec
+from dm.venues.kraken.codec_ref import RefKrakenCodec
+from dm.venues.kraken_futures._codec import KrakenFuturesCodec
+from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.errors import CodecError, FixedPointError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -27,9 +33,9 @@ FSYMS = {s: 40 + i for i, s in enumerate(["PI_XRPUSD", "PI_LTCUSD", "PI_ETHUSD",
                                          "FI_BCHUSD_210730", "FI_XBTUSD_210924", "FI_ETHUSD_210730",
                                          "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
 CODECS = {
-    "binance": (lambda: BinanceCodec(1001, BSYMS), lambda: R.RefBinanceCodec(1001, BSYMS)),
-    "kraken": (lambda: KrakenCodec(1002, KSYMS), lambda: R.RefKrakenCodec(1002, KSYMS)),
-    "kf": (lambda: KrakenFuturesCodec(1003, FSYMS), lambda: R.RefKrakenFuturesCodec(1003, FSYMS)),
+    "binance": (lambda: BinanceCodec(1001, BSYMS), lambda: RefBinanceCodec(1001, BSYMS)),
+    "kraken": (lambda: KrakenCodec(1002, KSYMS), lambda: RefKrakenCodec(1002, KSYMS)),
+    "kf": (lambda: KrakenFuturesCodec(1003, FSYMS), lambda: RefKrakenFuturesCodec(1003, FSYMS)),
 }
 PAIRS = {k: (a(), b()) for k, (a, b) in CODECS.items()}
 

@@ -15,16 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dm.errors import RecordingError, SymbologyError
-from dm.symbology import (
-    REST_PATHS,
-    BinanceSymbology,
-    KrakenFuturesSymbology,
-    KrakenSymbology,
-    NativeSymbology,
-    fetch_reference,
-    for_provider,
-    read_recorded_reference,
-)
+from dm.symbology import NativeSymbology, fetch_reference, for_provider, read_recorded_reference
+from dm.venues import venue as venue_of_kind
+from dm.venues.binance.symbology import BinanceSymbology
+from dm.venues.kraken.symbology import KrakenSymbology
+from dm.venues.kraken_futures.symbology import KrakenFuturesSymbology
 
 BINANCE_FILES = ["binance/2021-10-12/BINANCE.0", "binance/2021-08-14/BINANCE.0"]
 CANONICAL_RE = re.compile(r"^[A-Z0-9]+(-[A-Z0-9]+)*$")
@@ -332,9 +327,9 @@ def test_read_recorded_reference_rejects_other_lines(tmp_path):
 
 def test_fetch_reference_from_a_real_server(data_dir, kraken_body, kf_body):
     bodies = {
-        REST_PATHS["binance"]: _body(data_dir, BINANCE_FILES[0]),
-        REST_PATHS["kraken"]: kraken_body,
-        REST_PATHS["kraken_futures"]: kf_body,
+        venue_of_kind("binance").reference_path: _body(data_dir, BINANCE_FILES[0]),
+        venue_of_kind("kraken").reference_path: kraken_body,
+        venue_of_kind("kraken_futures").reference_path: kf_body,
     }
 
     async def handler(request):
@@ -366,7 +361,7 @@ def test_fetch_reference_from_a_real_server(data_dir, kraken_body, kf_body):
             await runner.cleanup()
 
     out = asyncio.run(main())
-    assert out["binance"] == bodies[REST_PATHS["binance"]]
+    assert out["binance"] == bodies[venue_of_kind("binance").reference_path]
     assert for_provider("kraken", out["kraken"], {}).to_canonical("XBT/USD") == "BTCUSD"
     assert for_provider("kraken_futures", out["kraken_futures"], {}).to_venue("BTCUSD") == "PI_XBTUSD"
 

@@ -1,2 +1,3 @@
 """Venue providers: one worker process per provider (DESIGN §1). ``base`` holds the connection
-loop; each venue module adds its symbology, subscriptions and codec."""
+loop every venue shares; each venue's part (symbology, subscriptions, codec, books) is
+``dm/venues/<venue>/provider.py``, found with ``base.provider_class(kind)``."""

@@ -164,8 +164,8 @@ class Books:
 
 
 class ResubscribingBooks:
-    """Book resync for venues whose fresh snapshot comes from a new subscription (Kraken v1
-    ``book``, Kraken Futures v1 ``book``): unsubscribe + subscribe the one symbol's book, and
+    """Book resync for venues whose fresh snapshot comes from a new subscription (e.g. Kraken v1
+    and Kraken Futures v1 ``book``): unsubscribe + subscribe the one symbol's book, and
     ask again if no snapshot arrived within ``resync_timeout_s``. Mixed into a Provider that
     defines ``_message(event, channel, symbols) -> str``, ``book_symbol(iid) -> str`` (the venue
     form), ``_tasks`` (a set) and ``resubscribes`` (a counter)."""
@@ -262,8 +262,8 @@ class Provider:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
 
     # -- set-up ---------------------------------------------------------------------------
-    # Binance takes the global [symbology] quote aliases; Kraken's venues only their own
-    # (USDT -> USD would merge XBT/USD and XBT/USDT there).
+    # Whether the global [symbology] quote aliases apply to this venue (a venue that lists both
+    # XBT/USD and XBT/USDT sets False: USDT -> USD would merge them; it then takes only its own).
     global_quote_aliases = True
 
     async def fetch_reference(self) -> bytes:
@@ -571,19 +571,13 @@ async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: 
 
 
 def provider_class(kind: str):
-    if kind == "binance":
-        from dm.providers.binance import BinanceProvider
+    """The worker class of provider ``kind``, from the venue registry (``dm.venues``). Raises
+    ``NotImplementedError`` for a kind that has no worker."""
+    from dm import venues
 
-        return BinanceProvider
-    if kind == "kraken":
-        from dm.providers.kraken import KrakenProvider
-
-        return KrakenProvider
-    if kind == "kraken_futures":
-        from dm.providers.kraken_futures import KrakenFuturesProvider
-
-        return KrakenFuturesProvider
-    raise NotImplementedError(f"provider kind {kind!r} has no worker yet")
+    if kind not in venues.worker_kinds():
+        raise NotImplementedError(f"provider kind {kind!r} has no worker yet (workers: {', '.join(venues.worker_kinds())})")
+    return venues.venue(kind).provider_class()
 
 
 def run_worker(cfg: Config, name: str) -> None:

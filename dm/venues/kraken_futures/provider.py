@@ -4,7 +4,7 @@ Venue rules (Kraken Futures "WebSocket API v1" docs, sections named in brackets)
 
 * Reference data: REST ``GET /derivatives/api/v3/instruments`` ("Get instruments"); venue
   symbols are product ids (``PI_XBTUSD``; frames carry them upper case), canonical
-  ``BTCUSD`` / ``BTCUSD-210924`` (``dm.symbology.KrakenFuturesSymbology``). Quote aliases come
+  ``BTCUSD`` / ``BTCUSD-210924`` (``dm.venues.kraken_futures.symbology.KrakenFuturesSymbology``). Quote aliases come
   from ``[providers.<name>] quote_aliases`` only.
 * One websocket; after connecting, one ``subscribe`` per feed with all ``product_ids`` in lower
   case as the venue's examples send them ("Subscriptions"): ``book``, ``trade``, ``ticker_lite``
@@ -12,7 +12,7 @@ Venue rules (Kraken Futures "WebSocket API v1" docs, sections named in brackets)
   venue closes a socket without a ping for 60 s: aiohttp's websocket protocol ping runs every
   30 s. No frame for ``stale_after_s`` (default 30 s) → close and reconnect; every feed is
   subscribed again and the books rebuilt from the new ``book_snapshot``s.
-* Books ("Book"): one ``dm.booksync.KrakenFuturesBookSync`` per product; each ``book`` delta
+* Books ("Book"): one ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync`` per product; each ``book`` delta
   must carry ``seq == previous + 1``. A jump is a gap (ledger kind ``kraken_futures.seq``,
   first/last = the missing seqs) and the product's book feed is resubscribed
   (``unsubscribe`` + ``subscribe``) for a fresh ``book_snapshot``; repeated after
@@ -33,10 +33,11 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS, KrakenFuturesCodec
-from dm.booksync import KrakenFuturesBookSync
+from dm._codec import KINDS
 from dm.errors import ConfigError
 from dm.providers.base import Books, Provider, ResubscribingBooks
+from dm.venues.kraken_futures._codec import KrakenFuturesCodec
+from dm.venues.kraken_futures.booksync import KrakenFuturesBookSync
 
 log = dmlog.get("dm.worker.kraken_futures")
 

@@ -3,7 +3,7 @@
 Venue rules (Kraken "WebSocket API v1" docs, sections named in brackets):
 
 * Reference data: REST ``GET /0/public/AssetPairs`` ("Get Tradable Asset Pairs"); venue symbols
-  are the ``wsname`` (``XBT/USD``), canonical ``BTCUSD`` (``dm.symbology.KrakenSymbology``).
+  are the ``wsname`` (``XBT/USD``), canonical ``BTCUSD`` (``dm.venues.kraken.symbology.KrakenSymbology``).
   Quote aliases come from ``[providers.<name>] quote_aliases`` only, never from the global
   ``[symbology]`` table: the global USDT→USD alias would map ``XBT/USD`` and ``XBT/USDT`` to one
   canonical symbol on Kraken.
@@ -16,7 +16,7 @@ Venue rules (Kraken "WebSocket API v1" docs, sections named in brackets):
   ``stale_after_s`` (default 10 s) means the socket is dead: it is closed and reconnected
   (``dm.providers.base`` watchdog); every subscription is sent again on the new socket and the
   books are rebuilt from the new snapshots.
-* Books ("book", "Book checksum"): one ``dm.booksync.KrakenBookSync`` per pair, truncated to the
+* Books ("book", "Book checksum"): one ``dm.venues.kraken.booksync.KrakenBookSync`` per pair, truncated to the
   subscribed depth, the CRC32 ``c`` verified on every update. The websocket's decimals per pair
   are read from the snapshot's first level strings (AssetPairs ``pair_decimals`` differs from
   the wire for most pairs); if the snapshot has no level the sync detects them from the first
@@ -44,9 +44,10 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS, KrakenCodec
-from dm.booksync import KrakenBookSync, decimals_of
+from dm._codec import KINDS
 from dm.providers.base import Books, Provider, ResubscribingBooks
+from dm.venues.kraken._codec import KrakenCodec
+from dm.venues.kraken.booksync import KrakenBookSync, decimals_of
 
 log = dmlog.get("dm.worker.kraken")
 

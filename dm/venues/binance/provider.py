@@ -6,7 +6,7 @@ for symbology) comes from REST ``GET /api/v3/exchangeInfo``. With a ``depth@100m
 ``depth``) stream the worker keeps an L2 book per symbol synchronised by the documented
 procedure ("How to manage a local order book correctly"): buffer diffs, fetch the REST snapshot
 ``GET /api/v3/depth?symbol=S&limit=N``, drop diffs with ``u <= lastUpdateId``, then require
-``U <= lastUpdateId+1 <= u`` and ``U == previous u + 1`` (``dm.booksync.BinanceDepthSync``); a
+``U <= lastUpdateId+1 <= u`` and ``U == previous u + 1`` (``dm.venues.binance.booksync.BinanceDepthSync``); a
 break records a gap and resyncs from a fresh snapshot.
 """
 from __future__ import annotations
@@ -16,11 +16,12 @@ import asyncio
 import aiohttp
 
 from dm import log as dmlog
-from dm._codec import KINDS, BinanceCodec
+from dm._codec import KINDS
 from dm._ring import now_ns
-from dm.booksync import BinanceDepthSync
 from dm.errors import CodecError
 from dm.providers.base import Books, Provider
+from dm.venues.binance._codec import BinanceCodec
+from dm.venues.binance.booksync import BinanceDepthSync
 
 log = dmlog.get("dm.worker.binance")
 

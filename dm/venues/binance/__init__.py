@@ -1,0 +1,23 @@
+"""Binance spot: websocket combined streams (``aggTrade``, ``trade``, ``bookTicker``, diff
+``depth``), REST ``exchangeInfo`` and ``depth`` snapshots; L2 books by the documented diff-depth
+procedure. Rules: Binance Spot API docs ("WebSocket Streams", "Market Data endpoints", "How to
+manage a local order book correctly"), cited where each is implemented.
+
+Files: ``_codec.pyx`` (``BinanceCodec``), ``codec_ref.py`` (its oracle), ``booksync.py``
+(``BinanceDepthSync``), ``symbology.py`` (``BinanceSymbology``), ``provider.py``
+(``BinanceProvider``), ``replay.py`` (``BinanceReplay``)."""
+from dm.venues import Venue
+
+VENUE = Venue(
+    kind="binance",
+    exchange="BINANCE",
+    publisher_id=1001,  # dm.records.Publisher.BINANCE
+    hosts=("binance.com",),  # stream.binance.com, api.binance.com, www.binance.com
+    reference_path="/api/v3/exchangeInfo",
+    codec="dm.venues.binance._codec:BinanceCodec",
+    codec_ref="dm.venues.binance.codec_ref:RefBinanceCodec",
+    provider="dm.venues.binance.provider:BinanceProvider",
+    symbology="dm.venues.binance.symbology:BinanceSymbology",
+    replay="dm.venues.binance.replay:BinanceReplay",
+    doc="https://developers.binance.com/docs/binance-spot-api-docs",
+)
