@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from dm._codec import BinanceCodec  # noqa: E402
+from dm.venues.binance._codec import BinanceCodec  # noqa: E402
 from dm._ring import ChannelWriter, Fanout, now_ns  # noqa: E402
 from dm.records import LAYOUT_HASH  # noqa: E402
 from dm.registry import Registry  # noqa: E402

@@ -15,7 +15,7 @@ from dm import venues
 from dm._codec import _Codec
 from dm.booksync import BookSync
 from dm.codec_ref import RefCodec
-from dm.config import PROVIDER_KINDS, parse
+from dm.config import KNOWN_KINDS, parse, worker_kinds
 from dm.errors import ConfigError
 from dm.providers.base import Provider, provider_class
 from dm.records import Publisher
@@ -77,13 +77,13 @@ def test_registry_lookups():
 
 
 def test_config_defaults_come_from_the_descriptor():
-    assert PROVIDER_KINDS == (*venues.kinds(), "databento")
+    assert KNOWN_KINDS == (*venues.kinds(), "databento") and worker_kinds() == frozenset(venues.worker_kinds())
     raw = {"providers": {k: {"kind": k, "ws_url": "ws://x", "symbols": ["BTCUSD"]} for k in venues.kinds()}}
     cfg = parse(raw, env={})
     for k in venues.kinds():
         v = venues.venue(k)
         assert (cfg.providers[k].exchange, cfg.providers[k].publisher_id) == (v.exchange, v.publisher_id)
-    with pytest.raises(ConfigError, match="kind must be one of"):
+    with pytest.raises(ConfigError, match="has no worker"):
         parse({"providers": {"x": {"kind": "nope", "ws_url": "ws://x", "symbols": []}}}, env={})
 
 
