@@ -84,15 +84,28 @@ def parse_price(text) -> int:
     return out
 
 
-def parse_size(text) -> int:
-    """Decimal text -> u64 size at 1e-9, exact. Raises ``FixedPointError`` like
-    ``parse_price``, and for a negative non-zero value."""
+def parse_size(text, int size_precision=9) -> int:
+    """Decimal text -> size at 10**-size_precision (0..18), exact. Raises ``FixedPointError``
+    like ``parse_price``, for more significant fractional digits than ``size_precision``, for a
+    negative non-zero value, and above i64 max (sizes are stored in BIGINT)."""
     cdef bytes b = as_bytes(text)
     cdef int64_t out = 0
-    cdef const char* r = parse_fixed(<const uint8_t*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0, &out)
+    if not 0 <= size_precision <= 18:
+        raise ValueError(f"size_precision {size_precision} must be 0..18")
+    cdef const char* r = parse_size_dp(<const uint8_t*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), size_precision, &out)
     if r != NULL:
         raise FixedPointError("decimal", r.decode(), None, 0)
     return <uint64_t>out
+
+
+def value_text(frame, Py_ssize_t offset) -> str:
+    """The JSON value starting at byte ``offset`` of ``frame`` (bytes or str), as text (at most
+    64 bytes): what a dead letter keeps of a value rejected alone."""
+    cdef bytes b = as_bytes(frame)
+    cdef Py_ssize_t e = offset
+    while e < len(b) and b[e] not in b",]}" and e - offset < 64:
+        e += 1
+    return b[offset:e].decode("utf-8", "replace")
 
 
 cdef int _no_venue(CState* s) noexcept nogil:
@@ -138,16 +151,19 @@ cdef class _Codec:
         free(self.st.retired)
         free(self.st.sym)
 
-    def add_symbol(self, venue_symbol, instrument_id):
+    def add_symbol(self, venue_symbol, instrument_id, size_precision=9):
         """Map a venue symbol ("ZILUSDT", "XBT/USD", "PI_ETHUSD"; ASCII case-insensitive, at
-        most 59 bytes) to a u32 instrument_id; replaces an existing mapping."""
+        most 58 bytes) to a u32 instrument_id whose sizes are integers at 10**-size_precision
+        (0..18, the instrument's registered scale); replaces an existing mapping."""
         cdef bytes k = as_bytes(venue_symbol)
         cdef uint64_t iid = instrument_id
         if len(k) == 0 or len(k) > SYM_MAX:
             raise ValueError(f"venue symbol {venue_symbol!r} must be 1..{SYM_MAX} bytes")
         if iid > 0xFFFFFFFF:
             raise ValueError(f"instrument_id {instrument_id} does not fit u32")
-        if sym_put(&self.st, <const uint8_t*>PyBytes_AS_STRING(k), len(k), <uint32_t>iid) < 0:
+        if not 0 <= size_precision <= 18:
+            raise ValueError(f"size_precision {size_precision} must be 0..18")
+        if sym_put(&self.st, <const uint8_t*>PyBytes_AS_STRING(k), len(k), <uint32_t>iid, <uint8_t>size_precision) < 0:
             raise MemoryError()
 
     def decode(self, frame, uint64_t ts_recv):
@@ -169,17 +185,7 @@ cdef class _Codec:
         """Decode ``n`` bytes at ``p``; returns the record count (Cython callers)."""
         cdef CState* s = &self.st
         cdef int rc
-        s.p = <const uint8_t*>p
-        s.n = n
-        s.ts_recv = ts_recv
-        s.out_len = 0
-        s.nrec = 0
-        s.kind = K_NONE
-        s.instrument_id = 0
-        s.first_seq = 0
-        s.last_seq = 0
-        s.checksum = -1
-        s.err = ERR_NONE
+        begin_frame(s, <const uint8_t*>p, n, ts_recv)
         rc = self.decoder(s)
         if rc < 0:
             return self._raise()
@@ -281,6 +287,27 @@ cdef class _Codec:
     def checksum(self) -> int:
         """Book checksum the last frame carried (u32, the venue's definition), -1 when none."""
         return self.st.checksum
+
+    @property
+    def size_precision(self) -> int:
+        """size_precision of the last frame's instrument (9 when the frame names none)."""
+        return self.st.size_precision
+
+    @property
+    def value_errors(self) -> list:
+        """Values of the last decode rejected alone, the rest of the frame decoded:
+        ``[(instrument_id, field, reason, byte_offset)]`` (at most 16 kept; see
+        ``value_error_count``); ``value_text(frame, byte_offset)`` cuts the value out of the
+        frame the caller still holds."""
+        cdef CState* s = &self.st
+        cdef int k
+        return [(s.verr[k].instrument_id, s.verr[k].field.decode() if s.verr[k].field != NULL else None,
+                 s.verr[k].reason.decode(), s.verr[k].off) for k in range(min(s.verr_n, MAX_VALUE_ERRS))]
+
+    @property
+    def value_error_count(self) -> int:
+        """How many values the last decode rejected alone (may exceed len(value_errors))."""
+        return self.st.verr_n
 
     def counts(self) -> dict:
         """Frames decoded without error per kind name since creation (kinds never seen omitted)."""

@@ -57,6 +57,7 @@ cdef extern from *:
     /* FixedPointError reasons (dm/codec_ref.py raises the same texts) */
     #define DM_R_INVALID "invalid decimal"
     #define DM_R_FRAC "more than 9 fractional digits"
+    #define DM_R_FRAC_SIZE "more fractional digits than the instrument's size_precision"
     #define DM_R_NEG "negative value"
     #define DM_R_RANGE "out of range"
     #endif
@@ -68,12 +69,14 @@ cdef extern from *:
     const uint64_t dm_pow10[20]
     const char* R_INVALID "DM_R_INVALID"
     const char* R_FRAC "DM_R_FRAC"
+    const char* R_FRAC_SIZE "DM_R_FRAC_SIZE"
     const char* R_NEG "DM_R_NEG"
     const char* R_RANGE "DM_R_RANGE"
 
 
 cdef enum:
-    SYM_MAX = 59          # longest venue symbol (bytes) the symbol table stores
+    SYM_MAX = 58          # longest venue symbol (bytes) the symbol table stores
+    MAX_VALUE_ERRS = 16   # value errors kept per decode (CState.verr); more are only counted
     N_KINDS = 32          # size of CState.counts: kind codes are < N_KINDS
     MAX_DEPTH = 32
     INIT_CAP = 4096
@@ -115,7 +118,15 @@ cdef enum:
 cdef struct SymEntry:     # 64 B open-addressing slot; klen == 0 means empty
     uint32_t id
     uint8_t klen
+    uint8_t size_precision  # the instrument's size scale (dm/_records.pxd)
     char key[SYM_MAX]
+
+
+cdef struct ValueErr:     # one value rejected alone (the rest of the frame was decoded)
+    const char* field
+    const char* reason
+    Py_ssize_t off        # byte offset of the value in the frame
+    uint32_t instrument_id
 
 
 cdef struct CState:
@@ -141,6 +152,7 @@ cdef struct CState:
     # results of the last decode
     int kind
     uint32_t instrument_id
+    uint8_t size_precision        # of instrument_id (set by lookup; 9 until one is looked up)
     uint64_t first_seq
     uint64_t last_seq
     int64_t checksum
@@ -152,6 +164,10 @@ cdef struct CState:
     const char* err_reason
     Py_ssize_t sym_off
     Py_ssize_t sym_len
+    # values rejected alone in the last decode (out of range, too precise, negative size): the
+    # frame, the book and the other values go on; the provider dead-letters each one
+    int verr_n                    # how many (only the first MAX_VALUE_ERRS are kept in verr)
+    ValueErr verr[MAX_VALUE_ERRS]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +205,38 @@ cdef inline int e_codec(CState* s, int kind, const char* reason, const char* fie
     s.err_reason = reason
     s.err_field = field
     return -1
+
+
+cdef inline void begin_frame(CState* s, const uint8_t* p, Py_ssize_t n, uint64_t ts_recv) noexcept nogil:
+    """Reset the per-frame state before decoding ``n`` bytes at ``p`` received at ``ts_recv``."""
+    s.p = p
+    s.n = n
+    s.ts_recv = ts_recv
+    s.out_len = 0
+    s.nrec = 0
+    s.kind = K_NONE
+    s.instrument_id = 0
+    s.size_precision = 9
+    s.first_seq = 0
+    s.last_seq = 0
+    s.checksum = -1
+    s.err = ERR_NONE
+    s.verr_n = 0
+
+
+cdef inline int value_reject(CState* s, const char* field, const char* reason, Py_ssize_t off) noexcept nogil:
+    """Record a value that cannot be represented (out of range, more digits than its scale, a
+    negative size) and return 1: the caller skips that value alone (a trade, a book level, one
+    side of a BBO) and decodes the rest of the frame."""
+    cdef ValueErr* e
+    if s.verr_n < MAX_VALUE_ERRS:
+        e = &s.verr[s.verr_n]
+        e.field = field
+        e.reason = reason
+        e.off = off
+        e.instrument_id = s.instrument_id
+    s.verr_n += 1
+    return 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,9 +617,15 @@ cdef inline const char* parse_fixed(const uint8_t* p, Py_ssize_t n, bint is_sign
 
 
 cdef inline const char* parse_fixed_slow(const uint8_t* p, Py_ssize_t n, bint is_signed, int64_t* out) noexcept nogil:
+    return parse_fixed_slow_dp(p, n, is_signed, 9, out)
+
+
+cdef inline const char* parse_fixed_slow_dp(const uint8_t* p, Py_ssize_t n, bint is_signed, int dp,
+                                            int64_t* out) noexcept nogil:
     """Parse ``-?digits[.digits][(e|E)[+-]digits]`` (at least one mantissa digit) to an integer
-    at scale 1e-9. Returns NULL on success, else the reason: invalid decimal, more than 9
-    fractional digits, negative value (sizes), out of range (i64 / u64), checked in that order."""
+    at scale 10**-dp (dp 0..18). Returns NULL on success, else the reason: invalid decimal, more
+    significant fractional digits than dp, negative value (sizes), out of range (i64 / u64),
+    checked in that order."""
     cdef Py_ssize_t i = 0, a, b, c, d, nint, nd, j, jf = -1, jl = -1
     cdef bint neg = 0, eneg = 0
     cdef int64_t E = 0, H, L
@@ -628,17 +682,17 @@ cdef inline const char* parse_fixed_slow(const uint8_t* p, Py_ssize_t n, bint is
         j -= 1
     H = (nint - 1 - jf) + E
     L = (nint - 1 - jl) + E
-    if L < -9:
-        return R_FRAC
+    if L < -dp:
+        return R_FRAC if dp == 9 else R_FRAC_SIZE
     if neg and not is_signed:
         return R_NEG
-    if H + 9 >= 20:
+    if H + dp >= 20:
         return R_RANGE
     for j in range(jf, jl + 1):
         dg = p[a + j] if j < nint else p[c + j - nint]
         if dm_mul_u64(acc, 10, &acc) or dm_add_u64(acc, dg - 48, &acc):
             return R_RANGE
-    for j in range(L + 9):
+    for j in range(L + dp):
         if dm_mul_u64(acc, 10, &acc):
             return R_RANGE
     if is_signed:
@@ -653,6 +707,40 @@ cdef inline const char* parse_fixed_slow(const uint8_t* p, Py_ssize_t n, bint is
     else:
         out[0] = <int64_t>acc
     return NULL
+
+
+cdef inline const char* parse_size_dp(const uint8_t* p, Py_ssize_t n, int dp, int64_t* out) noexcept nogil:
+    """A size: decimal text -> integer at 10**-dp (the instrument's size_precision), exact,
+    non-negative and <= i64 max (storable). Fast path for ``d{1,}(.d{0,dp})?`` with at most 18
+    digits in all; anything else (exponents, trailing zeros past dp, a sign) goes to
+    parse_fixed_slow_dp, which defines the semantics."""
+    cdef Py_ssize_t i = 0, j
+    cdef uint64_t acc = 0
+    cdef const char* r
+    while i < n and is_digit(p[i]):
+        acc = acc * 10 + (p[i] - 48)
+        i += 1
+    if i == 0 or i + dp > 18:
+        r = parse_fixed_slow_dp(p, n, 0, dp, out)
+    elif i == n:
+        out[0] = <int64_t>(acc * dm_pow10[dp])
+        return NULL
+    elif p[i] != 46:
+        r = parse_fixed_slow_dp(p, n, 0, dp, out)
+    else:
+        i += 1
+        j = i
+        while i < n and is_digit(p[i]):
+            acc = acc * 10 + (p[i] - 48)
+            i += 1
+        if i != n or i - j > dp:
+            r = parse_fixed_slow_dp(p, n, 0, dp, out)
+        else:
+            out[0] = <int64_t>(acc * dm_pow10[dp - (i - j)])  # < 10**18: fits
+            return NULL
+    if r == NULL and <uint64_t>out[0] > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        return R_RANGE
+    return r
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,6 +828,59 @@ cdef inline int get_ts_str(CState* s, Py_ssize_t v, const char* field, uint64_t*
     return get_fx_str(s, v, field, 0, <int64_t*>out)
 
 
+# Prices and sizes of venue frames. Each returns 0 (parsed), 1 (the value cannot be represented:
+# out of range, more digits than its scale, a negative size — recorded with value_reject; skip
+# that value alone) or -1 (the frame is malformed: s.err is set). Callers must test ``r > 0``.
+
+cdef inline int _fx_result(CState* s, const char* r, const char* field, Py_ssize_t v) noexcept nogil:
+    if r == NULL:
+        return 0
+    if r == R_INVALID:
+        return e_codec(s, ERR_FIXED, r, field, v)
+    return value_reject(s, field, r, v)
+
+
+cdef inline int get_px_str(CState* s, Py_ssize_t v, const char* field, int64_t* out) noexcept nogil:
+    """Price as a decimal string -> i64 at 1e-9."""
+    cdef Py_ssize_t a, b
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    return _fx_result(s, parse_fixed(s.p + a, b - a, 1, out), field, v)
+
+
+cdef inline int get_px_num(CState* s, Py_ssize_t v, const char* field, bint allow_null, int64_t null_value,
+                           int64_t* out) noexcept nogil:
+    """Price as a JSON number (exact, exponents included) -> i64 at 1e-9; ``null`` ->
+    null_value when allowed."""
+    cdef const uint8_t* p = s.p
+    if allow_null and p[v] == 110:
+        out[0] = null_value
+        return 0
+    if not (p[v] == 45 or is_digit(p[v])):
+        return e_codec(s, ERR_CODEC, b"expected a number", field, v)
+    return _fx_result(s, parse_fixed(p + v, scan_number(s, v) - v, 1, out), field, v)
+
+
+cdef inline int get_sz_str(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
+    """Size as a decimal string -> u64 at the instrument's size_precision (<= i64 max)."""
+    cdef Py_ssize_t a, b
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    return _fx_result(s, parse_size_dp(s.p + a, b - a, s.size_precision, <int64_t*>out), field, v)
+
+
+cdef inline int get_sz_num(CState* s, Py_ssize_t v, const char* field, bint allow_null, uint64_t* out) noexcept nogil:
+    """Size as a JSON number -> u64 at the instrument's size_precision (<= i64 max); ``null``
+    -> 0 when allowed."""
+    cdef const uint8_t* p = s.p
+    if allow_null and p[v] == 110:
+        out[0] = 0
+        return 0
+    if not (p[v] == 45 or is_digit(p[v])):
+        return e_codec(s, ERR_CODEC, b"expected a number", field, v)
+    return _fx_result(s, parse_size_dp(p + v, scan_number(s, v) - v, s.size_precision, <int64_t*>out), field, v)
+
+
 cdef inline Py_ssize_t req(CState* s, Py_ssize_t* slots, int slot, const char* field, Py_ssize_t obj) noexcept nogil:
     if slots[slot] < 0:
         return e_codec(s, ERR_CODEC, b"missing field", field, obj)
@@ -775,24 +916,25 @@ cdef inline bint sym_eq(SymEntry* e, const uint8_t* k, Py_ssize_t n) noexcept no
     return 1
 
 
-cdef inline int sym_find(CState* s, const uint8_t* k, Py_ssize_t n, uint32_t* out) noexcept nogil:
+cdef inline SymEntry* sym_find(CState* s, const uint8_t* k, Py_ssize_t n) noexcept nogil:
+    """The entry of venue symbol k, NULL when unknown."""
     cdef uint64_t mask, idx
     cdef SymEntry* e
     if n <= 0 or n > SYM_MAX or s.sym_cap == 0:
-        return 0
+        return NULL
     mask = s.sym_cap - 1
     idx = sym_hash(k, n) & mask
     while True:
         e = &s.sym[idx]
         if e.klen == 0:
-            return 0
+            return NULL
         if sym_eq(e, k, n):
-            out[0] = e.id
-            return 1
+            return e
         idx = (idx + 1) & mask
 
 
-cdef inline int sym_insert(SymEntry* tab, Py_ssize_t cap, const uint8_t* k, Py_ssize_t n, uint32_t iid) noexcept nogil:
+cdef inline int sym_insert(SymEntry* tab, Py_ssize_t cap, const uint8_t* k, Py_ssize_t n, uint32_t iid,
+                           uint8_t size_precision) noexcept nogil:
     """Returns 1 when a new key was added, 0 when an existing one was replaced."""
     cdef uint64_t mask = cap - 1
     cdef uint64_t idx = sym_hash(k, n) & mask
@@ -805,14 +947,16 @@ cdef inline int sym_insert(SymEntry* tab, Py_ssize_t cap, const uint8_t* k, Py_s
             for i in range(n):
                 e.key[i] = <char>upper(k[i])
             e.id = iid
+            e.size_precision = size_precision
             return 1
         if sym_eq(e, k, n):
             e.id = iid
+            e.size_precision = size_precision
             return 0
         idx = (idx + 1) & mask
 
 
-cdef inline int sym_put(CState* s, const uint8_t* k, Py_ssize_t n, uint32_t iid) noexcept nogil:
+cdef inline int sym_put(CState* s, const uint8_t* k, Py_ssize_t n, uint32_t iid, uint8_t size_precision) noexcept nogil:
     cdef Py_ssize_t newcap, i
     cdef SymEntry* tab
     if (s.sym_count + 1) * 2 > s.sym_cap:
@@ -823,20 +967,27 @@ cdef inline int sym_put(CState* s, const uint8_t* k, Py_ssize_t n, uint32_t iid)
         memset(tab, 0, newcap * sizeof(SymEntry))
         for i in range(s.sym_cap):
             if s.sym[i].klen:
-                sym_insert(tab, newcap, <const uint8_t*>s.sym[i].key, s.sym[i].klen, s.sym[i].id)
+                sym_insert(tab, newcap, <const uint8_t*>s.sym[i].key, s.sym[i].klen, s.sym[i].id,
+                           s.sym[i].size_precision)
         free(s.sym)
         s.sym = tab
         s.sym_cap = newcap
-    s.sym_count += sym_insert(s.sym, s.sym_cap, k, n, iid)
+    s.sym_count += sym_insert(s.sym, s.sym_cap, k, n, iid, size_precision)
     return 0
 
 
 cdef inline int lookup(CState* s, Py_ssize_t v, const char* field) noexcept nogil:
-    """String value at v names the instrument of the frame (sets s.instrument_id)."""
+    """String value at v names the instrument of the frame (sets s.instrument_id and
+    s.size_precision)."""
     cdef Py_ssize_t a, b
+    cdef SymEntry* e
     if get_str(s, v, field, &a, &b) < 0:
         return -1
-    if not sym_find(s, s.p + a, b - a, &s.instrument_id):
+    e = sym_find(s, s.p + a, b - a)
+    if e != NULL:
+        s.instrument_id = e.id
+        s.size_precision = e.size_precision
+    else:
         s.err = ERR_UNKNOWN
         s.err_off = v
         s.err_field = field
@@ -910,7 +1061,7 @@ cdef inline int emit_trade(CState* s, uint64_t ts_event, int64_t px, uint64_t sz
     r.sequence = seq
     r.side = side
     r.flags = flags
-    r.size_precision = FIXED_DECIMALS
+    r.size_precision = s.size_precision
     memset(r._reserved, 0, 5)
     return 0
 
@@ -934,7 +1085,7 @@ cdef inline int emit_bbo(CState* s, uint64_t ts_event, int64_t bid_px, uint64_t 
     r.bid_ct = 0
     r.ask_ct = 0
     r.flags = flags
-    r.size_precision = FIXED_DECIMALS
+    r.size_precision = s.size_precision
     memset(r._reserved, 0, 6)
     return 0
 
@@ -956,7 +1107,7 @@ cdef inline int emit_delta(CState* s, uint64_t ts_event, int64_t px, uint64_t sz
     r.side = side
     r.action = action
     r.flags = flags
-    r.size_precision = FIXED_DECIMALS
+    r.size_precision = s.size_precision
     memset(r._reserved, 0, 4)
     return 0
 

@@ -229,8 +229,10 @@ class _FixedError(Exception):
     pass
 
 
-def fixed(raw: bytes, signed: bool) -> int:
-    """Exact decimal text -> integer at 1e-9 (see dm._codec.parse_fixed for the rules)."""
+def fixed(raw: bytes, signed: bool, dp: int = 9, size: bool = False) -> int:
+    """Exact decimal text -> integer at 10**-dp (see dm._scan parse_fixed / parse_size_dp for
+    the rules). ``size``: a size at the instrument's size_precision ``dp``: non-negative and
+    <= i64 max (storable)."""
     m = _DEC.fullmatch(raw)
     if not m:
         raise _FixedError("invalid decimal")
@@ -249,13 +251,18 @@ def fixed(raw: bytes, signed: bool) -> int:
         k -= 1
     low = exp + (len(digits) - k)         # power of ten of the last non-zero digit
     high = low + k - 1                    # ... of the first
-    if low < -9:
-        raise _FixedError("more than 9 fractional digits")
+    if low < -dp:
+        raise _FixedError("more than 9 fractional digits" if dp == 9
+                          else "more fractional digits than the instrument's size_precision")
     if sign and not signed:
         raise _FixedError("negative value")
-    if high + 9 >= 20:
+    if high + dp >= 20:
         raise _FixedError("out of range")
-    mag = int("".join(map(str, digits[:k]))) * 10 ** (low + 9)
+    mag = int("".join(map(str, digits[:k]))) * 10 ** (low + dp)
+    if size:
+        if mag > I64_MAX:
+            raise _FixedError("out of range")
+        return mag
     if signed:
         if (sign and mag > 1 << 63) or (not sign and mag > I64_MAX):
             raise _FixedError("out of range")
@@ -280,9 +287,9 @@ def ref_parse_price(text) -> int:
         raise FixedPointError("decimal", str(e), None, 0) from None
 
 
-def ref_parse_size(text) -> int:
+def ref_parse_size(text, size_precision: int = 9) -> int:
     try:
-        return fixed(as_bytes(text), False)
+        return fixed(as_bytes(text), False, size_precision, size=True)
     except _FixedError as e:
         raise FixedPointError("decimal", str(e), None, 0) from None
 

@@ -466,7 +466,8 @@ def test_kind_names_and_parse_helpers_match_oracle():
     assert parse_price(b"2.5E+3") == 2_500_000_000_000 and parse_price("-1e-05") == -10_000
     assert parse_size(b"0.000000001") == 1 and parse_size(b"-0.0") == 0
     assert parse_price(b"-9223372036.854775808") == -(1 << 63)
-    assert parse_size(b"18446744073.709551615") == (1 << 64) - 1
+    assert parse_size(b"9223372036.854775807") == (1 << 63) - 1  # sizes are stored in BIGINT
+    assert parse_size(b"12000000000", 0) == 12_000_000_000 and parse_size(b"0.00100000", 3) == 1
     for bad, reason in [(b"1.0000000001", "more than 9 fractional digits"), (b"9223372036.854775808", "out of range"),
                         (b"1e", "invalid decimal"), (b"+1", "invalid decimal"), (b"", "invalid decimal"),
                         (b"nan", "invalid decimal"), (b" 1", "invalid decimal")]:
@@ -475,6 +476,10 @@ def test_kind_names_and_parse_helpers_match_oracle():
         assert ei.value.reason == reason
     with pytest.raises(FixedPointError, match="negative value"):
         parse_size(b"-1")
+    for bad, dp, reason in [(b"9223372036.854775808", 9, "out of range"), (b"0.0015", 3, "size_precision"),
+                            (b"18446744073709551615", 0, "out of range")]:
+        with pytest.raises(FixedPointError, match=reason):
+            parse_size(bad, dp)
 
 
 def test_input_types_and_symbols():

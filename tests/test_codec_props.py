@@ -124,7 +124,7 @@ def test_fixed_point_matches_oracle_and_decimal(text):
                 assert set(text.split("e")[0].split("E")[0]) <= set("-0.")
             else:
                 assert Decimal(text) * 10**9 == a
-            assert (-(1 << 63) if signed else 0) <= a <= ((1 << 63) - 1 if signed else (1 << 64) - 1)
+            assert (-(1 << 63) if signed else 0) <= a <= (1 << 63) - 1
 
 
 @SETTINGS
@@ -132,6 +132,22 @@ def test_fixed_point_matches_oracle_and_decimal(text):
 def test_fixed_point_random_bytes_match_oracle(raw):
     assert fixed_outcome(parse_price, raw) == fixed_outcome(R.ref_parse_price, raw)
     assert fixed_outcome(parse_size, raw) == fixed_outcome(R.ref_parse_size, raw)
+
+
+@SETTINGS
+@given(st.one_of(st.from_regex(r"-?[0-9]{0,20}(\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
+                 st.binary(max_size=30).map(lambda b: b.decode("latin-1"))),
+       st.integers(0, 18))
+@example("12000000000", 0)                # a PEPE trade: whole tokens
+@example("1000000000000000", 0)           # 10**15 units
+@example("0.00100000", 3)                 # trailing zeros past the precision
+@example("9223372036854775807", 0)
+@example("9223372036854775808", 0)
+def test_sizes_at_every_precision_match_oracle_and_decimal(text, dp):
+    a = fixed_outcome(lambda t: parse_size(t, dp), text.encode())
+    assert a == fixed_outcome(lambda t: R.ref_parse_size(t, dp), text.encode()), (text, dp)
+    if not isinstance(a, tuple) and a:
+        assert Decimal(text) * 10**dp == a and 0 < a <= (1 << 63) - 1
 
 
 @SETTINGS

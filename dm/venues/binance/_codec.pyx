@@ -402,23 +402,12 @@ cdef class BinanceCodec(_Codec):
         cdef bytes k = as_bytes(venue_symbol)
         cdef bytes b = as_bytes(body)
         cdef CState* s = &self.st
-        cdef uint32_t iid = 0
-        if not sym_find(s, <const uint8_t*>PyBytes_AS_STRING(k), len(k), &iid):
-            s.out_len = 0
-            s.nrec = 0
-            s.kind = K_NONE
+        cdef SymEntry* e = sym_find(s, <const uint8_t*>PyBytes_AS_STRING(k), len(k))
+        begin_frame(s, <const uint8_t*>PyBytes_AS_STRING(b), len(b), ts_recv)
+        if e == NULL:
             raise UnknownInstrumentError(self.venue, f"unknown symbol {k.decode('utf-8', 'replace')!r}", "symbol", -1)
-        s.p = <const uint8_t*>PyBytes_AS_STRING(b)
-        s.n = len(b)
-        s.ts_recv = ts_recv
-        s.out_len = 0
-        s.nrec = 0
-        s.kind = K_NONE
-        s.instrument_id = iid
-        s.first_seq = 0
-        s.last_seq = 0
-        s.checksum = -1
-        s.err = ERR_NONE
+        s.instrument_id = e.id
+        s.size_precision = e.size_precision
         if bn_snapshot(s) < 0:
             self._raise()
         s.counts[s.kind] += 1
