@@ -11,6 +11,16 @@ The grammar (``data/README.md`` section 1, from cryptofeed's ``AsyncFileCallback
     frame   := TS ": " TEXT
     TS      := Python str(time.time()): UNIX seconds, e.g. 1617647603.4249449
 
+Format 2 (data/README.md section 8b, cryptofeed's JSONL recorder, ``*.jsonl`` or ``*.jsonl.zst``)
+is read into the same events: one JSON object per line, ``{"t": "header"|"http"|"connect"|"send"|
+"recv", "conn": C, "ts": TS, "addr"|"url": URL, "data": TEXT}`` → config / rest / connect / sent /
+frame, with ``Event.conn`` naming the connection (several interleave in one file).
+
+Format 2 (data/README.md section 8b, cryptofeed's JSONL recorder, ``*.jsonl`` or ``*.jsonl.zst``)
+is read into the same events: one JSON object per line, ``{"t": "header"|"http"|"connect"|"send"|
+"recv", "conn": C, "ts": TS, "addr"|"url": URL, "data": TEXT}`` becomes config / rest / connect /
+sent / frame, with ``Event.conn`` naming the connection (several interleave in one file).
+
 Lines are split on ``\\n`` only (a frame's JSON may legally hold U+2028 and friends). The frame
 text is kept exactly as recorded, never parsed: it is what the venue sent, so a replay can send it
 verbatim, and a corrupted frame (fault injection) still reads.
@@ -46,6 +56,8 @@ __all__ = [
     "iter_recording",
     "read_file",
     "iter_file",
+    "is_jsonl",
+    "parse_jsonl_line",
     "frames",
     "expand_paths",
     "venue_of_url",
@@ -81,7 +93,9 @@ class Event:
     lines, which carry no TS); ``ts_text``: the TS exactly as written (``""`` for config).
     ``url``: websocket URL (connect, sent) or REST URL (rest), ``""`` otherwise.
     ``text``: frame text / sent text / REST body / config JSON exactly as recorded, ``""`` for
-    connect. ``source``: file path as given; ``line``: 1-based line number in that file.
+    connect. ``source``: file path as given; ``line``: 1-based line number in that file;
+    ``conn``: the connection id of a format-2 (JSONL) recording, ``""`` in format 1 (where each
+    file holds one connection at a time).
     """
 
     kind: str
@@ -91,6 +105,7 @@ class Event:
     text: str
     source: str = ""
     line: int = 0
+    conn: str = ""  # format 2: the connection a connect/sent/frame belongs to ("" in format 1)
 
     @property
     def ts_ns(self) -> int | None:
@@ -165,10 +180,69 @@ def parse_line(raw: str, source: str = "<string>", lineno: int = 0) -> Event:
     return Event("frame", float(ts_text), ts_text, "", text, source, lineno)
 
 
+def is_jsonl(path: PathLike) -> bool:
+    """A format-2 recording (cryptofeed's JSONL recorder): ``*.jsonl`` or ``*.jsonl.zst``."""
+    name = os.fspath(path)
+    return name.endswith((".jsonl", ".jsonl.zst"))
+
+
+def _jsonl_lines(source: str) -> list[str]:
+    try:
+        with open(source, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise RecordingError(f"{source}: no such recording file") from None
+    if source.endswith(".zst"):
+        import zstandard
+
+        try:
+            raw = zstandard.ZstdDecompressor().stream_reader(raw).read()
+        except zstandard.ZstdError as e:
+            raise RecordingError(f"{source}: not zstd ({e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordingError(f"{source}: not UTF-8 ({e})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+_JSONL_KIND = {"header": "config", "http": "rest", "connect": "connect", "send": "sent", "recv": "frame"}
+
+
+def parse_jsonl_line(raw: str, source: str = "<string>", lineno: int = 0) -> Event:
+    """One line of a format-2 recording → Event. Raises ``RecordingError``."""
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise _err(source, lineno, f"not JSON ({e})", raw) from None
+    kind = _JSONL_KIND.get(d.get("t")) if isinstance(d, dict) else None
+    if kind is None:
+        raise _err(source, lineno, "JSONL line without a known \"t\" (header/http/connect/send/recv)", raw)
+    if kind == "config":
+        return Event("config", None, "", "", raw, source, lineno)
+    ts = d.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        raise _err(source, lineno, "JSONL line without a numeric \"ts\"", raw)
+    ts_text = repr(float(ts))
+    url = d.get("url") or d.get("addr") or ""
+    text = d.get("data", "")
+    if not isinstance(text, str):  # a REST body recorded as a JSON value
+        text = orjson.dumps(text).decode()
+    return Event(kind, float(ts), ts_text, url, "" if kind == "connect" else text, source, lineno, str(d.get("conn", "")))
+
+
 def iter_file(path: PathLike) -> Iterator[Event]:
     """Events of one file in file order. Blank lines are allowed only at the end of the file.
     Raises ``RecordingError`` (``file:line: ...``), also for a file that is not UTF-8."""
     source = os.fspath(path)
+    if is_jsonl(source):
+        for lineno, raw in enumerate(_jsonl_lines(source), 1):
+            if raw:
+                yield parse_jsonl_line(raw, source, lineno)
+        return
     blank_at = 0
     try:
         with open(source, encoding="utf-8", newline="\n") as f:
@@ -201,9 +275,10 @@ def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir() if c.is_file() and _ROTATION_RE.match(c.name) and not c.name.startswith("."))
+            found = sorted(c for c in p.iterdir() if c.is_file() and (_ROTATION_RE.match(c.name) or is_jsonl(c))
+                           and not c.name.startswith("."))
             if not found:
-                raise RecordingError(f"{p}: folder holds no recording files (*.N)")
+                raise RecordingError(f"{p}: folder holds no recording files (*.N, *.jsonl.zst)")
             out.extend(found)
         else:
             out.append(p)
@@ -271,21 +346,22 @@ def detect_venue(events: Iterable[Event]) -> str:
 
 def ws_sessions(events: Iterable[Event]) -> list[WsSession]:
     """Group frames and sent lines by websocket connection: each goes to the latest connect line
-    of its own file. Frames before any connect line of their file form a session with
-    ``connect=None`` and ``url=""``."""
+    of its own file (format 2: of its own ``conn``). Frames before any connect line of their
+    file form a session with ``connect=None`` and ``url=""``."""
     sessions: list[WsSession] = []
-    current: dict[str, WsSession] = {}
+    current: dict[tuple[str, str], WsSession] = {}
     for ev in events:
+        key = (ev.source, ev.conn)
         if ev.kind == "connect":
             s = WsSession(ev.url, venue_of_url(ev.url), ev)
             sessions.append(s)
-            current[ev.source] = s
+            current[key] = s
         elif ev.kind in ("frame", "sent"):
-            s = current.get(ev.source)
+            s = current.get(key)
             if s is None:
                 s = WsSession(ev.url, venue_of_url(ev.url) if ev.url else None, None)
                 sessions.append(s)
-                current[ev.source] = s
+                current[key] = s
             (s.frames if ev.kind == "frame" else s.sent).append(ev)
     return sessions
 
@@ -382,6 +458,12 @@ def _as_edit(e: Edit):
 
 
 def _corrupt(raw: str, keep: float, where: str) -> str:
+    if raw.startswith("{"):  # format 2: truncate "data", the line stays JSON
+        d = orjson.loads(raw)
+        if d.get("t") not in ("recv", "send", "http") or not isinstance(d.get("data"), str) or not d["data"]:
+            raise ValueError(f"{where}: only a recv, send or http line with data can be corrupted")
+        d["data"] = d["data"][: min(len(d["data"]) - 1, max(0, int(len(d["data"]) * keep)))]
+        return orjson.dumps(d).decode()
     ev = parse_line(raw, where)
     if ev.kind not in ("frame", "sent", "rest") or not ev.text:
         raise ValueError(f"{where}: only a frame, sent or rest line with text can be corrupted")
@@ -404,11 +486,14 @@ def write_modified_recording(src: PathLike, dst: PathLike, edits: Sequence[Edit]
     error is injected. Raises ``ValueError`` for a line number outside the file.
     """
     src_s = os.fspath(src)
-    with open(src_s, encoding="utf-8", newline="\n") as f:
-        lines = f.read().split("\n")
-    trailing_nl = len(lines) > 1 and lines[-1] == ""
-    if trailing_nl:
-        lines.pop()
+    if is_jsonl(src_s):
+        lines, trailing_nl = _jsonl_lines(src_s), True
+    else:
+        with open(src_s, encoding="utf-8", newline="\n") as f:
+            lines = f.read().split("\n")
+        trailing_nl = len(lines) > 1 and lines[-1] == ""
+        if trailing_nl:
+            lines.pop()
     n = len(lines)
     slots: list[list[str]] = [[ln] for ln in lines]
     before: list[list[str]] = [[] for _ in range(n + 1)]
@@ -442,6 +527,10 @@ def write_modified_recording(src: PathLike, dst: PathLike, edits: Sequence[Edit]
         out.extend(slots[i])
     out.extend(before[n])
     dst_p = Path(dst)
-    with open(dst_p, "w", encoding="utf-8", newline="\n") as f:
-        f.write("\n".join(out) + ("\n" if trailing_nl and out else ""))
+    data = ("\n".join(out) + ("\n" if trailing_nl and out else "")).encode()
+    if dst_p.name.endswith(".zst"):
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    dst_p.write_bytes(data)
     return dst_p

@@ -301,3 +301,47 @@ def test_drop_and_swap_match_a_list_model(tmp_path_factory, evs, data):
     dst = write_modified_recording(src, d / "D.0", [Swap(a, b)] + [Drop(i) for i in sorted(drops)])
     got = [parse_line(format_event(e)) for e in iter_file(dst)]
     assert [(e.kind, e.ts_text, e.url, e.text) for e in got] == [(e.kind, e.ts_text, e.url, e.text) for e in expected]
+
+
+# ---------------------------------------------------------------- format 2 (JSONL, zstd)
+
+from conftest import DATA  # noqa: E402
+
+BYBIT_2026 = DATA / "bybit" / "2026-08-09" / "BYBIT.jsonl.zst"
+COINBASE_2026 = DATA / "coinbase" / "2026-08-09" / "COINBASE.jsonl.zst"
+
+
+def test_jsonl_recordings_read_into_the_same_events():
+    from collections import Counter
+
+    from dm.recording import read_recording, ws_sessions
+
+    ev = read_recording(BYBIT_2026)
+    assert len(ev) == 3256  # data/README: 3,256 lines
+    kinds = Counter(e.kind for e in ev)
+    assert kinds["config"] == 1 and kinds["connect"] == 2 and kinds["rest"] == 2
+    sessions = ws_sessions(ev)  # two connections interleaved in one file, told apart by conn
+    assert [s.url for s in sessions] == ["wss://stream.bybit.com/v5/public/linear", "wss://stream.bybit.com/v5/public/spot"]
+    assert sum(len(s.frames) for s in sessions) == kinds["frame"] and all(s.frames and s.sent for s in sessions)
+    assert all(e.conn for e in ev if e.kind in ("connect", "sent", "frame"))
+    ts = [e.ts for e in ev if e.ts is not None]
+    assert len(ts) == len(ev) - 1 and ev[1].ts_ns == int(round(ev[1].ts * 1e9, -3))
+    cb = read_recording(COINBASE_2026)
+    assert len(cb) == 1038 and [s.url for s in ws_sessions(cb)] == ["wss://advanced-trade-ws.coinbase.com"]
+    assert all(e.text.startswith("{") for e in cb if e.kind == "frame")
+
+
+def test_jsonl_fault_edits_keep_the_format(tmp_path):
+    from dm.recording import Corrupt, Drop, find_lines, read_recording, write_modified_recording
+
+    lines = find_lines(BYBIT_2026, '"orderbook.200.BTCUSDT"')
+    assert lines
+    out = write_modified_recording(BYBIT_2026, tmp_path / "cut.jsonl.zst", [Drop(lines[5]), Corrupt(lines[6])])
+    before, after = read_recording(BYBIT_2026), read_recording(out)
+    assert len(after) == len(before) - 1
+    broken = [e for e in after if e.line == lines[6] - 1]
+    assert broken and broken[0].kind == "frame"
+    import orjson
+
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(broken[0].text)
