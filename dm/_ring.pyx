@@ -1422,12 +1422,14 @@ cdef class PersistQueue:
                 raise RingError(f"{self.name}: at byte {off}: {_bad_record(p + off, min(rl, n - off) if rl else n - off)}")
             off += rl
         off = 0
-        while off < n:
-            rl = <size_t>p[off] * 4
-            self._put(p + off, rl)
-            off += rl
-        if self._sbuf_len:
-            self._spill_flush()
+        try:
+            while off < n:
+                rl = <size_t>p[off] * 4
+                self._put(p + off, rl)
+                off += rl
+        finally:
+            if self._sbuf_len:
+                self._spill_flush()
         return 0
 
     def _rotate(self):
@@ -1898,29 +1900,36 @@ cdef class Fanout:
         cdef int64_t k = 0
         cdef uint32_t iid
         cdef ChannelWriter w
+        cdef PersistQueue q = self.queue
         while off < n:
             rl = <size_t>p[off] * 4
             if rl == 0 or off + rl > n or not _valid_record(p + off, rl):
                 raise RingError(f"fanout: at byte {off}: {_bad_record(p + off, min(rl, n - off) if rl else n - off)}")
             off += rl
+        if q is not None and q.base == NULL:
+            raise ClosedError(f"{q.name}: persist queue is closed")
         off = 0
-        while off < n:
-            rl = <size_t>p[off] * 4
-            memcpy(&iid, p + off + 4, 4)
-            if self._last is not None and iid == self._last_id:
-                w = self._last
-            else:
-                w = self.channels.get(iid)
-                self._last = w
-                self._last_id = iid
-            if w is not None:
-                if w.base == NULL:
-                    raise ClosedError(f"{w.name}: channel writer for instrument {iid} is closed")
-                w._put(p + off, <uint32_t>rl)
-            if self.queue is not None:
-                self.queue.write_ptr(p + off, rl)
-            off += rl
-            k += 1
+        try:
+            while off < n:
+                rl = <size_t>p[off] * 4
+                memcpy(&iid, p + off + 4, 4)
+                if self._last is not None and iid == self._last_id:
+                    w = self._last
+                else:
+                    w = self.channels.get(iid)
+                    self._last = w
+                    self._last_id = iid
+                if w is not None:
+                    if w.base == NULL:
+                        raise ClosedError(f"{w.name}: channel writer for instrument {iid} is closed")
+                    w._put(p + off, <uint32_t>rl)
+                if q is not None:
+                    q._put(p + off, rl)  # to the ring, or staged for the spool
+                off += rl
+                k += 1
+        finally:
+            if q is not None and q._sbuf_len:
+                q._spill_flush()  # what this call spilled: one write(2)
         return k
 
     def publish(self, buf) -> int:

@@ -115,7 +115,7 @@ def format_record(rec) -> str:
             span = rec.last_missing - rec.first_missing + 1
             window = f"{_fmt_ts(rec.first_missing)} .. {_fmt_ts(rec.last_missing)} ({span / 1e9:.3f} s)"
         else:
-            window = f"sequence {rec.first_missing} .. {rec.last_missing}"
+            window = f"seq {rec.first_missing} .. {rec.last_missing}"
         return f"{head} {rec.kind} {window} {rec.detail}".rstrip()
     return f"{head} {rec}"
 

@@ -1006,6 +1006,12 @@ def test_unlink_removes_a_dead_producers_segment_and_force_removes_a_live_one(se
 # ------------------------------------------------------------------ spilled means durable
 
 
+def _syscw() -> int:
+    """write-family syscalls this process made (/proc/self/io)."""
+    with open("/proc/self/io") as f:
+        return int(next(ln for ln in f if ln.startswith("syscw:")).split()[1])
+
+
 def _spill_then_wait(name: str, spool: str, n: int, ready):
     """Fill the queue (no consumer), spill the rest through both write paths, report, and wait
     to be killed: no flush(), no close()."""
@@ -1013,10 +1019,13 @@ def _spill_then_wait(name: str, spool: str, n: int, ready):
     for i in range(n // 2):
         q.write(rec(i))
     fan = Fanout(q)  # the worker's path: a frame's records spill in one write(2)
-    fan.publish(b"".join(rec(i) for i in range(n // 2, n)))
+    frame = b"".join(rec(i) for i in range(n // 2, n))
+    w0 = _syscw()
+    fan.publish(frame)
+    writes = _syscw() - w0
     parts = [f for f in os.listdir(spool) if f.endswith(".spool.part")]
     size = sum(os.path.getsize(os.path.join(spool, f)) for f in parts)
-    ready.put((q.records_written, q.records_spooled, parts, size))
+    ready.put((q.records_written, q.records_spooled, parts, size, writes))
     time.sleep(60)
 
 
@@ -1026,8 +1035,9 @@ def test_spilled_records_survive_kill9_without_flush(seg, tmp_path):
     ready = FORK.SimpleQueue()
     p = FORK.Process(target=_spill_then_wait, args=(name, str(tmp_path), n, ready))
     p.start()
-    inq, spooled, parts, size = ready.get()
+    inq, spooled, parts, size, writes = ready.get()
     assert inq == 64 and spooled == n - 64 and len(parts) == 1
+    assert writes == 1  # 250 records spilled by one publish() call: one write(2)
     assert size == spooled * (4 + 64)  # every spilled byte is in the file: no userspace buffer
     os.kill(p.pid, signal.SIGKILL)
     p.join(10)
