@@ -30,11 +30,13 @@ def trade(i: int, iid: int = 7) -> bytes:
 @pytest.fixture
 def channel(instance):
     reg_name = f"/dm.reg.{instance}"
-    w = ChannelWriter(f"/dm.{instance}.BINANCE.BTCUSD", 1 << 14, LAYOUT_HASH)
+    name = f"/dm.{instance}.BINANCE.BTCUSD"
+    w = ChannelWriter(name, 1 << 14, LAYOUT_HASH)
     slot = Registry(reg_name).register(instance, "binance", "BINANCE", f"/dm.{instance}.BINANCE.", ["BTCUSD"])
     yield w, reg_name
     w.close(unlink=True)
     slot.release()
+    unlink_segment(name)  # a test that closed it with unlink=False
 
 
 def test_discover_read_and_decimal_helpers(channel, instance):
@@ -193,10 +195,10 @@ def test_follow_reattaches_after_kill9_with_a_restart_gap_and_nothing_silent(ins
     q = ctx.Queue()  # one per process: a process killed with -9 may hold a shared queue's lock
     a = ctx.Process(target=_writer, args=(name, 0, 100, q))
     a.start()
-    pid_a, _ = _expect(q, "created")
-    _, last_a = _expect(q, "written")
     b = None
     try:
+        pid_a, _ = _expect(q, "created")
+        _, last_a = _expect(q, "written")
         with Client(instance=instance, registry=reg) as c:
             sub = c.subscribe("BTCUSD", "BINANCE", start="oldest", wait=20)
             assert sub.follow and (sub.instrument_id, sub.size_precision, sub.publisher_id) == (IID, 4, 2)
@@ -424,6 +426,7 @@ def test_dm_tail_follows_a_restart_and_prints_the_gap(instance):
     slot = Registry(reg).register(instance, "binance", "BINANCE", f"/dm.{instance}.BINANCE.", ["BTCUSD"])
     ctx = mp.get_context("fork")
     procs = []
+    tail = None
     try:
         qa = ctx.Queue()
         a = ctx.Process(target=_writer, args=(name, 0, 3, qa))
@@ -448,6 +451,9 @@ def test_dm_tail_follows_a_restart_and_prints_the_gap(instance):
         assert len(rest) == 3 and " GAP " in rest[0] and " restart " in rest[0] and f"pid {pid_a} dead" in rest[0]
         assert all("trade_id=10" in ln for ln in rest[1:])
     finally:
+        if tail is not None and tail.poll() is None:
+            tail.kill()
+            tail.wait(10)
         for p in procs:
             if p.is_alive():
                 p.kill()
@@ -464,6 +470,7 @@ def test_dm_tail_no_follow_ends_when_the_producer_stops(instance):
     q, go = ctx.Queue(), ctx.Event()
     a = ctx.Process(target=_writer, args=(name, 0, 4, q, go))
     a.start()
+    tail = None
     try:
         _expect(q, "created")
         _expect(q, "written")
@@ -474,6 +481,9 @@ def test_dm_tail_no_follow_ends_when_the_producer_stops(instance):
         assert tail.returncode == 0, err
         assert len(out.splitlines()) == 4
     finally:
+        if tail is not None and tail.poll() is None:
+            tail.kill()
+            tail.wait(10)
         if a.is_alive():
             a.kill()
         a.join(10)
