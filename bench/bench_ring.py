@@ -21,7 +21,12 @@ Keys:
 * ``ring.baseline_faster_fifo.records_per_s``   faster_fifo.Queue put / get_many
 * ``persist.throughput_records_per_s``   PersistQueue.write -> PersistConsumer.read_batch+commit
                                           in another process, end to end
-* ratios: ``ring.latency_x_lower_than_pipe``, ``ring.latency_x_lower_than_mp_queue``,
+* ``persist.spill.records_per_s``        Fanout.publish of 8-record frames into a full persist
+                                          queue: spooled with one write(2) per call (durable
+                                          against kill -9), fsync "never"
+* ``persist.baseline_buffered_file.records_per_s``  the same bytes appended to a 1 MiB-buffered
+                                          Python file (not durable against kill -9)
+* ratios: ``persist.spill_x_buffered_file``, ``ring.latency_x_lower_than_pipe``, ``ring.latency_x_lower_than_mp_queue``,
   ``ring.batch_read_x_mp_queue``, ``ring.batch_read_x_faster_fifo``
 
     python bench/bench_ring.py [--quick]
@@ -46,6 +51,7 @@ from dm import records as R  # noqa: E402
 from dm._ring import (  # noqa: E402
     ChannelReader,
     ChannelWriter,
+    Fanout,
     PersistConsumer,
     PersistQueue,
     now_ns,
@@ -386,6 +392,49 @@ def persist_throughput(n: int) -> tuple[float, int]:
     return n / dt, spooled
 
 
+def persist_spill_rate(n: int) -> tuple[float, float]:
+    """(records/s spilled through Fanout.publish of 8-record frames into a full persist queue,
+    records/s of the same length-prefixed bytes appended to a 1 MiB-buffered Python file): the
+    spool writes each call's records with one write(2) so a kill -9 loses nothing; the buffered
+    file is the obvious alternative (and what the spool did before), which a kill -9 loses."""
+    import shutil
+    import tempfile
+
+    name = f"/dm.bench{os.getpid()}.spill"
+    unlink_segment(name)
+    spool = tempfile.mkdtemp(prefix="dm-bench-spill-")
+    a = np.zeros(8, R.TRADE_DTYPE)
+    a["length"], a["rtype"] = 16, R.RType.TRADE
+    frame = a.tobytes()
+    q = PersistQueue(name, 4096, H, spool, fsync="never")
+    pub = Fanout(q).publish
+    for _ in range(64):
+        pub(frame)  # fill the ring: everything after spills
+    frames = n // 8
+    gc.disable()
+    t = time.perf_counter()
+    for _ in range(frames):
+        pub(frame)
+    dt = time.perf_counter() - t
+    gc.enable()
+    q.close()
+    PersistConsumer(name, H, spool).unlink()
+    shutil.rmtree(spool, ignore_errors=True)
+    prefixed = b"".join(struct.pack("<I", 64) + frame[i * 64:(i + 1) * 64] for i in range(8))
+    path = tempfile.mktemp(prefix="dm-bench-buffered-")
+    with open(path, "wb", buffering=1 << 20) as f:
+        write = f.write
+        gc.disable()
+        t = time.perf_counter()
+        for _ in range(frames):
+            write(prefixed)
+        f.flush()
+        dt2 = time.perf_counter() - t
+        gc.enable()
+    os.unlink(path)
+    return frames * 8 / dt, frames * 8 / dt2
+
+
 # ------------------------------------------------------------------------------------- main
 
 
@@ -417,6 +466,10 @@ def run(quick: bool = False) -> dict[str, float]:
     pt, spooled = persist_throughput(n_thr)
     res["persist.throughput_records_per_s"] = pt
     res["persist.spooled_records"] = float(spooled)
+    spill, buffered = max(persist_spill_rate(n_thr // 2) for _ in range(3))
+    res["persist.spill.records_per_s"] = spill
+    res["persist.baseline_buffered_file.records_per_s"] = buffered
+    res["persist.spill_x_buffered_file"] = spill / buffered
     res["ring.latency_x_lower_than_pipe"] = res["ring.baseline_pipe.latency_p50_ns"] / res["ring.latency_p50_ns"]
     res["ring.latency_x_lower_than_mp_queue"] = (
         res["ring.baseline_mp_queue.latency_p50_ns"] / res["ring.latency_p50_ns"])

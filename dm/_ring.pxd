@@ -17,6 +17,8 @@ cdef extern from "dm_atomic.h" nogil:
     int dm_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired)
     int dm_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired)
     uint64_t dm_fetch_add_u64(uint64_t *p, uint64_t v)
+    uint32_t dm_fetch_add_u32(uint32_t *p, uint32_t v)
+    uint32_t dm_fetch_sub_u32(uint32_t *p, uint32_t v)
     void dm_fence_acquire()
     void dm_fence_release()
     void dm_fence_seq_cst()
@@ -39,7 +41,13 @@ cdef struct SegHeader:
     uint64_t created_ns         # creator: CLOCK_REALTIME ns
     uint32_t header_bytes       # creator: offset of the ring (4096)
     uint32_t kind               # creator: 1 channel, 2 persist queue
-    uint8_t _pad0[24]
+    # Channel metadata (in what was padding: offsets of every other field unchanged; a segment
+    # written before these existed reads meta_flags 0). Creator, before `magic`; immutable after.
+    uint32_t instrument_id      # creator (channel): instrument of the records (0: not given)
+    uint16_t publisher_id       # creator (channel): dm.records.Publisher (0: not given)
+    uint8_t size_precision      # creator (channel): sizes in units of 10**-size_precision
+    uint8_t meta_flags          # creator: bit 0 set when the three fields above were written
+    uint8_t _pad0[16]
     # -- line 1 (64..127): producer hot fields.
     uint64_t tail_intent        # producer, release store BEFORE copying a frame (channel only)
     uint64_t tail               # producer, release store AFTER the frame is copied
@@ -93,6 +101,12 @@ cdef class ChannelReader:
     cdef readonly str name
     cdef readonly uint64_t lost_records, lost_bytes, overruns
     cdef object _dtypes
+    cdef object _ident      # (st_dev, st_ino) of the mapped segment file
+    # close() safety: calls that use the mapping without the GIL (wait) count themselves in
+    # _inflight (atomic); close() sets _closing (release store), wakes them and unmaps only
+    # when _inflight is 0. Calls that hold the GIL throughout only check `base`.
+    cdef uint32_t _inflight
+    cdef uint32_t _closing
     cdef int64_t next_into(self, uint8_t *out, size_t outcap) noexcept nogil
     cdef int _resync(self) noexcept nogil
     cdef int _raise_status(self, int64_t st) except -1
@@ -109,15 +123,26 @@ cdef class PersistQueue:
     cdef readonly str name
     cdef readonly object spool_dir
     cdef readonly str fsync
-    cdef object _spool      # open file of the current spool (.part) or None
+    # Spool state. Appends and rotation run on the producer's thread (the event loop);
+    # sync() may run on another thread: `_lock` guards _sfd / _unsynced / _dir_dirty.
+    cdef int _sfd           # fd of the current spool file (.part), -1 when none is open
     cdef object _spool_path
     cdef double _spool_opened
+    cdef object _lock       # threading.Lock
+    cdef list _unsynced     # paths of rotated (renamed) spool files not yet fsynced
+    cdef bint _dirty        # the current spool fd was written since the last sync
+    cdef bint _dir_dirty    # a rename in spool_dir not yet made durable (directory fsync)
+    cdef uint8_t *_sbuf     # spill batch: u32 length + record, written with one write(2)
+    cdef size_t _sbuf_len, _sbuf_cap
+    cdef uint64_t _sbuf_records
     cdef public double spool_max_age_s
     cdef readonly uint64_t records_spooled
     cdef int _owner_pid
     cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
-    cdef int _spill(self, const uint8_t *p, size_t n) except -1
+    cdef int _put(self, const uint8_t *p, size_t n) except -1
+    cdef int _stage(self, const uint8_t *p, size_t n) except -1
+    cdef int _spill_flush(self) except -1
 
 
 cdef class PersistConsumer:
@@ -132,6 +157,7 @@ cdef class PersistConsumer:
     cdef uint64_t _soff     # read offset in that spool file
     cdef uint64_t _sfloor   # spool files below this seq were read to the end by this consumer
     cdef bint _turn         # alternates queue-first / spool-first between read_batch calls
+    cdef double _next_orphan_check  # monotonic s: next look for a dead producer's .part files
     cdef int _check_open(self) except -1
 
 

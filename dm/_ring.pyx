@@ -29,17 +29,18 @@ a spool file in ``spool_dir`` instead (``<segment>.<seq>.spool.part`` while open
 position explicitly after its database commit.
 """
 import os
-import struct
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dm.errors import LayoutMismatchError, ProducerGoneError, RingError
+from dm.errors import ClosedError, LayoutMismatchError, ProducerGoneError, RingError, SegmentInUseError
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.errno cimport EEXIST, ENOENT, EPERM, ESRCH, errno
+from libc.errno cimport EEXIST, EINTR, ENOENT, EPERM, ESRCH, errno
+from libc.stdlib cimport free, realloc
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR
@@ -48,7 +49,7 @@ from posix.mman cimport (MAP_FAILED, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_W
 from posix.signal cimport kill
 from posix.stat cimport fchmod, fstat, struct_stat
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, nanosleep, timespec
-from posix.unistd cimport close as c_close, ftruncate, getpid
+from posix.unistd cimport close as c_close, ftruncate, getpid, write as c_write
 
 from dm._records cimport DM_LAYOUT_VERSION
 
@@ -80,7 +81,6 @@ MIN_CAPACITY = 4096
 MAX_CAPACITY = 1 << 40
 STALE_CREATE_S = 5.0   # an uninitialised segment older than this is debris of a crashed creator
 
-_U32 = struct.Struct("<I")
 
 
 # ----------------------------------------------------------------------------------------- time
@@ -145,15 +145,50 @@ def segment_exists(name: str) -> bool:
     return os.path.exists(_shm_path(name))
 
 
-def unlink_segment(name: str) -> bool:
-    """Remove the shm segment ``name``; returns False when it did not exist. Processes that have
-    it mapped keep their mapping. Raises ``RingError`` on any other failure."""
+cdef bint _shm_unlink(str name) except -1:
     cdef bytes b = _bname(name)
     if shm_unlink(b) == 0:
         return True
     if errno == ENOENT:
         return False
     raise RingError(f"{name}: shm_unlink failed: {os.strerror(errno)}")
+
+
+def unlink_segment(name: str, bint force=False) -> bool:
+    """Remove the shm segment ``name``; True when this call removed it.
+
+    Returns False, removing nothing, when the segment does not exist, or (unless ``force``)
+    when it is a dm channel ring or persist queue whose producer process is alive and is not
+    this process, or one being created right now: a live segment is never removed under its
+    writer (so a new supervisor cannot delete the channels of orphaned children).
+    ``segment_info(name)`` tells which case it was. Processes that have the segment mapped keep
+    their mapping. Raises ``RingError`` on any other failure."""
+    _bname(name)
+    if force:
+        return _shm_unlink(name)
+    state, ident, pid, _ = _inspect(name)
+    if state == "gone":
+        return False
+    if state == "creating" or (state == "live" and pid != <uint32_t>getpid()):
+        return False  # being created, or its writer lives
+    return _unlink_if_same(name, ident)
+
+
+def segment_info(name: str):
+    """What the shm segment ``name`` is, without changing it: ``None`` when it does not exist,
+    else a dict ``{"kind": "channel" | "persist" | "other", "state": ..., "producer_pid": int}``
+    with state ``"live"`` (producer alive), ``"closed"`` (closed gracefully), ``"dead"``
+    (producer pid gone), ``"creating"`` (being initialised) or ``"other"`` (not a dm ring).
+    Raises ``RingError`` when it exists but cannot be opened."""
+    state, ident, pid, magic = _inspect(name)
+    if state == "gone":
+        return None
+    kind = {DM_MAGIC_CHANNEL: "channel", DM_MAGIC_PERSIST: "persist"}.get(magic, "other")
+    if state == "stale":
+        state = "dead"  # debris of a creator that crashed before initialising it
+    elif state == "foreign":
+        state = "other"
+    return {"kind": kind, "state": state, "producer_pid": pid}
 
 
 cdef void *_mmap_fd(int fd, size_t length, bint writable, str name) except NULL:
@@ -171,40 +206,55 @@ cdef int _check_capacity(uint64_t capacity, str name) except -1:
 
 
 def _classify_existing(name: str, uint64_t magic):
-    """Look at an existing segment: returns (state, ident) with state "stale" (producer closed
-    or dead, or debris of a crashed creator), "live" (producer alive), "gone" (vanished) or
-    "foreign" (not a dm segment of this kind)."""
+    """Look at an existing segment: returns (state, ident, producer pid) with state "stale"
+    (producer closed or dead, or debris of a crashed creator), "live" (producer alive),
+    "creating", "gone" (vanished) or "foreign" (not a dm segment of this kind)."""
+    state, ident, pid, m = _inspect(name)
+    if state in ("closed", "dead"):
+        state = "stale"
+    if state in ("live", "stale") and m != magic:
+        state = "foreign"
+    return state, ident, pid
+
+
+def _inspect(name: str):
+    """(state, ident, producer pid, magic) of an existing segment; state "gone", "creating",
+    "stale" (never initialised, older than STALE_CREATE_S), "closed", "dead", "live", or
+    "foreign" (not a dm ring of either kind)."""
     cdef bytes b = _bname(name)
     cdef int fd = shm_open(b, O_RDONLY, 0)
     cdef struct_stat st
     cdef void *p
     cdef const SegHeader *h
     cdef uint64_t m
+    cdef uint32_t pid, closed
     if fd < 0:
         if errno == ENOENT:
-            return "gone", None
+            return "gone", None, 0, 0
         raise RingError(f"{name}: cannot open existing segment: {os.strerror(errno)}")
     try:
         fstat(fd, &st)
         ident = (st.st_dev, st.st_ino)
         age = time.time() - st.st_ctime
         if <uint64_t>st.st_size < DM_HEADER_BYTES:
-            return ("stale" if age > STALE_CREATE_S else "creating"), ident
+            return ("stale" if age > STALE_CREATE_S else "creating"), ident, 0, 0
         p = _mmap_fd(fd, DM_HEADER_BYTES, False, name)
     finally:
         c_close(fd)
-    try:
-        h = <const SegHeader *>p
-        m = dm_load_acquire_u64(&h.magic)
-        if m == 0:
-            return ("stale" if age > STALE_CREATE_S else "creating"), ident
-        if m != magic:
-            return "foreign", ident
-        if dm_load_acquire_u32(&h.closed) or not pid_alive(dm_load_acquire_u32(&h.producer_pid)):
-            return "stale", ident
-        return "live", ident
-    finally:
-        munmap(p, DM_HEADER_BYTES)
+    h = <const SegHeader *>p
+    m = dm_load_acquire_u64(&h.magic)
+    pid = dm_load_acquire_u32(&h.producer_pid)
+    closed = dm_load_acquire_u32(&h.closed)
+    munmap(p, DM_HEADER_BYTES)
+    if m == 0:
+        return ("stale" if age > STALE_CREATE_S else "creating"), ident, 0, 0
+    if m != DM_MAGIC_CHANNEL and m != DM_MAGIC_PERSIST:
+        return "foreign", ident, 0, m
+    if closed:
+        return "closed", ident, pid, m
+    if not pid_alive(pid):
+        return "dead", ident, pid, m
+    return "live", ident, pid, m
 
 
 def _unlink_if_same(name: str, ident) -> bool:
@@ -215,7 +265,7 @@ def _unlink_if_same(name: str, ident) -> bool:
         return False
     if ident is not None and (st.st_dev, st.st_ino) != tuple(ident):
         return False
-    return unlink_segment(name)
+    return _shm_unlink(name)
 
 
 cdef int _create_excl(str name, uint64_t total) except -2:
@@ -298,12 +348,16 @@ cdef object _open_existing(str name, bint writable, uint64_t magic, str what):
 
 
 cdef str _producer_state(const SegHeader *h, double stale_after_s):
-    if dm_load_acquire_u32(&h.closed):
-        return "closed"
-    if not pid_alive(dm_load_acquire_u32(&h.producer_pid)):
-        return "dead"
+    # Every header field is read before pid_alive, which does file I/O (releases the GIL: a
+    # thread may close the reader and unmap `h` meanwhile).
+    cdef uint32_t closed = dm_load_acquire_u32(&h.closed)
+    cdef uint32_t pid = dm_load_acquire_u32(&h.producer_pid)
     cdef uint64_t hb = dm_load_relaxed_u64(&h.heartbeat_ns)
     cdef uint64_t now = _real_ns()
+    if closed:
+        return "closed"
+    if not pid_alive(pid):
+        return "dead"
     if now > hb and <double>(now - hb) > stale_after_s * 1e9:
         return "stale"
     return "live"
@@ -329,27 +383,35 @@ cdef str _bad_record(const uint8_t *p, size_t n):
 cdef class ChannelWriter:
     """The single producer of a broadcast channel ring (one per symbol).
 
-    ``ChannelWriter(name, capacity, layout_hash)`` creates the shm segment ``name`` (e.g.
-    ``"/dm.demo.BINANCE.BTCUSD"``) with ``capacity`` ring bytes (a power of two >= 4096) and
-    ``layout_hash`` (``dm.records.LAYOUT_HASH``) in its header. A segment of the same name left
-    by a closed or dead producer is replaced; one whose producer is alive raises ``RingError``.
-    ``write`` never blocks: slow readers are overrun (they are told how much they lost).
+    ``ChannelWriter(name, capacity, layout_hash, *, instrument_id=0, size_precision=9,
+    publisher_id=0)`` creates the shm segment ``name`` (e.g. ``"/dm.demo.BINANCE.BTCUSD"``)
+    with ``capacity`` ring bytes (a power of two >= 4096) and ``layout_hash``
+    (``dm.records.LAYOUT_HASH``) in its header. ``instrument_id`` (u32, 0: not given),
+    ``size_precision`` (0..18: the records' sizes are in units of 10**-size_precision) and
+    ``publisher_id`` (u16, ``dm.records.Publisher``) go into the header so a reader knows them
+    before the first record. A segment of the same name left by a closed or dead producer is
+    replaced; one whose producer is alive raises ``SegmentInUseError`` (a ``RingError``)
+    naming its pid. ``write`` never blocks: slow readers are overrun (they are told how much
+    they lost). Raises ``ValueError`` for a size_precision outside 0..18.
     """
 
-    def __cinit__(self, str name, uint64_t capacity, uint32_t layout_hash):
+    def __cinit__(self, str name, uint64_t capacity, uint32_t layout_hash, *,
+                  uint32_t instrument_id=0, int size_precision=9, uint16_t publisher_id=0):
         cdef int fd = -1
         self.base = NULL
         self.name = name
+        if size_precision < 0 or size_precision > 18:
+            raise ValueError(f"{name}: size_precision {size_precision} is not in 0..18")
         _check_capacity(capacity, name)
         for _ in range(5):
             fd = _create_excl(name, DM_HEADER_BYTES + capacity)
             if fd >= 0:
                 break
-            state, ident = _classify_existing(name, DM_MAGIC_CHANNEL)
+            state, ident, pid = _classify_existing(name, DM_MAGIC_CHANNEL)
             if state == "stale":
                 _unlink_if_same(name, ident)
             elif state == "live":
-                raise RingError(f"{name}: segment exists and its producer is alive")
+                raise SegmentInUseError(f"{name}: channel exists and its producer (pid {pid}) is alive", pid)
             elif state == "foreign":
                 raise RingError(f"{name}: segment exists and is not a dm channel ring")
             elif state == "creating":
@@ -373,6 +435,10 @@ cdef class ChannelWriter:
         self.tail = self.head = self.head_seq = self.records = 0
         self._owner_pid = getpid()
         _init_header(self.hdr, capacity, layout_hash, KIND_CHANNEL)
+        self.hdr.instrument_id = instrument_id
+        self.hdr.publisher_id = publisher_id
+        self.hdr.size_precision = <uint8_t>size_precision
+        self.hdr.meta_flags = 1
         dm_store_release_u64(&self.hdr.magic, DM_MAGIC_CHANNEL)
 
     def __dealloc__(self):
@@ -429,7 +495,7 @@ cdef class ChannelWriter:
     cdef int write_ptr(self, const uint8_t *p, size_t n) except -1:
         """C entry point: validate and append one record; raises RingError."""
         if self.base == NULL:
-            raise RingError(f"{self.name}: writer is closed")
+            raise ClosedError(f"{self.name}: writer is closed")
         if not _valid_record(p, n):
             raise RingError(f"{self.name}: {_bad_record(p, n)}")
         self._put(p, <uint32_t>n)
@@ -438,7 +504,7 @@ cdef class ChannelWriter:
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1:
         cdef size_t off = 0, rl
         if self.base == NULL:
-            raise RingError(f"{self.name}: writer is closed")
+            raise ClosedError(f"{self.name}: writer is closed")
         while off < n:  # validate everything first: a malformed buffer writes nothing
             rl = <size_t>p[off] * 4 if n - off >= 1 else 0
             if rl == 0 or off + rl > n or not _valid_record(p + off, rl):
@@ -453,7 +519,8 @@ cdef class ChannelWriter:
 
     def write(self, record):
         """Append one record (bytes-like, length == header byte 0 x 4, 16..1020 bytes, rtype
-        != 0xFF). Never blocks. Raises ``RingError`` if malformed or the writer is closed."""
+        != 0xFF). Never blocks. Raises ``RingError`` if malformed, ``ClosedError`` if the writer
+        is closed."""
         cdef Py_buffer view
         if type(record) is bytes:
             self.write_ptr(<const uint8_t *>PyBytes_AS_STRING(record), PyBytes_GET_SIZE(record))
@@ -515,6 +582,25 @@ cdef class ChannelWriter:
     def closed(self) -> bool:
         return self.base == NULL
 
+    @property
+    def instrument_id(self) -> int:
+        """Header metadata given at creation (0: not given)."""
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: writer is closed")
+        return self.hdr.instrument_id
+
+    @property
+    def size_precision(self) -> int:
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: writer is closed")
+        return self.hdr.size_precision
+
+    @property
+    def publisher_id(self) -> int:
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: writer is closed")
+        return self.hdr.publisher_id
+
     def __enter__(self):
         return self
 
@@ -525,11 +611,15 @@ cdef class ChannelWriter:
         return f"<ChannelWriter {self.name} capacity={self.cap} records={self.records}>"
 
 
-cdef int _wait_tail(const SegHeader *h, uint64_t pos, uint64_t deadline, long spin, long yields) noexcept nogil:
-    """1 when tail moved past ``pos``; 0 on timeout or closed producer with nothing new."""
+cdef int _wait_tail(const SegHeader *h, uint64_t pos, uint64_t deadline, long spin, long yields,
+                    const uint32_t *closing) noexcept nogil:
+    """1 when tail moved past ``pos``; 0 on timeout or closed producer with nothing new; -1 when
+    ``*closing`` became non-zero (the reader is being closed: stop touching ``h`` at once)."""
     cdef uint64_t sleep_ns = 20000
     cdef long i = 0
     while True:
+        if dm_load_acquire_u32(closing):
+            return -1
         if <int64_t>(dm_load_acquire_u64(&h.tail) - pos) > 0:
             return 1
         if i < spin:
@@ -554,22 +644,34 @@ cdef class ChannelReader:
 
     ``ChannelReader(name, layout_hash, start="oldest")``: ``start="oldest"`` joins at the oldest
     record still held (replay the ring: snapshot + deltas), ``"newest"`` only sees records written
-    after joining. Raises ``RingError`` when the segment is missing or not a channel ring, and
+    after joining, ``"first"`` as ``"oldest"`` but the records the producer wrote before the
+    oldest one held count as lost (an overrun: ``take_overrun``), as for a reader that must
+    see every record of a new producer. Raises ``RingError`` when the segment is missing or not a channel ring, and
     ``LayoutMismatchError`` when it was written with another layout version or hash.
 
     Records are returned whole or not at all (never torn). When the writer laps the reader, the
     reader resumes at the oldest record still held and counts the loss: ``lost_records`` (exact),
     ``lost_bytes`` (ring bytes skipped, including padding and alignment), ``overruns`` (events),
     ``take_overrun()`` (records lost since the last call).
+
+    Closing: every method of a closed reader raises ``ClosedError`` (a ``RingError``), never
+    touching the unmapped segment. ``close()`` may be called from another thread while one is
+    blocked in ``wait()`` (which releases the GIL): the waiter wakes within one poll interval
+    (<= 1 ms) and raises ``ClosedError``; the segment is unmapped only after it left.
+
+    Header metadata (from the writer, readable before any record): ``instrument_id``,
+    ``size_precision``, ``publisher_id`` (``None`` for a segment whose writer predates them).
     """
 
     def __cinit__(self, str name, uint32_t layout_hash, str start="oldest"):
         cdef uint64_t h, hs, t, r
         self.base = NULL
         self.name = name
-        if start not in ("oldest", "newest"):
-            raise ValueError(f"start must be 'oldest' or 'newest', not {start!r}")
-        addr, self.map_len, _ = _open_existing(name, False, DM_MAGIC_CHANNEL, "channel")
+        self._inflight = 0
+        self._closing = 0
+        if start not in ("oldest", "newest", "first"):
+            raise ValueError(f"start must be 'oldest', 'newest' or 'first', not {start!r}")
+        addr, self.map_len, self._ident = _open_existing(name, False, DM_MAGIC_CHANNEL, "channel")
         self.base = <void *><size_t>addr
         self.hdr = <const SegHeader *>self.base
         self.data = <const uint8_t *>self.base + DM_HEADER_BYTES
@@ -579,10 +681,14 @@ cdef class ChannelReader:
         self.lost_records = self.lost_bytes = self.overruns = self.pending_lost = 0
         if not self._snapshot(&h, &hs, &t, &r):
             raise ProducerGoneError(f"{name}: producer died while updating the ring header")
-        if start == "oldest":
-            self.pos, self.seq = h, hs
-        else:
+        if start == "newest":
             self.pos, self.seq = t, r
+        else:
+            self.pos, self.seq = h, hs
+            if start == "first" and hs:  # the records before the oldest held count as lost
+                self.lost_records = self.pending_lost = hs
+                self.lost_bytes = h
+                self.overruns = 1
         from dm.records import DTYPES
         self._dtypes = {int(k): v for k, v in DTYPES.items()}
 
@@ -691,6 +797,8 @@ cdef class ChannelReader:
             return <int64_t>n
 
     cdef int _raise_status(self, int64_t st) except -1:
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: reader is closed")
         if st == ST_TOO_SMALL:
             raise ValueError(f"{self.name}: buffer too small for the next record ({self.need} bytes)")
         if st == ST_STUCK:
@@ -699,9 +807,13 @@ cdef class ChannelReader:
 
     def read(self):
         """Next record as ``bytes`` or ``None`` when nothing new. Never torn. An overrun is
-        resolved silently (see ``take_overrun``). Raises ``RingError`` on a corrupt ring."""
+        resolved silently (see ``take_overrun``). Raises ``RingError`` on a corrupt ring,
+        ``ClosedError`` when the reader is closed."""
         cdef uint8_t buf[1024]
-        cdef int64_t n = self.next_into(buf, 1024)
+        cdef int64_t n
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: reader is closed")
+        n = self.next_into(buf, 1024)
         if n > 0:
             return PyBytes_FromStringAndSize(<char *>buf, n)
         if n == 0:
@@ -711,10 +823,14 @@ cdef class ChannelReader:
     def read_into(self, buf) -> int:
         """Copy the next record into the writable buffer ``buf`` (bytearray, memoryview...);
         returns its length, 0 when nothing new. Allocation-free. Raises ``ValueError`` when
-        ``buf`` is smaller than the record (the record is kept for the next call)."""
+        ``buf`` is smaller than the record (the record is kept for the next call),
+        ``ClosedError`` when the reader is closed."""
         cdef Py_buffer view
         cdef int64_t n
         PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        if self.base == NULL:  # checked after GetBuffer: an exporter's code may have run
+            PyBuffer_Release(&view)
+            raise ClosedError(f"{self.name}: reader is closed")
         n = self.next_into(<uint8_t *>view.buf, view.len)
         PyBuffer_Release(&view)
         if n >= 0:
@@ -725,8 +841,9 @@ cdef class ChannelReader:
         """The next run of up to ``max_records`` records that share one rtype and length, as a
         numpy structured array of ``dm.records.DTYPES[rtype]`` (a void dtype for other rtypes),
         or ``None`` when nothing new. The array is a validated copy (it owns its memory), so it
-        stays valid whatever the writer does next. Overruns are accounted as in ``read``."""
-        cdef const SegHeader *h = self.hdr
+        stays valid whatever the writer does next. Overruns are accounted as in ``read``.
+        Raises ``ClosedError`` when the reader is closed."""
+        cdef const SegHeader *h
         cdef uint64_t t, ti, idx, n, fsz, p, lim
         cdef uint16_t w, w0
         cdef Py_ssize_t k
@@ -736,6 +853,9 @@ cdef class ChannelReader:
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
         while True:
+            if self.base == NULL:  # also after np.empty below, which may run other threads
+                raise ClosedError(f"{self.name}: reader is closed")
+            h = self.hdr
             t = dm_load_acquire_u64(&h.tail)
             if <int64_t>(t - self.pos) <= 0:
                 return None
@@ -782,6 +902,8 @@ cdef class ChannelReader:
             if dt is None or dt.itemsize != n:
                 dt = np.dtype((np.void, n))
             arr = np.empty(k, dtype=dt)
+            if self.base == NULL:  # closed by another thread while numpy ran (gc, finalizers)
+                raise ClosedError(f"{self.name}: reader is closed")
             PyObject_GetBuffer(arr, &view, PyBUF_WRITABLE)
             memcpy(view.buf, self.data + idx, k * n)
             PyBuffer_Release(&view)
@@ -800,14 +922,22 @@ cdef class ChannelReader:
         """Wait without burning a core until a record is available: spin ``spin`` polls, then
         ``sched_yield`` ``yields`` times, then sleep 20 us doubling to 1 ms. Returns True when
         something can be read, False on timeout (``timeout_s`` < 0: no timeout) or when the
-        producer closed the ring with nothing left to read. Releases the GIL."""
+        producer closed the ring with nothing left to read. Releases the GIL. Raises
+        ``ClosedError`` when the reader is closed, before or (from another thread) during the
+        wait."""
         cdef uint64_t deadline = 0
         cdef int rc
+        cdef const SegHeader *h
         self._check_open()
         if timeout_s >= 0:
             deadline = _mono_ns() + <uint64_t>(timeout_s * 1e9)
+        h = self.hdr
+        dm_fetch_add_u32(&self._inflight, 1)  # close() unmaps only when no wait is in flight
         with nogil:
-            rc = _wait_tail(self.hdr, self.pos, deadline, spin, yields)
+            rc = _wait_tail(h, self.pos, deadline, spin, yields, &self._closing)
+            dm_fetch_sub_u32(&self._inflight, 1)  # the mapping is not touched after this
+        if rc < 0 or self.base == NULL:
+            raise ClosedError(f"{self.name}: reader was closed while waiting")
         return rc == 1
 
     def take_overrun(self) -> int:
@@ -819,21 +949,96 @@ cdef class ChannelReader:
     def producer_state(self, double stale_after_s=5.0) -> str:
         """``"closed"`` (the producer closed the ring), ``"dead"`` (its pid is gone),
         ``"stale"`` (alive but no heartbeat for ``stale_after_s``: hung), else ``"live"``
-        (a quiet market is live: the worker heartbeats every ~1 s even without trades)."""
+        (a quiet market is live: the worker heartbeats every ~1 s even without trades).
+        Raises ``ClosedError`` when the reader is closed."""
+        self._check_open()
         return _producer_state(self.hdr, stale_after_s)
 
     def close(self):
-        """Unmap the segment. Idempotent."""
-        if self.base != NULL:
+        """Unmap the segment. Idempotent; safe from any thread: a ``wait()`` in progress in
+        another thread is woken (it raises ``ClosedError``) and the segment is unmapped after
+        it left. Every later call raises ``ClosedError``."""
+        if self.base == NULL:
+            return
+        dm_store_release_u32(&self._closing, 1)
+        if dm_load_acquire_u32(&self._inflight):
+            with nogil:  # waiters see _closing within one poll (<= 1 ms) and leave
+                while dm_load_acquire_u32(&self._inflight):
+                    _sleep_ns(20000)
+        if self.base != NULL:  # another thread may have finished closing meanwhile
             munmap(self.base, self.map_len)
             self.base = NULL
             self.hdr = NULL
             self.data = NULL
 
     cdef int _check_open(self) except -1:
-        if self.base == NULL:
-            raise RingError(f"{self.name}: reader is closed")
+        if self.base == NULL or dm_load_relaxed_u32(&self._closing):
+            raise ClosedError(f"{self.name}: reader is closed")
         return 0
+
+    @property
+    def closed(self) -> bool:
+        return self.base == NULL or dm_load_relaxed_u32(&self._closing) != 0
+
+    @property
+    def ident(self):
+        """``(st_dev, st_ino)`` of the mapped segment file: a producer that re-creates the
+        channel makes a new file (a new ident) under the same name."""
+        return self._ident
+
+    @property
+    def instrument_id(self) -> int:
+        """Instrument id the writer put in the header (0: not given). Raises ``ClosedError``."""
+        self._check_open()
+        return self.hdr.instrument_id
+
+    @property
+    def size_precision(self):
+        """Sizes of this channel's records are in units of 10**-size_precision (0..18), as the
+        writer declared in the header; ``None`` when its writer predates the field."""
+        self._check_open()
+        return self.hdr.size_precision if self.hdr.meta_flags & 1 else None
+
+    @property
+    def publisher_id(self) -> int:
+        """``dm.records.Publisher`` the writer put in the header (0: not given)."""
+        self._check_open()
+        return self.hdr.publisher_id
+
+    def last_record(self):
+        """The last complete record the producer wrote (``bytes``), or ``None`` when the ring
+        holds none. Walks the ring from the oldest record held; meant for a producer that has
+        stopped (a live producer may overwrite the walk: ``None`` then too). Raises
+        ``ClosedError``."""
+        cdef uint64_t h, hs, t, r, p, idx, fsz, last, ti
+        cdef int64_t found = -1
+        cdef uint8_t buf[1024]
+        cdef uint64_t n = 0
+        self._check_open()
+        if not self._snapshot(&h, &hs, &t, &r):
+            return None
+        t = dm_load_acquire_u64(&self.hdr.tail)
+        p = h
+        while <int64_t>(t - p) > 0:
+            idx = p & self.mask
+            fsz = ((<uint64_t>self.data[idx] << 2) + 7) & ~(<uint64_t>7)
+            if fsz == 0 or idx + fsz > self.cap:
+                return None
+            if self.data[idx + 1] != PAD_RTYPE:
+                found = <int64_t>p
+            p += fsz
+        if found < 0:
+            return None
+        idx = <uint64_t>found & self.mask
+        n = <uint64_t>self.data[idx] << 2
+        if n < MIN_RECORD:
+            return None
+        memcpy(buf, self.data + idx, n)
+        dm_fence_acquire()
+        ti = dm_load_relaxed_u64(&self.hdr.tail_intent)
+        if ti - <uint64_t>found > self.cap:
+            return None  # overwritten while copied
+        return PyBytes_FromStringAndSize(<char *>buf, n)
 
     @property
     def capacity(self) -> int:
@@ -945,16 +1150,37 @@ cdef tuple _scan_spool(object f, uint64_t start):
     return k, off
 
 
-def _recover_part_files(spool_dir, name: str, bint do_fsync):
-    """Close spool files a dead producer left open: cut a partial last record, rename to .spool."""
+def _recover_part_files(spool_dir, name: str, bint do_fsync, below_seq=None):
+    """Close spool files a dead producer left open: cut a partial last record, rename to .spool.
+    ``below_seq``: only files numbered below it (files from that number on may belong to a
+    producer that started meanwhile). Safe to run from two processes at once."""
     for seq, path in _spool_files(spool_dir, name, ".spool.part"):
-        with open(path, "r+b") as f:
-            _, end = _scan_spool(f, 0)
-            f.truncate(end)
-            if do_fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.rename(path, str(path)[: -len(".part")])
+        if below_seq is not None and seq >= below_seq:
+            continue
+        try:
+            with open(path, "r+b") as f:
+                _, end = _scan_spool(f, 0)
+                f.truncate(end)
+                if do_fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.rename(path, str(path)[: -len(".part")])
+        except FileNotFoundError:
+            continue  # recovered by the other side first
+
+
+cdef int _write_all(int fd, const uint8_t *p, size_t n) except -1:
+    """write(2) until all of ``p[:n]`` is written (short writes, EINTR); OSError on failure."""
+    cdef ssize_t k
+    while n:
+        k = c_write(fd, p, n)
+        if k < 0:
+            if errno == EINTR:
+                continue
+            raise OSError(errno, os.strerror(errno))
+        p += k
+        n -= <size_t>k
+    return 0
 
 
 cdef class PersistQueue:
@@ -963,24 +1189,42 @@ cdef class PersistQueue:
     ``PersistQueue(name, capacity, layout_hash, spool_dir, fsync="batch")`` creates the segment
     (e.g. ``"/dm.demo.binance.persist"``) or re-opens an existing compatible one left by a
     previous producer that closed or died, keeping every record not yet committed by the
-    consumer (the capacity of the existing segment wins). Raises ``RingError`` when another
-    live producer owns it, ``LayoutMismatchError`` for another layout.
+    consumer (the capacity of the existing segment wins). Raises ``SegmentInUseError`` (a
+    ``RingError``, naming the pid) when another live producer owns it, ``LayoutMismatchError``
+    for another layout.
 
-    ``write`` never blocks and never drops: when the ring is full, the record is appended to the
-    current spool file ``<spool_dir>/<name>.<seq>.spool.part`` (u32 little-endian length prefix +
-    record). ``fsync``: ``"never"``, ``"batch"`` (fsync on ``flush()``) or ``"always"`` (every
-    spooled record). Call ``flush()`` periodically: it applies the fsync policy and closes the
-    current spool file (making it visible to the consumer) once the queue has drained or the
-    file is older than ``spool_max_age_s``.
+    ``write`` never blocks on the consumer and never drops: when the ring is full, the record
+    is appended to the current spool file ``<spool_dir>/<name>.<seq>.spool.part`` (u32
+    little-endian length prefix + record) with ``write(2)`` straight from the call, no
+    userspace buffer: what a ``write``/``write_many``/``Fanout.publish`` call spilled is in the
+    kernel when it returns and survives kill -9 of the process (the records one call spills go
+    out in one ``write(2)``). ``flush()`` (cheap, call it every ~1 s on the producer's thread)
+    stores the heartbeat and rotates the spool file: it is renamed to ``.spool`` (handed to
+    the consumer) once the queue has drained or it is older than ``spool_max_age_s``.
+
+    Durability against power loss (``fsync``): ``"never"``; ``"batch"``: ``sync()`` fsyncs
+    what was spilled and renamed since the last call (run it off the event loop, e.g.
+    ``await asyncio.to_thread(queue.sync)`` every second: it holds no lock while it waits on the
+    disk and never blocks ``write``/``flush``); ``"always"``: each spilling call fsyncs before
+    it returns (on the caller's thread). ``close()`` syncs (``batch``/``always``).
+    A producer killed with files still open leaves ``.part`` files: the next producer, or the
+    consumer once it sees the producer dead, cuts a partial last record and renames them.
     """
 
     def __cinit__(self, str name, uint64_t capacity, uint32_t layout_hash, spool_dir,
                   str fsync="batch", double spool_max_age_s=5.0):
         cdef int fd = -1
         cdef SegHeader *h
+        cdef uint32_t old_pid
         self.base = NULL
         self.name = name
-        self._spool = None
+        self._sfd = -1
+        self._sbuf = NULL
+        self._sbuf_len = self._sbuf_cap = 0
+        self._sbuf_records = 0
+        self._lock = threading.Lock()
+        self._unsynced = []
+        self._dirty = self._dir_dirty = False
         self.spool_max_age_s = spool_max_age_s
         if fsync not in ("never", "batch", "always"):
             raise ValueError(f"fsync must be 'never', 'batch' or 'always', not {fsync!r}")
@@ -994,9 +1238,9 @@ cdef class PersistQueue:
             if fd >= 0:
                 created = True
                 break
-            state, ident = _classify_existing(name, DM_MAGIC_PERSIST)
+            state, ident, pid = _classify_existing(name, DM_MAGIC_PERSIST)
             if state == "live":
-                raise RingError(f"{name}: persist queue exists and its producer is alive")
+                raise SegmentInUseError(f"{name}: persist queue exists and its producer (pid {pid}) is alive", pid)
             if state == "foreign":
                 raise RingError(f"{name}: segment exists and is not a dm persist queue")
             if state == "creating":
@@ -1035,6 +1279,13 @@ cdef class PersistQueue:
             h = <SegHeader *>self.base
             try:
                 _check_layout(h, layout_hash, name)
+                # Take the queue over from the dead/closed producer with a CAS on its pid, so
+                # two producers starting at once cannot both re-open it.
+                old_pid = dm_load_acquire_u32(&h.producer_pid)
+                if (not dm_load_acquire_u32(&h.closed) and pid_alive(old_pid)) or \
+                        not dm_cas_u32(&h.producer_pid, old_pid, <uint32_t>getpid()):
+                    other = dm_load_acquire_u32(&h.producer_pid)
+                    raise SegmentInUseError(f"{name}: persist queue was taken over by producer pid {other}", other)
             except BaseException:
                 munmap(self.base, self.map_len)
                 self.base = NULL
@@ -1043,7 +1294,6 @@ cdef class PersistQueue:
             existing = _spool_files(self.spool_dir, name) + _spool_files(self.spool_dir, name, ".spool.part")
             h.spool_next_seq = max(h.spool_next_seq, max([s for s, _ in existing], default=0) + 1)
             dm_store_relaxed_u64(&h.heartbeat_ns, _real_ns())
-            dm_store_release_u32(&h.producer_pid, <uint32_t>getpid())
             dm_store_release_u32(&h.closed, 0)
         self.hdr = h
         self._owner_pid = getpid()
@@ -1057,20 +1307,22 @@ cdef class PersistQueue:
         _recover_part_files(self.spool_dir, name, fsync != "never")
 
     def __dealloc__(self):
+        if self._sbuf != NULL:
+            free(self._sbuf)
+            self._sbuf = NULL
+        if self._sfd >= 0:  # not closed: the data is in the kernel; the .part file is recovered
+            c_close(self._sfd)  # by the next producer or the consumer
+            self._sfd = -1
         if self.base != NULL:
             if getpid() == self._owner_pid:
                 dm_store_release_u32(&self.hdr.closed, 1)
             munmap(self.base, self.map_len)
             self.base = NULL
 
-    cdef int write_ptr(self, const uint8_t *p, size_t n) except -1:
-        """C entry point: append one record to the queue, or to the spool when it is full."""
+    cdef int _put(self, const uint8_t *p, size_t n) except -1:
+        """Append one validated record to the queue ring, or stage it for the spool when full."""
         cdef SegHeader *h = self.hdr
         cdef uint64_t fsz, idx, pad, need
-        if self.base == NULL:
-            raise RingError(f"{self.name}: persist queue is closed")
-        if not _valid_record(p, n):
-            raise RingError(f"{self.name}: {_bad_record(p, n)}")
         fsz = (n + 7) & ~(<uint64_t>7)
         idx = self.tail & self.mask
         pad = self.cap - idx if idx + fsz > self.cap else 0
@@ -1078,7 +1330,7 @@ cdef class PersistQueue:
         if self.tail + need - self.head_cache > self.cap:
             self.head_cache = dm_load_acquire_u64(&h.head)
             if self.tail + need - self.head_cache > self.cap:
-                return self._spill(p, n)
+                return self._stage(p, n)
         if pad:
             self.data[idx] = <uint8_t>(pad >> 2)
             self.data[idx + 1] = PAD_RTYPE
@@ -1090,54 +1342,165 @@ cdef class PersistQueue:
         dm_store_release_u64(&h.tail, self.tail)
         return 0
 
+    cdef int _stage(self, const uint8_t *p, size_t n) except -1:
+        """Add one record (u32 length prefix + bytes) to the spill batch."""
+        cdef size_t need = self._sbuf_len + 4 + n
+        cdef size_t cap
+        cdef void *nb
+        cdef uint32_t n32 = <uint32_t>n
+        if need > self._sbuf_cap:
+            cap = self._sbuf_cap * 2 if self._sbuf_cap else 65536
+            while cap < need:
+                cap *= 2
+            nb = realloc(self._sbuf, cap)
+            if nb == NULL:
+                raise MemoryError()
+            self._sbuf = <uint8_t *>nb
+            self._sbuf_cap = cap
+        self._sbuf[self._sbuf_len] = n32 & 0xFF
+        self._sbuf[self._sbuf_len + 1] = (n32 >> 8) & 0xFF
+        self._sbuf[self._sbuf_len + 2] = (n32 >> 16) & 0xFF
+        self._sbuf[self._sbuf_len + 3] = (n32 >> 24) & 0xFF
+        memcpy(self._sbuf + self._sbuf_len + 4, p, n)
+        self._sbuf_len = need
+        self._sbuf_records += 1
+        return 0
+
+    cdef int _spill_flush(self) except -1:
+        """Write the staged spill batch to the current spool file (opening one if needed) with
+        one write(2); fsync it at once under ``fsync="always"``. The GIL is held throughout, so
+        no other thread can close or rotate the file meanwhile."""
+        cdef SegHeader *h = self.hdr
+        cdef uint64_t seq, k = self._sbuf_records
+        cdef int fd
+        if self._sbuf_len == 0:
+            return 0
+        try:
+            if self._sfd < 0:
+                seq = h.spool_next_seq
+                dm_store_relaxed_u64(&h.spool_next_seq, seq + 1)
+                path = self.spool_dir / f"{_spool_base(self.name)}.{seq:010d}.spool.part"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+                with self._lock:
+                    self._sfd = fd
+                    self._spool_path = path
+                    self._spool_opened = time.monotonic()
+            _write_all(self._sfd, self._sbuf, self._sbuf_len)
+        finally:
+            # staged records are either in the kernel now or the error propagates (OSError):
+            # never re-written later, so a failed call cannot duplicate records
+            self._sbuf_len = 0
+            self._sbuf_records = 0
+        self._dirty = True
+        if self.fsync == "always":
+            os.fsync(self._sfd)
+            self._dirty = False
+        self.records_spooled += k
+        dm_store_relaxed_u64(&h.records_spooled, h.records_spooled + k)
+        return 0
+
+    cdef int write_ptr(self, const uint8_t *p, size_t n) except -1:
+        """C entry point: append one record to the queue, or to the spool when it is full."""
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: persist queue is closed")
+        if not _valid_record(p, n):
+            raise RingError(f"{self.name}: {_bad_record(p, n)}")
+        self._put(p, n)
+        if self._sbuf_len:
+            self._spill_flush()
+        return 0
+
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1:
+        """C entry point: append concatenated records; all are validated first (a malformed
+        buffer writes nothing); those that do not fit in the ring go to the spool in one write."""
         cdef size_t off = 0, rl
+        if self.base == NULL:
+            raise ClosedError(f"{self.name}: persist queue is closed")
         while off < n:
             rl = <size_t>p[off] * 4
-            if rl == 0 or off + rl > n:
-                raise RingError(f"{self.name}: at byte {off}: truncated or zero-length record")
-            self.write_ptr(p + off, rl)
+            if rl == 0 or off + rl > n or not _valid_record(p + off, rl):
+                raise RingError(f"{self.name}: at byte {off}: {_bad_record(p + off, min(rl, n - off) if rl else n - off)}")
             off += rl
+        off = 0
+        try:
+            while off < n:
+                rl = <size_t>p[off] * 4
+                self._put(p + off, rl)
+                off += rl
+        finally:
+            if self._sbuf_len:
+                self._spill_flush()
         return 0
 
-    cdef int _spill(self, const uint8_t *p, size_t n) except -1:
-        cdef SegHeader *h = self.hdr
-        cdef uint64_t seq
-        if self._spool is None:
-            seq = h.spool_next_seq
-            dm_store_relaxed_u64(&h.spool_next_seq, seq + 1)
-            self._spool_path = self.spool_dir / f"{_spool_base(self.name)}.{seq:010d}.spool.part"
-            self._spool = open(self._spool_path, "xb", buffering=1 << 20)
-            self._spool_opened = time.monotonic()
-        self._spool.write(_U32.pack(n) + PyBytes_FromStringAndSize(<const char *>p, n))
-        if self.fsync == "always":
-            self._spool.flush()
-            os.fsync(self._spool.fileno())
-        self.records_spooled += 1
-        dm_store_relaxed_u64(&h.records_spooled, h.records_spooled + 1)
-        return 0
-
-    def _close_spool(self):
-        f = self._spool
-        if f is None:
+    def _rotate(self):
+        """Hand the current spool file to the consumer: close it and rename ``.part`` ->
+        ``.spool``. Under fsync ``batch``/``always`` its path is kept for the next ``sync()``
+        (a path, not an fd: a producer whose ``sync`` is never called cannot run out of fds)."""
+        cdef int fd
+        if self._sfd < 0:
             return
-        f.flush()
-        if self.fsync != "never":
-            os.fsync(f.fileno())
-        f.close()
-        self._spool = None
-        final = str(self._spool_path)[: -len(".part")]
-        os.rename(self._spool_path, final)
-        if self.fsync != "never":
+        with self._lock:
+            fd = self._sfd
+            path = self._spool_path
+            final = str(path)[: -len(".part")]
+            self._sfd = -1
+            self._spool_path = None
+            dirty = self._dirty
+            self._dirty = False
+            os.close(fd)  # no fsync: a sync() in flight holds its own dup of the fd
+            os.rename(path, final)
+            if self.fsync != "never":
+                if dirty:
+                    self._unsynced.append(final)
+                self._dir_dirty = True
+
+    def sync(self) -> int:
+        """Make what was spilled durable (fsync policy ``batch``/``always``; a no-op for
+        ``never``): fsync the current spool file and those rotated since the last call, then the
+        spool directory (the renames). Safe to call from another thread while this one writes,
+        flushes or closes: the fds are taken under a lock and fsynced outside it with the GIL
+        released. Returns the number of files fsynced. Raises ``OSError``."""
+        cdef int cur = -1
+        dir_dirty = False
+        with self._lock:
+            if self.fsync == "never":
+                return 0
+            todo = self._unsynced
+            self._unsynced = []
+            if self._sfd >= 0 and self._dirty:
+                cur = os.dup(self._sfd)  # stays valid if the producer rotates meanwhile
+                self._dirty = False
+            dir_dirty = self._dir_dirty
+            self._dir_dirty = False
+        k = 0
+        err = None
+        fds = [cur] if cur >= 0 else []
+        for path in todo:
+            try:
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except FileNotFoundError:
+                pass  # already stored by the consumer and removed
+        for fd in fds:
+            try:
+                os.fsync(fd)  # releases the GIL
+                k += 1
+            except OSError as e:
+                err = err or e
+            finally:
+                os.close(fd)
+        if dir_dirty:
             dfd = os.open(self.spool_dir, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+        if err is not None:
+            raise err
+        return k
 
     def write(self, record):
         """Append one record (same validation as ``ChannelWriter.write``); spools when full.
-        Raises ``RingError`` (malformed / closed) or ``OSError`` (spool I/O)."""
+        Raises ``RingError`` (malformed), ``ClosedError`` (closed) or ``OSError`` (spool I/O)."""
         cdef Py_buffer view
         if type(record) is bytes:
             self.write_ptr(<const uint8_t *>PyBytes_AS_STRING(record), PyBytes_GET_SIZE(record))
@@ -1149,7 +1512,8 @@ cdef class PersistQueue:
             PyBuffer_Release(&view)
 
     def write_many(self, buf) -> int:
-        """Append concatenated records; returns how many."""
+        """Append concatenated records; returns how many. All are validated before any is
+        written; what does not fit in the ring is spooled in one ``write(2)``."""
         cdef Py_buffer view
         cdef size_t off = 0, k = 0
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
@@ -1163,36 +1527,38 @@ cdef class PersistQueue:
         return k
 
     def flush(self):
-        """Apply the fsync policy to the current spool file and close it (hand it to the
-        consumer) if the queue has drained or the file is older than ``spool_max_age_s``.
-        Also stores the heartbeat. Call periodically (e.g. every 100 ms to 1 s)."""
+        """Store the heartbeat and rotate the current spool file (rename it to ``.spool``: the
+        consumer sees it) once the queue has drained or the file is older than
+        ``spool_max_age_s``. Never fsyncs (see ``sync``); cheap enough for the event loop.
+        Call every ~100 ms to 1 s on the producer's thread."""
         if self.base == NULL:
             return
         dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
-        if self._spool is None:
+        if self._sfd < 0:
             return
-        self._spool.flush()
         drained = dm_load_acquire_u64(&self.hdr.head) == self.tail
         if drained or time.monotonic() - self._spool_opened >= self.spool_max_age_s:
-            self._close_spool()
-        elif self.fsync == "batch":
-            os.fsync(self._spool.fileno())
+            self._rotate()
 
     def close(self):
-        """Close the current spool file, set the closed flag, unmap. The segment stays (the
-        persister drains it); ``PersistConsumer.unlink`` removes it. Idempotent."""
+        """Rotate the current spool file, sync (fsync policy), set the closed flag, unmap. The
+        segment stays (the persister drains it); ``PersistConsumer.unlink`` removes it.
+        Idempotent; later writes raise ``ClosedError``."""
         if self.base != NULL:
             if getpid() != self._owner_pid:  # a forked child's copy: just unmap
                 munmap(self.base, self.map_len)
                 self.base = NULL
                 return
-            self._close_spool()
-            dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
-            dm_store_release_u32(&self.hdr.closed, 1)
-            munmap(self.base, self.map_len)
-            self.base = NULL
-            self.hdr = NULL
-            self.data = NULL
+            try:
+                self._rotate()
+                self.sync()
+            finally:
+                dm_store_relaxed_u64(&self.hdr.heartbeat_ns, _real_ns())
+                dm_store_release_u32(&self.hdr.closed, 1)
+                munmap(self.base, self.map_len)
+                self.base = NULL
+                self.hdr = NULL
+                self.data = NULL
 
     @property
     def capacity(self) -> int:
@@ -1206,8 +1572,8 @@ cdef class PersistQueue:
 
     @property
     def spooling(self) -> bool:
-        """True while a spool file is open."""
-        return self._spool is not None
+        """True while a spool file is open (not yet rotated)."""
+        return self._sfd >= 0
 
     def __enter__(self):
         return self
@@ -1242,6 +1608,7 @@ cdef class PersistConsumer:
         self.spool_dir = Path(spool_dir)
         self._sfile = None
         self._sfloor = 0
+        self._next_orphan_check = 0.0
         addr, self.map_len, _ = _open_existing(name, True, DM_MAGIC_PERSIST, "persist queue")
         self.base = <void *><size_t>addr
         h = <SegHeader *>self.base
@@ -1275,8 +1642,30 @@ cdef class PersistConsumer:
 
     cdef int _check_open(self) except -1:
         if self.base == NULL:
-            raise RingError(f"{self.name}: consumer is closed")
+            raise ClosedError(f"{self.name}: consumer is closed")
         return 0
+
+    def recover_orphans(self) -> int:
+        """Hand over the spool files a producer left open (``.part``) when it died: cut a
+        partial last record, rename to ``.spool`` (then ``read_batch`` reads them). Only when
+        the producer is closed or dead, and only files numbered below the producer's next spool
+        number as read before that check, so a producer starting meanwhile keeps its own.
+        ``read_batch`` calls it at most once a second when it has nothing else. Returns how
+        many ``.part`` files were recovered."""
+        cdef SegHeader *h = self.hdr
+        cdef uint64_t nseq
+        cdef uint32_t closed, pid
+        self._check_open()
+        parts = _spool_files(self.spool_dir, self.name, ".spool.part")
+        if not parts:
+            return 0
+        nseq = dm_load_acquire_u64(&h.spool_next_seq)
+        closed = dm_load_acquire_u32(&h.closed)
+        pid = dm_load_acquire_u32(&h.producer_pid)
+        if not closed and pid_alive(pid):
+            return 0
+        _recover_part_files(self.spool_dir, self.name, False, below_seq=nseq)
+        return sum(1 for seq, _ in parts if seq < nseq)
 
     def read_batch(self, Py_ssize_t max_records=10000):
         """``(records: bytes, n: int, token)`` of up to ``max_records`` concatenated records, or
@@ -1295,6 +1684,7 @@ cdef class PersistConsumer:
             b = self._read_spool(max_records)
             if b is not None:
                 return b
+            self._check_open()  # file I/O released the GIL
         t = dm_load_acquire_u64(&h.tail)
         if t != self.rpos:
             # pass 1: count and size
@@ -1327,7 +1717,14 @@ cdef class PersistConsumer:
                 self.rrecords += k
                 return out, k, (0, end, self.rrecords)
             self.rpos = end  # only padding
-        return None if self._turn else self._read_spool(max_records)
+        b = None if self._turn else self._read_spool(max_records)
+        if b is None:
+            now = time.monotonic()
+            if now >= self._next_orphan_check:
+                self._next_orphan_check = now + 1.0
+                if self.recover_orphans():
+                    return self._read_spool(max_records)
+        return b
 
     def _next_spool_file(self):
         """Open the oldest closed spool file not yet read by this consumer; False if none."""
@@ -1503,29 +1900,36 @@ cdef class Fanout:
         cdef int64_t k = 0
         cdef uint32_t iid
         cdef ChannelWriter w
+        cdef PersistQueue q = self.queue
         while off < n:
             rl = <size_t>p[off] * 4
             if rl == 0 or off + rl > n or not _valid_record(p + off, rl):
                 raise RingError(f"fanout: at byte {off}: {_bad_record(p + off, min(rl, n - off) if rl else n - off)}")
             off += rl
+        if q is not None and q.base == NULL:
+            raise ClosedError(f"{q.name}: persist queue is closed")
         off = 0
-        while off < n:
-            rl = <size_t>p[off] * 4
-            memcpy(&iid, p + off + 4, 4)
-            if self._last is not None and iid == self._last_id:
-                w = self._last
-            else:
-                w = self.channels.get(iid)
-                self._last = w
-                self._last_id = iid
-            if w is not None:
-                if w.base == NULL:
-                    raise RingError(f"{w.name}: channel writer for instrument {iid} is closed")
-                w._put(p + off, <uint32_t>rl)
-            if self.queue is not None:
-                self.queue.write_ptr(p + off, rl)
-            off += rl
-            k += 1
+        try:
+            while off < n:
+                rl = <size_t>p[off] * 4
+                memcpy(&iid, p + off + 4, 4)
+                if self._last is not None and iid == self._last_id:
+                    w = self._last
+                else:
+                    w = self.channels.get(iid)
+                    self._last = w
+                    self._last_id = iid
+                if w is not None:
+                    if w.base == NULL:
+                        raise ClosedError(f"{w.name}: channel writer for instrument {iid} is closed")
+                    w._put(p + off, <uint32_t>rl)
+                if q is not None:
+                    q._put(p + off, rl)  # to the ring, or staged for the spool
+                off += rl
+                k += 1
+        finally:
+            if q is not None and q._sbuf_len:
+                q._spill_flush()  # what this call spilled: one write(2)
         return k
 
     def publish(self, buf) -> int:
@@ -1643,4 +2047,8 @@ def _header_offsets() -> dict:
         "heartbeat_ns": <size_t>&h.heartbeat_ns - b, "producer_pid": <size_t>&h.producer_pid - b,
         "closed": <size_t>&h.closed - b, "head": <size_t>&h.head - b,
         "consumer_pid": <size_t>&h.consumer_pid - b, "size": sizeof(SegHeader),
+        "instrument_id": <size_t>&h.instrument_id - b, "publisher_id": <size_t>&h.publisher_id - b,
+        "size_precision": <size_t>&h.size_precision - b, "meta_flags": <size_t>&h.meta_flags - b,
+        "capacity": <size_t>&h.capacity - b, "created_ns": <size_t>&h.created_ns - b,
+        "header_bytes": <size_t>&h.header_bytes - b, "kind": <size_t>&h.kind - b,
     }

@@ -128,23 +128,34 @@ def _fmt_ts(ns: int) -> str:
 
 
 def format_record(rec) -> str:
-    """One line for a person; prices and sizes as exact decimals."""
+    """One line for a person; prices (1e-9) and sizes (at the record's size_precision) as exact
+    decimals; a gap as its window (ns or sequence numbers) and cause."""
     from dm.client import Overrun
-    from dm.records import to_decimal
 
     if isinstance(rec, Overrun):
         return f"OVERRUN lost {rec.lost_records} records"
     name = type(rec).__name__.upper()
     head = f"{_fmt_ts(rec.ts_event)} {name:<6} id={rec.instrument_id}"
     if name == "TRADE":
-        return f"{head} {chr(rec.side)} {to_decimal(rec.size)} @ {to_decimal(rec.price)} trade_id={rec.trade_id}"
+        return f"{head} {chr(rec.side)} {rec.dec('size')} @ {rec.dec('price')} trade_id={rec.trade_id}"
     if name == "BBO":
-        return f"{head} {to_decimal(rec.bid_sz)} {to_decimal(rec.bid_px)} / {to_decimal(rec.ask_px)} {to_decimal(rec.ask_sz)} seq={rec.sequence}"
+        return f"{head} {rec.dec('bid_sz')} {rec.dec('bid_px')} / {rec.dec('ask_px')} {rec.dec('ask_sz')} seq={rec.sequence}"
     if name == "BOOKDELTA":
-        return f"{head} {chr(rec.side)} {chr(rec.action)} {to_decimal(rec.size)} @ {to_decimal(rec.price)} seq={rec.sequence}"
+        return f"{head} {chr(rec.side)} {chr(rec.action)} {rec.dec('size')} @ {rec.dec('price')} seq={rec.sequence}"
     if name == "DEPTH":
+        from dm.records import to_decimal
+
         top = rec.levels[0]
         return f"{head} top {to_decimal(top[0])} / {to_decimal(top[1])} ({rec.n_bid}x{rec.n_ask} levels) seq={rec.sequence}"
+    if name == "GAP":
+        from dm.records import GapUnits
+
+        if rec.units == GapUnits.NS:
+            span = rec.last_missing - rec.first_missing + 1
+            window = f"{_fmt_ts(rec.first_missing)} .. {_fmt_ts(rec.last_missing)} ({span / 1e9:.3f} s)"
+        else:
+            window = f"seq {rec.first_missing} .. {rec.last_missing}"
+        return f"{head} {rec.kind} {window} {rec.detail}".rstrip()
     return f"{head} {rec}"
 
 
@@ -154,18 +165,21 @@ def format_record(rec) -> str:
 @click.option("--instance", default=None, help="Only this dm instance's channels.")
 @click.option("--registry", default="/dm.registry", show_default=True)
 @click.option("--start", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True)
-@click.option("-n", "--count", default=0, help="Stop after N records (0: until the producer stops).")
+@click.option("-n", "--count", default=0, help="Stop after N lines (0: until interrupted, or until the producer stops with --no-follow).")
 @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for the channel to appear.")
-def tail(symbol, exchange, instance, registry, start, count, wait) -> None:
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Follow producer restarts (a GAP line marks the lost window) or end when the producer stops.")
+def tail(symbol, exchange, instance, registry, start, count, wait, follow) -> None:
     """Print a symbol's records live from shared memory."""
     from dm.client import Client
 
     with Client(instance=instance, registry=registry) as client:
         try:
-            sub = client.subscribe(symbol, exchange=exchange, start=start, wait=wait)
+            sub = client.subscribe(symbol, exchange=exchange, start=start, wait=wait, follow=follow)
         except DmError as e:
             raise click.ClickException(str(e)) from None
-        click.echo(f"# {sub.name} ({sub.producer_state()})", err=True)
+        prec = "?" if sub.size_precision is None else sub.size_precision
+        click.echo(f"# {sub.name} ({sub.producer_state()}) instrument_id={sub.instrument_id} size_precision={prec}", err=True)
         n = 0
         try:
             for rec in sub:

@@ -1,39 +1,67 @@
 """dm.client: the reader trading processes import.
 
-    from dm.client import Client
+    from dm.client import Client, Overrun
+    from dm.records import Gap
     with Client() as client:
         sub = client.subscribe("ZILUSD", exchange="BINANCE")
-        for rec in sub:                      # blocks; ends when the producer closes or dies
+        for rec in sub:                      # blocks; follows producer restarts (follow=True)
             if isinstance(rec, Overrun):     # the reader was lapped: rec.lost_records are gone
                 ...
-            print(rec.price, rec.dec("price"))   # raw fixed-point 1e-9 int, exact Decimal
+            elif isinstance(rec, Gap):       # a lost window, e.g. kind "restart": the producer
+                ...                          # died or stopped and a new one took over
+            else:
+                print(rec.price, rec.dec("price"), rec.dec("size"))  # raw ints, exact Decimals
 
 Channels are found through the shm service registry (``/dm.registry``): each worker registers its
 exchange, channel prefix and symbols. A subscription maps the symbol's channel ring read-only and
-reads records (``dm.records.Trade``, ``Bbo``, ``BookDelta``, ``Depth``, ``Bar``: raw fixed-point
-ints at 1e-9, timestamps in ns since the UNIX epoch) one at a time, as numpy batches, or with
-``async for``. Waiting is adaptive (yield → sleep, 50 µs up to 1 ms) so idle readers do not burn
-a core; ``busy_poll=True`` spins for the lowest latency (use it for at most cores − 1 readers).
+reads records (``dm.records.Trade``, ``Bbo``, ``BookDelta``, ``Depth``, ``Bar``, ``Gap``, ...:
+raw fixed-point ints, prices at 1e-9, sizes at the record's ``size_precision``, timestamps in ns
+since the UNIX epoch) one at a time, as numpy batches, or with ``async for``. Waiting is adaptive
+(yield → sleep, 20 µs up to 1 ms) so idle readers do not burn a core; ``busy_poll=True`` spins
+for the lowest latency (use it for at most cores − 1 readers).
+
+Producer restarts: a worker that dies (kill -9, crash) or stops and starts again re-creates its
+channels under the same names. A subscription with ``follow=True`` (the default) waits for the
+new channel, re-attaches, and first hands the reader a ``dm.records.Gap`` record (kind
+``"restart"``, units ``GapUnits.NS``) naming the window it may have lost; nothing is dropped
+silently (records the new producer wrote before the reader re-attached and that were already
+overwritten come as an ``Overrun``). With ``follow=False`` iteration ends when the producer stops.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import os
 import tempfile
+import threading
 import time
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from dm._ring import ChannelReader
-from dm.errors import ProducerGoneError, RingError
-from dm.records import LAYOUT_HASH, unpack
+from dm._ring import ChannelReader, now_ns
+from dm.errors import ClosedError, LayoutMismatchError, ProducerGoneError, RingError
+from dm.records import BAR_DTYPE, DTYPES, LAYOUT_HASH, GapUnits, RType, gap_record, unpack
 from dm.registry import Registry
+
+#: a following subscription whose producer is gone looks for the new channel this often (s)
+FOLLOW_POLL_S = 0.01
+#: non-blocking reads (``timeout=0``, ``read_batch``, ``async for``) look at the producer's
+#: liveness at most this often while the ring is empty (s)
+CHECK_EVERY_S = 0.1
+#: blocking reads wait on the ring in slices of this length to notice a producer killed
+#: without closing its ring (s)
+WAIT_SLICE_S = 0.1
+
+_SWITCHED = object()  # internal: re-attached to a new producer; a gap record is queued
+_RT_BAR = int(RType.BAR)
 
 
 class Overrun(NamedTuple):
-    """Yielded in the record stream when the reader was lapped by the writer."""
+    """Yielded in the record stream when records were lost before the next one: the reader
+    was lapped by the writer, or (after a restart) the new producer overwrote records before
+    the reader re-attached."""
 
     lost_records: int
 
@@ -94,76 +122,139 @@ class Waiter:
             time.sleep(d)
 
 
+def _ts_of(raw: bytes) -> int:
+    """ts_recv of a record (ns since the epoch), or ts_event for a BAR (which has no ts_recv)."""
+    if raw[1] == _RT_BAR or len(raw) < 24:
+        return int.from_bytes(raw[8:16], "little")
+    return int.from_bytes(raw[16:24], "little")
+
+
+def _as_array(raw: bytes) -> np.ndarray:
+    dt = DTYPES.get(raw[1])
+    if dt is None or dt.itemsize != len(raw):
+        dt = np.dtype((np.void, len(raw)))
+    return np.frombuffer(raw, dtype=dt).copy()
+
+
 class Subscription:
     """One channel ring (a symbol on an exchange), mapped read-only.
 
     ``start``: ``"oldest"`` (every record still held, e.g. to see a session from the start) or
     ``"newest"`` (only records written from now on). ``busy_poll``: spin while waiting, if one
     of the machine's ``cores - 1`` spin slots is free (``SpinSlot``); otherwise this reader
-    waits without spinning and ``busy_poll`` reads False."""
+    waits without spinning and ``busy_poll`` reads False.
 
-    def __init__(self, name: str, symbol: str, exchange: str, start: str = "oldest", busy_poll: bool = False):
+    ``follow`` (default True): when the producer stops (closes the channel, or its pid is gone)
+    and a new producer re-creates the channel, re-attach to it. The first item after the switch
+    is a ``dm.records.Gap``: ``kind`` ``"restart"``, ``units`` ``GapUnits.NS``,
+    ``first_missing``..``last_missing`` (inclusive, ns since the epoch) from just after the
+    ts_recv (ts_event for a BAR) of the last record the old producer wrote (the old channel's
+    creation time if it wrote none) to just before the ts_recv of the new producer's first
+    record (the new channel's creation time if it has written none yet); ``instrument_id`` and
+    ``publisher_id`` from the channel header (else from that last record); ``detail`` names
+    both pids. Records the new producer wrote and overwrote before the switch come next as an
+    ``Overrun``, then every record of the new producer from its first one. While no new producer
+    is there, reads wait (``timeout``) and ``producer_state()`` says ``"closed"`` or ``"dead"``.
+    ``follow=False``: blocking reads raise ``ProducerGoneError`` and iteration ends once the
+    producer stopped and everything it wrote was read.
+
+    GAP records the producer itself writes on the channel (sequence breaks, reconnects) are
+    delivered like every other record.
+
+    Attributes: ``name``, ``symbol``, ``exchange``, ``follow``, ``busy_poll``; from the channel
+    header (updated on a re-attach): ``instrument_id`` (0: not given), ``size_precision``
+    (sizes in units of 10**-size_precision; None from a writer that predates it),
+    ``publisher_id``, ``producer_pid``; counters ``restarts`` (re-attaches), ``overruns`` and
+    ``lost_records``.
+
+    Closing: ``close()`` may be called from another thread, also while one is blocked in a
+    read; every read after (or woken by) it raises ``ClosedError`` (a ``RingError``). A
+    subscription is read by one thread at a time.
+    """
+
+    def __init__(self, name: str, symbol: str, exchange: str, start: str = "oldest",
+                 busy_poll: bool = False, follow: bool = True):
         self.name = name
         self.symbol = symbol
         self.exchange = exchange
+        self.follow = follow
         self.reader = ChannelReader(name, LAYOUT_HASH, start=start)
         self.spin_slot = SpinSlot.acquire() if busy_poll else None
         self.busy_poll = self.spin_slot is not None
         self.waiter = Waiter(self.busy_poll)
         self.overruns = 0
         self.lost_records = 0
-        self._pending: bytes | None = None  # record read together with an overrun
+        self.restarts = 0
+        self._queued: collections.deque = collections.deque()  # records (bytes) / Overrun to hand out first
+        self._lock = threading.Lock()  # guards the reader swap against close()
+        self._closed = False
+        self._gone: str | None = None  # "closed" / "dead" while waiting for a new producer
+        self._next_check = 0.0
+        self._meta()
+
+    def _meta(self) -> None:
+        r = self.reader
+        self.instrument_id = r.instrument_id
+        self.size_precision = r.size_precision
+        self.publisher_id = r.publisher_id
+        self.producer_pid = r.producer_pid
 
     # -- reading --------------------------------------------------------------------------
     def read_raw(self, timeout: float | None = 0.0) -> bytes | None:
-        """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait).
-        The wait runs in C without the GIL: spin (``busy_poll``), sched_yield, then sleeps from
-        20 µs doubling to 1 ms. Raises ``ProducerGoneError`` when nothing is left and the
-        producer closed the channel or died."""
-        r = self.reader
-        rec = r.read()
-        if rec is not None or timeout == 0:
-            return rec
-        if self.busy_poll:  # this reader holds a spin slot: poll without leaving Python (~50 ns a try)
-            read = r.read
-            for _ in range(20_000):
-                rec = read()
-                if rec is not None:
-                    return rec
-        deadline = None if timeout is None else time.monotonic() + timeout
-        spin = 1_000_000 if self.waiter.busy_poll else 200
-        while True:
-            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            # wait in slices so a producer that dies without closing is noticed
-            ready = r.wait(1.0 if left < 0 else min(left, 1.0), spin, 50)
-            rec = r.read()
-            if rec is not None:
-                return rec
-            if not ready and r.producer_state() in ("closed", "dead"):
-                raise ProducerGoneError(f"{self.name}: producer {r.producer_state()}")
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+        """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait),
+        or None on timeout. The wait runs in C without the GIL: spin (``busy_poll``),
+        sched_yield, then sleeps from 20 µs doubling to 1 ms. Overruns are not reported here
+        (see ``read``). Raises ``ProducerGoneError`` (``follow=False``, blocking read) when
+        nothing is left and the producer closed the channel or died, ``ClosedError`` when the
+        subscription is closed."""
+        if self._queued:
+            return self._take_queued_raw()
+        raw = self.reader.read()
+        if raw is None:
+            raw = self._slow_raw(timeout)
+            if raw is _SWITCHED:
+                return self._take_queued_raw()
+        return raw
 
     def read(self, timeout: float | None = 0.0):
-        """Next record as a ``dm.records`` namedtuple, an ``Overrun`` if records were lost just
-        before it, or None on timeout. Raises ``ProducerGoneError`` as ``read_raw``."""
-        if self._pending is not None:
-            rec, self._pending = self._pending, None
-            return unpack(rec)
-        rec = self.read_raw(timeout)
+        """Next item: a ``dm.records`` namedtuple (a ``Gap`` after a producer restart), an
+        ``Overrun`` if records were lost just before the next one, or None on timeout.
+        ``timeout`` as ``read_raw``. Raises ``ProducerGoneError`` (``follow=False``, blocking
+        read) and ``ClosedError`` as ``read_raw``."""
+        if self._queued:
+            return self._take_queued()
+        raw = self.reader.read()
+        if raw is None:
+            raw = self._slow_raw(timeout)
+            if raw is _SWITCHED:
+                return self._take_queued()
         lost = self.reader.take_overrun()
         if lost:
             self.overruns += 1
             self.lost_records += lost
-            self._pending = rec
+            if raw is not None:
+                self._queued.append(raw)
             return Overrun(lost)
-        return None if rec is None else unpack(rec)
+        return None if raw is None else unpack(raw)
 
     def read_batch(self, max_records: int = 4096) -> np.ndarray | None:
         """Up to ``max_records`` records of one rtype as a numpy structured array
-        (``dm.records.DTYPES[rtype]``), or None when nothing is new. Overruns are counted in
-        ``lost_records``."""
+        (``dm.records.DTYPES[rtype]``, e.g. ``GAP_DTYPE`` for the restart marker), or None when
+        nothing is new. Does not wait. Overruns are counted in ``lost_records``/``overruns``.
+        Raises ``ClosedError`` when the subscription is closed."""
+        while self._queued:
+            item = self._queued.popleft()
+            if self._closed:
+                raise ClosedError(f"{self.name}: subscription is closed")
+            if not isinstance(item, Overrun):
+                return _as_array(item)
         arr = self.reader.read_batch(max_records)
+        if arr is None and self.follow:
+            raw = self._slow_raw(0)
+            if raw is _SWITCHED:
+                return self.read_batch(max_records)
+            if raw is not None:
+                arr = _as_array(raw)
         lost = self.reader.take_overrun()
         if lost:
             self.overruns += 1
@@ -171,6 +262,9 @@ class Subscription:
         return arr
 
     def __iter__(self) -> Iterator:
+        """Blocking iteration over ``read`` items. Ends (``follow=False``) when the producer
+        stopped and everything was read; with ``follow=True`` it runs until ``close()``
+        (then raises ``ClosedError``)."""
         while True:
             try:
                 rec = self.read(timeout=None)
@@ -181,36 +275,178 @@ class Subscription:
 
     async def __aiter__(self):
         """``async for rec in sub``: waits with ``asyncio.sleep`` (yield → 50 µs … 1 ms), never
-        blocking the event loop; ends when the producer closes or dies."""
+        blocking the event loop; follows restarts as ``__iter__`` (re-attach noticed within
+        ``CHECK_EVERY_S``); with ``follow=False`` ends when the producer stopped."""
         w = self.waiter
-        r = self.reader
-        idle = 0
         while True:
-            raw = r.read()
-            if raw is None:
-                idle += 1
-                if idle % 256 == 0 and r.producer_state() in ("closed", "dead"):
-                    raw = r.read()
-                    if raw is None:
-                        return
-                else:
-                    await asyncio.sleep(w.delay())
-                    continue
-            idle = 0
+            rec = self.read(0)
+            if rec is None:
+                if not self.follow and self._stopped():
+                    return
+                await asyncio.sleep(w.delay())
+                continue
             w.reset()
-            lost = r.take_overrun()
-            if lost:
-                self.overruns += 1
-                self.lost_records += lost
-                yield Overrun(lost)
-            yield unpack(raw)
+            yield rec
 
+    # -- internals ------------------------------------------------------------------------
+    def _take_queued(self):
+        item = self._queued.popleft()
+        if self._closed:
+            raise ClosedError(f"{self.name}: subscription is closed")
+        return item if isinstance(item, Overrun) else unpack(item)
+
+    def _take_queued_raw(self) -> bytes | None:
+        while self._queued:
+            item = self._queued.popleft()
+            if self._closed:
+                raise ClosedError(f"{self.name}: subscription is closed")
+            if not isinstance(item, Overrun):
+                return item
+        return None
+
+    def _slow_raw(self, timeout: float | None):
+        """After an empty read: wait up to ``timeout`` (0: a rate-limited look at the
+        producer only, with ``follow``), following a restart. Returns a record's bytes, None
+        (timeout) or _SWITCHED (re-attached: the gap record is queued)."""
+        if timeout == 0:
+            if not self.follow:
+                return None
+            now = time.monotonic()
+            if now < self._next_check:
+                return None
+            self._next_check = now + CHECK_EVERY_S
+            return self._on_idle()
+        r = self.reader
+        if self.busy_poll and self._gone is None:  # a spin slot: poll without leaving Python
+            read = r.read
+            for _ in range(20_000):
+                raw = read()
+                if raw is not None:
+                    return raw
+        deadline = None if timeout is None else time.monotonic() + timeout
+        spin = 1_000_000 if self.busy_poll else 200
+        while True:
+            left = WAIT_SLICE_S if deadline is None else min(WAIT_SLICE_S, deadline - time.monotonic())
+            if left > 0:
+                if self._gone is not None:  # waiting for a new producer: poll for it
+                    time.sleep(min(left, FOLLOW_POLL_S))
+                    ready = False
+                else:
+                    ready = self.reader.wait(left, spin, 50)
+                raw = self.reader.read()
+                if raw is not None:
+                    return raw
+                if not ready:
+                    res = self._on_idle()
+                    if res is not None:
+                        return res
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _stopped(self) -> bool:
+        """(``follow=False``, rate-limited) The producer stopped and everything it wrote was read."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + CHECK_EVERY_S
+        r = self.reader
+        return r.producer_state() in ("closed", "dead") and r.lag_bytes == 0
+
+    def _on_idle(self):
+        """The ring is empty: is the producer gone? Returns a record written just before it
+        stopped, _SWITCHED after a re-attach, or None. Raises ``ProducerGoneError`` when it is
+        gone and not following."""
+        if self._closed:
+            raise ClosedError(f"{self.name}: subscription is closed")
+        state = self._gone
+        if state is None:  # (a stopped producer never comes back: closed / dead pid are final)
+            r = self.reader
+            state = r.producer_state()
+            if state not in ("closed", "dead"):
+                return None
+            raw = r.read()  # written before it stopped
+            if raw is not None:
+                return raw
+            if not self.follow:
+                raise ProducerGoneError(f"{self.name}: producer {state}")
+            self._gone = state
+        return _SWITCHED if self._reattach(state) else None
+
+    def _reattach(self, state: str) -> bool:
+        """Switch to a channel a new producer created under our name; queue the gap marker."""
+        old = self.reader
+        try:
+            st = os.stat("/dev/shm/" + self.name[1:])
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) == old.ident:
+            return False  # still the old segment
+        try:
+            new = ChannelReader(self.name, LAYOUT_HASH, start="first")
+        except LayoutMismatchError:
+            raise  # the new producer runs another dm version: say so, loudly
+        except RingError:
+            return False  # being created or removed again: next poll
+        try:
+            gap = self._gap_record(old, new, state)
+        except BaseException:
+            new.close()
+            raise
+        with self._lock:
+            if self._closed:
+                new.close()
+                raise ClosedError(f"{self.name}: subscription is closed")
+            self.reader = new
+        old.close()
+        self._queued.append(gap)
+        lost = new.take_overrun()  # overwritten before we attached: after the marker
+        if lost:
+            self.overruns += 1
+            self.lost_records += lost
+            self._queued.append(Overrun(lost))
+        self.restarts += 1
+        self._gone = None
+        self._meta()
+        return True
+
+    def _gap_record(self, old: ChannelReader, new: ChannelReader, state: str) -> bytes:
+        last = old.last_record()
+        first = None
+        try:
+            probe = ChannelReader(self.name, LAYOUT_HASH, start="first")
+            try:
+                first = probe.read() if probe.ident == new.ident else None
+            finally:
+                probe.close()
+        except RingError:
+            pass
+        start = _ts_of(last) if last is not None else old.created_ns
+        end = _ts_of(first) if first is not None else new.created_ns
+        first_missing = start + 1
+        last_missing = max(end - 1, first_missing)
+        iid = new.instrument_id or (int.from_bytes(last[4:8], "little") if last is not None else 0)
+        pub = new.publisher_id or (int.from_bytes(last[2:4], "little") if last is not None else 0)
+        detail = f"producer pid {old.producer_pid} {state}; pid {new.producer_pid} re-created the channel"
+        return gap_record(pub, iid, "restart", first_missing, last_missing, GapUnits.NS, now_ns(), detail)
+
+    # -- state ----------------------------------------------------------------------------
     def producer_state(self) -> str:
-        """``live`` | ``closed`` | ``dead`` (pid gone) | ``stale`` (heartbeat old: quiet or hung)."""
+        """``live`` | ``closed`` | ``dead`` (pid gone) | ``stale`` (heartbeat old: quiet or hung),
+        of the producer currently attached (while following, the stopped one until a new one
+        is there). Raises ``ClosedError`` when the subscription is closed."""
         return self.reader.producer_state()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        self.reader.close()
+        """Unmap the channel and release the spin slot. Idempotent; safe from another thread:
+        a read blocked in it raises ``ClosedError`` within about a millisecond."""
+        with self._lock:
+            self._closed = True
+            r = self.reader
+        r.close()
         if self.spin_slot is not None:
             self.spin_slot.release()
             self.spin_slot = None
@@ -225,8 +461,10 @@ class Subscription:
 class Client:
     """Discovers channels through the shm service registry.
 
-    ``instance``: only use channels of this dm instance (None: any). Raises ``RingError`` from
-    ``subscribe`` when no live worker serves the symbol within ``wait`` seconds."""
+    ``instance``: only use channels of this dm instance (None: any). ``registry``: the
+    registry segment name. ``subscribe`` raises ``RingError`` when no live worker serves the
+    symbol within ``wait`` seconds (and ``LayoutMismatchError`` when the worker runs another
+    dm record layout). ``close()`` closes every subscription made through this client."""
 
     def __new__(cls, instance: str | None = None, registry: str = "/dm.registry", *, url: str | None = None, **remote):
         """``url="nats://HOST:4222"``: a ``dm.remote.RemoteClient`` with the same API, reading the
@@ -260,15 +498,21 @@ class Client:
             out += [(e.exchange, s, e.prefix + s) for s in e.symbols]
         return sorted(out)
 
-    def subscribe(self, symbol: str, exchange: str, *, start: str = "oldest", wait: float = 5.0, busy_poll: bool = False) -> Subscription:
-        """Subscribe to a canonical symbol (``"ZILUSD"``) on an exchange (``"BINANCE"``)."""
+    def subscribe(self, symbol: str, exchange: str, *, start: str = "oldest", wait: float = 5.0,
+                  busy_poll: bool = False, follow: bool = True) -> Subscription:
+        """Subscribe to a canonical symbol (``"ZILUSD"``) on an exchange (``"BINANCE"``);
+        ``start``, ``busy_poll`` and ``follow`` (re-attach after a producer restart, with a
+        ``Gap`` marker) as ``Subscription``. Waits up to ``wait`` s for a worker to register
+        the symbol. Raises ``RingError`` as described on the class."""
         symbol, exchange = symbol.upper(), exchange.upper()
         deadline = time.monotonic() + wait
         while True:
             for ex, sym, name in self.channels():
                 if ex == exchange and sym == symbol:
                     try:
-                        sub = Subscription(name, symbol, exchange, start=start, busy_poll=busy_poll)
+                        sub = Subscription(name, symbol, exchange, start=start, busy_poll=busy_poll, follow=follow)
+                    except LayoutMismatchError:
+                        raise
                     except RingError:
                         break  # registered but the segment is not there yet
                     self.subscriptions.append(sub)

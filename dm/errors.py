@@ -66,6 +66,23 @@ class ProducerGoneError(RingError):
     """The segment's producer closed it or died (pid gone / heartbeat stale)."""
 
 
+class ClosedError(RingError):
+    """This process closed the reader, writer, queue or subscription it tried to use (or closed
+    it from another thread while the call was waiting)."""
+
+
+class SegmentInUseError(RingError):
+    """A shared-memory segment's producer is alive (``pid``), so it cannot be created over,
+    re-opened or unlinked by another process."""
+
+    def __init__(self, message: str, pid: int = 0):
+        super().__init__(message)
+        self.pid = pid
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.pid))
+
+
 class RegistryError(RingError):
     """The shm service registry is full, a field does not fit its slot, or a slot was
     reclaimed from us."""

@@ -141,8 +141,8 @@ def start_supervisor(cfg: Path, log_path: Path) -> subprocess.Popen:
 
 
 class ChannelCollector:
-    """Subscribes (start="oldest") to every symbol as soon as its channel appears and collects
-    every record until the producer closes the channel."""
+    """Subscribes (start="oldest", follow=False) to every symbol as soon as its channel appears
+    and collects every record until the producer closes the channel."""
 
     def __init__(self, instance: str, symbols, exchange: str = "BINANCE"):
         from dm.client import Client
@@ -162,7 +162,7 @@ class ChannelCollector:
 
     def _run(self, symbol: str) -> None:
         try:
-            sub = self.client.subscribe(symbol, exchange=self.exchange, start="oldest", wait=60)
+            sub = self.client.subscribe(symbol, exchange=self.exchange, start="oldest", wait=60, follow=False)
             for rec in sub:
                 self.records[symbol].append(rec)
             self.overruns[symbol] = sub.lost_records

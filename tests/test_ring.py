@@ -37,7 +37,7 @@ from dm._ring import (
     store_u64,
     unlink_segment,
 )
-from dm.errors import LayoutMismatchError, RingError
+from dm.errors import ClosedError, LayoutMismatchError, RingError, SegmentInUseError
 
 H = R.LAYOUT_HASH
 FORK = mp.get_context("fork")
@@ -88,6 +88,29 @@ def test_header_layout_hot_fields_on_own_cache_lines():
     assert off["heartbeat_ns"] == 192
     assert off["head"] == 256  # consumer-written line
     assert off["size"] == 320
+    # identity line: the channel metadata lives in what was padding; nothing else moved
+    assert (off["capacity"], off["created_ns"], off["header_bytes"], off["kind"]) == (16, 24, 32, 36)
+    assert (off["instrument_id"], off["publisher_id"], off["size_precision"], off["meta_flags"]) == (40, 44, 46, 47)
+
+
+def test_channel_header_metadata_for_readers(seg):
+    name = seg()
+    w = ChannelWriter(name, 4096, H, instrument_id=0xDEADBEEF, size_precision=0, publisher_id=R.Publisher.KRAKEN)
+    r = ChannelReader(name, H)
+    assert (r.instrument_id, r.size_precision, r.publisher_id) == (0xDEADBEEF, 0, R.Publisher.KRAKEN)
+    assert (w.instrument_id, w.size_precision, w.publisher_id) == (0xDEADBEEF, 0, R.Publisher.KRAKEN)
+    w.close()
+    w = ChannelWriter(name, 4096, H)  # defaults keep today's callers working
+    r2 = ChannelReader(name, H)
+    assert (r2.instrument_id, r2.size_precision, r2.publisher_id) == (0, 9, 0)
+    mm = _rw_map(name, 4096)
+    mm[47] = 0  # a segment written before the fields existed: precision unknown, not 0
+    assert r2.size_precision is None
+    del mm
+    for bad in (-1, 19):
+        with pytest.raises(ValueError, match="size_precision"):
+            ChannelWriter(seg("bad"), 4096, H, size_precision=bad)
+    w.close()
 
 
 def test_now_ns_is_realtime():
@@ -466,8 +489,9 @@ def test_dead_producer_detected_and_segment_replaced(seg):
     q.get(timeout=10)
     r = ChannelReader(name, H)
     assert r.producer_state() == "live"
-    with pytest.raises(RingError, match="producer is alive"):
+    with pytest.raises(SegmentInUseError, match=rf"producer \(pid {p.pid}\) is alive") as ei:
         ChannelWriter(name, 4096, H)
+    assert ei.value.pid == p.pid
     os.kill(p.pid, signal.SIGKILL)
     p.join(10)
     assert r.producer_state() == "dead"
@@ -594,11 +618,10 @@ def _produce(name: str, spool_dir: str, start: int, count: int, done, crash: boo
     q = PersistQueue(name, 4096, H, spool_dir, fsync="batch")
     for i in range(start, start + count):
         q.write(rec(i))
-    q.flush()
     done.put((q.records_written, q.records_spooled))
     if not crash:
         q.close()
-    os._exit(0)  # crash: no close(), the spool file stays .part
+    os._exit(0)  # crash: no flush(), no close(); the spool file stays .part
 
 
 def test_persist_restarts_of_consumer_and_producer_lose_nothing(seg, tmp_path):
@@ -638,7 +661,7 @@ def test_persist_restarts_of_consumer_and_producer_lose_nothing(seg, tmp_path):
 def test_persist_live_producer_and_consumer_are_exclusive(seg, tmp_path):
     name = seg()
     q = PersistQueue(name, 4096, H, tmp_path)
-    with pytest.raises(RingError, match="producer is alive"):
+    with pytest.raises(SegmentInUseError, match=rf"producer \(pid {os.getpid()}\) is alive"):
         PersistQueue(name, 4096, H, tmp_path)
     with pytest.raises(LayoutMismatchError):
         PersistConsumer(name, H ^ 1, tmp_path)
@@ -807,3 +830,266 @@ def test_forked_child_never_closes_the_parents_ring(seg):
     assert r.producer_state() == "live" and segment_exists(name)
     w.close()
     assert r.producer_state() == "closed"
+
+
+# ------------------------------------------------------------------- closing never crashes
+
+
+def test_every_method_of_a_closed_reader_raises_closed_error(seg):
+    name = seg()
+    w = ChannelWriter(name, 4096, H)
+    w.write(rec(1))
+    r = ChannelReader(name, H)
+    r.close()
+    r.close()  # idempotent
+    assert r.closed
+    calls = [
+        r.read, lambda: r.read_into(bytearray(64)), r.read_batch, r.producer_state, lambda: r.wait(0),
+        r.last_record, lambda: r.records_written, lambda: r.lag_bytes, lambda: r.producer_pid,
+        lambda: r.heartbeat_ns, lambda: r.created_ns, lambda: r.instrument_id,
+        lambda: r.size_precision, lambda: r.publisher_id,
+    ]
+    for call in calls:
+        with pytest.raises(ClosedError, match="closed"):
+            call()
+    w.close()
+    with pytest.raises(ClosedError):
+        w.write(rec(2))
+    c_name = seg("q")
+    q = PersistQueue(c_name, 4096, H, "/tmp/" + c_name[1:])
+    c = PersistConsumer(c_name, H, "/tmp/" + c_name[1:])
+    q.close()
+    with pytest.raises(ClosedError):
+        q.write(rec(3))
+    c.close()
+    for call in (c.read_batch, c.pending, c.producer_state, c.producer_closed, c.recover_orphans):
+        with pytest.raises(ClosedError):
+            call()
+    c2 = PersistConsumer(c_name, H, "/tmp/" + c_name[1:])
+    c2.unlink()
+
+
+_CLOSE_RACE = r"""
+import random, sys, threading, time
+from dm import records as R
+from dm._ring import ChannelReader, ChannelWriter
+from dm.errors import ClosedError
+
+name, rounds = sys.argv[1], int(sys.argv[2])
+H = R.LAYOUT_HASH
+rec = bytes([16, R.RType.TRADE]) + bytes(62)
+w = ChannelWriter(name, 1 << 16, H)
+outcomes = {}
+for i in range(rounds):
+    for _ in range(random.randrange(0, 300)):
+        w.write(rec)
+    r = ChannelReader(name, H, start="oldest")
+    go = threading.Barrier(7)
+    buf = bytearray(64)
+    ops = [
+        r.read,
+        lambda: r.read_into(buf),
+        lambda: r.read_batch(7),
+        r.producer_state,
+        lambda: r.wait(5.0),  # blocks without the GIL once the ring is drained
+        lambda: (r.last_record(), r.lag_bytes, r.instrument_id),
+    ]
+
+    def hammer(op, k):
+        go.wait()
+        try:
+            while True:
+                op()
+        except ClosedError:
+            outcomes[k] = outcomes.get(k, 0) + 1
+        except BaseException as e:
+            outcomes[k] = repr(e)
+
+    ts = [threading.Thread(target=hammer, args=(op, k)) for k, op in enumerate(ops)]
+    for t in ts:
+        t.start()
+    go.wait()
+    time.sleep(random.random() * 0.003)
+    t0 = time.monotonic()
+    r.close()
+    closed_in = time.monotonic() - t0
+    for t in ts:
+        t.join(10)
+        assert not t.is_alive(), "a reader thread did not notice close()"
+    assert closed_in < 1.0, f"close() took {closed_in:.3f} s with a waiter blocked"
+bad = {k: v for k, v in outcomes.items() if v != rounds}
+assert not bad, bad
+w.close()
+print("ok", rounds)
+"""
+
+
+def test_close_racing_readers_in_other_threads_never_crashes(seg):
+    """Six threads hammer every read path (one blocked in the GIL-free wait) while the main
+    thread closes the reader, 150 times: each thread ends with ClosedError, never a segfault
+    (exit -11 of the child process would fail this test cleanly)."""
+    import subprocess
+    import sys
+
+    name = seg()
+    p = subprocess.run([sys.executable, "-c", _CLOSE_RACE, name, "150"], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-2000:]}"
+    assert p.stdout.split() == ["ok", "150"]
+
+
+# --------------------------------------------------------- a live segment is never unlinked
+
+
+def _hold_segments(chan: str, queue: str, spool: str, ready, stop):
+    w = ChannelWriter(chan, 4096, H)
+    q = PersistQueue(queue, 4096, H, spool)
+    w.write(rec(1))
+    ready.put(os.getpid())
+    stop.wait(30)
+    w.close(unlink=False)
+    q.close()
+
+
+def test_unlink_refuses_live_segments_of_another_process(seg, tmp_path):
+    from dm._ring import segment_info
+    from dm.errors import SegmentInUseError
+
+    chan, queue = seg("c"), seg("q")
+    ready, stop = FORK.SimpleQueue(), FORK.Event()
+    p = FORK.Process(target=_hold_segments, args=(chan, queue, str(tmp_path), ready, stop))
+    p.start()
+    pid = ready.get()
+    try:
+        for name, kind in ((chan, "channel"), (queue, "persist")):
+            assert unlink_segment(name) is False  # refused: its writer lives
+            assert segment_exists(name)
+            assert segment_info(name) == {"kind": kind, "state": "live", "producer_pid": pid}
+        with pytest.raises(SegmentInUseError, match=f"pid {pid}") as e1:
+            ChannelWriter(chan, 4096, H)
+        with pytest.raises(SegmentInUseError, match=f"pid {pid}") as e2:
+            PersistQueue(queue, 4096, H, tmp_path)
+        assert e1.value.pid == e2.value.pid == pid
+        r = ChannelReader(chan, H)
+        assert check(r.read()) == 1  # the refused attempts changed nothing
+    finally:
+        stop.set()
+        p.join(10)
+    assert segment_info(chan)["state"] == "closed"
+    assert unlink_segment(chan) is True and not segment_exists(chan)  # closed: removable
+    assert unlink_segment(chan) is False and segment_info(chan) is None
+    own = ChannelWriter(chan, 4096, H)
+    assert unlink_segment(chan) is True  # the caller's own live segment: allowed
+    own.close()
+
+
+def test_unlink_removes_a_dead_producers_segment_and_force_removes_a_live_one(seg):
+    name = seg()
+    q = FORK.Queue()
+    p = FORK.Process(target=_writer_then_die, args=(name, q))
+    p.start()
+    pid = q.get(timeout=10)
+    assert unlink_segment(name) is False
+    assert unlink_segment(name, force=True) is True and not segment_exists(name)
+    p2 = FORK.Process(target=_writer_then_die, args=(name, q))
+    p2.start()
+    pid2 = q.get(timeout=10)
+    os.kill(pid2, signal.SIGKILL)
+    p2.join(10)
+    from dm._ring import segment_info
+
+    assert segment_info(name) == {"kind": "channel", "state": "dead", "producer_pid": pid2}
+    assert unlink_segment(name) is True
+    os.kill(pid, signal.SIGKILL)
+    p.join(10)
+
+
+# ------------------------------------------------------------------ spilled means durable
+
+
+def _syscw() -> int:
+    """write-family syscalls this process made (/proc/self/io)."""
+    with open("/proc/self/io") as f:
+        return int(next(ln for ln in f if ln.startswith("syscw:")).split()[1])
+
+
+def _spill_then_wait(name: str, spool: str, n: int, ready):
+    """Fill the queue (no consumer), spill the rest through both write paths, report, and wait
+    to be killed: no flush(), no close()."""
+    q = PersistQueue(name, 4096, H, spool, fsync="batch")
+    for i in range(n // 2):
+        q.write(rec(i))
+    fan = Fanout(q)  # the worker's path: a frame's records spill in one write(2)
+    frame = b"".join(rec(i) for i in range(n // 2, n))
+    w0 = _syscw()
+    fan.publish(frame)
+    writes = _syscw() - w0
+    parts = [f for f in os.listdir(spool) if f.endswith(".spool.part")]
+    size = sum(os.path.getsize(os.path.join(spool, f)) for f in parts)
+    ready.put((q.records_written, q.records_spooled, parts, size, writes))
+    time.sleep(60)
+
+
+def test_spilled_records_survive_kill9_without_flush(seg, tmp_path):
+    name = seg()
+    n = 500
+    ready = FORK.SimpleQueue()
+    p = FORK.Process(target=_spill_then_wait, args=(name, str(tmp_path), n, ready))
+    p.start()
+    inq, spooled, parts, size, writes = ready.get()
+    assert inq == 64 and spooled == n - 64 and len(parts) == 1
+    assert writes == 1  # 250 records spilled by one publish() call: one write(2)
+    assert size == spooled * (4 + 64)  # every spilled byte is in the file: no userspace buffer
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+    c = PersistConsumer(name, H, tmp_path)
+    assert c.producer_state() == "dead"
+    assert c.pending() == n
+    got = _drain(c)  # the consumer hands over the dead producer's .part file itself
+    assert sorted(got) == list(range(n)) and len(got) == n  # every record exactly once
+    assert c.pending() == 0 and os.listdir(tmp_path) == []
+    c.unlink()
+    assert not segment_exists(name)
+
+
+def test_sync_from_another_thread_races_writes_and_rotation(seg, tmp_path):
+    """The worker calls sync() via asyncio.to_thread while its event loop writes and rotates
+    spool files: no error, every record delivered once, files fsynced."""
+    import threading
+
+    name = seg()
+    q = PersistQueue(name, 4096, H, tmp_path, fsync="batch", spool_max_age_s=0.0)
+    c = PersistConsumer(name, H, tmp_path)
+    stop = threading.Event()
+    synced, errors = [], []
+
+    def syncer():
+        while not stop.is_set():
+            try:
+                synced.append(q.sync())
+            except Exception as e:  # pragma: no cover - the failure being tested for
+                errors.append(e)
+
+    t = threading.Thread(target=syncer)
+    t.start()
+    got = []
+    try:
+        for i in range(3000):
+            q.write(rec(i))
+            if i % 50 == 49:
+                q.flush()  # rotates (age 0): rename while sync() may hold the file
+            if i % 400 == 399:
+                got += _drain(c)
+    finally:
+        stop.set()
+        t.join(10)
+    q.close()
+    got += _drain(c)
+    assert not errors
+    assert sum(synced) > 0
+    assert sorted(got) == list(range(3000))
+    never = PersistQueue(seg("n"), 4096, H, tmp_path / "n", fsync="never")
+    never.write(rec(1))
+    assert never.sync() == 0
+    never.close()
+    c.unlink()
