@@ -6,9 +6,22 @@ descriptor's ``reference_path``.
 
 A **canonical symbol** is base + quote, upper case, no separator (``BTCUSD``), built only from
 ``A-Z`` and ``0-9``; other characters of venue asset codes are dropped (``ETH2.S/ETH`` →
-``ETH2SETH``). Derivatives add ``-`` separated suffixes (each venue's normalizer documents
-its own). Venue forms appear only at the edges (subscriptions, frame parsing); everything inside
-dm speaks canonical symbols.
+``ETH2SETH``). Venue forms appear only at the edges (subscriptions, frame parsing); everything
+inside dm speaks canonical symbols. One scheme covers every instrument class, for every venue
+(:func:`derivative_symbol` builds, :func:`parse_canonical` reads)::
+
+    spot                BASEQUOTE                                  BTCUSD
+    perpetual swap      BASEQUOTE-SETTLE-PERP                      BTCUSD-BTC-PERP   (inverse)
+                                                                   BTCUSD-USD-PERP   (linear, USDT→USD)
+    dated future        BASEQUOTE-SETTLE-YYMMDD                    BTCUSD-BTC-210924
+    option              BASEQUOTE-SETTLE-YYMMDD-STRIKE-C|P         BTCUSD-BTC-210924-40000-C
+    index / ref. rate   BASEQUOTE-INDEX, BASEQUOTE-REFRATE         BTCUSD-INDEX
+
+``SETTLE`` is the asset the contract is margined and settled in (canonical, aliases applied: the
+base for inverse contracts, the quote for linear ones), so a venue's inverse and linear
+perpetuals of one pair never share a name, and no derivative shares a spot symbol. ``STRIKE`` is
+the exact decimal without exponent or trailing zeros, with ``D`` for the decimal point
+(``0D55``: names stay free of ``.``, which separates the parts of shm and NATS names).
 
 One :class:`Symbology` per exchange, built from that venue's REST reference body by
 :func:`for_provider`; Databento's symbols are native (:class:`NativeSymbology`: identity).
@@ -44,6 +57,10 @@ from dm.errors import RecordingError, SymbologyError
 
 __all__ = [
     "SymbolInfo",
+    "CanonicalParts",
+    "derivative_symbol",
+    "parse_canonical",
+    "strike_text",
     "Symbology",
     "NativeSymbology",
     "for_provider",
@@ -70,6 +87,78 @@ def canonical_asset(code: str, aliases: Mapping[str, str] | None = None) -> str:
     return out
 
 
+def strike_text(strike: Decimal | str | int) -> str:
+    """An option strike as it appears in a canonical symbol: exact, no exponent, no trailing
+    zeros, ``D`` for the decimal point (``Decimal("40000")`` → ``40000``, ``0.550`` → ``0D55``).
+    Raises ``SymbologyError`` for a negative or non-finite strike."""
+    d = Decimal(str(strike))
+    if not d.is_finite() or d < 0:
+        raise SymbologyError(f"strike {strike!r} is not a non-negative number")
+    text = format(d.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace(".", "D")
+
+
+def derivative_symbol(base: str, quote: str, settle: str, expiry: str | None = None,
+                      strike: Decimal | str | int | None = None, option_type: str | None = None) -> str:
+    """The canonical symbol of a derivative (module docstring): ``expiry`` ``None`` or
+    ``"PERP"`` for a perpetual, else ``YYMMDD``; ``strike`` and ``option_type`` (``C``/``P``)
+    for an option. Assets must already be canonical (see :func:`canonical_asset`). Raises
+    ``SymbologyError`` for a malformed part."""
+    for name, a in (("base", base), ("quote", quote), ("settle", settle)):
+        if not a or _NOT_ALNUM.search(a):
+            raise SymbologyError(f"{name} asset {a!r} is not a canonical asset code")
+    exp = "PERP" if expiry in (None, "PERP") else expiry
+    if exp != "PERP" and not (len(exp) == 6 and exp.isdigit()):
+        raise SymbologyError(f"expiry {expiry!r} is not YYMMDD")
+    out = f"{base}{quote}-{settle}-{exp}"
+    if option_type is not None or strike is not None:
+        if exp == "PERP" or option_type not in ("C", "P") or strike is None:
+            raise SymbologyError(f"an option needs an expiry, a strike and C or P, got {expiry!r} {strike!r} {option_type!r}")
+        out += f"-{strike_text(strike)}-{option_type}"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalParts:
+    """A canonical symbol taken apart: ``pair`` (BASEQUOTE), ``klass`` (``spot``, ``perpetual``,
+    ``future``, ``option``, ``index``, ``reference_rate``), ``settle``, ``expiry`` (YYMMDD),
+    ``strike`` (exact), ``option_type`` (C/P)."""
+
+    pair: str
+    klass: str
+    settle: str | None = None
+    expiry: str | None = None
+    strike: Decimal | None = None
+    option_type: str | None = None
+
+
+def parse_canonical(symbol: str) -> CanonicalParts:
+    """Read a canonical symbol (module docstring). Raises ``SymbologyError`` when it fits no form."""
+    parts = symbol.split("-")
+    bad = SymbologyError(f"{symbol!r} is not a canonical symbol")
+    if not parts[0] or _NOT_ALNUM.search(parts[0]):
+        raise bad
+    if len(parts) == 1:
+        return CanonicalParts(parts[0], "spot")
+    if len(parts) == 2 and parts[1] in ("INDEX", "REFRATE"):
+        return CanonicalParts(parts[0], "index" if parts[1] == "INDEX" else "reference_rate")
+    if len(parts) not in (3, 5) or not parts[1] or _NOT_ALNUM.search(parts[1]):
+        raise bad
+    exp = parts[2]
+    if len(parts) == 3:
+        if exp == "PERP":
+            return CanonicalParts(parts[0], "perpetual", parts[1])
+        if len(exp) == 6 and exp.isdigit():
+            return CanonicalParts(parts[0], "future", parts[1], exp)
+        raise bad
+    strike, cp = parts[3], parts[4]
+    if not (len(exp) == 6 and exp.isdigit()) or cp not in ("C", "P") or not re.fullmatch(r"[0-9]+(D[0-9]+)?", strike):
+        raise bad
+    return CanonicalParts(parts[0], "option", parts[1], exp, Decimal(strike.replace("D", ".")), cp)
+
+
 def upper_map(m: Mapping[str, str] | None) -> dict[str, str]:
     """Alias table with keys and values stripped and upper-cased."""
     return {str(k).strip().upper(): str(v).strip().upper() for k, v in (m or {}).items()}
@@ -88,6 +177,10 @@ class SymbolInfo:
     (quantity step), ``contract_size`` (Kraken Futures). ``pair_decimals``/``lot_decimals``:
     Kraken spot's price/volume decimals (the book checksum formats levels with them).
     ``rest_name``: the venue's REST name where it differs from ``venue_symbol``.
+    Derivatives: ``settle`` (canonical settlement asset), ``strike`` (exact) and ``option_type``
+    (``"C"``/``"P"``), ``underlying`` (the venue's underlying/index name when it has one).
+    ``size_precision``: the scale dm stores this instrument's sizes at (``dm/_records.pxd``), when
+    the venue states it otherwise than through ``lot_size`` (see :meth:`resolved_size_precision`).
     """
 
     venue_symbol: str
@@ -104,6 +197,24 @@ class SymbolInfo:
     pair_decimals: int | None = None
     lot_decimals: int | None = None
     rest_name: str | None = None
+    settle: str | None = None
+    strike: Decimal | None = None
+    option_type: str | None = None
+    underlying: str | None = None
+    size_precision: int | None = None
+
+    def resolved_size_precision(self, default: int = 8) -> int:
+        """The size scale dm registers for this instrument: ``size_precision`` when the venue
+        states it, else the decimals of ``lot_size`` (the venue's quantity step: every size it
+        sends is a multiple of it), else ``default``. A value with more digits than this is
+        rejected alone at decode (never rounded)."""
+        from dm.records import size_precision_of
+
+        if self.size_precision is not None:
+            return self.size_precision
+        if self.lot_size is not None and self.lot_size > 0:
+            return size_precision_of(self.lot_size)
+        return default
 
 
 _AMBIGUOUS = object()

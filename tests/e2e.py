@@ -197,11 +197,11 @@ KF_WS = ROOT / "data/kraken_futures/KRAKEN_FUTURES.ws.1.0"
 KF_INSTRUMENTS = ROOT / "data/kraken_futures/KRAKEN_FUTURES.0"
 KF_FILES = (KF_WS, KF_INSTRUMENTS)
 #: Kraken Futures product id -> canonical symbol (the 10 recorded products)
-KF_PRODUCTS = {"PI_ETHUSD": "ETHUSD", "PI_XRPUSD": "XRPUSD", "PI_LTCUSD": "LTCUSD",
-               "FI_XBTUSD_210730": "BTCUSD-210730", "FI_XBTUSD_210924": "BTCUSD-210924",
-               "FI_ETHUSD_210730": "ETHUSD-210730", "FI_ETHUSD_211231": "ETHUSD-211231",
-               "FI_BCHUSD_210730": "BCHUSD-210730", "FI_BCHUSD_210924": "BCHUSD-210924",
-               "FI_XRPUSD_210924": "XRPUSD-210924"}
+KF_PRODUCTS = {"PI_ETHUSD": "ETHUSD-ETH-PERP", "PI_XRPUSD": "XRPUSD-XRP-PERP", "PI_LTCUSD": "LTCUSD-LTC-PERP",
+               "FI_XBTUSD_210730": "BTCUSD-BTC-210730", "FI_XBTUSD_210924": "BTCUSD-BTC-210924",
+               "FI_ETHUSD_210730": "ETHUSD-ETH-210730", "FI_ETHUSD_211231": "ETHUSD-ETH-211231",
+               "FI_BCHUSD_210730": "BCHUSD-BCH-210730", "FI_BCHUSD_210924": "BCHUSD-BCH-210924",
+               "FI_XRPUSD_210924": "XRPUSD-XRP-210924"}
 
 
 def kraken_provider(tmp: Path, symbols=tuple(KRAKEN_PAIRS.values()), channels=("book", "trade", "ticker"),

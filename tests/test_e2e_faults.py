@@ -241,7 +241,7 @@ def test_kraken_corrupted_checksum_gap_resubscribe(tmp_path, instance, sqlite_ur
 # --------------------------------------------------------------------------- Kraken Futures v1
 
 
-KF_PRODUCT, KF_CANON = "PI_ETHUSD", "ETHUSD"
+KF_PRODUCT, KF_CANON = "PI_ETHUSD", "ETHUSD-ETH-PERP"
 
 
 def kf_session():

@@ -19,6 +19,7 @@ from dm.symbology import NativeSymbology, fetch_reference, for_provider, read_re
 from dm.venues import venue as venue_of_kind
 from dm.venues.binance.symbology import BinanceSymbology
 from dm.venues.kraken.symbology import KrakenSymbology
+from dm.symbology import CanonicalParts, derivative_symbol, parse_canonical
 from dm.venues.kraken_futures.symbology import KrakenFuturesSymbology
 
 BINANCE_FILES = ["binance/2021-10-12/BINANCE.0", "binance/2021-08-14/BINANCE.0"]
@@ -240,12 +241,12 @@ def test_kraken_futures_every_real_instrument(kf_body, data_dir):
     assert len(raw) == 27 and sym.collisions() == {}
     _assert_reversible(sym, 27)
     expected = {
-        "PI_XBTUSD": "BTCUSD",
-        "PI_XRPUSD": "XRPUSD",
-        "FI_XBTUSD_210924": "BTCUSD-210924",
-        "FI_ETHUSD_211231": "ETHUSD-211231",
-        "IN_XBTUSD": "BTCUSD-IN",
-        "RR_ETHUSD": "ETHUSD-RR",
+        "PI_XBTUSD": "BTCUSD-BTC-PERP",
+        "PI_XRPUSD": "XRPUSD-XRP-PERP",
+        "FI_XBTUSD_210924": "BTCUSD-BTC-210924",
+        "FI_ETHUSD_211231": "ETHUSD-ETH-211231",
+        "IN_XBTUSD": "BTCUSD-INDEX",
+        "RR_ETHUSD": "ETHUSD-REFRATE",
     }
     for venue, canonical in expected.items():
         assert sym.to_canonical(venue) == canonical
@@ -268,7 +269,9 @@ def test_kraken_futures_every_real_instrument(kf_body, data_dir):
     assert sym.info("PI_XRPUSD").tick_size == Decimal("0.0001")
     assert sym.info("fi_xbtusd_210730").expiry == "210730"
     tradeable = sym.pairs(tradeable_only=True)
-    assert len(tradeable) == 17 and not any(c.endswith(("-IN", "-RR")) for c in tradeable.values())
+    assert len(tradeable) == 17 and not any(c.endswith(("-INDEX", "-REFRATE")) for c in tradeable.values())
+    assert all(parse_canonical(c).klass in ("perpetual", "future") for c in tradeable.values())
+    assert sym.info("PI_XBTUSD").settle == "BTC" and sym.info("PI_XBTUSD").resolved_size_precision() == 0
     # every product_id of the recorded websocket session is known
     seen = set(re.findall(r'"product_id":"([A-Z_0-9]+)"', (data_dir / "kraken_futures" / "KRAKEN_FUTURES.ws.1.0").read_text()))
     assert len(seen) == 10
@@ -290,12 +293,12 @@ def test_kraken_futures_linear_contracts_never_collide_with_inverse():
     sym = KrakenFuturesSymbology.from_instruments(json.dumps(body))
     assert sym.collisions() == {}
     assert sym.pairs() == {
-        "PI_XBTUSD": "BTCUSD",
-        "PF_XBTUSD": "BTCUSD-PF",
-        "FF_XBTUSD_230929": "BTCUSD-230929-FF",
-        "FI_XBTUSD_230929": "BTCUSD-230929",
-        "PF_1000SHIBUSD": "1000SHIBUSD-PF",
-        "PF_ETHXBT": "ETHBTC-PF",
+        "PI_XBTUSD": "BTCUSD-BTC-PERP",
+        "PF_XBTUSD": "BTCUSD-USD-PERP",
+        "FF_XBTUSD_230929": "BTCUSD-USD-230929",
+        "FI_XBTUSD_230929": "BTCUSD-BTC-230929",
+        "PF_1000SHIBUSD": "1000SHIBUSD-USD-PERP",
+        "PF_ETHXBT": "ETHBTC-BTC-PERP",
     }
     assert sym.info("pf_xbtusd").kind == "perpetual_linear"
     assert sym.info("FF_XBTUSD_230929").kind == "future_linear"
@@ -363,7 +366,7 @@ def test_fetch_reference_from_a_real_server(data_dir, kraken_body, kf_body):
     out = asyncio.run(main())
     assert out["binance"] == bodies[venue_of_kind("binance").reference_path]
     assert for_provider("kraken", out["kraken"], {}).to_canonical("XBT/USD") == "BTCUSD"
-    assert for_provider("kraken_futures", out["kraken_futures"], {}).to_venue("BTCUSD") == "PI_XBTUSD"
+    assert for_provider("kraken_futures", out["kraken_futures"], {}).to_venue("BTCUSD-BTC-PERP") == "PI_XBTUSD"
 
     async def refused():
         async with aiohttp.ClientSession() as session:
@@ -411,3 +414,25 @@ def test_collision_policy_property(pairs, aliases):
         for v in venues:
             with pytest.raises(SymbologyError):
                 sym.to_canonical(v)
+
+
+def test_canonical_scheme_builds_and_reads_every_class():
+    cases = [
+        (("BTC", "USD", "BTC"), {}, "BTCUSD-BTC-PERP", CanonicalParts("BTCUSD", "perpetual", "BTC")),
+        (("BTC", "USD", "USD"), {"expiry": "PERP"}, "BTCUSD-USD-PERP", CanonicalParts("BTCUSD", "perpetual", "USD")),
+        (("ETH", "USD", "ETH"), {"expiry": "210924"}, "ETHUSD-ETH-210924", CanonicalParts("ETHUSD", "future", "ETH", "210924")),
+        (("BTC", "USD", "BTC"), {"expiry": "210924", "strike": Decimal("40000"), "option_type": "C"},
+         "BTCUSD-BTC-210924-40000-C", CanonicalParts("BTCUSD", "option", "BTC", "210924", Decimal("40000"), "C")),
+        (("XRP", "USD", "USD"), {"expiry": "211231", "strike": "0.5500", "option_type": "P"},
+         "XRPUSD-USD-211231-0D55-P", CanonicalParts("XRPUSD", "option", "USD", "211231", Decimal("0.55"), "P")),
+    ]
+    for args, kw, text, parts in cases:
+        assert derivative_symbol(*args, **kw) == text
+        assert parse_canonical(text) == parts
+    assert parse_canonical("BTCUSD") == CanonicalParts("BTCUSD", "spot")
+    assert parse_canonical("BTCUSD-INDEX").klass == "index"
+    for bad in ("BTCUSD-", "BTCUSD-BTC-SEP21", "BTCUSD-BTC-210924-40000-X", "BTC.USD", "BTCUSD-BTC-210924-4.5-C"):
+        with pytest.raises(SymbologyError):
+            parse_canonical(bad)
+    with pytest.raises(SymbologyError):
+        derivative_symbol("BTC", "USD", "BTC", "PERP", 1, "C")  # a perpetual has no strike

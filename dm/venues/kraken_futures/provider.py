@@ -4,7 +4,7 @@ Venue rules (Kraken Futures "WebSocket API v1" docs, sections named in brackets)
 
 * Reference data: REST ``GET /derivatives/api/v3/instruments`` ("Get instruments"); venue
   symbols are product ids (``PI_XBTUSD``; frames carry them upper case), canonical
-  ``BTCUSD`` / ``BTCUSD-210924`` (``dm.venues.kraken_futures.symbology.KrakenFuturesSymbology``). Quote aliases come
+  ``BTCUSD-BTC-PERP`` / ``BTCUSD-BTC-210924`` (``dm.venues.kraken_futures.symbology.KrakenFuturesSymbology``). Quote aliases come
   from ``[providers.<name>] quote_aliases`` only.
 * One websocket; after connecting, one ``subscribe`` per feed with all ``product_ids`` in lower
   case as the venue's examples send them ("Subscriptions"): ``book``, ``trade``, ``ticker_lite``

@@ -1,12 +1,13 @@
-"""Kraken Futures symbology: ``PI_XBTUSD`` ↔ ``BTCUSD``, ``FI_XBTUSD_210924`` ↔ ``BTCUSD-210924``,
-other contract families keep their prefix (``PF_XBTUSD`` ↔ ``BTCUSD-PF``), from REST
-``GET /derivatives/api/v3/instruments``."""
+"""Kraken Futures symbology: ``PI_XBTUSD`` ↔ ``BTCUSD-BTC-PERP``, ``FI_XBTUSD_210924`` ↔
+``BTCUSD-BTC-210924``, ``PF_XBTUSD`` ↔ ``BTCUSD-USD-PERP`` (dm's canonical scheme for
+derivatives, ``dm.symbology``), from REST ``GET /derivatives/api/v3/instruments``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from dm.errors import SymbologyError
-from dm.symbology import SymbolInfo, Symbology, canonical_asset, exact_decimal, load_reference, upper_map
+from dm.symbology import (SymbolInfo, Symbology, canonical_asset, derivative_symbol, exact_decimal, load_reference,
+                          upper_map)
 from dm.venues.kraken.symbology import KRAKEN_ASSET_ALIASES
 
 
@@ -25,16 +26,21 @@ class KrakenFuturesSymbology(Symbology):
     """Kraken Futures. Venue symbols are upper case (``PI_XBTUSD``, as websocket v1 frames carry
     them in ``product_id``); input is case-insensitive (REST lists ``pi_xbtusd``).
 
-    Canonical form ``{BASE}{QUOTE}[-{YYMMDD}][-{PREFIX}]`` (reversible through the map):
+    Canonical forms (``dm.symbology`` module docstring; reversible through the map):
 
-    * ``PI_XBTUSD`` (perpetual inverse) → ``BTCUSD`` — no suffix (DESIGN §4);
-    * ``FI_XBTUSD_210924`` (fixed-maturity inverse) → ``BTCUSD-210924`` (expiry kept);
-    * every other contract family keeps its two-letter venue prefix as the last suffix, so it
-      never collides with the inverse contracts: ``PF_XBTUSD`` (perpetual linear,
-      multi-collateral) → ``BTCUSD-PF``; ``FF_XBTUSD_230929`` → ``BTCUSD-230929-FF``;
-    * index ``in_xbtusd`` → ``BTCUSD-IN`` and reference rate ``rr_xbtusd`` → ``BTCUSD-RR``,
-      marked ``tradeable=False`` with kind ``index``/``reference_rate`` (left out of
-      ``pairs(tradeable_only=True)``).
+    * ``PI_XBTUSD`` (perpetual inverse, settled in the base) → ``BTCUSD-BTC-PERP``;
+    * ``FI_XBTUSD_210924`` (fixed-maturity inverse) → ``BTCUSD-BTC-210924``;
+    * ``PF_XBTUSD`` (perpetual linear, multi-collateral, settled in the quote) →
+      ``BTCUSD-USD-PERP``; ``FF_XBTUSD_230929`` (linear, dated) → ``BTCUSD-USD-230929``;
+    * index ``in_xbtusd`` → ``BTCUSD-INDEX`` and reference rate ``rr_xbtusd`` →
+      ``BTCUSD-REFRATE``, marked ``tradeable=False`` with kind ``index``/``reference_rate``
+      (left out of ``pairs(tradeable_only=True)``);
+    * any other contract family keeps its two-letter prefix: ``XX_XBTUSD`` → ``BTCUSD-XX``.
+
+    Sizes are contracts (``contractSize`` says what one is worth): the size precision is the
+    decimals of the venue's ``contractValueTradePrecision`` when the body has it (the number
+    of decimals an order size may carry; negative means whole multiples), else 0 for inverse
+    contracts (whole contracts) and 4 otherwise.
 
     Base/quote come from the body's ``base``/``quote`` fields when present (newer API), else
     from splitting the pair on a known quote suffix (``USD``, ``EUR``, ...). Asset aliases
@@ -91,12 +97,20 @@ class KrakenFuturesSymbology(Symbology):
                 raise SymbologyError(f"{exchange}: cannot split {venue!r} into base and quote")
             base = canonical_asset(b, aa)
             quote = canonical_asset(canonical_asset(q, aa), qa)
-            canonical = base + quote
-            if expiry:
-                canonical += "-" + expiry
-            if prefix not in ("PI", "FI"):
-                canonical += "-" + prefix
             kind = _KF_KINDS.get(prefix, "other")
+            settle = None
+            if prefix in ("PI", "FI", "PF", "FF"):
+                settle = base if prefix in ("PI", "FI") else quote
+                canonical = derivative_symbol(base, quote, settle, expiry)
+            elif prefix in ("IN", "RR"):
+                canonical = base + quote + ("-INDEX" if prefix == "IN" else "-REFRATE")
+            else:
+                canonical = base + quote + (f"-{expiry}" if expiry else "") + "-" + prefix
+            cvp = inst.get("contractValueTradePrecision")
+            if isinstance(cvp, (int, float)) and not isinstance(cvp, bool):
+                size_precision = max(0, int(cvp))
+            else:
+                size_precision = 0 if prefix in ("PI", "FI") else 4
             tradeable = bool(inst.get("tradeable", False)) and kind not in ("index", "reference_rate")
             infos.append(
                 SymbolInfo(
@@ -111,6 +125,9 @@ class KrakenFuturesSymbology(Symbology):
                     tick_size=exact_decimal(inst.get("tickSize")),
                     contract_size=exact_decimal(inst.get("contractSize")),
                     rest_name=str(inst.get("symbol")),
+                    settle=settle,
+                    underlying=str(inst["underlying"]) if inst.get("underlying") else None,
+                    size_precision=size_precision,
                 )
             )
         return cls(exchange, infos)
