@@ -135,11 +135,11 @@ class SqliteStorage(Storage):
             return int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
     # --- records ----------------------------------------------------------------------------
-    def write(self, batches: dict[int, np.ndarray]) -> dict[str, int]:
+    def write(self, batches: dict[int, np.ndarray], then=None) -> dict[str, int]:
         prepared = self._prepare(batches)
         result = {table: 0 for table, _ in prepared}
         todo = [(t, a) for t, a in prepared if len(a)]
-        if not todo:
+        if not todo and then is None:
             return result
         with self._txn("write") as c:
             for table, arr in todo:
@@ -150,6 +150,8 @@ class SqliteStorage(Storage):
                 before = c.total_changes
                 c.executemany(q, np.column_stack(cols).tolist())
                 result[table] = c.total_changes - before
+            if then is not None:
+                then(c.cursor())
         return result
 
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
