@@ -112,6 +112,27 @@ class SqliteStorage(Storage):
 
     # --- schema -----------------------------------------------------------------------------
     def migrate(self) -> list[str]:
+        # Each migration commits on its own; an exclusive lock file next to the database makes the
+        # whole sequence one critical section, so racing processes never interleave migrations
+        # (PostgreSQL does the same with an advisory lock).
+        with self._migration_lock():
+            return self._migrate()
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        import fcntl
+
+        with open(f"{self.path}.migrate-lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _migrate(self) -> list[str]:
         applied = []
         for version, name, text in migrations("sqlite"):
             with self._txn("migrate") as c:
@@ -151,7 +172,7 @@ class SqliteStorage(Storage):
                 c.executemany(q, np.column_stack(cols).tolist())
                 result[table] = c.total_changes - before
             if then is not None:
-                then(c.cursor())
+                then(c.cursor(), dict(result))
         return result
 
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
