@@ -302,3 +302,19 @@ def test_settings_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"\[databento\]\.hist_gateway: must start with https://"):
         parse_settings({"databento": {"hist_gateway": "http://x"}})
     assert parse_settings({"backfill": {"max_daily_usd": 5}}).backfill.max_daily_usd == 5.0  # an int is a number
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(st, gw, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from dm.backfill import LogProgress, RichProgress, make_progress
+
+    assert isinstance(make_progress(tty=False), LogProgress) and isinstance(make_progress(tty=True), RichProgress)
+    buf = io.StringIO()
+    eng = engine(st, gw, tmp_path)
+    eng.progress = RichProgress(console=Console(file=buf, force_terminal=True, width=200))
+    eng.fetch([req()])
+    out = buf.getvalue()
+    assert "2/2" in out and "chunks" in out and "120/120 records" in out and "$0.0000144/$0.0000144" in out
