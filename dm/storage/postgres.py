@@ -276,7 +276,7 @@ class PostgresStorage(Storage):
                         sql.Identifier(table), names, names, stage)
                     result[table] = self._insert_from_stage(cur, insert)
                 if then is not None:
-                    then(cur)
+                    then(cur, dict(result))
         return result
 
     def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:
