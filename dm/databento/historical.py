@@ -39,6 +39,7 @@ import datetime as _dt
 import gc
 import os
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +60,8 @@ __all__ = ["FetchRequest", "Quote", "ChunkPlan", "JobPlan", "JobResult", "Databe
 
 log = get_log("dm.databento.historical")
 PROVIDER = "databento"
+_CA_LOCK = threading.Lock()
+_CA_STATE: dict[str, Any] = {"users": 0, "saved": None}
 READ_BLOCK = 1 << 20
 
 
@@ -209,6 +212,7 @@ class DatabentoHistorical:
         self.timing = _Timing()
         self.calls: dict[str, int] = {}
         self.read_block = READ_BLOCK  # bytes of the downloaded file read (and converted) at a time
+        self.prefetch = True  # download the next chunk while this one is converted and stored
 
     # -- client ------------------------------------------------------------------------------
     @property
@@ -227,21 +231,30 @@ class DatabentoHistorical:
 
     @contextlib.contextmanager
     def _tls(self) -> Iterator[None]:
-        """Trust ``[databento].ca_file`` for the duration of a call (requests reads
-        ``REQUESTS_CA_BUNDLE`` per request)."""
+        """Trust ``[databento].ca_file`` while calls are in flight: requests reads
+        ``REQUESTS_CA_BUNDLE`` per request (the client offers no other way). Reference counted
+        across threads (the prefetch thread overlaps the main one)."""
         ca = self.settings.databento.ca_file
         if not ca:
             yield
             return
-        old = os.environ.get("REQUESTS_CA_BUNDLE")
-        os.environ["REQUESTS_CA_BUNDLE"] = ca
+        with _CA_LOCK:
+            if _CA_STATE["users"] == 0:
+                _CA_STATE["saved"] = os.environ.get("REQUESTS_CA_BUNDLE")
+                os.environ["REQUESTS_CA_BUNDLE"] = ca
+            elif os.environ.get("REQUESTS_CA_BUNDLE") != ca:
+                raise BackfillError("two Databento engines with different [databento].ca_file in one process")
+            _CA_STATE["users"] += 1
         try:
             yield
         finally:
-            if old is None:
-                os.environ.pop("REQUESTS_CA_BUNDLE", None)
-            else:
-                os.environ["REQUESTS_CA_BUNDLE"] = old
+            with _CA_LOCK:
+                _CA_STATE["users"] -= 1
+                if _CA_STATE["users"] == 0:
+                    if _CA_STATE["saved"] is None:
+                        os.environ.pop("REQUESTS_CA_BUNDLE", None)
+                    else:
+                        os.environ["REQUESTS_CA_BUNDLE"] = _CA_STATE["saved"]
 
     @property
     def registry(self):
@@ -438,10 +451,17 @@ class DatabentoHistorical:
         if prog is not None:
             q = plan.quote
             prog.start(f"{r.dataset} {r.schema}", len(plan.todo), q.records, q.bytes, q.usd_nano)
+        todo = plan.todo
+        ahead: dict[int, _Prefetch] = {}
+
+        def prefetch(k: int) -> None:
+            # the next chunk's first download overlaps this chunk's conversion and storing
+            if k < len(todo) and k not in ahead and self.prefetch and _needs_request(todo[k]):
+                ahead[k] = _Prefetch(self, plan, todo[k])
         try:
-            for c in plan.todo:
+            for k, c in enumerate(todo):
                 try:
-                    self._fetch_chunk(plan, c, res)
+                    self._fetch_chunk(plan, c, res, ahead.pop(k, None), lambda k=k: prefetch(k + 1))
                     res.chunks_done += 1
                 except BackfillError as e:
                     msg = redact(str(e), self._key)
@@ -453,6 +473,8 @@ class DatabentoHistorical:
                 if prog is not None:
                     prog.advance(chunks=1)
         finally:
+            for p in ahead.values():
+                p.abandon()
             state = "failed" if res.chunks_failed else "done"
             self.ledger.finish_job(plan.job_id, state, "; ".join(res.errors)[:2000])
             if prog is not None:
@@ -462,26 +484,42 @@ class DatabentoHistorical:
                  records=res.records, rows=res.rows_total, bytes=res.bytes, usd=usd(res.usd_nano), requests=res.requests)
         return res
 
-    def _fetch_chunk(self, plan: JobPlan, c: ChunkPlan, res: JobResult) -> None:
+    def _path(self, plan: JobPlan, c: ChunkPlan) -> Path:
+        work = Path(self.cfg.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        return work / f"job{plan.job_id}-chunk{c.chunk_id}-{uuid.uuid4().hex[:8]}.dbn.zst"
+
+    def _fetch_chunk(self, plan: JobPlan, c: ChunkPlan, res: JobResult, ahead: "_Prefetch | None" = None,
+                     downloaded: Callable[[], None] | None = None) -> None:
         r = plan.request
-        if c.quote.records == 0 and c.resume_ns == c.start_ns:
-            # the provider has nothing in this window: done without a paid request
+        if not _needs_request(c):
+            # the provider has nothing (left) in this window: done without a paid request
             self.ledger.mark_chunk_done(c.chunk_id, "no records in the window")
             c.state, c.resume_ns = "done", c.end_ns
             return
-        work = Path(self.cfg.work_dir)
-        work.mkdir(parents=True, exist_ok=True)
         stalls = 0
         while c.resume_ns < c.end_ns:
-            path = work / f"job{plan.job_id}-chunk{c.chunk_id}-{uuid.uuid4().hex[:8]}.dbn.zst"
             start = c.resume_ns
+            path = None
             try:
-                complete = self._download(r, c, path)
+                if ahead is not None:
+                    path = ahead.path
+                    with self.timing("download_wait"):
+                        complete = ahead.result()  # raises what the download raised
+                    ahead = None
+                else:
+                    path = self._path(plan, c)
+                    with self.timing("download_wait"):
+                        complete = self._download(r, c, path)
+                if downloaded is not None:
+                    downloaded()
+                    downloaded = None
                 before = c.resume_ns
                 self._ingest(plan, c, path, complete, res)
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
             if complete:
                 break
             if c.resume_ns > before:
@@ -636,9 +674,21 @@ class DatabentoHistorical:
 
     def _map_ids(self, r: FetchRequest, c: ChunkPlan, conv: DbnConverter, arrays: dict[int, np.ndarray],
                  idmap: dict[int, int]) -> None:
-        """Databento instrument ids → dm instrument ids, in place (see the module doc)."""
-        seen = np.unique(np.concatenate([a["instrument_id"] for a in arrays.values()])) if arrays else []
-        new = [int(i) for i in seen if int(i) not in idmap]
+        """Databento instrument ids → dm instrument ids, in place (see the module doc). Vectorised:
+        one comparison pass when a batch holds one instrument (the usual case), else a sort."""
+        first_pub: dict[int, int] = {}  # Databento id -> publisher of its first record here
+        for a in arrays.values():
+            col = a["instrument_id"]
+            if not len(col):
+                continue
+            if (col == col[0]).all():
+                ids, at = [int(col[0])], [0]
+            else:
+                u, k = np.unique(col, return_index=True)
+                ids, at = u.tolist(), k.tolist()
+            for i, k in zip(ids, at):
+                first_pub.setdefault(i, int(a["publisher_id"][k]))
+        new = [i for i in first_pub if i not in idmap]
         if new:
             # raw_symbol requests: the DBN metadata maps raw symbol -> id; parent/continuous ones
             # map the *input* symbol, so those ids are resolved to raw symbols (free call)
@@ -649,17 +699,19 @@ class DatabentoHistorical:
             unknown = [i for i in new if not raw.get(i)]
             if unknown:
                 raise BackfillError(f"Databento instrument ids {unknown[:10]} have no raw symbol in {r.dataset} on {iso_date(c.start_ns)}")
-            pubs: dict[int, int] = {}
-            for a in arrays.values():
-                for i, p in zip(a["instrument_id"].tolist(), a["publisher_id"].tolist()):
-                    pubs.setdefault(i, p)
-            got = self.registry.resolve_many([(raw[i], r.exchange, raw[i], pubs.get(i, 0)) for i in new])
+            got = self.registry.resolve_many([(raw[i], r.exchange, raw[i], first_pub[i]) for i in new])
             for i in new:
                 idmap[i] = got[(raw[i], r.exchange)]
+        keys = np.array(sorted(first_pub), dtype=np.uint32)
+        vals = np.array([idmap[int(k)] for k in keys], dtype=np.uint32)
         for a in arrays.values():
-            if len(a):
-                u, inv = np.unique(a["instrument_id"], return_inverse=True)
-                a["instrument_id"] = np.array([idmap[int(x)] for x in u], dtype=np.uint32)[inv]
+            col = a["instrument_id"]
+            if not len(col):
+                continue
+            if len(keys) == 1:
+                col[:] = vals[0]
+            else:
+                col[:] = vals[np.searchsorted(keys, col)]
 
     def _raw_symbols(self, r: FetchRequest, ids: list[int], day_ns: int) -> dict[int, str]:
         d0 = _dt.date.fromisoformat(iso_date(day_ns))
@@ -675,6 +727,53 @@ class DatabentoHistorical:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+def _needs_request(c: ChunkPlan) -> bool:
+    """False when the quote says the provider has no records in what is left of the chunk."""
+    return c.quote.records > 0
+
+
+class _Prefetch:
+    """One chunk's first ``get_range``, downloading in a daemon thread while the main thread
+    converts and stores the previous chunk. ``result()`` → complete (bool) or the download's
+    exception; ``abandon()`` deletes the file whenever the download ends."""
+
+    def __init__(self, eng: "DatabentoHistorical", plan: JobPlan, c: ChunkPlan):
+        self.path = eng._path(plan, c)
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._complete = False
+        self._error: BaseException | None = None
+
+        def work():
+            try:
+                self._complete = eng._download(plan.request, c, self.path)
+            except BaseException as e:  # handed to result()
+                self._error = e
+            finally:
+                with self._lock:
+                    self._done.set()
+                    if self._abandoned:
+                        self._unlink()
+        threading.Thread(target=work, name="dm-backfill-prefetch", daemon=True).start()
+
+    def _unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def result(self) -> bool:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._complete
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            if self._done.is_set():
+                self._unlink()
+
+
 def _day(date_text: str) -> int:
     return (_dt.date.fromisoformat(date_text) - _dt.date(1970, 1, 1)).days
 
