@@ -318,3 +318,68 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(st, gw, tmp_path):
     eng.fetch([req()])
     out = buf.getvalue()
     assert "2/2" in out and "chunks" in out and "120/120 records" in out and "$0.0000144/$0.0000144" in out
+
+
+def test_a_killed_fetch_resumes_where_its_ledger_says(storage_url, gw, tmp_path):
+    """A real `dm fetch` process is SIGKILLed while waiting for its second chunk; the rerun finds
+    the first chunk stored and paid, reclaims the dead process's job and fetches only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tomlkit
+
+    from tests.databento_fixtures import ROOT
+
+    doc = tomlkit.parse((ROOT / "conf" / "demo.toml").read_text())
+    doc["databento"]["hist_gateway"], doc["databento"]["ca_file"] = gw.url, gw.ca_file
+    doc["backfill"]["work_dir"] = str(tmp_path / "backfill")
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(tomlkit.dumps(doc))
+    gw.add_fault(Fault("timeseries.get_range", stall_s=20, skip=1))  # the second chunk hangs
+    env = {**os.environ, "DM_STORAGE_URL": storage_url, "DM_REPLAY_ADDR": "127.0.0.1:1", "DATABENTO_API_KEY": KEY}
+    p = subprocess.Popen([sys.executable, "-m", "dm", "fetch", "ESU4", "--start", "2024-07-01", "--end", "2024-07-03",
+                          "-c", str(cfg)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        with open_storage(storage_url, migrate=True) as st:
+            led = Ledger(st)
+            while not [c for c in led.chunks() if c["state"] == "done"] or gw.calls("timeseries.get_range") < 2:
+                assert p.poll() is None, p.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            p.send_signal(signal.SIGKILL)
+            p.wait(30)
+            job = led.jobs()[0]
+            assert job["state"] == "running" and job["owner"].endswith(f":{p.pid}")
+            assert st.counts()["trades"] == 28  # day 1, committed with its ledger row
+            gw.clear_faults()
+            gw.reset_stats()
+            results = engine(st, gw, tmp_path).fetch([req()])[2]
+            assert results[0].chunks_skipped == 1 and results[0].chunks_done == 1
+            assert [(g["start"], g["records"]) for g in gw.stats["get_range"]] == [(MIDNIGHT, 92)]
+            assert st.counts()["trades"] == 120 and led.jobs()[0]["state"] == "done"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+def test_gap_targets_and_windows():
+    """Gaps of every instrument of a publisher (instrument_id 0, migration 004's publisher_id)
+    route each registered instrument; sequence gaps have no time window."""
+    from dm.backfill import _targets, gap_window_ns
+    from dm.instruments import InstrumentRegistry, MemoryStore
+    from dm.routing import Router, RoutingConfig
+
+    reg = InstrumentRegistry(MemoryStore())
+    reg.resolve_many([("ESU4", "GLBX.MDP3", "ESU4", 1), ("NQU4", "GLBX.MDP3", "NQU4", 1), ("BTCUSD", "BINANCE", "BTCUSDT", 1001)])
+    router = Router(RoutingConfig.model_validate(ROUTING))
+    targets, why = _targets({"instrument_id": 0, "publisher_id": 1}, reg, router)
+    assert sorted(t.symbol for t in targets) == ["ESU4", "NQU4"] and {t.routed.tier for t in targets} == {2}
+    assert _targets({"instrument_id": 0}, reg, router)[1].startswith("gap of every instrument")
+    assert gap_window_ns({"first_missing": 5, "last_missing": 9, "units": 0}) is None
+    assert gap_window_ns({"first_missing": 10**18, "last_missing": 10**18 + 9, "units": 1}) == (10**18, 10**18 + 10)
+    assert gap_window_ns({"first_missing": 1_000, "last_missing": 2_000}) is None  # no units: ids, not ns

@@ -89,7 +89,8 @@ class Fault:
     * ``cut_after_records`` / ``cut_after_bytes`` / ``cut_fraction`` (get_range only): the stream
       stops after that many records (or compressed bytes, or that fraction of its records) and
       the connection is aborted without ending the chunked body;
-    * ``stall_s``: wait that long before answering (a client timeout shorter than it fires).
+    * ``stall_s``: wait that long before answering (a client timeout shorter than it fires);
+    * ``skip``: let that many matching requests through first.
     """
 
     method: str = "*"
@@ -102,6 +103,7 @@ class Fault:
     cut_fraction: float | None = None
     stall_s: float = 0.0
     times: int = 1
+    skip: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "Fault":
@@ -365,6 +367,9 @@ class FakeHistoricalGateway:
         with self._lock:
             for i, f in enumerate(self._faults):
                 if f.method in ("*", method):
+                    if f.skip > 0:
+                        f.skip -= 1
+                        continue
                     if f.times == 1:
                         del self._faults[i]
                     elif f.times > 1:
