@@ -187,7 +187,7 @@ class Routed:
         return {1: "symbol rule", 2: "asset_type@exchange", 3: "default"}[self.tier]
 
     def describe(self) -> str:
-        by = self.tier_name if self.tier == 3 else f"{self.tier_name} {self.chosen_by!r}"
+        by = self.tier_name if self.tier == 3 else f"{self.tier_name} '{self.chosen_by}'"
         return (f"{self.symbol}: tier {self.tier} ({by}) → "
                 f"{self.route.describe()}, stype_in {self.stype_in}")
 
