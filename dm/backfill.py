@@ -311,7 +311,8 @@ class Ledger:
             row = c.one("SELECT state, owner, updated_ns FROM backfill_jobs WHERE id = ?", (int(job_id),))
             if row and row["state"] == "running" and row["owner"] and row["owner"] != me:
                 host, _, pid = row["owner"].rpartition(":")
-                alive = now - int(row["updated_ns"]) < stale_after_ns
+                last = c.one("SELECT coalesce(max(updated_ns), 0) AS t FROM backfill_chunks WHERE job_id = ?", (int(job_id),))
+                alive = now - max(int(row["updated_ns"]), int(last["t"])) < stale_after_ns  # chunks commit as it goes
                 if host == socket.gethostname():
                     alive = _pid_alive(int(pid))
                 if alive:

@@ -383,3 +383,22 @@ def test_gap_targets_and_windows():
     assert gap_window_ns({"first_missing": 5, "last_missing": 9, "units": 0}) is None
     assert gap_window_ns({"first_missing": 10**18, "last_missing": 10**18 + 9, "units": 1}) == (10**18, 10**18 + 10)
     assert gap_window_ns({"first_missing": 1_000, "last_missing": 2_000}) is None  # no units: ids, not ns
+
+
+def test_ohlcv_of_two_contracts_filters_on_ts_event(st, gw, tmp_path):
+    """OHLCV has no ts_recv: Databento filters (and dm resumes) on ts_event; two contracts in one
+    chunk map to two dm instruments."""
+    from tests.databento_fixtures import ESU4_DIR
+
+    src = read_dbn(ESU4_DIR / "futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst").arrays()[RType.BAR]
+    a, b = to_ns("2024-07-01T23:50"), to_ns("2024-07-02T00:05")
+    eng = engine(st, gw, tmp_path)
+    gw.add_fault(Fault("timeseries.get_range", cut_fraction=0.5))
+    eng.fetch([req("ohlcv-1m", start=a, end=b, symbols=("ESU4", "NQU4"))])
+    bars = stored(st, "bars")
+    want = src[(src["ts_event"] >= np.uint64(a)) & (src["ts_event"] < np.uint64(b))]
+    assert len(bars) == len(want) == 2 * 15
+    reg = InstrumentRegistry(st)
+    ids = {reg.get("ESU4", "GLBX.MDP3"), reg.get("NQU4", "GLBX.MDP3")}
+    assert set(bars["instrument_id"].tolist()) == ids and None not in ids
+    assert sorted(bars["close"].tolist()) == sorted(want["close"].tolist())

@@ -633,7 +633,7 @@ class DatabentoHistorical:
                     log.info("databento cut inside one timestamp: its records are requested again", ts=t, received=got, total=n)
         elif final and complete:
             resume = c.end_ns
-        billed = max(0, conv.offset - (meta_len or conv.offset)) if meta_len else 0
+        billed = conv.offset - meta_len if meta_len else 0  # DBN record bytes received (Databento bills these)
         records = conv.dbn_count
         full = c.full
         usd_nano = billed * full.usd_nano // full.bytes if full.bytes else 0
@@ -846,7 +846,11 @@ def _split(buf: bytes) -> dict[int, np.ndarray]:
                 off += dt.itemsize
             if ok:
                 pair = np.frombuffer(buf, np.dtype([(f"f{i}", dt) for i, (_, dt) in enumerate(kinds)]))
-                return {rt: np.ascontiguousarray(pair[f"f{i}"]) for i, (rt, _) in enumerate(kinds)}
+                out = {}
+                for i, (rt, _) in enumerate(kinds):
+                    a = np.ascontiguousarray(pair[f"f{i}"])
+                    out[rt] = a if a.flags.writeable else a.copy()  # one kind: a view of the input
+                return out
     return {rt: a.copy() for rt, a in split_records(buf).items()}
 
 
