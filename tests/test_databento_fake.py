@@ -190,6 +190,13 @@ def test_fake_databento_command(tmp_path):
             assert c.metadata.get_cost(schema="trades", **DAY) == 120 * 48 * 3 / 1e9
             stats = requests.get(info["url"] + "/_fake/stats", verify=info["ca_file"]).json()
             assert stats["requests"]["metadata.get_cost"] == 2
+            r = requests.post(info["url"] + "/_fake/faults", json=[{"method": "metadata.get_cost", "status": 422, "case": "scripted"}],
+                              auth=(KEY, ""), verify=info["ca_file"])
+            assert r.status_code == 200
+            with pytest.raises(BentoClientError, match="scripted"):
+                c.metadata.get_cost(schema="trades", **DAY)
+            assert requests.post(info["url"] + "/_fake/faults", json=[{"nope": 1}], auth=(KEY, ""),
+                                 verify=info["ca_file"]).status_code == 422
         finally:
             del os.environ["REQUESTS_CA_BUNDLE"]
     finally:
