@@ -14,7 +14,8 @@ fake gateway (real HTTPS on loopback, zstd) to the official client. Measured:
   to storing (network, TLS, zstd, conversion, quotes, ledger); ``backfill.chunk_overhead_pct``:
   the per-chunk bookkeeping alone (quotes, planning, ledger, job claim) as a share of the fetch;
   ``backfill.phase.*_s``: where the fetch's time went (``download`` runs in the prefetch thread,
-  overlapping ``store``; ``download_wait`` is what the main thread waited for it).
+  overlapping ``store``; ``download_wait`` is what the main thread waited for it; ``convert``
+  runs in the reader thread, ``convert_wait`` is the storing thread's wait for a batch).
 
 The bench creates and drops its own databases (``DM_TEST_PG_URL`` admin URL, default
 ``postgresql://postgres@127.0.0.1:5432/test``).
@@ -40,7 +41,6 @@ from dm.databento.fake import FakeHistoricalGateway  # noqa: E402
 from dm.databento.historical import DatabentoHistorical, FetchRequest, _split  # noqa: E402
 from dm.databento.times import NS_PER_DAY, to_ns  # noqa: E402
 from dm.dbn import DbnConverter, decompress  # noqa: E402
-from dm.records import RType  # noqa: E402
 from dm.storage import open_storage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +90,47 @@ def _pg_db():
     return admin, name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
+def _fetch_once(settings, req, n: int, days: int):
+    admin, name, url = _pg_db()
+    try:
+        st = open_storage(url, migrate=True)
+        eng = DatabentoHistorical(st, settings)
+        eng.client  # noqa: B018 -- import databento (pandas, pyarrow: ~0.3 s once per process) before the clock
+        gc.collect()
+        gc.disable()
+        t0 = time.perf_counter()
+        plans, verdict, results = eng.fetch([req])
+        wall = time.perf_counter() - t0
+        gc.enable()
+        res = results[0]
+        assert res.chunks_done == days and res.records == n, res.as_dict()
+        st.close()
+        return wall, res.rows_total, dict(eng.timing.s)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _store_once(arrays, n: int, batch: int) -> tuple[float, int]:
+    admin, name, url = _pg_db()
+    try:
+        st = open_storage(url, migrate=True)
+        gc.collect()
+        gc.disable()
+        t0 = time.perf_counter()
+        stored = 0
+        for i in range(0, n, batch):
+            stored += sum(st.write({rt: a[i:i + batch] for rt, a in arrays.items()}).values())
+        base = time.perf_counter() - t0
+        gc.enable()
+        st.close()
+        return base, stored
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def run(quick: bool = False) -> dict[str, float]:
     days, per_day = (2, 60_000) if quick else (4, 250_000)
+    repeats = 1 if quick else 3  # alternating, best of each: the machine is shared
     out: dict[str, float] = {}
     try:
         import psycopg
@@ -105,52 +144,25 @@ def run(quick: bool = False) -> dict[str, float]:
         (tmp / "data").mkdir()
         n = make_dbn(tmp / "data" / "esu4.mbp-1.dbn.zst", days, per_day)
         os.environ["DATABENTO_API_KEY"] = KEY
+        # the same records the fetch stores, converted up front, for storing alone in the same batches
+        arrays = _split(DbnConverter().feed(decompress((tmp / "data" / "esu4.mbp-1.dbn.zst").read_bytes())))
+        for a in arrays.values():
+            a["instrument_id"] = 7
         with FakeHistoricalGateway(tmp / "data", key=KEY, usd_per_gb=0.5) as gw:
             settings = parse_settings({"databento": {"hist_gateway": gw.url, "ca_file": gw.ca_file},
                                        "backfill": {"work_dir": str(tmp / "work"), "auto_approve_usd": 100.0}})
             req = FetchRequest("GLBX.MDP3", "mbp-1", ("ESU4",), "raw_symbol", DAY0, DAY0 + days * NS_PER_DAY, "GLBX.MDP3")
-            admin, name, url = _pg_db()
-            try:
-                st = open_storage(url, migrate=True)
-                eng = DatabentoHistorical(st, settings)
-                eng.client  # noqa: B018 -- import databento (pandas, pyarrow: ~0.3 s once per process) before the clock
-                gc.collect()
-                gc.disable()
-                t0 = time.perf_counter()
-                plans, verdict, results = eng.fetch([req])
-                wall = time.perf_counter() - t0
-                gc.enable()
-                res = results[0]
-                assert res.chunks_done == days and res.records == n, res.as_dict()
-                rows = res.rows_total
-                st.close()
-            finally:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            # the same records, converted up front, stored alone in the same batches
-            conv = DbnConverter()
-            arrays = _split(conv.feed(decompress((tmp / "data" / "esu4.mbp-1.dbn.zst").read_bytes())))
-            for a in arrays.values():
-                a["instrument_id"] = 7
-            batch = settings.backfill.batch_rows * 100 // (80 + 136)  # DBN records per engine batch
-            admin, name, url = _pg_db()
-            try:
-                st = open_storage(url, migrate=True)
-                gc.collect()
-                gc.disable()
-                t0 = time.perf_counter()
-                stored = 0
-                for i in range(0, n, batch):
-                    w = st.write({rt: a[i:i + batch] for rt, a in arrays.items()})
-                    stored += sum(w.values())
-                base = time.perf_counter() - t0
-                gc.enable()
-                assert stored == rows
-                st.close()
-            finally:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    ph = eng.timing.s
-    # the download of chunk k+1 overlaps storing chunk k: only the main thread's wait for it counts
-    bookkeeping = wall - sum(ph.get(k, 0.0) for k in ("store", "download_wait", "convert"))
+            batch = settings.backfill.batch_rows // 2  # DBN records per engine batch (BBO + MBP_EVENT each)
+            fetches, bases = [], []
+            for _ in range(repeats):
+                fetches.append(_fetch_once(settings, req, n, days))
+                bases.append(_store_once(arrays, n, batch))
+    wall, rows, ph = min(fetches, key=lambda x: x[0])
+    base, stored = min(bases)
+    assert stored == rows, (stored, rows)
+    # the download of chunk k+1 overlaps storing chunk k, and conversion runs in a reader thread
+    # beside storing: only the storing thread's waits for them count
+    bookkeeping = wall - sum(ph.get(k, 0.0) for k in ("store", "download_wait", "convert_wait", "map"))
     out["backfill.fetch.rows_per_s"] = rows / wall
     out["backfill.fetch.dbn_records_per_s"] = n / wall
     out["backfill.storage_only.rows_per_s"] = rows / base
@@ -158,7 +170,7 @@ def run(quick: bool = False) -> dict[str, float]:
     out["backfill.overhead_pct"] = 100.0 * (1.0 - base / wall)
     out["backfill.chunk_overhead_pct"] = 100.0 * bookkeeping / wall
     out["backfill.chunks"] = float(days)
-    for k in ("store", "download", "download_wait", "convert", "quote"):
+    for k in ("store", "download", "download_wait", "convert", "convert_wait", "map", "quote"):
         out[f"backfill.phase.{k}_s"] = ph.get(k, 0.0)
     out["backfill.phase.other_s"] = bookkeeping - ph.get("quote", 0.0)
     return out

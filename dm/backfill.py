@@ -56,8 +56,8 @@ class BackfillConfig(BaseModel):
       that would take the spend of the current UTC day / month above the others, is refused even
       with ``--confirm`` (exit status 4, the numbers printed); between auto-approve and the limits
       it needs ``--confirm`` (exit status 3 without);
-    * ``max_symbols_per_chunk`` (≤ 2,000: Databento's per-request limit), ``batch_rows`` (dm rows
-      per commit inside a chunk), ``max_retries`` (5xx / timeouts per request, exponential backoff
+    * ``max_symbols_per_chunk`` (≤ 2,000: Databento's per-request limit), ``batch_rows`` (dm
+      records per commit inside a chunk: DBN trades/mbp records make two each), ``max_retries`` (5xx / timeouts per request, exponential backoff
       from ``backoff_base_s`` to ``backoff_max_s``), ``max_rate_limit_waits`` (429s per request,
       each waiting its ``Retry-After`` up to ``max_retry_after_s``), ``work_dir`` (downloads)."""
 
@@ -68,7 +68,7 @@ class BackfillConfig(BaseModel):
     max_daily_usd: float = Field(default=200.0, ge=0)
     max_monthly_usd: float = Field(default=1000.0, ge=0)
     max_symbols_per_chunk: int = Field(default=2000, ge=1, le=2000)
-    batch_rows: int = Field(default=1_000_000, ge=1000)
+    batch_rows: int = Field(default=250_000, ge=1000)
     max_retries: int = Field(default=5, ge=0, le=100)
     backoff_base_s: float = Field(default=1.0, ge=0)
     backoff_max_s: float = Field(default=60.0, ge=0)

@@ -218,6 +218,7 @@ def test_data_already_stored_is_never_requested_again(st, gw, tmp_path):
     first = st.counts()["trades"]
     gw.reset_stats()
     plans = engine(st, gw, tmp_path).fetch([req()])[0]
+    assert [len(p.chunks) for p in plans] == [2]  # the stored part of each day is left out
     windows = sorted((g["start"], g["end"]) for g in gw.stats["get_range"])
     assert windows == [(D1, a), (b, MIDNIGHT + NS_PER_DAY)]
     assert sum(g["records"] for g in gw.stats["get_range"]) == 120 - first
@@ -266,7 +267,7 @@ def test_fill_gaps(st, gw, tmp_path):
     assert by[g_book].state == "unfillable" and "cannot be refetched" in by[g_book].detail
     assert by[g_kr].state == "open" and "no gap filler for provider 'kraken'" in by[g_kr].detail
     gaps = {g["id"]: g for g in st.gaps()}
-    assert gaps[g_es]["state"] == "filled" and f"job" in gaps[g_es]["detail"]
+    assert gaps[g_es]["state"] == "filled" and "job" in gaps[g_es]["detail"]
     assert gaps[g_book]["state"] == "unfillable" and gaps[g_kr]["state"] == "open"
     jobs = Ledger(st).jobs()
     assert {j["gap_id"] for j in jobs} == {g_es, g_in} and {j["schema"] for j in jobs} == {"trades", "mbp-1"}

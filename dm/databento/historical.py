@@ -38,6 +38,7 @@ import dataclasses
 import datetime as _dt
 import gc
 import os
+import queue
 import random
 import threading
 import time
@@ -558,58 +559,104 @@ class DatabentoHistorical:
 
     def _ingest(self, plan: JobPlan, c: ChunkPlan, path: Path, complete: bool, res: JobResult) -> None:
         """Convert, map and store the DBN file of one request, in batches committed with the
-        ledger (module doc)."""
-        import zstandard
-
-        r = plan.request
+        ledger (module doc). A reader thread decompresses and converts the next batch (zstd and
+        ``DbnConverter`` release the GIL) while this thread stores the current one; at most two
+        batches wait between them."""
         conv = DbnConverter(events=True)
         req = {"id": None, "records": 0, "bytes": 0, "usd": 0, "start": c.resume_ns, "end": c.end_ns}
-        meta_len = None
-        pieces: list[bytes] = []
-        pending = 0
+        batches: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        reader = threading.Thread(target=self._read, args=(path, complete, conv, batches, stop),
+                                  name="dm-backfill-convert", daemon=True)
+        reader.start()
         carry: dict[int, np.ndarray] = {}
         idmap: dict[int, int] = {}
-        head = b""
-        with open(path, "rb") as f, self.timing("convert"):
-            first = f.read(4)
-            f.seek(0)
-            dec = zstandard.ZstdDecompressor().decompressobj() if first == ZSTD_MAGIC else None
+        try:
             while True:
-                block = f.read(self.read_block)
-                if not block:
+                with self.timing("convert_wait"):
+                    kind, payload = batches.get()
+                if kind == "error":
+                    raise payload
+                arrays, meta_len, offset, count = payload
+                carry = self._flush(plan, c, conv, meta_len, offset, count, arrays, carry, idmap, req, res,
+                                    final=kind == "end", complete=complete)
+                if kind == "end":
                     break
-                try:
-                    raw = dec.decompress(block) if dec is not None else block
-                except zstandard.ZstdError as e:
-                    if complete:
-                        raise BackfillError(f"corrupt zstd stream from get_range: {e}") from None
-                    break  # the cut tail of a broken stream
-                if meta_len is None:
-                    head += raw[:8]
-                    if len(head) >= 8:
-                        meta_len = 8 + int.from_bytes(head[4:8], "little")
-                try:
-                    out = conv.feed(raw)
-                except DbnError as e:
-                    raise BackfillError(f"DBN from get_range: {e}") from None
-                if out:
-                    pieces.append(out)
-                    pending += len(out)
-                if pending >= self.cfg.batch_rows * 100:  # ~100 B per dm record on average
-                    carry = self._flush(plan, c, conv, meta_len, pieces, carry, idmap, req, res, final=False)
-                    pieces, pending = [], 0
-            if complete:
-                try:
-                    conv.finish()
-                except DbnError as e:
-                    raise BackfillError(f"DBN from get_range: {e}") from None
-        self._flush(plan, c, conv, meta_len, pieces, carry, idmap, req, res, final=True, complete=complete)
+        finally:
+            stop.set()
+            reader.join()
 
-    def _flush(self, plan: JobPlan, c: ChunkPlan, conv: DbnConverter, meta_len, pieces, carry, idmap, req, res,
-               final: bool, complete: bool = True) -> dict[int, np.ndarray]:
+    def _read(self, path: Path, complete: bool, conv: DbnConverter, out: queue.Queue, stop: threading.Event) -> None:
+        """The reader thread of ``_ingest``: ``("batch" | "end", (arrays, meta_len, offset,
+        dbn_count))`` items, or ``("error", exception)``."""
+        import zstandard
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            meta_len = None
+            head = b""
+            pieces: list[bytes] = []
+            pending = 0
+            limit = self.cfg.batch_rows
+            first = True
+            with open(path, "rb") as f:
+                first = f.read(4)
+                f.seek(0)
+                dec = zstandard.ZstdDecompressor().decompressobj() if first == ZSTD_MAGIC else None
+                while not stop.is_set():
+                    block = f.read(self.read_block)
+                    if not block:
+                        break
+                    with self.timing("convert"):
+                        try:
+                            raw = dec.decompress(block) if dec is not None else block
+                        except zstandard.ZstdError as e:
+                            if complete:
+                                raise BackfillError(f"corrupt zstd stream from get_range: {e}") from None
+                            break  # the cut tail of a broken stream
+                        if meta_len is None:
+                            head += raw[:8]
+                            if len(head) >= 8:
+                                meta_len = 8 + int.from_bytes(head[4:8], "little")
+                        before = conv.count
+                        try:
+                            piece = conv.feed(raw)
+                        except DbnError as e:
+                            raise BackfillError(f"DBN from get_range: {e}") from None
+                        if piece:
+                            pieces.append(piece)
+                            pending += conv.count - before
+                        batch = None
+                        if pending >= limit or (first and pending):  # the first batch early: storing starts sooner
+                            first = False
+                            batch = (_split(b"".join(pieces)), meta_len, conv.offset, conv.dbn_count)
+                            pieces, pending = [], 0
+                    if batch is not None and not put(("batch", batch)):
+                        return
+                if complete:
+                    try:
+                        conv.finish()
+                    except DbnError as e:
+                        raise BackfillError(f"DBN from get_range: {e}") from None
+            with self.timing("convert"):
+                last = (_split(b"".join(pieces)), meta_len, conv.offset, conv.dbn_count)
+            put(("end", last))
+        except BaseException as e:  # handed to the storing thread
+            put(("error", e))
+
+    def _flush(self, plan: JobPlan, c: ChunkPlan, conv: DbnConverter, meta_len, offset: int, dbn_count: int,
+               arrays: dict[int, np.ndarray], carry, idmap, req, res, final: bool, complete: bool = True
+               ) -> dict[int, np.ndarray]:
         r = plan.request
-        with self.timing("convert"):
-            arrays = _split(b"".join(pieces))
+        with self.timing("map"):
             self._map_ids(r, c, conv, arrays, idmap)  # before the carried records (mapped already) join
             for rt, a in carry.items():
                 arrays[rt] = np.concatenate([a, arrays[rt]]) if rt in arrays else a
@@ -633,8 +680,8 @@ class DatabentoHistorical:
                     log.info("databento cut inside one timestamp: its records are requested again", ts=t, received=got, total=n)
         elif final and complete:
             resume = c.end_ns
-        billed = conv.offset - meta_len if meta_len else 0  # DBN record bytes received (Databento bills these)
-        records = conv.dbn_count
+        billed = offset - meta_len if meta_len else 0  # DBN record bytes received (Databento bills these)
+        records = dbn_count
         full = c.full
         usd_nano = billed * full.usd_nano // full.bytes if full.bytes else 0
         d_rec, d_bytes, d_usd = records - req["records"], billed - req["bytes"], usd_nano - req["usd"]
@@ -816,10 +863,18 @@ def _index(rtype: int) -> str:
 
 
 def _cut_at(arrays: dict[int, np.ndarray], t: int) -> tuple[dict, dict]:
+    """(records with index time < t, the others). Databento streams are sorted by index time, so
+    this is a split of views at one position; an unsorted array is split by a mask."""
     store, hold = {}, {}
+    tt = np.uint64(t)
     for rt, a in arrays.items():
-        m = a[_index(rt)] < np.uint64(t)
-        store[rt], hold[rt] = a[m], a[~m]
+        ts = a[_index(rt)]
+        k = int(np.searchsorted(ts, tt, "left"))
+        if (k == 0 or ts[:k].max() < tt) and (k == len(ts) or ts[k:].min() >= tt):
+            store[rt], hold[rt] = a[:k], a[k:]
+        else:
+            m = ts < tt
+            store[rt], hold[rt] = a[m], a[~m]
     return store, hold
 
 
