@@ -566,19 +566,22 @@ class DatabentoHistorical:
         req = {"id": None, "records": 0, "bytes": 0, "usd": 0, "start": c.resume_ns, "end": c.end_ns}
         batches: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
-        reader = threading.Thread(target=self._read, args=(path, complete, conv, batches, stop),
+        idmap: dict[int, int] = {}  # Databento id -> dm id for this request (its day); the reader maps with it too
+        reader = threading.Thread(target=self._read, args=(path, complete, conv, batches, stop, idmap),
                                   name="dm-backfill-convert", daemon=True)
         reader.start()
         carry: dict[int, np.ndarray] = {}
-        idmap: dict[int, int] = {}
         try:
             while True:
                 with self.timing("convert_wait"):
                     kind, payload = batches.get()
                 if kind == "error":
                     raise payload
-                arrays, meta_len, offset, count = payload
-                carry = self._flush(plan, c, conv, meta_len, offset, count, arrays, carry, idmap, req, res,
+                arrays, meta_len, offset, count, mapped = payload
+                if not mapped:  # ids the reader had not seen mapped yet: resolved here (the registry is ours)
+                    with self.timing("map"):
+                        self._map_ids(plan.request, c, conv, arrays, idmap)
+                carry = self._flush(plan, c, conv, meta_len, offset, count, arrays, carry, req, res,
                                     final=kind == "end", complete=complete)
                 if kind == "end":
                     break
@@ -586,9 +589,11 @@ class DatabentoHistorical:
             stop.set()
             reader.join()
 
-    def _read(self, path: Path, complete: bool, conv: DbnConverter, out: queue.Queue, stop: threading.Event) -> None:
+    def _read(self, path: Path, complete: bool, conv: DbnConverter, out: queue.Queue, stop: threading.Event,
+              idmap: dict[int, int]) -> None:
         """The reader thread of ``_ingest``: ``("batch" | "end", (arrays, meta_len, offset,
-        dbn_count))`` items, or ``("error", exception)``."""
+        dbn_count, mapped))`` items, or ``("error", exception)``. ``mapped``: the instrument ids
+        were rewritten here, all of them being in ``idmap`` already."""
         import zstandard
 
         def put(item) -> bool:
@@ -637,7 +642,8 @@ class DatabentoHistorical:
                         batch = None
                         if pending >= limit or (first and pending):  # the first batch early: storing starts sooner
                             first = False
-                            batch = (_split(b"".join(pieces)), meta_len, conv.offset, conv.dbn_count)
+                            arrays = _split(b"".join(pieces))
+                            batch = (arrays, meta_len, conv.offset, conv.dbn_count, _map_known(arrays, idmap))
                             pieces, pending = [], 0
                     if batch is not None and not put(("batch", batch)):
                         return
@@ -647,19 +653,20 @@ class DatabentoHistorical:
                     except DbnError as e:
                         raise BackfillError(f"DBN from get_range: {e}") from None
             with self.timing("convert"):
-                last = (_split(b"".join(pieces)), meta_len, conv.offset, conv.dbn_count)
+                arrays = _split(b"".join(pieces))
+                last = (arrays, meta_len, conv.offset, conv.dbn_count, _map_known(arrays, idmap))
             put(("end", last))
         except BaseException as e:  # handed to the storing thread
             put(("error", e))
 
     def _flush(self, plan: JobPlan, c: ChunkPlan, conv: DbnConverter, meta_len, offset: int, dbn_count: int,
-               arrays: dict[int, np.ndarray], carry, idmap, req, res, final: bool, complete: bool = True
+               arrays: dict[int, np.ndarray], carry, req, res, final: bool, complete: bool = True
                ) -> dict[int, np.ndarray]:
+        """Store a batch whose ids are dm's (plus the records carried from the last one), commit
+        with the ledger, return the records carried to the next batch."""
         r = plan.request
-        with self.timing("map"):
-            self._map_ids(r, c, conv, arrays, idmap)  # before the carried records (mapped already) join
-            for rt, a in carry.items():
-                arrays[rt] = np.concatenate([a, arrays[rt]]) if rt in arrays else a
+        for rt, a in carry.items():
+            arrays[rt] = np.concatenate([a, arrays[rt]]) if rt in arrays else a
         store, hold, resume = arrays, {}, c.resume_ns
         if arrays:
             t = max(int(a[_index(rt)].max()) for rt, a in arrays.items() if len(a))
@@ -721,20 +728,9 @@ class DatabentoHistorical:
 
     def _map_ids(self, r: FetchRequest, c: ChunkPlan, conv: DbnConverter, arrays: dict[int, np.ndarray],
                  idmap: dict[int, int]) -> None:
-        """Databento instrument ids → dm instrument ids, in place (see the module doc). Vectorised:
-        one comparison pass when a batch holds one instrument (the usual case), else a sort."""
-        first_pub: dict[int, int] = {}  # Databento id -> publisher of its first record here
-        for a in arrays.values():
-            col = a["instrument_id"]
-            if not len(col):
-                continue
-            if (col == col[0]).all():
-                ids, at = [int(col[0])], [0]
-            else:
-                u, k = np.unique(col, return_index=True)
-                ids, at = u.tolist(), k.tolist()
-            for i, k in zip(ids, at):
-                first_pub.setdefault(i, int(a["publisher_id"][k]))
+        """Databento instrument ids → dm instrument ids, in place (see the module doc): new ids get
+        their raw symbol and a registry id, then ``_rewrite``."""
+        first_pub = _ids_of(arrays)  # Databento id -> publisher of its first record here
         new = [i for i in first_pub if i not in idmap]
         if new:
             # raw_symbol requests: the DBN metadata maps raw symbol -> id; parent/continuous ones
@@ -749,16 +745,7 @@ class DatabentoHistorical:
             got = self.registry.resolve_many([(raw[i], r.exchange, raw[i], first_pub[i]) for i in new])
             for i in new:
                 idmap[i] = got[(raw[i], r.exchange)]
-        keys = np.array(sorted(first_pub), dtype=np.uint32)
-        vals = np.array([idmap[int(k)] for k in keys], dtype=np.uint32)
-        for a in arrays.values():
-            col = a["instrument_id"]
-            if not len(col):
-                continue
-            if len(keys) == 1:
-                col[:] = vals[0]
-            else:
-                col[:] = vals[np.searchsorted(keys, col)]
+        _rewrite(arrays, first_pub, idmap)
 
     def _raw_symbols(self, r: FetchRequest, ids: list[int], day_ns: int) -> dict[int, str]:
         d0 = _dt.date.fromisoformat(iso_date(day_ns))
@@ -823,6 +810,48 @@ class _Prefetch:
 
 def _day(date_text: str) -> int:
     return (_dt.date.fromisoformat(date_text) - _dt.date(1970, 1, 1)).days
+
+
+def _ids_of(arrays: dict[int, np.ndarray]) -> dict[int, int]:
+    """``{instrument_id: publisher_id of its first record}`` of a batch; one comparison pass when
+    the batch holds one instrument (the usual case), else a sort."""
+    out: dict[int, int] = {}
+    for a in arrays.values():
+        col = a["instrument_id"]
+        if not len(col):
+            continue
+        if (col == col[0]).all():
+            ids, at = [int(col[0])], [0]
+        else:
+            u, k = np.unique(col, return_index=True)
+            ids, at = u.tolist(), k.tolist()
+        for i, k in zip(ids, at):
+            out.setdefault(i, int(a["publisher_id"][k]))
+    return out
+
+
+def _rewrite(arrays: dict[int, np.ndarray], ids: Iterable[int], idmap: dict[int, int]) -> None:
+    keys = np.array(sorted(ids), dtype=np.uint32)
+    vals = np.array([idmap[int(k)] for k in keys], dtype=np.uint32)
+    for a in arrays.values():
+        col = a["instrument_id"]
+        if not len(col):
+            continue
+        if len(keys) == 1:
+            col[:] = vals[0]
+        else:
+            col[:] = vals[np.searchsorted(keys, col)]
+
+
+def _map_known(arrays: dict[int, np.ndarray], idmap: dict[int, int]) -> bool:
+    """Rewrite the batch's ids (reader thread) when every one is in ``idmap`` already; False (and
+    nothing changed) otherwise. An empty batch is trivially mapped."""
+    ids = _ids_of(arrays)
+    if any(i not in idmap for i in ids):
+        return False
+    if ids:
+        _rewrite(arrays, ids, idmap)
+    return True
 
 
 def _retry_after(headers) -> float:
