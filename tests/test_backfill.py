@@ -403,3 +403,15 @@ def test_ohlcv_of_two_contracts_filters_on_ts_event(st, gw, tmp_path):
     ids = {reg.get("ESU4", "GLBX.MDP3"), reg.get("NQU4", "GLBX.MDP3")}
     assert set(bars["instrument_id"].tolist()) == ids and None not in ids
     assert sorted(bars["close"].tolist()) == sorted(want["close"].tolist())
+
+
+@pytest.mark.parametrize("cut", [200, 700, 1500])
+def test_a_stream_cut_mid_zstd_block_resumes_exactly(st, gw, tmp_path, cut):
+    """Cut after N compressed bytes: inside the metadata, inside a zstd block, near the end."""
+    gw.add_fault(Fault("timeseries.get_range", cut_after_bytes=cut))
+    results = engine(st, gw, tmp_path).fetch([req(start=MIDNIGHT)])[2]
+    assert results[0].chunks_failed == 0
+    t = source(ESU4_TRADES, RType.TRADE)
+    assert same_rows(stored(st, "trades"), t[t["ts_recv"] >= np.uint64(MIDNIGHT)])
+    sent = gw.stats["get_range"]
+    assert sent[0]["cut"] and sent[0]["bytes"] == cut and not sent[-1]["cut"]
