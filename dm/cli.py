@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from datetime import datetime, timezone
 
 import click
@@ -413,7 +412,7 @@ def _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, a
             for (ds, st, ex), syms in groups.items() for schema in schemas]
 
 
-def _open_backfill(config_path: str, json_mode: bool):
+def _open_backfill(config_path: str):
     from dm.backfill import make_progress
     from dm.databento.historical import DatabentoHistorical
     from dm.storage import open_storage
@@ -454,7 +453,7 @@ def _run_fetch(config_path, symbols, schemas, start, end, dataset, stype_in, ass
     from dm.backfill import usd
     from dm.errors import BudgetRefused
 
-    st, settings, eng = _open_backfill(config_path, as_json)
+    st, settings, eng = _open_backfill(config_path)
     try:
         reqs = _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange)
         try:
@@ -528,7 +527,7 @@ def backfill() -> None:
 def backfill_estimate(symbols, schemas, start, end, dataset, stype_in, asset_type, exchange, config_path, as_json) -> None:
     """Price a request with Databento's free metadata calls only (records, billable bytes, USD
     per dataset × schema, total) and say what the budget guard would do."""
-    st, settings, eng = _open_backfill(config_path, as_json)
+    st, settings, eng = _open_backfill(config_path)
     try:
         reqs = _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange)
         try:
@@ -571,14 +570,12 @@ def backfill_fill_gaps(config_path, gap_ids, confirm, dry_run, as_json) -> None:
     reason); gaps no provider can fill yet stay open."""
     import dataclasses
 
-    from dm.backfill import fill_gaps, usd
+    from dm.backfill import fill_gaps, make_progress, usd
     from dm.errors import BudgetRefused
     from dm.storage import open_storage
 
     cfg = _load(config_path)
     settings = _settings(config_path)
-    from dm.backfill import make_progress
-
     st = open_storage(cfg.storage.url, migrate=True)
     try:
         try:
@@ -695,6 +692,7 @@ def fake_databento(data_dir, hist_port, host, key, usd_per_gb, ca_file, ready_fi
     zstd DBN streams, metadata/symbology calls, scripted faults) for tests. The live gateway comes
     with the Databento live worker."""
     import json
+    from pathlib import Path
 
     from dm.databento.fake import FakeHistoricalGateway, Fault
 
