@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-ORDER = ["codec", "ring", "book", "storage", "worker", "bridge"]
+ORDER = ["codec", "ring", "book", "storage", "worker", "bridge", "backfill"]
 
 
 def main() -> int:

@@ -443,6 +443,382 @@ def top(config_path, interval, once) -> None:
     from dm.top import run_top
 
     run_top(_load(config_path, "top"), interval=interval, once=once)
+# --- routing, historical fetch, backfill, fake Databento gateway (dm.routing, dm.backfill, -----
+# --- dm.databento). Exit status: 0 ok, 1 error or failed chunks, 3 needs --confirm, 4 over a budget limit.
+def _settings(config_path: str):
+    from dm.backfill import load_settings
+
+    try:
+        return load_settings(config_path)
+    except DmError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _echo_json(obj) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@main.command("route")
+@click.argument("symbols", nargs=-1, required=True)
+@click.option("--asset-type", default=None, help="e.g. future, crypto (tier 2: asset_type@EXCHANGE).")
+@click.option("--exchange", default=None, help="e.g. CME, BINANCE (tier 2).")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per symbol.")
+def route_cmd(symbols, asset_type, exchange, config_path, as_json) -> None:
+    """Print the route of each SYMBOL ([routing]: symbol rule → asset_type@EXCHANGE → default)
+    and the tier that chose it."""
+    from dm.routing import Router
+
+    router = Router(_settings(config_path).routing)
+    providers = {}
+    if exchange is None:  # the exchanges the config streams the symbol on feed tier 2
+        try:
+            providers = dmconfig.load(config_path).providers
+        except DmError:
+            providers = {}
+    try:
+        routed = []
+        for s in symbols:
+            exchanges = [exchange] if exchange else sorted({p.exchange for p in providers.values() if s.upper() in p.symbols})
+            routed += [router.route(s, asset_type, ex) for ex in exchanges or [None]]
+    except DmError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _echo_json([r.as_dict() for r in routed])
+        return
+    for r in routed:
+        click.echo(r.describe())
+
+
+def _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange, command="fetch"):
+    from dm.databento.historical import FetchRequest
+    from dm.databento.times import to_ns
+    from dm.routing import Router
+
+    try:
+        start_ns, end_ns = to_ns(start), to_ns(end)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    router = Router(settings.routing)
+    groups: dict[tuple, list[str]] = {}
+    for s in symbols:
+        r = router.route(s, asset_type, exchange)
+        if dataset is None and r.route.historical != "databento":
+            raise click.ClickException(
+                f"{s} routes to historical provider {r.route.historical!r} ({r.tier_name} {r.chosen_by!r}); dm fetch "
+                "fetches from Databento: route it there in [routing] or pass --dataset")
+        ds = dataset or r.route.dataset
+        ex = r.route.exchange or ds
+        groups.setdefault((ds, stype_in or r.stype_in, ex), []).append(s)
+    return [FetchRequest(ds, schema, tuple(sorted(set(syms))), st, start_ns, end_ns, ex, command)
+            for (ds, st, ex), syms in groups.items() for schema in schemas]
+
+
+def _open_backfill(config_path: str):
+    from dm.backfill import make_progress
+    from dm.databento.historical import DatabentoHistorical
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    settings = _settings(config_path)
+    try:
+        st = open_storage(cfg.storage.url, migrate=True)
+    except DmError as e:
+        raise click.ClickException(str(e)) from None
+    eng = DatabentoHistorical(st, settings, progress=make_progress())
+    return st, settings, eng
+
+
+def _plan_lines(plans, verdict) -> list[str]:
+    from dm.backfill import usd
+
+    lines = []
+    tot = [0, 0, 0]
+    for p in plans:
+        q = p.quote
+        done = len(p.chunks) - len(p.todo)
+        lines.append(f"{p.request.describe()}: {len(p.chunks)} chunk(s), {done} already stored; to fetch "
+                     f"{q.records:,} records, {q.bytes:,} B, {usd(q.usd_nano)}")
+        lines += [f"  note: {n}" for n in p.notes]
+        tot = [tot[0] + q.records, tot[1] + q.bytes, tot[2] + q.usd_nano]
+    lines.append(f"total: {tot[0]:,} records, {tot[1]:,} billable B, {usd(tot[2])}")
+    lines.append(verdict.describe())
+    return lines
+
+
+def _exit_refused(e) -> None:
+    click.echo(str(e), err=True)
+    sys.exit(3 if e.needs_confirm else 4)
+
+
+def _run_fetch(config_path, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange, confirm, dry_run, as_json):
+    from dm.backfill import usd
+    from dm.errors import BudgetRefused
+
+    st, settings, eng = _open_backfill(config_path)
+    try:
+        reqs = _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange)
+        try:
+            plans, verdict, results = eng.fetch(reqs, confirm=confirm, dry_run=dry_run)
+        except BudgetRefused as e:
+            if as_json:
+                _echo_json({"refused": True, "verdict": e.verdict.as_dict() if e.verdict else None})
+            else:
+                click.echo(str(e), err=True)
+            sys.exit(3 if e.needs_confirm else 4)
+        except DmError as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            _echo_json({"plans": [p.as_dict() for p in plans], "verdict": verdict.as_dict(), "dry_run": dry_run,
+                        "results": [r.as_dict() for r in results]})
+        else:
+            for line in _plan_lines(plans, verdict):
+                click.echo(line)
+            if dry_run:
+                click.echo("dry run: nothing fetched")
+            for r in results:
+                rows = ", ".join(f"{t} {n:,}" for t, n in sorted(r.rows.items())) or "none"
+                click.echo(f"job {r.job_id}: {r.chunks_done} chunk(s) fetched, {r.chunks_skipped} already done, "
+                           f"{r.chunks_failed} failed; {r.records:,} records in {r.requests} request(s), "
+                           f"{r.bytes:,} B, {usd(r.usd_nano)}; rows stored: {rows}")
+                for err in r.errors:
+                    click.echo(f"  failed: {err}", err=True)
+        if any(r.chunks_failed for r in results):
+            sys.exit(1)
+    finally:
+        st.close()
+
+
+def _fetch_options(fn):
+    for opt in reversed([
+        click.option("--schema", "schemas", multiple=True, default=("trades",), show_default=True,
+                     help="Databento schema (repeatable): trades, mbp-1, tbbo, mbp-10, ohlcv-1s/1m/1h/1d."),
+        click.option("--start", required=True, help="Inclusive: YYYY-MM-DD, ISO 8601 (UTC unless an offset) or ns."),
+        click.option("--end", required=True, help="Exclusive, same forms."),
+        click.option("--dataset", default=None, help="Override the routed dataset (e.g. GLBX.MDP3)."),
+        click.option("--stype-in", default=None, help="Override the inferred input symbology."),
+        click.option("--asset-type", default=None, help="For routing tier 2."),
+        click.option("--exchange", default=None, help="For routing tier 2."),
+        config_option,
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@main.command("fetch")
+@click.argument("symbol")
+@_fetch_options
+@click.option("--confirm", is_flag=True, help="Approve a cost above [backfill] auto_approve_usd (limits still apply).")
+@click.option("--dry-run", is_flag=True, help="Plan and price only: no get_range call.")
+def fetch_cmd(symbol, schemas, start, end, dataset, stype_in, asset_type, exchange, config_path, as_json, confirm, dry_run) -> None:
+    """Fetch SYMBOL's history from its routed provider (Databento) into storage: chunked, priced,
+    budget-guarded, resumable; a rerun fetches nothing already stored. An operator command: it
+    writes its own idempotent transactions (the persister stays the live writer)."""
+    _run_fetch(config_path, [symbol], schemas, start, end, dataset, stype_in, asset_type, exchange, confirm, dry_run, as_json)
+
+
+@main.group()
+def backfill() -> None:
+    """Priced historical backfill: estimate, fetch, fill-gaps, status, cost-report."""
+
+
+@backfill.command("estimate")
+@click.argument("symbols", nargs=-1, required=True)
+@_fetch_options
+def backfill_estimate(symbols, schemas, start, end, dataset, stype_in, asset_type, exchange, config_path, as_json) -> None:
+    """Price a request with Databento's free metadata calls only (records, billable bytes, USD
+    per dataset × schema, total) and say what the budget guard would do."""
+    st, settings, eng = _open_backfill(config_path)
+    try:
+        reqs = _fetch_requests(settings, symbols, schemas, start, end, dataset, stype_in, asset_type, exchange)
+        try:
+            plans, verdict = eng.estimate(reqs)
+        except DmError as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            from dm.backfill import usd
+
+            q = [p.quote for p in plans]
+            _echo_json({"plans": [p.as_dict() for p in plans], "verdict": verdict.as_dict(),
+                        "total": {"records": sum(x.records for x in q), "bytes": sum(x.bytes for x in q),
+                                  "usd_nano": sum(x.usd_nano for x in q), "usd": usd(sum(x.usd_nano for x in q))}})
+        else:
+            for line in _plan_lines(plans, verdict):
+                click.echo(line)
+    finally:
+        st.close()
+
+
+@backfill.command("fetch")
+@click.argument("symbols", nargs=-1, required=True)
+@_fetch_options
+@click.option("--confirm", is_flag=True, help="Approve a cost above [backfill] auto_approve_usd (limits still apply).")
+@click.option("--dry-run", is_flag=True, help="Plan and price only: no get_range call.")
+def backfill_fetch(symbols, schemas, start, end, dataset, stype_in, asset_type, exchange, config_path, as_json, confirm, dry_run) -> None:
+    """Fetch SYMBOLS' history (see `dm fetch`)."""
+    _run_fetch(config_path, list(symbols), schemas, start, end, dataset, stype_in, asset_type, exchange, confirm, dry_run, as_json)
+
+
+@backfill.command("fill-gaps")
+@config_option
+@click.option("--gap", "gap_ids", multiple=True, type=int, help="Only these gap ids (repeatable).")
+@click.option("--confirm", is_flag=True, help="Approve a cost above [backfill] auto_approve_usd (limits still apply).")
+@click.option("--dry-run", is_flag=True, help="Route and price only: nothing fetched, no gap changed.")
+@click.option("--json", "as_json", is_flag=True)
+def backfill_fill_gaps(config_path, gap_ids, confirm, dry_run, as_json) -> None:
+    """Close the gap ledger: each open gap goes to its instrument's historical provider and ends
+    `filled` (with its job ids) or `unfillable` (book deltas no venue serves again, with the
+    reason); gaps no provider can fill yet stay open."""
+    import dataclasses
+
+    from dm.backfill import fill_gaps, make_progress, usd
+    from dm.errors import BudgetRefused
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    settings = _settings(config_path)
+    st = open_storage(cfg.storage.url, migrate=True)
+    try:
+        try:
+            outcomes, verdict = fill_gaps(st, settings, confirm=confirm, dry_run=dry_run, gap_ids=gap_ids or None,
+                                          filler_kw={"progress": make_progress()})
+        except BudgetRefused as e:
+            _exit_refused(e)
+        except DmError as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            _echo_json({"gaps": [dataclasses.asdict(o) for o in outcomes],
+                        "verdict": verdict.as_dict() if verdict else None, "dry_run": dry_run})
+        else:
+            for o in outcomes:
+                cost = f" ({usd(o.cost_nano)})" if o.cost_nano else ""
+                click.echo(f"gap {o.gap_id}: {o.state}{cost}: {o.detail}")
+            if verdict is not None:
+                click.echo(verdict.describe())
+            if not outcomes:
+                click.echo("no open gaps")
+        if any(o.state == "failed" for o in outcomes):
+            sys.exit(1)
+    finally:
+        st.close()
+
+
+@backfill.command("status")
+@config_option
+@click.option("--job", "job_id", type=int, default=None, help="One job's chunks.")
+@click.option("--json", "as_json", is_flag=True)
+def backfill_status(config_path, job_id, as_json) -> None:
+    """Backfill jobs (or one job's chunks) with their state, rows, bytes and spend."""
+    from dm.backfill import Ledger, usd
+    from dm.databento.times import iso
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    st = open_storage(cfg.storage.url, migrate=True)
+    try:
+        led = Ledger(st)
+        if job_id is not None:
+            job = led.job(job_id)
+            if job is None:
+                raise click.ClickException(f"no backfill job {job_id}")
+            chunks = led.chunks(job_id)
+            if as_json:
+                _echo_json({"job": job, "chunks": chunks})
+                return
+            click.echo(f"job {job['id']} {job['state']}: {job['dataset']} {job['schema']} {job['symbols']} "
+                       f"[{iso(job['start_ns'])}, {iso(job['end_ns'])}) {job['detail']}")
+            for c in chunks:
+                click.echo(f"  chunk {c['id']} {c['state']:<8} [{iso(c['start_ns'])}, {iso(c['end_ns'])}) stored to "
+                           f"{iso(c['resume_ns'])}: {c['records']:,} records, {c['rows']:,} rows, {c['bytes']:,} B, "
+                           f"{usd(c['usd_nano'])} (quoted {usd(c['quoted_usd_nano'])}), {c['requests']} request(s)"
+                           + (f" error: {c['error']}" if c['error'] else ""))
+            return
+        jobs = led.jobs()
+        chunks = led.chunks()
+        if as_json:
+            _echo_json({"jobs": jobs})
+            return
+        if not jobs:
+            click.echo("no backfill jobs")
+        for j in jobs:
+            cs = [c for c in chunks if c["job_id"] == j["id"]]
+            done = sum(c["state"] == "done" for c in cs)
+            spent = sum(int(c["usd_nano"]) for c in cs)
+            rows = sum(int(c["rows"]) for c in cs)
+            click.echo(f"job {j['id']} {j['state']:<8} {j['command']:<9} {j['dataset']} {j['schema']} {j['symbols']} "
+                       f"[{iso(j['start_ns'])}, {iso(j['end_ns'])}): {done}/{len(cs)} chunks, {rows:,} rows, {usd(spent)}"
+                       + (f" (gap {j['gap_id']})" if j['gap_id'] is not None else ""))
+    finally:
+        st.close()
+
+
+@backfill.command("cost-report")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def backfill_cost_report(config_path, as_json) -> None:
+    """Spend per UTC day, month, dataset, schema and chunk (every paid request counted once)."""
+    from dm.backfill import Ledger, usd
+    from dm.storage import open_storage
+
+    cfg = _load(config_path)
+    st = open_storage(cfg.storage.url, migrate=True)
+    try:
+        rep = Ledger(st).cost_report()
+    finally:
+        st.close()
+    if as_json:
+        _echo_json(rep)
+        return
+    for group in ("day", "month", "dataset", "schema", "chunk"):
+        click.echo(f"by {group}:")
+        for k, v in rep[group].items():
+            quoted = f" (quoted {usd(v['quoted_usd_nano'])})" if "quoted_usd_nano" in v else ""
+            click.echo(f"  {k:<12} {usd(v['usd_nano']):>14} {v['bytes']:>14,} B {v['records']:>12,} records "
+                       f"{v['requests']:>4} request(s){quoted}")
+    t = rep["total"]
+    click.echo(f"total: {usd(t['usd_nano'])}, {t['bytes']:,} B, {t['records']:,} records, {t['requests']} request(s)")
+
+
+@main.command("fake-databento")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of *.dbn / *.dbn.zst files.")
+@click.option("--hist-port", default=0, show_default=True, help="Historical HTTPS port (0: a free one; see --ready-file).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--key", default=None, help="The API key it accepts (default $DATABENTO_API_KEY).")
+@click.option("--usd-per-gb", default=1.0, show_default=True, help="Price per 10^9 billable bytes.")
+@click.option("--ca-file", default="var/fake-databento-ca.pem", show_default=True, help="Where to write the local CA (PEM) clients must trust.")
+@click.option("--ready-file", default=None, type=click.Path(dir_okay=False), help="Write {\"hist_port\", \"ca_file\", \"url\"} JSON here once listening.")
+@click.option("--fault", "faults", multiple=True, help='A scripted fault as JSON, e.g. \'{"method": "timeseries.get_range", "status": 429}\' (repeatable).')
+def fake_databento(data_dir, hist_port, host, key, usd_per_gb, ca_file, ready_file, faults) -> None:
+    """Serve DBN files like Databento's historical gateway (HTTPS with a local CA, Basic auth,
+    zstd DBN streams, metadata/symbology calls, scripted faults) for tests. The live gateway comes
+    with the Databento live worker."""
+    import json
+    from pathlib import Path
+
+    from dm.databento.fake import FakeHistoricalGateway, Fault
+
+    dmlog.setup("console", "info", "fake-databento")
+    key = key or os.environ.get("DATABENTO_API_KEY")
+    if not key:
+        raise click.ClickException("give --key or set $DATABENTO_API_KEY")
+    try:
+        fl = [Fault.from_dict(json.loads(f)) for f in faults]
+    except (ValueError, TypeError) as e:
+        raise click.ClickException(f"--fault: {e}") from None
+    gw = FakeHistoricalGateway(data_dir, key=key, usd_per_gb=usd_per_gb, host=host, port=hist_port, ca_file=ca_file, faults=fl)
+
+    def ready(g):
+        info = {"hist_port": g.port, "url": g.url, "ca_file": str(Path(g.ca_file).resolve())}
+        if ready_file:
+            tmp = Path(ready_file).with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(ready_file)
+        click.echo(f"fake Databento historical gateway on {g.url} (CA: {info['ca_file']}; datasets {g.store.datasets()})", err=True)
+
+    gw.serve_forever(ready)
 
 
 if __name__ == "__main__":

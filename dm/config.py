@@ -178,6 +178,9 @@ class ConfigFile(_Section):
     providers: dict[Name, ProviderSection] = {}
     # sections owned by other modules (EXTENSION_SECTIONS): validated by their owner at load
     bridge: dict[str, Any] = {}
+    routing: dict[str, Any] = {}
+    backfill: dict[str, Any] = {}
+    databento: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -185,6 +188,9 @@ class ConfigFile(_Section):
 #: the section is present, so loading a config stays light.
 EXTENSION_SECTIONS: dict[str, str] = {
     "bridge": "dm.bridge:parse_bridge_section",
+    "routing": "dm.backfill:parse_routing_section",
+    "backfill": "dm.backfill:parse_backfill_section",
+    "databento": "dm.backfill:parse_databento_section",
 }
 
 

@@ -117,3 +117,18 @@ class StorageError(DmError):
 
 class RecordingError(DmError):
     """A recording file line does not follow the cryptofeed raw-data grammar."""
+
+
+class BackfillError(DmError):
+    """A historical request failed: the provider refused it (its ``case: message``), retries
+    were exhausted, or the data could not be stored. Never carries an API key."""
+
+
+class BudgetRefused(BackfillError):
+    """A backfill request was not run because of the budget guard (``[backfill]``): it needs
+    ``--confirm`` (``needs_confirm``) or it exceeds a limit. ``verdict`` holds the numbers."""
+
+    def __init__(self, message: str, verdict=None, needs_confirm: bool = False):
+        super().__init__(message)
+        self.verdict = verdict
+        self.needs_confirm = needs_confirm

@@ -306,12 +306,19 @@ class Storage(abc.ABC):
 
     # --- records ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def write(self, batches: dict[int, np.ndarray]) -> dict[str, int]:
+    def write(self, batches: dict[int, np.ndarray], then: Callable[[Any, dict[str, int]], None] | None = None) -> dict[str, int]:
         """Store record arrays ``{rtype: array of DTYPES[rtype]}`` (TRADE, BBO, BOOK_DELTA, DEPTH,
         BAR) in ONE transaction, committed before returning. Records already stored (same unique
         key, see module doc) are skipped. Returns ``{table: rows actually inserted}`` for each
         table given. Raises ``StorageError`` (nothing written) on an unknown rtype, a wrong dtype,
-        a u64 value > i64 max or a database failure."""
+        a u64 value > i64 max or a database failure.
+
+        ``then(cursor, inserted)``: called with the backend's DB-API cursor (``execute(sql,
+        params)``; placeholders ``%s`` on PostgreSQL, ``?`` on SQLite: see ``backend``) and the
+        ``{table: rows inserted}`` of this write, inside the same transaction, after the rows are
+        inserted (also when ``batches`` is empty). Whatever it executes commits with
+        the rows, and an exception from it rolls everything back and propagates. For bookkeeping
+        that must be exactly as durable as the rows it describes (``dm.backfill``'s ledger)."""
 
     @abc.abstractmethod
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:

@@ -247,7 +247,7 @@ class PostgresStorage(Storage):
         return stage
 
     # --- records ----------------------------------------------------------------------------
-    def write(self, batches: dict[int, np.ndarray]) -> dict[str, int]:
+    def write(self, batches: dict[int, np.ndarray], then=None) -> dict[str, int]:
         """See ``Storage.write``. Per table: binary COPY into the TEMP staging table, then a plain
         ``INSERT .. SELECT`` in a savepoint (the common case: nothing is a duplicate, and a plain
         insert is about twice as fast as ON CONFLICT's speculative insertion); on a unique
@@ -255,7 +255,7 @@ class PostgresStorage(Storage):
         prepared = self._prepare(batches)
         result = {table: 0 for table, _ in prepared}
         todo = [(t, a) for t, a in prepared if len(a)]
-        if not todo:
+        if not todo and then is None:
             return result
         with self._errors("write"):
             for table, arr in todo:
@@ -275,6 +275,8 @@ class PostgresStorage(Storage):
                     insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                         sql.Identifier(table), names, names, stage)
                     result[table] = self._insert_from_stage(cur, insert)
+                if then is not None:
+                    then(cur, dict(result))
         return result
 
     def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:

@@ -112,6 +112,27 @@ class SqliteStorage(Storage):
 
     # --- schema -----------------------------------------------------------------------------
     def migrate(self) -> list[str]:
+        # Each migration commits on its own; an exclusive lock file next to the database makes the
+        # whole sequence one critical section, so racing processes never interleave migrations
+        # (PostgreSQL does the same with an advisory lock).
+        with self._migration_lock():
+            return self._migrate()
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        import fcntl
+
+        with open(f"{self.path}.migrate-lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _migrate(self) -> list[str]:
         applied = []
         for version, name, text in migrations("sqlite"):
             with self._txn("migrate") as c:
@@ -135,11 +156,11 @@ class SqliteStorage(Storage):
             return int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
     # --- records ----------------------------------------------------------------------------
-    def write(self, batches: dict[int, np.ndarray]) -> dict[str, int]:
+    def write(self, batches: dict[int, np.ndarray], then=None) -> dict[str, int]:
         prepared = self._prepare(batches)
         result = {table: 0 for table, _ in prepared}
         todo = [(t, a) for t, a in prepared if len(a)]
-        if not todo:
+        if not todo and then is None:
             return result
         with self._txn("write") as c:
             for table, arr in todo:
@@ -150,6 +171,8 @@ class SqliteStorage(Storage):
                 before = c.total_changes
                 c.executemany(q, np.column_stack(cols).tolist())
                 result[table] = c.total_changes - before
+            if then is not None:
+                then(c.cursor(), dict(result))
         return result
 
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
