@@ -98,5 +98,21 @@ class StorageError(DmError):
     """The storage backend failed or its schema is not at the expected version."""
 
 
+class StorageDataError(StorageError):
+    """The database refused a value or a row (out of range, a constraint other than a duplicate
+    key, an identity conflict): retrying the same data cannot succeed. ``rejects`` lists the
+    refused rows when the backend could tell which, as ``(rtype, row_index, reason)`` into the
+    arrays given to ``Storage.write``; empty when it could not (the caller bisects)."""
+
+    def __init__(self, message: str, rejects: list | None = None):
+        super().__init__(message)
+        self.rejects = list(rejects or ())
+
+
+class StorageTimeoutError(StorageError):
+    """The database gave no answer within ``storage.timeout_s`` (a hung server or a blackholed
+    connection); the connection was closed and the call can be retried."""
+
+
 class RecordingError(DmError):
     """A recording file line does not follow the cryptofeed raw-data grammar."""
