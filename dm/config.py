@@ -5,6 +5,7 @@ resolved against the directory the process runs in (the project root for ``make 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -28,12 +29,14 @@ class ShmConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     url: str = "sqlite:///var/dm.sqlite"
+    timeout_s: float = 5.0  # a database call without an answer for this long is an error (hung)
 
 
 @dataclass(frozen=True)
 class PersisterConfig:
     batch_records: int = 10_000
     batch_ms: int = 50
+    dead_letter: Path = Path("var/deadletter/persister.jsonl")  # rows storage refused
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,11 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
     instance = str(top.get("instance", "default"))
     if not instance.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"dm.instance must be alphanumeric (with - _), got {instance!r}")
-    storage = _section(raw, "storage", StorageConfig)
+    storage = _section(raw, "storage", StorageConfig, {"timeout_s": float})
+    if storage.timeout_s <= 0:
+        raise ConfigError(f"storage.timeout_s must be > 0, got {storage.timeout_s}")
     if env.get("DM_STORAGE_URL"):
-        storage = StorageConfig(url=env["DM_STORAGE_URL"])
+        storage = dataclasses.replace(storage, url=env["DM_STORAGE_URL"])
     if not storage.url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError(f"storage.url must be sqlite:///PATH or postgresql://..., got {storage.url!r}")
     shm = _section(raw, "shm", ShmConfig, {"spool_dir": Path})
@@ -193,7 +198,7 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         log_level=str(top.get("log_level", "info")),
         storage=storage,
         shm=shm,
-        persister=_section(raw, "persister", PersisterConfig),
+        persister=_section(raw, "persister", PersisterConfig, {"dead_letter": Path}),
         supervisor=_section(raw, "supervisor", SupervisorConfig),
         replay=replay,
         quote_aliases={str(k).upper(): str(v).upper() for k, v in raw.get("symbology", {}).get("quote_aliases", {}).items()},
