@@ -36,7 +36,7 @@ from dm.records import (
 from dm.storage import open_storage
 from dm.storage.base import ALL_TABLES, COLUMNS, NS_PER_DAY, TABLE_OF, column_arrays, dedup_hash
 
-MIGRATIONS = ["001_initial", "002_mbp_events", "003_size_precision"]
+MIGRATIONS = ["001_initial", "002_mbp_events", "003_size_precision", "004_records_ledger"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY0 = 19_905  # 2024-07-01
@@ -605,9 +605,10 @@ def test_gaps(store):
     g2 = store.record_gap(8, "time", T0, T0 + 10**9, T0 + 2)
     assert g2 > g1
     assert [g["id"] for g in store.gaps()] == [g1, g2]
-    assert store.gaps("open")[0] == {"id": g1, "instrument_id": 7, "kind": "sequence", "first_missing": 100,
-                                     "last_missing": 105, "detected_ns": T0, "state": "open",
-                                     "detail": "binance depth U/u"}
+    assert store.gaps("open")[0] == {"id": g1, "publisher_id": 0, "instrument_id": 7, "kind": "sequence",
+                                     "units": 0, "first_missing": 100, "last_missing": 105, "detected_ns": T0,
+                                     "state": "open", "detail": "binance depth U/u"}
+    assert store.record_gap(7, "sequence", 100, 105, T0, detail="binance depth U/u") == g1  # idempotent
     assert store.update_gap(g1, "filled") is True
     assert store.update_gap(10**9, "filled") is False
     assert [g["id"] for g in store.gaps("filled")] == [g1]
