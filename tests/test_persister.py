@@ -45,7 +45,7 @@ def test_database_outage_loses_nothing(tmp_path, instance, pg_url):
     final = json.loads(stats_path.read_text())
     assert final["pid"] == pid and final["failures"] > 0  # it retried, it was not restarted
     log = (tmp_path / "supervisor.log").read_text()
-    assert "storage write failed" in log and "restarting" not in log
+    assert "storage failing" in log and "storage recovered" in log and "restarting" not in log
     st = open_storage(pg_url)
     try:
         assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408
