@@ -183,6 +183,68 @@ def _walk(buf: bytes, why: str) -> tuple[dict[int, np.ndarray], list[tuple[bytes
     return arrays, poison
 
 
+def dead_entry(provider: str, raw: bytes, why: str, table: str = "") -> dict:
+    """One dead letter: ``ts_ns``, ``provider``, ``table``, ``rtype``, ``reason``, ``record`` (the
+    fields), ``raw`` (the record's bytes in hex, to replay it)."""
+    return {"ts_ns": time.time_ns(), "provider": provider, "table": table,
+            "rtype": raw[1] if len(raw) > 1 else None, "reason": why, "record": record_fields(raw),
+            "raw": raw.hex()}
+
+
+def _dead_row(provider: str, arrays: dict[int, np.ndarray], reject) -> dict:
+    rt, i, why = int(reject[0]), int(reject[1]), reject[2]
+    return dead_entry(provider, arrays[rt][i:i + 1].tobytes(), why, RECORD_TABLES.get(rt, ""))
+
+
+def store_batch(storage, buf: bytes, provider: str = "", url: str = "") -> tuple[dict[str, int], list[dict], dict]:
+    """Store concatenated records, poison set aside: ``(rows inserted per table, dead-letter
+    entries, the record arrays)``.
+
+    Records of an unknown rtype or length, rows ``row_problems`` finds (vectorised, before the
+    write) and rows the database refuses for a data error (``StorageDataError``: the rows it
+    names, else found by bisecting: per table, then halves, each part its own transaction) become
+    dead-letter entries; everything else is written. Raises ``StorageError`` (not a data error)
+    on an outage or a timeout: nothing of the batch may be assumed stored then (a retry is
+    idempotent)."""
+    arrays, poison = split_records(buf)
+    dead = [dead_entry(provider, raw, why) for raw, why in poison]
+    rejects = []
+    for rt, a in arrays.items():
+        check_dtype(rt, a)
+        rejects += [(rt, i, why) for i, why in row_problems(rt, a)]
+    clean = arrays
+    if rejects:
+        dead += [_dead_row(provider, arrays, r) for r in rejects]
+        clean = drop_rows(arrays, rejects)
+    return _write_isolating(storage, clean, dead, provider, url), dead, arrays
+
+
+def _write_isolating(storage, arrays: dict[int, np.ndarray], dead: list[dict], provider: str, url: str) -> dict[str, int]:
+    arrays = {rt: a for rt, a in arrays.items() if len(a)}
+    if not arrays:
+        return {}
+    try:
+        return storage.write(arrays, checked=True)
+    except StorageDataError as e:
+        if e.rejects:
+            dead += [_dead_row(provider, arrays, r) for r in e.rejects]
+            return _write_isolating(storage, drop_rows(arrays, e.rejects), dead, provider, url)
+        if sum(len(a) for a in arrays.values()) == 1:
+            rt = next(iter(arrays))
+            dead.append(_dead_row(provider, arrays, (rt, 0, redact_text(str(e), url))))
+            return {}
+        if len(arrays) > 1:
+            parts = [{rt: a} for rt, a in arrays.items()]
+        else:
+            (rt, a), = arrays.items()
+            h = len(a) // 2
+            parts = [{rt: a[:h]}, {rt: a[h:]}]
+        out: Counter[str] = Counter()
+        for part in parts:
+            out.update(_write_isolating(storage, part, dead, provider, url))
+        return dict(out)
+
+
 class DeadLetters:
     """The persister's dead-letter file: one JSON object per line (``ts_ns``, ``provider``,
     ``table``, ``rtype``, ``reason``, ``record`` = the fields, ``raw`` = the record's bytes in hex);
@@ -459,11 +521,9 @@ class Persister:
         """Store the batch (poison dead-lettered), then commit its positions. On an outage keep
         the batch and back off (this provider only)."""
         b = q.batch
-        arrays, poison = split_records(b"".join(b.bufs))
-        dead = [self._dead_entry(q.name, raw, why) for raw, why in poison]
         t0 = time.perf_counter()
         try:
-            inserted = self._store(q, arrays, dead)
+            inserted, dead, arrays = store_batch(self.storage, b"".join(b.bufs), q.name, self.url)
         except StorageError as e:
             self.latency.observe(time.perf_counter() - t0)
             self._retry_later(q, e)
@@ -515,55 +575,6 @@ class Persister:
             self._failed(e)
         else:
             self.failures += 1
-
-    def _store(self, q: Queue, arrays: dict[int, np.ndarray], dead: list[dict]) -> dict[str, int]:
-        """Row checks (vectorised), then the write; data errors bisected down to the bad rows.
-        Appends dead-letter entries to ``dead``; raises ``StorageError`` on an outage."""
-        rejects = []
-        for rt, a in arrays.items():
-            check_dtype(rt, a)
-            rejects += [(rt, i, why) for i, why in row_problems(rt, a)]
-        if rejects:
-            dead += [self._dead_row(q.name, arrays, r) for r in rejects]
-            arrays = drop_rows(arrays, rejects)
-        return self._write_isolating(q, arrays, dead)
-
-    def _write_isolating(self, q: Queue, arrays: dict[int, np.ndarray], dead: list[dict]) -> dict[str, int]:
-        arrays = {rt: a for rt, a in arrays.items() if len(a)}
-        if not arrays:
-            return {}
-        try:
-            return self.storage.write(arrays, checked=True)
-        except StorageDataError as e:
-            if e.rejects:
-                dead += [self._dead_row(q.name, arrays, r) for r in e.rejects]
-                return self._write_isolating(q, drop_rows(arrays, e.rejects), dead)
-            total = sum(len(a) for a in arrays.values())
-            if total == 1:
-                rt = next(iter(arrays))
-                dead.append(self._dead_row(q.name, arrays, (rt, 0, redact_text(str(e), self.url))))
-                return {}
-            if len(arrays) > 1:
-                parts = [{rt: a} for rt, a in arrays.items()]
-            else:
-                (rt, a), = arrays.items()
-                h = len(a) // 2
-                parts = [{rt: a[:h]}, {rt: a[h:]}]
-            out: Counter[str] = Counter()
-            for part in parts:
-                out.update(self._write_isolating(q, part, dead))
-            return dict(out)
-
-    def _dead_row(self, provider: str, arrays: dict[int, np.ndarray], reject) -> dict:
-        rt, i, why = int(reject[0]), int(reject[1]), reject[2]
-        raw = arrays[rt][i:i + 1].tobytes()
-        return self._dead_entry(provider, raw, why, RECORD_TABLES.get(rt, ""))
-
-    @staticmethod
-    def _dead_entry(provider: str, raw: bytes, why: str, table: str = "") -> dict:
-        return {"ts_ns": time.time_ns(), "provider": provider, "table": table,
-                "rtype": raw[1] if len(raw) > 1 else None, "reason": why, "record": record_fields(raw),
-                "raw": raw.hex()}
 
     def cache_registrations(self, defs: np.ndarray, dead: list[dict]) -> None:
         """Add the registrations of stored INSTRUMENT_DEF records to the local cache (workers

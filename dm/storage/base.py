@@ -414,6 +414,16 @@ def records_from_columns(table: str, cols: list[np.ndarray], n: int) -> np.ndarr
     return out
 
 
+def _words(col: np.ndarray) -> list[np.ndarray]:
+    """A fixed-width bytes column as its little-endian 8-byte words (zero-padded to a multiple of
+    8 bytes), one u64 array per word: text fields enter the content hash this way."""
+    n, w = len(col), col.dtype.itemsize
+    raw = np.zeros((n, -(-w // 8) * 8), np.uint8)
+    raw[:, :w] = np.ascontiguousarray(col).view(np.uint8).reshape(n, w)
+    words = raw.view("<u8")
+    return [words[:, k] for k in range(words.shape[1])]
+
+
 def gap_dedup(arr: np.ndarray) -> np.ndarray:
     """The ``gaps.dedup`` key (int64) of GAP records: the dm-dedup-v1 hash of every field of the
     record (kind and detail as their 8-byte words), so a re-delivered record is a no-op and two
@@ -422,8 +432,7 @@ def gap_dedup(arr: np.ndarray) -> np.ndarray:
     cols = [arr[f] for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "first_missing",
                              "last_missing", "units", "flags")]
     for f in ("kind", "detail"):
-        words = np.ascontiguousarray(arr[f]).view("<u8").reshape(n, -1)
-        cols += [words[:, k] for k in range(words.shape[1])]
+        cols += _words(arr[f])
     return dedup_hash(cols, n)
 
 
@@ -440,8 +449,7 @@ def definition_dedup(arr: np.ndarray) -> np.ndarray:
     n = len(arr)
     cols = [arr[f] for f in ("publisher_id", "instrument_id", "ts_event") + DEFINITION_NUMBERS[1:]]
     for f in DEFINITION_TEXTS:
-        words = np.ascontiguousarray(arr[f]).view("<u8").reshape(n, -1)
-        cols += [words[:, k] for k in range(words.shape[1])]
+        cols += _words(arr[f])
     return dedup_hash(cols, n)
 
 
