@@ -444,9 +444,10 @@ def test_stop_while_database_down_spills_and_restart_loses_nothing(tmp_path, ins
 
 # ----------------------------------------------------------------------------- refused, blackholed
 
-def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, timeout_s: float = 1.0):
-    """Two providers write ~1,000 records/s each the whole time; the database is refused for
-    ``outage_s``, then forwarded, then blackholed for ``outage_s``, then forwarded."""
+def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, per_tick: int, timeout_s: float = 1.0):
+    """Two providers write ``per_tick`` indexes (~3.4 records each) every 100 ms the whole time;
+    the database is refused for ``outage_s``, then forwarded, then blackholed for ``outage_s``,
+    then forwarded."""
     import threading
 
     cfg = config(tmp_path, instance, proxied(pg_url, proxy), timeout_s=timeout_s)
@@ -460,10 +461,10 @@ def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, timeout_s: f
         lo = 0
         while not done.is_set():
             for no, (name, q) in enumerate((("alpha", qa), ("beta", qb))):
-                r = records(no, lo, lo + 100)
+                r = records(no, lo, lo + per_tick)
                 write(q, r)
                 written[name].append(r)
-            lo += 100
+            lo += per_tick
             time.sleep(0.1)
         while not finished.wait(0.05):  # housekeeping until the persister caught up
             qa.flush(), qb.flush()
@@ -488,7 +489,7 @@ def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, timeout_s: f
             proxy.set_mode("forward")
             t = time.monotonic()
             wait_for(lambda: (x := stats(tmp_path, instance)) and x["storage"]["state"] == "ok"
-                     and all(q["lag_s"] < 1.0 for q in x["queues"].values()), 60, f"ok after {mode}")
+                     and all(q["lag_s"] < 1.0 for q in x["queues"].values()), 120, f"ok after {mode}")
             timings[f"{mode}_recovery"] = time.monotonic() - t
         done.set()
         wait_for(lambda: not written["alpha"] or len(written["alpha"]) == len(written["beta"]), 5, "last writes")
@@ -515,10 +516,10 @@ def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, timeout_s: f
 
 @pytest.mark.timeout(180)
 def test_refused_then_blackholed_database_short(tmp_path, instance, pg_url, proxy):
-    """Refused 3 s, blackholed 3 s, ``storage.timeout_s`` = 1 s. Figure: ``failing`` and
+    """~3,400 records/s; refused 3 s, blackholed 3 s, ``storage.timeout_s`` = 1 s. Figure: ``failing`` and
     ``hung`` in the stats within timeout_s + 1 s of each fault, ``ok`` after the catch-up, every
     record written stored exactly once."""
-    timings, n = _outage_run(tmp_path, instance, pg_url, proxy, outage_s=3.0)
+    timings, n = _outage_run(tmp_path, instance, pg_url, proxy, outage_s=3.0, per_tick=50)
     assert timings["refuse"] <= 2.0 and timings["blackhole"] <= 2.0, timings
     assert n > 5000
 
@@ -526,11 +527,11 @@ def test_refused_then_blackholed_database_short(tmp_path, instance, pg_url, prox
 @pytest.mark.faults
 @pytest.mark.timeout(400)
 def test_refused_30s_then_blackholed_30s(tmp_path, instance, pg_url, proxy):
-    """The issue's figure: refused 30 s and blackholed 30 s → 0 lost, 0 duplicated, fault seen
-    within timeout_s + 1 s, ``ok`` again after catch-up."""
-    timings, n = _outage_run(tmp_path, instance, pg_url, proxy, outage_s=30.0)
+    """The issue's figure: ~2,000 records/s; refused 30 s and blackholed 30 s → 0 lost,
+    0 duplicated, fault seen within timeout_s + 1 s, ``ok`` again after catch-up."""
+    timings, n = _outage_run(tmp_path, instance, pg_url, proxy, outage_s=30.0, per_tick=30)
     assert timings["refuse"] <= 2.0 and timings["blackhole"] <= 2.0, timings
-    assert n > 100_000
+    assert n > 50_000
 
 
 # ----------------------------------------------------------------------------- kill -9 mid-COPY
@@ -543,16 +544,15 @@ def _copy_running(pg_url: str) -> bool:
     return bool(rows)
 
 
-@pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_kill_9_mid_copy_twice_loses_and_duplicates_nothing(tmp_path, instance, pg_url, proxy):
-    """Two providers, 40,000 indexes each (every table, ~240,000 records). Twice: the proxy
+    """Two providers, 25,000 indexes each (every table, ~170,000 records). Twice: the proxy
     lets a COPY start and stalls it half-way through a CopyData message (the server shows the
     COPY running), then the persister is killed with SIGKILL; a new one is started. Figure:
     0 lost, 0 duplicated in every table."""
     cfg = config(tmp_path, instance, proxied(pg_url, proxy), timeout_s=60.0, batch_records=5000)
     qa, qb = open_queue(tmp_path, instance, "alpha", 1 << 22), open_queue(tmp_path, instance, "beta", 1 << 22)
-    a, b = records(0, 0, 40_000), records(1, 0, 40_000)
+    a, b = records(0, 0, 25_000), records(1, 0, 25_000)
     counts = {"alpha": write(qa, a), "beta": write(qb, b)}
     flusher = Flusher(qa, qb)
     kills = []

@@ -61,8 +61,11 @@ Rows the tables cannot hold are found row by row, vectorised, before anything is
 ``rejects`` name every such row, so a caller (the persister) can set them aside and store the
 rest. The GAP records become ``gaps`` rows (state ``'open'``; a re-delivered record is a no-op);
 an INSTRUMENT_DEF record registers its instrument in ``instruments`` when absent (refused as
-``StorageDataError`` when its id or its (symbol, exchange) is registered to another instrument)
-and adds a row to ``instrument_definitions``.
+``StorageDataError`` when its id is registered to another (symbol, exchange)) and adds a row to
+``instrument_definitions``. A (symbol, exchange) already registered under another id keeps that
+registration and the definition is still stored: Databento re-assigns instrument ids from day to
+day (XNAS MSFT is 6819 on 2021-10-04 and 6830 on 2021-10-05), so ``instruments`` holds the first
+id of such a symbol and ``instrument_definitions`` every id it had.
 
 Tables: ``instruments``, ``trades``, ``bbo``, ``book_deltas``, ``depth``, ``bars``, ``mbp_events``,
 ``statistics``, ``gaps``, ``instrument_definitions``, ``schema_migrations``. PostgreSQL partitions
@@ -486,21 +489,17 @@ def legacy_gap(instrument_id: int, kind: str, first_missing: int, last_missing: 
 
 
 def definition_conflicts(arr: np.ndarray) -> list[tuple[int, str]]:
-    """Rows of INSTRUMENT_DEF records that contradict an earlier row of the same array: an id
-    registered to two (symbol, exchange), or one (symbol, exchange) under two ids."""
+    """Rows of INSTRUMENT_DEF records whose instrument_id an earlier row of the same array
+    registers to another (symbol, exchange). (One symbol under several ids is not a conflict:
+    Databento re-assigns ids from day to day; every definition is kept, the registry keeps the
+    first id.)"""
     by_id: dict[int, tuple[str, str]] = {}
-    by_key: dict[tuple[str, str], int] = {}
     out = []
     for i, (iid, sym, ex) in enumerate(zip(arr["instrument_id"].tolist(), text_column(arr, "symbol"),
                                            text_column(arr, "exchange"))):
-        key = (sym, ex)
-        have, other = by_id.get(iid, key), by_key.get(key, iid)
-        if have != key:
+        have = by_id.setdefault(iid, (sym, ex))
+        if have != (sym, ex):
             out.append((i, f"instrument_id {iid} is registered to {have[0]}@{have[1]} earlier in the batch, not {sym}@{ex}"))
-        elif other != iid:
-            out.append((i, f"{sym}@{ex} is registered as instrument_id {other} earlier in the batch, not {iid}"))
-        else:
-            by_id[iid], by_key[key] = key, iid
     return out
 
 
@@ -518,18 +517,17 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable storage URL>"
-    netloc = parts.netloc
+    netloc, query, changed = parts.netloc, parts.query, False
     if "@" in netloc:
         cred, host = netloc.rsplit("@", 1)
         if ":" in cred:
-            cred = cred.split(":", 1)[0] + ":***"
-        netloc = f"{cred}@{host}"
-    query = parts.query
+            netloc, changed = cred.split(":", 1)[0] + ":***@" + host, True
     if query:
         q = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() in _SECRET_KEYS for k, _ in q):
-            query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in q], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in q], safe="*/")
+            changed = True
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)) if changed else url
 
 
 def url_secrets(url: str) -> list[str]:

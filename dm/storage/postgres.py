@@ -157,7 +157,8 @@ class PostgresStorage(Storage):
     every call must get its answer within it, or it fails with ``StorageTimeoutError``. Three
     layers make a hung server or a blackholed connection (open, no bytes passing) an error in
     time: libpq ``connect_timeout``; TCP keepalives and ``tcp_user_timeout`` (the kernel drops a
-    connection whose peer stopped acknowledging); the server's ``statement_timeout``; and a
+    connection whose peer stopped acknowledging); the server's ``statement_timeout`` (0.8 x
+    ``timeout_s``: a live but slow server cancels the statement itself and the connection survives); and a
     client-side watchdog that shuts the socket down when a call runs past the deadline (the only
     layer that catches a peer that acknowledges bytes but never answers). The connection is
     re-opened by the next call. ``connect=False`` opens nothing until the first call (a
@@ -193,7 +194,9 @@ class PostgresStorage(Storage):
                 connect_timeout=max(2, math.ceil(t)),  # libpq: whole seconds, 2 at least
                 keepalives=1, keepalives_idle=max(1, math.ceil(t / 2)), keepalives_interval=1,
                 keepalives_count=max(1, math.ceil(t / 2)), tcp_user_timeout=max(1, int(t * 1000)),
-                options=f"-c statement_timeout={max(1, int(t * 1000))}",
+                # the server cancels a slow statement first (the connection survives); the
+                # watchdog at timeout_s catches what the server cannot (a dead path)
+                options=f"-c statement_timeout={max(1, int(t * 800))}",
             )
         self._conn = psycopg.connect(self.url, **kw)
         self._staged.clear()  # TEMP staging tables live in a session
@@ -423,8 +426,8 @@ class PostgresStorage(Storage):
         return cur.rowcount
 
     def _write_definitions(self, cur: psycopg.Cursor, a: np.ndarray) -> tuple[int, int]:
-        """Register the instruments (when absent), refuse rows whose registration contradicts
-        the database (after the insert, so a concurrent registrant is seen), store the
+        """Register the instruments (when absent), refuse rows whose id the database registers to
+        another symbol (checked after the insert, so a concurrent registrant is seen), store the
         definitions. Returns (instruments inserted, definitions inserted)."""
         iid = a["instrument_id"].tolist()
         sym, ex = text_column(a, "symbol"), text_column(a, "exchange")
@@ -442,10 +445,7 @@ class PostgresStorage(Storage):
         cur.execute(
             "WITH d(idx, iid, sym, ex) AS (SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::text[], %s::text[]))"
             " SELECT d.idx, i.instrument_id, i.symbol, i.exchange FROM d JOIN instruments i ON i.instrument_id = d.iid"
-            "   WHERE (i.symbol, i.exchange) <> (d.sym, d.ex)"
-            " UNION ALL"
-            " SELECT d.idx, i.instrument_id, i.symbol, i.exchange FROM d"
-            "   JOIN instruments i ON i.symbol = d.sym AND i.exchange = d.ex WHERE i.instrument_id <> d.iid",
+            "   WHERE (i.symbol, i.exchange) <> (d.sym, d.ex)",
             (idx, iid, sym, ex))
         clashes = cur.fetchall()
         if clashes:

@@ -213,8 +213,8 @@ class SqliteStorage(Storage):
 
     @staticmethod
     def _write_definitions(c: sqlite3.Connection, a: np.ndarray) -> int:
-        """Register absent instruments, refuse rows contradicting the registry (StorageDataError,
-        the caller's transaction rolls back). Returns instruments inserted."""
+        """Register absent instruments, refuse rows whose id is registered to another symbol
+        (StorageDataError, the caller's transaction rolls back). Returns instruments inserted."""
         from dm.storage.postgres import _clash
 
         iid = a["instrument_id"].tolist()
@@ -232,11 +232,6 @@ class SqliteStorage(Storage):
             row = c.execute("SELECT symbol, exchange FROM instruments WHERE instrument_id = ?", (iid[i],)).fetchone()
             if row is not None and tuple(row) != (sym[i], ex[i]):
                 rejects.append((int(RType.INSTRUMENT_DEF), i, _clash(iid[i], sym[i], ex[i], iid[i], row[0], row[1])))
-                continue
-            row = c.execute("SELECT instrument_id FROM instruments WHERE symbol = ? AND exchange = ?",
-                            (sym[i], ex[i])).fetchone()
-            if row is not None and row[0] != iid[i]:
-                rejects.append((int(RType.INSTRUMENT_DEF), i, _clash(iid[i], sym[i], ex[i], row[0], sym[i], ex[i])))
         if rejects:
             raise StorageDataError(f"{len(rejects)} instrument definition(s) contradict the registry", rejects)
         c.executemany("UPDATE instruments SET size_precision = ? WHERE instrument_id = ? AND size_precision IS NULL",
