@@ -25,7 +25,7 @@ demo: build
 	$(PY) -m dm supervise -c conf/demo.toml
 
 test: build
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not faults" $(PYTEST_ARGS)
 
 bench: build
 	$(PY) bench/run.py
