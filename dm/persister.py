@@ -674,17 +674,13 @@ class Persister:
         """One step of stopping; True when done. Storage up: drain everything to storage. Storage
         down (never connected, or the last attempt failed): spill what is held and in the queues."""
         down = not self.ready or self.state in ("failing", "hung")
-        if down:
-            for q in self.queues.values():
+        for q in self.queues.values():
+            if down or q.failing:  # a provider whose batch failed (even for a bug) is not retried now
                 self.spill(q)
-            self.spilled = True
+                self.spilled = True
+        if down:
             return True
-        busy = any(q.batch.n or q.held for q in self.queues.values())
-        if not busy:
-            return True
-        if all(q.retry_at > time.monotonic() for q in self.queues.values() if q.batch.n):
-            time.sleep(0.005)
-        return False
+        return not any(q.batch.n or q.held for q in self.queues.values())
 
     def _ping(self) -> None:
         t0 = time.perf_counter()
