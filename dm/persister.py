@@ -658,7 +658,7 @@ class Persister:
                     if due and now >= q.retry_at:
                         self.flush(q)
                 if self.stopping:
-                    if self._stop_step():
+                    if self._stop_step(moved):
                         break
                     continue
                 if self.ready and moved == 0 and time.monotonic() - self.last_ok >= PING_EVERY_S:
@@ -670,9 +670,10 @@ class Persister:
             stats.join(2)
         self.finish()
 
-    def _stop_step(self) -> bool:
-        """One step of stopping; True when done. Storage up: drain everything to storage. Storage
-        down (never connected, or the last attempt failed): spill what is held and in the queues."""
+    def _stop_step(self, moved: int) -> bool:
+        """One step of stopping; True when done. Storage up: drain everything to storage (done
+        when a pass read nothing and nothing is held). Storage down (never connected, or the last
+        attempt failed): spill what is held and in the queues."""
         down = not self.ready or self.state in ("failing", "hung")
         for q in self.queues.values():
             if down or q.failing:  # a provider whose batch failed (even for a bug) is not retried now
@@ -680,7 +681,7 @@ class Persister:
                 self.spilled = True
         if down:
             return True
-        return not any(q.batch.n or q.held for q in self.queues.values())
+        return moved == 0 and not any(q.batch.n or q.held for q in self.queues.values())
 
     def _ping(self) -> None:
         t0 = time.perf_counter()

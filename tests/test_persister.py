@@ -442,6 +442,32 @@ def test_stop_while_database_down_spills_and_restart_loses_nothing(tmp_path, ins
     assert sum(counts.values()) == total(merge(a, b))
 
 
+@pytest.mark.timeout(120)
+def test_stop_with_database_up_drains_everything_first(tmp_path, instance, pg_url):
+    """SIGTERM as soon as the persister attached, with 20,000 indexes per provider waiting
+    (~140,000 records): it stores everything before it exits. Figure: exit 0, every record
+    stored once, no held file."""
+    open_storage(pg_url, migrate=True).close()
+    cfg = config(tmp_path, instance, pg_url)
+    qa, qb = open_queue(tmp_path, instance, "alpha", 1 << 22), open_queue(tmp_path, instance, "beta", 1 << 22)
+    a, b = records(0, 0, 20_000), records(1, 0, 20_000)
+    write(qa, a), write(qb, b)
+    qa.close(), qb.close()  # the workers stopped first (the supervisor's order)
+    proc = start_persister(cfg, tmp_path / "persister.log")
+    try:
+        wait_for(lambda: (x := stats(tmp_path, instance)) and x["storage"]["state"] == "ok"
+                 and all(q["attached"] for q in x["queues"].values()) and x, 30, "attached")
+        assert stop(proc, timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((tmp_path / "spool" / instance).glob("*/persister.*.held"))
+    assert_stored_exactly(pg_url, merge(a, b))
+    log = (tmp_path / "persister.log").read_text()
+    assert log.count("persist queue drained and removed") == 2 and "spilled=False" in log
+    assert leftover_segments(instance) == []
+
+
 # ----------------------------------------------------------------------------- refused, blackholed
 
 def _outage_run(tmp_path, instance, pg_url, proxy, outage_s: float, per_tick: int, timeout_s: float = 1.0):
