@@ -95,7 +95,11 @@ class InstrumentError(DmError):
 
 
 class StorageError(DmError):
-    """The storage backend failed or its schema is not at the expected version."""
+    """The storage backend failed or its schema is not at the expected version. ``outage`` is
+    True when the database could not be reached or did not answer (every caller is affected:
+    connection refused or lost, a timeout), False when it answered and refused this call."""
+
+    outage = False
 
 
 class StorageDataError(StorageError):
@@ -112,6 +116,8 @@ class StorageDataError(StorageError):
 class StorageTimeoutError(StorageError):
     """The database gave no answer within ``storage.timeout_s`` (a hung server or a blackholed
     connection); the connection was closed and the call can be retried."""
+
+    outage = True
 
 
 class RecordingError(DmError):
