@@ -16,9 +16,12 @@ Faults stay local:
   is appended, with its provider, table, reason and fields, to the dead-letter file
   (``persister.dead_letter``, JSON lines, fsync'd before the batch's positions are committed);
   the rest of the batch is stored.
-* **Outages retry per provider.** A connection failure or timeout keeps that provider's batch and
-  retries it after that provider's own backoff (50 ms doubling to 5 s); other providers' batches
-  go on as soon as the database answers them.
+* **Retries are per provider.** A failed write keeps that provider's batch and retries it after
+  that provider's own backoff (50 ms doubling to 5 s); other providers' batches go on as soon as
+  the database answers them. An outage (refused, lost, no answer: ``StorageError.outage``) is the
+  storage's state and every provider waiting on it retries once the database answers again; a
+  refusal of one provider's batch by a database that answers (a trigger, a permission) stays that
+  provider's (its ``state``/``last_error`` in the stats) and never touches the others' clocks.
 * **Hung storage is detected** within ``storage.timeout_s`` (``dm.storage.postgres``: keepalives,
   ``tcp_user_timeout``, ``statement_timeout`` and a watchdog on each call); an idle persister pings
   the database every second so a quiet market does not hide an outage. One log line per incident
@@ -43,7 +46,8 @@ while a database call blocks)::
                  "last_ok_ns": int, "url": redacted URL,
                  "write_latency_s": {"buckets": {"0.001": n, ..., "+Inf": n}, "sum": s, "count": n}},
      "queues": {provider: {"attached": bool, "pending": int, "lag_s": float, "records": int,
-                           "dead_letters": int, "spool_bytes": int, "state": "ok"|"retrying"}},
+                           "dead_letters": int, "spool_bytes": int, "state": "ok"|"retrying",
+                           "last_error": str}},
      "rows": {table: n}, "dead_letters": int, "records": int, "batches": int, "failures": int}
 
 ``write_latency_s`` buckets are cumulative (Prometheus ``le``), one observation per write
@@ -308,6 +312,8 @@ class Queue:
         self.retry_at = 0.0
         self.backoff = BACKOFF_MIN_S
         self.failing = False
+        self.outage_wait = False  # the failure was an outage (retried as soon as storage answers)
+        self.last_error = ""
         self.records = 0
         self.dead_letters = 0
         self.behind_since: float | None = None
@@ -457,7 +463,7 @@ class Persister:
         self.incident_at = None
         self.incident_failures = 0
         for q in self.queues.values():
-            if q.failing:
+            if q.failing and q.outage_wait:  # waited out the outage: retry now
                 q.retry_at = 0.0
                 q.backoff = BACKOFF_MIN_S
         return True
@@ -526,12 +532,12 @@ class Persister:
             inserted, dead, arrays = store_batch(self.storage, b"".join(b.bufs), q.name, self.url)
         except StorageError as e:
             self.latency.observe(time.perf_counter() - t0)
-            self._retry_later(q, e)
+            self._retry_later(q, e, outage=e.outage)
             return False
         except Exception as e:  # noqa: BLE001 - a bug must not stop the other providers
             self.latency.observe(time.perf_counter() - t0)
             log.exception("batch could not be stored (bug?); kept for retry", provider=q.name, records=b.n)
-            self._retry_later(q, StorageError(f"{type(e).__name__}: {e}"), count=False)
+            self._retry_later(q, StorageError(f"{type(e).__name__}: {e}"), outage=False, logged=True)
             return False
         self.latency.observe(time.perf_counter() - t0)
         self.dead.write(dead)  # fsync'd before the positions are committed
@@ -550,8 +556,11 @@ class Persister:
             q.records += b.n
             q.dead_letters += len(dead)
             q.batch = Batch()
+        if q.failing and not q.outage_wait:
+            log.info("provider's batches stored again", provider=q.name)
         q.backoff = BACKOFF_MIN_S
-        q.failing = False
+        q.failing = q.outage_wait = False
+        q.last_error = ""
         q.retry_at = 0.0
         if self._ok():
             self.reconcile_instruments()
@@ -564,17 +573,25 @@ class Persister:
             else:
                 q.consumer.commit(tok)
 
-    def _retry_later(self, q: Queue, e: StorageError, count: bool = True) -> None:
+    def _retry_later(self, q: Queue, e: StorageError, outage: bool, logged: bool = False) -> None:
+        """Keep the provider's batch and retry it after its own backoff. An outage is the
+        storage's state (``failing``/``hung``); a refusal of this provider's batch by a database
+        that answers (e.g. a trigger, a permission, a missing table) is that provider's alone."""
         now = time.monotonic()
         q.retry_at = now + q.backoff
         q.backoff = min(q.backoff * 2, BACKOFF_MAX_S)
-        q.failing = True
+        q.outage_wait = outage
         if q.behind_since is None:
             q.behind_since = q.batch.t0 or now
-        if count:
+        q.last_error = redact_text(str(e), self.url)
+        if outage:
             self._failed(e)
         else:
             self.failures += 1
+            if not q.failing and not logged:
+                log.error("storage refused this provider's batch; retrying it alone", provider=q.name,
+                          records=q.batch.n, error=q.last_error, retry_in_s=round(q.retry_at - now, 3))
+        q.failing = True
 
     def cache_registrations(self, defs: np.ndarray, dead: list[dict]) -> None:
         """Add the registrations of stored INSTRUMENT_DEF records to the local cache (workers
@@ -746,7 +763,8 @@ class Persister:
                     lag = max(0.0, now - min(starts)) if starts else 0.0
                 queues[q.name] = {"attached": c is not None, "pending": int(pending), "lag_s": round(lag, 3),
                                   "records": q.records, "dead_letters": q.dead_letters,
-                                  "spool_bytes": q.spool_bytes(), "state": "retrying" if q.failing else "ok"}
+                                  "spool_bytes": q.spool_bytes(), "state": "retrying" if q.failing else "ok",
+                                  "last_error": q.last_error}
             return {
                 "pid": os.getpid(),
                 "ts": time.time(),

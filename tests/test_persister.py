@@ -344,6 +344,47 @@ def test_poison_rows_dead_lettered_rest_of_batch_and_other_provider_stored(tmp_p
     assert "records dead-lettered" in log
 
 
+@pytest.mark.timeout(120)
+def test_one_providers_refused_batch_retries_alone(tmp_path, instance, pg_url):
+    """The database answers but refuses alpha's trades (a trigger raising an error, as a
+    permission or a full tablespace would): alpha's batch is retried on alpha's own backoff
+    while beta's 5,000 indexes are all stored, the storage stays ``ok``; once the trigger is
+    gone alpha catches up. Figure: beta complete while alpha waits; then everything stored once."""
+    open_storage(pg_url, migrate=True).close()
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                  " IF NEW.publisher_id = 1001 THEN RAISE EXCEPTION 'test: alpha refused'; END IF;"
+                  " RETURN NEW; END $$")
+        c.execute("CREATE TRIGGER test_refuse BEFORE INSERT ON trades FOR EACH ROW EXECUTE FUNCTION test_refuse()")
+    cfg = config(tmp_path, instance, pg_url)
+    qa, qb = open_queue(tmp_path, instance, "alpha"), open_queue(tmp_path, instance, "beta")
+    a, b = records(0, 0, 5000), records(1, 0, 5000)
+    proc = start_persister(cfg, tmp_path / "persister.log")
+    flusher = None
+    try:
+        counts = {"alpha": write(qa, a), "beta": write(qb, b)}
+        flusher = Flusher(qa, qb)
+        wait_for(lambda: all_committed(tmp_path, instance, ("beta",), counts), 60, "beta stored")
+        s = stats(tmp_path, instance)
+        assert s["storage"]["state"] == "ok" and s["queues"]["beta"]["state"] == "ok"
+        assert s["queues"]["alpha"]["state"] == "retrying" and "alpha refused" in s["queues"]["alpha"]["last_error"]
+        assert s["queues"]["alpha"]["records"] == 0 and s["queues"]["alpha"]["pending"] == counts["alpha"]
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            assert c.execute("SELECT count(*) FROM trades WHERE publisher_id = 1002").fetchone()[0] == 5000
+            c.execute("DROP TRIGGER test_refuse ON trades")
+        wait_for(lambda: all_committed(tmp_path, instance, ("alpha", "beta"), counts), 60, "alpha caught up")
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if flusher:
+            flusher.stop()
+        qa.close(), qb.close()
+    assert_stored_exactly(pg_url, merge(a, b))
+    log = (tmp_path / "persister.log").read_text()
+    assert log.count("retrying it alone") == 1 and "storage failing" not in log and "stored again" in log
+
+
 # ----------------------------------------------------------------------------- database down at start
 
 @pytest.mark.timeout(120)

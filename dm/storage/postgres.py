@@ -182,8 +182,9 @@ class PostgresStorage(Storage):
             try:
                 self._connect()
             except psycopg.Error as e:
-                raise StorageError(f"cannot connect to PostgreSQL at {redact_url(url)}: "
-                                   f"{redact_text(str(e), url)}") from e
+                err = StorageError(f"cannot connect to PostgreSQL at {redact_url(url)}: {redact_text(str(e), url)}")
+                err.outage = True
+                raise err from e
 
     # --- helpers ----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -264,9 +265,13 @@ class PostgresStorage(Storage):
                 raise StorageTimeoutError(f"postgresql {what}: {msg}") from e
             if state.startswith("22") or (state.startswith("23") and state != "23505"):
                 raise StorageDataError(f"postgresql {what}: {msg}") from e
-            if self._conn is not None and (self._conn.broken or self._conn.closed):
+            err = StorageError(f"postgresql {what}: {msg}")
+            if self._conn is None or self._conn.broken or self._conn.closed:
                 self._drop_connection()
-            raise StorageError(f"postgresql {what}: {msg}") from e
+                err.outage = True  # refused, lost, or never made
+            elif state[:2] in ("08", "53") or state in ("57P01", "57P02", "57P03"):
+                err.outage = True  # connection exception, server out of resources or shutting down
+            raise err from e
         finally:
             self._in_call = False
 

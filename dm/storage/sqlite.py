@@ -118,7 +118,11 @@ class SqliteStorage(Storage):
                 raise StorageTimeoutError(f"sqlite {what}: no answer within {self.timeout_s} s (storage.timeout_s)") from e
             if isinstance(e, (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)):
                 raise StorageDataError(f"sqlite {what}: {e}") from e
-            raise StorageError(f"sqlite {what}: {e}") from e
+            err = StorageError(f"sqlite {what}: {e}")
+            text = str(e).lower()
+            err.outage = isinstance(e, sqlite3.OperationalError) and any(
+                k in text for k in ("locked", "busy", "i/o", "unable to open", "disk", "full"))
+            raise err from e
         finally:
             self._in_call = False
 
