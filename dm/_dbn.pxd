@@ -22,6 +22,8 @@ cdef class DbnConverter:
     cdef readonly list partial
     cdef readonly list not_found
     cdef readonly list definitions       # DbnDefinition tuples from definition records
+    cdef readonly list rejected          # [(instrument_id, raw_symbol, reason)]: definitions that
+                                         # do not fit an INSTRUMENT_DEF record (no record emitted)
     cdef readonly uint64_t count         # dm records produced
     cdef readonly uint64_t dbn_count     # DBN records read (converted, skipped or parsed)
     cdef readonly uint64_t offset        # stream bytes consumed so far (metadata included)
@@ -40,4 +42,8 @@ cdef class DbnConverter:
     cdef int _convert(self, const uint8_t *p, Py_ssize_t n, Py_ssize_t *used) noexcept nogil
     cdef Py_ssize_t _take_metadata(self, const uint8_t *p, Py_ssize_t n) except -2
     cdef int _python_record(self, const uint8_t *q, Py_ssize_t length, uint64_t at) except -1
+    cdef int _definition_record(self, const uint8_t *q, bytes rec, uint64_t at, str sym, int64_t tick,
+                                int o_recv, int o_disp, int o_exp, int o_act, int o_uom, int o_strike,
+                                int o_lot, int o_mult, tuple cur, tuple exch, tuple asset, tuple und,
+                                int o_cls) except -1
     cdef int _raise(self, uint64_t base) except -1

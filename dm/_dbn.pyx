@@ -26,13 +26,42 @@ DBN rtype          dm records
                    ts_recv, sequence) + MBP_EVENT (event + order counts of the 10 levels)
 0x20-0x23 ohlcv    BAR, interval_s 1 / 60 / 3600 / 86400 (volume * 10**9; CodecError when it
                    exceeds u64); v1's deprecated 0x11 takes the interval from the schema
-0x13 definition    parsed into ``definitions`` (no record)
+0x13 definition    INSTRUMENT_DEF (see "Instrument definitions" below) + ``definitions``
 0x16 symbol map    updates ``symbols`` (live gateway; no record)
 anything else      counted in ``skipped`` (no record)
 =================  ===========================================================================
 
 ``events=False`` leaves out the MBP_EVENT companions (then trades/mbp-1/mbp-10 lose action,
 depth, ts_in_delta, the event's price/size/side and DEPTH's order counts).
+
+Instrument definitions (InstrumentDefMsg: v1 360 B, v2 400 B, v3 520 B; field offsets per version
+from DBN's record layouts, databento/dbn ``rust/dbn/src/compat.rs`` / ``record.rs``) become one
+INSTRUMENT_DEF record (``dm/_records.pxd``) each, keeping DBN's native values:
+
+========================  ==================================================================
+INSTRUMENT_DEF field      from the DBN definition
+========================  ==================================================================
+header                    DBN's (publisher_id, instrument_id, ts_event: the definition's time)
+ts_recv                   ts_recv
+min_price_increment       min_price_increment (tick size, 1e-9; UNDEF_PRICE kept)
+display_factor            display_factor (1e-9)
+lot_size                  min_lot_size_round_lot x 10**size_precision (0 when DBN has none:
+                          <= 0 or i32 max)
+contract_multiplier       unit_of_measure_qty (1e-9: e.g. 50 for ES); when undefined, DBN's
+                          i32 contract_multiplier x 1e9; else UNDEF_PRICE
+strike_price              strike_price (UNDEF_PRICE kept)
+expiration, activation    expiration, activation (ns; UNDEF_TIMESTAMP kept)
+size_precision            9: the scale of the sizes this converter writes (DBN counts x 1e9)
+price_precision           decimals of min_price_increment (9 when undefined)
+instrument_class          instrument_class (DBN char: F, C, P, K, ...)
+symbol, raw_symbol        raw_symbol (Databento symbols are native: ``ESU4``)
+exchange                  exchange (the MIC, ``XCME``); the dataset when DBN leaves it empty
+underlying                underlying
+base, quote               asset (``ES``), currency (``USD``)
+========================  ==================================================================
+
+A definition whose raw symbol is longer than the record's 48 bytes produces no record; it is
+listed in ``rejected`` (instrument_id, raw_symbol, reason), never truncated.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -47,6 +76,21 @@ import datetime
 from collections import namedtuple
 
 from dm.errors import CodecError, DbnError  # DbnError re-exported
+import struct as _struct
+
+# INSTRUMENT_DEF record (dm/_records.pxd InstrumentDefRecord, 256 B)
+_DEF_OUT = _struct.Struct("<BBHIQQqqqqqQQBBBB4x48s24s48s24s12s12s")
+# DBN InstrumentDefMsg per version: (size, ts_recv, min_price_increment, display_factor,
+# expiration, activation, unit_of_measure_qty, strike_price, min_lot_size_round_lot (i32),
+# contract_multiplier (i32), (currency, len), (raw_symbol, len), (exchange, len), (asset, len),
+# (underlying, len), instrument_class)
+_DEF_LAYOUT = {
+    1: (360, 16, 24, 32, 40, 48, 88, 328, 148, 160, (186, 4), (200, 22), (243, 5), (248, 7), (300, 21), 325),
+    2: (400, 16, 24, 32, 40, 48, 88, 112, 156, 164, (186, 4), (200, 71), (292, 5), (297, 7), (349, 21), 374),
+    3: (520, 16, 24, 32, 40, 48, 80, 104, 168, 176, (224, 4), (238, 71), (330, 5), (335, 11), (391, 21), 487),
+}
+_I32_MAX = 2147483647
+_UNDEF_PRICE = 9223372036854775807
 
 cdef extern from "Python.h":
     # new reference / resize in place: the output is written straight into the bytes object
@@ -212,6 +256,7 @@ cdef class DbnConverter:
         self.partial = []
         self.not_found = []
         self.definitions = []
+        self.rejected = []
         self._pending = b""
         self._schema_id = -1
         self._legacy_interval = 0
@@ -496,23 +541,20 @@ cdef class DbnConverter:
         cdef Py_ssize_t extra = 8 if self.ts_out else 0
         body = length - extra
         if rt == DBN_INSTRUMENT_DEF:
-            # raw_symbol offset/len per version: v1 200/22 (360 B), v2 200/71 (400 B),
-            # v3 238/71 (520 B); ts_recv @16, min_price_increment @24, display_factor @32
-            if self.version == 1:
-                want, soff, slen = 360, 200, 22
-            elif self.version == 2:
-                want, soff, slen = 400, 200, 71
-            else:
-                want, soff, slen = 520, 238, 71
+            (want, o_recv, o_tick, o_disp, o_exp, o_act, o_uom, o_strike, o_lot, o_mult, cur, rsym, exch,
+             asset, und, o_cls) = _DEF_LAYOUT[self.version]
             if body != want:
                 raise DbnError(VENUE, f"definition record of {body} bytes, DBN v{self.version} has {want}",
                                "length", <Py_ssize_t>at)
-            sym = _cstr(rec[soff:soff + slen], "raw_symbol", at + soff)
+            sym = _cstr(rec[rsym[0]:rsym[0] + rsym[1]], "raw_symbol", at + rsym[0])
+            tick = <int64_t>ld64(q + <Py_ssize_t>o_tick)
             self.definitions.append(DbnDefinition(
-                iid, ld16(q + 2), ld64(q + 8), ld64(q + 16), sym,
-                <int64_t>ld64(q + 24), <int64_t>ld64(q + 32)))
+                iid, ld16(q + 2), ld64(q + 8), ld64(q + <Py_ssize_t>o_recv), sym, tick,
+                <int64_t>ld64(q + <Py_ssize_t>o_disp)))
             if sym:
                 self.symbols.setdefault(iid, sym)
+            self._definition_record(q, rec, at, sym, tick, o_recv, o_disp, o_exp, o_act, o_uom, o_strike, o_lot,
+                                    o_mult, cur, exch, asset, und, o_cls)
         else:   # symbol mapping (live): v1 80 B: in 16[22], out 38[22]; v2+ 176 B: out 89[71]
             if self.version == 1:
                 want, soff, slen = 80, 38, 22
@@ -524,6 +566,44 @@ cdef class DbnConverter:
             sym = _cstr(rec[soff:soff + slen], "stype_out_symbol", at + soff)
             if sym:
                 self.symbols[iid] = sym
+        return 0
+
+
+    cdef int _definition_record(self, const uint8_t *q, bytes rec, uint64_t at, str sym, int64_t tick,
+                                int o_recv, int o_disp, int o_exp, int o_act, int o_uom, int o_strike,
+                                int o_lot, int o_mult, tuple cur, tuple exch, tuple asset, tuple und,
+                                int o_cls) except -1:
+        """Append the INSTRUMENT_DEF record of a DBN definition to the output (mapping: module
+        docstring)."""
+        cdef int32_t lot = <int32_t>ld32(q + o_lot)
+        cdef int32_t mult32 = <int32_t>ld32(q + o_mult)
+        cdef int64_t mult = <int64_t>ld64(q + o_uom)
+        cdef int64_t t
+        cdef int pp
+        exchange = _cstr(rec[exch[0]:exch[0] + exch[1]], "exchange", at + exch[0]) or (self.dataset or "")
+        if len(sym) > 48 or len(exchange) > 24:
+            self.rejected.append((ld32(q + 4), sym, "raw symbol longer than 48 bytes" if len(sym) > 48
+                                  else "exchange longer than 24 bytes"))
+            return 0
+        if mult == DM_UNDEF_PRICE:
+            mult = <int64_t>mult32 * SCALE if 0 < mult32 < _I32_MAX else DM_UNDEF_PRICE
+        pp = FIXED_DECIMALS
+        if tick != DM_UNDEF_PRICE and tick > 0:
+            t = tick
+            while pp > 0 and t % 10 == 0:
+                t //= 10
+                pp -= 1
+        out = _DEF_OUT.pack(
+            _DEF_OUT.size // 4, RTYPE_INSTRUMENT_DEF, ld16(q + 2), ld32(q + 4), ld64(q + 8), ld64(q + o_recv),
+            tick, <int64_t>ld64(q + o_disp), <int64_t>lot * SCALE if 0 < lot < _I32_MAX else 0, mult,
+            <int64_t>ld64(q + o_strike), ld64(q + o_exp), ld64(q + o_act), FIXED_DECIMALS, pp, q[o_cls], 0,
+            sym.encode(), exchange.encode(), sym.encode(),
+            _cstr(rec[und[0]:und[0] + und[1]], "underlying", at + und[0]).encode(),
+            _cstr(rec[asset[0]:asset[0] + asset[1]], "asset", at + asset[0]).encode(),
+            _cstr(rec[cur[0]:cur[0] + cur[1]], "currency", at + cur[0]).encode())
+        memcpy(self._out + self._out_len, <const char *>out, _DEF_OUT.size)
+        self._out_len += _DEF_OUT.size
+        self.count += 1
         return 0
 
 

@@ -99,6 +99,8 @@ class PersisterConfig(_Section):
     batch_ms: Annotated[int, Field(ge=0)] = 50
     #: /ready is 503 while a queue's oldest unstored record is older than this
     max_lag_s: PosFloat = 10.0
+    #: rows storage refused (JSON lines: provider, table, reason, the record's fields)
+    dead_letter: LaxPath = Path("var/deadletter/persister.jsonl")
 
 
 class SupervisorConfig(_Section):

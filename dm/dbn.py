@@ -13,7 +13,10 @@ databento/dbn ``rust/dbn/src/record.rs``):
 * mbp-1 / tbbo (0x01) → BBO + MBP_EVENT
 * mbp-10 (0x0A) → DEPTH + MBP_EVENT (order counts of all 10 levels)
 * ohlcv-1s/1m/1h/1d (0x20-0x23, v1's deprecated 0x11) → BAR (interval_s 1/60/3600/86400)
-* definition (0x13) → ``definitions`` (raw symbol, tick size), symbol mapping (0x16) → ``symbols``
+* definition (0x13) → INSTRUMENT_DEF (tick size, display factor, lot size, contract multiplier,
+  expiry, activation, strike, class, underlying, base/quote, raw symbol: DBN's native values,
+  mapping in ``dm/_dbn.pyx``) and ``definitions`` (raw symbol, tick size); symbol mapping (0x16)
+  → ``symbols``
 
 Fixed point: DBN prices are already i64 at 1e-9 and are copied; DBN sizes (u32 counts) and bar
 volumes (u64) become u64 at 1e-9 (``x * 10**9``; sizes always fit, a volume above
@@ -58,7 +61,8 @@ class DbnResult:
     MBP_EVENT when ``events``); ``count``: how many dm records; ``dbn_count``: DBN records read;
     ``symbols``: instrument_id → raw symbol; ``mappings``: the metadata's symbology intervals
     ``(raw_symbol, start_date, end_date, symbol)``; ``skipped``: ``{dbn_rtype: n}`` of records
-    that produced nothing (status, statistics, mbo, ...)."""
+    that produced nothing (status, statistics, mbo, ...); ``rejected``: definitions that do not
+    fit an INSTRUMENT_DEF record, as ``(instrument_id, raw_symbol, reason)``."""
 
     version: int
     dataset: str
@@ -74,6 +78,7 @@ class DbnResult:
     mappings: list = field(default_factory=list)
     definitions: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
+    rejected: list = field(default_factory=list)
 
     def arrays(self) -> dict[int, np.ndarray]:
         """``{rtype: numpy structured array of dm.records.DTYPES[rtype]}`` (copies)."""
@@ -151,4 +156,5 @@ def read_dbn(src: str | os.PathLike | bytes | bytearray | memoryview, events: bo
         mappings=list(conv.mappings),
         definitions=list(conv.definitions),
         skipped=conv.skipped,
+        rejected=list(conv.rejected),
     )

@@ -112,7 +112,29 @@ class InstrumentError(DmError):
 
 
 class StorageError(DmError):
-    """The storage backend failed or its schema is not at the expected version."""
+    """The storage backend failed or its schema is not at the expected version. ``outage`` is
+    True when the database could not be reached or did not answer (every caller is affected:
+    connection refused or lost, a timeout), False when it answered and refused this call."""
+
+    outage = False
+
+
+class StorageDataError(StorageError):
+    """The database refused a value or a row (out of range, a constraint other than a duplicate
+    key, an identity conflict): retrying the same data cannot succeed. ``rejects`` lists the
+    refused rows when the backend could tell which, as ``(rtype, row_index, reason)`` into the
+    arrays given to ``Storage.write``; empty when it could not (the caller bisects)."""
+
+    def __init__(self, message: str, rejects: list | None = None):
+        super().__init__(message)
+        self.rejects = list(rejects or ())
+
+
+class StorageTimeoutError(StorageError):
+    """The database gave no answer within ``storage.timeout_s`` (a hung server or a blackholed
+    connection); the connection was closed and the call can be retried."""
+
+    outage = True
 
 
 class RecordingError(DmError):

@@ -34,17 +34,39 @@ Concurrency: ``store.insert_instrument`` must be atomic and return ``False`` whe
 reloads the store and retries, so two processes assigning concurrently converge on the ids the
 store accepted first.
 
-Store protocol (implemented by the SQL storages in ``dm.storage`` and by :class:`MemoryStore`)::
+Store protocol (implemented by the SQL storages in ``dm.storage``, by :class:`MemoryStore` and
+by :class:`InstrumentCache`)::
 
-    load_instruments() -> Iterable[tuple[instrument_id, symbol, exchange, venue_symbol, publisher_id]]
-    insert_instrument(instrument_id, symbol, exchange, venue_symbol, publisher_id) -> bool
+    load_instruments() -> Iterable[tuple[instrument_id, symbol, exchange, venue_symbol, publisher_id
+                                         [, size_precision]]]
+    insert_instrument(instrument_id, symbol, exchange, venue_symbol, publisher_id
+                      [, size_precision=...]) -> bool
+
+``size_precision`` (the instrument's size scale, 0..18, None when unknown) is passed to
+``insert_instrument`` only when the caller gives one, so two-method stores without it still work.
+
+Local cache (DB-less start)
+---------------------------
+:class:`InstrumentCache` is a store in one SQLite file per dm instance
+(``cache_path(run_dir, instance)`` = ``run_dir/<instance>/instruments.sqlite``, WAL mode), shared
+by the instance's workers: each opens it and builds an :class:`InstrumentRegistry` on it, so a
+worker starts and assigns ids while the database is down; the UNIQUE constraints on the id and
+on (symbol, exchange) arbitrate concurrent assignment exactly as the database would. The
+persister, the only writer of the database, reconciles the cache with the database each time it
+connects (:func:`reconcile`): the database is the source of truth for ids already assigned
+there; registrations only the cache knows are inserted into the database (they normally arrive
+as INSTRUMENT_DEF records too).
 """
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 from dm.errors import InstrumentError
 
@@ -55,6 +77,9 @@ __all__ = [
     "InstrumentStore",
     "MemoryStore",
     "InstrumentRegistry",
+    "InstrumentCache",
+    "cache_path",
+    "reconcile",
     "candidate",
     "first_choice",
     "MAX_PROBES",
@@ -99,14 +124,16 @@ def first_choice(symbol: str, exchange: str) -> int:
 
 class Instrument(NamedTuple):
     """One registered instrument: ``instrument_id`` (u32, never 0), canonical ``symbol``,
-    ``exchange``, the ``venue_symbol`` it was first seen as and its ``publisher_id``.
-    An immutable named tuple (cheap to build at 200,000 instruments)."""
+    ``exchange``, the ``venue_symbol`` it was first seen as, its ``publisher_id`` and its
+    ``size_precision`` (None when the store does not know it). An immutable named tuple (cheap
+    to build at 200,000 instruments)."""
 
     instrument_id: int
     symbol: str
     exchange: str
     venue_symbol: str = ""
     publisher_id: int = 0
+    size_precision: int | None = None
 
 
 class InstrumentStore(Protocol):
@@ -121,9 +148,9 @@ class MemoryStore:
     """In-memory store (tests, tools). Thread-safe; ``insert_instrument`` returns ``False`` when
     the id or the (symbol, exchange) is taken, like the SQL stores' UNIQUE constraints."""
 
-    def __init__(self, rows: Iterable[tuple[int, str, str, str, int]] = ()) -> None:
+    def __init__(self, rows: Iterable[tuple] = ()) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[int, tuple[int, str, str, str, int]] = {}
+        self._rows: dict[int, tuple] = {}
         self._keys: set[tuple[str, str]] = set()
         self.inserts = 0
         for r in rows:
@@ -131,17 +158,19 @@ class MemoryStore:
                 raise InstrumentError(f"MemoryStore: duplicate row {r!r}")
         self.inserts = 0  # successful inserts after construction (seed rows not counted)
 
-    def load_instruments(self) -> list[tuple[int, str, str, str, int]]:
+    def load_instruments(self) -> list[tuple]:
         with self._lock:
             return list(self._rows.values())
 
     def insert_instrument(
-        self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0
+        self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0,
+        size_precision: int | None = None,
     ) -> bool:
         with self._lock:
             if instrument_id in self._rows or (symbol, exchange) in self._keys:
                 return False
-            self._rows[instrument_id] = (instrument_id, symbol, exchange, venue_symbol, publisher_id)
+            row = (instrument_id, symbol, exchange, venue_symbol, publisher_id)
+            self._rows[instrument_id] = row if size_precision is None else row + (size_precision,)
             self._keys.add((symbol, exchange))
             self.inserts += 1
             return True
@@ -172,11 +201,13 @@ class InstrumentRegistry:
         by_key: dict[tuple[str, str], Instrument] = {}
         by_id: dict[int, Instrument] = {}
         for row in self._store.load_instruments():
-            iid, symbol, exchange, venue_symbol, publisher_id = row
+            iid, symbol, exchange, venue_symbol, publisher_id = row[:5]
+            precision = row[5] if len(row) > 5 else None
             iid = int(iid)
             if not 0 < iid <= U32_MAX:
                 raise InstrumentError(f"store holds invalid instrument_id {iid} for {symbol}@{exchange}")
-            inst = Instrument(iid, symbol, exchange, venue_symbol or "", int(publisher_id or 0))
+            inst = Instrument(iid, symbol, exchange, venue_symbol or "", int(publisher_id or 0),
+                              None if precision is None else int(precision))
             if iid in by_id or (symbol, exchange) in by_key:
                 raise InstrumentError(f"store holds a duplicate instrument: {inst!r}")
             by_id[iid] = inst
@@ -220,28 +251,31 @@ class InstrumentRegistry:
                 return iid
         raise InstrumentError(f"no free instrument id for {symbol}@{exchange} in {MAX_PROBES} candidates")
 
-    def resolve(self, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0) -> int:
+    def resolve(self, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0,
+                size_precision: int | None = None) -> int:
         """Id of (symbol, exchange): from memory, else assign the first free candidate and
-        persist it (see the module docstring). ``venue_symbol``/``publisher_id`` are stored with a
-        new assignment only. Raises ``InstrumentError`` for invalid names or a misbehaving store;
-        store exceptions (e.g. ``StorageError``) propagate."""
+        persist it (see the module docstring). ``venue_symbol``/``publisher_id``/``size_precision``
+        are stored with a new assignment only. Raises ``InstrumentError`` for invalid names or a
+        misbehaving store; store exceptions (e.g. ``StorageError``) propagate."""
         inst = self._by_key.get((symbol, exchange))
         if inst is not None:
             return inst.instrument_id
         with self._lock:
-            return self._assign(symbol, exchange, venue_symbol, publisher_id)
+            return self._assign(symbol, exchange, venue_symbol, publisher_id, size_precision)
 
-    def _assign(self, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0) -> int:
+    def _assign(self, symbol: str, exchange: str, venue_symbol: str = "", publisher_id: int = 0,
+                size_precision: int | None = None) -> int:
         # caller holds self._lock
         key = (symbol, exchange)
         inst = self._by_key.get(key)
         if inst is not None:
             return inst.instrument_id
         _check_names(symbol, exchange)
+        extra = () if size_precision is None else (size_precision,)
         for _ in range(MAX_PROBES):
             iid = self._next_free(symbol, exchange)
-            if self._store.insert_instrument(iid, symbol, exchange, venue_symbol, publisher_id):
-                inst = Instrument(iid, symbol, exchange, venue_symbol, publisher_id)
+            if self._store.insert_instrument(iid, symbol, exchange, venue_symbol, publisher_id, *extra):
+                inst = Instrument(iid, symbol, exchange, venue_symbol, publisher_id, size_precision)
                 self._by_id[iid] = inst
                 self._by_key[key] = inst
                 return iid
@@ -259,10 +293,12 @@ class InstrumentRegistry:
         raise InstrumentError(f"could not assign an id to {symbol}@{exchange}: too many conflicts")
 
     def resolve_many(
-        self, items: Iterable[tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, int]]
+        self, items: Iterable[tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, int]
+                              | tuple[str, str, str, int, int]]
     ) -> dict[tuple[str, str], int]:
-        """Resolve ``(symbol, exchange[, venue_symbol[, publisher_id]])`` items in the given order
-        (the order decides who wins a collision). Returns ``{(symbol, exchange): id}``."""
+        """Resolve ``(symbol, exchange[, venue_symbol[, publisher_id[, size_precision]]])`` items in
+        the given order (the order decides who wins a collision). Returns
+        ``{(symbol, exchange): id}``."""
         out: dict[tuple[str, str], int] = {}
         with self._lock:
             for item in items:
@@ -276,3 +312,168 @@ class InstrumentRegistry:
 
     def __repr__(self) -> str:
         return f"<InstrumentRegistry {len(self)} instruments>"
+
+
+# ---------------------------------------------------------------------------- local SQLite cache
+
+CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instruments (
+    instrument_id  INTEGER NOT NULL PRIMARY KEY CHECK (instrument_id BETWEEN 1 AND 4294967295),
+    symbol         TEXT NOT NULL,
+    exchange       TEXT NOT NULL,
+    venue_symbol   TEXT NOT NULL,
+    publisher_id   INTEGER NOT NULL,
+    size_precision INTEGER CHECK (size_precision BETWEEN 0 AND 18),
+    created_ns     INTEGER NOT NULL,
+    UNIQUE (symbol, exchange)
+)
+"""
+
+
+def cache_path(run_dir: str | os.PathLike, instance: str) -> Path:
+    """Where an instance's instrument cache lives: ``run_dir/<instance>/instruments.sqlite``."""
+    return Path(run_dir) / instance / "instruments.sqlite"
+
+
+class InstrumentCache:
+    """The registry's store in a local SQLite file (WAL), safe for several processes assigning at
+    once: ``insert_instrument`` is one ``INSERT .. ON CONFLICT DO NOTHING`` whose UNIQUE
+    constraints (id; symbol, exchange) decide who wins, as the registry's protocol expects.
+    Thread-safe (one lock per object). Raises ``InstrumentError`` when the file cannot be opened
+    or a statement fails (a lock held longer than ``busy_timeout_s`` included)."""
+
+    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an id handed out must survive a crash
+            self._db.execute(CACHE_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise InstrumentError(f"instrument cache {self.path}: {e}") from None
+
+    def _run(self, q: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                return self._db.execute(q, params)
+        except sqlite3.Error as e:
+            raise InstrumentError(f"instrument cache {self.path}: {e}") from None
+
+    def load_instruments(self) -> list[tuple[int, str, str, str, int, int | None]]:
+        """Every row as ``(instrument_id, symbol, exchange, venue_symbol, publisher_id,
+        size_precision)`` ordered by id."""
+        return self._run("SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision"
+                         " FROM instruments ORDER BY instrument_id").fetchall()
+
+    instrument_rows = load_instruments
+
+    def insert_instrument(self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str = "",
+                          publisher_id: int = 0, size_precision: int | None = None) -> bool:
+        """Insert one registration (committed, fsync'd); False when the id or (symbol, exchange)
+        is taken."""
+        cur = self._run(
+            "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision,"
+            " created_ns) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (int(instrument_id), symbol, exchange, venue_symbol or "", int(publisher_id or 0),
+             None if size_precision is None else int(size_precision), time.time_ns()))
+        return cur.rowcount == 1
+
+    def replace_instrument(self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str = "",
+                           publisher_id: int = 0, size_precision: int | None = None) -> list[tuple]:
+        """Make the cache hold this registration (the database's), removing the rows that hold its
+        id or its (symbol, exchange) otherwise, in one transaction. Returns the removed rows."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    gone = self._db.execute(
+                        "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision"
+                        " FROM instruments WHERE instrument_id = ? OR (symbol = ? AND exchange = ?)",
+                        (int(instrument_id), symbol, exchange)).fetchall()
+                    self._db.execute("DELETE FROM instruments WHERE instrument_id = ? OR (symbol = ? AND exchange = ?)",
+                                     (int(instrument_id), symbol, exchange))
+                    self._db.execute(
+                        "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id,"
+                        " size_precision, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (int(instrument_id), symbol, exchange, venue_symbol or "", int(publisher_id or 0),
+                         None if size_precision is None else int(size_precision), time.time_ns()))
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise InstrumentError(f"instrument cache {self.path}: {e}") from None
+        return [g for g in gone if tuple(g[:3]) != (int(instrument_id), symbol, exchange)]
+
+    def set_size_precision(self, instrument_id: int, size_precision: int) -> bool:
+        """Fill in a registration's unknown size_precision; False if it was known or absent."""
+        cur = self._run("UPDATE instruments SET size_precision = ? WHERE instrument_id = ? AND size_precision IS NULL",
+                        (int(size_precision), int(instrument_id)))
+        return cur.rowcount == 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "InstrumentCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Reconciled(NamedTuple):
+    """What :func:`reconcile` did: ``imported`` rows copied database → cache, ``exported`` rows
+    copied cache → database, ``conflicts`` (human-readable: the cache held an id or a
+    (symbol, exchange) the database assigns otherwise; the database won, the cache row was
+    replaced; records a worker wrote under the cache's id are misattributed and must be
+    looked at)."""
+
+    imported: int
+    exported: int
+    conflicts: list[str]
+
+
+def reconcile(cache: InstrumentCache, db: Any) -> Reconciled:
+    """Make the cache and the database (a ``dm.storage.Storage``) agree, both ways: database
+    rows missing from the cache are imported (the database is the source of truth for ids it
+    holds: a conflicting cache row is replaced), cache rows the database lacks are inserted into
+    it; a known size_precision fills an unknown one on the other side (cache side only: the
+    database's is filled by INSTRUMENT_DEF records). Storage errors propagate."""
+    db_rows = [tuple(r) for r in db.instrument_rows()]
+    local = [tuple(r) for r in cache.instrument_rows()]
+    l_by_id = {r[0]: r for r in local}
+    l_by_key = {(r[1], r[2]): r for r in local}
+    d_by_id = {r[0]: r for r in db_rows}
+    d_by_key = {(r[1], r[2]): r for r in db_rows}
+    imported = exported = 0
+    conflicts: list[str] = []
+    for r in db_rows:
+        iid, sym, ex = r[0], r[1], r[2]
+        mine = l_by_id.get(iid)
+        if mine is not None and (mine[1], mine[2]) == (sym, ex):
+            if mine[5] is None and r[5] is not None:
+                cache.set_size_precision(iid, r[5])
+            continue
+        other = l_by_key.get((sym, ex))
+        if mine is None and other is None:
+            if cache.insert_instrument(*r):
+                imported += 1
+                continue
+        for gone in cache.replace_instrument(*r):
+            conflicts.append(f"cache had {gone[1]}@{gone[2]} as instrument_id {gone[0]}; the database has "
+                             f"{sym}@{ex} as {iid}: cache row replaced")
+        imported += 1
+    for r in local:
+        iid, sym, ex = r[0], r[1], r[2]
+        if iid in d_by_id or (sym, ex) in d_by_key:
+            continue  # present, or a conflict the loop above resolved for the database
+        if db.insert_instrument(*r[:5], size_precision=r[5]):
+            exported += 1
+        else:
+            conflicts.append(f"database refused the cache's {sym}@{ex} as instrument_id {iid} (assigned "
+                             f"concurrently): the next reconcile imports the database's choice")
+    return Reconciled(imported, exported, conflicts)

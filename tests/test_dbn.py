@@ -142,20 +142,73 @@ def test_real_file_lossless_against_databento_dbn(path):
     want = {int(iv["symbol"]): sym for sym, ivs in meta.mappings.items() for iv in ivs}
     assert res.symbols == want and res.symbols
     assert res.dbn_count == len(recs) and res.skipped == {}
-    pairs = group(dm_records(res.records))
+    out = dm_records(res.records)
+    pairs = group([r for r in out if r.rtype != R.RType.INSTRUMENT_DEF])
     defs = [r for r in recs if int(r.rtype) == 0x13]
     market = [r for r in recs if int(r.rtype) != 0x13]
-    assert len(pairs) == len(market) and res.count == len(dm_records(res.records))
+    assert len(pairs) == len(market) and res.count == len(out)
     for (p, e), r in zip(pairs, market):
         check_fields(p, e, r)
         assert to_dbn(p, e) == bytes(r)                # byte-exact inverse: nothing dropped
     assert [(d.instrument_id, d.raw_symbol, d.min_price_increment, d.display_factor, d.ts_recv)
             for d in res.definitions] == [(r.instrument_id, r.raw_symbol, r.min_price_increment,
                                            r.display_factor, r.ts_recv) for r in defs]
+    got_defs = [r for r in out if r.rtype == R.RType.INSTRUMENT_DEF]
+    assert len(got_defs) == len(defs) and res.rejected == []
+    for g, r in zip(got_defs, defs):
+        check_definition(g, r, res.dataset)
     arrays = res.arrays()
     assert sum(len(a) for a in arrays.values()) == res.count
     for rt, a in arrays.items():
         assert a.dtype == R.DTYPES[rt] and (a["length"].astype(int) * 4 == a.dtype.itemsize).all()
+
+
+def _c(v) -> int:
+    return ord(str(getattr(v, "value", v)))
+
+
+def check_definition(g, r, dataset: str) -> None:
+    """An INSTRUMENT_DEF record against the DBN definition it came from (mapping: dm/_dbn.pyx)."""
+    assert (g.publisher_id, g.instrument_id, g.ts_event, g.ts_recv) == (
+        int(r.publisher_id), r.instrument_id, r.ts_event, r.ts_recv)
+    assert (g.min_price_increment, g.display_factor, g.strike_price) == (
+        r.min_price_increment, r.display_factor, r.strike_price)
+    assert (g.expiration, g.activation) == (r.expiration, r.activation)
+    assert g.lot_size == (r.min_lot_size_round_lot * SCALE if 0 < r.min_lot_size_round_lot < 2**31 - 1 else 0)
+    if r.unit_of_measure_qty != UNDEF:
+        assert g.contract_multiplier == r.unit_of_measure_qty
+    else:
+        assert g.contract_multiplier == (r.contract_multiplier * SCALE if 0 < r.contract_multiplier < 2**31 - 1 else UNDEF)
+    assert (g.symbol, g.raw_symbol, g.exchange) == (r.raw_symbol, r.raw_symbol, r.exchange or dataset)
+    assert (g.underlying, g.base, g.quote) == (r.underlying, r.asset, r.currency)
+    assert g.instrument_class == _c(r.instrument_class) and g.size_precision == 9 and g.flags == 0
+
+
+def test_definitions_become_instrument_def_records():
+    """The two CME futures definitions of the main set, field by field (data/README.md §12)."""
+    d = DATA / "glbx-mdp3-esu4-nqu4-20240701"
+    res = read_dbn(d / "futures_definition.dbn.zst")
+    es, nq = dm_records(res.records)
+    assert (es.rtype, es.instrument_id, es.symbol, es.exchange, es.raw_symbol) == (R.RType.INSTRUMENT_DEF, 118, "ESU4", "XCME", "ESU4")
+    assert es.dec("min_price_increment") == R.to_decimal(250_000_000) and es.price_precision == 2
+    assert es.dec("display_factor") == R.to_decimal(10_000_000)
+    assert es.contract_multiplier == 50 * SCALE and nq.contract_multiplier == 20 * SCALE   # unit_of_measure_qty
+    assert es.expiration == nq.expiration == 1726839000000000000                            # 2024-09-20 13:30 UTC
+    assert (es.base, es.quote, chr(es.instrument_class)) == ("ES", "USD", "F")
+    assert es.strike_price == UNDEF and es.lot_size == 0 and res.count == 2
+    assert (nq.instrument_id, nq.symbol, nq.activation) == (4358, "NQU4", 1686922200000000000)
+
+
+def test_long_raw_symbol_is_rejected_not_truncated():
+    """A definition whose raw symbol does not fit INSTRUMENT_DEF's 48 bytes produces no record and
+    is listed in ``rejected``; the stream goes on."""
+    data = bytearray(raw(DATA / "dbn-versions" / "test_data.definition.v3.dbn.zst"))
+    hl = 8 + struct.unpack_from("<I", data, 4)[0]
+    long_sym = b"X" * 60
+    data[hl + 238:hl + 238 + 60] = long_sym                   # raw_symbol of the first definition
+    res = read_dbn(bytes(data))
+    assert res.rejected == [(6819, "X" * 60, "raw symbol longer than 48 bytes")]
+    assert [r.instrument_id for r in dm_records(res.records)] == [6830]
 
 
 def test_main_set_facts():

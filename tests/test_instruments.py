@@ -362,3 +362,77 @@ def test_two_processes_on_dm_storage(storage_url, data_dir):
         assert InstrumentRegistry(st_).get("NEWSYM", "GEN") == first_choice("NEWSYM", "GEN")
     finally:
         st_.close()
+
+
+# ---------------------------------------------------------------- the local cache (DB-less start)
+
+
+def _open_cache(path):
+    from dm.instruments import InstrumentCache
+
+    return InstrumentCache(path)
+
+
+def test_instrument_cache_two_processes_assign_concurrently(tmp_path, data_dir):
+    """Two worker processes build registries on one cache file and assign 1,500 real symbols in
+    opposite orders at once: the cache's UNIQUE constraints arbitrate, both end with the ids the
+    cache holds."""
+    from dm.instruments import InstrumentCache, cache_path
+
+    path = cache_path(tmp_path / "run", "demo")
+    assert path == tmp_path / "run" / "demo" / "instruments.sqlite"
+    InstrumentCache(path).close()  # creates the directory and the schema
+    pairs = [("G056530", "GEN", "", 7), ("G186817", "GEN", "", 7)]
+    items = pairs + list(real_items(data_dir))[:1500]
+    results = _race(_open_cache, str(path), [items, items[::-1]])
+    with InstrumentCache(path) as c:
+        rows = _check_race(results, [r[:5] for r in c.load_instruments()], items)
+        assert c._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sorted(rows[m[:2]] == first_choice(*m[:2]) for m in pairs) == [False, True]
+
+
+def test_instrument_cache_keeps_size_precision():
+    import tempfile
+
+    from dm.instruments import InstrumentCache
+
+    with tempfile.TemporaryDirectory() as d:
+        c = InstrumentCache(f"{d}/i.sqlite")
+        reg = InstrumentRegistry(c)
+        iid = reg.resolve("PEPEUSD", "BINANCE", "PEPEUSDT", 1001, size_precision=0)
+        iid2 = reg.resolve("BTCUSD", "BINANCE", "BTCUSDT", 1001)  # precision not given: unknown
+        assert reg.by_id(iid).size_precision == 0
+        again = InstrumentRegistry(InstrumentCache(f"{d}/i.sqlite"))
+        assert again.by_id(iid) == Instrument(iid, "PEPEUSD", "BINANCE", "PEPEUSDT", 1001, 0)
+        assert again.by_id(iid2).size_precision is None
+        assert c.set_size_precision(iid2, 5) and not c.set_size_precision(iid2, 6)
+        assert InstrumentRegistry(c).by_id(iid2).size_precision == 5
+        with pytest.raises(InstrumentError):
+            c.insert_instrument(9, "X", "Y", "", 0, 19)  # 0..18 only
+        c.close()
+
+
+def test_reconcile_cache_and_database_both_ways(storage_url, tmp_path):
+    """The database is the truth for ids it holds; the cache's own registrations reach it."""
+    from dm.instruments import InstrumentCache, reconcile
+    from dm.storage import open_storage
+
+    db = open_storage(storage_url, migrate=True)
+    cache = InstrumentCache(tmp_path / "instruments.sqlite")
+    try:
+        db.insert_instrument(1, "BTCUSD", "BINANCE", "BTCUSDT", 1001, 5)
+        db.insert_instrument(3, "ETHUSD", "BINANCE", "ETHUSDT", 1001)
+        cache.insert_instrument(1, "BTCUSD", "BINANCE", "BTCUSDT", 1001)  # same, precision unknown here
+        cache.insert_instrument(2, "SOLUSD", "BINANCE", "SOLUSDT", 1001, 3)  # assigned while the db was down
+        cache.insert_instrument(3, "DOGEUSD", "BINANCE", "DOGEUSDT", 1001, 0)  # id 3 is ETHUSD in the database
+        r = reconcile(cache, db)
+        assert (r.imported, r.exported) == (1, 1) and len(r.conflicts) == 1
+        assert "DOGEUSD@BINANCE as instrument_id 3" in r.conflicts[0]
+        want = [(1, "BTCUSD", "BINANCE", "BTCUSDT", 1001, 5), (2, "SOLUSD", "BINANCE", "SOLUSDT", 1001, 3),
+                (3, "ETHUSD", "BINANCE", "ETHUSDT", 1001, None)]
+        assert [tuple(x) for x in cache.instrument_rows()] == want
+        assert db.instrument_rows() == want
+        assert reconcile(cache, db) == (0, 0, [])  # converged
+    finally:
+        cache.close()
+        db.close()

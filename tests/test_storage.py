@@ -36,7 +36,7 @@ from dm.records import (
 from dm.storage import open_storage
 from dm.storage.base import ALL_TABLES, COLUMNS, NS_PER_DAY, TABLE_OF, column_arrays, dedup_hash
 
-MIGRATIONS = ["001_initial", "002_mbp_events", "003_size_precision", "005_backfill"]
+MIGRATIONS = ["001_initial", "002_mbp_events", "003_size_precision", "004_records_ledger", "005_backfill"]
 LATEST = int(MIGRATIONS[-1][:3])  # schema_version() is the highest applied number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -606,9 +606,10 @@ def test_gaps(store):
     g2 = store.record_gap(8, "time", T0, T0 + 10**9, T0 + 2)
     assert g2 > g1
     assert [g["id"] for g in store.gaps()] == [g1, g2]
-    assert store.gaps("open")[0] == {"id": g1, "instrument_id": 7, "kind": "sequence", "first_missing": 100,
-                                     "last_missing": 105, "detected_ns": T0, "state": "open",
-                                     "detail": "binance depth U/u"}
+    assert store.gaps("open")[0] == {"id": g1, "publisher_id": 0, "instrument_id": 7, "kind": "sequence",
+                                     "units": 0, "first_missing": 100, "last_missing": 105, "detected_ns": T0,
+                                     "state": "open", "detail": "binance depth U/u"}
+    assert store.record_gap(7, "sequence", 100, 105, T0, detail="binance depth U/u") == g1  # idempotent
     assert store.update_gap(g1, "filled") is True
     assert store.update_gap(10**9, "filled") is False
     assert [g["id"] for g in store.gaps("filled")] == [g1]
@@ -642,3 +643,276 @@ def test_sqlite_relative_url_creates_dirs_and_uses_wal(tmp_path, monkeypatch):
     s = open_storage(f"sqlite:///{tmp_path}/var/sub/demo.sqlite")  # absolute: sqlite:////tmp/...
     assert len(s.fetch("trades")) == 3
     s.close()
+
+
+# --- migration 004: statistics, gaps and instrument definitions as records -----------------------
+
+def stats_records(n: int, iid: int = 7) -> np.ndarray:
+    a = _stamp(np.zeros(n, DTYPES[RType.STATISTICS]), RType.STATISTICS)
+    a["publisher_id"], a["instrument_id"] = 1003, iid
+    a["ts_event"] = T0 + np.arange(n) * 10**9
+    a["ts_recv"] = a["ts_event"] + 1000
+    a["ts_ref"] = np.where(np.arange(n) % 2, U64_MAX, a["ts_event"] - 8 * 3600 * 10**9)  # undefined / funding time
+    a["price"] = [UNDEF_PRICE if i % 3 == 0 else 100_000 + i for i in range(n)]
+    a["quantity"] = [I64_MAX if i % 3 else -5 for i in range(n)]
+    a["stat_type"] = [1001, 1003, 9][:1] * n
+    a["sequence"], a["ts_in_delta"], a["channel_id"], a["update_action"] = 2**32 - 1, -17, 65535, 1
+    a["stat_flags"], a["size_precision"] = ord("B"), 4
+    return a
+
+
+def test_statistics_round_trip_with_undefined_ts_ref(store):
+    a = stats_records(6)
+    assert store.write({RType.STATISTICS: a}) == {"statistics": 6}
+    back = store.fetch("statistics")
+    assert back.tobytes() == a.tobytes()  # UNDEF_TIMESTAMP went to NULL and came back
+    assert store.write({RType.STATISTICS: a}) == {"statistics": 0}
+    if store.backend == "postgresql":
+        rows = store._conn.execute("SELECT ts_ref, stat_name, price, quantity FROM statistics_v ORDER BY ts_event_ns").fetchall()
+        assert rows[1][0] is None and rows[0][0] is not None and rows[0][1] == "mark_price"
+        assert rows[0][2] is None and rows[1][2] == Decimal("0.000100001")
+        assert rows[0][3] == Decimal("-0.0005") and rows[1][3] is None
+        parts = {r[0] for r in store._conn.execute("SELECT relid::text FROM pg_partition_tree('statistics') WHERE level = 1")}
+        assert "statistics_p20240701" in parts
+
+
+def gap_recs(rows) -> np.ndarray:
+    from dm.records import gap_record
+
+    return np.frombuffer(b"".join(gap_record(*r) for r in rows), DTYPES[RType.GAP]).copy()
+
+
+def test_gap_records_are_idempotent_and_keep_their_state(store):
+    from dm.records import GapUnits
+
+    g = gap_recs([(1001, 7, "sequence", 100, 105, GapUnits.SEQUENCE, T0, "binance depth U/u"),
+                  (1002, 0, "restart", T0 - 10**9, T0, GapUnits.NS, T0 + 5, "worker restarted"),
+                  (1001, 7, "sequence", 100, 105, GapUnits.SEQUENCE, T0 + 1, "same window, detected again")])
+    assert store.write({RType.GAP: g}) == {"gaps": 3}
+    rows = store.gaps()
+    assert [(r["publisher_id"], r["instrument_id"], r["kind"], r["units"], r["first_missing"], r["last_missing"],
+             r["detected_ns"], r["state"], r["detail"]) for r in rows] == [
+        (1001, 7, "sequence", 0, 100, 105, T0, "open", "binance depth U/u"),
+        (1002, 0, "restart", 1, T0 - 10**9, T0, T0 + 5, "open", "worker restarted"),
+        (1001, 7, "sequence", 0, 100, 105, T0 + 1, "open", "same window, detected again")]
+    assert store.update_gap(rows[0]["id"], "filled")
+    assert store.write({RType.GAP: g}) == {"gaps": 0}  # re-delivered: a no-op, the state stays
+    assert [r["state"] for r in store.gaps()] == ["filled", "open", "open"]
+    assert store.record_gap(7, "sequence", 100, 105, T0, "binance depth U/u", publisher_id=1001) == rows[0]["id"]
+
+
+def definition_recs(rows) -> np.ndarray:
+    """rows: (instrument_id, symbol, exchange, size_precision)."""
+    a = _stamp(np.zeros(len(rows), DTYPES[RType.INSTRUMENT_DEF]), RType.INSTRUMENT_DEF)
+    for i, (iid, sym, ex, sp) in enumerate(rows):
+        a[i]["instrument_id"], a[i]["symbol"], a[i]["exchange"], a[i]["size_precision"] = iid, sym.encode(), ex.encode(), sp
+    a["publisher_id"] = 1001
+    a["ts_event"] = a["ts_recv"] = T0
+    a["raw_symbol"] = b"raw"
+    a["min_price_increment"], a["display_factor"], a["lot_size"] = 10**7, 10**9, 1000
+    a["contract_multiplier"], a["strike_price"] = UNDEF_PRICE, UNDEF_PRICE
+    a["expiration"], a["activation"] = U64_MAX, T0
+    a["instrument_class"] = ord("X")
+    return a
+
+
+def test_instrument_definitions_register_and_refuse_conflicts(store):
+    from dm.errors import StorageDataError
+
+    assert store.insert_instrument(50, "OLD", "BINANCE", "OLDUSDT", 1001)  # before 004: size unknown
+    d = definition_recs([(10, "BTCUSD", "BINANCE", 8), (11, "ETHUSD", "BINANCE", 4), (50, "OLD", "BINANCE", 2)])
+    assert store.write({RType.INSTRUMENT_DEF: d}) == {"instrument_definitions": 3, "instruments": 2}
+    assert store.instrument_rows() == [(10, "BTCUSD", "BINANCE", "raw", 1001, 8), (11, "ETHUSD", "BINANCE", "raw", 1001, 4),
+                                       (50, "OLD", "BINANCE", "OLDUSDT", 1001, 2)]
+    assert store.definitions().tobytes() == d.tobytes()
+    assert store.write({RType.INSTRUMENT_DEF: d}) == {"instrument_definitions": 0, "instruments": 0}
+    later = d[:1].copy()
+    later["ts_event"] += 86_400 * 10**9  # the next day's definition: a new row, same registration
+    later["lot_size"] = 2000
+    assert store.write({RType.INSTRUMENT_DEF: later}) == {"instrument_definitions": 1, "instruments": 0}
+    # the id taken by another symbol (in the database, and earlier in the batch): refused
+    bad = definition_recs([(10, "SOLUSD", "BINANCE", 8), (13, "XRPUSD", "BINANCE", 4), (13, "ADAUSD", "BINANCE", 4),
+                           (14, "DOTUSD", "BINANCE", 4)])
+    with pytest.raises(StorageDataError) as ei:
+        store.write({RType.INSTRUMENT_DEF: bad})
+    assert [r[1] for r in ei.value.rejects] == [2]  # the batch's own contradiction is found first
+    with pytest.raises(StorageDataError) as ei:
+        store.write({RType.INSTRUMENT_DEF: bad[[0, 1, 3]]})
+    assert [r[1] for r in ei.value.rejects] == [0]
+    assert "registered to BTCUSD@BINANCE" in ei.value.rejects[0][2]
+    assert store.counts()["instruments"] == 3  # nothing of a refused batch was written
+    assert store.write({RType.INSTRUMENT_DEF: bad[[1, 3]]}) == {"instrument_definitions": 2, "instruments": 2}
+    # one symbol under a new id (Databento re-assigns ids daily): the definition is stored, the
+    # registration keeps the first id
+    moved = definition_recs([(12, "ETHUSD", "BINANCE", 4)])
+    assert store.write({RType.INSTRUMENT_DEF: moved}) == {"instrument_definitions": 1, "instruments": 0}
+    assert [r[0] for r in store.instrument_rows() if r[1] == "ETHUSD"] == [11]
+
+
+def test_real_dbn_definitions_stored_and_read_back(store, data_dir):
+    from dm.dbn import read_dbn
+
+    recs = []
+    for p in sorted((data_dir / "databento").rglob("*definition*")):
+        if "dbn-versions" in str(p) and "v3" not in p.name:
+            continue  # the same MSFT definitions in v1/v2/v3: identical records
+        recs.append(read_dbn(p).arrays()[RType.INSTRUMENT_DEF])
+    defs = np.concatenate(recs)
+    assert len(defs) == 6
+    got = store.write({RType.INSTRUMENT_DEF: defs})
+    # MSFT is 6819 on 2021-10-04 and 6830 on 2021-10-05 (Databento re-assigns ids daily): both
+    # definitions are stored, the registry keeps the first id
+    assert got == {"instrument_definitions": 6, "instruments": 5}
+    order = np.lexsort((defs["ts_event"], defs["instrument_id"]))
+    back = store.definitions()
+    assert rows_sorted(back) == rows_sorted(defs)
+    assert len(back) == 6 and back["instrument_id"].tolist() == defs["instrument_id"][order].tolist()
+    by_id = {r[0]: r for r in store.instrument_rows()}
+    assert by_id[118] == (118, "ESU4", "XCME", "ESU4", 1, 9) and by_id[6819][1:3] == ("MSFT", "XNAS")
+    assert 6830 not in by_id and len(store.definitions(6830)) == 1
+    if store.backend == "postgresql":
+        row = store._conn.execute("SELECT tick_size, contract_multiplier, expiration, instrument_class"
+                                  " FROM instrument_definitions_v WHERE instrument_id = 118").fetchone()
+        assert row[0] == Decimal("0.25") and row[1] == Decimal("50") and row[3] == "F"
+        assert row[2] == dt.datetime(2024, 9, 20, 13, 30, tzinfo=dt.timezone.utc)
+
+
+def test_row_problems_name_every_bad_row_and_write_refuses_them(store):
+    from dm.errors import StorageDataError
+    from dm.storage.base import row_problems
+
+    a = trades(100)
+    a["size"][[3, 70]] = I64_MAX + 1
+    a["ts_recv"][70] = U64_MAX
+    dep = _stamp(np.zeros(3, DEPTH_DTYPE), RType.DEPTH)
+    dep["levels"]["bid_sz"][1, 4] = I64_MAX + 5
+    s = stats_records(4)
+    s["ts_ref"][2] = I64_MAX + 1  # not UNDEF_TIMESTAMP: refused
+    g = gap_recs([(1, 1, "ok", 1, 2, 0, T0, "")] * 3)
+    g["kind"][1] = b"caf\xc3"  # cut UTF-8
+    g["detail"][2] = b"a\x00b"  # a NUL inside
+    d = definition_recs([(0, "A", "X", 2), (5, "", "X", 2), (6, "B", "X", 19), (7, "C", "X", 2)])
+    assert [i for i, _ in row_problems(RType.TRADE, a)] == [3, 70] and "trades.size" in row_problems(RType.TRADE, a)[0][1]
+    assert row_problems(RType.DEPTH, dep) == [(1, f"depth.bid_sz_04 = {I64_MAX + 5} exceeds i64 max ({I64_MAX}); refusing to wrap it into BIGINT")]
+    assert [i for i, _ in row_problems(RType.STATISTICS, s)] == [2]
+    assert [i for i, _ in row_problems(RType.GAP, g)] == [1, 2]
+    assert [i for i, _ in row_problems(RType.INSTRUMENT_DEF, d)] == [0, 1, 2]
+    with pytest.raises(StorageDataError) as ei:
+        store.write({RType.TRADE: a, RType.DEPTH: dep, RType.STATISTICS: s, RType.GAP: g, RType.INSTRUMENT_DEF: d})
+    assert sorted((int(r[0]), r[1]) for r in ei.value.rejects) == sorted(
+        [(RType.TRADE, 3), (RType.TRADE, 70), (RType.DEPTH, 1), (RType.STATISTICS, 2), (RType.GAP, 1), (RType.GAP, 2),
+         (RType.INSTRUMENT_DEF, 0), (RType.INSTRUMENT_DEF, 1), (RType.INSTRUMENT_DEF, 2)])
+    assert sum(v for k, v in store.counts().items() if k != "schema_migrations") == 0
+
+
+def test_a_constraint_the_database_enforces_is_a_data_error(store):
+    """A CHECK constraint (here added by hand) refusing a row: ``StorageDataError`` with no row
+    named (the persister bisects), nothing written, and the connection still works."""
+    from dm.errors import StorageDataError
+
+    store._conn.execute("CREATE TABLE t_check (x INTEGER)")  # make sure DDL works on both
+    if store.backend == "postgresql":
+        store._conn.execute("ALTER TABLE trades ADD CONSTRAINT no_neg CHECK (price >= 0)")
+        a = trades(10)
+        a["price"][4] = -1
+        with pytest.raises(StorageDataError) as ei:
+            store.write({RType.TRADE: a})
+        assert ei.value.rejects == [] and "no_neg" in str(ei.value)
+        assert store.write({RType.TRADE: a[:4]}) == {"trades": 4}
+    else:  # SQLite cannot add a constraint to a table: a trigger refuses instead
+        store._conn.execute("CREATE TRIGGER no_neg BEFORE INSERT ON trades WHEN NEW.price < 0"
+                            " BEGIN SELECT RAISE(ABORT, 'no_neg'); END")
+        a = trades(10)
+        a["price"][4] = -1
+        with pytest.raises(StorageDataError):
+            store.write({RType.TRADE: a})
+        assert store.write({RType.TRADE: a[:4]}) == {"trades": 4}
+
+
+def test_bars_of_four_publishers_in_one_minute_are_four_rows(store):
+    """OPRA-like: one option, one minute, four publishers (venues) each sending its ohlcv-1m bar:
+    bars are keyed by publisher (migration 003), so all four are stored and read back."""
+    b = _stamp(np.zeros(4, BAR_DTYPE), RType.BAR)
+    b["instrument_id"] = 1_234_567
+    b["publisher_id"] = [30, 31, 32, 33]
+    b["ts_event"] = T0
+    b["interval_s"] = 60
+    b["open"] = b["high"] = b["low"] = b["close"] = [1_150_000_000, 1_160_000_000, 1_150_000_000, 1_170_000_000]
+    b["volume"], b["count"], b["size_precision"] = [3, 1, 7, 2], [1, 1, 2, 1], 0
+    assert store.write({RType.BAR: b}) == {"bars": 4}
+    assert store.write({RType.BAR: b}) == {"bars": 0}
+    back = store.fetch("bars", instrument_id=1_234_567)
+    assert rows_sorted(back) == rows_sorted(b)
+    if store.backend == "postgresql":
+        assert store._conn.execute("SELECT count(*) FROM bars_v WHERE instrument_id = 1234567").fetchone()[0] == 4
+
+
+# --- secrets, timeouts, lazy connection ---------------------------------------------------------------
+
+def test_storage_urls_and_errors_carry_no_secret():
+    from dm.storage.base import redact_text, redact_url
+
+    assert redact_url("postgresql://dm:hunter2@db:5432/dm") == "postgresql://dm:***@db:5432/dm"
+    assert redact_url("postgresql://dm@db/dm?password=hunter2&sslmode=require") == \
+        "postgresql://dm@db/dm?password=***&sslmode=require"
+    assert redact_url("postgresql://db/dm?sslpassword=x1&passfile=/p") == "postgresql://db/dm?sslpassword=***&passfile=***"
+    assert redact_url("sqlite:///var/dm.sqlite") == "sqlite:///var/dm.sqlite"
+    assert redact_text("auth failed for hunter2", "postgresql://u:hunter2@h/d") == "auth failed for ***"
+    for url in ("postgresql://postgres:hunter2@127.0.0.1:1/dm", "postgresql://postgres@127.0.0.1:1/dm?password=hunter2"):
+        with pytest.raises(StorageError) as ei:
+            open_storage(url, timeout_s=2)
+        assert "hunter2" not in str(ei.value) and "127.0.0.1" in str(ei.value)
+        st_ = open_storage(url, timeout_s=2, connect=False)  # lazy: nothing happens yet
+        with pytest.raises(StorageError) as ei:
+            st_.ping()
+        assert "hunter2" not in str(ei.value)
+        st_.close()
+
+
+def test_blackholed_postgresql_call_times_out_and_the_next_one_reconnects(pg_url):
+    """Through a proxy that stops passing bytes (connection open): a write fails with
+    ``StorageTimeoutError`` after ``timeout_s`` (the watchdog shut the socket down), not never; once
+    bytes pass again the next call reconnects and the retried batch is stored once."""
+    from dm.errors import StorageTimeoutError
+    from tests.pgproxy import PgProxy
+
+    proxy = PgProxy(int(pg_url.split(":")[2].split("/")[0]))
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/{pg_url.rsplit('/', 1)[1]}?sslmode=disable"
+    try:
+        st_ = open_storage(url, migrate=True, timeout_s=1.0)
+        a = trades(10)
+        assert st_.write({RType.TRADE: a[:5]}) == {"trades": 5}
+        proxy.set_mode("blackhole")
+        t = time.monotonic()
+        with pytest.raises(StorageTimeoutError, match=r"within 1.0 s"):
+            st_.write({RType.TRADE: a})
+        assert 0.9 < time.monotonic() - t < 2.5
+        t = time.monotonic()
+        with pytest.raises(StorageTimeoutError):  # reconnecting into the blackhole: bounded too
+            st_.ping()
+        assert time.monotonic() - t < 3.5
+        proxy.set_mode("forward")
+        assert st_.write({RType.TRADE: a}) == {"trades": 5}
+        assert len(st_.fetch("trades")) == 10
+        st_.close()
+    finally:
+        proxy.close()
+
+
+def test_pg_connection_has_keepalives_and_statement_timeout(pg_url):
+    from dm.errors import StorageTimeoutError
+
+    st_ = open_storage(pg_url, timeout_s=1.5)
+    try:
+        st_.ping()
+        assert st_._conn.execute("SHOW statement_timeout").fetchone()[0] == "1200ms"  # 0.8 x timeout_s
+        params = st_._conn.info.get_parameters()
+        assert params["keepalives"] == "1" and params["tcp_user_timeout"] == "1500"
+        conn = st_._conn
+        with pytest.raises(StorageTimeoutError, match="statement timeout"):
+            with st_._errors("sleep"):  # the path every call takes
+                st_._conn.execute("SELECT pg_sleep(3)")
+        st_.ping()
+        assert st_._conn is conn  # a live server cancelled the statement: the connection survived
+    finally:
+        st_.close()

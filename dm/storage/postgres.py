@@ -19,25 +19,38 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
+import os
+import socket
 from typing import Any, Iterator
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from dm.errors import StorageError
-from dm.records import I64_MAX
+from dm.errors import StorageDataError, StorageError, StorageTimeoutError
+from dm.records import I64_MAX, RType
 from dm.storage.base import (
     ALL_TABLES,
     COLUMNS,
     NS_PER_DAY,
     ORDER_BY,
+    RECORD_TABLES,
     TICK_TABLES,
     Storage,
+    Watchdog,
     dedup_column,
+    definition_dedup,
+    definitions_from_rows,
+    gap_dedup,
+    legacy_gap,
     migrations,
     now_ns,
     records_from_columns,
+    redact_text,
+    redact_url,
+    text_column,
+    validate,
 )
 
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -138,38 +151,129 @@ def partition_name(table: str, day: int) -> str:
 
 
 class PostgresStorage(Storage):
-    """Storage on PostgreSQL 15+ (``postgresql://user@host:port/db``)."""
+    """Storage on PostgreSQL 15+ (``postgresql://user@host:port/db``).
+
+    ``timeout_s`` (the persister passes ``storage.timeout_s``; None: no deadlines, for tools):
+    every call must get its answer within it, or it fails with ``StorageTimeoutError``. Three
+    layers make a hung server or a blackholed connection (open, no bytes passing) an error in
+    time: libpq ``connect_timeout``; TCP keepalives and ``tcp_user_timeout`` (the kernel drops a
+    connection whose peer stopped acknowledging); the server's ``statement_timeout`` (0.8 x
+    ``timeout_s``: a live but slow server cancels the statement itself and the connection survives); and a
+    client-side watchdog that shuts the socket down when a call runs past the deadline (the only
+    layer that catches a peer that acknowledges bytes but never answers). The connection is
+    re-opened by the next call. ``connect=False`` opens nothing until the first call (a
+    persister starts while the database is down)."""
 
     backend = "postgresql"
     #: try a plain INSERT .. SELECT first (see ``write``); False: always ON CONFLICT DO NOTHING
     optimistic_insert: bool = True
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout_s: float | None = None, connect: bool = True):
         self.url = url
-        try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as e:
-            raise StorageError(f"cannot connect to PostgreSQL at {_redact(url)}: {e}") from e
+        self.timeout_s = timeout_s
+        self._conn: psycopg.Connection | None = None
         self._parts: set[str] = set()
         self._staged: set[str] = set()
         self._closed = False
+        self._in_call = False
+        self._fd = -1
+        self.watchdog = Watchdog()
+        if connect:
+            try:
+                self._connect()
+            except psycopg.Error as e:
+                err = StorageError(f"cannot connect to PostgreSQL at {redact_url(url)}: {redact_text(str(e), url)}")
+                err.outage = True
+                raise err from e
 
     # --- helpers ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        kw: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
+        if self.timeout_s is not None:
+            t = self.timeout_s
+            kw.update(
+                connect_timeout=max(2, math.ceil(t)),  # libpq: whole seconds, 2 at least
+                keepalives=1, keepalives_idle=max(1, math.ceil(t / 2)), keepalives_interval=1,
+                keepalives_count=max(1, math.ceil(t / 2)), tcp_user_timeout=max(1, int(t * 1000)),
+                # the server cancels a slow statement first (the connection survives); the
+                # watchdog at timeout_s catches what the server cannot (a dead path)
+                options=f"-c statement_timeout={max(1, int(t * 800))}",
+            )
+        self._conn = psycopg.connect(self.url, **kw)
+        self._staged.clear()  # TEMP staging tables live in a session
+
+    def _abort(self) -> None:
+        """Watchdog thread: shut the connection's socket down so the blocked call fails now
+        (shutdown, not close: the fd stays owned by libpq, nobody else can reuse it)."""
+        try:
+            sock = socket.socket(fileno=os.dup(self._fd))
+        except OSError:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - it is broken anyway
+                pass
+
     @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Driver errors → ``StorageError``; reconnects first if the connection was lost (the
-        call that saw it break raised; the caller's retry of an idempotent write is safe)."""
+    def _errors(self, what: str, deadline_s: float | None = None) -> Iterator[None]:
+        """One public call: (re)connect if needed, arm the deadline, map driver errors to
+        ``StorageError`` / ``StorageDataError`` / ``StorageTimeoutError`` (messages without
+        secrets). Nested calls run inside the outer one's deadline."""
         if self._closed:
             raise StorageError("postgresql storage is closed")
-        try:
-            if self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-                self._staged.clear()  # TEMP staging tables died with the old session
+        if self._in_call:
             yield
-        except StorageError:
+            return
+        self._in_call = True
+        deadline = deadline_s if deadline_s is not None else self.timeout_s
+        wd = self.watchdog
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._drop_connection()
+                with wd.guard(deadline, lambda: None):
+                    self._connect()
+            self._fd = self._conn.pgconn.socket
+            with wd.guard(deadline, self._abort):
+                yield
+            if wd.fired:  # answered just as the deadline passed: the socket is shut anyway
+                self._drop_connection()
+        except (StorageDataError, StorageTimeoutError):
             raise
-        except psycopg.Error as e:
-            raise StorageError(f"postgresql {what}: {e}") from e
+        except Exception as e:
+            msg = redact_text(str(e), self.url)
+            if wd.fired:
+                self._drop_connection()
+                raise StorageTimeoutError(
+                    f"postgresql {what}: no answer from {redact_url(self.url)} within {deadline} s "
+                    f"(storage.timeout_s); connection closed") from e
+            if isinstance(e, StorageError):
+                raise
+            if not isinstance(e, psycopg.Error):
+                raise
+            state = getattr(e, "sqlstate", None) or ""
+            if state == "57014" and "statement timeout" in msg:
+                raise StorageTimeoutError(f"postgresql {what}: {msg}") from e
+            if state.startswith("22") or (state.startswith("23") and state != "23505"):
+                raise StorageDataError(f"postgresql {what}: {msg}") from e
+            err = StorageError(f"postgresql {what}: {msg}")
+            if self._conn is None or self._conn.broken or self._conn.closed:
+                self._drop_connection()
+                err.outage = True  # refused, lost, or never made
+            elif state[:2] in ("08", "53") or state in ("57P01", "57P02", "57P03"):
+                err.outage = True  # connection exception, server out of resources or shutting down
+            raise err from e
+        finally:
+            self._in_call = False
 
     def _scalar(self, query, params=None):
         row = self._conn.execute(query, params).fetchone()
@@ -178,7 +282,10 @@ class PostgresStorage(Storage):
     # --- schema -----------------------------------------------------------------------------
     def migrate(self) -> list[str]:
         applied: list[str] = []
-        with self._errors("migrate"):
+        # migrations may rewrite big tables: no statement timeout, a generous client deadline
+        long = None if self.timeout_s is None else max(120.0, 20 * self.timeout_s)
+        with self._errors("migrate", long):
+            self._conn.execute("SET statement_timeout = 0")
             self._conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
             try:
                 self._conn.execute(
@@ -198,6 +305,7 @@ class PostgresStorage(Storage):
                     applied.append(f"{version:03d}_{name}")
             finally:
                 self._conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+                self._conn.execute("RESET statement_timeout")
             today = now_ns() // NS_PER_DAY
             self.ensure_partitions([today, today + 1])
         return applied
@@ -208,30 +316,33 @@ class PostgresStorage(Storage):
                 return 0
             return int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._conn.execute("SELECT 1").fetchone()
+
     def ensure_partitions(self, days, tables=TICK_TABLES) -> list[str]:
         """Create the day partitions (days since the epoch, UTC) of the tick tables that do not
         exist yet, each in its own transaction; a concurrent creator is tolerated. Returns the
         names created by this call."""
         created = []
-        for table in tables:
-            for day in sorted({int(d) for d in days if 0 <= int(d) <= LAST_DAY}):
-                name = partition_name(table, day)
-                if name in self._parts:
-                    continue
-                lo = day * NS_PER_DAY
-                hi = sql.SQL("MAXVALUE") if day >= LAST_DAY else sql.Literal((day + 1) * NS_PER_DAY)
-                stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-                    sql.Identifier(name), sql.Identifier(table), sql.Literal(lo), hi
-                )
-                try:
-                    if self._scalar("SELECT to_regclass(%s)", (name,)) is None:
-                        self._conn.execute(stmt)
-                        created.append(name)
-                except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
-                    pass  # another writer created it between our check and our CREATE
-                except psycopg.Error as e:
-                    raise StorageError(f"postgresql: cannot create partition {name}: {e}") from e
-                self._parts.add(name)
+        with self._errors("ensure_partitions"):
+            for table in tables:
+                for day in sorted({int(d) for d in days if 0 <= int(d) <= LAST_DAY}):
+                    name = partition_name(table, day)
+                    if name in self._parts:
+                        continue
+                    lo = day * NS_PER_DAY
+                    hi = sql.SQL("MAXVALUE") if day >= LAST_DAY else sql.Literal((day + 1) * NS_PER_DAY)
+                    stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(name), sql.Identifier(table), sql.Literal(lo), hi
+                    )
+                    try:
+                        if self._scalar("SELECT to_regclass(%s)", (name,)) is None:
+                            self._conn.execute(stmt)
+                            created.append(name)
+                    except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                        pass  # another writer created it between our check and our CREATE
+                    self._parts.add(name)
         return created
 
     def _ensure_stage(self, table: str) -> str:
@@ -247,37 +358,55 @@ class PostgresStorage(Storage):
         return stage
 
     # --- records ----------------------------------------------------------------------------
-    def write(self, batches: dict[int, np.ndarray], then=None) -> dict[str, int]:
-        """See ``Storage.write``. Per table: binary COPY into the TEMP staging table, then a plain
-        ``INSERT .. SELECT`` in a savepoint (the common case: nothing is a duplicate, and a plain
-        insert is about twice as fast as ON CONFLICT's speculative insertion); on a unique
-        violation the savepoint is rolled back and ``INSERT .. ON CONFLICT DO NOTHING`` runs."""
-        prepared = self._prepare(batches)
-        result = {table: 0 for table, _ in prepared}
-        todo = [(t, a) for t, a in prepared if len(a)]
+    def write(self, batches: dict[int, np.ndarray], checked: bool = False, then=None) -> dict[str, int]:
+        """See ``Storage.write``. Per COPY table: binary COPY into the TEMP staging table, then a
+        plain ``INSERT .. SELECT`` in a savepoint (the common case: nothing is a duplicate, and a
+        plain insert is about twice as fast as ON CONFLICT's speculative insertion); on a unique
+        violation the savepoint is rolled back and ``INSERT .. ON CONFLICT DO NOTHING`` runs.
+        GAP and INSTRUMENT_DEF rows go in with one ``INSERT .. SELECT FROM unnest(arrays)`` per
+        table, in the same transaction."""
+        prepared = self._prepare(batches, checked)
+        result = {RECORD_TABLES[rt]: 0 for rt, _ in prepared}
+        if RType.INSTRUMENT_DEF in batches:
+            result["instruments"] = 0
+        todo = [(rt, a) for rt, a in prepared if len(a)]
         if not todo and then is None:
             return result
         with self._errors("write"):
-            for table, arr in todo:
+            for rt, arr in todo:
+                table = RECORD_TABLES[rt]
                 if table in TICK_TABLES:
                     days = np.unique(arr["ts_event"] // np.uint64(NS_PER_DAY)).tolist()
                     self.ensure_partitions(days + [days[-1] + 1], (table,))
-                self._ensure_stage(table)
+                if table in COLUMNS:
+                    self._ensure_stage(table)
             with self._conn.transaction(), self._conn.cursor() as cur:
-                for table, arr in todo:
-                    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS[table])
-                    stage = sql.Identifier(f"_dm_stage_{table}")
-                    rows = copy_rows_from_records(table, arr)
-                    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, names)) as cp:
-                        cp.write(COPY_HEADER)
-                        cp.write(memoryview(rows).cast("B"))
-                        cp.write(COPY_TRAILER)
-                    insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                        sql.Identifier(table), names, names, stage)
-                    result[table] = self._insert_from_stage(cur, insert)
+                for rt, arr in todo:
+                    table = RECORD_TABLES[rt]
+                    if rt == RType.GAP:
+                        result[table] = self._write_gaps(cur, arr)
+                    elif rt == RType.INSTRUMENT_DEF:
+                        result["instruments"], result[table] = self._write_definitions(cur, arr)
+                    else:
+                        result[table] = self._copy(cur, table, arr)
                 if then is not None:
                     then(cur, dict(result))
         return result
+
+    def _copy(self, cur: psycopg.Cursor, table: str, arr: np.ndarray) -> int:
+        spec = COLUMNS[table]
+        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in spec)
+        exprs = sql.SQL(", ").join(
+            sql.SQL("NULLIF({}, -1)").format(sql.Identifier(c.name)) if c.nullable else sql.Identifier(c.name)
+            for c in spec)
+        stage = sql.Identifier(f"_dm_stage_{table}")
+        rows = copy_rows_from_records(table, arr)
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, names)) as cp:
+            cp.write(COPY_HEADER)
+            cp.write(memoryview(rows).cast("B"))
+            cp.write(COPY_TRAILER)
+        insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sql.Identifier(table), names, exprs, stage)
+        return self._insert_from_stage(cur, insert)
 
     def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:
         """Run ``insert`` (INSERT .. SELECT from a staging table) idempotently; rows inserted."""
@@ -291,9 +420,78 @@ class PostgresStorage(Storage):
         cur.execute(insert + sql.SQL(" ON CONFLICT DO NOTHING"))
         return cur.rowcount
 
+    def _write_gaps(self, cur: psycopg.Cursor, a: np.ndarray) -> int:
+        cur.execute(
+            "INSERT INTO gaps (publisher_id, instrument_id, kind, units, first_missing, last_missing, detected_ns,"
+            " ts_recv, flags, detail, dedup, state)"
+            " SELECT *, 'open' FROM unnest(%s::integer[], %s::bigint[], %s::text[], %s::smallint[], %s::bigint[],"
+            " %s::bigint[], %s::bigint[], %s::bigint[], %s::smallint[], %s::text[], %s::bigint[])"
+            " ON CONFLICT (publisher_id, instrument_id, dedup) DO NOTHING",
+            (a["publisher_id"].tolist(), a["instrument_id"].tolist(), text_column(a, "kind"), a["units"].tolist(),
+             a["first_missing"].tolist(), a["last_missing"].tolist(), a["ts_event"].tolist(), a["ts_recv"].tolist(),
+             a["flags"].tolist(), text_column(a, "detail"), gap_dedup(a).tolist()))
+        return cur.rowcount
+
+    def _write_definitions(self, cur: psycopg.Cursor, a: np.ndarray) -> tuple[int, int]:
+        """Register the instruments (when absent), refuse rows whose id the database registers to
+        another symbol (checked after the insert, so a concurrent registrant is seen), store the
+        definitions. Returns (instruments inserted, definitions inserted)."""
+        iid = a["instrument_id"].tolist()
+        sym, ex = text_column(a, "symbol"), text_column(a, "exchange")
+        raw = text_column(a, "raw_symbol")
+        sp = a["size_precision"].tolist()
+        idx = list(range(len(a)))
+        cur.execute(
+            "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns, size_precision)"
+            " SELECT DISTINCT ON (iid) iid, sym, ex, raw, pub, %s, sp"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::smallint[])"
+            "   AS d(iid, sym, ex, raw, pub, sp)"
+            " ORDER BY iid ON CONFLICT DO NOTHING",
+            (now_ns(), iid, sym, ex, raw, a["publisher_id"].tolist(), sp))
+        registered = cur.rowcount
+        cur.execute(
+            "WITH d(idx, iid, sym, ex) AS (SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::text[], %s::text[]))"
+            " SELECT d.idx, i.instrument_id, i.symbol, i.exchange FROM d JOIN instruments i ON i.instrument_id = d.iid"
+            "   WHERE (i.symbol, i.exchange) <> (d.sym, d.ex)",
+            (idx, iid, sym, ex))
+        clashes = cur.fetchall()
+        if clashes:
+            raise StorageDataError(
+                f"{len(clashes)} instrument definition(s) contradict the registry",
+                [(int(RType.INSTRUMENT_DEF), int(i), _clash(iid[i], sym[i], ex[i], int(oid), osym, oex))
+                 for i, oid, osym, oex in sorted(clashes)])
+        cur.execute(
+            "UPDATE instruments i SET size_precision = d.sp"
+            " FROM unnest(%s::bigint[], %s::smallint[]) AS d(iid, sp)"
+            " WHERE i.instrument_id = d.iid AND i.size_precision IS NULL",
+            (iid, sp))
+        cur.execute(
+            "INSERT INTO instrument_definitions (instrument_id, publisher_id, ts_event, ts_recv, min_price_increment,"
+            " display_factor, lot_size, contract_multiplier, strike_price, expiration, activation, size_precision,"
+            " price_precision, instrument_class, flags, symbol, exchange, raw_symbol, underlying, base, quote, dedup)"
+            " SELECT iid, pub, ts, tr, tick, df, lot, mult, strike, NULLIF(exp, -1), NULLIF(act, -1), sp, pp, cls,"
+            "   fl, sym, ex, raw, und, base, quote, dd"
+            " FROM unnest(%s::bigint[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+            "   %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::smallint[], %s::smallint[],"
+            "   %s::smallint[], %s::smallint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            "   %s::text[], %s::bigint[])"
+            "   AS d(iid, pub, ts, tr, tick, df, lot, mult, strike, exp, act, sp, pp, cls, fl, sym, ex, raw, und, base,"
+            "        quote, dd)"
+            " ON CONFLICT DO NOTHING",
+            (iid, a["publisher_id"].tolist(), a["ts_event"].tolist(), a["ts_recv"].tolist(),
+             a["min_price_increment"].tolist(), a["display_factor"].tolist(), a["lot_size"].tolist(),
+             a["contract_multiplier"].tolist(), a["strike_price"].tolist(),
+             a["expiration"].astype(np.int64).tolist(), a["activation"].astype(np.int64).tolist(), sp,
+             a["price_precision"].tolist(), a["instrument_class"].tolist(), a["flags"].tolist(), sym, ex, raw,
+             text_column(a, "underlying"), text_column(a, "base"), text_column(a, "quote"),
+             definition_dedup(a).tolist()))
+        return registered, cur.rowcount
+
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
         self._check_table(table)
-        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS[table])
+        names = sql.SQL(", ").join(
+            sql.SQL("coalesce({}, -1)").format(sql.Identifier(c.name)) if c.nullable else sql.Identifier(c.name)
+            for c in COLUMNS[table])
         where = sql.SQL("")
         if instrument_id is not None:
             where = sql.SQL(" WHERE instrument_id = {}").format(sql.Literal(int(instrument_id)))
@@ -308,6 +506,19 @@ class PostgresStorage(Storage):
         cols = parse_copy_rows(table, buf)
         return records_from_columns(table, cols, len(cols[0]))
 
+    def definitions(self, instrument_id: int | None = None) -> np.ndarray:
+        q = ("SELECT instrument_id, publisher_id, ts_event, ts_recv, min_price_increment, display_factor, lot_size,"
+             " contract_multiplier, strike_price, coalesce(expiration, -1), coalesce(activation, -1), size_precision,"
+             " price_precision, instrument_class, flags, symbol, exchange, raw_symbol, underlying, base, quote"
+             " FROM instrument_definitions")
+        params: tuple = ()
+        if instrument_id is not None:
+            q += " WHERE instrument_id = %s"
+            params = (int(instrument_id),)
+        with self._errors("definitions"):
+            rows = self._conn.execute(q + " ORDER BY instrument_id, ts_event, dedup", params).fetchall()
+        return definitions_from_rows(rows)
+
     def counts(self) -> dict[str, int]:
         with self._errors("counts"):
             return {
@@ -317,31 +528,38 @@ class PostgresStorage(Storage):
 
     # --- instruments ------------------------------------------------------------------------
     def load_instruments(self) -> list[tuple[int, str, str, str, int]]:
+        return [r[:5] for r in self.instrument_rows()]
+
+    def instrument_rows(self) -> list[tuple[int, str, str, str, int, int | None]]:
         with self._errors("load_instruments"):
             rows = self._conn.execute(
-                "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id FROM instruments ORDER BY instrument_id"
+                "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision"
+                " FROM instruments ORDER BY instrument_id"
             ).fetchall()
-        return [(int(a), b, c, d, int(e)) for a, b, c, d, e in rows]
+        return [(int(a), b, c, d, int(e), None if f is None else int(f)) for a, b, c, d, e, f in rows]
 
     def insert_instrument(self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str,
-                          publisher_id: int) -> bool:
+                          publisher_id: int, size_precision: int | None = None) -> bool:
         with self._errors("insert_instrument"):
             cur = self._conn.execute(
-                "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (int(instrument_id), symbol, exchange, venue_symbol, int(publisher_id), now_ns()),
+                "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns,"
+                " size_precision) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (int(instrument_id), symbol, exchange, venue_symbol, int(publisher_id), now_ns(),
+                 None if size_precision is None else int(size_precision)),
             )
             return cur.rowcount == 1
 
     # --- gaps -------------------------------------------------------------------------------
     def record_gap(self, instrument_id: int, kind: str, first_missing: int, last_missing: int,
-                   detected_ns: int, detail: str = "") -> int:
+                   detected_ns: int, detail: str = "", publisher_id: int = 0, units: int | None = None) -> int:
+        a = legacy_gap(instrument_id, kind, first_missing, last_missing, detected_ns, detail, publisher_id, units)
+        validate(int(RType.GAP), a)
         with self._errors("record_gap"):
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                self._write_gaps(cur, a)
             return int(self._scalar(
-                "INSERT INTO gaps (instrument_id, kind, first_missing, last_missing, detected_ns, state, detail)"
-                " VALUES (%s, %s, %s, %s, %s, 'open', %s) RETURNING id",
-                (int(instrument_id), kind, int(first_missing), int(last_missing), int(detected_ns), detail),
-            ))
+                "SELECT id FROM gaps WHERE publisher_id = %s AND instrument_id = %s AND dedup = %s",
+                (int(a["publisher_id"][0]), int(a["instrument_id"][0]), int(gap_dedup(a)[0]))))
 
     def update_gap(self, gap_id: int, state: str, detail: str | None = None) -> bool:
         with self._errors("update_gap"):
@@ -352,7 +570,8 @@ class PostgresStorage(Storage):
             return cur.rowcount == 1
 
     def gaps(self, state: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT id, instrument_id, kind, first_missing, last_missing, detected_ns, state, detail FROM gaps"
+        q = ("SELECT id, publisher_id, instrument_id, kind, units, first_missing, last_missing, detected_ns, state,"
+             " detail FROM gaps")
         with self._errors("gaps"), self._conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             if state is None:
                 cur.execute(q + " ORDER BY id")
@@ -362,7 +581,7 @@ class PostgresStorage(Storage):
 
     # --- maintenance ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": self.backend, "url": _redact(self.url)}
+        out: dict[str, Any] = {"backend": self.backend, "url": redact_url(self.url)}
         with self._errors("stats"):
             out["schema_version"] = self.schema_version()
             out["bytes"] = int(self._scalar("SELECT pg_database_size(current_database())"))
@@ -385,10 +604,12 @@ class PostgresStorage(Storage):
         return out
 
     def compress(self) -> str:
-        with self._errors("compress"):
+        with self._errors("compress", None if self.timeout_s is None else max(600.0, 100 * self.timeout_s)):
+            self._conn.execute("SET statement_timeout = 0")
             has_tsdb = self._scalar("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
             for t in ALL_TABLES:
                 self._conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(t)))
+            self._conn.execute("RESET statement_timeout")
         why = ("TimescaleDB is installed but dm's tables are native partitions, not hypertables"
                if has_tsdb else "TimescaleDB is not available")
         return f"{why}: ran VACUUM (ANALYZE) on {len(ALL_TABLES)} tables and their partitions"
@@ -396,13 +617,15 @@ class PostgresStorage(Storage):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._conn.close()
+            self._drop_connection()
+
+
+def _clash(iid: int, sym: str, ex: str, oid: int, osym: str, oex: str) -> str:
+    if oid == iid:
+        return f"instrument_id {iid} is registered to {osym}@{oex} in the database, not {sym}@{ex}"
+    return f"{sym}@{ex} is registered as instrument_id {oid} in the database, not {iid}"
 
 
 def _redact(url: str) -> str:
-    """The URL without a password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
-    return url
+    """The URL without secrets (kept for callers of the old name)."""
+    return redact_url(url)

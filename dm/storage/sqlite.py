@@ -9,7 +9,10 @@ only).
 
 Writes: one ``BEGIN IMMEDIATE`` transaction, ``executemany("INSERT .. ON CONFLICT DO NOTHING")`` per
 table (not ``INSERT OR IGNORE``, which would also silently drop rows failing a CHECK or NOT NULL).
-Concurrency: SQLite has one writer at a time; other connections wait up to ``busy_timeout_s``.
+Concurrency: SQLite has one writer at a time; other connections wait up to ``busy_timeout_s``
+(``timeout_s`` when given). With ``timeout_s`` a watchdog interrupts a call that runs longer
+(``StorageTimeoutError``). A CHECK/NOT NULL violation or a value SQLite cannot hold is
+``StorageDataError``; "database is locked", I/O errors and the like are ``StorageError``.
 """
 from __future__ import annotations
 
@@ -22,16 +25,25 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from dm.errors import StorageError
+from dm.errors import StorageDataError, StorageError, StorageTimeoutError
+from dm.records import RType
 from dm.storage.base import (
     ALL_TABLES,
     COLUMNS,
     ORDER_BY,
-    column_arrays,
+    RECORD_TABLES,
     Storage,
+    Watchdog,
+    column_arrays,
+    definition_dedup,
+    definitions_from_rows,
+    gap_dedup,
+    legacy_gap,
     migrations,
     now_ns,
     records_from_columns,
+    text_column,
+    validate,
 )
 
 
@@ -65,8 +77,13 @@ class SqliteStorage(Storage):
 
     backend = "sqlite"
 
-    def __init__(self, url: str, busy_timeout_s: float = 60.0):
+    def __init__(self, url: str, busy_timeout_s: float = 60.0, timeout_s: float | None = None):
         self.url = url
+        self.timeout_s = timeout_s
+        self.watchdog = Watchdog()
+        self._in_call = False
+        if timeout_s is not None:
+            busy_timeout_s = timeout_s
         path, opts = parse_sqlite_url(url)
         sync = opts.get("synchronous", "full").upper()
         if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -85,18 +102,34 @@ class SqliteStorage(Storage):
 
     # --- helpers ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
+    def _errors(self, what: str, deadline_s: float | None = None) -> Iterator[None]:
+        if self._in_call:
             yield
+            return
+        self._in_call = True
+        wd = self.watchdog
+        try:
+            with wd.guard(deadline_s if deadline_s is not None else self.timeout_s, self._conn.interrupt):
+                yield
         except StorageError:
             raise
-        except sqlite3.Error as e:
-            raise StorageError(f"sqlite {what}: {e}") from e
+        except (sqlite3.Error, OverflowError) as e:
+            if wd.fired:
+                raise StorageTimeoutError(f"sqlite {what}: no answer within {self.timeout_s} s (storage.timeout_s)") from e
+            if isinstance(e, (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)):
+                raise StorageDataError(f"sqlite {what}: {e}") from e
+            err = StorageError(f"sqlite {what}: {e}")
+            text = str(e).lower()
+            err.outage = isinstance(e, sqlite3.OperationalError) and any(
+                k in text for k in ("locked", "busy", "i/o", "unable to open", "disk", "full"))
+            raise err from e
+        finally:
+            self._in_call = False
 
     @contextlib.contextmanager
-    def _txn(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _txn(self, what: str, deadline_s: float | None = None) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``; rollback and ``StorageError`` on any failure."""
-        with self._errors(what):
+        with self._errors(what, deadline_s):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -135,7 +168,7 @@ class SqliteStorage(Storage):
     def _migrate(self) -> list[str]:
         applied = []
         for version, name, text in migrations("sqlite"):
-            with self._txn("migrate") as c:
+            with self._txn("migrate", None if self.timeout_s is None else max(120.0, 20 * self.timeout_s)) as c:
                 c.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ns INTEGER NOT NULL)"
@@ -155,30 +188,118 @@ class SqliteStorage(Storage):
                 return 0
             return int(self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._conn.execute("SELECT 1").fetchone()
+
     # --- records ----------------------------------------------------------------------------
-    def write(self, batches: dict[int, np.ndarray], then=None) -> dict[str, int]:
-        prepared = self._prepare(batches)
-        result = {table: 0 for table, _ in prepared}
-        todo = [(t, a) for t, a in prepared if len(a)]
+    def write(self, batches: dict[int, np.ndarray], checked: bool = False, then=None) -> dict[str, int]:
+        prepared = self._prepare(batches, checked)
+        result = {RECORD_TABLES[rt]: 0 for rt, _ in prepared}
+        if RType.INSTRUMENT_DEF in batches:
+            result["instruments"] = 0
+        todo = [(rt, a) for rt, a in prepared if len(a)]
         if not todo and then is None:
             return result
         with self._txn("write") as c:
-            for table, arr in todo:
-                cols = column_arrays(table, arr)
-                names = [col.name for col in COLUMNS[table]]
-                q = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-                     " ON CONFLICT DO NOTHING")
+            for rt, arr in todo:
+                table = RECORD_TABLES[rt]
                 before = c.total_changes
-                c.executemany(q, np.column_stack(cols).tolist())
+                if rt == RType.GAP:
+                    self._write_gaps(c, arr)
+                elif rt == RType.INSTRUMENT_DEF:
+                    result["instruments"] = self._write_definitions(c, arr)
+                    before = c.total_changes
+                    self._insert_definitions(c, arr)
+                else:
+                    spec = COLUMNS[table]
+                    rows = np.column_stack(column_arrays(table, arr)).tolist()
+                    for k, col in enumerate(spec):
+                        if col.nullable:  # UNDEF_TIMESTAMP travels as -1: NULL
+                            for r in rows:
+                                if r[k] == -1:
+                                    r[k] = None
+                    names = [col.name for col in spec]
+                    q = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                         " ON CONFLICT DO NOTHING")
+                    c.executemany(q, rows)
                 result[table] = c.total_changes - before
             if then is not None:
                 then(c.cursor(), dict(result))
         return result
 
+    @staticmethod
+    def _write_gaps(c: sqlite3.Connection, a: np.ndarray) -> None:
+        rows = zip(a["publisher_id"].tolist(), a["instrument_id"].tolist(), text_column(a, "kind"), a["units"].tolist(),
+                   a["first_missing"].tolist(), a["last_missing"].tolist(), a["ts_event"].tolist(),
+                   a["ts_recv"].tolist(), a["flags"].tolist(), text_column(a, "detail"), gap_dedup(a).tolist())
+        c.executemany(
+            "INSERT INTO gaps (publisher_id, instrument_id, kind, units, first_missing, last_missing, detected_ns,"
+            " ts_recv, flags, detail, dedup, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+            " ON CONFLICT DO NOTHING", list(rows))
+
+    @staticmethod
+    def _write_definitions(c: sqlite3.Connection, a: np.ndarray) -> int:
+        """Register absent instruments, refuse rows whose id is registered to another symbol
+        (StorageDataError, the caller's transaction rolls back). Returns instruments inserted."""
+        from dm.storage.postgres import _clash
+
+        iid = a["instrument_id"].tolist()
+        sym, ex, raw = text_column(a, "symbol"), text_column(a, "exchange"), text_column(a, "raw_symbol")
+        sp, pub = a["size_precision"].tolist(), a["publisher_id"].tolist()
+        before = c.total_changes
+        now = now_ns()
+        c.executemany(
+            "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns,"
+            " size_precision) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(iid[i], sym[i], ex[i], raw[i], pub[i], now, sp[i]) for i in range(len(a))])
+        registered = c.total_changes - before
+        rejects = []
+        for i in range(len(a)):
+            row = c.execute("SELECT symbol, exchange FROM instruments WHERE instrument_id = ?", (iid[i],)).fetchone()
+            if row is not None and tuple(row) != (sym[i], ex[i]):
+                rejects.append((int(RType.INSTRUMENT_DEF), i, _clash(iid[i], sym[i], ex[i], iid[i], row[0], row[1])))
+        if rejects:
+            raise StorageDataError(f"{len(rejects)} instrument definition(s) contradict the registry", rejects)
+        c.executemany("UPDATE instruments SET size_precision = ? WHERE instrument_id = ? AND size_precision IS NULL",
+                      list(zip(sp, iid)))
+        return registered
+
+    @staticmethod
+    def _insert_definitions(c: sqlite3.Connection, a: np.ndarray) -> None:
+        def opt(col):
+            return [None if v == -1 else v for v in col.astype(np.int64).tolist()]
+
+        cols = [a["instrument_id"].tolist(), a["publisher_id"].tolist(), a["ts_event"].tolist(), a["ts_recv"].tolist(),
+                a["min_price_increment"].tolist(), a["display_factor"].tolist(), a["lot_size"].tolist(),
+                a["contract_multiplier"].tolist(), a["strike_price"].tolist(), opt(a["expiration"]),
+                opt(a["activation"]), a["size_precision"].tolist(), a["price_precision"].tolist(),
+                a["instrument_class"].tolist(), a["flags"].tolist()]
+        cols += [text_column(a, f) for f in ("symbol", "exchange", "raw_symbol", "underlying", "base", "quote")]
+        cols.append(definition_dedup(a).tolist())
+        c.executemany(
+            "INSERT INTO instrument_definitions (instrument_id, publisher_id, ts_event, ts_recv, min_price_increment,"
+            " display_factor, lot_size, contract_multiplier, strike_price, expiration, activation, size_precision,"
+            " price_precision, instrument_class, flags, symbol, exchange, raw_symbol, underlying, base, quote, dedup)"
+            f" VALUES ({', '.join('?' * 22)}) ON CONFLICT DO NOTHING", list(zip(*cols)))
+
+    def definitions(self, instrument_id: int | None = None) -> np.ndarray:
+        q = ("SELECT instrument_id, publisher_id, ts_event, ts_recv, min_price_increment, display_factor, lot_size,"
+             " contract_multiplier, strike_price, coalesce(expiration, -1), coalesce(activation, -1), size_precision,"
+             " price_precision, instrument_class, flags, symbol, exchange, raw_symbol, underlying, base, quote"
+             " FROM instrument_definitions")
+        params: tuple = ()
+        if instrument_id is not None:
+            q += " WHERE instrument_id = ?"
+            params = (int(instrument_id),)
+        with self._errors("definitions"):
+            rows = self._conn.execute(q + " ORDER BY instrument_id, ts_event, dedup", params).fetchall()
+        return definitions_from_rows(rows)
+
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
         self._check_table(table)
         spec = COLUMNS[table]
-        q = f"SELECT {', '.join(c.name for c in spec)} FROM {table}"
+        q = f"SELECT {', '.join(f'coalesce({c.name}, -1)' if c.nullable else c.name for c in spec)} FROM {table}"
         params: tuple = ()
         if instrument_id is not None:
             q += " WHERE instrument_id = ?"
@@ -195,31 +316,35 @@ class SqliteStorage(Storage):
 
     # --- instruments ------------------------------------------------------------------------
     def load_instruments(self) -> list[tuple[int, str, str, str, int]]:
+        return [r[:5] for r in self.instrument_rows()]
+
+    def instrument_rows(self) -> list[tuple[int, str, str, str, int, int | None]]:
         with self._errors("load_instruments"):
             return [tuple(r) for r in self._conn.execute(  # type: ignore[misc]
-                "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id FROM instruments ORDER BY instrument_id"
+                "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision FROM instruments"
+                " ORDER BY instrument_id"
             )]
 
     def insert_instrument(self, instrument_id: int, symbol: str, exchange: str, venue_symbol: str,
-                          publisher_id: int) -> bool:
+                          publisher_id: int, size_precision: int | None = None) -> bool:
         with self._txn("insert_instrument") as c:
             cur = c.execute(
-                "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (int(instrument_id), symbol, exchange, venue_symbol, int(publisher_id), now_ns()),
+                "INSERT INTO instruments (instrument_id, symbol, exchange, venue_symbol, publisher_id, created_ns,"
+                " size_precision) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (int(instrument_id), symbol, exchange, venue_symbol, int(publisher_id), now_ns(),
+                 None if size_precision is None else int(size_precision)),
             )
             return cur.rowcount == 1
 
     # --- gaps -------------------------------------------------------------------------------
     def record_gap(self, instrument_id: int, kind: str, first_missing: int, last_missing: int,
-                   detected_ns: int, detail: str = "") -> int:
+                   detected_ns: int, detail: str = "", publisher_id: int = 0, units: int | None = None) -> int:
+        a = legacy_gap(instrument_id, kind, first_missing, last_missing, detected_ns, detail, publisher_id, units)
+        validate(int(RType.GAP), a)
         with self._txn("record_gap") as c:
-            cur = c.execute(
-                "INSERT INTO gaps (instrument_id, kind, first_missing, last_missing, detected_ns, state, detail)"
-                " VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                (int(instrument_id), kind, int(first_missing), int(last_missing), int(detected_ns), detail),
-            )
-            return int(cur.lastrowid)
+            self._write_gaps(c, a)
+            return int(self._scalar("SELECT id FROM gaps WHERE publisher_id = ? AND instrument_id = ? AND dedup = ?",
+                                    (int(a["publisher_id"][0]), int(a["instrument_id"][0]), int(gap_dedup(a)[0]))))
 
     def update_gap(self, gap_id: int, state: str, detail: str | None = None) -> bool:
         with self._txn("update_gap") as c:
@@ -228,7 +353,8 @@ class SqliteStorage(Storage):
             return cur.rowcount == 1
 
     def gaps(self, state: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT id, instrument_id, kind, first_missing, last_missing, detected_ns, state, detail FROM gaps"
+        q = ("SELECT id, publisher_id, instrument_id, kind, units, first_missing, last_missing, detected_ns, state,"
+             " detail FROM gaps")
         with self._errors("gaps"):
             cur = self._conn.execute(q + " ORDER BY id") if state is None else \
                 self._conn.execute(q + " WHERE state = ? ORDER BY id", (state,))
