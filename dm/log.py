@@ -122,6 +122,10 @@ _HANDLER_NAME = "dm"
 _configured = False
 
 
+#: third-party loggers whose info lines only repeat what dm logs itself
+_CHATTY = ("databento", "databento_dbn", "aiohttp.access", "nats", "urllib3", "asyncio")
+
+
 def configured() -> bool:
     """True once ``setup`` ran in this process."""
     return _configured
@@ -158,6 +162,10 @@ def setup(fmt: str = "console", level: str = "info", process: str | None = None)
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(lvl)
+    # libraries' own info chatter (databento's "Initialized Historical", ...) is not dm's: their
+    # warnings and errors still come through, all of it at level debug
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(lvl if lvl <= logging.DEBUG else max(lvl, logging.WARNING))
     logging.captureWarnings(True)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -2,15 +2,15 @@
 another host.
 
 A durable JetStream pull consumer (``durable``, default ``dm-persist-<instance>``) on
-``dm.<instance>.>`` delivers batches of messages; their records go to ``Storage.write`` in one
-transaction, and the messages are acknowledged only after the database commit. A crash between
+``dm.<instance>.>`` delivers batches of messages; their records go through the persister's own
+``store_batch`` (one transaction; a record storage refuses is dead-lettered alone to
+``persister.dead_letter``, the rest stored), and the messages are acknowledged only after the
+database commit. A crash between
 commit and ack re-delivers the batch, which storage's uniqueness keys make idempotent; the
 durable consumer remembers what was acknowledged across restarts of this process and of NATS.
 
 Nothing silent: a message in another record layout, or with records that do not parse, is
-terminated (never re-delivered), counted and logged once per burst; records of an rtype the
-storage backend has no table for yet are counted (``skipped_by_rtype``) and logged once. A
-storage failure keeps the batch unacknowledged and retries with backoff (JetStream re-delivers
+terminated (never re-delivered), counted and logged once per burst. A storage failure keeps the batch unacknowledged and retries with backoff (JetStream re-delivers
 after ``ack_wait_s`` if this process dies meanwhile).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dm import nats_wire as wire
 from dm.bridge import safe_url
 from dm.config import Config
 from dm.errors import StorageError
+from dm.persister import DeadLetters, store_batch
 
 log = dmlog.get("dm.nats_persist")
 
@@ -44,7 +45,7 @@ class RemotePersister:
         self.stopping = False
         self.s = {"messages": 0, "records": 0, "batches": 0, "poison_messages": 0, "storage_failures": 0}
         self.rows: Counter[str] = Counter()
-        self.skipped: Counter[str] = Counter()
+        self.dead = DeadLetters(cfg.persister.dead_letter)
         self.stats_path = cfg.run_dir / cfg.instance / "nats-persister.stats.json"
 
     async def connect(self):
@@ -78,13 +79,10 @@ class RemotePersister:
                 await asyncio.sleep(1.0)
         return None
 
-    def decode(self, msgs) -> tuple[dict, list]:
-        """Messages → ``{rtype: array}`` for storage, and the messages to terminate as poison."""
-        import numpy as np
-
-        from dm.persister import to_arrays
-        from dm.storage.base import TABLE_OF
-
+    def decode(self, msgs) -> tuple[bytes, list]:
+        """Messages → (their records concatenated, the messages to terminate as poison: a payload
+        that does not hold the records its headers announce). Bad records inside a good message
+        are the persister's business (``dm.persister.store_batch`` dead-letters them alone)."""
         good, poison = [], []
         for m in msgs:
             try:
@@ -95,17 +93,7 @@ class RemotePersister:
             except (ValueError, KeyError, IndexError) as e:
                 poison.append(m)
                 log.error("poison message terminated", subject=m.subject, error=str(e))
-        arrays = to_arrays(b"".join(good)) if good else {}
-        out = {}
-        for rt, arr in arrays.items():
-            if rt in TABLE_OF:
-                out[rt] = np.ascontiguousarray(arr)
-            else:
-                name = wire.schema_of(rt)
-                if not self.skipped[name]:
-                    log.warning("storage has no table for these records yet; counted, not stored", schema=name)
-                self.skipped[name] += len(arr)
-        return out, poison
+        return b"".join(good), poison
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -137,14 +125,16 @@ class RemotePersister:
                     if "consumer" in repr(e).lower() and "not found" in repr(e).lower():
                         psub = await self.subscribe(js)
                     continue
-                arrays, poison = self.decode(msgs)
+                buf, poison = self.decode(msgs)
                 while True:
                     try:
-                        inserted = await asyncio.to_thread(storage.write, arrays) if arrays else {}
+                        inserted, dead, arrays = (await asyncio.to_thread(store_batch, storage, buf, "nats", self.storage_url)
+                                                  if buf else ({}, [], {}))
+                        self.dead.write(dead)  # fsync'd before the acks
                         break
                     except StorageError as e:
                         self.s["storage_failures"] += 1
-                        log.error("storage write failed; batch kept unacknowledged", records=sum(map(len, arrays.values())), retry_in_s=backoff, error=str(e))
+                        log.error("storage write failed; batch kept unacknowledged", bytes=len(buf), retry_in_s=backoff, error=str(e))
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
                         if self.stopping:
@@ -178,7 +168,7 @@ class RemotePersister:
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.stats_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"nats_persister": True, "pid": os.getpid(), "url": safe_url(self.url), **self.s,
-                                   "rows": dict(self.rows), "skipped_by_rtype": dict(self.skipped), "ts": time.time()}))
+                                   "rows": dict(self.rows), "dead_letters": self.dead.count, "ts": time.time()}))
         os.replace(tmp, self.stats_path)
 
 

@@ -13,6 +13,7 @@ from dm.databento.times import NS_PER_DAY, to_ns
 from dm.dbn import read_dbn
 from dm.errors import BudgetRefused
 from dm.instruments import InstrumentRegistry, first_choice
+from dm.records import GapUnits
 from dm.records import RType
 from dm.storage import open_storage
 from tests.databento_fixtures import DBN_SIZE, ESU4_MBP1, ESU4_TRADES, KEY, USD_PER_GB, gateway, gw, settings_for  # noqa: F401
@@ -251,8 +252,8 @@ def test_fill_gaps(st, gw, tmp_path):
     btc = reg.resolve("BTCUSD", "BINANCE", "BTCUSDT", 1001)
     xbt = reg.resolve("BTCUSD", "KRAKEN", "XBT/USD", 1002)
     a, b = to_ns("2024-07-01T23:59"), to_ns("2024-07-02T00:01")
-    g_es = st.record_gap(es, "databento.reconnect", a, b - 1, b)
-    g_in = st.record_gap(es, "databento.reconnect", a + 10**9, a + 2 * 10**9, b)  # inside the first
+    g_es = st.record_gap(es, "databento.reconnect", a, b - 1, b, units=GapUnits.NS)
+    g_in = st.record_gap(es, "databento.reconnect", a + 10**9, a + 2 * 10**9, b, units=GapUnits.NS)  # inside the first
     g_book = st.record_gap(btc, "binance.update_id", 1000, 1010, b)
     g_kr = st.record_gap(xbt, "reconnect", a, b, b)
     s = settings_for(gw, tmp_path, routing=ROUTING)
@@ -282,7 +283,7 @@ def test_fill_gaps(st, gw, tmp_path):
 
 def test_fill_gaps_over_budget_changes_nothing(st, gw, tmp_path):
     es = InstrumentRegistry(st).resolve("ESU4", "GLBX.MDP3", "ESU4", 1)
-    st.record_gap(es, "databento.reconnect", D1, D3 - 1, D3)
+    st.record_gap(es, "databento.reconnect", D1, D3 - 1, D3, units=GapUnits.NS)
     s = settings_for(gw, tmp_path, routing=ROUTING, auto_approve_usd=0.0, max_request_usd=0.0001)
     with pytest.raises(BudgetRefused):
         fill_gaps(st, s, confirm=True, filler_kw={"sleep": lambda x: None})

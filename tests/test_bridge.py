@@ -198,9 +198,10 @@ def test_remote_persister_stores_exactly_the_bridged_records(tmp_path, instance,
         time.sleep(1.0)
         assert stop_proc(pers) == 0
         local = b"".join(b"".join(local_records(instance, s)) for s in SYMBOLS)
-        from dm.persister import to_arrays
+        from dm.persister import split_records
 
-        want = to_arrays(local)
+        want, poison = split_records(local)
+        assert not poison
         st = open_storage(remote_db)
         try:
             c = st.counts()

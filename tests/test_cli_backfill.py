@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from dm.backfill import Ledger
 from dm.cli import main
+from dm.records import GapUnits
 from dm.databento.fake import Fault
 from dm.storage import open_storage
 from tests.databento_fixtures import KEY, ROOT, USD_PER_GB, gateway, gw  # noqa: F401
@@ -113,7 +114,7 @@ def test_fill_gaps_command(cfg, gw, storage_url):
     with open_storage(storage_url, migrate=True) as st:
         es = InstrumentRegistry(st).resolve("ESU4", "GLBX.MDP3", "ESU4", 1)
         btc = InstrumentRegistry(st).resolve("ZILUSD", "BINANCE", "ZILUSDT", 1001)
-        st.record_gap(es, "databento.reconnect", to_ns("2024-07-02T00:00:10"), to_ns("2024-07-02T00:00:20"), 1)
+        st.record_gap(es, "databento.reconnect", to_ns("2024-07-02T00:00:10"), to_ns("2024-07-02T00:00:20"), 1, units=GapUnits.NS)
         st.record_gap(btc, "binance.update_id", 5, 9, 1)
     res = run("backfill", "fill-gaps", "-c", cfg, "--confirm")
     assert res.exit_code == 0, res.output
