@@ -95,6 +95,9 @@ def _start_reader(tmp: Path, tag: str, instance: str, exchanges, n_channels: int
 def _stop_reader(p, stop, out) -> np.ndarray:
     stop.set()
     p.join(60)
+    if p.is_alive():  # never leave a reader behind (a failed run)
+        p.kill()
+        p.join(10)
     try:
         return np.load(out)
     except OSError:
@@ -114,7 +117,7 @@ def e2e_latency(rate: float, session: Path, info: Path, symbols: list[str]) -> d
         finally:
             if sup.poll() is None:
                 sup.kill()
-        lat = _stop_reader(p, stop, out)
+            lat = _stop_reader(p, stop, out)
         lat = lat[:]  # every record of the 10 original symbols' channels
         if rc != 0 or not len(lat):
             raise RuntimeError(f"e2e run at {rate} frames/s: supervise exited {rc}, {len(lat)} samples ({tmp / 'sup.log'})")
@@ -142,7 +145,7 @@ def service(quick: bool) -> dict:
         readers = [_svc.psutil.Process(r[0].pid) for r in (r1, r2)]
         rcpu = [0.0, 0.0]
         try:
-            while sup.poll() is None:
+            while sup.poll() is None:  # (readers are stopped below, also when this fails)
                 for i, rp in enumerate(readers):
                     try:
                         ct = rp.cpu_times()
@@ -155,8 +158,8 @@ def service(quick: bool) -> dict:
             if sup.poll() is None:
                 sup.kill()
             watch.stop()
-        wall = time.monotonic() - t0
-        lats = [_stop_reader(r[0], r[2], r[3]) for r in (r1, r2)]
+            wall = time.monotonic() - t0
+            lats = [_stop_reader(r[0], r[2], r[3]) for r in (r1, r2)]
         if rc != 0:
             raise RuntimeError(f"service run: supervise exited {rc} ({tmp / 'sup.log'})")
         stats = {v: _svc.worker_stats(tmp / "run", inst, v) for v in ("binance", "kraken", "kraken_futures")}
