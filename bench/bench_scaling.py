@@ -199,6 +199,7 @@ def readers_latency(counts, n: int) -> dict:
 
 def charts(data: dict) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,6 +208,10 @@ def charts(data: dict) -> list[Path]:
     paths = []
 
     def save(fig, name):
+        for ax in fig.axes:  # ticks at the measured points, plain numbers
+            xs = sorted({x for line in ax.get_lines() for x in line.get_xdata()})
+            ax.set_xticks(xs, [f"{int(x):,}" for x in xs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         p = RESULTS / name
         fig.tight_layout()
         fig.savefig(p, dpi=110)
