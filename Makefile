@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dm-installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv build demo test faults bench soak stress clean
+.PHONY: all venv build demo test faults bench soak stress clean profile
 
 all: build
 
@@ -32,6 +32,9 @@ faults: build
 
 bench: build
 	$(PY) bench/run.py
+
+profile: build
+	$(PY) bench/profile_worker.py
 
 soak: build
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

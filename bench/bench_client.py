@@ -1,6 +1,12 @@
-"""dm.client end to end: one-way latency from ChannelWriter.write in another process to a
-``dm.records.Trade`` object in this one (Subscription.read with busy polling, then unpack), and
-the client's read rate. The ring alone (ChannelReader) is measured in bench_ring.py.
+"""dm.client end to end: one-way latency from ChannelWriter.write in another process to a record
+in this one's hands, as bytes (``Subscription.read_raw``), as a record object (``Subscription.read``:
+dm/_recobj.pyx) and, as the baseline in the same run, as the ``dm.records`` namedtuple the client
+used to build (``read_raw`` + ``dm.records.unpack``); the client's read rate; batch reads.
+
+In-process, same run: what it costs to take a record from a ring into the reader's hands, per
+design — bytes only, dm's record object (struct copied into the object by a cdef factory), the
+design not picked (a Trade that keeps the ``bytes`` and decodes on access:
+bench/_recobj_bytes_variant.pyx, compiled here with pyximport), and the namedtuple.
 
     python bench/bench_client.py [--quick]
 """
@@ -11,16 +17,19 @@ import multiprocessing as mp
 import os
 import struct
 import sys
+import tempfile
 import time
 import uuid
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
 
-from dm._ring import ChannelWriter, now_ns  # noqa: E402
+from dm import _recobj  # noqa: E402
+from dm._ring import ChannelReader, ChannelWriter, now_ns  # noqa: E402
 from dm.client import Client, Overrun  # noqa: E402
-from dm.records import LAYOUT_HASH, TRADE_DTYPE, RType  # noqa: E402
+from dm.records import LAYOUT_HASH, TRADE_DTYPE, RType, unpack  # noqa: E402
 from dm.registry import Registry  # noqa: E402
 
 
@@ -46,7 +55,9 @@ def _writer(name: str, n: int, rate: float, start_evt, warm: int) -> None:
     w.close(unlink=True)
 
 
-def measure(n: int, rate: float, warm: int = 2000, raw: bool = False) -> dict:
+def measure(n: int, rate: float, warm: int = 2000, mode: str = "object") -> dict:
+    """``mode``: "object" (``sub.read``), "raw" (``sub.read_raw``), "namedtuple"
+    (``unpack(sub.read_raw())``, what ``read`` did before the record objects)."""
     inst = "b" + uuid.uuid4().hex[:8]
     reg = f"/dm.reg.{inst}"
     name = f"/dm.{inst}.BENCH.BTCUSD"
@@ -67,46 +78,166 @@ def measure(n: int, rate: float, warm: int = 2000, raw: bool = False) -> dict:
                 sub.read(timeout=None)
             lost = 0
             read_raw = sub.read_raw
-            while raw and got < n:  # bytes only: the ring through the client's wait path
-                b = read_raw(timeout=None)
-                t = now_ns()
-                lat[got] = t - int.from_bytes(b[16:24], "little")
-                got += 1
-            while got + lost < n:
-                rec = sub.read(timeout=None)
-                t = now_ns()
-                if isinstance(rec, Overrun):  # flooding: a reader slower than the writer is lapped
-                    lost += rec.lost_records
-                    continue
-                lat[got] = t - rec.ts_recv
-                if got == 0:
-                    t_first = t
-                got += 1
+            if mode == "raw":  # bytes only: the ring through the client's wait path
+                while got < n:
+                    b = read_raw(timeout=None)
+                    t = now_ns()
+                    lat[got] = t - int.from_bytes(b[16:24], "little")
+                    got += 1
+            elif mode == "namedtuple":
+                while got < n:
+                    rec = unpack(read_raw(timeout=None))
+                    t = now_ns()
+                    lat[got] = t - rec.ts_recv
+                    got += 1
+            else:
+                read = sub.read
+                while got + lost < n:
+                    rec = read(timeout=None)
+                    t = now_ns()
+                    if rec.__class__ is Overrun:  # flooding: a reader slower than the writer is lapped
+                        lost += rec.lost_records
+                        continue
+                    lat[got] = t - rec.ts_recv
+                    if got == 0:
+                        t_first = t
+                    got += 1
             t_last = now_ns()
             gc.enable()
     finally:
         p.join(30)
         slot.release()
     q = np.percentile(lat[:got], [50, 99, 99.9])
-    return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "rate": got / ((t_last - t_first) / 1e9), "lost": lost}
+    rate_out = got / ((t_last - t_first) / 1e9) if t_first else 0.0
+    return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "rate": rate_out, "lost": lost}
+
+
+# --------------------------------------------------------------------------- in-process designs
+
+
+def _bytes_variant():
+    """bench/_recobj_bytes_variant.pyx compiled on the fly (pyximport, a temp build dir)."""
+    import pyximport
+
+    pyximport.install(build_dir=os.path.join(tempfile.gettempdir(), "dm-bench-pyx"), language_level=3,
+                      setup_args={"include_dirs": [os.path.join(HERE, ".."), os.path.join(HERE, "..", "dm")]})
+    sys.path.insert(0, HERE)
+    import _recobj_bytes_variant as v
+
+    return v
+
+
+def designs(n: int, reps: int) -> dict:
+    """ns per record to take a Trade from a ring into the reader's hands and read two fields
+    (ts_recv, price), per design, alternating designs rep by rep; best rep of each."""
+    v = _bytes_variant()
+    name = f"/dm.b{uuid.uuid4().hex[:8]}.BENCH.DESIGN"
+    w = ChannelWriter(name, 1 << 24, LAYOUT_HASH)
+    rec = np.zeros(n, TRADE_DTYPE)
+    rec["length"], rec["rtype"], rec["ts_recv"], rec["price"] = 16, RType.TRADE, np.arange(n), 7
+    w.write_many(rec.tobytes())
+    TradeB = v.TradeB
+    read_record = _recobj.read_record
+
+    def run_bytes(r):
+        read = r.read
+        for _ in range(n):
+            b = read()
+            b[16:24], b[24:32]
+
+    def run_object(r):
+        for _ in range(n):
+            o = read_record(r, None, None)
+            o.ts_recv, o.price
+
+    def run_bytes_variant(r):
+        read, mk = r.read, v.from_bytes
+        for _ in range(n):
+            o = mk(read())
+            o.ts_recv, o.price
+
+    def run_namedtuple(r):
+        read = r.read
+        for _ in range(n):
+            o = unpack(read())
+            o.ts_recv, o.price
+
+    runs = {"bytes": run_bytes, "record_object": run_object, "bytes_variant": run_bytes_variant, "namedtuple": run_namedtuple}
+    best = {k: float("inf") for k in runs}
+    gc.disable()
+    try:
+        for _ in range(reps):
+            for k, fn in runs.items():
+                r = ChannelReader(name, LAYOUT_HASH, start="oldest")
+                t0 = time.perf_counter_ns()
+                fn(r)
+                best[k] = min(best[k], (time.perf_counter_ns() - t0) / n)
+                r.close()
+        # construction alone, from bytes already in hand
+        raw = rec[:1].tobytes()
+        fb, fbv = _recobj.from_bytes, v.from_bytes
+        for label, fn in (("record_object", fb), ("bytes_variant", fbv), ("namedtuple", unpack)):
+            t = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter_ns()
+                for _ in range(n):
+                    fn(raw)
+                t = min(t, (time.perf_counter_ns() - t0) / n)
+            best[f"build.{label}"] = t
+        # batch reads through the client's path (numpy arrays of 4096)
+        r = ChannelReader(name, LAYOUT_HASH, start="oldest")
+        t0 = time.perf_counter_ns()
+        k = 0
+        while (a := r.read_batch(4096)) is not None:
+            k += len(a)
+        best["batch_records_per_s"] = k / ((time.perf_counter_ns() - t0) / 1e9)
+        r.close()
+        del TradeB
+    finally:
+        gc.enable()
+        w.close(unlink=True)
+    return best
 
 
 def run(quick: bool = False) -> dict:
     n = 50_000 if quick else 300_000
-    best = min((measure(n, 100_000) for _ in range(1 if quick else 3)), key=lambda r: r["p50"])
-    raw = min((measure(n, 100_000, raw=True) for _ in range(1 if quick else 3)), key=lambda r: r["p50"])
+    reps = 1 if quick else 3
+    out: dict[str, float] = {}
+    # the three latency modes alternate rep by rep, so machine noise hits them alike; best p50 of each
+    lat: dict[str, dict] = {}
+    for _ in range(reps):
+        for mode in ("object", "raw", "namedtuple"):
+            r = measure(n, 100_000, mode=mode)
+            if mode not in lat or r["p50"] < lat[mode]["p50"]:
+                lat[mode] = r
     flood = measure(n, 0)
-    return {
+    obj, raw, nt = lat["object"], lat["raw"], lat["namedtuple"]
+    out.update({
         "client.read_raw.latency_p50_ns": raw["p50"],
         "client.read_raw.latency_p99_ns": raw["p99"],
-        "client.latency_p50_ns": best["p50"],
-        "client.latency_p99_ns": best["p99"],
-        "client.latency_p999_ns": best["p999"],
+        "client.record_object.latency_p50_ns": obj["p50"],
+        "client.record_object.latency_p99_ns": obj["p99"],
+        "client.record_object.latency_p999_ns": obj["p999"],
+        "client.namedtuple.latency_p50_ns": nt["p50"],
+        "client.namedtuple.latency_p99_ns": nt["p99"],
+        "client.record_object_vs_namedtuple.latency_ratio": round(obj["p50"] / nt["p50"], 3),
+        "client.latency_p50_ns": obj["p50"],   # what Subscription.read hands out (record objects)
+        "client.latency_p99_ns": obj["p99"],
+        "client.latency_p999_ns": obj["p999"],
         "client.read_records_per_s": flood["rate"],
         "client.flood_lost_records": float(flood["lost"]),
-    }
+    })
+    d = designs(100_000 if quick else 300_000, reps)
+    for k in ("bytes", "record_object", "bytes_variant", "namedtuple"):
+        out[f"client.design.{k}.read_ns"] = round(d[k], 1)
+    for k in ("record_object", "bytes_variant", "namedtuple"):
+        out[f"client.design.{k}.build_ns"] = round(d[f"build.{k}"], 1)
+    out["client.design.record_object_vs_namedtuple.speedup"] = round(d["namedtuple"] / d["record_object"], 2)
+    out["client.design.record_object_vs_bytes_variant.speedup"] = round(d["bytes_variant"] / d["record_object"], 2)
+    out["client.read_batch.records_per_s"] = d["batch_records_per_s"]
+    return out
 
 
 if __name__ == "__main__":
     for k, v in run("--quick" in sys.argv).items():
-        print(f"{k:<32} {v:>14,.0f}")
+        print(f"{k:<56} {v:>14,.1f}")

@@ -107,12 +107,13 @@ def persist(config_path: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port (see --ready-file).")
 @click.option("--speed", default=1.0, show_default=True, help="Recorded pace × speed; 0 = as fast as possible.")
+@click.option("--rate", default=0.0, show_default=True, help="Frames per second per connection instead of the recorded pace (benchmarks); 0 = off.")
 @click.option("--once", is_flag=True, help="Exit once the recording was replayed to the end to --connections clients.")
 @click.option("--connections", default=1, show_default=True, help="With --once: how many connections to serve before exiting.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once listening.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), default="info", show_default=True)
-def replay(files, host, port, speed, once, connections, ready_file, log_format, log_level) -> None:
+def replay(files, host, port, speed, rate, once, connections, ready_file, log_format, log_level) -> None:
     """Serve recorded venue sessions (cryptofeed raw-data files) over websocket + REST, frame
     for frame as the venue sent them."""
     from dm.lifeline import tie_to_supervisor
@@ -120,7 +121,8 @@ def replay(files, host, port, speed, once, connections, ready_file, log_format, 
 
     tie_to_supervisor()
     dmlog.setup(log_format, log_level, "replay")
-    run_replay(list(files), host=host, port=port, speed=speed, once=once, ready_file=ready_file, expected_connections=connections)
+    run_replay(list(files), host=host, port=port, speed=speed, once=once, ready_file=ready_file, expected_connections=connections,
+               rate=rate)
 
 
 def _fmt_ts(ns: int) -> str:

@@ -1,7 +1,6 @@
 """dm.client: the reader trading processes import.
 
-    from dm.client import Client, Overrun
-    from dm.records import Gap
+    from dm.client import Client, Gap, Overrun
     with Client() as client:
         sub = client.subscribe("ZILUSD", exchange="BINANCE")
         for rec in sub:                      # blocks; follows producer restarts (follow=True)
@@ -14,9 +13,13 @@
 
 Channels are found through the shm service registry (``/dm.registry``): each worker registers its
 exchange, channel prefix and symbols. A subscription maps the symbol's channel ring read-only and
-reads records (``dm.records.Trade``, ``Bbo``, ``BookDelta``, ``Depth``, ``Bar``, ``Gap``, ...:
-raw fixed-point ints, prices at 1e-9, sizes at the record's ``size_precision``, timestamps in ns
-since the UNIX epoch) one at a time, as numpy batches, or with ``async for``. Waiting is adaptive
+reads records one at a time, as numpy batches, or with ``async for``. One at a time, a record is
+an object of ``dm._recobj`` (re-exported here: ``Trade``, ``Bbo``, ``BookDelta``, ``Depth``,
+``Bar``, ``Gap``, ``Statistic``, ``InstrumentDef``, ``MbpEvent``) over a copy of the record's
+struct: the fields of the ``dm.records`` namedtuple of the same name (raw fixed-point ints,
+prices at 1e-9, sizes at the record's ``size_precision``, timestamps in ns since the UNIX epoch),
+decoded when read; ``rec.to_tuple()`` gives the namedtuple, and ``isinstance(rec,
+dm.records.Trade)`` holds as well (``isinstance(rec, dm.client.Trade)`` is cheaper). Waiting is adaptive
 (yield → sleep, 20 µs up to 1 ms) so idle readers do not burn a core; ``busy_poll=True`` spins
 for the lowest latency (use it for at most cores − 1 readers).
 
@@ -40,10 +43,15 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from dm._recobj import (Bar, Bbo, BookDelta, Depth, Gap, InstrumentDef, MbpEvent, Record, Statistic, Trade,
+                        from_bytes, read_record, spin_raw, spin_record)
 from dm._ring import ChannelReader, now_ns
 from dm.errors import ClosedError, LayoutMismatchError, ProducerGoneError, RingError
-from dm.records import BAR_DTYPE, DTYPES, LAYOUT_HASH, GapUnits, RType, gap_record, unpack
+from dm.records import DTYPES, LAYOUT_HASH, GapUnits, RType, gap_record
 from dm.registry import Registry
+
+__all__ = ["Client", "Subscription", "Overrun", "SpinSlot", "Record", "Trade", "Bbo", "Depth", "BookDelta", "Bar",
+           "MbpEvent", "Gap", "Statistic", "InstrumentDef", "from_bytes"]
 
 #: a following subscription whose producer is gone looks for the new channel this often (s)
 FOLLOW_POLL_S = 0.01
@@ -53,6 +61,8 @@ CHECK_EVERY_S = 0.1
 #: blocking reads wait on the ring in slices of this length to notice a producer killed
 #: without closing its ring (s)
 WAIT_SLICE_S = 0.1
+#: a busy-polling reader spins in C this long (s) before it waits in ``ChannelReader.wait``
+SPIN_S = 0.002
 
 _SWITCHED = object()  # internal: re-attached to a new producer; a gap record is queued
 _RT_BAR = int(RType.BAR)
@@ -64,6 +74,16 @@ class Overrun(NamedTuple):
     the reader re-attached."""
 
     lost_records: int
+
+
+def _overrun(sub: "Subscription", lost: int, raw: bytes | None) -> "Overrun":
+    """``read_record``'s callback when records were lost before the next one: count them, queue
+    that next record after the marker."""
+    sub.overruns += 1
+    sub.lost_records += lost
+    if raw is not None:
+        sub._queued.append(raw)
+    return Overrun(lost)
 
 
 class SpinSlot:
@@ -202,40 +222,36 @@ class Subscription:
     # -- reading --------------------------------------------------------------------------
     def read_raw(self, timeout: float | None = 0.0) -> bytes | None:
         """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait),
-        or None on timeout. The wait runs in C without the GIL: spin (``busy_poll``),
-        sched_yield, then sleeps from 20 µs doubling to 1 ms. Overruns are not reported here
-        (see ``read``). Raises ``ProducerGoneError`` (``follow=False``, blocking read) when
-        nothing is left and the producer closed the channel or died, ``ClosedError`` when the
-        subscription is closed."""
+        or None on timeout. The wait runs in C: spin (``busy_poll``, holding the GIL for at most
+        ``SPIN_S``), then without the GIL sched_yield and sleeps from 20 µs doubling to 1 ms.
+        Overruns are not reported here (see ``read``). Raises ``ProducerGoneError``
+        (``follow=False``, blocking read) when nothing is left and the producer closed the
+        channel or died, ``ClosedError`` when the subscription is closed."""
         if self._queued:
             return self._take_queued_raw()
         raw = self.reader.read()
         if raw is None:
-            raw = self._slow_raw(timeout)
+            raw = self._slow(timeout, False)
             if raw is _SWITCHED:
                 return self._take_queued_raw()
         return raw
 
     def read(self, timeout: float | None = 0.0):
-        """Next item: a ``dm.records`` namedtuple (a ``Gap`` after a producer restart), an
-        ``Overrun`` if records were lost just before the next one, or None on timeout.
-        ``timeout`` as ``read_raw``. Raises ``ProducerGoneError`` (``follow=False``, blocking
-        read) and ``ClosedError`` as ``read_raw``."""
+        """Next item: a record object (``Trade``, ``Bbo``, ``Depth``, ``BookDelta``, ``Bar``,
+        ``MbpEvent``, ``Gap`` — also after a producer restart —, ``Statistic``,
+        ``InstrumentDef`` from ``dm._recobj``: the fields of the ``dm.records`` namedtuple of the
+        same name, which ``rec.to_tuple()`` gives), an ``Overrun`` if records were lost just
+        before the next one, or None on timeout. ``timeout`` as ``read_raw``. Raises
+        ``ProducerGoneError`` (``follow=False``, blocking read) and ``ClosedError`` as
+        ``read_raw``; ``KeyError`` for a record of an rtype dm does not know (a newer writer)."""
         if self._queued:
             return self._take_queued()
-        raw = self.reader.read()
-        if raw is None:
-            raw = self._slow_raw(timeout)
-            if raw is _SWITCHED:
+        rec = read_record(self.reader, _overrun, self)
+        if rec is None:
+            rec = self._slow(timeout, True)
+            if rec is _SWITCHED:
                 return self._take_queued()
-        lost = self.reader.take_overrun()
-        if lost:
-            self.overruns += 1
-            self.lost_records += lost
-            if raw is not None:
-                self._queued.append(raw)
-            return Overrun(lost)
-        return None if raw is None else unpack(raw)
+        return rec
 
     def read_batch(self, max_records: int = 4096) -> np.ndarray | None:
         """Up to ``max_records`` records of one rtype as a numpy structured array
@@ -250,7 +266,7 @@ class Subscription:
                 return _as_array(item)
         arr = self.reader.read_batch(max_records)
         if arr is None and self.follow:
-            raw = self._slow_raw(0)
+            raw = self._slow(0, False)
             if raw is _SWITCHED:
                 return self.read_batch(max_records)
             if raw is not None:
@@ -265,9 +281,15 @@ class Subscription:
         """Blocking iteration over ``read`` items. Ends (``follow=False``) when the producer
         stopped and everything was read; with ``follow=True`` it runs until ``close()``
         (then raises ``ClosedError``)."""
+        read = self.read
         while True:
+            if not self._queued:  # the hot path of read(), inlined
+                rec = read_record(self.reader, _overrun, self)
+                if rec is not None:
+                    yield rec
+                    continue
             try:
-                rec = self.read(timeout=None)
+                rec = read(timeout=None)
             except ProducerGoneError:
                 return
             if rec is not None:
@@ -293,7 +315,7 @@ class Subscription:
         item = self._queued.popleft()
         if self._closed:
             raise ClosedError(f"{self.name}: subscription is closed")
-        return item if isinstance(item, Overrun) else unpack(item)
+        return item if isinstance(item, Overrun) else from_bytes(item)
 
     def _take_queued_raw(self) -> bytes | None:
         while self._queued:
@@ -304,10 +326,14 @@ class Subscription:
                 return item
         return None
 
-    def _slow_raw(self, timeout: float | None):
+    def _poll(self, obj: bool):
+        """One look at the ring: a record object / Overrun (``obj``) or bytes, or None."""
+        return read_record(self.reader, _overrun, self) if obj else self.reader.read()
+
+    def _slow(self, timeout: float | None, obj: bool):
         """After an empty read: wait up to ``timeout`` (0: a rate-limited look at the
-        producer only, with ``follow``), following a restart. Returns a record's bytes, None
-        (timeout) or _SWITCHED (re-attached: the gap record is queued)."""
+        producer only, with ``follow``), following a restart. Returns what ``_poll(obj)``
+        found, None (timeout) or _SWITCHED (re-attached: the gap record is queued)."""
         if timeout == 0:
             if not self.follow:
                 return None
@@ -315,14 +341,12 @@ class Subscription:
             if now < self._next_check:
                 return None
             self._next_check = now + CHECK_EVERY_S
-            return self._on_idle()
+            return self._on_idle(obj)
         r = self.reader
-        if self.busy_poll and self._gone is None:  # a spin slot: poll without leaving Python
-            read = r.read
-            for _ in range(20_000):
-                raw = read()
-                if raw is not None:
-                    return raw
+        if self.busy_poll and self._gone is None:  # a spin slot: poll in C, holding the GIL briefly
+            got = spin_record(r, _overrun, self, SPIN_S) if obj else spin_raw(r, SPIN_S)
+            if got is not None:
+                return got
         deadline = None if timeout is None else time.monotonic() + timeout
         spin = 1_000_000 if self.busy_poll else 200
         while True:
@@ -333,11 +357,11 @@ class Subscription:
                     ready = False
                 else:
                     ready = self.reader.wait(left, spin, 50)
-                raw = self.reader.read()
-                if raw is not None:
-                    return raw
+                got = self._poll(obj)
+                if got is not None:
+                    return got
                 if not ready:
-                    res = self._on_idle()
+                    res = self._on_idle(obj)
                     if res is not None:
                         return res
             if deadline is not None and time.monotonic() >= deadline:
@@ -352,10 +376,10 @@ class Subscription:
         r = self.reader
         return r.producer_state() in ("closed", "dead") and r.lag_bytes == 0
 
-    def _on_idle(self):
-        """The ring is empty: is the producer gone? Returns a record written just before it
-        stopped, _SWITCHED after a re-attach, or None. Raises ``ProducerGoneError`` when it is
-        gone and not following."""
+    def _on_idle(self, obj: bool):
+        """The ring is empty: is the producer gone? Returns what ``_poll(obj)`` finds written
+        just before it stopped, _SWITCHED after a re-attach, or None. Raises
+        ``ProducerGoneError`` when it is gone and not following."""
         if self._closed:
             raise ClosedError(f"{self.name}: subscription is closed")
         state = self._gone
@@ -364,9 +388,9 @@ class Subscription:
             state = r.producer_state()
             if state not in ("closed", "dead"):
                 return None
-            raw = r.read()  # written before it stopped
-            if raw is not None:
-                return raw
+            got = self._poll(obj)  # written before it stopped
+            if got is not None:
+                return got
             if not self.follow:
                 raise ProducerGoneError(f"{self.name}: producer {state}")
             self._gone = state

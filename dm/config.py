@@ -134,6 +134,7 @@ class ReplayConfig(_Section):
     host: str = "127.0.0.1"
     port: Port = 0
     speed: NonNegFloat = 0.0  # 0: as fast as possible; 1.0: recorded pace
+    rate: NonNegFloat = 0.0  # > 0: frames/s per connection instead of the recorded pace (benchmarks)
 
 
 class SymbologySection(_Section):

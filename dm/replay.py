@@ -5,7 +5,8 @@ It stands in for every registered venue (``dm.venues``): a dm worker talks to it
 the venue, only the URLs in its config differ (:meth:`ReplayServer.ws_url` /
 :meth:`ReplayServer.rest_url`). Every recorded frame's text is sent verbatim, one websocket text
 frame per recorded frame, in recorded order, at the recorded pace divided by ``speed``
-(``speed=0``: as fast as the socket takes them, from pre-encoded payloads).
+(``speed=0``: as fast as the socket takes them, from pre-encoded payloads), or at a fixed
+``rate`` of frames per second per connection (benchmarks: latency at a known load).
 
 One HTTP server serves all venues (a GET with ``Upgrade: websocket`` is a websocket). How each
 venue's websocket and REST behave — which paths it answers, what a subscribe message looks like,
@@ -152,7 +153,7 @@ def _wake(fut: asyncio.Future) -> None:
 class _Track:
     """The frames one connection receives from one recorded connection, with a mutable filter."""
 
-    __slots__ = ("conn", "rec", "filter", "seen", "pos", "pending", "waiter", "task", "wall0", "ts0")
+    __slots__ = ("conn", "rec", "filter", "seen", "pos", "pending", "waiter", "task", "wall0", "ts0", "paced")
 
     def __init__(self, conn: "_Conn", rec: _Rec):
         self.conn = conn
@@ -165,6 +166,7 @@ class _Track:
         self.task: asyncio.Task | None = None
         self.wall0: float | None = None
         self.ts0 = 0.0
+        self.paced = 0  # frames sent under a fixed rate
 
     @property
     def exhausted(self) -> bool:
@@ -195,9 +197,10 @@ class _Track:
         conn, rec = self.conn, self.rec
         keys, ts, n = rec.keys, rec.ts, len(rec.keys)
         speed = conn.server.speed
+        rate = conn.server.rate
         loop = asyncio.get_running_loop()
         send = conn.send_frame
-        fast = speed == 0.0 and conn.server.mutate is None
+        fast = (speed == 0.0 or rate > 0.0) and conn.server.mutate is None
         wire = rec.wire(conn.raw) if fast else None
         burst = 0
         try:
@@ -212,6 +215,26 @@ class _Track:
                     break
                 if keys[i] not in self.filter:
                     self.pos = i + 1
+                    continue
+                if rate > 0.0:
+                    # fixed rate: frame k of the connection is due at wall0 + k / rate; what is due
+                    # goes out in one transport write (pre-built frames), then wait for the next
+                    due = int((loop.time() - self.wall0) * rate) + 1 - self.paced
+                    if due <= 0:
+                        await asyncio.sleep(max(0.0, self.wall0 + self.paced / rate - loop.time()))
+                        continue
+                    flt, parts, j = self.filter, [], i
+                    while j < n and len(parts) < due:
+                        if keys[j] in flt:
+                            parts.append(wire[j] if fast else j)
+                        j += 1
+                    self.pos = j
+                    self.paced += len(parts)
+                    if fast:
+                        await conn.write_batch(parts)
+                    else:
+                        for k in parts:
+                            await send(rec, k)
                     continue
                 if fast:
                     # speed 0: whole pre-built websocket frames, many per transport write
@@ -383,7 +406,8 @@ class ReplayServer:
     session); every websocket connection recorded in them becomes replayable, every REST line
     servable. ``host``/``port``: where to listen (``port=0``: any free port, read :attr:`port`
     after :meth:`start`). ``speed``: pace factor (1.0 = recorded pace, 10.0 = ten times faster,
-    0 = as fast as possible). ``once``: :meth:`wait_done` returns after ``expected_connections``
+    0 = as fast as possible). ``rate``: frames per second per connection instead (> 0: a fixed
+    pace whatever the recorded one; frames due together go out in one write). ``once``: :meth:`wait_done` returns after ``expected_connections``
     connections were replayed to the end. ``linger``: seconds an exhausted connection waits for
     another subscription before the close (code 1000). ``close_timeout``: seconds a close waits
     for the client's close reply. ``mutate``: see the module doc.
@@ -404,9 +428,13 @@ class ReplayServer:
         linger: float = 0.3,
         mutate: Mutate | None = None,
         close_timeout: float = 2.0,
+        rate: float = 0.0,
     ):
         if not speed >= 0.0:
             raise ConfigError(f"replay speed must be >= 0 (0 = as fast as possible), got {speed!r}")
+        if not rate >= 0.0:
+            raise ConfigError(f"replay rate must be >= 0 frames/s (0 = paced by speed), got {rate!r}")
+        self.rate = float(rate)
         self.files = expand_paths(recordings)
         self.host = host
         self._port = port
@@ -470,12 +498,14 @@ class ReplayServer:
         self._done = asyncio.Event()
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        # long request lines: a Binance URL naming a stream per symbol and channel (benches use 1,000 symbols)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
+                                     max_line_size=1 << 20, max_field_size=1 << 16)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
         self._port = self._runner.addresses[0][1]
-        _log.info("replay listening", host=self.host, port=self._port, speed=self.speed,
+        _log.info("replay listening", host=self.host, port=self._port, speed=self.speed, rate=self.rate,
                   files=[str(f) for f in self.files], ws_connections=len(self.recs))
 
     @property
@@ -741,11 +771,12 @@ async def serve(
     expected_connections: int = 1,
     linger: float = 0.3,
     stop: asyncio.Event | None = None,
+    rate: float = 0.0,
 ) -> dict:
     """Run a :class:`ReplayServer` until SIGINT/SIGTERM, ``stop`` is set, or (``once``) the
     replay is done. Once listening, writes the bound port (one line) to ``ready_file``
     atomically and logs it. Returns the server's ``stats``."""
-    server = ReplayServer(files, host, port, speed, once, expected_connections=expected_connections, linger=linger)
+    server = ReplayServer(files, host, port, speed, once, expected_connections=expected_connections, linger=linger, rate=rate)
     await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -782,8 +813,9 @@ def run_replay(
     once: bool = False,
     ready_file: str | os.PathLike | None = None,
     expected_connections: int = 1,
+    rate: float = 0.0,
 ) -> dict:
-    """Blocking entry point for ``dm replay FILES... --host --port --speed --once``: runs
+    """Blocking entry point for ``dm replay FILES... --host --port --speed --rate --once``: runs
     :func:`serve` on uvloop (asyncio if uvloop is missing) and returns its stats. Raises
     ``RecordingError`` / ``ConfigError`` before listening if the recordings are unusable."""
     try:
@@ -793,4 +825,4 @@ def run_replay(
     except ImportError:  # pragma: no cover
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(files, host, port, speed, once, ready_file, expected_connections=expected_connections))
+        return runner.run(serve(files, host, port, speed, once, ready_file, expected_connections=expected_connections, rate=rate))

@@ -156,6 +156,8 @@ class Supervisor:
             r = self.cfg.replay
             argv = py + ["replay", *map(str, r.files), "--host", r.host, "--port", str(r.port), "--speed", str(r.speed), "--ready-file", str(self.ready_file),
                            "--log-format", self.cfg.log_format, "--log-level", self.cfg.log_level]
+            if r.rate:
+                argv += ["--rate", str(r.rate)]
             if self.cfg.supervisor.exit_when_replay_done:
                 argv += ["--once", "--connections", str(len(self.cfg.enabled_providers))]
             out.append(ChildSpec("replay", "replay", argv, restart=not self.cfg.supervisor.exit_when_replay_done))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dm._ring import ChannelWriter, now_ns, unlink_segment
+from dm import client
 from dm.client import Client, Overrun, Subscription
 from dm.errors import ClosedError, ProducerGoneError, RingError
 from dm.records import GAP_DTYPE, LAYOUT_HASH, TRADE_DTYPE, Gap, GapUnits, RType, Trade, gap_record
@@ -357,7 +358,8 @@ def test_producer_gap_records_are_delivered_like_any_record(channel, instance):
         w.write(g)
         w.write(trade(2))
         got = [sub.read(timeout=1) for _ in range(3)]
-        assert [type(r) for r in got] == [Trade, Gap, Trade]
+        assert [type(r) for r in got] == [client.Trade, client.Gap, client.Trade]  # dm._recobj's record objects
+        assert [isinstance(r, t) for r, t in zip(got, (Trade, Gap, Trade))] == [True] * 3  # and the namedtuple classes
         assert (got[1].kind, got[1].first_missing, got[1].last_missing, got[1].detail) == ("sequence", 10, 12, "u 9 -> 13")
         w.write(g)
         arr = sub.read_batch()

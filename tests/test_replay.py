@@ -248,6 +248,27 @@ def test_pacing_follows_recorded_time_over_speed(data_dir):
     assert texts0 == texts and times0[-1] - times0[0] < 0.3 * rec_offsets[-1]
 
 
+def test_fixed_rate_paces_frames_whatever_the_recorded_pace(data_dir):
+    path = data_dir / "binance/2021-10-12"
+    all_evs = read_recording(path)
+    query = ws_sessions(all_evs)[0].url.split("?", 1)[1]
+    evs = [e for e in all_evs if e.kind == "frame"]
+    rate = 2000.0  # the recording spans 30.9 s; at 2,000 frames/s it takes len(evs) / rate
+
+    async def main():
+        async with ReplayServer([path], rate=rate, linger=0.05) as srv:
+            return await ws_collect(srv.ws_url("binance") + "?" + query)
+
+    texts, code, times = arun(main())
+    assert texts == [e.text for e in evs]  # every frame once, in order
+    span = times[-1] - times[0]
+    assert 0.85 * (len(evs) - 1) / rate <= span <= 1.5 * (len(evs) - 1) / rate + 0.1, span
+    half = len(times) // 2  # evenly spread: the first half takes about half the time
+    assert 0.3 * span <= times[half] - times[0] <= 0.7 * span
+    with pytest.raises(ConfigError):
+        ReplayServer([path], rate=-1.0)
+
+
 # ------------------------------------------------------------------ Kraken v1
 
 
