@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from dm.recording import Corrupt, Drop, Insert, write_modified_recording
+from dm.recording import Corrupt, Drop, Insert, Replace, write_modified_recording
 from dm.records import SIDE_ASK, SIDE_BID, UNDEF_PRICE, UNDEF_TIMESTAMP, Bbo, Depth, Statistic, StatType, Trade
 from dm.storage import open_storage
 from dm.venues.bybit.codec_ref import trade_id
@@ -256,11 +256,12 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     """A linear BTCUSDT delta is dropped from the recording; what Bybit sends on the
     resubscription (the book's true state as a snapshot) is inserted 2 recorded seconds later.
     Exactly one gap (the missing u), one resubscription, DEPTH equal to the true book from the
-    snapshot on; a corrupted (spot ticker) frame is dead-lettered; the spot connection is untouched; the
+    snapshot on; a corrupted (spot ticker) frame is dead-lettered, and so is a mark price that does not
+    fit (that value alone); the spot connection is untouched; the
     worker process never changes."""
     lines = zstandard.ZstdDecompressor().stream_reader(S26.read_bytes()).read().decode().split("\n")
     evs = []  # (line number, ts, msg) of linear BTCUSDT book frames
-    ticker_line = None
+    ticker_line = mark_line = None
     for no, line in enumerate(lines, 1):
         if not line:
             continue
@@ -272,6 +273,9 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
             evs.append((no, e["ts"], msg))
         elif ticker_line is None and msg.get("topic") == "tickers.BTCUSDT" and e["conn"] == SPOT_CONN:
             ticker_line = no  # spot tickers give no records here: corrupting one costs nothing else
+        elif (mark_line is None and msg.get("topic") == "tickers.BTCUSDT" and e["conn"] == LINEAR_CONN
+              and "markPrice" in msg["data"] and msg["type"] == "delta"):
+            mark_line, mark_msg = no, msg
     deltas = [i for i, ev in enumerate(evs) if ev[2]["type"] == "delta"]
     k = deltas[len(deltas) // 3]
     j = next(i for i in range(k + 1, len(evs)) if evs[i][1] >= evs[k][1] + 2.0)
@@ -290,8 +294,13 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
             states[d["u"]] = top10(ref)
     final = top10(ref)
     ins = json.dumps({"t": "recv", "conn": LINEAR_CONN, "ts": evs[j][1], "data": json.dumps(snap)})
+    # a mark price that does not fit i64 at 1e-9: that statistic alone is dropped (dead-lettered)
+    bad = json.loads(lines[mark_line - 1])
+    mark_msg["data"]["markPrice"] = "1e30"
+    bad["data"] = json.dumps(mark_msg)
     rec = write_modified_recording(S26, tmp_path / "BYBIT-fault.jsonl.zst",
-                                   [Drop(evs[k][0]), Insert(evs[j][0], ins), Corrupt(ticker_line)])
+                                   [Drop(evs[k][0]), Insert(evs[j][0], ins), Corrupt(ticker_line),
+                                    Replace(mark_line, json.dumps(bad))])
 
     cfg = tmp_path / "dm.toml"
     symbols = ["BTCUSDT-USDT-PERP", "BTCUSDT"]
@@ -308,7 +317,14 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     assert started_pids(log, "bybit") == [stats["pid"]] and "child exited, restarting" not in log
     assert stats["book_update_id_gaps"] == 1 and stats["book_resubscribes"] == 1 and stats["book_crossed"] == 0
     assert stats["book_snapshots"] == 3                   # linear 1 + its resync 1, spot 1
-    assert stats["dead_letters"] == 1 and stats["subscription_errors"] == 0
+    assert stats["dead_letters"] == 2 and stats["value_errors"] == 1 and stats["subscription_errors"] == 0
+    dead = [json.loads(x) for x in (tmp_path / "deadletter" / "bybit.jsonl").read_text().splitlines()]
+    assert sorted(d["kind"] for d in dead) == ["CodecError", "FixedPointError"]
+    assert "out of range: \"1e30\"" in next(d["error"] for d in dead if d["kind"] == "FixedPointError")
+    same = [r for r in readers.records["BTCUSDT-USDT-PERP"] if r.ts_event == mark_msg["ts"] * 10**6
+            and isinstance(r, (Bbo, Statistic))]
+    assert [type(r).__name__ for r in same] == ["Bbo"]     # the rest of that ticker went out
+    assert same[0].sequence == mark_msg["cs"]
     assert {c: v["connects"] for c, v in stats["categories"].items()} == {"spot": 1, "linear": 1}
     depths = [r for r in readers.records["BTCUSDT-USDT-PERP"] if isinstance(r, Depth)]
     after = [r for r in depths if r.sequence >= snap_u]
