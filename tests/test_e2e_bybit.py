@@ -338,3 +338,61 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     want = expected_book_stream(book_events(spot_frames)["BTCUSDT"], publish_bbo=True)
     assert published_book_stream(readers.records["BTCUSDT"], with_bbo=True) == want
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("mode", ["cut", "freeze"])
+def test_bybit_one_category_connection_lost_reconnects_alone(tmp_path, instance, sqlite_url, mode):
+    """The first websocket through a TCP proxy dies mid-stream ("cut") or goes silent with the
+    socket open ("freeze": only the worker's watchdog can tell). That category alone reconnects,
+    resubscribes and rebuilds its books from new snapshots; the ledger holds one "reconnect" gap
+    per instrument of that category and nothing for the other; the final books are the true ones.
+    The freeze runs paced (speed 5): faster, the replay server hands a category's whole session
+    to the socket buffers before the freeze and counts that connection as replayed."""
+    from tests.e2e import CuttingProxy, free_port
+
+    symbols = {(LINEAR_CONN, "BTCUSDT"): "BTCUSDT-USDT-PERP", (SPOT_CONN, "BTCUSDT"): "BTCUSDT"}
+    frames = [(e["conn"], json.loads(e["data"])) for e in jsonl() if e["t"] == "recv"]
+    books = book_events(frames)
+    finals = {}
+    for sym in symbols.values():
+        ref = RefBook(IID, 0, 0)
+        for ev in books[sym]:
+            apply(ref, ev)
+        finals[sym] = top10(ref)
+    replay_port = free_port()
+    proxy = CuttingProxy(replay_port, after_bytes=30_000, mode=mode, max_connections=3).start()
+    try:
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, [S26], speed=0.0 if mode == "cut" else 5.0,
+                                   replay_port=replay_port)
+                       + bybit_provider(tmp_path, list(symbols.values()), channels=("orderbook",)).replace(
+                           'ws_url = "ws://{replay}/v5/public"', f'ws_url = "ws://127.0.0.1:{proxy.port}/v5/public"')
+                       + "stale_after_s = 0.5\n")
+        readers = ChannelCollector(instance, list(symbols.values()), exchange="BYBIT").start()
+        run_supervised(cfg, tmp_path)
+        readers.join(timeout=60)
+    finally:
+        proxy.stop()
+    assert proxy.faulted.is_set() and proxy.connections == 3
+    stats = worker_stats(tmp_path, instance, "bybit")
+    log = (tmp_path / "supervisor.log").read_text()
+    assert started_pids(log, "bybit") == [stats["pid"]]
+    connects = {c: v["connects"] for c, v in stats["categories"].items()}
+    assert sorted(connects.values()) == [1, 2]
+    lost = next(c for c, n in connects.items() if n == 2)
+    lost_sym = "BTCUSDT-USDT-PERP" if lost == "linear" else "BTCUSDT"
+    assert stats["categories"][lost]["stale_disconnects"] == (1 if mode == "freeze" else 0)
+    assert stats["book_snapshots"] == 3 and stats["book_update_id_gaps"] == 0 and stats["book_crossed"] == 0
+    gaps = ledger(sqlite_url)
+    assert [g["kind"] for g in gaps] == ["reconnect"] and gaps[0]["first_missing"] < gaps[0]["last_missing"]
+    st = open_storage(sqlite_url)
+    try:
+        inst = {iid: sym for iid, sym, ex, venue, pub in st.load_instruments()}
+    finally:
+        st.close()
+    assert inst[gaps[0]["instrument_id"]] == lost_sym
+    for sym in symbols.values():
+        depths = [r for r in readers.records[sym] if isinstance(r, Depth)]
+        assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == finals[sym], sym
+    assert leftover_segments(instance) == []
