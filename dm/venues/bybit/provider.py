@@ -263,7 +263,9 @@ class BybitProvider(Provider):
     def _message(self, op: str, args: list[str]) -> str:
         self._req += 1
         rid = f"{self._req}"
-        self._req_args[rid] = args
+        self._req_args[rid] = args          # to name the topics of a failed ack
+        if len(self._req_args) > 4096:      # resubscriptions and reconnects add requests: keep the last
+            self._req_args.pop(next(iter(self._req_args)))
         return orjson.dumps({"op": op, "req_id": rid, "args": args}).decode()
 
     async def _subscribe(self, c: _Category, ws) -> None:
