@@ -347,7 +347,7 @@ def test_bybit_one_category_connection_lost_reconnects_alone(tmp_path, instance,
     socket open ("freeze": only the worker's watchdog can tell). That category alone reconnects,
     resubscribes and rebuilds its books from new snapshots; the ledger holds one "reconnect" gap
     per instrument of that category and nothing for the other; the final books are the true ones.
-    The freeze runs paced (speed 5): faster, the replay server hands a category's whole session
+    The freeze runs paced (speed 8): much faster, the replay server hands a category's whole session
     to the socket buffers before the freeze and counts that connection as replayed."""
     from tests.e2e import CuttingProxy, free_port
 
@@ -364,7 +364,7 @@ def test_bybit_one_category_connection_lost_reconnects_alone(tmp_path, instance,
     proxy = CuttingProxy(replay_port, after_bytes=30_000, mode=mode, max_connections=3).start()
     try:
         cfg = tmp_path / "dm.toml"
-        cfg.write_text(config_head(tmp_path, instance, sqlite_url, [S26], speed=0.0 if mode == "cut" else 5.0,
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, [S26], speed=0.0 if mode == "cut" else 8.0,
                                    replay_port=replay_port)
                        + bybit_provider(tmp_path, list(symbols.values()), channels=("orderbook",)).replace(
                            'ws_url = "ws://{replay}/v5/public"', f'ws_url = "ws://127.0.0.1:{proxy.port}/v5/public"')
