@@ -1,5 +1,5 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
+v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
 server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
 ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
 queue, with the persister and the replay server running on the same 2 cores.
@@ -28,6 +28,12 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, KRAKEN_FILES, KRAKEN_PAIRS,  # noqa: E402
                        config_head, provider_toml)
 
+BYBIT_2026 = ROOT / "data/bybit/2026-08-09/BYBIT.jsonl.zst"
+#: (category, venue symbol) -> canonical, the 2026 session's linear + spot symbols
+BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT"): "ETHUSDT-USDT-PERP",
+                 ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
+                 ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
+
 VENUES = {
     # name: (files, provider block args, null-client subscription)
     "binance": (
@@ -45,6 +51,11 @@ VENUES = {
         dict(kind="kraken_futures", exchange="KRAKEN_FUTURES", ws_url="ws://{replay}/ws/v1",
              symbols=list(KF_PRODUCTS.values()), channels=["book", "trade", "ticker_lite"]),
     ),
+    "bybit": (
+        (BYBIT_2026,),
+        dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
+             channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
+    ),
 }
 
 
@@ -53,7 +64,8 @@ def run_worker_once(venue: str, tmp: Path) -> dict:
     instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
     cfg = tmp / "dm.toml"
     cfg.write_text(config_head(tmp, instance, f"sqlite:///{tmp / 'db.sqlite'}", files, speed=0.0)
-                   + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"])
+                   + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
+                                   **p.get("extra", {}))
                    .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
     env = dict(os.environ)
     env.pop("DM_STORAGE_URL", None)
@@ -69,7 +81,7 @@ def worker_rate(venue: str, reps: int) -> tuple[float, int]:
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
             st = run_worker_once(venue, Path(d))
-        if st["connects"] != 1:  # a reconnect after the end of the replay: not a clean sample
+        if st["reconnects"] != 0:  # a reconnect after the end of the replay: not a clean sample
             continue
         span = (st["last_frame_ns"] - st["first_frame_ns"]) / 1e9
         if span > 0:
@@ -98,6 +110,8 @@ def start_replay(files) -> tuple[subprocess.Popen, int]:
 
 async def null_client(venue: str, port: int) -> tuple[int, float]:
     _files, p = VENUES[venue]
+    if venue == "bybit":
+        return await _null_bybit(port, p)
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
@@ -123,6 +137,33 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
                     t0 = t1
                 n += 1
     return n, (t1 - t0) / 1e9
+
+
+async def _null_bybit(port: int, p: dict) -> tuple[int, float]:
+    """One websocket per category, the worker's topics (10 per subscribe request)."""
+    import asyncio
+
+    times: list[int] = []
+
+    async def one(cat: str, symbols: list[str]) -> int:
+        topics = [f"orderbook.200.{s}" if c == "orderbook" else f"{c}.{s}" for s in symbols for c in p["channels"]]
+        n = 0
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"ws://127.0.0.1:{port}/v5/public/{cat}", max_msg_size=0) as ws:
+                for i in range(0, len(topics), 10):
+                    await ws.send_str(orjson.dumps({"op": "subscribe", "args": topics[i:i + 10]}).decode())
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    times.append(time.perf_counter_ns())
+                    n += 1
+        return n
+
+    cats: dict[str, list[str]] = {}
+    for (cat, sym) in BYBIT_SYMBOLS:
+        cats.setdefault(cat, []).append(sym)
+    counts = await asyncio.gather(*(one(c, syms) for c, syms in cats.items()))
+    return sum(counts), (max(times) - min(times)) / 1e9 if times else 0.0
 
 
 def _binance_venue(canonicals) -> list[str]:
@@ -153,12 +194,12 @@ def null_rate(venue: str, reps: int) -> float:
     return best
 
 
-def run(quick: bool = False) -> dict[str, float]:
+def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
     reps = 1 if quick else 3
     out: dict[str, float] = {}
     gc.disable()
     try:
-        for venue in VENUES:
+        for venue in only or VENUES:
             worker_rate(venue, 1)  # warm-up: page cache, .pyc, sqlite file system
             w, frames = worker_rate(venue, reps)
             nul = null_rate(venue, reps)
@@ -173,7 +214,7 @@ def run(quick: bool = False) -> dict[str, float]:
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
-    res = run(quick=quick)
+    res = run(quick=quick, only=[a for a in sys.argv[1:] if not a.startswith("--")] or None)
     width = max(map(len, res))
     for k, v in res.items():
         print(f"{k:<{width}}  {v:>14,.3f}")

@@ -1112,6 +1112,34 @@ cdef inline int emit_delta(CState* s, uint64_t ts_event, int64_t px, uint64_t sz
     return 0
 
 
+cdef inline int emit_stat(CState* s, uint64_t ts_event, uint64_t ts_ref, int64_t price, int64_t quantity,
+                          uint32_t sequence, uint16_t stat_type, uint8_t update_action, uint8_t stat_flags) noexcept nogil:
+    """One STATISTICS record (DBN v3 StatMsg layout, ``dm.records.StatType`` codes): ``price`` at
+    1e-9 (DM_UNDEF_PRICE when the stat has none), ``quantity`` at the instrument's
+    size_precision (INT64_MAX when none), ``ts_ref`` ns (DM_UNDEF_TIMESTAMP when none)."""
+    cdef StatRecord* r = <StatRecord*>reserve(s, sizeof(StatRecord))
+    if r == NULL:
+        return -1
+    r.hd.length = sizeof(StatRecord) // 4
+    r.hd.rtype = RTYPE_STATISTICS
+    r.hd.publisher_id = s.publisher_id
+    r.hd.instrument_id = s.instrument_id
+    r.hd.ts_event = ts_event
+    r.ts_recv = s.ts_recv
+    r.ts_ref = ts_ref
+    r.price = price
+    r.quantity = quantity
+    r.sequence = sequence
+    r.ts_in_delta = 0
+    r.stat_type = stat_type
+    r.channel_id = 0
+    r.update_action = update_action
+    r.stat_flags = stat_flags
+    r.size_precision = s.size_precision
+    memset(r._reserved, 0, 17)
+    return 0
+
+
 cdef inline int emit_level(CState* s, uint64_t ts_event, int64_t px, uint64_t sz, uint64_t seq,
                            uint8_t side, uint8_t flags) noexcept nogil:
     return emit_delta(s, ts_event, px, sz, seq, side, ACTION_ADD if sz != 0 else ACTION_CANCEL, flags)

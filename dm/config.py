@@ -6,7 +6,7 @@ refused at load with ONE line that names the key path, e.g.::
 
     persister.batch_ms: expected an integer, got '50'
     persister.batch_mss: unknown key (did you mean batch_ms?)
-    providers.db.kind: 'databento' has no worker; kinds with a worker: binance, kraken, kraken_futures
+    providers.db.kind: 'databento' has no worker; kinds with a worker: binance, bybit, kraken, kraken_futures
 
 Providers: the keys every venue shares are typed here (``ProviderSection``); any other key is
 venue-specific and kept in ``ProviderConfig.extra`` for the venue to validate.

@@ -26,8 +26,9 @@ that clock (frames already due are sent at once); every recorded frame of a subs
 channel/stream is sent exactly once, even if subscribed late. Control replies (acks, pong,
 subscriptionStatus) are sent at once. When every subscription of a connection is exhausted and no
 new subscription arrives within ``linger`` seconds, the server closes it (code 1000). With
-``once=True``, a venue whose replay ran to the end refuses further connections (HTTP 410, so a
-worker that reconnects does not restart the session) and :meth:`ReplayServer.wait_done` returns once ``expected_connections`` connections
+``once=True``, a venue whose replay ran to the end on a websocket path refuses further connections
+to that path (HTTP 410, so a worker that reconnects does not restart the session; a venue's other
+paths, e.g. Bybit's other categories, stay open) and :meth:`ReplayServer.wait_done` returns once ``expected_connections`` connections
 were replayed to the end and no subscribed connection is still open. REST stays up until
 :meth:`ReplayServer.stop`.
 
@@ -455,7 +456,9 @@ class ReplayServer:
         self._runner: web.AppRunner | None = None
         self._done: asyncio.Event | None = None  # created in start(), inside the loop
         self.stats = {"connections": 0, "completed": 0, "frames_sent": 0, "rest_requests": 0}
-        self._finished: set[str] = set()  # venues whose replay ran to the end (once mode)
+        # (venue, websocket path) whose replay ran to the end (once mode): per path, because a
+        # venue may open one connection per path (Bybit: /v5/public/spot, /v5/public/linear)
+        self._finished: set[tuple[str, str]] = set()
 
     # loading ---------------------------------------------------------------
     def _load(self) -> None:
@@ -606,7 +609,7 @@ class ReplayServer:
 
     async def _ws(self, request: web.Request, handler: "VenueReplay", raw: bool, streams: list[str]) -> web.StreamResponse:
         venue = handler.kind
-        if self.once and venue in self._finished:
+        if self.once and (venue, request.path) in self._finished:
             # a worker whose session ended reconnects, as it would to the venue; replaying the
             # session again would keep a once-server alive forever: refuse instead
             return json_error(410, {"error": f"replay of {venue} finished (--once)"})
@@ -652,7 +655,7 @@ class ReplayServer:
             self.stats["frames_sent"] += conn.frames_sent
             if conn.completed:
                 self.stats["completed"] += 1
-                self._finished.add(venue)
+                self._finished.add((venue, request.path))
             _log.debug("replay connection closed", venue=venue, frames=conn.frames_sent, completed=conn.completed)
             self._check_done()
         return ws

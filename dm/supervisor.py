@@ -159,12 +159,25 @@ class Supervisor:
             if r.rate:
                 argv += ["--rate", str(r.rate)]
             if self.cfg.supervisor.exit_when_replay_done:
-                argv += ["--once", "--connections", str(len(self.cfg.enabled_providers))]
+                argv += ["--once", "--connections", str(self.replay_connections())]
             out.append(ChildSpec("replay", "replay", argv, restart=not self.cfg.supervisor.exit_when_replay_done))
         out.append(ChildSpec("persister", "persister", py + ["persist", "-c", self.config_path]))
         for p in self.cfg.enabled_providers:
             out.append(ChildSpec(p.name, "worker", py + ["worker", p.name, "-c", self.config_path]))
         return out
+
+    def replay_connections(self) -> int:
+        """Websocket connections the enabled workers open (a venue may open several, one per
+        path): what a ``--once`` replay server waits for before it ends."""
+        from dm.providers.base import provider_class
+
+        n = 0
+        for p in self.cfg.enabled_providers:
+            try:
+                n += provider_class(p.kind).websocket_connections(p)
+            except NotImplementedError:  # a kind without a venue worker: one, as before
+                n += 1
+        return n
 
     @property
     def run_dir(self) -> Path:

@@ -1,6 +1,6 @@
 """Fuzz: malformed input never crashes the Cython codec or corrupts its output.
 
-Default run: 10**6 mutated recorded frames in total (truncations, bit flips, byte insertions and
+Default run: 10**6 mutated recorded frames in total, shared by the venues (truncations, bit flips, byte insertions and
 deletions, huge numbers, deep nesting, wrong types), each must end as well-formed records or a
 ``CodecError``; one frame in 100 is also checked against the pure-Python oracle. The
 ``slow`` variant runs 10**7 with a different seed."""
@@ -19,6 +19,8 @@ from dm.venues.kraken._codec import KrakenCodec
 from dm.venues.kraken.codec_ref import RefKrakenCodec
 from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
+from dm.venues.bybit._codec import BybitCodec
+from dm.venues.bybit.codec_ref import RefBybitCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -26,6 +28,10 @@ SIZES = REC.SIZES
 
 
 def recorded(path: Path, limit: int = 4000) -> list[bytes]:
+    if path.name.endswith(".jsonl.zst"):  # format 2 (JSONL)
+        from dm.recording import frames
+
+        return [t.encode() for _, t in frames(path) if len(t) < limit]
     return [t for kind, _, _, t in R.iter_recording(path) if kind == "ws" and len(t) < limit]
 
 
@@ -38,6 +44,8 @@ def codecs():
     fsyms = {s: 40 + i for i, s in enumerate(["PI_XRPUSD", "PI_LTCUSD", "PI_ETHUSD", "FI_ETHUSD_211231",
                                              "FI_BCHUSD_210730", "FI_XBTUSD_210924", "FI_ETHUSD_210730",
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
+    ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
+                                             "AIOZUSDT", "RADUSDT"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -46,6 +54,11 @@ def codecs():
          + recorded(DATA / "kraken/KRAKEN-82ac16.0")),
         (KrakenFuturesCodec(1003, fsyms), RefKrakenFuturesCodec(1003, fsyms),
          recorded(DATA / "kraken_futures/KRAKEN_FUTURES.ws.1.0")),
+        # stateful (tickers merge over the last full ticker): the oracle is compared against a
+        # second codec that sees exactly the frames the oracle sees
+        (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
+         recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
+         BybitCodec(1007, ysyms)),
     ]
 
 
@@ -98,8 +111,9 @@ def check_output(buf: memoryview, n: int) -> None:
 def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
     rnd = random.Random(seed)
     stats = {"records": 0, "errors": 0, "ok": 0, "oracle_checked": 0}
-    per_venue = total // 3
-    for c, ref, frames in codecs():
+    venues = codecs()
+    per_venue = total // len(venues)
+    for c, ref, frames, *twin in venues:
         decode = c.decode
         for k in range(per_venue):
             frame = mutate(rnd, rnd.choice(frames))
@@ -117,6 +131,13 @@ def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
                 stats["records"] += n
                 res = (n, bytes(c.output()), c.last_kind, c.instrument_id, c.first_seq, c.last_seq, c.checksum)
             if k % oracle_every == 0:
+                if twin:
+                    try:
+                        n2 = twin[0].decode(frame, k)
+                        t = twin[0]
+                        res = (n2, bytes(t.output()), t.last_kind, t.instrument_id, t.first_seq, t.last_seq, t.checksum)
+                    except CodecError as e:
+                        res = ("error", type(e), e.reason, e.field, e.offset)
                 try:
                     m = ref.decode(frame, k)
                     exp = (m, ref.output(), ref.last_kind, ref.instrument_id, ref.first_seq, ref.last_seq,
@@ -141,8 +162,8 @@ def test_fuzz_ten_million_mutated_frames():
     assert stats["ok"] + stats["errors"] >= 9_999_999
 
 
-@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {})],
-                         ids=["binance", "kraken", "kf"])
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

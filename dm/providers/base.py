@@ -261,6 +261,13 @@ class Provider:
         if "ping_interval_s" in ex:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
 
+    @classmethod
+    def websocket_connections(cls, pcfg: ProviderConfig) -> int:
+        """How many websocket connections a worker with this config keeps open at once: one,
+        unless the venue needs several (Bybit: one per category). The supervisor tells a
+        ``--once`` replay server to wait for that many."""
+        return 1
+
     # -- set-up ---------------------------------------------------------------------------
     # Whether the global [symbology] quote aliases apply to this venue (a venue that lists both
     # XBT/USD and XBT/USDT sets False: USDT -> USD would merge them; it then takes only its own).

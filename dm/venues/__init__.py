@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "binance": "dm.venues.binance",
     "kraken": "dm.venues.kraken",
     "kraken_futures": "dm.venues.kraken_futures",
+    "bybit": "dm.venues.bybit",
 }
 
 

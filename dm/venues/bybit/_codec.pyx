@@ -1,0 +1,667 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Bybit websocket API v5 public frames -> dm records (the venue half of ``BybitCodec``; the
+shared scanner is ``dm/_scan.pxd``, the base class ``dm._codec._Codec``).
+
+Rules from the Bybit API v5 docs, "WebSocket Stream → Public": Orderbook
+(``orderbook.{depth}.{symbol}``), Trade (``publicTrade.{symbol}``), Ticker
+(``tickers.{symbol}``), Kline; "Connect" (ping/pong, subscribe acks). See the class docstring.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp
+
+from dm._records cimport *
+from dm._scan cimport *
+from dm._codec cimport _Codec
+
+# dm.records.StatType codes (DBN's, then dm's own >= 1001)
+cdef enum:
+    ST_OPEN_INTEREST = 9
+    ST_MARK_PRICE = 1001
+    ST_INDEX_PRICE = 1002
+    ST_FUNDING_RATE = 1003
+    ST_ESTIMATED_SETTLEMENT_PRICE = 1006
+    STAT_NEW = 1                  # DBN StatUpdateAction::New
+
+cdef enum:
+    BY_TOPIC = 0
+    BY_TYPE
+    BY_TS
+    BY_DATA
+    BY_CTS
+    BY_CS
+    BY_SUCCESS
+    BY_OP
+    BY_s            # symbol (book data, trade)
+    BY_b
+    BY_a
+    BY_u
+    BY_T
+    BY_S
+    BY_v
+    BY_p
+    BY_i
+    BY_BT
+    BY_SEQ
+    BY_SYMBOL       # ticker data
+    BY_BID1PX
+    BY_BID1SZ
+    BY_ASK1PX
+    BY_ASK1SZ
+    BY_MARK
+    BY_INDEX
+    BY_FUNDING
+    BY_NEXTFUND
+    BY_OI
+    BY_PDP
+    BY_N
+
+cdef enum:
+    T_BOOK = 1
+    T_TRADE = 2
+    T_TICKER = 3
+    T_KLINE = 4
+
+
+cdef int by_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
+    cdef uint8_t c
+    if n == 1:
+        c = k[0]
+        if c == c's':
+            return BY_s
+        if c == c'b':
+            return BY_b
+        if c == c'a':
+            return BY_a
+        if c == c'u':
+            return BY_u
+        if c == c'T':
+            return BY_T
+        if c == c'S':
+            return BY_S
+        if c == c'v':
+            return BY_v
+        if c == c'p':
+            return BY_p
+        if c == c'i':
+            return BY_i
+        return -1
+    if n == 2:
+        if memcmp(k, b"ts", 2) == 0:
+            return BY_TS
+        if memcmp(k, b"cs", 2) == 0:
+            return BY_CS
+        if memcmp(k, b"op", 2) == 0:
+            return BY_OP
+        if memcmp(k, b"BT", 2) == 0:
+            return BY_BT
+        return -1
+    if n == 3:
+        if memcmp(k, b"cts", 3) == 0:
+            return BY_CTS
+        if memcmp(k, b"seq", 3) == 0:
+            return BY_SEQ
+        return -1
+    if n == 4:
+        if memcmp(k, b"data", 4) == 0:
+            return BY_DATA
+        if memcmp(k, b"type", 4) == 0:
+            return BY_TYPE
+        return -1
+    if n == 5:
+        if memcmp(k, b"topic", 5) == 0:
+            return BY_TOPIC
+        return -1
+    if n == 6:
+        if memcmp(k, b"symbol", 6) == 0:
+            return BY_SYMBOL
+        return -1
+    if n == 7:
+        if memcmp(k, b"success", 7) == 0:
+            return BY_SUCCESS
+        return -1
+    if n == 8:
+        if memcmp(k, b"bid1Size", 8) == 0:
+            return BY_BID1SZ
+        if memcmp(k, b"ask1Size", 8) == 0:
+            return BY_ASK1SZ
+        return -1
+    if n == 9:
+        if memcmp(k, b"bid1Price", 9) == 0:
+            return BY_BID1PX
+        if memcmp(k, b"ask1Price", 9) == 0:
+            return BY_ASK1PX
+        if memcmp(k, b"markPrice", 9) == 0:
+            return BY_MARK
+        return -1
+    if n == 10 and memcmp(k, b"indexPrice", 10) == 0:
+        return BY_INDEX
+    if n == 11 and memcmp(k, b"fundingRate", 11) == 0:
+        return BY_FUNDING
+    if n == 12 and memcmp(k, b"openInterest", 12) == 0:
+        return BY_OI
+    if n == 15 and memcmp(k, b"nextFundingTime", 15) == 0:
+        return BY_NEXTFUND
+    if n == 22 and memcmp(k, b"predictedDeliveryPrice", 22) == 0:
+        return BY_PDP
+    return -1
+
+
+# ---------------------------------------------------------------------------------------------
+# per-instrument ticker state (linear/inverse tickers are deltas)
+
+cdef TickerTable* _cur = NULL     # the decoding codec's table (set by BybitCodec.decode_c; GIL held)
+
+
+cdef TickerState* tk_find(TickerTable* t, uint32_t iid, bint create) noexcept nogil:
+    """The state of ``iid`` (a fresh one when ``create``: sides UNDEF_PRICE/0, no funding
+    time); NULL when absent (or out of memory)."""
+    cdef Py_ssize_t i, mask, newcap
+    cdef TickerState* old
+    cdef TickerState* e
+    if t.cap == 0 or (create and (t.count + 1) * 2 > t.cap):
+        if not create:
+            return NULL
+        newcap = t.cap * 2 if t.cap else 16
+        old = t.slot
+        t.slot = <TickerState*>calloc(newcap, sizeof(TickerState))
+        if t.slot == NULL:
+            t.slot = old
+            return NULL
+        mask = newcap - 1
+        for i in range(t.cap):
+            if old[i].used:
+                e = &t.slot[(old[i].iid * 2654435761u) & mask]
+                while e.used:
+                    e = &t.slot[((e - t.slot) + 1) & mask]
+                e[0] = old[i]
+        free(old)
+        t.cap = newcap
+    mask = t.cap - 1
+    i = (iid * 2654435761u) & mask
+    while t.slot[i].used:
+        if t.slot[i].iid == iid:
+            return &t.slot[i]
+        i = (i + 1) & mask
+    if not create:
+        return NULL
+    e = &t.slot[i]
+    e.used = 1
+    e.iid = iid
+    e.bid_px = DM_UNDEF_PRICE
+    e.ask_px = DM_UNDEF_PRICE
+    e.bid_sz = 0
+    e.ask_sz = 0
+    e.next_funding = DM_UNDEF_TIMESTAMP
+    t.count += 1
+    return e
+
+
+# ---------------------------------------------------------------------------------------------
+# field helpers
+
+cdef inline bint is_empty_str(CState* s, Py_ssize_t v) noexcept nogil:
+    """The value at v is the empty string "" (Bybit's "no value")."""
+    return v + 1 < s.n and s.p[v] == 34 and s.p[v + 1] == 34
+
+
+cdef int by_px(CState* s, Py_ssize_t v, const char* field, int64_t* out) noexcept nogil:
+    """Optional price (decimal string): 0 parsed, 1 rejected alone (value_reject), 2 absent
+    (v < 0) or "" (Bybit's "no value"), -1 malformed frame."""
+    if v < 0 or is_empty_str(s, v):
+        return 2
+    return get_px_str(s, v, field, out)
+
+
+cdef int by_sz(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
+    """Optional size at the instrument's size_precision; results as by_px."""
+    if v < 0 or is_empty_str(s, v):
+        return 2
+    return get_sz_str(s, v, field, out)
+
+
+cdef int by_ms_any(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
+    """Milliseconds as a JSON integer or a string of digits ("1673280000000") -> ns; "" -> 2
+    (no value)."""
+    cdef Py_ssize_t a, b, i
+    cdef uint64_t acc = 0
+    cdef bint over = 0
+    if s.p[v] != 34:
+        return get_ms(s, v, field, out)
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    if a == b:
+        return 2
+    for i in range(a, b):
+        if not is_digit(s.p[i]):
+            return e_codec(s, ERR_CODEC, b"expected milliseconds", field, v)
+        over |= dm_mul_u64(acc, 10, &acc)
+        over |= dm_add_u64(acc, s.p[i] - 48, &acc)
+    if over or dm_mul_u64(acc, 1000000, out):
+        return e_codec(s, ERR_CODEC, b"timestamp out of range", field, v)
+    return 0
+
+
+cdef uint64_t trade_id(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Trade id text -> an integer <= i64 max (storage keeps trade ids in BIGINT): its value
+    when it is 1..19 decimal digits that fit (spot ids, "2290000001189048101"); otherwise the
+    FNV-1a 64 hash of its raw bytes with the top bit cleared (linear/inverse send UUIDs)."""
+    cdef Py_ssize_t i
+    cdef uint64_t acc = 0, h = 14695981039346656037ULL
+    cdef bint digits = n > 0 and n <= 19
+    if digits:
+        for i in range(n):
+            if not is_digit(p[i]):
+                digits = 0
+                break
+            acc = acc * 10 + (p[i] - 48)      # at most 19 digits: < 10**19, no overflow
+        if digits and acc <= <uint64_t>0x7FFFFFFFFFFFFFFF:
+            return acc
+    for i in range(n):
+        h = (h ^ p[i]) * 1099511628211ULL
+    return h & <uint64_t>0x7FFFFFFFFFFFFFFF
+
+
+cdef int by_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint64_t ts, uint64_t u,
+                   uint8_t flags) noexcept nogil:
+    """b / a: array of [price, size] decimal strings (extra elements ignored). A level whose
+    price or size cannot be represented is dropped alone (value_reject)."""
+    cdef Py_ssize_t endp = 0, w, e
+    cdef Py_ssize_t el[2]
+    cdef int64_t px = 0
+    cdef uint64_t sz
+    cdef int r1, r2
+    if s.p[v] != 91:
+        return e_codec(s, ERR_CODEC, b"expected an array", field, v)
+    w = arr_first(s, v, 0, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", field, w)
+        if arr_collect(s, w, el, 2) < 2:
+            return e_codec(s, ERR_CODEC, b"expected [price, size]", field, w)
+        r1 = get_px_str(s, el[0], field, &px)
+        if r1 < 0:
+            return -1
+        r2 = get_sz_str(s, el[1], field, &sz)
+        if r2 < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, ts, px, sz, u, side, flags) < 0:
+                return -1
+        e = skip_value(s, w, 0)
+        w = arr_next(s, e, &endp)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# topics
+
+cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    """orderbook.{depth}.{symbol}: type, ts, cts (optional), data {s, u, b, a} -> BOOK_DELTA per
+    level (bids then asks; size 0 = CANCEL); a snapshot (or a delta with u == 1: the service
+    restarted) starts with CLEAR and flags every record FLAG_SNAPSHOT. ts_event = cts (matching
+    engine time) when present, else ts; sequence = u."""
+    cdef Py_ssize_t v, d, vb, va
+    cdef Py_ssize_t D[BY_N]
+    cdef Py_ssize_t a, b
+    cdef uint64_t ts, u
+    cdef bint snap
+    cdef uint8_t flags = 0
+    v = req(s, sl, BY_TYPE, b"type", top)
+    if v < 0 or get_str(s, v, b"type", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"snapshot", 8):
+        snap = 1
+    elif raw_eq(s.p + a, b - a, b"delta", 5):
+        snap = 0
+    else:
+        return e_codec(s, ERR_CODEC, b"unknown type", b"type", v)
+    v = req(s, sl, BY_TS, b"ts", top)
+    if v < 0 or get_ms(s, v, b"ts", &ts) < 0:
+        return -1
+    if sl[BY_CTS] >= 0 and get_ms(s, sl[BY_CTS], b"cts", &ts) < 0:
+        return -1
+    d = req(s, sl, BY_DATA, b"data", top)
+    if d < 0:
+        return -1
+    if s.p[d] != 123:
+        return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
+    index_obj(s, d, 0, by_key, D, BY_N)
+    v = req(s, D, BY_s, b"s", d)
+    if v < 0 or lookup(s, v, b"s") < 0:
+        return -1
+    v = req(s, D, BY_u, b"u", d)
+    if v < 0 or get_u64(s, v, b"u", &u) < 0:
+        return -1
+    vb = req(s, D, BY_b, b"b", d)
+    if vb < 0:
+        return -1
+    va = req(s, D, BY_a, b"a", d)
+    if va < 0:
+        return -1
+    if snap or u == 1:
+        s.kind = K_BOOKSNAPSHOT
+        flags = FLAG_SNAPSHOT
+        if emit_clear(s, ts, u, flags) < 0:
+            return -1
+    else:
+        s.kind = K_BOOK
+    if by_levels(s, vb, b"b", SIDE_BID, ts, u, flags) < 0:
+        return -1
+    if by_levels(s, va, b"a", SIDE_ASK, ts, u, flags) < 0:
+        return -1
+    set_last(s)
+    s.first_seq = u
+    s.last_seq = u
+    return 0
+
+
+cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    """publicTrade.{symbol}: data = array of {s, T, S, p, v, i, seq?, BT?} -> TRADE each (side =
+    taker side S; trade_id from i, see trade_id(); sequence = seq, 0 when absent;
+    FLAG_PUBLISHER_SPECIFIC when BT (block trade)). A trade whose price or size cannot be
+    represented is dropped alone."""
+    cdef Py_ssize_t d, w, e, v, a, b, endp = 0
+    cdef Py_ssize_t D[BY_N]
+    cdef uint64_t ts, sz, seq, tid
+    cdef int64_t px = 0
+    cdef uint8_t side, flags
+    cdef bint bt, first = 1
+    cdef int r1, r2
+    d = req(s, sl, BY_DATA, b"data", top)
+    if d < 0:
+        return -1
+    if s.p[d] != 91:
+        return e_codec(s, ERR_CODEC, b"expected an array", b"data", d)
+    w = arr_first(s, d, 0, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return e_codec(s, ERR_CODEC, b"expected an object", b"data", w)
+        e = index_obj(s, w, 0, by_key, D, BY_N)
+        v = req(s, D, BY_s, b"s", w)
+        if v < 0 or lookup(s, v, b"s") < 0:
+            return -1
+        v = req(s, D, BY_T, b"T", w)
+        if v < 0 or get_ms(s, v, b"T", &ts) < 0:
+            return -1
+        v = req(s, D, BY_S, b"S", w)
+        if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
+            return -1
+        if raw_eq(s.p + a, b - a, b"Buy", 3):
+            side = SIDE_BID
+        elif raw_eq(s.p + a, b - a, b"Sell", 4):
+            side = SIDE_ASK
+        else:
+            return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
+        v = req(s, D, BY_i, b"i", w)
+        if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
+            return -1
+        tid = trade_id(s.p + a, b - a)
+        seq = 0
+        if D[BY_SEQ] >= 0 and get_u64(s, D[BY_SEQ], b"seq", &seq) < 0:
+            return -1
+        bt = 0
+        if D[BY_BT] >= 0 and get_bool(s, D[BY_BT], b"BT", &bt) < 0:
+            return -1
+        v = req(s, D, BY_p, b"p", w)
+        if v < 0:
+            return -1
+        r1 = get_px_str(s, v, b"p", &px)
+        if r1 < 0:
+            return -1
+        v = req(s, D, BY_v, b"v", w)
+        if v < 0:
+            return -1
+        r2 = get_sz_str(s, v, b"v", &sz)
+        if r2 < 0:
+            return -1
+        flags = FLAG_PUBLISHER_SPECIFIC if bt else 0
+        if r1 == 0 and r2 == 0:
+            if emit_trade(s, ts, px, sz, tid, seq, side, flags) < 0:
+                return -1
+        if first:
+            s.first_seq = seq
+            first = 0
+        s.last_seq = seq
+        w = arr_next(s, e, &endp)
+    return 0
+
+
+cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    """tickers.{symbol}: type, ts, cs (optional), data {symbol, ...}. Fields absent from a delta
+    have not changed (Bybit v5 "Ticker"): the codec keeps each instrument's last bid1/ask1 and
+    nextFundingTime and applies deltas (a snapshot resets them). Output: a BBO when the frame
+    carries any of bid1Price/bid1Size/ask1Price/ask1Size (the merged top; sequence = cs), then
+    STATISTICS for markPrice (MARK_PRICE), indexPrice (INDEX_PRICE), fundingRate (FUNDING_RATE,
+    the rate at 1e-9 in price, ts_ref = nextFundingTime), openInterest (OPEN_INTEREST, quantity
+    at the instrument's size_precision), predictedDeliveryPrice (ESTIMATED_SETTLEMENT_PRICE),
+    each when present and not "". ts_event = ts. Every field is parsed before the state
+    changes: a malformed frame leaves the state as it was."""
+    cdef Py_ssize_t v, d, a, b
+    cdef Py_ssize_t D[BY_N]
+    cdef uint64_t ts, cs = 0, nf = 0, bsz = 0, asz = 0, oi = 0
+    cdef int64_t bpx = 0, apx = 0, mark = 0, index = 0, fund = 0, pdp = 0
+    cdef int rbp, rbs, rap, ras, rmark, rindex, rfund, rnf = 2, roi, rpdp
+    cdef bint snap
+    cdef TickerState* st
+    v = req(s, sl, BY_TYPE, b"type", top)
+    if v < 0 or get_str(s, v, b"type", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"snapshot", 8):
+        snap = 1
+    elif raw_eq(s.p + a, b - a, b"delta", 5):
+        snap = 0
+    else:
+        return e_codec(s, ERR_CODEC, b"unknown type", b"type", v)
+    v = req(s, sl, BY_TS, b"ts", top)
+    if v < 0 or get_ms(s, v, b"ts", &ts) < 0:
+        return -1
+    if sl[BY_CS] >= 0 and get_u64(s, sl[BY_CS], b"cs", &cs) < 0:
+        return -1
+    d = req(s, sl, BY_DATA, b"data", top)
+    if d < 0:
+        return -1
+    if s.p[d] != 123:
+        return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
+    index_obj(s, d, 0, by_key, D, BY_N)
+    v = req(s, D, BY_SYMBOL, b"symbol", d)
+    if v < 0 or lookup(s, v, b"symbol") < 0:
+        return -1
+    rbp = by_px(s, D[BY_BID1PX], b"bid1Price", &bpx)
+    if rbp < 0:
+        return -1
+    rbs = by_sz(s, D[BY_BID1SZ], b"bid1Size", &bsz)
+    if rbs < 0:
+        return -1
+    rap = by_px(s, D[BY_ASK1PX], b"ask1Price", &apx)
+    if rap < 0:
+        return -1
+    ras = by_sz(s, D[BY_ASK1SZ], b"ask1Size", &asz)
+    if ras < 0:
+        return -1
+    rmark = by_px(s, D[BY_MARK], b"markPrice", &mark)
+    if rmark < 0:
+        return -1
+    rindex = by_px(s, D[BY_INDEX], b"indexPrice", &index)
+    if rindex < 0:
+        return -1
+    rfund = by_px(s, D[BY_FUNDING], b"fundingRate", &fund)
+    if rfund < 0:
+        return -1
+    if D[BY_NEXTFUND] >= 0:
+        rnf = by_ms_any(s, D[BY_NEXTFUND], b"nextFundingTime", &nf)
+        if rnf < 0:
+            return -1
+    roi = by_sz(s, D[BY_OI], b"openInterest", &oi)
+    if roi < 0:
+        return -1
+    rpdp = by_px(s, D[BY_PDP], b"predictedDeliveryPrice", &pdp)
+    if rpdp < 0:
+        return -1
+    # every field parsed: update the state, then emit
+    st = tk_find(_cur, s.instrument_id, 1) if _cur != NULL else NULL
+    if st == NULL:
+        s.err = ERR_NOMEM
+        return -1
+    if snap:
+        st.bid_px = DM_UNDEF_PRICE
+        st.bid_sz = 0
+        st.ask_px = DM_UNDEF_PRICE
+        st.ask_sz = 0
+        st.next_funding = DM_UNDEF_TIMESTAMP
+    if D[BY_NEXTFUND] >= 0:
+        st.next_funding = nf if rnf == 0 else DM_UNDEF_TIMESTAMP
+    s.kind = K_TICKER
+    s.first_seq = cs
+    s.last_seq = cs
+    if (D[BY_BID1PX] >= 0 or D[BY_BID1SZ] >= 0 or D[BY_ASK1PX] >= 0 or D[BY_ASK1SZ] >= 0):
+        if D[BY_BID1PX] >= 0:
+            st.bid_px = bpx if rbp == 0 else DM_UNDEF_PRICE
+        if D[BY_BID1SZ] >= 0:
+            st.bid_sz = bsz if rbs == 0 else 0
+        if rbp == 1 or rbs == 1:            # a side with a value rejected alone: no side
+            st.bid_px = DM_UNDEF_PRICE
+            st.bid_sz = 0
+        if D[BY_ASK1PX] >= 0:
+            st.ask_px = apx if rap == 0 else DM_UNDEF_PRICE
+        if D[BY_ASK1SZ] >= 0:
+            st.ask_sz = asz if ras == 0 else 0
+        if rap == 1 or ras == 1:
+            st.ask_px = DM_UNDEF_PRICE
+            st.ask_sz = 0
+        if emit_bbo(s, ts, st.bid_px, st.bid_sz, st.ask_px, st.ask_sz, cs, 0) < 0:
+            return -1
+    if rmark == 0 and emit_stat(s, ts, DM_UNDEF_TIMESTAMP, mark, 0x7FFFFFFFFFFFFFFF, 0, ST_MARK_PRICE,
+                                STAT_NEW, 0) < 0:
+        return -1
+    if rindex == 0 and emit_stat(s, ts, DM_UNDEF_TIMESTAMP, index, 0x7FFFFFFFFFFFFFFF, 0, ST_INDEX_PRICE,
+                                 STAT_NEW, 0) < 0:
+        return -1
+    if rfund == 0 and emit_stat(s, ts, st.next_funding, fund, 0x7FFFFFFFFFFFFFFF, 0, ST_FUNDING_RATE,
+                                STAT_NEW, 0) < 0:
+        return -1
+    if roi == 0 and emit_stat(s, ts, DM_UNDEF_TIMESTAMP, DM_UNDEF_PRICE, <int64_t>oi, 0, ST_OPEN_INTEREST,
+                              STAT_NEW, 0) < 0:
+        return -1
+    if rpdp == 0 and emit_stat(s, ts, DM_UNDEF_TIMESTAMP, pdp, 0x7FFFFFFFFFFFFFFF, 0,
+                               ST_ESTIMATED_SETTLEMENT_PRICE, STAT_NEW, 0) < 0:
+        return -1
+    return 0
+
+
+cdef int by_topic(const uint8_t* t, Py_ssize_t n) noexcept nogil:
+    if n > 10 and memcmp(t, b"orderbook.", 10) == 0:
+        return T_BOOK
+    if n > 12 and memcmp(t, b"publicTrade.", 12) == 0:
+        return T_TRADE
+    if n > 8 and memcmp(t, b"tickers.", 8) == 0:
+        return T_TICKER
+    if n > 6 and memcmp(t, b"kline.", 6) == 0:
+        return T_KLINE
+    return 0
+
+
+cdef int by_decode(CState* s) noexcept nogil:
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t sl[BY_N]
+    cdef Py_ssize_t top, e, v, a, b
+    cdef int t
+    cdef bint ok
+    top = skip_ws(s, 0)
+    if top >= s.n:
+        return e_end(s)
+    if p[top] != 123:
+        if validate(s) < 0:
+            return -1
+        return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
+    e = index_obj(s, top, 0, by_key, sl, BY_N)
+    if e < 0:
+        return -1
+    e = skip_ws(s, e)
+    if e < s.n:
+        return e_byte(s, e)
+    if sl[BY_TOPIC] < 0:
+        # control frames ("Connect": subscribe/unsubscribe acks, pong)
+        v = req(s, sl, BY_OP, b"op", top)
+        if v < 0 or get_str(s, v, b"op", &a, &b) < 0:
+            return -1
+        if raw_eq(p + a, b - a, b"ping", 4) or raw_eq(p + a, b - a, b"pong", 4):
+            s.kind = K_PONG
+            return 0
+        if not (raw_eq(p + a, b - a, b"subscribe", 9) or raw_eq(p + a, b - a, b"unsubscribe", 11)):
+            return e_codec(s, ERR_CODEC, b"unknown op", b"op", v)
+        v = req(s, sl, BY_SUCCESS, b"success", top)
+        if v < 0 or get_bool(s, v, b"success", &ok) < 0:
+            return -1
+        s.kind = K_SUBSCRIPTION if ok else K_ERROR
+        return 0
+    v = sl[BY_TOPIC]
+    if get_str(s, v, b"topic", &a, &b) < 0:
+        return -1
+    t = by_topic(p + a, b - a)
+    if t == T_BOOK:
+        return by_book(s, sl, top)
+    if t == T_TRADE:
+        s.kind = K_TRADE
+        return by_trades(s, sl, top)
+    if t == T_TICKER:
+        return by_ticker(s, sl, top)
+    if t == T_KLINE:
+        s.kind = K_KLINE
+        return 0
+    return e_codec(s, ERR_CODEC, b"unknown topic", b"topic", v)
+
+
+cdef class BybitCodec(_Codec):
+    """Bybit websocket API v5 public frames (spot, linear, inverse: one codec per connection,
+    since a symbol name such as ``BTCUSDT`` means another instrument in another category).
+
+    * ``orderbook.{depth}.{symbol}`` ("Orderbook"): ``snapshot`` → CLEAR + one BOOK_DELTA per
+      level (``FLAG_SNAPSHOT``); ``delta`` → one BOOK_DELTA per level, size ``"0"`` = CANCEL;
+      a delta with ``u`` == 1 is decoded as a snapshot (the doc: ``u`` = 1 is the service's
+      restart, "overwrite your local orderbook"). ``ts_event`` = ``cts`` (else ``ts``);
+      sequence, ``first_seq``/``last_seq`` = ``u``. Kind ``bookSnapshot`` / ``book``.
+    * ``publicTrade.{symbol}`` ("Trade") → TRADE per entry: side = ``S`` (taker), ``ts_event``
+      = ``T``, ``trade_id`` = ``i`` when ``i`` is a decimal u64 (spot), else FNV-1a 64 of the
+      ``i`` text (linear/inverse send UUIDs: a stable u64 per id; storage keys trades by
+      (instrument, ts_event, trade_id)), ``sequence`` = ``seq`` (cross sequence, 0 when
+      absent), ``FLAG_PUBLISHER_SPECIFIC`` = block trade (``BT``). Kind ``trade``.
+    * ``tickers.{symbol}`` ("Ticker") → BBO (merged bid1/ask1, the codec keeps the last full
+      ticker per instrument: linear/inverse tickers are deltas "if a response param is not
+      found in the message, then its value has not changed") and STATISTICS (mark, index,
+      funding rate with ``ts_ref`` = next funding time, open interest, predicted delivery
+      price); see ``by_ticker``. Kind ``ticker``.
+    * ``kline.*`` → no records (kind ``kline``); ``{"op":"subscribe"|"unsubscribe",
+      "success":true}`` → kind ``subscription``, ``"success":false`` → kind ``error``;
+      ``{"op":"ping"|"pong"}`` (pong) → kind ``pong``. Any other topic or op is a CodecError.
+
+    Prices are decimal strings → i64 at 1e-9, sizes at the instrument's size_precision
+    (``add_symbol(symbol, iid, size_precision)``); a value that cannot be represented is
+    rejected alone (``value_errors``): that level / trade / BBO side / statistic is dropped.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.decoder = by_decode
+        self.venue = "BYBIT"
+        self.tickers.slot = NULL
+        self.tickers.cap = 0
+        self.tickers.count = 0
+
+    def __dealloc__(self):
+        free(self.tickers.slot)
+
+    cdef int decode_c(self, const char* p, Py_ssize_t n, uint64_t ts_recv) except -1:
+        global _cur
+        _cur = &self.tickers
+        try:
+            return _Codec.decode_c(self, p, n, ts_recv)
+        finally:
+            _cur = NULL
+
+    def ticker_state(self, uint32_t instrument_id):
+        """``(bid_px, bid_sz, ask_px, ask_sz, next_funding_ns)`` kept for an instrument (tests),
+        ``None`` before its first ticker."""
+        cdef TickerState* st = tk_find(&self.tickers, instrument_id, 0)
+        if st == NULL:
+            return None
+        return (st.bid_px, st.bid_sz, st.ask_px, st.ask_sz, st.next_funding)
