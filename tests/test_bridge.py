@@ -195,7 +195,17 @@ def test_remote_persister_stores_exactly_the_bridged_records(tmp_path, instance,
         wait_for(lambda: stats(tmp_path, instance, "nats-persister").get("records") == sum(counts.values()), 60, "remote persister stored everything")
         assert stop_proc(pers) == 0
         pers = start_dm(args, tmp_path, "persist2")  # durable consumer: nothing to re-deliver
-        time.sleep(1.0)
+        first = {}
+
+        def reported_twice() -> bool:  # its loop ran past at least one fetch (stats every 1 s)
+            st = stats(tmp_path, instance, "nats-persister")
+            if st.get("pid") != pers.pid:
+                return False
+            first.setdefault("ts", st["ts"])
+            return st["ts"] > first["ts"]
+
+        wait_for(reported_twice, 60, "the restarted remote persister running")
+        assert stats(tmp_path, instance, "nats-persister")["messages"] == 0
         assert stop_proc(pers) == 0
         local = b"".join(b"".join(local_records(instance, s)) for s in SYMBOLS)
         from dm.persister import split_records
