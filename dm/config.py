@@ -184,6 +184,7 @@ class ConfigFile(_Section):
     routing: dict[str, Any] = {}
     backfill: dict[str, Any] = {}
     databento: dict[str, Any] = {}
+    bars: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -194,6 +195,7 @@ EXTENSION_SECTIONS: dict[str, str] = {
     "routing": "dm.backfill:parse_routing_section",
     "backfill": "dm.backfill:parse_backfill_section",
     "databento": "dm.backfill:parse_databento_section",
+    "bars": "dm.bars:parse_bars_section",
 }
 
 

@@ -85,6 +85,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
 PING_EVERY_S = 1.0
+MAINTAIN_EVERY_S = 3600.0  # storage maintenance (partitions ahead) between batches, never inside a write
 STATS_EVERY_S = 0.5
 HELD_MAGIC = b"DMHELD01"
 _HELD_HEAD = struct.Struct("<8sII")  # magic, layout hash, record count
@@ -381,6 +382,10 @@ class Persister:
         self.safe_url = redact_url(self.url)
         self.timeout_s = cfg.storage.timeout_s
         self.storage = None  # opened, migrated and reconciled lazily (the database may be down)
+        from dm.bars import plan_from_config
+
+        #: bars built from the trades each write stores ([bars], dm.bars; None: disabled)
+        self.bar_plan = plan_from_config(cfg)
         self.ready = False
         self.state = "connecting"
         self.last_error = ""
@@ -407,6 +412,7 @@ class Persister:
         self._lock = threading.Lock()  # the stats thread reads what the main thread updates
         self._stats_stop = threading.Event()
         self._last_attach = 0.0
+        self._last_maintain = time.monotonic()  # migrate() just ran it
 
     # -- storage connection ------------------------------------------------------------------
     def connect(self) -> bool:
@@ -415,6 +421,7 @@ class Persister:
         try:
             if self.storage is None:
                 self.storage = open_storage(self.url, timeout_s=self.timeout_s, connect=False)
+                self.storage.bar_plan = self.bar_plan
             applied = self.storage.migrate()
             if applied:
                 log.info("storage migrated", storage=self.safe_url, applied=applied)
@@ -678,6 +685,8 @@ class Persister:
                     if self._stop_step(moved):
                         break
                     continue
+                if self.ready and moved == 0 and time.monotonic() - self._last_maintain >= MAINTAIN_EVERY_S:
+                    self._maintain()
                 if self.ready and moved == 0 and time.monotonic() - self.last_ok >= PING_EVERY_S:
                     self._ping()
                 if moved == 0:
@@ -699,6 +708,18 @@ class Persister:
         if down:
             return True
         return moved == 0 and not any(q.batch.n or q.held for q in self.queues.values())
+
+    def _maintain(self) -> None:
+        """Partitions ahead (``Storage.maintain``), when the queues are idle; a failure is the
+        storage's state like any other call and is retried at the next interval."""
+        self._last_maintain = time.monotonic()
+        try:
+            created = self.storage.maintain()
+        except StorageError as e:
+            self._failed(e)
+            return
+        if created:
+            log.info("storage maintenance: partitions created ahead", created=len(created))
 
     def _ping(self) -> None:
         t0 = time.perf_counter()

@@ -213,6 +213,12 @@ COLUMNS: dict[str, list[Column]] = {
     ],
 }
 
+#: columns a table holds beyond its record's (not written by COPY/executemany, not fetched):
+#: the built-bar bookkeeping of migration 006 (``dm.bars``)
+EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "bars": ("source", "open_ts", "open_ord", "open_dd", "close_ts", "close_ord", "close_dd"),
+}
+
 # fetch order: ts_event, ts_recv, then enough to make the order deterministic
 ORDER_BY: dict[str, str] = {
     "trades": "ts_event, ts_recv, instrument_id, sequence, trade_id, dedup",
@@ -625,6 +631,9 @@ class Storage(abc.ABC):
 
     backend: str = ""
     url: str = ""
+    #: bars to build from the trades each ``write`` inserts (``dm.bars.BarPlan``; the persister
+    #: sets it from ``[bars]``); None: no bars are built
+    bar_plan = None
 
     # --- schema -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -721,6 +730,16 @@ class Storage(abc.ABC):
         """``{"backend", "url", "schema_version", "bytes", "tables": {table: {"rows", "bytes",
         "ts_min", "ts_max", "partitions"}}}``; ``bytes`` on disk (None when unknown), ``ts_*``
         ns since the epoch of ts_event (None when empty or not a time table)."""
+
+    def rebuild_bars(self, since_ns: int = 0, plan=None) -> dict[str, int]:
+        """Recompute built bars (source 1) starting at or after ``since_ns`` from stored trades
+        (``dm db rebuild-bars``); equal to what ``write`` built incrementally."""
+        raise NotImplementedError
+
+    def maintain(self, ahead_days: int = 2, now: int | None = None) -> list[str]:
+        """Maintenance outside the write path (PostgreSQL: day partitions from today to
+        ``ahead_days`` ahead). Returns what it created; SQLite has nothing to do."""
+        return []
 
     @abc.abstractmethod
     def compress(self) -> str:

@@ -59,6 +59,13 @@ COPY_TRAILER = b"\xff\xff"  # int16 -1
 _BE = {"BIGINT": ">i8", "INTEGER": ">i4", "SMALLINT": ">i2"}
 MIGRATION_LOCK = 0x646D_6D69_6772  # pg_advisory_lock key: "dm migr"
 LAST_DAY = I64_MAX // NS_PER_DAY  # the day whose end does not fit in BIGINT
+#: partitions one write may create per table (the latest days of its batch); the rest of its
+#: days go to the DEFAULT partition. Bounded so a batch spanning hundreds of days (a Kraken book
+#: snapshot: levels keep the ts of their last change) never runs hundreds of CREATE TABLEs in one
+#: write (seconds: the persister would flag storage as hung).
+WRITE_PARTITION_BUDGET = 4
+#: days of partitions ``maintain`` creates ahead of today
+PARTITIONS_AHEAD_DAYS = 2
 
 
 def _row_dtype(table: str) -> np.dtype:
@@ -144,6 +151,28 @@ def parse_copy_rows(table: str, data: bytes | memoryview) -> list[np.ndarray]:
     return [rows[f"v{i}"].astype(np.int64) for i in range(len(spec))]
 
 
+def _bars_from(src: str, pubs: str, ivs: str) -> str:
+    """CTEs ``t, g, b``: the built bars (``dm.bars``) of the trades in ``src`` (a CTE name or a
+    parenthesised SELECT with the trades' columns) for the (publisher, interval) pairs in the
+    arrays ``pubs``/``ivs``, merged into ``bars``; ``b`` returns one row per bar written.
+    open/close are the least/greatest ``ARRAY[ts_event, venue order, dedup, price]`` (exact:
+    bigint array comparison), volume saturates at i64 max."""
+    from dm.bars import merge_clause
+
+    return (
+        f"t AS (SELECT s.*, CASE WHEN s.trade_id <> 0 THEN s.trade_id ELSE s.sequence END AS ord, p.iv,"
+        f" s.ts_event - mod(s.ts_event, p.iv * 1000000000) AS bar_ts FROM {src} s"
+        f" JOIN unnest({pubs}, {ivs}) AS p(pub, iv) ON p.pub = s.publisher_id),"
+        " g AS (SELECT instrument_id, publisher_id, iv, bar_ts,"
+        " min(ARRAY[ts_event, ord, dedup, price]) AS o, max(ARRAY[ts_event, ord, dedup, price]) AS c,"
+        " max(price) AS hi, min(price) AS lo, least(sum(size), 9223372036854775807)::bigint AS vol,"
+        " count(*) AS n, max(size_precision) AS sp FROM t GROUP BY instrument_id, publisher_id, iv, bar_ts),"
+        " b AS (INSERT INTO bars (instrument_id, publisher_id, ts_event, interval_s, open, high, low, close, volume,"
+        " flags, size_precision, count, source, open_ts, open_ord, open_dd, close_ts, close_ord, close_dd)"
+        " SELECT instrument_id, publisher_id, bar_ts, iv, o[4], hi, lo, c[4], vol, 0, sp, n, 1, o[1], o[2], o[3],"
+        " c[1], c[2], c[3] FROM g" + merge_clause() + " RETURNING 1)")
+
+
 def partition_name(table: str, day: int) -> str:
     """``<table>_pYYYYMMDD`` for a day number (days since 1970-01-01 UTC)."""
     d = _dt.date(1970, 1, 1) + _dt.timedelta(days=int(day))
@@ -173,6 +202,7 @@ class PostgresStorage(Storage):
         self.timeout_s = timeout_s
         self._conn: psycopg.Connection | None = None
         self._parts: set[str] = set()
+        self._routed_default = 0  # days sent to DEFAULT partitions instead of their own (budget, clash)
         self._staged: set[str] = set()
         self._closed = False
         self._in_call = False
@@ -306,8 +336,7 @@ class PostgresStorage(Storage):
             finally:
                 self._conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
                 self._conn.execute("RESET statement_timeout")
-            today = now_ns() // NS_PER_DAY
-            self.ensure_partitions([today, today + 1])
+            self.maintain()
         return applied
 
     def schema_version(self) -> int:
@@ -320,17 +349,26 @@ class PostgresStorage(Storage):
         with self._errors("ping"):
             self._conn.execute("SELECT 1").fetchone()
 
-    def ensure_partitions(self, days, tables=TICK_TABLES) -> list[str]:
+    def ensure_partitions(self, days, tables=TICK_TABLES, budget: int | None = None) -> list[str]:
         """Create the day partitions (days since the epoch, UTC) of the tick tables that do not
         exist yet, each in its own transaction; a concurrent creator is tolerated. Returns the
-        names created by this call."""
+        names created by this call.
+
+        ``budget``: at most this many partitions are looked up/created per table by this call,
+        the latest days first (the write path passes ``WRITE_PARTITION_BUDGET``); rows of the
+        other days go to the table's DEFAULT partition (migration 006). A day whose rows are
+        already in the DEFAULT partition cannot get its own partition (PostgreSQL refuses:
+        check_violation); it is remembered and its rows keep going to DEFAULT."""
         created = []
         with self._errors("ensure_partitions"):
             for table in tables:
-                for day in sorted({int(d) for d in days if 0 <= int(d) <= LAST_DAY}):
+                todo = [d for d in sorted({int(d) for d in days if 0 <= int(d) <= LAST_DAY}, reverse=True)
+                        if partition_name(table, d) not in self._parts]
+                if budget is not None and len(todo) > budget:
+                    self._routed_default += len(todo) - budget
+                    todo = todo[:budget]
+                for day in todo:
                     name = partition_name(table, day)
-                    if name in self._parts:
-                        continue
                     lo = day * NS_PER_DAY
                     hi = sql.SQL("MAXVALUE") if day >= LAST_DAY else sql.Literal((day + 1) * NS_PER_DAY)
                     stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
@@ -342,8 +380,18 @@ class PostgresStorage(Storage):
                             created.append(name)
                     except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
                         pass  # another writer created it between our check and our CREATE
+                    except psycopg.errors.CheckViolation:
+                        self._routed_default += 1  # that day's rows are in DEFAULT already: they stay there
                     self._parts.add(name)
         return created
+
+    def maintain(self, ahead_days: int = PARTITIONS_AHEAD_DAYS, now: int | None = None) -> list[str]:
+        """Maintenance, outside the write path: create the day partitions of every tick table
+        from today (UTC) to ``ahead_days`` days ahead, so writes of current data never run DDL.
+        Run by ``migrate``, by the persister every ``MAINTAIN_EVERY_S`` and by ``dm db maintain``.
+        Returns the partitions created."""
+        today = (now_ns() if now is None else int(now)) // NS_PER_DAY
+        return self.ensure_partitions(range(today - 1, today + ahead_days + 1))
 
     def _ensure_stage(self, table: str) -> str:
         stage = f"_dm_stage_{table}"
@@ -377,7 +425,7 @@ class PostgresStorage(Storage):
                 table = RECORD_TABLES[rt]
                 if table in TICK_TABLES:
                     days = np.unique(arr["ts_event"] // np.uint64(NS_PER_DAY)).tolist()
-                    self.ensure_partitions(days + [days[-1] + 1], (table,))
+                    self.ensure_partitions(days + [days[-1] + 1], (table,), budget=WRITE_PARTITION_BUDGET)
                 if table in COLUMNS:
                     self._ensure_stage(table)
             with self._conn.transaction(), self._conn.cursor() as cur:
@@ -406,7 +454,62 @@ class PostgresStorage(Storage):
             cp.write(memoryview(rows).cast("B"))
             cp.write(COPY_TRAILER)
         insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sql.Identifier(table), names, exprs, stage)
+        if table == "trades" and self.bar_plan is not None:
+            pubs, ivs = self.bar_plan.pairs(np.unique(arr["publisher_id"]).tolist())
+            if pubs:
+                return self._insert_trades_with_bars(cur, insert, pubs, ivs)
         return self._insert_from_stage(cur, insert)
+
+    def _insert_trades_with_bars(self, cur: psycopg.Cursor, insert: sql.Composable, pubs: list[int],
+                                 ivs: list[int]) -> int:
+        """``insert`` (trades from the staging table) and, in the same statement, the built bars of
+        exactly the rows it inserted merged into ``bars`` (``dm.bars``): a data-modifying CTE
+        ``INSERT .. RETURNING`` feeding the aggregation, so a refused (re-delivered) trade never
+        reaches a bar. Returns trades inserted."""
+        def stmt(conflict: sql.Composable) -> sql.Composable:
+            ins = sql.SQL("ins AS ({}{} RETURNING instrument_id, publisher_id, ts_event, price, size, trade_id,"
+                          " sequence, size_precision, dedup)").format(insert, conflict)
+            return sql.SQL("WITH {}, {} SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM b)").format(
+                ins, sql.SQL(_bars_from("ins", "%s::integer[]", "%s::bigint[]")))
+
+        params = (pubs, ivs)
+        if self.optimistic_insert:
+            try:
+                with self._conn.transaction():
+                    cur.execute(stmt(sql.SQL("")), params)
+                    return int(cur.fetchone()[0])
+            except psycopg.errors.UniqueViolation:
+                pass
+        cur.execute(stmt(sql.SQL(" ON CONFLICT DO NOTHING")), params)
+        return int(cur.fetchone()[0])
+
+    def rebuild_bars(self, since_ns: int = 0, plan=None) -> dict[str, int]:
+        """Recompute the built bars (source 1) from the stored trades: for each interval of
+        ``plan`` (default: this storage's ``bar_plan``, else ``dm.bars.BarPlan()``), every bar
+        starting at or after ``since_ns`` floored to the interval is deleted and rebuilt with the
+        same aggregation the write path uses, in one transaction. Returns ``{"deleted",
+        "bars"}``."""
+        from dm.bars import BarPlan
+
+        plan = plan or self.bar_plan or BarPlan()
+        long = None if self.timeout_s is None else max(600.0, 100 * self.timeout_s)
+        out = {"deleted": 0, "bars": 0}
+        with self._errors("rebuild_bars", long):
+            pubs_all = [r[0] for r in self._conn.execute("SELECT DISTINCT publisher_id FROM trades")]
+            pubs, ivs = plan.pairs(pubs_all)
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SET LOCAL statement_timeout = 0")
+                for p, iv in zip(pubs, ivs):
+                    lo = int(since_ns) - int(since_ns) % (iv * 1_000_000_000)
+                    cur.execute("DELETE FROM bars WHERE source = 1 AND publisher_id = %s AND interval_s = %s"
+                                " AND ts_event >= %s", (p, iv, lo))
+                    out["deleted"] += cur.rowcount
+                    src = ("(SELECT instrument_id, publisher_id, ts_event, price, size, trade_id, sequence,"
+                           f" size_precision, dedup FROM trades WHERE publisher_id = {int(p)} AND ts_event >= {lo})")
+                    cur.execute(sql.SQL("WITH {} SELECT count(*) FROM b").format(
+                        sql.SQL(_bars_from(src, "%s::integer[]", "%s::bigint[]"))), ([p], [iv]))
+                    out["bars"] += int(cur.fetchone()[0])
+        return out
 
     def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:
         """Run ``insert`` (INSERT .. SELECT from a staging table) idempotently; rows inserted."""

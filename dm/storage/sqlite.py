@@ -222,11 +222,60 @@ class SqliteStorage(Storage):
                     names = [col.name for col in spec]
                     q = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
                          " ON CONFLICT DO NOTHING")
+                    built = table == "trades" and self.bar_plan is not None
+                    if built:
+                        top = self._scalar("SELECT coalesce(max(rowid), 0) FROM trades")
                     c.executemany(q, rows)
+                    if built:
+                        self._build_bars(c, top)
+                        result[table] = int(self._scalar("SELECT count(*) FROM trades WHERE rowid > ?", (top,)))
+                        continue
                 result[table] = c.total_changes - before
             if then is not None:
                 then(c.cursor(), dict(result))
         return result
+
+    def _build_bars(self, c: sqlite3.Connection, top: int) -> int:
+        """Merge the built bars (``dm.bars``) of the trades this transaction inserted (rowid above
+        ``top``: SQLite gives a new row max(rowid) + 1, and a refused duplicate inserts nothing)
+        into ``bars``. Returns bars written."""
+        from dm.bars import build_bars, built_rows, merge_sql
+
+        new = self._trades_where("rowid > ?", (top,))
+        if not len(new):
+            return 0
+        b = build_bars(new, self.bar_plan, dedup=new["dedup"])
+        c.executemany(merge_sql("sqlite"), built_rows(b))
+        return len(b)
+
+    def _trades_where(self, where: str, params: tuple) -> np.ndarray:
+        cols = ("instrument_id", "publisher_id", "ts_event", "price", "size", "trade_id", "sequence",
+                "size_precision", "dedup")
+        rows = self._conn.execute(f"SELECT {', '.join(cols)} FROM trades WHERE {where}", params).fetchall()
+        out = np.zeros(len(rows), [(k, "<i8") for k in cols])
+        if rows:
+            m = np.array(rows, dtype=np.int64)
+            for i, k in enumerate(cols):
+                out[k] = m[:, i]
+        return out
+
+    def rebuild_bars(self, since_ns: int = 0, plan=None) -> dict[str, int]:
+        """See ``Storage.rebuild_bars`` (one transaction; the aggregation of ``dm.bars.build_bars``)."""
+        from dm.bars import BarPlan, build_bars, built_rows, merge_sql
+
+        plan = plan or self.bar_plan or BarPlan()
+        out = {"deleted": 0, "bars": 0}
+        with self._txn("rebuild_bars", None if self.timeout_s is None else max(600.0, 100 * self.timeout_s)) as c:
+            pubs = [r[0] for r in c.execute("SELECT DISTINCT publisher_id FROM trades")]
+            for p, iv in zip(*plan.pairs(pubs)):
+                lo = int(since_ns) - int(since_ns) % (iv * 1_000_000_000)
+                out["deleted"] += c.execute("DELETE FROM bars WHERE source = 1 AND publisher_id = ? AND interval_s = ?"
+                                            " AND ts_event >= ?", (p, iv, lo)).rowcount
+                t = self._trades_where("publisher_id = ? AND ts_event >= ?", (p, lo))
+                b = build_bars(t, BarPlan((iv,)), dedup=t["dedup"])
+                c.executemany(merge_sql("sqlite"), built_rows(b))
+                out["bars"] += len(b)
+        return out
 
     @staticmethod
     def _write_gaps(c: sqlite3.Connection, a: np.ndarray) -> None:

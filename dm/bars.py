@@ -1,0 +1,232 @@
+"""OHLCV bars built from trades as they are persisted (issue 10), exact in fixed point.
+
+A bar of ``interval_s`` seconds covers ``[ts_event, ts_event + interval_s * 1e9)`` ns since the
+UNIX epoch, aligned to the epoch (Databento's OHLCV convention: ``ts_event`` of a bar is the
+start of its interval). Over the trades of an (instrument_id, publisher_id) in that interval:
+
+* open / close: the price of the first / last trade in the order (ts_event, venue order, dedup),
+  where venue order is the trade id, or the sequence when the venue gives no trade id (0, e.g.
+  Databento); ``dedup`` (``dm.storage.base.dedup_column``) makes the order total;
+* high / low: max / min price (i64 at 1e-9);
+* volume: the sum of sizes (u64 at 10^-size_precision), saturated at i64 max (never wrapped);
+* count: the number of trades.
+
+Built bars are stored with ``source = 1`` beside received bars (``source = 0``, a venue's or
+Databento's own), keyed (instrument_id, publisher_id, interval_s, ts_event, source), with the
+ordering key of their open and close trade (``open_ts/open_ord/open_dd``, ``close_*``). The
+storage builds them inside the write transaction from exactly the trades that transaction
+inserted (a re-delivered trade is refused by the trades key and never counted twice) and merges
+them into the stored bar: open = the least key, close = the greatest, high/low max/min, volume
+and count summed. So a late trade updates its closed bar, and the bars equal a rebuild from the
+stored trades (``Storage.rebuild_bars``) whatever the batching, order or re-delivery.
+
+Configuration (``[bars]``, validated by ``parse_bars_section``)::
+
+    [bars]
+    enabled = true                      # default true
+    intervals = ["1m", "1h", "1d"]      # default; units s, m, h, d
+    [bars.exchanges]                    # per venue (the provider's exchange), replaces intervals
+    BINANCE = ["1s", "1m", "1h", "1d"]
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dm.errors import ConfigError
+from dm.records import I64_MAX
+
+NS = 1_000_000_000
+DEFAULT_INTERVALS = (60, 3600, 86400)
+SOURCE_RECEIVED = 0
+SOURCE_BUILT = 1
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+#: one partial (or stored) built bar, as the storages exchange them
+BUILT_DTYPE = np.dtype([
+    ("instrument_id", "<i8"), ("publisher_id", "<i8"), ("interval_s", "<i8"), ("ts_event", "<i8"),
+    ("open", "<i8"), ("high", "<i8"), ("low", "<i8"), ("close", "<i8"), ("volume", "<i8"), ("count", "<i8"),
+    ("size_precision", "<i8"),
+    ("open_ts", "<i8"), ("open_ord", "<i8"), ("open_dd", "<i8"),
+    ("close_ts", "<i8"), ("close_ord", "<i8"), ("close_dd", "<i8"),
+])
+#: stored bars columns in BUILT_DTYPE order (flags 0 and source 1 are constants)
+BUILT_COLUMNS = ("instrument_id", "publisher_id", "interval_s", "ts_event", "open", "high", "low", "close", "volume",
+                 "count", "size_precision", "open_ts", "open_ord", "open_dd", "close_ts", "close_ord", "close_dd")
+
+
+def parse_interval(v) -> int:
+    """``"1s"``, ``"5m"``, ``"1h"``, ``"1d"`` or an int of seconds → seconds (> 0). Raises
+    ``ConfigError``."""
+    if isinstance(v, bool):
+        raise ConfigError(f"bar interval {v!r}: expected e.g. '1m'")
+    if isinstance(v, int):
+        n = v
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(v))
+        if not m:
+            raise ConfigError(f"bar interval {v!r}: expected <n>s, <n>m, <n>h or <n>d")
+        n = int(m.group(1)) * _UNITS[m.group(2)]
+    if n <= 0 or n > 366 * 86400:
+        raise ConfigError(f"bar interval {v!r}: must be between 1 s and 366 d")
+    return n
+
+
+def interval_name(seconds: int) -> str:
+    for u, k in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % k == 0:
+            return f"{seconds // k}{u}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class BarPlan:
+    """Which intervals to build per publisher: ``per_publisher`` when listed, else ``default``."""
+
+    default: tuple[int, ...] = DEFAULT_INTERVALS
+    per_publisher: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def intervals_for(self, publisher_id: int) -> tuple[int, ...]:
+        return self.per_publisher.get(int(publisher_id), self.default)
+
+    def pairs(self, publishers) -> tuple[list[int], list[int]]:
+        """(publisher ids, intervals) flattened, one pair per interval built for each publisher."""
+        pubs, ivs = [], []
+        for p in sorted({int(p) for p in publishers}):
+            for iv in self.intervals_for(p):
+                pubs.append(p)
+                ivs.append(int(iv))
+        return pubs, ivs
+
+
+def parse_bars_section(table: dict) -> dict:
+    """Validate ``[bars]`` (see module doc); returns the normalised table. Raises ``ConfigError``."""
+    known = {"enabled", "intervals", "exchanges"}
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"bars.{k}: unknown key; known: {sorted(known)}")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"bars.enabled: expected true or false, got {enabled!r}")
+    ivs = table.get("intervals", [interval_name(i) for i in DEFAULT_INTERVALS])
+    if not isinstance(ivs, (list, tuple)):
+        raise ConfigError("bars.intervals: expected a list such as ['1m', '1h']")
+    out = {"enabled": enabled, "intervals": sorted({parse_interval(v) for v in ivs}), "exchanges": {}}
+    ex = table.get("exchanges", {})
+    if not isinstance(ex, dict):
+        raise ConfigError("bars.exchanges: expected a table EXCHANGE = ['1m', ...]")
+    for name, lst in ex.items():
+        if not isinstance(lst, (list, tuple)):
+            raise ConfigError(f"bars.exchanges.{name}: expected a list such as ['1m', '1h']")
+        out["exchanges"][str(name).upper()] = sorted({parse_interval(v) for v in lst})
+    return out
+
+
+def plan_from_config(cfg) -> BarPlan | None:
+    """The persister's ``BarPlan`` from a ``dm.config.Config`` (None: bars disabled)."""
+    sec = parse_bars_section(dict(cfg.sections.get("bars", {})))
+    if not sec["enabled"]:
+        return None
+    per: dict[int, tuple[int, ...]] = {}
+    for p in cfg.providers.values():
+        ivs = sec["exchanges"].get(p.exchange.upper())
+        if ivs is not None:
+            per[int(p.publisher_id)] = tuple(ivs)
+    return BarPlan(tuple(sec["intervals"]), per)
+
+
+def trade_order(trades: np.ndarray) -> np.ndarray:
+    """Venue order of TRADE records (int64): the trade id, or the sequence when the id is 0."""
+    tid = trades["trade_id"].astype(np.int64)
+    return np.where(tid != 0, tid, trades["sequence"].astype(np.int64))
+
+
+def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
+    """Partial bars (``BUILT_DTYPE``) of TRADE records (or stored trade columns with the same
+    field names), one per (instrument, publisher, interval, bar start) they touch, ordered by
+    those. ``dedup``: the trades' dedup column (computed when None). Exact integer arithmetic;
+    volume saturates at i64 max."""
+    from dm.storage.base import dedup_column
+
+    n = len(trades)
+    if n == 0:
+        return np.zeros(0, BUILT_DTYPE)
+    if dedup is None:
+        dedup = dedup_column("trades", trades)
+    iid = trades["instrument_id"].astype(np.int64)
+    pub = trades["publisher_id"].astype(np.int64)
+    ts = trades["ts_event"].astype(np.int64)
+    px = trades["price"].astype(np.int64)
+    sz = trades["size"].astype(np.uint64)
+    sp = trades["size_precision"].astype(np.int64)
+    ordk = trade_order(trades)
+    dd = np.asarray(dedup, dtype=np.int64)
+    parts = []
+    for p in np.unique(pub).tolist():
+        sel = np.flatnonzero(pub == p)
+        for iv in plan.intervals_for(p):
+            step = np.int64(int(iv) * NS)
+            start = ts[sel] - ts[sel] % step
+            o = np.lexsort((dd[sel], ordk[sel], ts[sel], start, iid[sel]))
+            idx = sel[o]
+            st = start[o]
+            key_i, key_s = iid[idx], st
+            brk = np.flatnonzero((key_i[1:] != key_i[:-1]) | (key_s[1:] != key_s[:-1])) + 1
+            first = np.concatenate(([0], brk))
+            last = np.concatenate((brk - 1, [len(idx) - 1]))
+            out = np.zeros(len(first), BUILT_DTYPE)
+            out["instrument_id"] = key_i[first]
+            out["publisher_id"] = p
+            out["interval_s"] = int(iv)
+            out["ts_event"] = key_s[first]
+            fo, la = idx[first], idx[last]
+            out["open"], out["close"] = px[fo], px[la]
+            out["high"] = np.maximum.reduceat(px[idx], first)
+            out["low"] = np.minimum.reduceat(px[idx], first)
+            vol = np.add.reduceat(sz[idx], first)  # may wrap: checked against a float sum
+            approx = np.add.reduceat(sz[idx].astype(np.float64), first)
+            over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
+            if over.any():  # exact check where the float sum is close to the limit
+                for k in np.flatnonzero(over).tolist():
+                    a, b = int(first[k]), int(last[k]) + 1
+                    exact = sum(int(x) for x in sz[idx][a:b])
+                    vol[k] = np.uint64(min(exact, I64_MAX))
+            out["volume"] = vol.astype(np.int64)
+            out["count"] = np.diff(np.concatenate((first, [len(idx)])))
+            out["size_precision"] = sp[fo]
+            out["open_ts"], out["open_ord"], out["open_dd"] = ts[fo], ordk[fo], dd[fo]
+            out["close_ts"], out["close_ord"], out["close_dd"] = ts[la], ordk[la], dd[la]
+            parts.append(out)
+    res = np.concatenate(parts) if parts else np.zeros(0, BUILT_DTYPE)
+    return res[np.lexsort((res["ts_event"], res["interval_s"], res["publisher_id"], res["instrument_id"]))]
+
+
+def merge_sql(dialect: str) -> str:
+    """``INSERT INTO bars .. ON CONFLICT DO UPDATE`` merging a partial built bar into the stored
+    one (placeholders: ``%s`` for postgres, ``?`` for sqlite; the 17 ``BUILT_COLUMNS``)."""
+    ph = "%s" if dialect == "postgres" else "?"
+    big, small = ("GREATEST", "LEAST") if dialect == "postgres" else ("max", "min")
+    return (
+        "INSERT INTO bars (" + ", ".join(BUILT_COLUMNS) + ", flags, source) VALUES ("
+        + ", ".join([ph] * len(BUILT_COLUMNS)) + f", 0, {SOURCE_BUILT})" + merge_clause(big, small))
+
+
+def merge_clause(big: str = "GREATEST", small: str = "LEAST") -> str:
+    """The ``ON CONFLICT .. DO UPDATE`` of a built bar (see ``merge_sql``)."""
+    o_new = "(excluded.open_ts, excluded.open_ord, excluded.open_dd) < (bars.open_ts, bars.open_ord, bars.open_dd)"
+    c_new = "(excluded.close_ts, excluded.close_ord, excluded.close_dd) > (bars.close_ts, bars.close_ord, bars.close_dd)"
+    sets = [f"{c} = CASE WHEN {o_new} THEN excluded.{c} ELSE bars.{c} END" for c in ("open", "open_ts", "open_ord", "open_dd")]
+    sets += [f"{c} = CASE WHEN {c_new} THEN excluded.{c} ELSE bars.{c} END"
+             for c in ("close", "close_ts", "close_ord", "close_dd")]
+    sets += [f"high = {big}(bars.high, excluded.high)", f"low = {small}(bars.low, excluded.low)",
+             f"volume = CASE WHEN bars.volume > {I64_MAX} - excluded.volume THEN {I64_MAX}"
+             " ELSE bars.volume + excluded.volume END",
+             'count = bars."count" + excluded."count"']
+    return (" ON CONFLICT (instrument_id, publisher_id, interval_s, ts_event, source) DO UPDATE SET "
+            + ", ".join(sets))
+
+
+def built_rows(b: np.ndarray) -> list[tuple]:
+    return [tuple(r) for r in np.column_stack([b[c] for c in BUILT_COLUMNS]).tolist()]
