@@ -825,3 +825,101 @@ def fake_databento(data_dir, hist_port, host, key, usd_per_gb, ca_file, ready_fi
 
 if __name__ == "__main__":
     main()
+
+
+# --- history (issue 10) ---------------------------------------------------------------------------
+
+def _history_options(f):
+    for opt in reversed([
+        click.argument("symbol"),
+        click.option("--exchange", default=None, help="Canonical exchange, e.g. BINANCE (default: every exchange)."),
+        click.option("--schema", type=click.Choice(["trades", "bbo", "depth", "book_deltas", "bars", "mbp_events",
+                                                    "statistics"]), default="trades", show_default=True),
+        click.option("--start", default=None, help="ns since the epoch or ISO-8601 (UTC when no zone); inclusive."),
+        click.option("--end", default=None, help="ns since the epoch or ISO-8601; exclusive."),
+        click.option("--interval", default="1m", show_default=True, help="Bars: 1s, 1m, 1h, 1d, ..."),
+        click.option("--source", type=click.Choice(["dm", "venue", "all"]), default="dm", show_default=True,
+                     help="Bars: built by dm, received from the venue, or both."),
+        config_option, url_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, chunk_rows=1 << 18):
+    from dm.history import History
+
+    h = History(_storage(config_path, url))
+    h._own = True
+    try:
+        yield from h.iter(schema, symbol, exchange, start, end, chunk_rows=chunk_rows,
+                          interval=interval if schema == "bars" else None,
+                          source=None if source == "all" else source)
+    finally:
+        h.close()
+
+
+def _write_csv(chunks, out) -> int:
+    """Chunks → CSV with the stored integers (exact ns, fixed point); returns rows."""
+    import numpy as np
+
+    from dm.history import flat_columns
+
+    n, header = 0, False
+    for arr in chunks:
+        cols = flat_columns(arr)
+        if not header:
+            out.write(",".join(cols) + "\n")
+            header = True
+        lists = [np.char.decode(v, "utf-8", "replace").tolist() if v.dtype.kind == "S" else v.tolist()
+                 for v in cols.values()]
+        out.write("".join(",".join(map(str, row)) + "\n" for row in zip(*lists)))
+        n += len(arr)
+    return n
+
+
+
+
+@main.command("history")
+@_history_options
+@click.option("-n", "--limit", default=0, help="At most N rows (0: all).")
+def history_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, limit) -> None:
+    """Print stored records of SYMBOL in [--start, --end) as CSV (integers: ns, fixed point)."""
+    import sys
+
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source)
+    if limit:
+        def cut(it, left=limit):
+            for a in it:
+                if left <= 0:
+                    break
+                yield a[:left]
+                left -= len(a)
+        chunks = cut(chunks)
+    _write_csv(chunks, sys.stdout)
+
+
+@main.command("export")
+@_history_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "dbn"]), default="csv", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+def export_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, fmt, output) -> None:
+    """Export stored records of SYMBOL in [--start, --end) to CSV, zstd Parquet (pyarrow) or DBN
+    (trades, bbo as mbp-1, bars as ohlcv; the databento-dbn package reads it back)."""
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source)
+    tmp = f"{output}.tmp"
+    if fmt == "csv":
+        with open(tmp, "w") as f:
+            n = _write_csv(chunks, f)
+    elif fmt == "parquet":
+        from dm.history import write_parquet
+
+        n = write_parquet(chunks, tmp)
+    else:
+        from dm.history import write_dbn
+
+        n = write_dbn(chunks, tmp, schema)
+    import os
+
+    os.replace(tmp, output)
+    click.echo(f"{n} {schema} rows → {output}", err=True)

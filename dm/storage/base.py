@@ -731,6 +731,39 @@ class Storage(abc.ABC):
         "ts_min", "ts_max", "partitions"}}}``; ``bytes`` on disk (None when unknown), ``ts_*``
         ns since the epoch of ts_event (None when empty or not a time table)."""
 
+    def scan(self, table: str, instrument_ids=None, start_ns: int | None = None, end_ns: int | None = None,
+             where: dict[str, int] | None = None, chunk_rows: int = 1 << 20) -> Iterator[np.ndarray]:
+        """Rows of ``table`` with ``instrument_id`` in ``instrument_ids`` (None: all) and
+        ``start_ns <= ts_event < end_ns`` (None: open), and each ``column = value`` of ``where``
+        (e.g. bars ``interval_s`` / ``source``), as record arrays of the table's rtype in
+        ``ORDER_BY`` order, in chunks of at most ``chunk_rows`` (bounded memory). Raises
+        ``StorageError``."""
+        raise NotImplementedError
+
+    def _scan_sql(self, table: str, instrument_ids, start_ns, end_ns, where, ph: str) -> tuple[str, list]:
+        """(``WHERE ..`` text, params) of ``scan`` with placeholder ``ph``."""
+        self._check_table(table)
+        conds, params = [], []
+        if instrument_ids is not None:
+            ids = [int(i) for i in instrument_ids]
+            if not ids:
+                ids = [-1]
+            conds.append(f"instrument_id IN ({', '.join([ph] * len(ids))})")
+            params += ids
+        if start_ns is not None:
+            conds.append(f"ts_event >= {ph}")
+            params.append(int(start_ns))
+        if end_ns is not None:
+            conds.append(f"ts_event < {ph}")
+            params.append(int(end_ns))
+        known = {c.name for c in COLUMNS[table]} | set(EXTRA_COLUMNS.get(table, ()))
+        for k, v in (where or {}).items():
+            if k not in known:
+                raise StorageError(f"{table}: no column {k!r} to filter on")
+            conds.append(f"{k} = {ph}")
+            params.append(int(v))
+        return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
     def rebuild_bars(self, since_ns: int = 0, plan=None) -> dict[str, int]:
         """Recompute built bars (source 1) starting at or after ``since_ns`` from stored trades
         (``dm db rebuild-bars``); equal to what ``write`` built incrementally."""

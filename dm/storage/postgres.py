@@ -151,6 +151,18 @@ def parse_copy_rows(table: str, data: bytes | memoryview) -> list[np.ndarray]:
     return [rows[f"v{i}"].astype(np.int64) for i in range(len(spec))]
 
 
+def _records_of_rows(table: str, body: bytes) -> np.ndarray:
+    """Whole binary COPY tuples of ``table`` (no header/trailer) → record array."""
+    dt = ROW_DTYPES[table]
+    if len(body) % dt.itemsize:
+        raise StorageError(f"{table}: binary COPY body of {len(body)} B is not a multiple of {dt.itemsize} B rows")
+    rows = np.frombuffer(body, dtype=dt)
+    spec = COLUMNS[table]
+    if len(rows) and (rows["nfields"] != len(spec)).any():
+        raise StorageError(f"{table}: unexpected field count in binary COPY stream")
+    return records_from_columns(table, [rows[f"v{i}"] for i in range(len(spec))], len(rows))
+
+
 def _bars_from(src: str, pubs: str, ivs: str) -> str:
     """CTEs ``t, g, b``: the built bars (``dm.bars``) of the trades in ``src`` (a CTE name or a
     parenthesised SELECT with the trades' columns) for the (publisher, interval) pairs in the
@@ -608,6 +620,43 @@ class PostgresStorage(Storage):
                     buf += chunk
         cols = parse_copy_rows(table, buf)
         return records_from_columns(table, cols, len(cols[0]))
+
+    def scan(self, table, instrument_ids=None, start_ns=None, end_ns=None, where=None, chunk_rows=1 << 20):
+        """See ``Storage.scan``: ``COPY (SELECT ..) TO STDOUT (FORMAT BINARY)``, parsed with numpy
+        as the bytes arrive, one record array per ``chunk_rows`` rows (bounded memory)."""
+        self._check_table(table)
+        cond, params = self._scan_sql(table, instrument_ids, start_ns, end_ns, where, "%s")
+        names = ", ".join(f"coalesce({c.name}, -1)" if c.nullable else c.name for c in COLUMNS[table])
+        # literal parameters: COPY cannot take bind parameters
+        q = f"COPY (SELECT {names} FROM {table}{cond} ORDER BY {ORDER_BY[table]}) TO STDOUT (FORMAT BINARY)"
+        q = sql.SQL(q.replace("%s", "{}")).format(*[sql.Literal(int(v)) for v in params])
+        dt = ROW_DTYPES[table]
+        size = dt.itemsize
+        with self._errors("scan", None), self._conn.cursor() as cur:
+            with cur.copy(q) as cp:
+                buf = bytearray()
+                head = None
+                for chunk in cp:
+                    buf += chunk
+                    if head is None:
+                        if len(buf) < 19:
+                            continue
+                        if bytes(buf[:11]) != COPY_SIGNATURE:
+                            raise StorageError(f"{table}: not a binary COPY stream")
+                        head = 19 + int.from_bytes(buf[15:19], "big")
+                        if len(buf) < head:
+                            head = None
+                            continue
+                        del buf[:head]
+                    if len(buf) >= chunk_rows * size:
+                        n = len(buf) // size
+                        yield _records_of_rows(table, bytes(buf[:n * size]))
+                        del buf[:n * size]
+                if head is None or bytes(buf[-2:]) != COPY_TRAILER:
+                    raise StorageError(f"{table}: binary COPY stream has no trailer")
+                body = bytes(buf[:-2])
+                if body:
+                    yield _records_of_rows(table, body)
 
     def definitions(self, instrument_id: int | None = None) -> np.ndarray:
         q = ("SELECT instrument_id, publisher_id, ts_event, ts_recv, min_price_increment, display_factor, lot_size,"

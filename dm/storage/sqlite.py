@@ -359,6 +359,21 @@ class SqliteStorage(Storage):
         m = np.array(rows, dtype=np.int64).reshape(len(rows), len(spec))
         return records_from_columns(table, [m[:, i] for i in range(len(spec))], len(rows))
 
+    def scan(self, table, instrument_ids=None, start_ns=None, end_ns=None, where=None, chunk_rows=1 << 20):
+        """See ``Storage.scan`` (``fetchmany`` chunks)."""
+        spec = COLUMNS[table] if table in COLUMNS else self._check_table(table)
+        cond, params = self._scan_sql(table, instrument_ids, start_ns, end_ns, where, "?")
+        q = (f"SELECT {', '.join(f'coalesce({c.name}, -1)' if c.nullable else c.name for c in spec)} FROM {table}"
+             f"{cond} ORDER BY {ORDER_BY[table]}")
+        with self._errors("scan"):
+            cur = self._conn.execute(q, params)
+            while True:
+                rows = cur.fetchmany(chunk_rows)
+                if not rows:
+                    break
+                m = np.array(rows, dtype=np.int64).reshape(len(rows), len(spec))
+                yield records_from_columns(table, [m[:, i] for i in range(len(spec))], len(rows))
+
     def counts(self) -> dict[str, int]:
         with self._errors("counts"):
             return {t: int(self._scalar(f"SELECT count(*) FROM {t}")) for t in ALL_TABLES}
