@@ -12,6 +12,7 @@ from dm import log as dmlog
 from dm.errors import DmError
 
 DEFAULT_CONFIG = os.environ.get("DM_CONFIG", "conf/prod.toml")
+url_option = click.option("--url", default=None, help="Storage URL (default: the config's storage.url / $DM_STORAGE_URL).")
 config_option = click.option("-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="TOML config file ($DM_CONFIG).")
 
 
@@ -103,7 +104,7 @@ def persist(config_path: str) -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))
+@click.argument("files", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, show_default=True, help="0 picks a free port (see --ready-file).")
 @click.option("--speed", default=1.0, show_default=True, help="Recorded pace × speed; 0 = as fast as possible.")
@@ -113,14 +114,45 @@ def persist(config_path: str) -> None:
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here once listening.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), default="info", show_default=True)
-def replay(files, host, port, speed, rate, once, connections, ready_file, log_format, log_level) -> None:
+@click.option("--from-db", "from_db", is_flag=True,
+              help="FILES are SYMBOL@EXCHANGE (or SYMBOL with --exchange): publish their stored records into shm "
+                   "channels (dm.client reads them as live) instead of serving venue recordings.")
+@click.option("--exchange", default=None, help="--from-db: exchange of symbols given without @EXCHANGE.")
+@click.option("--start", default=None, help="--from-db: ns or ISO-8601, inclusive.")
+@click.option("--end", default=None, help="--from-db: ns or ISO-8601, exclusive.")
+@click.option("--schemas", default="trades,bbo,book_deltas,depth,bars,statistics", show_default=True,
+              help="--from-db: stored schemas to publish, merged by ts_event.")
+@click.option("--instance", default="replay", show_default=True, help="--from-db: dm instance the channels are registered under.")
+@click.option("--registry", default="/dm.registry", show_default=True, help="--from-db: service registry segment.")
+@click.option("--linger", default=1.0, show_default=True, help="--from-db: seconds the channels stay up after the last record.")
+@config_option
+@url_option
+def replay(files, host, port, speed, rate, once, connections, ready_file, log_format, log_level, from_db, exchange,
+           start, end, schemas, instance, registry, linger, config_path, url) -> None:
     """Serve recorded venue sessions (cryptofeed raw-data files) over websocket + REST, frame
-    for frame as the venue sent them."""
+    for frame as the venue sent them; or, with --from-db, publish stored records of symbols into
+    shm channels at the recorded pace x --speed (0: as fast as possible, or --rate records/s)."""
     from dm.lifeline import tie_to_supervisor
-    from dm.replay import run_replay
 
     tie_to_supervisor()
     dmlog.setup(log_format, log_level, "replay")
+    if from_db:
+        import signal
+
+        from dm.history import replay_from_db
+
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+        counts = replay_from_db(_storage(config_path, url), list(files), start, end, exchange=exchange,
+                                schemas=[s.strip() for s in schemas.split(",") if s.strip()], speed=speed, rate=rate,
+                                instance=instance, registry=registry, linger_s=linger, stop=lambda: bool(stopping))
+        click.echo(" ".join(f"{k}={v}" for k, v in counts.items()), err=True)
+        return
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise click.BadParameter(f"no such file or directory: {', '.join(missing)}", param_hint="FILES")
+    from dm.replay import run_replay
+
     run_replay(list(files), host=host, port=port, speed=speed, once=once, ready_file=ready_file, expected_connections=connections,
                rate=rate)
 
@@ -206,7 +238,6 @@ def _storage(config_path: str, url: str | None):
     return open_storage(url)
 
 
-url_option = click.option("--url", default=None, help="Storage URL (default: the config's storage.url / $DM_STORAGE_URL).")
 
 
 @db.command()

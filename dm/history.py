@@ -348,3 +348,113 @@ def write_dbn(chunks, path: str, schema: str) -> int:
         f.write(bytes(meta.encode()))
         f.write(recs.tobytes())
     return len(recs)
+
+
+# -- replay from storage ---------------------------------------------------------------------------
+
+REPLAY_SCHEMAS = ("trades", "bbo", "book_deltas", "depth", "bars", "statistics")
+
+
+def replay_from_db(source: str | Storage, symbols: list[str], start=None, end=None, *, exchange: str | None = None,
+                   schemas=REPLAY_SCHEMAS, speed: float = 0.0, rate: float = 0.0, instance: str = "replay",
+                   registry: str = "/dm.registry", channel_bytes: int = 1 << 24, linger_s: float = 1.0,
+                   chunk_rows: int = 1 << 16, stop=None) -> dict[str, int]:
+    """Publish stored records of ``symbols`` (``SYMBOL@EXCHANGE``, or ``SYMBOL`` with
+    ``exchange``) in ``[start, end)`` into shm channel rings registered in the service registry
+    as instance ``instance`` (provider ``replay-db``), so ``dm.client`` readers get history
+    through the live API. Records of every schema in ``schemas`` go out merged in ``ts_event``
+    order (bars: dm's own, at their interval's start). Pace: ``speed`` > 0 keeps the recorded
+    gaps divided by ``speed``; else ``rate`` > 0 records/s; else as fast as possible (readers
+    are overrun if slower: they are told). After the last record the channels stay up
+    ``linger_s`` s, then close (readers with ``follow=False`` end). ``stop()``: True ends early.
+    Returns records published per symbol. Raises ``HistoryError`` / ``StorageError`` /
+    ``RingError``."""
+    import heapq
+    import time
+
+    from dm._ring import ChannelWriter
+    from dm.records import LAYOUT_HASH
+    from dm.registry import Registry
+
+    h = History(source)
+    writers: dict[int, tuple[str, ChannelWriter]] = {}
+    slots = []
+    stores: list[Storage] = []
+    counts: dict[str, int] = {}
+    try:
+        by_exchange: dict[str, list[str]] = {}
+        meta = {int(r[0]): r for r in h.storage.instrument_rows()}
+        for spec in symbols:
+            sym, ex = (spec.split("@", 1) + [exchange])[:2] if "@" in spec else (spec, exchange)
+            for iid in h.instrument_ids(sym, ex):
+                _, csym, cex, _, pub, sp = meta[iid]
+                name = f"/dm.{instance}.{cex.upper()}.{csym.upper()}"
+                w = ChannelWriter(name, channel_bytes, LAYOUT_HASH, instrument_id=iid,
+                                  size_precision=9 if sp is None else int(sp), publisher_id=int(pub) & 0xFFFF)
+                writers[iid] = (f"{csym}@{cex}", w)
+                counts[f"{csym}@{cex}"] = 0
+                by_exchange.setdefault(cex.upper(), []).append(csym.upper())
+        reg = Registry(registry)
+        for ex, syms in by_exchange.items():
+            slots.append(reg.register(instance, f"replay-db-{ex.lower()}"[:31], ex, f"/dm.{instance}.{ex}.", syms))
+        ids = sorted(writers)
+        lo, hi = to_ns(start), to_ns(end)
+
+        from dm.storage import open_storage
+
+        def stream(k: int, schema: str):
+            # one connection per schema: the streams are read interleaved, and a PostgreSQL
+            # connection runs one COPY at a time
+            st = open_storage(h.storage.url)
+            stores.append(st)
+            where = {"source": 1} if schema == "bars" else None
+            for chunk in st.scan(schema, ids, lo, hi, where, chunk_rows):
+                raw = chunk.tobytes()
+                size = chunk.dtype.itemsize
+                for i, (ts, iid) in enumerate(zip(chunk["ts_event"].tolist(), chunk["instrument_id"].tolist())):
+                    yield ts, k, iid, raw[i * size:(i + 1) * size]
+
+        merged = heapq.merge(*(stream(k, s) for k, s in enumerate(schemas)), key=lambda x: (x[0], x[1]))
+        t_wall0 = time.monotonic()
+        t_rec0 = None
+        last_hb = t_wall0
+        n = 0
+        for ts, _, iid, raw in merged:
+            if stop is not None and stop():
+                break
+            if speed > 0:
+                if t_rec0 is None:
+                    t_rec0 = ts
+                due = t_wall0 + (ts - t_rec0) / 1e9 / speed
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            elif rate > 0:
+                wait = t_wall0 + n / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            label, w = writers[iid]
+            w.write(raw)
+            counts[label] += 1
+            n += 1
+            now = time.monotonic()
+            if now - last_hb >= 1.0:
+                last_hb = now
+                for _, w2 in writers.values():
+                    w2.heartbeat()
+                for s in slots:
+                    s.heartbeat()
+        deadline = time.monotonic() + linger_s
+        while time.monotonic() < deadline and not (stop is not None and stop()):
+            for _, w2 in writers.values():
+                w2.heartbeat()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return counts
+    finally:
+        for s in slots:
+            s.release()
+        for _, w in writers.values():
+            w.close(unlink=True)
+        for st in stores:
+            st.close()
+        h.close()

@@ -4,6 +4,7 @@ and the ``dm history`` / ``dm export`` commands (real CLI processes)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import subprocess
 import sys
 from decimal import Decimal
@@ -171,3 +172,44 @@ def test_export_dbn_round_trips_through_databento(filled, tmp_path, schema):
             [tuple(int(x) for x in (w["ts_event"], w["open"], w["high"], w["low"], w["close"], w["volume"]))
              for w in want]
     assert len(body) == len(want) > 0
+
+
+def test_replay_from_db_feeds_dm_client(filled, instance, tmp_path):
+    """``dm replay --from-db`` (a real process) publishes the stored ESU4 records into a shm
+    channel; a ``dm.client`` reader gets them all, merged in ts_event order, as it would live."""
+    import os
+
+    from dm.client import Client
+    from dm.history import REPLAY_SCHEMAS
+
+    s, _ = filled
+    h = History(s)
+    parts, keys = [], []
+    for k, schema in enumerate(REPLAY_SCHEMAS):
+        a = h.get(schema, "ESU4", "GLBX", **({"interval": None} if schema == "bars" else {}))
+        parts += [a[i:i + 1].tobytes() for i in range(len(a))]
+        keys += [(int(t), k) for t in a["ts_event"]]
+    want = [parts[i] for i in sorted(range(len(parts)), key=lambda i: keys[i])]
+    assert len(want) > 2000
+    reg = f"/dm.reg.{instance}"
+    p = subprocess.Popen([sys.executable, "-m", "dm", "replay", "--from-db", "ESU4@GLBX", "--url", s.url,
+                          "--instance", instance, "--registry", reg, "--speed", "0", "--linger", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with Client(instance=instance, registry=reg) as c:
+            sub = c.subscribe("ESU4", "GLBX", wait=60, follow=False, start="oldest")
+            got = []
+            deadline = time.monotonic() + 120
+            while len(got) < len(want) and time.monotonic() < deadline:
+                raw = sub.read_raw(timeout=1.0)
+                if raw is not None:
+                    got.append(raw)
+            assert sub.lost_records == 0 and sub.instrument_id == 118
+        assert got == want
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=60)
+        if os.path.exists(f"/dev/shm{reg}"):
+            os.unlink(f"/dev/shm{reg}")
+    assert p.returncode == 0, err
+    assert f"ESU4@GLBX={len(want)}" in err

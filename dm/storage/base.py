@@ -737,7 +737,8 @@ class Storage(abc.ABC):
         ``start_ns <= ts_event < end_ns`` (None: open), and each ``column = value`` of ``where``
         (e.g. bars ``interval_s`` / ``source``), as record arrays of the table's rtype in
         ``ORDER_BY`` order, in chunks of at most ``chunk_rows`` (bounded memory). Raises
-        ``StorageError``."""
+        ``StorageError``. A generator: on PostgreSQL it holds the connection's COPY until it is
+        exhausted or closed, so interleaved scans need one storage each."""
         raise NotImplementedError
 
     def _scan_sql(self, table: str, instrument_ids, start_ns, end_ns, where, ph: str) -> tuple[str, list]:
