@@ -252,7 +252,9 @@ def assert_stored_exactly(url: str, expected: dict[int, np.ndarray], other_instr
         counts = st.counts()
         for rt, a in expected.items():
             table = RECORD_TABLES[rt]
-            assert counts[table] == len(a), (table, counts[table], len(a))
+            # bars: the received ones (the table also holds the bars dm builds from the trades)
+            n = len(st.fetch(table)) if table == "bars" else counts[table]
+            assert n == len(a), (table, n, len(a))
             if rt in TABLE_OF:
                 assert rowset(st.fetch(table)) == rowset(a), table
             elif rt == RType.INSTRUMENT_DEF:

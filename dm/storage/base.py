@@ -687,7 +687,9 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def fetch(self, table: str, instrument_id: int | None = None) -> np.ndarray:
         """Rows of ``table`` (trades, bbo, book_deltas, depth, bars) as a structured array of the
-        table's rtype dtype, ordered by ts_event, ts_recv (bars: ts_event, interval_s)."""
+        table's rtype dtype, ordered by ts_event, ts_recv (bars: ts_event, interval_s). Bars: the
+        received ones (BAR records ``write`` stored); the bars dm builds from trades (source 1)
+        are read with ``scan(.., where={"source": 1})`` / ``dm.history``."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:

@@ -607,9 +607,10 @@ class PostgresStorage(Storage):
         names = sql.SQL(", ").join(
             sql.SQL("coalesce({}, -1)").format(sql.Identifier(c.name)) if c.nullable else sql.Identifier(c.name)
             for c in COLUMNS[table])
-        where = sql.SQL("")
+        conds = ["source = 0"] if table == "bars" else []  # received bars; dm's own: scan / dm.history
         if instrument_id is not None:
-            where = sql.SQL(" WHERE instrument_id = {}").format(sql.Literal(int(instrument_id)))
+            conds.append(f"instrument_id = {int(instrument_id)}")
+        where = sql.SQL(" WHERE " + " AND ".join(conds) if conds else "")
         q = sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {}) TO STDOUT (FORMAT BINARY)").format(
             names, sql.Identifier(table), where, sql.SQL(ORDER_BY[table])
         )

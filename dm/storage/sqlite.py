@@ -350,9 +350,12 @@ class SqliteStorage(Storage):
         spec = COLUMNS[table]
         q = f"SELECT {', '.join(f'coalesce({c.name}, -1)' if c.nullable else c.name for c in spec)} FROM {table}"
         params: tuple = ()
+        conds = ["source = 0"] if table == "bars" else []  # received bars; dm's own: scan / dm.history
         if instrument_id is not None:
-            q += " WHERE instrument_id = ?"
+            conds.append("instrument_id = ?")
             params = (int(instrument_id),)
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
         q += f" ORDER BY {ORDER_BY[table]}"
         with self._errors("fetch"):
             rows = self._conn.execute(q, params).fetchall()
