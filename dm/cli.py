@@ -279,6 +279,44 @@ def compress(config_path: str, url: str | None) -> None:
         st.close()
 
 
+@db.command("rebuild-bars")
+@config_option
+@url_option
+@click.option("--since", default="0", show_default=True, help="ns since the epoch or ISO-8601: bars starting at or after it are rebuilt.")
+@click.option("--interval", "intervals", multiple=True, help="Interval to rebuild (repeat; default: the config's [bars]).")
+def rebuild_bars(config_path: str, url: str | None, since: str, intervals) -> None:
+    """Recompute dm's bars from the stored trades (equal to what the persister built)."""
+    from dm.bars import BarPlan, parse_interval, plan_from_config
+    from dm.history import to_ns
+
+    plan = BarPlan(tuple(parse_interval(i) for i in intervals)) if intervals else None
+    if plan is None:
+        try:
+            plan = plan_from_config(_load(config_path))
+        except (DmError, OSError):
+            plan = None  # no config: the default intervals
+    st = _storage(config_path, url)
+    try:
+        r = st.rebuild_bars(to_ns(since), plan)
+        click.echo(f"rebuilt {r['bars']} bars (replacing {r['deleted']})")
+    finally:
+        st.close()
+
+
+@db.command()
+@config_option
+@url_option
+@click.option("--ahead-days", default=2, show_default=True, help="Day partitions to create ahead of today.")
+def maintain(config_path: str, url: str | None, ahead_days: int) -> None:
+    """Create day partitions ahead (PostgreSQL), outside the write path."""
+    st = _storage(config_path, url)
+    try:
+        made = st.maintain(ahead_days)
+        click.echo(f"created {len(made)} partitions" + (f": {', '.join(made)}" if made else ""))
+    finally:
+        st.close()
+
+
 @main.group()
 def symbol() -> None:
     """Symbols: list, discover, add, remove (canonical symbols; venue forms only at the edges)."""
