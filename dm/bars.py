@@ -155,46 +155,52 @@ def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = Non
         return np.zeros(0, BUILT_DTYPE)
     if dedup is None:
         dedup = dedup_column("trades", trades)
-    iid = trades["instrument_id"].astype(np.int64)
-    pub = trades["publisher_id"].astype(np.int64)
-    ts = trades["ts_event"].astype(np.int64)
-    px = trades["price"].astype(np.int64)
-    sz = trades["size"].astype(np.uint64)
-    sp = trades["size_precision"].astype(np.int64)
-    ordk = trade_order(trades)
-    dd = np.asarray(dedup, dtype=np.int64)
+    # one sort for every interval: by (publisher, instrument, ts_event, venue order, dedup); a
+    # bar start is nondecreasing in ts_event, so each bar's trades are contiguous in this order
+    pub0 = trades["publisher_id"].astype(np.int64)
+    iid0 = trades["instrument_id"].astype(np.int64)
+    ts0 = trades["ts_event"].astype(np.int64)
+    ord0 = trade_order(trades)
+    dd0 = np.asarray(dedup, dtype=np.int64)
+    o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
+    pub, iid, ts, ordk, dd = pub0[o], iid0[o], ts0[o], ord0[o], dd0[o]
+    px = trades["price"].astype(np.int64)[o]
+    sz = trades["size"].astype(np.uint64)[o]
+    sp = trades["size_precision"].astype(np.int64)[o]
+    pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
+    p_lo = np.concatenate(([0], pb))
+    p_hi = np.concatenate((pb, [n]))
     parts = []
-    for p in np.unique(pub).tolist():
-        sel = np.flatnonzero(pub == p)
+    for a, z in zip(p_lo.tolist(), p_hi.tolist()):
+        p = int(pub[a])
         for iv in plan.intervals_for(p):
             step = np.int64(int(iv) * NS)
-            start = ts[sel] - ts[sel] % step
-            o = np.lexsort((dd[sel], ordk[sel], ts[sel], start, iid[sel]))
-            idx = sel[o]
-            st = start[o]
-            key_i, key_s = iid[idx], st
-            brk = np.flatnonzero((key_i[1:] != key_i[:-1]) | (key_s[1:] != key_s[:-1])) + 1
+            t = ts[a:z]
+            start = t - t % step
+            ii = iid[a:z]
+            brk = np.flatnonzero((ii[1:] != ii[:-1]) | (start[1:] != start[:-1])) + 1
             first = np.concatenate(([0], brk))
-            last = np.concatenate((brk - 1, [len(idx) - 1]))
+            last = np.concatenate((brk - 1, [z - a - 1]))
             out = np.zeros(len(first), BUILT_DTYPE)
-            out["instrument_id"] = key_i[first]
+            out["instrument_id"] = ii[first]
             out["publisher_id"] = p
             out["interval_s"] = int(iv)
-            out["ts_event"] = key_s[first]
-            fo, la = idx[first], idx[last]
+            out["ts_event"] = start[first]
+            fo, la = first + a, last + a
+            seg_px = px[a:z]
             out["open"], out["close"] = px[fo], px[la]
-            out["high"] = np.maximum.reduceat(px[idx], first)
-            out["low"] = np.minimum.reduceat(px[idx], first)
-            vol = np.add.reduceat(sz[idx], first)  # may wrap: checked against a float sum
-            approx = np.add.reduceat(sz[idx].astype(np.float64), first)
+            out["high"] = np.maximum.reduceat(seg_px, first)
+            out["low"] = np.minimum.reduceat(seg_px, first)
+            seg_sz = sz[a:z]
+            vol = np.add.reduceat(seg_sz, first)  # may wrap: checked against a float sum
+            approx = np.add.reduceat(seg_sz.astype(np.float64), first)
             over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
-            if over.any():  # exact check where the float sum is close to the limit
+            if over.any():  # exact where the float sum is near the limit
                 for k in np.flatnonzero(over).tolist():
-                    a, b = int(first[k]), int(last[k]) + 1
-                    exact = sum(int(x) for x in sz[idx][a:b])
+                    exact = sum(int(x) for x in seg_sz[first[k]:last[k] + 1])
                     vol[k] = np.uint64(min(exact, I64_MAX))
             out["volume"] = vol.astype(np.int64)
-            out["count"] = np.diff(np.concatenate((first, [len(idx)])))
+            out["count"] = last - first + 1
             out["size_precision"] = sp[fo]
             out["open_ts"], out["open_ord"], out["open_dd"] = ts[fo], ordk[fo], dd[fo]
             out["close_ts"], out["close_ord"], out["close_dd"] = ts[la], ordk[la], dd[la]

@@ -151,6 +151,18 @@ def parse_copy_rows(table: str, data: bytes | memoryview) -> list[np.ndarray]:
     return [rows[f"v{i}"].astype(np.int64) for i in range(len(spec))]
 
 
+def _built_row_dtype() -> np.dtype:
+    from dm.bars import BUILT_COLUMNS
+
+    f: list[tuple[str, str]] = [("nfields", ">i2")]
+    for i in range(len(BUILT_COLUMNS)):
+        f += [(f"len{i}", ">i4"), (f"v{i}", ">i8")]
+    return np.dtype(f)
+
+
+_BUILT_ROW = _built_row_dtype()
+
+
 def _records_of_rows(table: str, body: bytes) -> np.ndarray:
     """Whole binary COPY tuples of ``table`` (no header/trailer) → record array."""
     dt = ROW_DTYPES[table]
@@ -214,6 +226,7 @@ class PostgresStorage(Storage):
         self.timeout_s = timeout_s
         self._conn: psycopg.Connection | None = None
         self._parts: set[str] = set()
+        self._bar_stage = False
         self._routed_default = 0  # days sent to DEFAULT partitions instead of their own (budget, clash)
         self._staged: set[str] = set()
         self._closed = False
@@ -243,6 +256,7 @@ class PostgresStorage(Storage):
             )
         self._conn = psycopg.connect(self.url, **kw)
         self._staged.clear()  # TEMP staging tables live in a session
+        self._bar_stage = False
 
     def _abort(self) -> None:
         """Watchdog thread: shut the connection's socket down so the blocked call fails now
@@ -469,15 +483,17 @@ class PostgresStorage(Storage):
         if table == "trades" and self.bar_plan is not None:
             pubs, ivs = self.bar_plan.pairs(np.unique(arr["publisher_id"]).tolist())
             if pubs:
-                return self._insert_trades_with_bars(cur, insert, pubs, ivs)
+                return self._insert_trades_with_bars(cur, insert, pubs, ivs, arr)
         return self._insert_from_stage(cur, insert)
 
     def _insert_trades_with_bars(self, cur: psycopg.Cursor, insert: sql.Composable, pubs: list[int],
-                                 ivs: list[int]) -> int:
-        """``insert`` (trades from the staging table) and, in the same statement, the built bars of
-        exactly the rows it inserted merged into ``bars`` (``dm.bars``): a data-modifying CTE
-        ``INSERT .. RETURNING`` feeding the aggregation, so a refused (re-delivered) trade never
-        reaches a bar. Returns trades inserted."""
+                                 ivs: list[int], arr: np.ndarray) -> int:
+        """``insert`` (trades from the staging table) and the built bars (``dm.bars``) of exactly
+        the rows it inserted merged into ``bars``, so a refused (re-delivered) trade never reaches
+        a bar. Common case (``optimistic_insert``, nothing refused): the plain insert, then the
+        batch's bars built with numpy. Otherwise one statement: a data-modifying CTE ``INSERT ..
+        ON CONFLICT DO NOTHING RETURNING`` feeding the same aggregation in SQL. Returns trades
+        inserted."""
         def stmt(conflict: sql.Composable) -> sql.Composable:
             ins = sql.SQL("ins AS ({}{} RETURNING instrument_id, publisher_id, ts_event, price, size, trade_id,"
                           " sequence, size_precision, dedup)").format(insert, conflict)
@@ -487,13 +503,44 @@ class PostgresStorage(Storage):
         params = (pubs, ivs)
         if self.optimistic_insert:
             try:
-                with self._conn.transaction():
-                    cur.execute(stmt(sql.SQL("")), params)
-                    return int(cur.fetchone()[0])
+                with self._conn.transaction():  # a savepoint
+                    cur.execute(insert)
+                    n = cur.rowcount
             except psycopg.errors.UniqueViolation:
-                pass
+                pass  # some rows are stored already (a replay) or repeated in the batch
+            else:
+                # every row of the batch was inserted: its bars are built client-side (numpy) and
+                # merged with one statement, cheaper than RETURNING every row to the aggregation
+                self._merge_built(cur, arr)
+                return n
         cur.execute(stmt(sql.SQL(" ON CONFLICT DO NOTHING")), params)
         return int(cur.fetchone()[0])
+
+    def _merge_built(self, cur: psycopg.Cursor, arr: np.ndarray) -> int:
+        """Merge the bars (``dm.bars.build_bars``) of trades that were all just inserted into
+        ``bars`` (one ``INSERT .. SELECT FROM unnest(arrays) .. ON CONFLICT DO UPDATE``)."""
+        from dm.bars import BUILT_COLUMNS, SOURCE_BUILT, build_bars, merge_clause
+
+        b = build_bars(arr, self.bar_plan)
+        if not len(b):
+            return 0
+        names = ", ".join(BUILT_COLUMNS)
+        if not self._bar_stage:
+            cols = ", ".join(f"{c} BIGINT NOT NULL" for c in BUILT_COLUMNS)
+            self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS _dm_stage_built ({cols}) ON COMMIT DELETE ROWS")
+            self._bar_stage = True
+        rows = np.empty(len(b), _BUILT_ROW)
+        rows["nfields"] = len(BUILT_COLUMNS)
+        for i, c in enumerate(BUILT_COLUMNS):
+            rows[f"len{i}"] = 8
+            rows[f"v{i}"] = b[c]
+        with cur.copy(f"COPY _dm_stage_built ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(COPY_HEADER)
+            cp.write(memoryview(rows).cast("B"))
+            cp.write(COPY_TRAILER)
+        cur.execute(f"INSERT INTO bars ({names}, flags, source) SELECT {names}, 0, {SOURCE_BUILT} FROM _dm_stage_built"
+                    + merge_clause())
+        return cur.rowcount
 
     def rebuild_bars(self, since_ns: int = 0, plan=None) -> dict[str, int]:
         """Recompute the built bars (source 1) from the stored trades: for each interval of
