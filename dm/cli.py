@@ -267,14 +267,50 @@ def stats(config_path: str, url: str | None) -> None:
         st.close()
 
 
+def _retention(config_path: str) -> dict | None:
+    """The config's ``[retention]`` (``dm.archive``), None without a config or section."""
+    try:
+        cfg = _load(config_path)
+    except (DmError, OSError):
+        return None
+    sec = cfg.sections.get("retention")
+    if not sec:
+        return None
+    from dm.archive import parse_retention_section
+
+    return parse_retention_section(dict(sec))
+
+
 @db.command()
 @config_option
 @url_option
-def compress(config_path: str, url: str | None) -> None:
-    """Compress old partitions (TimescaleDB) or vacuum/analyse."""
+@click.option("--older-than-days", type=int, default=None, help="Archive days older than this (with --table; default: [retention] days).")
+@click.option("--table", "tables", multiple=True, help="Tick table to archive (repeat).")
+@click.option("--archive-dir", default=None, help="Archive directory (default: [retention] archive_dir).")
+def compress(config_path: str, url: str | None, older_than_days, tables, archive_dir) -> None:
+    """Move days older than the retention into zstd Parquet files ([retention] or the options:
+    written, read back, row count and checksum verified, then dropped from the database);
+    without a retention: vacuum/analyse."""
+    import json
+    from pathlib import Path
+
+    ret = _retention(config_path)
+    if older_than_days is not None or tables or archive_dir:
+        if older_than_days is None or not tables:
+            raise click.UsageError("--older-than-days and --table go together")
+        ret = {"archive_dir": Path(archive_dir or (ret or {}).get("archive_dir", "var/archive")),
+               "days": {t: older_than_days for t in tables}}
     st = _storage(config_path, url)
     try:
-        click.echo(st.compress())
+        if ret is None or not ret["days"]:
+            click.echo(st.compress())
+            return
+        from dm.archive import compress as archive
+
+        done = archive(st, ret)
+        for r in done:
+            click.echo(json.dumps(r))
+        click.echo(f"archived {sum(r['removed'] for r in done)} rows of {len(done)} table-days into {ret['archive_dir']}")
     finally:
         st.close()
 
@@ -910,15 +946,20 @@ def _history_options(f):
         click.option("--source", type=click.Choice(["dm", "venue", "all"]), default="dm", show_default=True,
                      help="Bars: built by dm, received from the venue, or both."),
         config_option, url_option,
+        click.option("--archive-dir", default=None, help="Retention archive to read too (default: [retention] archive_dir)."),
     ]):
         f = opt(f)
     return f
 
 
-def _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, chunk_rows=1 << 18):
+def _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir=None,
+                    chunk_rows=1 << 18):
     from dm.history import History
 
-    h = History(_storage(config_path, url))
+    if archive_dir is None:
+        ret = _retention(config_path)
+        archive_dir = None if ret is None else ret["archive_dir"]
+    h = History(_storage(config_path, url), archive_dir=archive_dir)
     h._own = True
     try:
         yield from h.iter(schema, symbol, exchange, start, end, chunk_rows=chunk_rows,
@@ -952,11 +993,11 @@ def _write_csv(chunks, out) -> int:
 @main.command("history")
 @_history_options
 @click.option("-n", "--limit", default=0, help="At most N rows (0: all).")
-def history_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, limit) -> None:
+def history_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, archive_dir, limit) -> None:
     """Print stored records of SYMBOL in [--start, --end) as CSV (integers: ns, fixed point)."""
     import sys
 
-    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source)
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir)
     if limit:
         def cut(it, left=limit):
             for a in it:
@@ -972,10 +1013,10 @@ def history_cmd(symbol, exchange, schema, start, end, interval, source, config_p
 @_history_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "dbn"]), default="csv", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
-def export_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, fmt, output) -> None:
+def export_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, archive_dir, fmt, output) -> None:
     """Export stored records of SYMBOL in [--start, --end) to CSV, zstd Parquet (pyarrow) or DBN
     (trades, bbo as mbp-1, bars as ohlcv; the databento-dbn package reads it back)."""
-    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source)
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir)
     tmp = f"{output}.tmp"
     if fmt == "csv":
         with open(tmp, "w") as f:

@@ -185,6 +185,7 @@ class ConfigFile(_Section):
     backfill: dict[str, Any] = {}
     databento: dict[str, Any] = {}
     bars: dict[str, Any] = {}
+    retention: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -196,6 +197,7 @@ EXTENSION_SECTIONS: dict[str, str] = {
     "backfill": "dm.backfill:parse_backfill_section",
     "databento": "dm.backfill:parse_databento_section",
     "bars": "dm.bars:parse_bars_section",
+    "retention": "dm.archive:parse_retention_section",
 }
 
 

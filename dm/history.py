@@ -34,6 +34,7 @@ SCHEMAS = ("trades", "bbo", "depth", "book_deltas", "bars", "mbp_events", "stati
 PRICE_FIELDS = frozenset({"price", "bid_px", "ask_px", "open", "high", "low", "close"})
 SIZE_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "quantity"})
 _SKIP = frozenset({"length", "rtype", "_reserved", "_pad"})
+_ARCHIVED = ("trades", "bbo", "depth", "book_deltas", "mbp_events", "statistics")
 BAR_SOURCES = {"venue": 0, "received": 0, "dm": 1, "built": 1}
 
 
@@ -74,9 +75,12 @@ class History:
     """Read-only access to a dm store. ``source``: a storage URL or an open ``Storage`` (not
     closed by ``close`` then). One History per thread."""
 
-    def __init__(self, source: str | Storage):
+    def __init__(self, source: str | Storage, archive_dir=None):
         from dm.storage import open_storage
 
+        #: the retention archive (``dm.archive``): days moved out of the database are read from
+        #: there transparently (None: database only)
+        self.archive_dir = archive_dir
         self._own = isinstance(source, str)
         self.storage: Storage = open_storage(source) if self._own else source
         self._instruments: list[tuple] | None = None
@@ -133,7 +137,43 @@ class History:
                 if source not in BAR_SOURCES:
                     raise HistoryError(f"bar source {source!r}: one of dm, venue")
                 where["source"] = BAR_SOURCES[source]
-        yield from self.storage.scan(schema, ids, to_ns(start), to_ns(end), where, chunk_rows)
+        lo, hi = to_ns(start), to_ns(end)
+        if self.archive_dir is None or schema not in _ARCHIVED:
+            yield from self.storage.scan(schema, ids, lo, hi, where, chunk_rows)
+            return
+        yield from self._with_archive(schema, ids, lo, hi, where, chunk_rows)
+
+    def _with_archive(self, schema, ids, lo, hi, where, chunk_rows):
+        """Archived days from their Parquet files (merged with any rows of the same day still in
+        the database: late rows, or an archive run between writing and removing), the other
+        stretches of the range from the database, in time order."""
+        from dm.archive import archived_days, read_archive
+        from dm.storage.base import NS_PER_DAY, ORDER_BY, column_arrays, COLUMNS
+
+        days = [d for d in archived_days(self.archive_dir, schema)
+                if (hi is None or d * NS_PER_DAY < hi) and (lo is None or (d + 1) * NS_PER_DAY > lo)]
+        pos = lo
+        names = [c.name for c in COLUMNS[schema]]
+        keys = [k.strip() for k in ORDER_BY[schema].split(",")]
+        for d in days:
+            d_lo, d_hi = d * NS_PER_DAY, (d + 1) * NS_PER_DAY
+            if pos is None or pos < d_lo:
+                yield from self.storage.scan(schema, ids, pos, d_lo if hi is None else min(d_lo, hi), where, chunk_rows)
+            a_lo = d_lo if lo is None else max(lo, d_lo)
+            a_hi = d_hi if hi is None else min(hi, d_hi)
+            parts = list(read_archive(self.archive_dir, schema, ids, a_lo, a_hi, where))
+            parts += list(self.storage.scan(schema, ids, a_lo, a_hi, where, chunk_rows))
+            if parts:
+                a = np.concatenate(parts)
+                if len(parts) > 1:
+                    a = np.unique(a.view(f"V{a.dtype.itemsize}")).view(a.dtype)
+                    cols = column_arrays(schema, a)
+                    a = a[np.lexsort([cols[names.index(k)] for k in reversed(keys)])]
+                for i in range(0, len(a), chunk_rows):
+                    yield a[i:i + chunk_rows]
+            pos = d_hi
+        if hi is None or pos is None or pos < hi:
+            yield from self.storage.scan(schema, ids, pos, hi, where, chunk_rows)
 
     def get(self, schema: str, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
         """All rows of ``iter`` in one array."""

@@ -803,6 +803,50 @@ class PostgresStorage(Storage):
             out["tables"] = tables
         return out
 
+    def days(self, table: str) -> list[int]:
+        """UTC days holding rows of ``table``: its day partitions (named ``<table>_pYYYYMMDD``),
+        plus the days found in its DEFAULT partition. For retention (``dm.archive``)."""
+        self._check_table(table)
+        out = set()
+        with self._errors("days"):
+            for (name,) in self._conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                    " WHERE i.inhparent = %s::regclass", (table,)):
+                if name.startswith(f"{table}_p") and name[-8:].isdigit():
+                    d = _dt.date(int(name[-8:-4]), int(name[-4:-2]), int(name[-2:]))
+                    out.add((d - _dt.date(1970, 1, 1)).days)
+            if self._scalar("SELECT to_regclass(%s)", (f"{table}_default",)) is not None:
+                for (d,) in self._conn.execute(sql.SQL("SELECT DISTINCT ts_event / {} FROM {}").format(
+                        sql.Literal(NS_PER_DAY), sql.Identifier(f"{table}_default"))):
+                    out.add(int(d))
+        return sorted(out)
+
+    def drop_day(self, table: str, day: int, expect_rows: int | None = None) -> int:
+        """Remove one UTC day of ``table`` in one transaction: its day partition is detached and
+        dropped, its rows in the DEFAULT partition deleted. The table is locked first (writers
+        wait a moment), then the day's rows are counted: ``expect_rows`` given and different
+        (rows arrived after they were archived) raises ``StorageError`` with nothing removed.
+        Returns rows removed."""
+        self._check_table(table)
+        name = partition_name(table, day)
+        lo, hi = int(day) * NS_PER_DAY, (int(day) + 1) * NS_PER_DAY
+        long = None if self.timeout_s is None else max(600.0, 100 * self.timeout_s)
+        with self._errors("drop_day", long), self._conn.transaction():
+            self._conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(table)))
+            n = int(self._scalar(sql.SQL("SELECT count(*) FROM {} WHERE ts_event >= %s AND ts_event < %s").format(
+                sql.Identifier(table)), (lo, hi)))
+            if expect_rows is not None and n != expect_rows:
+                raise StorageError(f"{table} {name}: {n} rows now, {expect_rows} archived; not removed")
+            if self._scalar("SELECT to_regclass(%s)", (name,)) is not None:
+                self._conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                    sql.Identifier(table), sql.Identifier(name)))
+                self._conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            if self._scalar("SELECT to_regclass(%s)", (f"{table}_default",)) is not None:
+                self._conn.execute(sql.SQL("DELETE FROM {} WHERE ts_event >= %s AND ts_event < %s").format(
+                    sql.Identifier(f"{table}_default")), (lo, hi))
+        self._parts.discard(name)
+        return n
+
     def compress(self) -> str:
         with self._errors("compress", None if self.timeout_s is None else max(600.0, 100 * self.timeout_s)):
             self._conn.execute("SET statement_timeout = 0")

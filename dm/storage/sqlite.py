@@ -30,6 +30,7 @@ from dm.records import RType
 from dm.storage.base import (
     ALL_TABLES,
     COLUMNS,
+    NS_PER_DAY,
     ORDER_BY,
     RECORD_TABLES,
     Storage,
@@ -458,6 +459,24 @@ class SqliteStorage(Storage):
                 tables[t] = info
             out["tables"] = tables
         return out
+
+    def days(self, table: str) -> list[int]:
+        """UTC days holding rows of ``table`` (for retention, ``dm.archive``)."""
+        self._check_table(table)
+        with self._errors("days"):
+            return [int(r[0]) for r in self._conn.execute(
+                f"SELECT DISTINCT ts_event / {NS_PER_DAY} FROM {table} ORDER BY 1")]
+
+    def drop_day(self, table: str, day: int, expect_rows: int | None = None) -> int:
+        """Delete one UTC day of ``table`` in one transaction; ``expect_rows`` as on PostgreSQL."""
+        self._check_table(table)
+        lo, hi = int(day) * NS_PER_DAY, (int(day) + 1) * NS_PER_DAY
+        with self._txn("drop_day") as c:
+            n = c.execute(f"SELECT count(*) FROM {table} WHERE ts_event >= ? AND ts_event < ?", (lo, hi)).fetchone()[0]
+            if expect_rows is not None and n != expect_rows:
+                raise StorageError(f"{table} day {day}: {n} rows now, {expect_rows} archived; not removed")
+            c.execute(f"DELETE FROM {table} WHERE ts_event >= ? AND ts_event < ?", (lo, hi))
+        return int(n)
 
     def compress(self) -> str:
         with self._errors("compress"):

@@ -1,0 +1,219 @@
+"""Retention: old days of tick tables move from the database into zstd Parquet files (issue 10).
+
+Layout under the archive directory (``[retention] archive_dir``)::
+
+    <table>/<YYYY-MM-DD>/<EXCHANGE>.parquet     one file per table, UTC day and exchange
+    <table>/<YYYY-MM-DD>/manifest.json          {"rows", "checksum", "files": {name: rows}}
+
+A file holds the table's stored columns (``dm.storage.base.COLUMNS``: exact BIGINT/INTEGER/
+SMALLINT integers, ``dedup`` included; a nullable column's NULL as -1), rows in ``ORDER_BY``
+order. ``archive_day`` writes the files (``.tmp`` then rename), reads them back and compares row
+count and content checksum with what it read from the database (the checksum: the sum mod 2**64
+of the dm-dedup-v1 hash of every row's stored columns, ``dm.storage.base.dedup_hash``:
+independent of order), and only then removes the day from the database (PostgreSQL: DROP of its
+day partition, or DELETE of the day's rows from the DEFAULT partition; SQLite: DELETE), refusing
+when the day's row count changed since it was read. Rows that reach an archived day later are
+merged into its files by the next run, so a run cut short anywhere is completed by the next one
+and history never sees a row twice (a day is read from the archive or the database: see
+``dm.history``).
+
+Runs while the service writes: a day is archived only when it is older than the retention
+(writes of that day are over), and the removal is one transaction.
+
+``[retention]``::
+
+    [retention]
+    archive_dir = "var/archive"
+    days = { book_deltas = 7, bbo = 30, depth = 7 }    # tables not listed stay forever
+
+Requires pyarrow.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dm.errors import ConfigError, StorageError
+from dm.storage.base import COLUMNS, NS_PER_DAY, ORDER_BY, TICK_TABLES, dedup_hash, now_ns, records_from_columns
+
+
+def parse_retention_section(table: dict) -> dict:
+    """Validate ``[retention]``; returns ``{"archive_dir": Path, "days": {table: int}}``."""
+    known = {"archive_dir", "days"}
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"retention.{k}: unknown key; known: {sorted(known)}")
+    days = table.get("days", {})
+    if not isinstance(days, dict):
+        raise ConfigError("retention.days: expected a table such as { book_deltas = 7 }")
+    out = {}
+    for t, n in days.items():
+        if t not in TICK_TABLES:
+            raise ConfigError(f"retention.days.{t}: not a tick table; one of {', '.join(TICK_TABLES)}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"retention.days.{t}: expected a whole number of days >= 1, got {n!r}")
+        out[t] = n
+    return {"archive_dir": Path(table.get("archive_dir", "var/archive")), "days": out}
+
+
+def day_name(day: int) -> str:
+    return f"{_dt.date(1970, 1, 1) + _dt.timedelta(days=int(day)):%Y-%m-%d}"
+
+
+def checksum(cols: list[np.ndarray]) -> int:
+    """Order-independent content checksum of stored columns (int64 each)."""
+    if not len(cols[0]):
+        return 0
+    return int(dedup_hash(cols, len(cols[0])).view(np.uint64).sum(dtype=np.uint64))
+
+
+def _exchanges(storage) -> dict[int, str]:
+    return {int(r[0]): str(r[2]).upper() for r in storage.instrument_rows()}
+
+
+def _columns_of(table: str, arr: np.ndarray) -> list[np.ndarray]:
+    from dm.storage.base import column_arrays
+
+    return column_arrays(table, arr)
+
+
+def _day_columns(storage, table: str, day: int) -> list[np.ndarray]:
+    """The stored columns (dedup included) of one day of ``table`` in ``ORDER_BY`` order."""
+    parts = list(storage.scan(table, None, day * NS_PER_DAY, (day + 1) * NS_PER_DAY))
+    spec = COLUMNS[table]
+    if not parts:
+        return [np.zeros(0, np.int64) for _ in spec]
+    arr = np.concatenate(parts)
+    return _columns_of(table, arr)
+
+
+def _read_day_files(d: Path, names: list[str]) -> list[np.ndarray]:
+    import pyarrow.parquet as pq
+
+    files = json.loads((d / "manifest.json").read_text())["files"]
+    tabs = [pq.read_table(d / f) for f in sorted(files)]
+    return [np.concatenate([t.column(nm).to_numpy().astype(np.int64, copy=False) for t in tabs] or
+                           [np.zeros(0, np.int64)]) for nm in names]
+
+
+def archive_day(storage, table: str, day: int, archive_dir: Path) -> dict:
+    """Archive one UTC day of ``table`` (see module doc). Rows of a day archived before (late
+    rows: a venue snapshot can carry old event times) are merged into its files. Returns
+    ``{"table", "day", "rows", "files", "removed"}``. Raises ``StorageError`` when the read-back
+    does not match (nothing is removed then)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = COLUMNS[table]
+    names = [c.name for c in spec]
+    keys = [k.strip() for k in ORDER_BY[table].split(",")]
+    d = Path(archive_dir) / table / day_name(day)
+    manifest = d / "manifest.json"
+    db_cols = _day_columns(storage, table, day)
+    n_db = len(db_cols[0])
+    if n_db == 0:
+        return {"table": table, "day": day_name(day), "rows": 0, "files": [], "removed": storage.drop_day(table, day, 0)}
+    cols = db_cols
+    if manifest.exists():  # merge with what is archived already (identical rows once)
+        old = _read_day_files(d, names)
+        m = np.stack([np.concatenate([a, b]) for a, b in zip(old, db_cols)], axis=1)
+        m = np.unique(m, axis=0)
+        cols = [m[:, i].copy() for i in range(len(names))]
+        o = np.lexsort([cols[names.index(k)] for k in reversed(keys)])
+        cols = [c[o] for c in cols]
+    n = len(cols[0])
+    total = checksum(cols)
+    d.mkdir(parents=True, exist_ok=True)
+    ex_of = _exchanges(storage)
+    iid = cols[0]
+    uniq = np.unique(iid)
+    ex = np.array([ex_of.get(int(i), "UNKNOWN") for i in uniq.tolist()])
+    ex_per_row = ex[np.searchsorted(uniq, iid)]
+    files = {}
+    for e in sorted(set(ex_per_row.tolist())):
+        sel = ex_per_row == e
+        tab = pa.table({nm: c[sel] for nm, c in zip(names, cols)})
+        path = d / f"{e}.parquet"
+        pq.write_table(tab, f"{path}.tmp", compression="zstd")
+        files[path.name] = int(sel.sum())
+    for f in files:  # all written: now replace (a reader sees old or new files, each whole)
+        os.replace(d / f"{f}.tmp", d / f)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"table": table, "day": day_name(day), "rows": n, "checksum": total, "files": files,
+                               "archived_ns": now_ns()}))
+    os.replace(tmp, manifest)
+    # verify what is on disk before anything is removed
+    back = _read_day_files(d, names)
+    if len(back[0]) != n or checksum(back) != total:
+        raise StorageError(f"archive {d}: read-back differs from what was written ({len(back[0])} vs {n} rows); "
+                           "nothing removed")
+    removed = storage.drop_day(table, day, n_db)  # rows arrived meanwhile: refused, the next run merges them
+    return {"table": table, "day": day_name(day), "rows": n, "files": sorted(files), "removed": removed}
+
+
+def compress(storage, retention: dict, now: int | None = None) -> list[dict]:
+    """Archive every day older than its table's retention (``retention["days"]``) that the
+    database still holds. Returns one ``archive_day`` result per day."""
+    today = (now_ns() if now is None else int(now)) // NS_PER_DAY
+    out = []
+    for table, keep in sorted(retention["days"].items()):
+        cutoff = today - keep  # days < cutoff go
+        for day in storage.days(table):
+            if day < cutoff:
+                out.append(archive_day(storage, table, day, retention["archive_dir"]))
+    return out
+
+
+def archived_days(archive_dir: Path, table: str) -> list[int]:
+    """UTC days (since the epoch) of ``table`` with a manifest in the archive, sorted."""
+    d = Path(archive_dir) / table
+    if not d.exists():
+        return []
+    out = []
+    for p in d.iterdir():
+        if (p / "manifest.json").exists():
+            y, m, dd = (int(x) for x in p.name.split("-"))
+            out.append((_dt.date(y, m, dd) - _dt.date(1970, 1, 1)).days)
+    return sorted(out)
+
+
+def read_archive(archive_dir: Path, table: str, instrument_ids, start_ns: int | None, end_ns: int | None,
+                 where: dict | None = None):
+    """Record arrays (one per archived day, ``ORDER_BY`` order) of ``table`` rows in the archive
+    matching like ``Storage.scan``."""
+    import pyarrow.parquet as pq
+
+    spec = COLUMNS[table]
+    names = [c.name for c in spec]
+    keys = [k.strip() for k in ORDER_BY[table].split(",")]
+    ids = None if instrument_ids is None else np.array(sorted(int(i) for i in instrument_ids), np.int64)
+    for day in archived_days(archive_dir, table):
+        lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
+        if (end_ns is not None and lo >= end_ns) or (start_ns is not None and hi <= start_ns):
+            continue
+        d = Path(archive_dir) / table / day_name(day)
+        files = json.loads((d / "manifest.json").read_text())["files"]
+        tabs = [pq.read_table(d / f) for f in sorted(files)]
+        cols = [np.concatenate([t.column(nm).to_numpy().astype(np.int64, copy=False) for t in tabs]) for nm in names]
+        m = np.ones(len(cols[0]), bool)
+        if ids is not None:
+            m &= np.isin(cols[0], ids)
+        ts = cols[names.index("ts_event")]
+        if start_ns is not None:
+            m &= ts >= start_ns
+        if end_ns is not None:
+            m &= ts < end_ns
+        for k, v in (where or {}).items():
+            m &= cols[names.index(k)] == int(v)
+        if not m.all():
+            cols = [c[m] for c in cols]
+        if not len(cols[0]):
+            continue
+        if len(tabs) > 1:  # several exchanges' files: one order
+            o = np.lexsort([cols[names.index(k)] for k in reversed(keys)])
+            cols = [c[o] for c in cols]
+        yield records_from_columns(table, cols, len(cols[0]))
