@@ -241,3 +241,51 @@ def test_pg_maintain_creates_partitions_ahead(pg_url):
     assert all(m in names or m.split("_p")[0] != "trades" for m in made)
     assert s.maintain(ahead_days=5) == []
     s.close()
+
+
+# --- through the persister (real process, real persist queue), killed mid-run ---------------------
+
+def test_persister_bars_equal_databento_ohlcv_despite_kill_9(tmp_path, instance, pg_url, data_dir):
+    """The ESU4 trades go through a real persist queue to `dm persist` in small batches; the
+    persister is killed with SIGKILL mid-run and restarted (its uncommitted batch is delivered
+    again). dm's 1m bars equal Databento's ohlcv-1m for the 4 minutes the trades cover."""
+    import signal
+
+    from tests.test_persister import config, open_queue, start_persister, stats, stop, wait_for
+
+    rec = real_records(data_dir)
+    t = rec[RType.TRADE]
+    cfg = config(tmp_path, instance, pg_url, providers=("alpha",), batch_records=7)
+    q = open_queue(tmp_path, instance, "alpha")
+    proc = start_persister(cfg, tmp_path / "p1.log")
+    try:
+        for i in range(0, 60):
+            q.write(t[i:i + 1].tobytes())
+        q.flush()
+        wait_for(lambda: (x := stats(tmp_path, instance)) and x["pid"] == proc.pid and x["records"] >= 14, 60,
+                 "some batches stored")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        for i in range(60, len(t)):
+            q.write(t[i:i + 1].tobytes())
+        q.flush()
+        proc = start_persister(cfg, tmp_path / "p2.log")
+        wait_for(lambda: (x := stats(tmp_path, instance)) and x["pid"] == proc.pid
+                 and x["queues"]["alpha"]["pending"] == 0, 60, "all stored")
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        q.close()
+    s = open_storage(pg_url)
+    try:
+        assert s.counts()["trades"] == 120
+        lo = 1_719_878_280 * 10**9
+        want = sorted((int(b["ts_event"]), int(b["open"]), int(b["high"]), int(b["low"]), int(b["close"]),
+                       int(b["volume"])) for b in rec[RType.BAR]
+                      if b["instrument_id"] == 118 and lo <= b["ts_event"] < lo + 4 * MIN)
+        got = [r[2:8] for r in built(s, 60)]
+        assert len(want) == 4 and got == want
+        assert built(s, 3600) == ref_bars(t, 3600)
+    finally:
+        s.close()

@@ -266,6 +266,14 @@ def assert_stored_exactly(url: str, expected: dict[int, np.ndarray], other_instr
                 assert got == want
         if RType.INSTRUMENT_DEF in expected:
             assert counts["instruments"] == len(expected[RType.INSTRUMENT_DEF]) + other_instruments
+        if RType.TRADE in expected:  # dm's bars (built as the trades were stored) = bars of the stored trades
+            from dm.bars import BarPlan, build_bars
+
+            got = np.concatenate(list(st.scan("bars", where={"source": 1})) or [np.zeros(0, expected[RType.TRADE].dtype)])
+            key = ("instrument_id", "publisher_id", "interval_s", "ts_event", "open", "high", "low", "close", "volume", "count")
+            want = build_bars(st.fetch("trades"), BarPlan())
+            assert sorted(tuple(int(x) for x in r) for r in zip(*(got[k] for k in key))) == \
+                sorted(tuple(int(x) for x in r) for r in zip(*(want[k] for k in key)))
         return counts
     finally:
         st.close()
