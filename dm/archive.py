@@ -217,3 +217,21 @@ def read_archive(archive_dir: Path, table: str, instrument_ids, start_ns: int | 
             o = np.lexsort([cols[names.index(k)] for k in reversed(keys)])
             cols = [c[o] for c in cols]
         yield records_from_columns(table, cols, len(cols[0]))
+
+
+def archive_stats(archive_dir: Path) -> dict:
+    """``{table: {"days", "rows", "bytes", "first_day", "last_day"}}`` of the archive."""
+    out = {}
+    for table in TICK_TABLES:
+        days = archived_days(archive_dir, table)
+        if not days:
+            continue
+        rows = size = 0
+        for day in days:
+            d = Path(archive_dir) / table / day_name(day)
+            m = json.loads((d / "manifest.json").read_text())
+            rows += m["rows"]
+            size += sum((d / f).stat().st_size for f in m["files"])
+        out[table] = {"days": len(days), "rows": rows, "bytes": size, "first_day": day_name(days[0]),
+                      "last_day": day_name(days[-1])}
+    return out

@@ -262,7 +262,13 @@ def stats(config_path: str, url: str | None) -> None:
 
     st = _storage(config_path, url)
     try:
-        click.echo(json.dumps(st.stats(), indent=2, default=str))
+        out = st.stats()
+        ret = _retention(config_path)
+        if ret is not None:  # rows and bytes per table in the retention archive too
+            from dm.archive import archive_stats
+
+            out["archive"] = {"dir": str(ret["archive_dir"]), "tables": archive_stats(ret["archive_dir"])}
+        click.echo(json.dumps(out, indent=2, default=str))
     finally:
         st.close()
 

@@ -101,3 +101,13 @@ def test_cli_compress(filled, tmp_path):
                         "--archive-dir", str(arch)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 121
     assert History(s, archive_dir=arch).trades("ESU4", "GLBX").tobytes() == before
+
+
+def test_archive_stats(filled, tmp_path):
+    from dm.archive import archive_stats
+
+    s, _ = filled
+    compress(s, {"archive_dir": tmp_path, "days": {"trades": 1}}, now=(DAY1 + 5) * NS_PER_DAY)
+    st = archive_stats(tmp_path)
+    assert st["trades"]["rows"] == 120 and st["trades"]["days"] == 2 and st["trades"]["bytes"] > 0
+    assert st["trades"]["first_day"] == "2024-07-01"
