@@ -59,10 +59,11 @@ COPY_TRAILER = b"\xff\xff"  # int16 -1
 _BE = {"BIGINT": ">i8", "INTEGER": ">i4", "SMALLINT": ">i2"}
 MIGRATION_LOCK = 0x646D_6D69_6772  # pg_advisory_lock key: "dm migr"
 LAST_DAY = I64_MAX // NS_PER_DAY  # the day whose end does not fit in BIGINT
-#: partitions one write may create per table (the latest days of its batch); the rest of its
-#: days go to the DEFAULT partition. Bounded so a batch spanning hundreds of days (a Kraken book
-#: snapshot: levels keep the ts of their last change) never runs hundreds of CREATE TABLEs in one
-#: write (seconds: the persister would flag storage as hung).
+#: a write creates the missing day partitions of its batch when there are at most this many per
+#: table; with more, only days near now get one and the rest of the rows go to the DEFAULT
+#: partition. So a batch spanning hundreds of days (a Kraken book snapshot: levels keep the ts of
+#: their last change) never runs hundreds of CREATE TABLEs in one write (seconds: the persister
+#: would flag storage as hung), nor leaves partitions of random old days behind.
 WRITE_PARTITION_BUDGET = 4
 #: days of partitions ``maintain`` creates ahead of today
 PARTITIONS_AHEAD_DAYS = 2
@@ -380,9 +381,10 @@ class PostgresStorage(Storage):
         exist yet, each in its own transaction; a concurrent creator is tolerated. Returns the
         names created by this call.
 
-        ``budget``: at most this many partitions are looked up/created per table by this call,
-        the latest days first (the write path passes ``WRITE_PARTITION_BUDGET``); rows of the
-        other days go to the table's DEFAULT partition (migration 006). A day whose rows are
+        ``budget`` (the write path passes ``WRITE_PARTITION_BUDGET``): when more days than that
+        lack a partition, only those from yesterday to ``PARTITIONS_AHEAD_DAYS`` ahead get one
+        (normally made already by ``maintain``); rows of the other days go to the table's DEFAULT
+        partition (migration 006). A day whose rows are
         already in the DEFAULT partition cannot get its own partition (PostgreSQL refuses:
         check_violation); it is remembered and its rows keep going to DEFAULT."""
         created = []
@@ -391,8 +393,12 @@ class PostgresStorage(Storage):
                 todo = [d for d in sorted({int(d) for d in days if 0 <= int(d) <= LAST_DAY}, reverse=True)
                         if partition_name(table, d) not in self._parts]
                 if budget is not None and len(todo) > budget:
-                    self._routed_default += len(todo) - budget
-                    todo = todo[:budget]
+                    # many days at once (a snapshot of old levels): only days near now get their
+                    # partition here; the others' rows go to DEFAULT
+                    today = now_ns() // NS_PER_DAY
+                    near = [d for d in todo if today - 1 <= d <= today + PARTITIONS_AHEAD_DAYS][:budget]
+                    self._routed_default += len(todo) - len(near)
+                    todo = near
                 for day in todo:
                     name = partition_name(table, day)
                     lo = day * NS_PER_DAY
