@@ -8,6 +8,9 @@ Reads of the same rows (one instrument's trades over a day, ``n`` rows, ORDER BY
 * ``read_sql``        ``pandas.read_sql`` of the same SELECT on a psycopg (sqlite3) connection;
 * ``fetchall``        a plain psycopg cursor ``fetchall`` of the same SELECT into a numpy array.
 
+Then the same rows after ``dm db compress`` moved their day into the zstd Parquet archive:
+``history.archive.history_numpy`` (``History(.., archive_dir=)``), ratio against PostgreSQL read_sql.
+
 Ratios: ``history_numpy_vs_read_sql`` (and ``_vs_fetchall``) = rows/s of dm over the alternative.
 
 Bar building (issue 10: "bar building costs < 10 % of persist throughput"): ``PostgresStorage.write``
@@ -141,6 +144,23 @@ def run(quick: bool = False) -> dict[str, float]:
         st._conn.execute("VACUUM ANALYZE trades")
         with psycopg.connect(url, autocommit=True) as conn:
             _reads(st, conn, "pg", rounds, res)
+        # the same rows after `dm db compress` moved their day into the zstd Parquet archive
+        try:
+            from dm.archive import compress
+        except ImportError:
+            compress = None
+        with tempfile.TemporaryDirectory() as arch:
+            if compress is not None:
+                import pyarrow  # noqa: F401 - the archive needs it
+
+                compress(st, {"archive_dir": Path(arch), "days": {"trades": 1}})
+                assert st.counts()["trades"] == 0
+                h = History(st, archive_dir=Path(arch))
+                h.trades("ESU4", "GLBX")
+                t, k = _best(lambda: len(h.trades("ESU4", "GLBX")), rounds)
+                assert k == n
+                res["history.archive.history_numpy.rows_per_s"] = k / t
+                res["history.archive_vs_pg_read_sql.ratio"] = (k / t) / res["history.pg.read_sql.rows_per_s"]
         st.close()
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

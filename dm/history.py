@@ -164,7 +164,7 @@ class History:
             parts = list(read_archive(self.archive_dir, schema, ids, a_lo, a_hi, where))
             parts += list(self.storage.scan(schema, ids, a_lo, a_hi, where, chunk_rows))
             if parts:
-                a = np.concatenate(parts)
+                a = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 if len(parts) > 1:
                     a = np.unique(a.view(f"V{a.dtype.itemsize}")).view(a.dtype)
                     cols = column_arrays(schema, a)
