@@ -290,3 +290,31 @@ def test_persister_bars_equal_databento_ohlcv_despite_kill_9(tmp_path, instance,
         assert built(s, 3600) == ref_bars(t, 3600)
     finally:
         s.close()
+
+
+# --- through the Databento client path (the fake gateway over real HTTPS) -------------------------
+
+from tests.databento_fixtures import gateway, gw  # noqa: E402,F401
+
+
+def test_databento_fetch_builds_bars_equal_to_ohlcv_and_rebuild(storage_url, gw, tmp_path, data_dir):  # noqa: F811
+    """`dm backfill` fetches the ESU4 trades with the databento client (fake gateway, TLS) into a
+    storage with a bar plan: bars built as they are stored equal Databento's ohlcv-1m, and
+    rebuild-bars gives the same rows."""
+    from tests.test_backfill import engine, req
+
+    st = open_storage(storage_url, migrate=True)
+    st.bar_plan = BarPlan((60,))
+    try:
+        _, verdict, results = engine(st, gw, tmp_path).fetch([req()])
+        assert results[0].rows["trades"] == 120
+        ohlcv = real_records(data_dir)[RType.BAR]
+        lo = 1_719_878_280 * 10**9
+        want = sorted((int(b["ts_event"]), int(b["open"]), int(b["high"]), int(b["low"]), int(b["close"]),
+                       int(b["volume"])) for b in ohlcv if b["instrument_id"] == 118 and lo <= b["ts_event"] < lo + 4 * MIN)
+        got = [r[2:8] for r in built(st, 60)]
+        assert len(got) == 4 and got == want
+        st.rebuild_bars(0)
+        assert [r[2:8] for r in built(st, 60)] == want
+    finally:
+        st.close()
