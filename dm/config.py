@@ -184,6 +184,7 @@ class ConfigFile(_Section):
     routing: dict[str, Any] = {}
     backfill: dict[str, Any] = {}
     databento: dict[str, Any] = {}
+    control: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -194,6 +195,7 @@ EXTENSION_SECTIONS: dict[str, str] = {
     "routing": "dm.backfill:parse_routing_section",
     "backfill": "dm.backfill:parse_backfill_section",
     "databento": "dm.backfill:parse_databento_section",
+    "control": "dm.control:parse_control_section",
 }
 
 

@@ -27,7 +27,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
-from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns
+from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns, unlink_segment
 from dm.config import Config, ProviderConfig
 from dm.errors import CodecError, ConfigError, SymbologyError
 from dm.records import LAYOUT_HASH
@@ -255,6 +255,9 @@ class Provider:
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.persist_only: set[str] = set()  # symbols added at runtime without a channel
+        self.open_done = False  # restore_runtime_symbols finished: changes are saved from then on
+        self._control_tasks: set[asyncio.Task] = set()
         ex = pcfg.extra
         if "stale_after_s" in ex:
             self.stale_after_s = float(ex["stale_after_s"]) or None
@@ -292,6 +295,7 @@ class Provider:
         default = self.cfg.quote_aliases if self.global_quote_aliases else {}
         aliases = self.pcfg.extra.get("quote_aliases", default)
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
+        self.symbology = sym  # kept for symbols added at runtime (dm.control)
         self.venue_symbols = sym.select(self.pcfg.symbols)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
@@ -329,7 +333,7 @@ class Provider:
         self.fanout = Fanout(self.queue)
         self._iid_to_symbol = {}
         for canonical, iid in self.instrument_ids.items():
-            w = ChannelWriter(self.cfg.channel_name(self.exchange, canonical), cap, LAYOUT_HASH)
+            w = self.new_channel(canonical, iid, cap)
             self.channels[canonical] = w
             self.fanout.add_channel(iid, w)
             self.channel_by_iid[iid] = w
@@ -348,6 +352,189 @@ class Provider:
         if self.slot is not None:
             self.slot.release()
             self.slot = None
+
+    # -- runtime subscriptions (dm.control) -------------------------------------------------
+    def new_book_sync(self, iid: int):
+        """The venue's book sync for an instrument added at runtime (None: no books)."""
+        return None
+
+    def size_precision_of(self, canonical: str) -> int:
+        """The instrument's size scale (decimals of its lot size) from the symbology; 9 when
+        the venue's reference data does not tell."""
+        sym = getattr(self, "symbology", None)
+        if sym is not None:
+            try:
+                return sym.info_canonical(canonical).resolved_size_precision(9)
+            except Exception:  # noqa: BLE001 - the default scale still represents the symbol
+                pass
+        return 9
+
+    def new_channel(self, canonical: str, iid: int, capacity: int) -> ChannelWriter:
+        """The channel ring of one instrument, its header naming the instrument."""
+        return ChannelWriter(self.cfg.channel_name(self.exchange, canonical), capacity, LAYOUT_HASH,
+                             instrument_id=iid, publisher_id=self.pcfg.publisher_id)
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        """Teach the codec a venue symbol added at runtime (at the instrument's size precision
+        when the symbology knows it)."""
+        try:
+            self.codec.add_symbol(venue_symbol, iid, self.size_precision_of(canonical))
+        except TypeError:  # a codec without per-symbol size precision
+            self.codec.add_symbol(venue_symbol, iid)
+
+    async def subscribe_live(self, ws: aiohttp.ClientWebSocketResponse, venue_symbols: list[str]) -> None:
+        """Subscribe ``venue_symbols`` on the open websocket without reconnecting (the venue's
+        subscribe message). Raises ``NotImplementedError`` where the venue has none."""
+        raise NotImplementedError(f"{self.pcfg.kind}: runtime subscription is not supported")
+
+    async def unsubscribe_live(self, ws: aiohttp.ClientWebSocketResponse, venue_symbols: list[str]) -> None:
+        """Stop the feed of ``venue_symbols`` on the open websocket."""
+        raise NotImplementedError(f"{self.pcfg.kind}: runtime unsubscription is not supported")
+
+    async def add_symbol(self, canonical: str, persist_only: bool = False) -> dict:
+        """Start carrying ``canonical`` at runtime: venue form from the symbology, instrument id
+        from the registry, codec entry, book sync, channel ring (unless ``persist_only``: its
+        records then go to the persist queue only and cost no shm), registry entry, then the
+        venue's subscribe message on the live socket (no reconnect). Returns a summary dict.
+        Raises ``SymbologyError`` (unknown symbol), ``ValueError`` (already carried),
+        ``NotImplementedError`` (venue without runtime subscription)."""
+        canonical = canonical.strip().upper()
+        if canonical in self.instrument_ids:
+            raise ValueError(f"{canonical} is already carried by provider {self.name}")
+        if type(self).subscribe_live is Provider.subscribe_live:
+            raise NotImplementedError(f"{self.pcfg.kind}: runtime subscription is not supported")
+        sym = getattr(self, "symbology", None)
+        if sym is None:
+            raise SymbologyError(f"provider {self.name}: no symbology loaded yet")
+        venue_symbol = sym.select([canonical])[canonical]
+        iid = (await resolve_instruments(self.cfg, self.pcfg, {canonical: venue_symbol}))[canonical]
+        self.venue_symbols[canonical] = venue_symbol
+        self.instrument_ids[canonical] = iid
+        self.venue_of[iid] = venue_symbol
+        self.register_codec_symbol(canonical, venue_symbol, iid)
+        if self.books is not None:
+            sync = self.new_book_sync(iid)
+            if sync is not None:
+                self.books.syncs[iid] = sync
+        channel = None
+        if not persist_only:
+            channel = self.cfg.channel_name(self.exchange, canonical)
+            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes)
+            self.channels[canonical] = w
+            self.channel_by_iid[iid] = w
+            self._iid_to_symbol[iid] = canonical
+            self.fanout.add_channel(iid, w)
+            if self.slot is not None:
+                self.slot.update_symbols(sorted(self.channels))
+        else:
+            self.persist_only.add(canonical)
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            await self.subscribe_live(ws, [venue_symbol])
+        # else: the next connection subscribes every carried symbol (stream_url / on_connected)
+        if self.open_done:
+            self.save_runtime_symbols()
+        log.info("symbol added at runtime", provider=self.name, symbol=canonical, venue_symbol=venue_symbol,
+                 instrument_id=iid, persist_only=persist_only)
+        return {"provider": self.name, "symbol": canonical, "exchange": self.exchange, "venue_symbol": venue_symbol,
+                "instrument_id": iid, "channel": channel, "persist_only": persist_only}
+
+    async def remove_symbol(self, canonical: str, grace_s: float = 5.0) -> dict:
+        """Stop carrying ``canonical``: the venue's unsubscribe message, then the channel leaves
+        the registry at once (no new reader finds it), is closed (readers get ``ClosedError``
+        once they have read what it holds) and unlinked after ``grace_s``. Raises ``ValueError``
+        when the symbol is not carried."""
+        canonical = canonical.strip().upper()
+        iid = self.instrument_ids.get(canonical)
+        if iid is None:
+            raise ValueError(f"{canonical} is not carried by provider {self.name}")
+        if type(self).unsubscribe_live is Provider.unsubscribe_live:
+            raise NotImplementedError(f"{self.pcfg.kind}: runtime unsubscription is not supported")
+        venue_symbol = self.venue_symbols[canonical]
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            await self.unsubscribe_live(ws, [venue_symbol])
+        del self.venue_symbols[canonical], self.instrument_ids[canonical]
+        self.persist_only.discard(canonical)
+        if self.books is not None:
+            self.books.syncs.pop(iid, None)
+        self.fanout.remove_channel(iid)
+        w = self.channels.pop(canonical, None)
+        self.channel_by_iid.pop(iid, None)
+        if w is not None:
+            if self.slot is not None:
+                self.slot.update_symbols(sorted(self.channels))
+            w.close(unlink=False)  # readers drain what it holds, then see the producer closed
+
+            async def unlink_later(name=self.cfg.channel_name(self.exchange, canonical)):
+                await asyncio.sleep(grace_s)
+                if canonical not in self.channels:  # not subscribed again meanwhile
+                    unlink_segment(name)
+
+            t = asyncio.get_running_loop().create_task(unlink_later())
+            self._control_tasks.add(t)
+            t.add_done_callback(self._control_tasks.discard)
+        if self.open_done:
+            self.save_runtime_symbols()
+        log.info("symbol removed at runtime", provider=self.name, symbol=canonical, instrument_id=iid)
+        return {"provider": self.name, "symbol": canonical, "exchange": self.exchange, "instrument_id": iid}
+
+    @property
+    def runtime_path(self) -> Path:
+        """Symbols added/removed at runtime, kept across a restart of this worker (the
+        supervisor clears it at its own start: the config is the source of truth then)."""
+        return self.cfg.instance_dir / f"{self.name}.runtime.json"
+
+    def save_runtime_symbols(self) -> None:
+        configured = {c.strip().upper() for c in self.pcfg.symbols}
+        doc = {"added": {c: (c in self.persist_only) for c in self.instrument_ids if c not in configured},
+               "removed": sorted(configured - set(self.instrument_ids))}
+        tmp = self.runtime_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.runtime_path)
+
+    async def restore_runtime_symbols(self) -> None:
+        """After a restart: carry again what was subscribed at runtime (and not what was
+        unsubscribed); the connection about to open subscribes them."""
+        try:
+            doc = json.loads(self.runtime_path.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as e:
+            log.error("runtime subscriptions unreadable; config symbols only", path=str(self.runtime_path), error=str(e))
+            return
+        for c, persist_only in doc.get("added", {}).items():
+            try:
+                await self.add_symbol(c, persist_only=bool(persist_only))
+            except Exception as e:  # noqa: BLE001 - one symbol must not stop the worker
+                log.error("runtime subscription not restored", provider=self.name, symbol=c, error=str(e))
+        for c in doc.get("removed", []):
+            try:
+                await self.remove_symbol(c, grace_s=0.0)
+            except Exception as e:  # noqa: BLE001
+                log.error("runtime unsubscription not restored", provider=self.name, symbol=c, error=str(e))
+
+    async def start_control(self):
+        """This worker's control endpoint (``dm.control``); None when control is off."""
+        from dm import control
+
+        st = control.settings(self.cfg)
+        if not st["enabled"]:
+            return None
+        wc = control.WorkerControl(self, float(st["unsubscribe_grace_s"]))
+        try:
+            await wc.start()
+        except (OSError, control.ControlError) as e:
+            log.error("worker control socket not started; runtime subscriptions unavailable", provider=self.name, error=str(e))
+            return None
+        return wc
+
+    def carried(self) -> list[dict]:
+        """What this worker carries now: ``[{symbol, venue_symbol, instrument_id, channel|None}]``."""
+        return [{"symbol": c, "exchange": self.exchange, "venue_symbol": self.venue_symbols.get(c), "instrument_id": iid,
+                 "channel": None if c in self.persist_only else self.cfg.channel_name(self.exchange, c),
+                 "records": self.channels[c].records_written if c in self.channels else None}
+                for c, iid in sorted(self.instrument_ids.items())]
 
     # -- the hot loop -------------------------------------------------------------------
     def on_frame(self, data: bytes, ts_recv: int) -> None:
@@ -543,6 +730,9 @@ class Provider:
             await self.resolve_symbols()
             self.codec = self.make_codec()
             self.open_rings()
+            await self.restore_runtime_symbols()
+            self.open_done = True
+            control = await self.start_control()
             log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
             try:
                 hk = asyncio.create_task(self.housekeeping())
@@ -552,6 +742,8 @@ class Provider:
                 await asyncio.gather(conn, return_exceptions=True)
                 await hk
             finally:
+                if control is not None:
+                    await control.close()
                 if self.books is not None and self.books.pending_gaps:
                     self.books.flush_gaps(self.cfg.storage.url)
                 self.write_stats()
