@@ -171,3 +171,41 @@ def test_errors_budget_persist_only_and_save(service, tmp_path, instance):
     assert r.returncode == 0, r.stderr
     assert '"AUDUSD"' not in cfg.read_text()
     assert json.loads((tmp_path / "run" / instance / "kraken.runtime.json").read_text())["added"] == {"DASHEUR": False, "KAVAUSD": True}
+
+
+@pytest.mark.parametrize("venue", ["binance", "kraken_futures"])
+def test_runtime_subscribe_other_venues(venue, tmp_path, instance):
+    """Binance (SUBSCRIBE method on the combined stream) and Kraken Futures (subscribe event):
+    the symbol added at runtime gets records on the same connection."""
+    from dm.client import Client
+    from tests.e2e import B38_SYMBOLS, KF_FILES, KF_PRODUCTS, kraken_futures_provider, write_config
+
+    if venue == "binance":
+        cfg = write_config(tmp_path, instance, f"sqlite:///{tmp_path / 'dm.sqlite'}", speed=1.0, once=False,
+                           symbols=B38_SYMBOLS[:4])
+        target, exchange = "ZILUSD", "BINANCE"
+    else:
+        products = list(KF_PRODUCTS.values())
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, f"sqlite:///{tmp_path / 'dm.sqlite'}", KF_FILES, speed=1.0, once=False)
+                       + kraken_futures_provider(tmp_path, symbols=products[1:]))
+        target, exchange = products[0], "KRAKEN_FUTURES"
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    run_dir = tmp_path / "run" / instance
+    try:
+        _wait(lambda: (run_dir / f"{venue}.ctl.sock").exists() and (run_dir / f"{venue}.stats.json").exists()
+              and worker_stats(tmp_path, instance, venue)["connected"], 60, "worker connected")
+        client = Client(instance=instance, registry=f"/dm.reg.{instance}", control=str(run_dir / "control.sock"))
+        sub = client.subscribe(target, exchange, request=True, start="oldest", wait=10, follow=False)
+        got = []
+        _wait(lambda: (r := sub.read()) is not None and got.append(r) is None and len(got) >= 3, 30, f"{target} records")
+        assert {r.instrument_id for r in got} == {sub.instrument_id}
+        assert worker_stats(tmp_path, instance, venue)["connects"] == 1
+        assert request(run_dir / "control.sock", f"UNSUBSCRIBE {target}@{exchange}")["ok"]
+        client.close()
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            sup.kill()

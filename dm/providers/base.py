@@ -326,14 +326,13 @@ class Provider:
         books stale until the next subscription's snapshot."""
 
     def open_rings(self) -> None:
-        cap = self.cfg.shm.channel_bytes
         spool = self.cfg.spool_dir_for(self.name)
         spool.mkdir(parents=True, exist_ok=True)
         self.queue = PersistQueue(self.cfg.persist_name(self.name), self.cfg.shm.persist_bytes, LAYOUT_HASH, str(spool), fsync=self.cfg.shm.spool_fsync)
         self.fanout = Fanout(self.queue)
         self._iid_to_symbol = {}
         for canonical, iid in self.instrument_ids.items():
-            w = self.new_channel(canonical, iid, cap)
+            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes_for(canonical))
             self.channels[canonical] = w
             self.fanout.add_channel(iid, w)
             self.channel_by_iid[iid] = w
@@ -419,7 +418,7 @@ class Provider:
         channel = None
         if not persist_only:
             channel = self.cfg.channel_name(self.exchange, canonical)
-            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes)
+            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes_for(canonical))
             self.channels[canonical] = w
             self.channel_by_iid[iid] = w
             self._iid_to_symbol[iid] = canonical
