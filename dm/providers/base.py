@@ -12,6 +12,7 @@ appended to the provider's dead-letter file (JSON lines: ts_recv ns, error, fram
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -206,6 +207,70 @@ class ResubscribingBooks:
                 self.request_book(iid)
 
 
+class _PicowsConnectionBase:
+    """picows listener + the small socket API providers use (``send_str``, ``close``,
+    ``closed``, ``close_code``). Messages split over continuation frames are joined (RFC 6455
+    §5.4) before the codec sees them. Mixed into ``picows.WSListener`` by
+    :func:`_picows_connection` (picows is imported only when a provider uses it)."""
+
+    def __init__(self, provider):
+        import picows
+
+        self.p = provider
+        self.on_frame = provider.on_frame
+        self.transport = None
+        self.close_code = None
+        self._parts: list[bytes] | None = None
+        self._T = picows.WSMsgType
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport, frame) -> None:
+        T = self._T
+        t = frame.msg_type
+        if t == T.TEXT or t == T.BINARY:
+            if frame.fin:
+                self.on_frame(frame.get_payload_as_bytes(), now_ns())
+            else:
+                self._parts = [frame.get_payload_as_bytes()]
+        elif t == T.CONTINUATION and self._parts is not None:
+            self._parts.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                data, self._parts = b"".join(self._parts), None
+                self.on_frame(data, now_ns())
+        elif t == T.CLOSE:
+            self.close_code = frame.get_close_code()
+            transport.send_close(self.close_code)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_disconnected
+
+    async def send_str(self, text: str) -> None:
+        if self.closed:
+            raise ConnectionError("websocket is closed")
+        self.transport.send(self._T.TEXT, text.encode())
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> None:
+        import picows
+
+        if not self.closed:
+            self.transport.send_close(picows.WSCloseCode(int(code)), message)
+            self.transport.disconnect()
+
+
+@functools.cache
+def _picows_connection() -> type:
+    import picows
+
+    return type("PicowsConnection", (_PicowsConnectionBase, picows.WSListener), {})
+
+
 class Provider:
     """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
     venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class
@@ -263,6 +328,10 @@ class Provider:
             self.stale_after_s = float(ex["stale_after_s"]) or None
         if "ping_interval_s" in ex:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
+        #: websocket client: "aiohttp" (default) or "picows" (``[providers.X] transport``)
+        self.transport = str(ex.get("transport", "aiohttp"))
+        if self.transport not in ("aiohttp", "picows"):
+            raise ConfigError(f"providers.{self.name}.transport must be \"aiohttp\" or \"picows\", got {self.transport!r}")
 
     @classmethod
     def websocket_connections(cls, pcfg: ProviderConfig) -> int:
@@ -560,7 +629,10 @@ class Provider:
         self.records += n
 
     async def run_connection(self) -> None:
-        """One websocket connection: connect, subscribe, read until closed."""
+        """One websocket connection: connect, subscribe, read until closed (``transport =
+        "picows"`` in the provider's config: the picows Cython client, else aiohttp)."""
+        if self.transport == "picows":
+            return await self.run_connection_picows()
         url = self.stream_url()
         # ws_close: a dead peer (watchdog close) must not hold the reconnect for long
         async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True,
@@ -595,6 +667,46 @@ class Provider:
                 self._disconnected_ns = now_ns()
                 self.on_disconnected()
             log.info("disconnected", provider=self.name, code=ws.close_code)
+
+    async def run_connection_picows(self) -> None:
+        """One connection over picows (a Cython websocket client: frames reach ``on_frame``
+        from its parser without an async iteration per frame; it answers pings itself, speaks
+        TLS and proxies). Same contract as the aiohttp path: reconnect gaps, ``on_connected``
+        with a socket offering ``send_str``/``close``/``closed``, the watchdog, ``on_disconnected``."""
+        import picows
+
+        url = self.stream_url()
+        try:
+            transport, conn = await picows.ws_connect(lambda: _picows_connection()(self), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
+        except picows.WSError as e:
+            raise aiohttp.ClientError(f"picows: {e}") from e
+        if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
+            raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
+        self.connects += 1
+        log.info("connected", provider=self.name, url=url, transport="picows")
+        if self._disconnected_ns and self.books is not None:
+            for iid in self.instrument_ids.values():
+                self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
+                self.books.gaps += 1
+        self.ws = conn
+        watchdog = None
+        stop = asyncio.get_running_loop().create_task(self._stop.wait())
+        try:
+            await self.on_connected(conn)
+            if self.stale_after_s or self.ping_interval_s:
+                watchdog = asyncio.get_running_loop().create_task(self.watchdog(conn))
+            await asyncio.wait([stop, asyncio.ensure_future(transport.wait_disconnected())], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            self.ws = None
+            if watchdog is not None:
+                watchdog.cancel()
+            if not transport.is_disconnected:
+                transport.send_close(picows.WSCloseCode.GOING_AWAY)
+                transport.disconnect()
+            self._disconnected_ns = now_ns()
+            self.on_disconnected()
+        log.info("disconnected", provider=self.name, code=conn.close_code, transport="picows")
 
     async def watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Per connection: app-level pings every ``ping_interval_s``; closes a socket on which
