@@ -205,6 +205,7 @@ class ConfigFile(_Section):
     backfill: dict[str, Any] = {}
     databento: dict[str, Any] = {}
     control: dict[str, Any] = {}
+    capture: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -216,6 +217,7 @@ EXTENSION_SECTIONS: dict[str, str] = {
     "backfill": "dm.backfill:parse_backfill_section",
     "databento": "dm.backfill:parse_databento_section",
     "control": "dm.control:parse_control_section",
+    "capture": "dm.capture:parse_capture_section",
 }
 
 

@@ -320,6 +320,7 @@ class Provider:
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.capture = None  # dm.capture.Capture when [capture] is enabled
         self.persist_only: set[str] = set()  # symbols added at runtime without a channel
         self.open_done = False  # restore_runtime_symbols finished: changes are saved from then on
         self._control_tasks: set[asyncio.Task] = set()
@@ -644,10 +645,10 @@ class Provider:
                 for iid in self.instrument_ids.values():
                     self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
                     self.books.gaps += 1
-            self.ws = ws
+            self.ws = sock = self.captured_socket(ws, url)
             watchdog = None
             try:
-                await self.on_connected(ws)
+                await self.on_connected(sock)
                 if self.stale_after_s or self.ping_interval_s:
                     watchdog = asyncio.get_running_loop().create_task(self.watchdog(ws))
                 on_frame = self.on_frame
@@ -667,6 +668,35 @@ class Provider:
                 self._disconnected_ns = now_ns()
                 self.on_disconnected()
             log.info("disconnected", provider=self.name, code=ws.close_code)
+
+    # -- raw capture (dm.capture) --------------------------------------------------------------
+    def open_capture(self):
+        """``[capture] enabled``: this worker's capture files, with ``on_frame`` capturing every
+        frame before decoding it; else None."""
+        from dm import venues
+        from dm.capture import Capture
+
+        cap = Capture.from_config(self.cfg, self.pcfg, venues.venue(self.pcfg.kind).hosts[0])
+        if cap is None:
+            return None
+        decode = self.on_frame
+
+        def on_frame(data, ts_recv: int) -> None:
+            cap.frame(self.connects, data, ts_recv)
+            decode(data, ts_recv)
+
+        self.on_frame = on_frame  # the connection loops bind self.on_frame when they start
+        log.info("capturing raw frames", provider=self.name, dir=str(cap.dir))
+        return cap
+
+    def captured_socket(self, ws, url: str):
+        """The socket venue code gets: ``ws`` itself, or with capture on a wrapper recording what is sent."""
+        if self.capture is None:
+            return ws
+        from dm.capture import CapturingSocket
+
+        self.capture.connect(self.connects, url, now_ns())
+        return CapturingSocket(ws, self.capture, self.connects, url)
 
     async def run_connection_picows(self) -> None:
         """One connection over picows (a Cython websocket client: frames reach ``on_frame``
@@ -688,11 +718,11 @@ class Provider:
             for iid in self.instrument_ids.values():
                 self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
                 self.books.gaps += 1
-        self.ws = conn
+        self.ws = sock = self.captured_socket(conn, url)
         watchdog = None
         stop = asyncio.get_running_loop().create_task(self._stop.wait())
         try:
-            await self.on_connected(conn)
+            await self.on_connected(sock)
             if self.stale_after_s or self.ping_interval_s:
                 watchdog = asyncio.get_running_loop().create_task(self.watchdog(conn))
             await asyncio.wait([stop, asyncio.ensure_future(transport.wait_disconnected())], return_when=asyncio.FIRST_COMPLETED)
@@ -765,6 +795,8 @@ class Provider:
                 w.heartbeat()
             if self.queue is not None:
                 self.queue.flush()
+            if self.capture is not None:
+                self.capture.flush()
             beat += 1
             if self.slot is not None and beat % 5 == 0:
                 self.slot.heartbeat()
@@ -837,7 +869,13 @@ class Provider:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout) as self.session:
+        self.capture = self.open_capture()
+        kw = {}
+        if self.capture is not None:
+            from dm.capture import capturing_response_class
+
+            kw["response_class"] = capturing_response_class(self.capture)
+        async with aiohttp.ClientSession(timeout=timeout, **kw) as self.session:
             await self.resolve_symbols()
             self.codec = self.make_codec()
             self.open_rings()
@@ -860,6 +898,8 @@ class Provider:
                 self.write_stats()
                 self.close_rings()
                 self.dead.close()
+                if self.capture is not None:
+                    self.capture.close()
                 log.info("worker stopped", provider=self.name, frames=self.frames, records=self.records, dead_letters=self.dead.count)
 
 
