@@ -81,7 +81,7 @@ P = {"ws_url": "ws://x", "symbols": ["BTCUSD"]}
     ({"providers": {"binance": {**P, "enabled": "yes"}}}, "providers.binance.enabled: expected true or false, got 'yes'"),
     ({"providers": {"binance": {**P, "symbols": "BTCUSD"}}}, "providers.binance.symbols: expected a list, got 'BTCUSD'"),
     ({"shm": {"channel_bytes": 5000}}, "shm.channel_bytes: must be a power of two >= 4096, got 5000"),
-    ({"shm": {"bogus": 1}}, "shm.bogus: unknown key (known: registry, channel_bytes, persist_bytes, spool_dir, spool_fsync)"),
+    ({"shm": {"bogus": 1}}, "shm.bogus: unknown key (known: registry, channel_bytes, persist_bytes, spool_dir, spool_fsync, channel_bytes_by_class)"),
     ({"storage": {"url": "mysql://x"}}, "storage.url: must be sqlite:///PATH or postgresql://..., got 'mysql://x'"),
     ({"supervisor": {"fail_fast": 1}}, "supervisor.fail_fast: expected true or false, got 1"),
     ({"supervisor": {"restart_backoff_min_s": 5, "restart_backoff_max_s": 1}},
