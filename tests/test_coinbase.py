@@ -241,7 +241,7 @@ def test_advanced_records_match_the_recording_parsed_independently():
 # --------------------------------------------------------------------------- times, values, control frames
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2554, 7, 21)),
        st.integers(0, 10 ** 9 - 1), st.integers(1, 9))
 @SETTINGS
 def test_iso_times_are_exact(dt, ns, digits):
@@ -262,6 +262,18 @@ def test_invalid_times_are_frame_errors(text):
     c, r = pair({"SKL-USD": 1})
     res = agree(c, r, frame)
     assert res[0] == "error" and res[3] == "invalid timestamp"
+
+
+def test_time_beyond_u64_ns_is_out_of_range():
+    c, r = pair({"SKL-USD": 1})
+    for text, reason in (("2554-07-21T23:34:33.709551615Z", None), ("2554-07-21T23:34:33.709551616Z", "timestamp out of range"),
+                         ("3026-08-09T21:06:01Z", "timestamp out of range")):
+        frame = json.dumps({"type": "l2update", "product_id": "SKL-USD", "time": text, "changes": [["buy", "1", "2"]]})
+        res = agree(c, r, frame)
+        if reason is None:
+            assert split(res[1])[0].ts_event == (1 << 64) - 1
+        else:
+            assert res[3] == reason
 
 
 def test_leap_day_and_nanoseconds():

@@ -5,7 +5,7 @@ A frame with a ``channel`` member is Advanced Trade, one with only a ``type`` me
 Exchange feed. See the class docstring for the mapping; rules are cited there.
 """
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy
 
 from dm._records cimport *
 from dm._scan cimport *
@@ -127,6 +127,13 @@ cdef int cb_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
 
 cdef CbFrame* _fr = NULL          # the decoding codec's per-frame results (GIL held during decode)
 
+# the last ISO-8601 text parsed and its value: Advanced Trade repeats one event_time over every
+# level of an event, so most levels skip the parse (decode runs with the GIL held: one decoder
+# at a time in the process)
+cdef uint8_t _iso_last[40]
+cdef Py_ssize_t _iso_len = 0
+cdef uint64_t _iso_val = 0
+
 
 # ---------------------------------------------------------------------------------------------
 # field helpers
@@ -139,8 +146,10 @@ cdef inline int dig2(const uint8_t* p, int* out) noexcept nogil:
 
 
 cdef int get_iso(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
+    global _iso_len, _iso_val
     """ISO-8601 UTC string ``YYYY-MM-DDTHH:MM:SS[.f]Z`` (1 to 9 fraction digits, year >= 1970)
-    -> ns since the epoch, exact. Anything else is a frame error ("invalid timestamp")."""
+    -> ns since the epoch (u64), exact. Anything else is a frame error ("invalid timestamp"; a
+    valid time after 2554-07-21 that does not fit u64 ns: "timestamp out of range")."""
     cdef Py_ssize_t a, b, i, nf
     cdef const uint8_t* p
     cdef int y1 = 0, y2 = 0, mo = 0, d = 0, hh = 0, mi = 0, ss = 0
@@ -149,6 +158,9 @@ cdef int get_iso(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noex
     if get_str(s, v, field, &a, &b) < 0:
         return -1
     p = s.p + a
+    if b - a == _iso_len and memcmp(p, _iso_last, b - a) == 0:
+        out[0] = _iso_val
+        return 0
     if (b - a < 20 or p[4] != 45 or p[7] != 45 or p[10] != 84 or p[13] != 58 or p[16] != 58
             or dig2(p, &y1) < 0 or dig2(p + 2, &y2) < 0 or dig2(p + 5, &mo) < 0 or dig2(p + 8, &d) < 0
             or dig2(p + 11, &hh) < 0 or dig2(p + 14, &mi) < 0 or dig2(p + 17, &ss) < 0):
@@ -186,7 +198,13 @@ cdef int get_iso(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noex
     while nf < 9:
         frac *= 10
         nf += 1
-    out[0] = (<uint64_t>(days * 86400 + hh * 3600 + mi * 60 + ss)) * 1000000000ULL + frac
+    if (dm_mul_u64(<uint64_t>(days * 86400 + hh * 3600 + mi * 60 + ss), 1000000000ULL, out)
+            or dm_add_u64(out[0], frac, out)):
+        return e_codec(s, ERR_CODEC, b"timestamp out of range", field, v)
+    if b - a <= 40:
+        memcpy(_iso_last, p, b - a)
+        _iso_len = b - a
+        _iso_val = out[0]
     return 0
 
 

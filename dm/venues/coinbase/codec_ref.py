@@ -98,7 +98,10 @@ class RefCoinbaseCodec(RefCodec):
         except ValueError:
             self.err("invalid timestamp", field, node.off)
         secs = (dt - _EPOCH) // _ONE_S
-        return secs * 1_000_000_000 + int((frac + b"000000000")[:9])
+        ns = secs * 1_000_000_000 + int((frac + b"000000000")[:9])
+        if ns > U64_MAX:
+            self.err("timestamp out of range", field, node.off)
+        return ns
 
     def book_side(self, node: Node, field: str) -> int:
         side = _BOOK_SIDES.get(self.s(node, field))
