@@ -672,3 +672,27 @@ def test_book_records_carry_the_product_size_precision():
     s.book.write_bbo(out, 1, 2, 3)
     d, b = split(bytes(out))
     assert d.size_precision == 1 and b.size_precision == 1 and b.bid_sz == 275100000000 and d.levels[0][2] == 275100000000
+
+
+def test_mixed_level2_frame_is_split_per_product():
+    """A level2 message whose events name two products: the provider groups the records by
+    instrument and gives each book its own part (a snapshot where the part holds a CLEAR)."""
+    from dm.venues.coinbase.provider import _by_instrument, _has_clear
+
+    c = CoinbaseCodec(PUB)
+    c.add_symbol("BTC-USD", 1, 8)
+    c.add_symbol("ETH-USD", 2, 8)
+    up = {"side": "bid", "event_time": "2026-08-09T21:05:48Z", "price_level": "10", "new_quantity": "1"}
+    frame = json.dumps({"channel": "l2_data", "timestamp": "2026-08-09T21:05:48Z", "sequence_num": 3, "events": [
+        {"type": "snapshot", "product_id": "BTC-USD", "updates": [up, dict(up, side="offer", price_level="11")]},
+        {"type": "update", "product_id": "ETH-USD", "updates": [up]},
+        {"type": "update", "product_id": "BTC-USD", "updates": [dict(up, new_quantity="0")]}]})
+    c.decode(frame, 1)
+    assert c.mixed and c.instrument_id == 1
+    parts = _by_instrument(c.output())
+    assert sorted(parts) == [1, 2] and len(parts[1]) == 4 * 56 and len(parts[2]) == 56
+    assert _has_clear(parts[1]) and not _has_clear(parts[2])
+    s1, s2 = CoinbaseBookSync(1, PUB, size_precision=8), CoinbaseBookSync(2, PUB, size_precision=8)
+    s1.on_snapshot(parts[1])
+    assert s1.book.levels(ord("B")) == [] and s1.book.levels(ord("A")) == [(11_000_000_000, 100_000_000)]
+    assert s2.on_update(parts[2]).dropped == 1        # ETH-USD has no snapshot yet

@@ -299,3 +299,51 @@ def test_coinbase_dropped_message_sequence_break_resubscribe(tmp_path, instance,
                 assert d[1:] == states[p][d[0]], (sym, d[0])
         assert not [d for d in ds if seq_k < d[0] < snap_seq], sym  # nothing published while out of sync
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+def test_coinbase_exchange_connection_cut_is_one_reconnect_gap_per_book(tmp_path, instance, sqlite_url):
+    """The Exchange feed's level2 has no sequence number: a lost l2update cannot be seen, the
+    connection is the only detectable loss. The websocket (through a TCP proxy) dies mid-stream:
+    the worker reconnects, subscribes again, ledgers the window as ONE "reconnect" gap per
+    instrument, and rebuilds each book from the new subscription's snapshot: the final books are
+    the true ones. Same worker process throughout."""
+    from tests.e2e import CuttingProxy, free_port
+
+    products = {"SKL-USD": "SKLUSD", "NU-GBP": "NUGBP"}
+    books = book_events(recorded(S21), SP21)
+    finals = {}
+    for sym in products.values():
+        ref = RefBook(IID, 0, 0)
+        for ev in books[sym]:
+            apply(ref, ev)
+        finals[sym] = top10(ref)
+    replay_port = free_port()
+    proxy = CuttingProxy(replay_port, after_bytes=60_000, mode="cut", max_connections=2).start()
+    try:
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, [S21], replay_port=replay_port)
+                       + coinbase_provider(tmp_path, list(products.values()), "exchange", channels=("level2",)).replace(
+                           'ws_url = "ws://{replay}/ws-feed"', f'ws_url = "ws://127.0.0.1:{proxy.port}/ws-feed"'))
+        readers = ChannelCollector(instance, list(products.values()), exchange="COINBASE").start()
+        run_supervised(cfg, tmp_path)
+        readers.join(timeout=60)
+    finally:
+        proxy.stop()
+    assert proxy.faulted.is_set() and proxy.connections == 2
+    stats = worker_stats(tmp_path, instance, "coinbase")
+    log = (tmp_path / "supervisor.log").read_text()
+    assert started_pids(log, "coinbase") == [stats["pid"]] and stats["connects"] == 2
+    assert stats["book_crossed"] == 0 and stats["sequence_breaks"] == 0 and stats["dead_letters"] == 0
+    st = open_storage(sqlite_url)
+    try:
+        gaps = st.gaps()
+        inst = {iid: sym for iid, sym, ex, venue, pub in st.load_instruments()}
+    finally:
+        st.close()
+    assert sorted((g["kind"], inst[g["instrument_id"]]) for g in gaps) == [("reconnect", "NUGBP"), ("reconnect", "SKLUSD")]
+    assert all(g["first_missing"] < g["last_missing"] for g in gaps)
+    for sym in products.values():
+        ds = [r for r in readers.records[sym] if isinstance(r, Depth)]
+        assert (ds[-1].n_bid, ds[-1].n_ask, ds[-1].levels) == finals[sym], sym
+    assert leftover_segments(instance) == []

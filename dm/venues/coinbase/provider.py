@@ -53,7 +53,7 @@ from dm import log as dmlog
 from dm._book import BookError
 from dm._codec import KINDS, value_text
 from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
-from dm.providers.base import Books, Provider, ResubscribingBooks
+from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider
 from dm.venues.coinbase._codec import CoinbaseCodec
 from dm.venues.coinbase.booksync import CoinbaseBookSync, SequenceTracker
@@ -136,8 +136,6 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
         self.venue_symbols = sym.select(self.pcfg.symbols)
-        from dm.providers.base import resolve_instruments
-
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self._product_of = dict(self.venue_of)
@@ -267,7 +265,7 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
             seq = max(c.sequence_num, 0)
             if c.mixed:
                 for iid, recs in _by_instrument(c.output()).items():
-                    self._book(iid, recs, recs[49] == _ACTION_CLEAR or _has_clear(recs), seq, ts_recv)
+                    self._book(iid, recs, _has_clear(recs), seq, ts_recv)
             else:
                 self._book(c.instrument_id, c.output(), kind == K_BOOKSNAPSHOT, seq, ts_recv)
         elif kind == K_ERROR:
@@ -300,7 +298,8 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
 
 
 def _by_instrument(buf) -> dict[int, bytes]:
-    """BOOK_DELTA records (56 B each) grouped by instrument id, order kept within each."""
+    """BOOK_DELTA records (56 B each) grouped by instrument id, order kept within each (a level2
+    frame whose events name several products: ``CoinbaseCodec.mixed``)."""
     b = bytes(buf)
     out: dict[int, list[bytes]] = {}
     for i in range(0, len(b), 56):
@@ -309,6 +308,7 @@ def _by_instrument(buf) -> dict[int, bytes]:
 
 
 def _has_clear(recs: bytes) -> bool:
+    """Whether the records hold a CLEAR (a snapshot event of that product)."""
     return any(recs[i + 49] == _ACTION_CLEAR for i in range(0, len(recs), 56))
 
 
