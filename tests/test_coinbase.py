@@ -441,7 +441,7 @@ def rebuild(evs, syms, sps):
         c.add_symbol(p, iid, sps[p])
     syncs = {iid: CoinbaseBookSync(iid, PUB, size_precision=sps[p]) for p, iid in syms.items()}
     refs = {iid: RefBook(iid) for iid in syms.values()}
-    tops_ok = tops = 0
+    tops_ok = tops = n_book = 0
     for ev in evs:
         msg = json.loads(ev.text)
         c.decode(ev.text, ev.ts_ns)
@@ -467,12 +467,17 @@ def rebuild(evs, syms, sps):
                 else:
                     ref.apply(b"".join(delta(iid, ord("B") if s_ == "buy" else ord("A"), fx(p), fx(q, sp))
                                        for s_, p, q in msg["changes"]))
-            assert syncs[iid].book.levels(ord("B")) == ref.levels(ord("B"))
-            assert syncs[iid].book.levels(ord("A")) == ref.levels(ord("A"))
+            n_book += 1
+            depth = 0 if n_book % 64 == 0 else 10      # the top 10 after every frame, whole books now and then
+            assert syncs[iid].book.levels(ord("B"), depth) == ref.levels(ord("B"), depth)
+            assert syncs[iid].book.levels(ord("A"), depth) == ref.levels(ord("A"), depth)
         elif msg.get("type") == "ticker":
             b = syncs[EX[msg["product_id"]]].book
             tops += 1
             tops_ok += (b.best_bid[0], b.best_ask[0]) == (fx(msg["best_bid"]), fx(msg["best_ask"]))
+    for iid, sync in syncs.items():
+        for side in (ord("B"), ord("A")):
+            assert sync.book.levels(side) == refs[iid].levels(side)
     return syncs, tops, tops_ok
 
 
@@ -516,7 +521,13 @@ def test_sequence_break_is_one_gap_per_book_and_resync():
     assert asks == 2 and dropped > 0
     assert not any(s.synced for s in syncs.values())
     # the resubscription's snapshot (the true book of the full recording) resyncs each book
-    full, _, _ = rebuild(F26, AT, SP26)
+    full = {iid: CoinbaseBookSync(iid, PUB, size_precision=SP26[p]) for p, iid in AT.items()}
+    for ev in F26:
+        c.decode(ev.text, ev.ts_ns)
+        if c.last_kind == KINDS["bookSnapshot"]:
+            full[c.instrument_id].on_snapshot(c.output())
+        elif c.last_kind == KINDS["book"]:
+            full[c.instrument_id].on_update(c.output())
     for iid, s in syncs.items():
         book = full[iid].book
         snap = snap_recs(iid, book.levels(ord("B")), book.levels(ord("A")))
