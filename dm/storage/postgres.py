@@ -481,19 +481,41 @@ class PostgresStorage(Storage):
             for c in spec)
         stage = sql.Identifier(f"_dm_stage_{table}")
         rows = copy_rows_from_records(table, arr)
+        payload = memoryview(rows).cast("B")
+        direct = self.optimistic_insert and not any(c.nullable for c in spec)
+        if direct:
+            # The common case (nothing stored yet, nothing repeated): COPY straight into the
+            # table in a savepoint — the unique index still refuses any duplicate, and then the
+            # savepoint is rolled back and the batch goes through the staging table with
+            # ON CONFLICT DO NOTHING. Same guarantee, one pass over the rows instead of two.
+            try:
+                with self._conn.transaction():
+                    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table), names)) as cp:
+                        cp.write(COPY_HEADER)
+                        cp.write(payload)
+                        cp.write(COPY_TRAILER)
+                    if table == "trades" and self.bar_plan is not None:
+                        # every row was inserted: its bars are built client-side (numpy)
+                        self._merge_built(cur, arr)
+                return len(arr)
+            except psycopg.errors.UniqueViolation:
+                pass
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, names)) as cp:
             cp.write(COPY_HEADER)
-            cp.write(memoryview(rows).cast("B"))
+            cp.write(payload)
             cp.write(COPY_TRAILER)
         insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sql.Identifier(table), names, exprs, stage)
         if table == "trades" and self.bar_plan is not None:
             pubs, ivs = self.bar_plan.pairs(np.unique(arr["publisher_id"]).tolist())
             if pubs:
-                return self._insert_trades_with_bars(cur, insert, pubs, ivs, arr)
+                return self._insert_trades_with_bars(cur, insert, pubs, ivs, arr, try_plain=not direct)
+        if direct:  # duplicates are known to be there
+            cur.execute(insert + sql.SQL(" ON CONFLICT DO NOTHING"))
+            return cur.rowcount
         return self._insert_from_stage(cur, insert)
 
     def _insert_trades_with_bars(self, cur: psycopg.Cursor, insert: sql.Composable, pubs: list[int],
-                                 ivs: list[int], arr: np.ndarray) -> int:
+                                 ivs: list[int], arr: np.ndarray, try_plain: bool = True) -> int:
         """``insert`` (trades from the staging table) and the built bars (``dm.bars``) of exactly
         the rows it inserted merged into ``bars``, so a refused (re-delivered) trade never reaches
         a bar. Common case (``optimistic_insert``, nothing refused): the plain insert, then the
@@ -507,7 +529,7 @@ class PostgresStorage(Storage):
                 ins, sql.SQL(_bars_from("ins", "%s::integer[]", "%s::bigint[]")))
 
         params = (pubs, ivs)
-        if self.optimistic_insert:
+        if self.optimistic_insert and try_plain:  # (the direct COPY of _copy already tried)
             try:
                 with self._conn.transaction():  # a savepoint
                     cur.execute(insert)
