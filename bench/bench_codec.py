@@ -8,7 +8,8 @@ fails the bench), against the obvious alternative (``orjson.loads`` + Python fix
 Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
 ``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``,
 ``codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only`` (dm's records vs ``orjson.loads``
-alone, which builds only Python objects, on the same Bybit deltas).
+alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for
+``deribit_book``, ``deribit_ticker``, ``bitstamp_diff_order_book``, ``bitstamp_live_trades``.
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -138,6 +139,26 @@ def cases(make_codec=registry_codec) -> dict[str, tuple[str, object, list[bytes]
         })
     except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
         print(f"bench_codec: Bybit cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:
+        db_all = _frames(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0", lambda t: b'"subscription"' in t[:40])
+        dsyms = _symbols(db_all, rb'"instrument_name":"([^"]+)"')
+        out.update({
+            "deribit_book": ("deribit", codec("deribit", dsyms), [f for f in db_all if b'"book.' in f[:80]]),
+            "deribit_ticker": ("deribit", codec("deribit", dsyms), [f for f in db_all if b'"ticker.' in f[:80]]),
+        })
+    except Exception as e:  # noqa: BLE001
+        print(f"bench_codec: Deribit cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:
+        bs_all = _frames(DATA / "bitstamp/2022-01-05/BITSTAMP.ws.1.0", lambda t: True)
+        ssyms = _symbols(bs_all, rb'"channel":"(?:diff_order_book|live_trades)_(\w+)"')
+        out.update({
+            "bitstamp_diff_order_book": ("bitstamp", codec("bitstamp", ssyms),
+                                         [f for f in bs_all if b'"diff_order_book_' in f]),
+            "bitstamp_live_trades": ("bitstamp", codec("bitstamp", ssyms), [f for f in bs_all if b'"live_trades_' in f
+                                                                           and b'"event":"trade"' in f]),
+        })
+    except Exception as e:  # noqa: BLE001
+        print(f"bench_codec: Bitstamp cases left out ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
 
@@ -170,6 +191,10 @@ def run(quick: bool = False) -> dict[str, float]:
         ydelta = cases_["bybit_orderbook_delta"][2]
         ns = _time(lambda fr: [orjson.loads(f) for f in fr], ydelta, target, repeats)
         out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"] = 1e9 / ns
+        for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
+            if name in cases_:   # the same frames through orjson.loads alone (Python objects only)
+                ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
+                out[f"codec.{name}.orjson_loads_only_frames_per_s"] = 1e9 / ns
     finally:
         gc.enable()
     out["codec.binance_aggtrade.speedup_vs_orjson_pack"] = (
@@ -178,6 +203,10 @@ def run(quick: bool = False) -> dict[str, float]:
         out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
     out["codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only"] = (
         out["codec.bybit_orderbook_delta.frames_per_s"] / out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"])
+    for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
+        if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
+            out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (
+                out[f"codec.{name}.frames_per_s"] / out[f"codec.{name}.orjson_loads_only_frames_per_s"])
     return out
 
 

@@ -21,6 +21,8 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.deribit._codec import DeribitCodec
+from dm.venues.deribit.codec_ref import RefDeribitCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -46,6 +48,10 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
+    dsyms = {s: 80 + i for i, s in enumerate(["BTC-24SEP21-8000-P", "BTC-30JUL21-24000-P", "BTC-31DEC21-34000-P",
+                                             "BTC-24SEP21-34000-P", "BTC-24JUN22-15000-C", "BTC-31DEC21-300000-C",
+                                             "BTC-25MAR22-30000-C", "ETH-30JUL21-2800-C", "ETH-27AUG21-4000-P",
+                                             "ETH-23JUL21-2300-C"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -59,6 +65,7 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (DeribitCodec(1009, dsyms), RefDeribitCodec(1009, dsyms), recorded(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0")),
     ]
 
 
@@ -162,8 +169,9 @@ def test_fuzz_ten_million_mutated_frames():
     assert stats["ok"] + stats["errors"] >= 9_999_999
 
 
-@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit"])
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
+                                   DeribitCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "deribit"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [
