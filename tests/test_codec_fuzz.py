@@ -23,6 +23,8 @@ from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
 from dm.venues.deribit._codec import DeribitCodec
 from dm.venues.deribit.codec_ref import RefDeribitCodec
+from dm.venues.bitstamp._codec import BitstampCodec
+from dm.venues.bitstamp.codec_ref import RefBitstampCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -52,6 +54,8 @@ def codecs():
                                              "BTC-24SEP21-34000-P", "BTC-24JUN22-15000-C", "BTC-31DEC21-300000-C",
                                              "BTC-25MAR22-30000-C", "ETH-30JUL21-2800-C", "ETH-27AUG21-4000-P",
                                              "ETH-23JUL21-2300-C"])}
+    ssyms = {s: 100 + i for i, s in enumerate(["sgbeur", "ethusd", "xrpeur", "bateur", "usdteur", "usdtusd", "xlmgbp",
+                                              "adaeur", "batbtc", "galaeur"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -66,6 +70,7 @@ def codecs():
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
         (DeribitCodec(1009, dsyms), RefDeribitCodec(1009, dsyms), recorded(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0")),
+        (BitstampCodec(1010, ssyms), RefBitstampCodec(1010, ssyms), recorded(DATA / "bitstamp/2022-01-05/BITSTAMP.ws.1.0")),
     ]
 
 
@@ -170,8 +175,8 @@ def test_fuzz_ten_million_mutated_frames():
 
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
-                                   DeribitCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit", "deribit"])
+                                   DeribitCodec(1, {}), BitstampCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "deribit", "bitstamp"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

@@ -61,7 +61,7 @@ def test_worker_kinds_are_the_kinds_with_a_worker():
     from dm.providers.base import provider_class
 
     # every registered venue has a worker (other venue branches add theirs: a superset check)
-    assert set(worker_kinds()) >= {"binance", "kraken", "kraken_futures", "bybit", "deribit"}
+    assert set(worker_kinds()) >= {"binance", "kraken", "kraken_futures", "bybit", "deribit", "bitstamp"}
     assert set(worker_kinds()) == set(kinds())
     for k in worker_kinds():
         provider_class(k)

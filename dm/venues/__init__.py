@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "kraken_futures": "dm.venues.kraken_futures",
     "bybit": "dm.venues.bybit",
     "deribit": "dm.venues.deribit",
+    "bitstamp": "dm.venues.bitstamp",
 }
 
 
