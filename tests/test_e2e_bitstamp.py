@@ -109,7 +109,9 @@ def check_books(readers, pairs, snaps, diffs) -> int:
 def test_bitstamp_replay(tmp_path, instance, storage_url):
     syms = list(PAIRS.values())
     cfg = tmp_path / "dm.toml"
-    cfg.write_text(config_head(tmp_path, instance, storage_url, [SESSION], speed=0.0) + bitstamp_provider(tmp_path, syms))
+    # paced (24 s of market in ~2.4 s): each book's snapshot arrives while its diffs flow, so the
+    # buffered diffs (older ones dropped) and the live ones after the snapshot are both exercised
+    cfg.write_text(config_head(tmp_path, instance, storage_url, [SESSION], speed=10.0) + bitstamp_provider(tmp_path, syms))
     readers = ChannelCollector(instance, syms, exchange="BITSTAMP").start()
     run_supervised(cfg, tmp_path)
     readers.join(timeout=60)
@@ -123,6 +125,7 @@ def test_bitstamp_replay(tmp_path, instance, storage_url):
 
     snaps, diffs, trades = recorded()
     n_depth = check_books(readers, PAIRS, snaps, diffs)
+    assert n_depth > 200                     # most diffs were applied live, one DEPTH each
     got = [(r.price, r.size, r.trade_id, r.side, r.ts_event) for r in readers.records["ETHUSD"] if isinstance(r, Trade)]
     assert got == [(fx(d["price_str"]), fx(d["amount_str"]), d["id"], SIDE_BID if d["type"] == 0 else SIDE_ASK,
                     int(d["microtimestamp"]) * 1000) for _, d in trades]
@@ -171,6 +174,50 @@ def test_bitstamp_connection_cut_is_a_gap_and_books_rebuild(tmp_path, instance, 
         st.close()
     assert sorted(inst[g["instrument_id"]] for g in gaps) == sorted(pairs.values())
     assert all(g["kind"] == "reconnect" and g["first_missing"] < g["last_missing"] for g in gaps)
+    snaps, diffs, _ = recorded()
+    check_books(readers, pairs, snaps, diffs)
+    assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+def test_bitstamp_request_reconnect(tmp_path, instance, sqlite_url):
+    """The venue's ``bts:request_reconnect`` (inserted mid-session; the replay server sends it to
+    the first connection only) makes the worker reconnect at once: one ``reconnect`` gap per
+    pair in the ledger, every snapshot fetched again, the books end true; same worker process."""
+    import shutil
+
+    from dm.recording import Insert, write_modified_recording
+
+    pairs = {"ethusd": "ETHUSD", "batbtc": "BATBTC"}
+    lines = (SESSION / "BITSTAMP.ws.1.0").read_text().split("\n")
+    data = [no for no, line in enumerate(lines, 1) if '"diff_order_book_batbtc"' in line and line[:1].isdigit()]
+    at = data[len(data) // 2]
+    ts = lines[at - 1].split(": ", 1)[0]
+    folder = tmp_path / "bitstamp-reconnect"
+    folder.mkdir()
+    for f in ("BITSTAMP.0", "BITSTAMP.http.0.0"):
+        shutil.copy(SESSION / f, folder / f)
+    write_modified_recording(SESSION / "BITSTAMP.ws.1.0", folder / "BITSTAMP.ws.1.0",
+                             [Insert(at, f'{ts}: {{"event":"bts:request_reconnect","channel":"","data":""}}')])
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(config_head(tmp_path, instance, sqlite_url, [folder], speed=4.0)
+                   + bitstamp_provider(tmp_path, list(pairs.values()), channels=("diff_order_book",)))
+    readers = ChannelCollector(instance, list(pairs.values()), exchange="BITSTAMP").start()
+    run_supervised(cfg, tmp_path)
+    readers.join(timeout=60)
+    stats = worker_stats(tmp_path, instance, "bitstamp")
+    log = (tmp_path / "supervisor.log").read_text()
+    assert started_pids(log, "bitstamp") == [stats["pid"]]
+    assert stats["reconnect_requests"] == 1 and stats["connects"] == 2 and stats["book_snapshots"] == 4
+    assert stats["book_crossed"] == 0
+    st = open_storage(sqlite_url)
+    try:
+        gaps = st.gaps()
+        inst = {iid: sym for iid, sym, ex, venue, pub in st.load_instruments()}
+    finally:
+        st.close()
+    assert sorted(inst[g["instrument_id"]] for g in gaps) == sorted(pairs.values())
+    assert all(g["kind"] == "reconnect" for g in gaps)
     snaps, diffs, _ = recorded()
     check_books(readers, pairs, snaps, diffs)
     assert leftover_segments(instance) == []

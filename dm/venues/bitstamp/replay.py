@@ -9,6 +9,10 @@
   recorded → ``bts:error``. ``bts:unsubscribe`` → ``bts:unsubscription_succeeded`` and stops
   ``C`` (a later subscribe resumes it where it was: each recorded frame is sent once).
   ``{"event":"bts:heartbeat"}`` → ``{"event":"bts:heartbeat","channel":"","data":{"status":"success"}}``.
+  A recorded ``bts:request_reconnect`` (fault injection: the venue asks clients to reconnect before
+  maintenance) is sent, at its recorded place, to the first connection whose subscriptions
+  reach it, and to no later one: the client reconnects and the replay goes on on the new
+  connection instead of asking again forever.
 * REST ``/api/v2/order_book/{pair}`` and ``/api/v2/trading-pairs-info/`` → the recorded bodies,
   served by path by the core (several recorded bodies in order, then the last again).
 
@@ -34,6 +38,8 @@ class BitstampReplay(VenueReplay):
     def __init__(self, server):
         super().__init__(server)
         self.by_channel: dict[str, object] = {}   # channel -> the recording holding it
+        self.reconnects: dict[int, list] = {}     # id(rec) -> keys of its bts:request_reconnect frames
+        self.reconnects_sent: set = set()
 
     def index_frame(self, rec, ev) -> object:
         obj = loads_or_none(ev.text)
@@ -45,6 +51,10 @@ class BitstampReplay(VenueReplay):
         if event == "bts:subscription_succeeded" and isinstance(ch, str):
             rec.status.setdefault(ch, ev.text)
             return None
+        if event == "bts:request_reconnect":
+            keys = self.reconnects.setdefault(id(rec), [])
+            keys.append(("bts:request_reconnect", id(rec), len(keys)))
+            return keys[-1]
         if isinstance(ch, str) and ch and isinstance(event, str) and not event.startswith("bts:"):
             return ch
         return None
@@ -52,7 +62,8 @@ class BitstampReplay(VenueReplay):
     def add_recording(self, rec) -> None:
         super().add_recording(rec)
         for key in list(rec.status) + list(rec.streams):
-            self.by_channel.setdefault(key, rec)
+            if isinstance(key, str):
+                self.by_channel.setdefault(key, rec)
 
     def active(self) -> bool:
         return bool(self.by_channel)
@@ -77,7 +88,14 @@ class BitstampReplay(VenueReplay):
         if event == "bts:subscribe":
             await conn.send_text(rec.status.get(ch) or orjson.dumps(
                 {"event": "bts:subscription_succeeded", "channel": ch, "data": {}}).decode())
-            conn.add(rec, [ch])
+            extra = [k for k in self.reconnects.get(id(rec), ()) if k not in self.reconnects_sent]
+            self.reconnects_sent.update(extra)
+            # a channel with no recorded frame (sgbeur's book in 2022-01-05) is acknowledged but
+            # not added: a track whose only channel has no frame runs to the end of the recording
+            # at once, and every later channel of the connection would then be sent unpaced
+            keys = [ch] if ch in rec.streams else []
+            if keys or extra:
+                conn.add(rec, [*keys, *extra])
             conn.subscription_known()
         else:
             await conn.send_text(orjson.dumps({"event": "bts:unsubscription_succeeded", "channel": ch,

@@ -124,7 +124,12 @@ class DeribitReplay(VenueReplay):
         await conn.send_text(self._reply(rid, known))
         for rec, keys in groups.values():
             if method == "public/subscribe":
-                conn.add(rec, keys)
+                # channels with no recorded frame (the silent trades channels) are acknowledged
+                # but not added: a track of frame-less channels runs to the end of the recording
+                # at once, and later channels of the connection would be sent unpaced
+                keys = [k for k in keys if k in rec.streams]
+                if keys:
+                    conn.add(rec, keys)
             else:
                 conn.remove(rec, keys)
         if method == "public/subscribe":
