@@ -9,7 +9,9 @@ Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
 ``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``,
 ``codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only`` (dm's records vs ``orjson.loads``
 alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for
-``deribit_book``, ``deribit_ticker``, ``bitstamp_diff_order_book``, ``bitstamp_live_trades``.
+``deribit_book``, ``deribit_ticker``, ``bitstamp_diff_order_book``, ``bitstamp_live_trades``;
+``codec.deribit_book.speedup_vs_orjson_pack`` (vs ``orjson.loads`` + ``struct.pack`` of the same
+BOOK_DELTA records, floats rounded).
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -89,6 +91,30 @@ def _baseline(symbols: dict[str, int]):
             d = loads(f)["data"]
             pack(16, 0xE0, 1001, symbols[d["s"]], d["T"] * 1_000_000, 1617647603000000000, _fixed(d["p"]),
                  _fixed(d["q"]), d["a"], d["a"], 65 if d["m"] else 66, 0)
+    return run
+
+
+DELTA = struct.Struct("<BBHIQQqQQBBBB4x")
+_ACT = {"new": 65, "change": 77, "delete": 67}
+
+
+def _deribit_baseline(symbols: dict[str, int]):
+    """The obvious Python route for Deribit book notifications: ``orjson.loads``, then one
+    BOOK_DELTA per level packed with ``struct`` (prices/amounts ``round(x * 1e9)`` from the
+    floats: faster than exact and not always exact)."""
+    pack = DELTA.pack
+    loads = orjson.loads
+
+    def run(frames):
+        for f in frames:
+            d = loads(f)["params"]["data"]
+            iid, ts, cid = symbols[d["instrument_name"]], d["timestamp"] * 1_000_000, d["change_id"]
+            out = []
+            for side, levels in ((66, d["bids"]), (65, d["asks"])):
+                for a, px, q in levels:
+                    out.append(pack(14, 0xE3, 1009, iid, ts, 1617647603000000000, round(px * 1e9), round(q * 1e9),
+                                    cid, side, _ACT[a], 0, 9))
+            b"".join(out)
     return run
 
 
@@ -191,6 +217,10 @@ def run(quick: bool = False) -> dict[str, float]:
         ydelta = cases_["bybit_orderbook_delta"][2]
         ns = _time(lambda fr: [orjson.loads(f) for f in fr], ydelta, target, repeats)
         out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"] = 1e9 / ns
+        if "deribit_book" in cases_:
+            dsyms = _symbols(cases_["deribit_book"][2], rb'"instrument_name":"([^"]+)"')
+            ns = _time(_deribit_baseline(dsyms), cases_["deribit_book"][2], target, repeats)
+            out["codec.deribit_book.orjson_pack_frames_per_s"] = 1e9 / ns
         for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
             if name in cases_:   # the same frames through orjson.loads alone (Python objects only)
                 ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
@@ -203,6 +233,9 @@ def run(quick: bool = False) -> dict[str, float]:
         out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
     out["codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only"] = (
         out["codec.bybit_orderbook_delta.frames_per_s"] / out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"])
+    if "codec.deribit_book.orjson_pack_frames_per_s" in out:
+        out["codec.deribit_book.speedup_vs_orjson_pack"] = (
+            out["codec.deribit_book.frames_per_s"] / out["codec.deribit_book.orjson_pack_frames_per_s"])
     for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
         if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
             out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (

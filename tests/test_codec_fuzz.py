@@ -163,7 +163,7 @@ def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
 
 def test_fuzz_one_million_mutated_frames():
     stats = fuzz(1_000_000, seed=20240601)
-    assert stats["ok"] + stats["errors"] >= 999_999
+    assert stats["ok"] + stats["errors"] >= 1_000_000 - len(codecs())   # total // venues each
     # the mutations must leave a fair share of decodable frames, or the test proves little
     assert stats["ok"] > 30_000 and stats["errors"] > 300_000, stats
 
@@ -171,7 +171,7 @@ def test_fuzz_one_million_mutated_frames():
 @pytest.mark.slow
 def test_fuzz_ten_million_mutated_frames():
     stats = fuzz(10_000_000, seed=7, oracle_every=1000)
-    assert stats["ok"] + stats["errors"] >= 9_999_999
+    assert stats["ok"] + stats["errors"] >= 10_000_000 - len(codecs())
 
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),

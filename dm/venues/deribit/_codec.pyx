@@ -184,6 +184,30 @@ cdef int opt_sz(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexc
     return get_sz_num(s, v, field, 0, out)
 
 
+cdef inline Py_ssize_t level3(CState* s, Py_ssize_t w, Py_ssize_t* L) noexcept nogil:
+    """w at '[' of a validated array that is exactly ``[string, number, number]``: the three
+    element offsets in L and the index after ']'; 0 for any other shape (the caller takes the
+    generic path, which gives the oracle's errors)."""
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t i = skip_ws(s, w + 1)
+    cdef int k
+    if p[i] != 34:
+        return 0
+    L[0] = i
+    i = skip_ws(s, scan_string(s, i))
+    for k in range(1, 3):
+        if p[i] != 44:
+            return 0
+        i = skip_ws(s, i + 1)
+        if not (p[i] == 45 or is_digit(p[i])):
+            return 0
+        L[k] = i
+        i = skip_ws(s, scan_number(s, i))
+    if p[i] != 93:
+        return 0
+    return i + 1
+
+
 cdef int db_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint64_t ts, uint64_t seq,
                    uint8_t flags) noexcept nogil:
     """``[[action, price, amount], ...]``: ``new`` → ACTION_ADD, ``change`` → ACTION_MODIFY,
@@ -201,8 +225,11 @@ cdef int db_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
     while w > 0:
         if s.p[w] != 91:
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
-        if arr_collect(s, w, L, 3) != 3:
-            return e_codec(s, ERR_CODEC, b"expected [action, price, amount]", field, w)
+        e = level3(s, w, L)          # the common [string, number, number]: one pass
+        if e == 0:
+            if arr_collect(s, w, L, 3) != 3:
+                return e_codec(s, ERR_CODEC, b"expected [action, price, amount]", field, w)
+            e = skip_value(s, w, 0)
         if get_str(s, L[0], field, &a, &b) < 0:
             return -1
         if raw_eq(s.p + a, b - a, b"new", 3):
@@ -226,7 +253,6 @@ cdef int db_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
                 action = ACTION_CANCEL
             if emit_delta(s, ts, px, sz, seq, side, action, flags) < 0:
                 return -1
-        e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0
 
