@@ -241,3 +241,51 @@ def test_deribit_lost_change_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == final
     assert not [r for r in depths if lost_cid <= r.sequence < snap_cid]
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+def test_deribit_connection_cut_is_a_gap_and_books_rebuild(tmp_path, instance, sqlite_url):
+    """The websocket dies mid-stream (TCP proxy): the worker reconnects, sets the heartbeat and
+    subscribes again; the ledger holds one ``reconnect`` gap per instrument; the books are rebuilt
+    from the new snapshots and end equal to the true books; same worker process."""
+    from tests.e2e import CuttingProxy, free_port
+
+    names = ["BTC-24SEP21-8000-P", "BTC-31DEC21-34000-P", "ETH-30JUL21-2800-C"]
+    syms = [SYMS[n] for n in names]
+    finals = {}
+    for n in names:
+        ref = RefBook(IID, 0, 0)
+        for _, _, m in notifications(WS.read_text().split("\n")):
+            if m["params"]["channel"] == f"book.{n}.raw":
+                apply(ref, m["params"]["data"])
+        finals[SYMS[n]] = top10(ref)
+    replay_port = free_port()
+    proxy = CuttingProxy(replay_port, after_bytes=30_000, mode="cut", max_connections=2).start()
+    try:
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, [SESSION], speed=4.0, replay_port=replay_port)
+                       + deribit_provider(tmp_path, syms).replace(
+                           'ws_url = "ws://{replay}/ws/api/v2"', f'ws_url = "ws://127.0.0.1:{proxy.port}/ws/api/v2"'))
+        readers = ChannelCollector(instance, syms, exchange="DERIBIT").start()
+        run_supervised(cfg, tmp_path)
+        readers.join(timeout=60)
+    finally:
+        proxy.stop()
+    assert proxy.faulted.is_set() and proxy.connections == 2
+    stats = worker_stats(tmp_path, instance, "deribit")
+    log = (tmp_path / "supervisor.log").read_text()
+    assert started_pids(log, "deribit") == [stats["pid"]]
+    assert stats["connects"] == 2 and stats["book_change_id_gaps"] == 0 and stats["book_crossed"] == 0
+    assert stats["book_snapshots"] == 6 and stats["test_requests"] == 2
+    st = open_storage(sqlite_url)
+    try:
+        gaps = st.gaps()
+        inst = {iid: sym for iid, sym, ex, venue, pub in st.load_instruments()}
+    finally:
+        st.close()
+    assert sorted(inst[g["instrument_id"]] for g in gaps) == sorted(syms)
+    assert all(g["kind"] == "reconnect" and g["first_missing"] < g["last_missing"] for g in gaps)
+    for sym in syms:
+        depths = [r for r in readers.records[sym] if isinstance(r, Depth)]
+        assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == finals[sym], sym
+    assert leftover_segments(instance) == []
