@@ -502,6 +502,11 @@ def test_provider_config():
     cfg = parse(raw, env={})
     p = DeribitProvider(cfg, cfg.providers["d"])
     assert p.currencies == ["BTC", "ETH"] and p.interval == "raw" and p.pcfg.publisher_id == PUB
+    assert (p.heartbeat_s, p.stale_after_s) == (30, 70.0)
+    quiet = json.loads(json.dumps(raw))
+    quiet["providers"]["d"]["heartbeat_s"] = 0
+    cq = parse(quiet, env={})
+    assert DeribitProvider(cq, cq.providers["d"]).stale_after_s is None   # no heartbeats: no staleness rule
     assert json.loads(p._message("subscribe", "book", ["BTC-24SEP21-8000-P"]))["params"] == {
         "channels": ["book.BTC-24SEP21-8000-P.raw"]}
     for extra, match in (({"interval": "1s"}, "interval"), ({"heartbeat_s": 5}, "heartbeat_s"),

@@ -17,8 +17,8 @@ Venue rules (Deribit API v2 docs, https://docs.deribit.com/, sections named in b
   ``interval``: ``raw`` (the venue requires an authorised connection for it live), ``100ms``
   (default) or ``agg2``). The subscribe result (the list of channels subscribed) is checked: a
   channel left out, or a JSON-RPC ``error``, is logged and counted (``subscription_errors``).
-  No frame for ``stale_after_s`` (default 70 s: more than two heartbeat intervals) → close and
-  reconnect; every channel is subscribed again and the books rebuilt from the new snapshots;
+  No frame for ``stale_after_s`` (default 70 s: more than two heartbeat intervals; off when
+  ``heartbeat_s`` is 0 unless set) → close and reconnect; every channel is subscribed again and the books rebuilt from the new snapshots;
   the reconnect window is a gap (``reconnect``) for every instrument.
 * Books ("Subscriptions → book.{instrument_name}.{interval}"): one
   ``dm.venues.deribit.booksync.DeribitBookSync`` per instrument; each change's
@@ -110,6 +110,8 @@ class DeribitProvider(ResubscribingBooks, Provider):
         self.heartbeat_s = int(ex.get("heartbeat_s", 30))
         if self.heartbeat_s and self.heartbeat_s < 10:
             raise ConfigError(f"providers.{pcfg.name}.heartbeat_s must be 0 (off) or >= 10 (public/set_heartbeat)")
+        if not self.heartbeat_s and "stale_after_s" not in ex:
+            self.stale_after_s = None   # no venue heartbeat: a quiet market sends nothing for minutes
         cur = ex.get("currencies")
         if cur is not None and (not isinstance(cur, list) or not all(isinstance(c, str) for c in cur)):
             raise ConfigError(f"providers.{pcfg.name}.currencies must be a list of currency codes")
