@@ -59,6 +59,55 @@ cdef int bs_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
     return -1
 
 
+# ---------------------------------------------------------------------------------------------
+# nested objects of a frame the top-level index_obj has already validated: indexed without
+# validating them again (one pass fewer over the book levels)
+
+cdef inline Py_ssize_t skip_valid(CState* s, Py_ssize_t i) noexcept nogil:
+    """i at a value of validated JSON: the index after it."""
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t n = s.n
+    cdef int depth = 0
+    cdef uint8_t c = p[i]
+    if c == 34:
+        return scan_string(s, i)
+    if c != 123 and c != 91:
+        while i < n:
+            c = p[i]
+            if c == 44 or c == 125 or c == 93 or dm_is_ws[c]:
+                break
+            i += 1
+        return i
+    while i < n:
+        c = p[i]
+        if c == 34:
+            i = scan_string(s, i)
+            continue
+        if c == 123 or c == 91:
+            depth += 1
+        elif c == 125 or c == 93:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t index_valid(CState* s, Py_ssize_t v, keyfn_t kf, Py_ssize_t* slots, int nslots) noexcept nogil:
+    """index_obj for an object inside a validated frame (same slots, last key wins)."""
+    cdef Py_ssize_t ks = 0, ke = 0, w
+    cdef int j, slot
+    for j in range(nslots):
+        slots[j] = -1
+    w = obj_first(s, v, 0, &ks, &ke)
+    while w > 0:
+        slot = kf(s.p + ks, ke - ks)
+        if slot >= 0:
+            slots[slot] = w
+        w = obj_next(s, skip_valid(s, w), &ks, &ke)
+    return ks
+
+
 cdef int get_us_str(CState* s, Py_ssize_t v, const char* field, uint64_t* us, uint64_t* ns) noexcept nogil:
     """``microtimestamp``: a string of decimal digits, µs since the epoch -> ``us`` and ``ns``."""
     cdef Py_ssize_t a, b, i
@@ -136,7 +185,7 @@ cdef int bs_book(CState* s, Py_ssize_t d, uint8_t flags) noexcept nogil:
     cdef uint64_t us, ts
     if s.p[d] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
-    index_obj(s, d, 1, bs_key, D, BS_N)
+    index_valid(s, d, bs_key, D, BS_N)
     v = req(s, D, BS_MTS, b"microtimestamp", d)
     if v < 0 or get_us_str(s, v, b"microtimestamp", &us, &ts) < 0:
         return -1
@@ -173,7 +222,7 @@ cdef int bs_trade(CState* s, Py_ssize_t d) noexcept nogil:
     cdef int r1, r2
     if s.p[d] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
-    index_obj(s, d, 1, bs_key, D, BS_N)
+    index_valid(s, d, bs_key, D, BS_N)
     v = req(s, D, BS_ID, b"id", d)
     if v < 0 or get_u64(s, v, b"id", &tid) < 0:
         return -1
