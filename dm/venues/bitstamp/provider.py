@@ -22,6 +22,9 @@ docs, https://www.bitstamp.net/api/, sections named in brackets):
   <= the snapshot's are dropped, the later ones applied (``BitstampBookSync``). A diff lost
   inside a connection cannot be detected (the venue gives nothing to detect it with).
 
+Runtime subscriptions (``dm.control``): ``bts:subscribe`` / ``bts:unsubscribe`` of the pair's
+channels on the open socket; the book's ack fetches its REST snapshot as at start.
+
 Output. ``live_trades`` → TRADE. The book publishes DEPTH and BBO (Bitstamp has no top-of-book
 channel) with sequence = the diff's ``microtimestamp`` (µs); its BOOK_DELTA records go to the
 persist queue. A value the codec rejects alone is dead-lettered with its text (``value_errors``).
@@ -104,6 +107,7 @@ class BitstampProvider(Provider):
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self.iid_of_pair = {v: iid for iid, v in self.venue_of.items()}
+        self.symbology = sym  # symbols added at runtime (dm.control) are resolved with it
         for canonical, venue in self.venue_symbols.items():
             self.size_precisions[canonical] = sym.info(venue).size_precision
 
@@ -239,6 +243,26 @@ class BitstampProvider(Provider):
                 log.warning("order book snapshot failed", pair=pair, error=repr(e), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.pcfg.reconnect_max_s)
+
+    # -- runtime subscriptions (dm.control): bts:subscribe / bts:unsubscribe -------------------
+    def new_book_sync(self, iid: int):
+        return BitstampBookSync(iid, self.pcfg.publisher_id) if "diff_order_book" in self.channel_names else None
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        self.codec.add_symbol(venue_symbol, iid, CODEC_SIZE_PRECISION)   # as the configured ones
+        self.iid_of_pair[venue_symbol] = iid
+        self.size_precisions[canonical] = self.size_precision_of(canonical)
+
+    async def _events(self, ws, event: str, pairs: list[str]) -> None:
+        for pair in pairs:
+            for ch in self.channel_names:
+                await ws.send_str(orjson.dumps({"event": event, "data": {"channel": f"{ch}_{pair}"}}).decode())
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._events(ws, "bts:subscribe", venue_symbols)   # each book ack fetches its snapshot
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._events(ws, "bts:unsubscribe", venue_symbols)
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict:

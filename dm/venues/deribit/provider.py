@@ -27,6 +27,10 @@ Venue rules (Deribit API v2 docs, https://docs.deribit.com/, sections named in b
   ``public/subscribe``) for a fresh snapshot, repeated after ``resync_timeout_s`` (default 10 s)
   if none came.
 
+Runtime subscriptions (``dm.control``): ``public/subscribe`` / ``public/unsubscribe`` of the
+symbol's channels on the open socket; the symbol must be of a currency fetched at start
+(``currencies`` in the config lists more than the configured symbols need).
+
 Output. ``trades`` → TRADE. ``ticker`` → BBO (with it subscribed the ticker is the channel's
 BBO source: the book publishes DEPTH only) and STATISTICS (mark, index, underlying price,
 implied volatility, open interest, estimated delivery price, funding). The book publishes DEPTH
@@ -161,6 +165,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
         self.venue_symbols = sym.select(self.pcfg.symbols)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
+        self.symbology = sym  # symbols added at runtime (dm.control) are resolved with it
         self._name_of = dict(self.venue_of)
         for canonical, venue in self.venue_symbols.items():
             self.size_precisions[canonical] = sym.info(venue).size_precision
@@ -286,6 +291,27 @@ class DeribitProvider(ResubscribingBooks, Provider):
         t = asyncio.get_running_loop().create_task(send())
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+    # -- runtime subscriptions (dm.control): public/subscribe / public/unsubscribe -------------
+    def new_book_sync(self, iid: int):
+        return DeribitBookSync(iid, self.pcfg.publisher_id) if "book" in self.channel_names else None
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        self.codec.add_symbol(venue_symbol, iid, CODEC_SIZE_PRECISION)   # as the configured ones
+        self._name_of[iid] = venue_symbol
+        self.size_precisions[canonical] = self.size_precision_of(canonical)
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        for c, v in self.venue_symbols.items():
+            sync = self.books.syncs.get(self.instrument_ids[c]) if v in venue_symbols else None
+            if sync is not None:
+                sync.awaiting_snapshot = True   # the subscription brings the snapshot
+        channels = [f"{ch}.{n}.{self.interval}" for n in venue_symbols for ch in self.channel_names]
+        await ws.send_str(self._request("public/subscribe", {"channels": channels}))
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        channels = [f"{ch}.{n}.{self.interval}" for n in venue_symbols for ch in self.channel_names]
+        await ws.send_str(self._request("public/unsubscribe", {"channels": channels}))
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict:
