@@ -35,6 +35,16 @@ BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
                  ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
 
+DERIBIT = ROOT / "data/deribit/2021-07-22"
+#: instrument name -> canonical, the 10 recorded options
+DERIBIT_SYMBOLS = {"BTC-24SEP21-8000-P": "BTCUSD-BTC-210924-8000-P", "BTC-30JUL21-24000-P": "BTCUSD-BTC-210730-24000-P",
+                   "BTC-31DEC21-34000-P": "BTCUSD-BTC-211231-34000-P", "BTC-24SEP21-34000-P": "BTCUSD-BTC-210924-34000-P",
+                   "BTC-24JUN22-15000-C": "BTCUSD-BTC-220624-15000-C", "BTC-31DEC21-300000-C": "BTCUSD-BTC-211231-300000-C",
+                   "BTC-25MAR22-30000-C": "BTCUSD-BTC-220325-30000-C", "ETH-30JUL21-2800-C": "ETHUSD-ETH-210730-2800-C",
+                   "ETH-27AUG21-4000-P": "ETHUSD-ETH-210827-4000-P", "ETH-23JUL21-2300-C": "ETHUSD-ETH-210723-2300-C"}
+BITSTAMP = ROOT / "data/bitstamp/2022-01-05"
+BITSTAMP_PAIRS = ["sgbeur", "ethusd", "xrpeur", "bateur", "usdteur", "usdtusd", "xlmgbp", "adaeur", "batbtc", "galaeur"]
+
 VENUES = {
     # name: (files, provider block args, null-client subscription)
     "binance": (
@@ -61,6 +71,16 @@ VENUES = {
         (COINBASE_2026,),
         dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
              channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
+    ),
+    "deribit": (
+        (DERIBIT,),
+        dict(kind="deribit", exchange="DERIBIT", ws_url="ws://{replay}/ws/api/v2", symbols=list(DERIBIT_SYMBOLS.values()),
+             channels=["book", "ticker", "trades"], extra={"interval": "raw", "heartbeat_s": 30}),
+    ),
+    "bitstamp": (
+        (BITSTAMP,),
+        dict(kind="bitstamp", exchange="BITSTAMP", ws_url="ws://{replay}/bitstamp", symbols=[p.upper() for p in BITSTAMP_PAIRS],
+             channels=["diff_order_book", "live_trades"]),
     ),
 }
 
@@ -137,6 +157,13 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
         url = f"ws://127.0.0.1:{port}/"
         subs = [{"event": "subscribe", "pair": pairs, "subscription": ({"name": "book", "depth": 1000} if c == "book" else {"name": c})}
                 for c in p["channels"]]
+    elif venue == "deribit":
+        url = f"ws://127.0.0.1:{port}/ws/api/v2"
+        subs = [{"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {
+            "channels": [f"{c}.{n}.raw" for n in DERIBIT_SYMBOLS for c in p["channels"]]}}]
+    elif venue == "bitstamp":
+        url = f"ws://127.0.0.1:{port}/bitstamp"
+        subs = [{"event": "bts:subscribe", "data": {"channel": f"{c}_{x}"}} for x in BITSTAMP_PAIRS for c in p["channels"]]
     else:
         products = [x.lower() for x in KF_PRODUCTS]
         url = f"ws://127.0.0.1:{port}/ws/v1"

@@ -37,6 +37,8 @@ REGISTRY: dict[str, str] = {
     "kraken_futures": "dm.venues.kraken_futures",
     "bybit": "dm.venues.bybit",
     "coinbase": "dm.venues.coinbase",
+    "deribit": "dm.venues.deribit",
+    "bitstamp": "dm.venues.bitstamp",
 }
 
 
