@@ -21,6 +21,10 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.binance_futures._codec import BinanceFuturesCodec
+from dm.venues.binance_futures.codec_ref import RefBinanceFuturesCodec
+from dm.venues.binance_delivery._codec import BinanceDeliveryCodec
+from dm.venues.binance_delivery.codec_ref import RefBinanceDeliveryCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -46,6 +50,10 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
+    usyms = {s: 80 + i for i, s in enumerate(["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"])}
+    csyms = {s: 90 + i for i, s in enumerate(["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -59,6 +67,10 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (BinanceFuturesCodec(1004, usyms), RefBinanceFuturesCodec(1004, usyms),
+         recorded(DATA / "binance_futures/2021-07-22/BINANCE_FUTURES.ws.1.0")),
+        (BinanceDeliveryCodec(1005, csyms), RefBinanceDeliveryCodec(1005, csyms),
+         recorded(DATA / "binance_delivery/2021-07-22/BINANCE_DELIVERY.ws.1.0")),
     ]
 
 
@@ -151,7 +163,7 @@ def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
 
 def test_fuzz_one_million_mutated_frames():
     stats = fuzz(1_000_000, seed=20240601)
-    assert stats["ok"] + stats["errors"] >= 999_999
+    assert stats["ok"] + stats["errors"] >= 999_990   # the million split evenly between the venues
     # the mutations must leave a fair share of decodable frames, or the test proves little
     assert stats["ok"] > 30_000 and stats["errors"] > 300_000, stats
 
@@ -159,11 +171,12 @@ def test_fuzz_one_million_mutated_frames():
 @pytest.mark.slow
 def test_fuzz_ten_million_mutated_frames():
     stats = fuzz(10_000_000, seed=7, oracle_every=1000)
-    assert stats["ok"] + stats["errors"] >= 9_999_999
+    assert stats["ok"] + stats["errors"] >= 9_999_990
 
 
-@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit"])
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
+                                   BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "binance_futures", "binance_delivery"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [
