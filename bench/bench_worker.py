@@ -1,6 +1,6 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
-server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
+v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
+`dm supervise` replays its real recording at speed 0 (as fast as the replay server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
 ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
 queue, with the persister and the replay server running on the same 2 cores.
 
@@ -56,6 +56,27 @@ VENUES = {
         dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
              channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
     ),
+    "binance_futures": (
+        tuple(sorted((ROOT / "data/binance_futures/2021-07-22").iterdir())),
+        dict(kind="binance_futures", exchange="BINANCE_FUTURES", ws_url="ws://{replay}/fstream/stream",
+             symbols=["SUSHIUSDT-USDT-PERP", "CTKUSDT-USDT-PERP", "AKROUSDT-USDT-PERP", "KEEPUSDT-USDT-PERP"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"], extra={"quote_aliases": {}}),
+    ),
+    "binance_delivery": (
+        tuple(sorted((ROOT / "data/binance_delivery/2021-07-22").iterdir())),
+        dict(kind="binance_delivery", exchange="BINANCE_DELIVERY", ws_url="ws://{replay}/dstream/stream",
+             symbols=["ETHUSD-ETH-210924", "ETCUSD-ETC-PERP", "LINKUSD-LINK-PERP", "BTCUSD-BTC-211231",
+                      "EOSUSD-EOS-PERP", "BCHUSD-BCH-PERP", "XRPUSD-XRP-PERP", "TRXUSD-TRX-PERP",
+                      "LINKUSD-LINK-211231", "BCHUSD-BCH-210924"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"]),
+    ),
+}
+#: venue symbols of the Binance futures null clients (the recorded sessions' symbols)
+BN_FUTURES_STREAMS = {
+    "binance_futures": ("/fstream/stream", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]),
+    "binance_delivery": ("/dstream/stream", ["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"]),
 }
 
 
@@ -115,6 +136,10 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue in BN_FUTURES_STREAMS:
+        path, syms = BN_FUTURES_STREAMS[venue]
+        streams = [f"{s.lower()}@{c}" for s in syms for c in p["channels"]]
+        url, subs = f"ws://127.0.0.1:{port}{path}?streams=" + "/".join(streams), []
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"
