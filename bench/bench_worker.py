@@ -2,7 +2,8 @@
 v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
 `dm supervise` replays its real recording at speed 0 (as fast as the replay server goes).
 Measured from the worker's stats file: frames / (last frame ts_recv - first frame ts_recv),
-i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue, with the persister and the replay server running on the same 2 cores.
+i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue,
+with the persister and the replay server running on the same 2 cores.
 
 Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly like the worker
 and only counting frames) against the same replay server — the rate the feed can be delivered
