@@ -211,3 +211,44 @@ def test_coinm_dropped_diff_gap_resync(tmp_path, instance, sqlite_url):
         assert (r.n_bid, r.n_ask, r.levels) == states[r.sequence], r.sequence
     assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == final
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(120)
+def test_binance_us_recording_replays_as_recorded(tmp_path, instance, sqlite_url):
+    """A Binance.US session (the spot recording with its hosts as Binance.US names them:
+    stream.binance.us, api.binance.us, www.binance.us) replays through the spot kind under
+    exchange BINANCE_US: the replay server knows the hosts (websocket, depth snapshots,
+    exchangeInfo), the worker syncs every book, 0 gaps."""
+    from tests.e2e import B38, B38_SYMBOLS, EXCHANGE_INFO, canonical
+
+    files = []
+    for src in (B38, EXCHANGE_INFO):
+        dst = tmp_path / f"US-{src.name}"
+        dst.write_text(src.read_text().replace("binance.com", "binance.us"))
+        assert "binance.com" not in dst.read_text()
+        files.append(dst)
+    syms = B38_SYMBOLS[:5]
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(config_head(tmp_path, instance, sqlite_url, files, speed=0.0)
+                   + provider_toml(tmp_path, "binance_us", "binance", "BINANCE_US", "ws://{replay}/stream", syms,
+                                   ["aggTrade", "bookTicker", "depth@100ms"]))
+    readers = ChannelCollector(instance, syms, exchange="BINANCE_US").start()
+    run_supervised(cfg, tmp_path)
+    readers.join(timeout=30)
+    stats = worker_stats(tmp_path, instance, "binance_us")
+    assert stats["dead_letters"] == 0 and stats["book_gaps"] == 0 and stats["book_crossed"] == 0
+    assert stats["frames_by_kind"]["depthSnapshot"] == len(syms)
+    want = defaultdict(int)
+    for line in B38.read_text().split("\n"):
+        if line[:1].isdigit() and "@aggTrade" in line[:60]:
+            want[canonical(json.loads(line.split(": ", 1)[1])["data"]["s"])] += 1
+    for s in syms:
+        assert sum(isinstance(r, Trade) for r in readers.records[s]) == want[s], s
+        assert any(isinstance(r, Depth) for r in readers.records[s]), s
+    st = open_storage(sqlite_url)
+    try:
+        assert st.gaps() == []
+        assert {ex for _iid, _sym, ex, _v, _p in st.load_instruments()} == {"BINANCE_US"}
+    finally:
+        st.close()
+    assert leftover_segments(instance) == []
