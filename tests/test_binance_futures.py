@@ -182,9 +182,19 @@ def test_records_match_the_recording_parsed_independently(which):
             assert all(x.sequence == d["u"] and x.ts_event == d["T"] * 10**6 for x in recs)
             assert not recs or recs[-1].flags & REC.Flag.LAST
         else:
-            assert e == "kline" and recs == []
+            assert e == "kline"
+            k = d["k"]
+            if not k["x"]:
+                assert recs == []               # the bar is still open
+            else:
+                (bar,) = recs
+                assert (bar.ts_event, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.interval_s, bar.count,
+                        bar.size_precision) == (k["t"] * 10**6, fx(k["o"]), fx(k["h"]), fx(k["l"]), fx(k["c"]),
+                                                fx(k["v"], sp[s]), 60, k["n"], sp[s])
+                n["bar"] += 1
         n[e] += 1
     assert n["snapshot"] == (4 if which == "um" else 10)
+    assert n["bar"] == (4 if which == "um" else 0)      # the USD-M session crosses 22:26:00
 
 
 def test_mark_price_statistics():
@@ -249,6 +259,14 @@ def test_malformed_frames_are_errors_not_records():
         res = agree(c, r, bad)
         assert res[0] == "error", bad
     assert agree(c, r, '{"result":null,"id":7}')[2] == KINDS["subscription"]
+    kl = ('{"e":"kline","E":1,"s":"SUSHIUSDT","k":{"t":1,"i":"%s","o":"1","h":"2","l":"0.5","c":"1.5",'
+          '"v":"10","n":3,"x":true}}')
+    for iv, secs in (("1m", 60), ("4h", 14400), ("1d", 86400), ("1w", 604800), ("1M", 0), ("15s", 15)):
+        assert split(agree(c, r, kl % iv)[1])[0].interval_s == secs
+    for bad in ("m", "1y", "1000m", ""):
+        assert agree(c, r, kl % bad)[3:5] == ("unknown interval", "i")
+    assert agree(c, r, kl.replace('"v":"10"', '"v":"10.5"') % "1m")[7][0][1:3] == (
+        "v", "more fractional digits than the instrument's size_precision")
     raw = '{"e":"depthUpdate","E":5,"s":"SUSHIUSDT","U":1,"u":2,"pu":0,"b":[["1.5","3"]],"a":[]}'
     res = agree(c, r, raw)                  # raw stream (/ws/<stream>): no T -> ts_event = E
     assert split(res[1])[0].ts_event == 5 * 10**6 and res[4:7] == (1, 2, 0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dm.recording import Drop, Insert, write_modified_recording
-from dm.records import SIDE_ASK, SIDE_BID, Bbo, Depth, Trade
+from dm.records import SIDE_ASK, SIDE_BID, Bar, Bbo, Depth, Trade
 from dm.storage import open_storage
 from tests.book_ref import RefBook, levels_records, snapshot_records
 from tests.e2e import (ChannelCollector, config_head, depth_levels, leftover_segments, provider_toml, run_supervised,
@@ -32,7 +32,7 @@ CM_SYMS = {"ETHUSD_210924": "ETHUSD-ETH-210924", "ETCUSD_PERP": "ETCUSD-ETC-PERP
            "BTCUSD_211231": "BTCUSD-BTC-211231", "EOSUSD_PERP": "EOSUSD-EOS-PERP", "BCHUSD_PERP": "BCHUSD-BCH-PERP",
            "XRPUSD_PERP": "XRPUSD-XRP-PERP", "TRXUSD_PERP": "TRXUSD-TRX-PERP", "LINKUSD_211231": "LINKUSD-LINK-211231",
            "BCHUSD_210924": "BCHUSD-BCH-210924"}
-CHANNELS = ("aggTrade", "bookTicker", "depth@100ms")
+CHANNELS = ("aggTrade", "bookTicker", "depth@100ms", "kline_1m")
 
 
 def fx(text: str) -> int:
@@ -129,6 +129,10 @@ def test_usdm_and_coinm_replay_end_to_end(tmp_path, instance, storage_url):
                 assert (r.n_bid, r.n_ask, r.levels) == states[r.sequence], (sym, r.sequence)
                 assert r.levels[0][0] < r.levels[0][1]          # not crossed
             assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == states[max(states)]
+            bars = [(r.ts_event, r.open, r.close, r.volume, r.interval_s) for r in recs if isinstance(r, Bar)]
+            assert bars == [(k["k"]["t"] * 10**6, fx(k["k"]["o"]), fx(k["k"]["c"]), fx(k["k"]["v"]), 60)
+                            for k in by[venue]["kline"] if k["k"]["x"]], sym
+            totals["bars"] += len(bars)
             totals[prov + ".trades"] += len(trades)
             totals[prov + ".bbo"] += len(bbos)
             totals[prov + ".depth"] += len(depths)
@@ -139,6 +143,7 @@ def test_usdm_and_coinm_replay_end_to_end(tmp_path, instance, storage_url):
         assert st.gaps() == []
         counts = st.counts()
         assert counts["trades"] == 91 + 51
+        assert counts["bars"] == totals["bars"] == 4        # closed 1m klines: the USD-M session crosses a minute
         assert counts["bbo"] == totals["binance_futures.bbo"] + totals["binance_delivery.bbo"] == 613 + 2240
         assert counts["depth"] == totals["binance_futures.depth"] + totals["binance_delivery.depth"]
         inst = {(ex, sym): (venue, pub) for iid, sym, ex, venue, pub in st.load_instruments()}
@@ -186,7 +191,7 @@ def test_coinm_dropped_diff_gap_resync(tmp_path, instance, sqlite_url):
                                # the recorded snapshot is served first, the inserted one after it
                                [CM / "BINANCE_DELIVERY.http.0.0", rec, CM / "BINANCE_DELIVERY.0"], speed=20.0)
                    + futures_providers(tmp_path, um_syms=(), cm_syms=(canon,)).replace(
-                       '"aggTrade", "bookTicker", "depth@100ms"', '"depth@100ms"'))
+                       '"aggTrade", "bookTicker", "depth@100ms", "kline_1m"', '"depth@100ms"'))
     readers = ChannelCollector(instance, [canon], exchange="BINANCE_DELIVERY").start()
     run_supervised(cfg, tmp_path)
     readers.join(timeout=30)

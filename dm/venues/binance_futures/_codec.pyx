@@ -8,7 +8,7 @@ index, estimated settlement price and funding rate, and sizes are stored at each
 ``size_precision`` (a value that does not fit is rejected alone)."""
 from cpython.bytes cimport PyBytes_AS_STRING
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memset
 
 from dm._records cimport *
 from dm._scan cimport *
@@ -45,6 +45,7 @@ cdef enum:
     FS_i
     FS_P
     FS_r
+    FS_k
     FS_N
 
 
@@ -84,6 +85,8 @@ cdef int fs_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
             return FS_P
         if c == c'r':
             return FS_r
+        if c == c'k':
+            return FS_k
         return -1
     if n == 2:
         if k[0] == c'p' and k[1] == c'u':
@@ -356,6 +359,154 @@ cdef int fs_mark(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
     return fs_stat_px(s, D[FS_r], b"r", ts, nft, ST_FUNDING)
 
 
+cdef enum:
+    KL_t = 0
+    KL_i
+    KL_o
+    KL_h
+    KL_l
+    KL_c
+    KL_v
+    KL_n
+    KL_x
+    KL_N
+
+
+cdef int kl_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
+    if n != 1:
+        return -1
+    if k[0] == c't':
+        return KL_t
+    if k[0] == c'i':
+        return KL_i
+    if k[0] == c'o':
+        return KL_o
+    if k[0] == c'h':
+        return KL_h
+    if k[0] == c'l':
+        return KL_l
+    if k[0] == c'c':
+        return KL_c
+    if k[0] == c'v':
+        return KL_v
+    if k[0] == c'n':
+        return KL_n
+    if k[0] == c'x':
+        return KL_x
+    return -1
+
+
+cdef int kl_interval(const uint8_t* t, Py_ssize_t n, uint32_t* out) noexcept nogil:
+    """"1m", "4h", "1d", "1w" -> seconds; "1M" (a calendar month) -> 0. -1: not an interval."""
+    cdef Py_ssize_t j
+    cdef uint64_t v = 0, unit
+    if n < 2 or n > 4:
+        return -1
+    for j in range(n - 1):
+        if not is_digit(t[j]):
+            return -1
+        v = v * 10 + (t[j] - 48)
+    if t[n - 1] == c's':
+        unit = 1
+    elif t[n - 1] == c'm':
+        unit = 60
+    elif t[n - 1] == c'h':
+        unit = 3600
+    elif t[n - 1] == c'd':
+        unit = 86400
+    elif t[n - 1] == c'w':
+        unit = 604800
+    elif t[n - 1] == c'M':
+        unit = 0
+    else:
+        return -1
+    out[0] = <uint32_t>(v * unit)
+    return 0
+
+
+cdef int fs_kline(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
+    """kline: s, k {t, i, o, h, l, c, v, n, x} -> one BAR when the bar is closed (x true; an
+    open bar's updates -> 0 records): ts_event = t (the bar's start), prices 1e-9, volume = v
+    (USD-M: base asset; COIN-M: contracts) at the instrument's size_precision, count = n,
+    interval_s from i (0 for "1M", a calendar month). A bar with a value that cannot be
+    represented is dropped alone."""
+    cdef Py_ssize_t v, ko, a, b
+    cdef Py_ssize_t K[KL_N]
+    cdef uint64_t ts, n, vol = 0
+    cdef int64_t px[4]
+    cdef uint32_t ivl
+    cdef bint closed
+    cdef int j, r, bad = 0
+    cdef BarRecord* rec
+    cdef const char* names[4]
+    names[0] = b"o"
+    names[1] = b"h"
+    names[2] = b"l"
+    names[3] = b"c"
+    v = req(s, D, FS_s, b"s", doff)
+    if v < 0 or lookup(s, v, b"s") < 0:
+        return -1
+    ko = req(s, D, FS_k, b"k", doff)
+    if ko < 0:
+        return -1
+    if s.p[ko] != 123:
+        return e_codec(s, ERR_CODEC, b"expected an object", b"k", ko)
+    if index_obj(s, ko, 2, kl_key, K, KL_N) < 0:
+        return -1
+    v = req(s, K, KL_x, b"x", ko)
+    if v < 0 or get_bool(s, v, b"x", &closed) < 0:
+        return -1
+    v = req(s, K, KL_t, b"t", ko)
+    if v < 0 or get_ms(s, v, b"t", &ts) < 0:
+        return -1
+    v = req(s, K, KL_i, b"i", ko)
+    if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
+        return -1
+    if kl_interval(s.p + a, b - a, &ivl) < 0:
+        return e_codec(s, ERR_CODEC, b"unknown interval", b"i", v)
+    for j in range(4):
+        v = req(s, K, KL_o + j, names[j], ko)
+        if v < 0:
+            return -1
+        r = get_px_str(s, v, names[j], &px[j])
+        if r < 0:
+            return -1
+        bad |= r
+    v = req(s, K, KL_v, b"v", ko)
+    if v < 0:
+        return -1
+    r = get_sz_str(s, v, b"v", &vol)
+    if r < 0:
+        return -1
+    bad |= r
+    v = req(s, K, KL_n, b"n", ko)
+    if v < 0 or get_u64(s, v, b"n", &n) < 0:
+        return -1
+    if bad or not closed:
+        return 0
+    rec = <BarRecord*>reserve(s, sizeof(BarRecord))
+    if rec == NULL:
+        return -1
+    rec.hd.length = sizeof(BarRecord) // 4
+    rec.hd.rtype = RTYPE_BAR
+    rec.hd.publisher_id = s.publisher_id
+    rec.hd.instrument_id = s.instrument_id
+    rec.hd.ts_event = ts
+    rec.open = px[0]
+    rec.high = px[1]
+    rec.low = px[2]
+    rec.close = px[3]
+    rec.volume = vol
+    rec.interval_s = ivl
+    if n > <uint64_t>0xFFFFFFFF:
+        n = <uint64_t>0xFFFFFFFF
+    rec.count = <uint32_t>n
+    rec.flags = 0
+    rec.size_precision = s.size_precision
+    memset(rec._reserved, 0, 6)
+    return 0
+
+
 cdef int fs_decode(CState* s) noexcept nogil:
     global g_pu
     cdef const uint8_t* p = s.p
@@ -431,7 +582,9 @@ cdef int fs_decode(CState* s) noexcept nogil:
         return fs_depth(s, D, doff)
     if kind == K_TICKER:
         return fs_mark(s, D, doff)
-    return 0      # kline, subscription reply: no records
+    if kind == K_KLINE:
+        return fs_kline(s, D, doff)
+    return 0      # subscription reply: no records
 
 
 cdef enum:
@@ -511,8 +664,9 @@ cdef class BinanceFuturesCodec(BinanceCodec):
 
     Kinds: aggTrade -> TRADE; bookTicker -> BBO; depthUpdate -> BOOK_DELTA per level;
     markPriceUpdate -> "ticker": STATISTICS (MARK_PRICE, INDEX_PRICE,
-    ESTIMATED_SETTLEMENT_PRICE, FUNDING_RATE with ts_ref = next funding time); kline and
-    subscription replies ({"result": ..., "id": ...}) -> 0 records. ts_event: T (transaction
+    ESTIMATED_SETTLEMENT_PRICE, FUNDING_RATE with ts_ref = next funding time); kline -> BAR
+    once closed (``x`` true; updates of the open bar -> 0 records); subscription replies
+    ({"result": ..., "id": ...}) -> 0 records. ts_event: T (transaction
     time) when the frame has it, else E. Sizes at the instrument's size_precision
     (``add_symbol``); prices 1e-9; a value that does not fit is rejected alone
     (``value_errors``): a level or trade is dropped, a BBO side published empty, a statistic

@@ -3,6 +3,7 @@ only: the same frames give the same records, kinds, sequences (``prev_seq``), va
 alone and errors."""
 from __future__ import annotations
 
+import re
 import struct
 
 from dm.codec_ref import (BBO, DELTA, F_SNAPSHOT, F_TS_IS_RECV, I64_MAX, RTYPE_BBO, RTYPE_BOOK_DELTA, RTYPE_TRADE,
@@ -12,6 +13,9 @@ from dm.venues.binance.codec_ref import RefBinanceCodec
 
 RTYPE_STATISTICS = 0xE7
 STAT = struct.Struct("<BBHIQQQqqIiHHBBB17x")   # 80 B, dm/_records.pxd StatRecord
+BAR = struct.Struct("<BBHIQqqqqQIIBB6x")       # 72 B, dm/_records.pxd BarRecord
+RTYPE_BAR = 0xE4
+_UNIT = {b"s": 1, b"m": 60, b"h": 3600, b"d": 86400, b"w": 604800, b"M": 0}
 UNDEF_TS = U64_MAX
 ST_MARK, ST_INDEX, ST_FUNDING, ST_EST_SETTLE = 1001, 1002, 1003, 1006
 MAX_VALUE_ERRS = 16
@@ -192,6 +196,28 @@ class RefBinanceFuturesCodec(RefBinanceCodec):
             self._stat(d.get(b"i"), "i", ts, UNDEF_TS, ST_INDEX)
             self._stat(d.get(b"P"), "P", ts, UNDEF_TS, ST_EST_SETTLE)
             self._stat(d.get(b"r"), "r", ts, nft, ST_FUNDING)
+        elif kind == K["kline"]:
+            self._kline(d, data)
+
+    def _kline(self, d: dict, data: Node) -> None:
+        self.lookup(self.req(d, "s", data), "s")
+        ko = self.req(d, "k", data)
+        if ko.t != "obj":
+            self.err("expected an object", "k", ko.off)
+        k = self.members(ko)
+        closed = self.boolean(self.req(k, "x", ko), "x")
+        ts = self.ms(self.req(k, "t", ko), "t")
+        iv = self.req(k, "i", ko)
+        m = re.fullmatch(rb"([0-9]{1,3})([smhdwM])", self.s(iv, "i"))
+        if not m:
+            self.err("unknown interval", "i", iv.off)
+        ivl = int(m.group(1)) * _UNIT[m.group(2)]
+        pxs = [self.px(self.req(k, f, ko), f) for f in ("o", "h", "l", "c")]
+        vol = self.sz(self.req(k, "v", ko), "v")
+        n = self.u64(self.req(k, "n", ko), "n")
+        if closed and None not in pxs and vol is not None:
+            self.recs.append(BAR.pack(18, RTYPE_BAR, self.publisher_id, self.instrument_id, ts, *pxs, vol, ivl,
+                                      min(n, 0xFFFFFFFF), 0, self.size_precision))
 
     def _stat(self, node, field, ts, ts_ref, stat_type) -> None:
         if node is None or (node.t == "str" and node.v == b""):

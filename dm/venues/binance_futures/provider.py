@@ -13,8 +13,8 @@ snapshots from ``GET /fapi/v1/depth?symbol=S&limit=N``, N in 5, 10, 20, 50, 100,
 break of ``pu`` continuity is one gap in the ledger and a resync from a fresh snapshot.
 
 Output: aggTrade → TRADE, bookTicker → BBO (the book then publishes DEPTH only), markPrice →
-STATISTICS (mark, index, estimated settlement price, funding rate), the book's BOOK_DELTA
-records to the persist queue. A value the codec rejects alone is dead-lettered with its text.
+STATISTICS (mark, index, estimated settlement price, funding rate), a closed kline → BAR, the
+book's BOOK_DELTA records to the persist queue. A value the codec rejects alone is dead-lettered with its text.
 
 Sizes: each instrument's ``size_precision`` is the decimals of ``LOT_SIZE.stepSize``
 (``SymbolInfo.size_precision``, in the stats file as ``size_precisions``); the codec is
