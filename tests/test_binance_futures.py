@@ -577,3 +577,46 @@ def test_replay_serves_futures_next_to_spot():
     assert json.loads(out["/dapi/v1/depth?symbol=BTCUSD_211231&limit=1000"][1])["symbol"] == "BTCUSD_211231"
     assert len(json.loads(out["/fapi/v1/exchangeInfo"][1])["symbols"]) == 122
     assert len(json.loads(out["/dapi/v1/exchangeInfo"][1])["symbols"]) == 36
+
+
+def _diff_ids(which: str) -> dict[str, list[tuple[int, int, int]]]:
+    out = defaultdict(list)
+    for k, e in recorded(which):
+        if k == "ws":
+            d = json.loads(e.text)["data"]
+            if d["e"] == "depthUpdate":
+                out[d["s"]].append((d["U"], d["u"], d["pu"]))
+    return out
+
+
+DIFF_IDS = {w: _diff_ids(w) for w in ("um", "cm")}
+
+
+@SETTINGS
+@given(st.data())
+def test_every_run_of_lost_diffs_is_one_gap_with_its_exact_range(data):
+    """Property on the recorded update ids: drop any set of diffs; the sync reports one gap per
+    run of consecutive lost diffs that a received diff follows (none before the first diff
+    seen), missing exactly previous received u + 1 .. pu of the diff after the run; the spot
+    rule (U == previous u + 1) would instead call almost every received diff a gap."""
+    which = data.draw(st.sampled_from(["um", "cm"]))
+    sym = data.draw(st.sampled_from(sorted(DIFF_IDS[which])))
+    ids = DIFF_IDS[which][sym]
+    lost = data.draw(st.sets(st.integers(0, len(ids) - 1), max_size=len(ids) // 3))
+    sy = VENUES[which][6](1)
+    got, want = [], []
+    prev_u = None
+    pending_loss = False
+    for i, (U, u, pu) in enumerate(ids):
+        if i in lost:
+            pending_loss = prev_u is not None
+            continue
+        act = sy.on_diff(U, u, b"", pu)
+        if act.gap:
+            got.append((act.gap.first_missing, act.gap.last_missing))
+        if pending_loss:
+            want.append((prev_u + 1, pu))
+        pending_loss = False
+        prev_u = u
+    assert got == want
+    assert sy.stats.gaps == len(want)
