@@ -257,3 +257,41 @@ def test_binance_us_recording_replays_as_recorded(tmp_path, instance, sqlite_url
     finally:
         st.close()
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(120)
+def test_value_that_does_not_fit_is_dead_lettered_alone(tmp_path, instance, sqlite_url):
+    """A bookTicker whose bid price cannot be represented (out of range at 1e-9): the worker
+    dead-letters that value alone and publishes the BBO with an empty bid side; every other
+    frame and the book are untouched (0 gaps), same worker process."""
+    from dm.recording import Replace
+
+    venue, canon = "BCHUSD_PERP", "BCHUSD-BCH-PERP"
+    ws = CM / "BINANCE_DELIVERY.ws.1.0"
+    lines = ws.read_text().split("\n")
+    no = next(i for i, line in enumerate(lines, 1) if '"bchusd_perp@bookTicker"' in line[:80])
+    ts, text = lines[no - 1].split(": ", 1)
+    d = json.loads(text)["data"]
+    bad = text.replace(f'"b":"{d["b"]}"', '"b":"99999999999999999999"')
+    assert bad != text
+    rec = write_modified_recording(ws, tmp_path / "BINANCE_DELIVERY.ws.1.0", [Replace(no, f"{ts}: {bad}")])
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(config_head(tmp_path, instance, sqlite_url,
+                               [CM / "BINANCE_DELIVERY.http.0.0", rec, CM / "BINANCE_DELIVERY.0"], speed=0.0)
+                   + futures_providers(tmp_path, um_syms=(), cm_syms=(canon,)))
+    readers = ChannelCollector(instance, [canon], exchange="BINANCE_DELIVERY").start()
+    run_supervised(cfg, tmp_path)
+    readers.join(timeout=30)
+    stats = worker_stats(tmp_path, instance, "binance_delivery")
+    assert stats["value_errors"] == 1 and stats["dead_letters"] == 1 and stats["book_gaps"] == 0
+    (dead,) = [json.loads(x) for x in (tmp_path / "deadletter" / "binance_delivery.jsonl").read_text().split("\n") if x]
+    assert dead["kind"] == "FixedPointError" and "99999999999999999999" in dead["error"] and dead["frame"] == bad
+    snaps, frames = session(CM)
+    want = [b for _no, _f, b in frames if b["e"] == "bookTicker" and b["s"] == venue]
+    bbos = [r for r in readers.records[canon] if isinstance(r, Bbo)]
+    assert len(bbos) == len(want)
+    first = bbos[0]
+    assert (first.bid_px, first.bid_sz, first.ask_px, first.ask_sz) == (
+        (1 << 63) - 1, 0, fx(want[0]["a"]), fx(want[0]["A"]))
+    assert [(r.bid_px, r.ask_px) for r in bbos[1:]] == [(fx(b["b"]), fx(b["a"])) for b in want[1:]]
+    assert started_pids((tmp_path / "supervisor.log").read_text(), "binance_delivery") == [stats["pid"]]
