@@ -225,6 +225,28 @@ def test_mark_price_statistics():
     assert res[7][0][1:3] == ("i", "out of range")
 
 
+def test_liquidation_statistics():
+    """forceOrder (USD-M docs, "Liquidation Order Streams"; COIN-M the same with "ps"): one
+    STATISTICS LIQUIDATION at the average price and filled quantity, stat_flags = the side of
+    the liquidated order, ts_event = T."""
+    c, r = pair("um")
+    fo = ('{"stream":"sushiusdt@forceOrder","data":{"e":"forceOrder","E":1568014460893,"o":{"s":"SUSHIUSDT",'
+          '"S":"SELL","o":"LIMIT","f":"IOC","q":"14","p":"7.5010","ap":"7.5020","X":"FILLED","l":"14","z":"14",'
+          '"T":1568014460890}}}')
+    res = agree(c, r, fo)
+    assert res[2] == KINDS["liquidation"]
+    (st_,) = split(res[1])
+    assert (st_.stat_type, st_.price, st_.quantity, st_.stat_flags, st_.ts_event, st_.size_precision) == (
+        StatType.LIQUIDATION, 7_502000000, 14, ord("A"), 1568014460890 * 10**6, 0)
+    buy = fo.replace('"S":"SELL"', '"S":"BUY"').replace('"stream":"sushiusdt@forceOrder",', '"stream":"!forceOrder@arr",')
+    assert split(agree(c, r, buy)[1])[0].stat_flags == ord("B")
+    assert agree(c, r, fo.replace('"S":"SELL"', '"S":"SHORT"'))[3:5] == ("invalid side", "S")
+    res = agree(c, r, fo.replace('"z":"14"', '"z":"14.5"'))      # SUSHIUSDT lot step 1: rejected alone
+    assert res[0] == 0 and res[7][0][1] == "z"
+    raw = json.loads(fo)["data"]
+    assert agree(c, r, json.dumps(raw))[0] == 1                 # raw stream form
+
+
 def test_values_rejected_alone():
     """COIN-M sizes are whole contracts: a fractional quantity is rejected alone (the level
     dropped, the BBO side published empty, the trade left out), the rest of the frame kept."""
@@ -286,7 +308,7 @@ IDS = st.integers(min_value=0, max_value=2**64 + 5)
 def frames(draw):
     s = draw(st.sampled_from(["SUSHIUSDT", "CTKUSDT", "sushiusdt", "BCHUSD_PERP", "ETHUSD_210924", "NOPE"]))
     lv = st.lists(st.tuples(DEC, DEC).map(list), max_size=4)
-    kind = draw(st.sampled_from(["depth", "bt", "agg", "mark", "kline"]))
+    kind = draw(st.sampled_from(["depth", "bt", "agg", "mark", "kline", "force"]))
     if kind == "depth":
         d = {"e": "depthUpdate", "E": draw(IDS), "T": draw(IDS), "s": s, "U": draw(IDS), "u": draw(IDS),
              "pu": draw(IDS), "b": draw(lv), "a": draw(lv)}
@@ -303,8 +325,17 @@ def frames(draw):
         d = {"e": "markPriceUpdate", "E": draw(IDS), "s": s, "p": draw(DEC), "P": draw(DEC), "i": draw(DEC),
              "r": draw(DEC), "T": draw(IDS)}
         name = "markPrice@1s"
+    elif kind == "force":
+        o = {"s": s, "S": draw(st.sampled_from(["BUY", "SELL", "X"])), "q": draw(DEC), "p": draw(DEC),
+             "ap": draw(DEC), "z": draw(DEC), "T": draw(IDS)}
+        for k in draw(st.lists(st.sampled_from(sorted(o)), max_size=1)):
+            o.pop(k, None)
+        d = {"e": "forceOrder", "E": draw(IDS), "o": o}
+        name = "forceOrder"
     else:
-        d = {"e": "kline", "E": 1, "s": s, "k": {"t": 1}}
+        d = {"e": "kline", "E": 1, "s": s, "k": {"t": draw(IDS), "i": draw(st.sampled_from(["1m", "1h", "x"])),
+                                                   "o": draw(DEC), "h": draw(DEC), "l": draw(DEC), "c": draw(DEC),
+                                                   "v": draw(DEC), "n": draw(IDS), "x": draw(st.booleans())}}
         name = "kline_1m"
     for k in draw(st.lists(st.sampled_from(sorted(d)), max_size=2)):
         d.pop(k, None)

@@ -22,6 +22,7 @@ cdef enum:
     ST_MARK = 1001
     ST_INDEX = 1002
     ST_FUNDING = 1003
+    ST_LIQUIDATION = 1005
     ST_EST_SETTLE = 1006
 
 cdef enum:
@@ -46,6 +47,7 @@ cdef enum:
     FS_P
     FS_r
     FS_k
+    FS_o
     FS_N
 
 
@@ -87,6 +89,8 @@ cdef int fs_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
             return FS_r
         if c == c'k':
             return FS_k
+        if c == c'o':
+            return FS_o
         return -1
     if n == 2:
         if k[0] == c'p' and k[1] == c'u':
@@ -105,6 +109,8 @@ cdef int fs_stream_kind(const uint8_t* t, Py_ssize_t n) noexcept nogil:
     """Stream name "<symbol>@<type>[@<speed>]" -> kind (0 = unknown)."""
     cdef Py_ssize_t j = 0, m
     cdef const uint8_t* r
+    if raw_eq(t, n, b"!forceOrder@arr", 15):     # every symbol's liquidations
+        return K_LIQUIDATION
     while j < n and t[j] != 64:
         j += 1
     if j >= n:
@@ -121,6 +127,8 @@ cdef int fs_stream_kind(const uint8_t* t, Py_ssize_t n) noexcept nogil:
         return K_KLINE
     if m >= 9 and memcmp(r, b"markPrice", 9) == 0 and (m == 9 or r[9] == 64):
         return K_TICKER
+    if raw_eq(r, m, b"forceOrder", 10):
+        return K_LIQUIDATION
     return 0
 
 
@@ -135,6 +143,8 @@ cdef int fs_event_kind(const uint8_t* t, Py_ssize_t n) noexcept nogil:
         return K_KLINE
     if raw_eq(t, n, b"markPriceUpdate", 15):
         return K_TICKER
+    if raw_eq(t, n, b"forceOrder", 10):
+        return K_LIQUIDATION
     return 0
 
 
@@ -507,6 +517,81 @@ cdef int fs_kline(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
     return 0
 
 
+cdef enum:
+    FO_s = 0
+    FO_S
+    FO_ap
+    FO_z
+    FO_T
+    FO_N
+
+
+cdef int fo_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
+    if n == 1:
+        if k[0] == c's':
+            return FO_s
+        if k[0] == c'S':
+            return FO_S
+        if k[0] == c'z':
+            return FO_z
+        if k[0] == c'T':
+            return FO_T
+        return -1
+    if n == 2 and k[0] == c'a' and k[1] == c'p':
+        return FO_ap
+    return -1
+
+
+cdef int fs_liquidation(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
+    """forceOrder: o {s, S, ap, z, T} -> one STATISTICS LIQUIDATION: price = ap (average fill
+    price), quantity = z (filled quantity, at the instrument's size_precision), ts_event = T,
+    stat_flags = side of the liquidated order ('B' BUY, 'A' SELL). A value that cannot be
+    represented drops the record alone."""
+    cdef Py_ssize_t v, oo, a, b
+    cdef Py_ssize_t O[FO_N]
+    cdef uint64_t ts, qty = 0
+    cdef int64_t px = 0
+    cdef uint8_t side
+    cdef int r1, r2
+    oo = req(s, D, FS_o, b"o", doff)
+    if oo < 0:
+        return -1
+    if s.p[oo] != 123:
+        return e_codec(s, ERR_CODEC, b"expected an object", b"o", oo)
+    if index_obj(s, oo, 2, fo_key, O, FO_N) < 0:
+        return -1
+    v = req(s, O, FO_s, b"s", oo)
+    if v < 0 or lookup(s, v, b"s") < 0:
+        return -1
+    v = req(s, O, FO_S, b"S", oo)
+    if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"BUY", 3):
+        side = SIDE_BID
+    elif raw_eq(s.p + a, b - a, b"SELL", 4):
+        side = SIDE_ASK
+    else:
+        return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
+    v = req(s, O, FO_T, b"T", oo)
+    if v < 0 or get_ms(s, v, b"T", &ts) < 0:
+        return -1
+    v = req(s, O, FO_ap, b"ap", oo)
+    if v < 0:
+        return -1
+    r1 = get_px_str(s, v, b"ap", &px)
+    if r1 < 0:
+        return -1
+    v = req(s, O, FO_z, b"z", oo)
+    if v < 0:
+        return -1
+    r2 = get_sz_str(s, v, b"z", &qty)
+    if r2 < 0:
+        return -1
+    if r1 != 0 or r2 != 0:
+        return 0
+    return emit_stat(s, ts, DM_UNDEF_TIMESTAMP, px, <int64_t>qty, 0, ST_LIQUIDATION, 1, side)
+
+
 cdef int fs_decode(CState* s) noexcept nogil:
     global g_pu
     cdef const uint8_t* p = s.p
@@ -584,6 +669,8 @@ cdef int fs_decode(CState* s) noexcept nogil:
         return fs_mark(s, D, doff)
     if kind == K_KLINE:
         return fs_kline(s, D, doff)
+    if kind == K_LIQUIDATION:
+        return fs_liquidation(s, D, doff)
     return 0      # subscription reply: no records
 
 
@@ -665,7 +752,9 @@ cdef class BinanceFuturesCodec(BinanceCodec):
     Kinds: aggTrade -> TRADE; bookTicker -> BBO; depthUpdate -> BOOK_DELTA per level;
     markPriceUpdate -> "ticker": STATISTICS (MARK_PRICE, INDEX_PRICE,
     ESTIMATED_SETTLEMENT_PRICE, FUNDING_RATE with ts_ref = next funding time); kline -> BAR
-    once closed (``x`` true; updates of the open bar -> 0 records); subscription replies
+    once closed (``x`` true; updates of the open bar -> 0 records); forceOrder ->
+    "liquidation": STATISTICS LIQUIDATION (average price, filled quantity, stat_flags = side of
+    the liquidated order; Binance "Liquidation Order Streams"); subscription replies
     ({"result": ..., "id": ...}) -> 0 records. ts_event: T (transaction
     time) when the frame has it, else E. Sizes at the instrument's size_precision
     (``add_symbol``); prices 1e-9; a value that does not fit is rejected alone

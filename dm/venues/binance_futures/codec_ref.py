@@ -17,12 +17,12 @@ BAR = struct.Struct("<BBHIQqqqqQIIBB6x")       # 72 B, dm/_records.pxd BarRecord
 RTYPE_BAR = 0xE4
 _UNIT = {b"s": 1, b"m": 60, b"h": 3600, b"d": 86400, b"w": 604800, b"M": 0}
 UNDEF_TS = U64_MAX
-ST_MARK, ST_INDEX, ST_FUNDING, ST_EST_SETTLE = 1001, 1002, 1003, 1006
+ST_MARK, ST_INDEX, ST_FUNDING, ST_LIQUIDATION, ST_EST_SETTLE = 1001, 1002, 1003, 1005, 1006
 MAX_VALUE_ERRS = 16
 
 _STREAMS = {b"aggTrade": K["aggTrade"], b"bookTicker": K["bookTicker"]}
 _EVENTS = {b"aggTrade": K["aggTrade"], b"bookTicker": K["bookTicker"], b"depthUpdate": K["depthUpdate"],
-           b"kline": K["kline"], b"markPriceUpdate": K["ticker"]}
+           b"kline": K["kline"], b"markPriceUpdate": K["ticker"], b"forceOrder": K["liquidation"]}
 
 
 class RefBinanceFuturesCodec(RefBinanceCodec):
@@ -89,9 +89,9 @@ class RefBinanceFuturesCodec(RefBinanceCodec):
         self.recs.append(DELTA.pack(14, RTYPE_BOOK_DELTA, self.publisher_id, self.instrument_id, ts_event,
                                     self.ts_recv, px, sz, seq, side, action, flags, self.size_precision))
 
-    def stat(self, ts_event, ts_ref, price, stat_type):
+    def stat(self, ts_event, ts_ref, price, stat_type, quantity=I64_MAX, flags=0):
         self.recs.append(STAT.pack(20, RTYPE_STATISTICS, self.publisher_id, self.instrument_id, ts_event,
-                                   self.ts_recv, ts_ref, price, I64_MAX, 0, 0, stat_type, 0, 1, 0,
+                                   self.ts_recv, ts_ref, price, quantity, 0, 0, stat_type, 0, 1, flags,
                                    self.size_precision))
 
     def levels(self, node: Node, field: str, side: int, ts: int, seq: int, flags: int) -> None:
@@ -123,7 +123,9 @@ class RefBinanceFuturesCodec(RefBinanceCodec):
         if b"stream" in t:
             name = self.s(t[b"stream"], "stream")
             kind = 0
-            if b"@" in name:
+            if name == b"!forceOrder@arr":
+                kind = K["liquidation"]
+            elif b"@" in name:
                 r = name.split(b"@", 1)[1]
                 kind = _STREAMS.get(r, 0)
                 if r.startswith(b"depth"):
@@ -132,6 +134,8 @@ class RefBinanceFuturesCodec(RefBinanceCodec):
                     kind = K["kline"]
                 elif r.startswith(b"markPrice") and (len(r) == 9 or r[9:10] == b"@"):
                     kind = K["ticker"]
+                elif r == b"forceOrder":
+                    kind = K["liquidation"]
             if not kind:
                 self.err("unknown stream", "stream", t[b"stream"].off)
             data = self.req(t, "data", top)
@@ -198,6 +202,24 @@ class RefBinanceFuturesCodec(RefBinanceCodec):
             self._stat(d.get(b"r"), "r", ts, nft, ST_FUNDING)
         elif kind == K["kline"]:
             self._kline(d, data)
+        elif kind == K["liquidation"]:
+            self._liquidation(d, data)
+
+    def _liquidation(self, d: dict, data: Node) -> None:
+        oo = self.req(d, "o", data)
+        if oo.t != "obj":
+            self.err("expected an object", "o", oo.off)
+        o = self.members(oo)
+        self.lookup(self.req(o, "s", oo), "s")
+        sn = self.req(o, "S", oo)
+        side = {b"BUY": SIDE_B, b"SELL": SIDE_A}.get(self.s(sn, "S"))
+        if side is None:
+            self.err("invalid side", "S", sn.off)
+        ts = self.ms(self.req(o, "T", oo), "T")
+        px = self.px(self.req(o, "ap", oo), "ap")
+        qty = self.sz(self.req(o, "z", oo), "z")
+        if px is not None and qty is not None:
+            self.stat(ts, UNDEF_TS, px, ST_LIQUIDATION, qty, side)
 
     def _kline(self, d: dict, data: Node) -> None:
         self.lookup(self.req(d, "s", data), "s")

@@ -4,7 +4,7 @@
 Streams are selected in the URL (Binance USD-M Futures docs, "WebSocket Market Streams →
 Connect": ``wss://fstream.binance.com/stream?streams=<symbol>@<type>/...``, symbols lower
 case): ``aggTrade``, ``bookTicker``, ``depth@100ms`` (or ``depth``/``depth@250ms``/
-``depth@500ms``), ``markPrice``/``markPrice@1s``, ``kline_<interval>``. The server pings every
+``depth@500ms``), ``markPrice``/``markPrice@1s``, ``kline_<interval>``, ``forceOrder``. The server pings every
 few minutes and aiohttp answers with a pong (the docs' keep-alive); a connection is cut after
 24 h and the base class reconnects. Reference data from REST ``GET /fapi/v1/exchangeInfo``
 (``BinanceFuturesSymbology``). With a depth stream the worker keeps an L2 book per symbol by
@@ -13,7 +13,8 @@ snapshots from ``GET /fapi/v1/depth?symbol=S&limit=N``, N in 5, 10, 20, 50, 100,
 break of ``pu`` continuity is one gap in the ledger and a resync from a fresh snapshot.
 
 Output: aggTrade → TRADE, bookTicker → BBO (the book then publishes DEPTH only), markPrice →
-STATISTICS (mark, index, estimated settlement price, funding rate), a closed kline → BAR, the
+STATISTICS (mark, index, estimated settlement price, funding rate), forceOrder → STATISTICS
+LIQUIDATION, a closed kline → BAR, the
 book's BOOK_DELTA records to the persist queue. A value the codec rejects alone is dead-lettered with its text.
 
 Sizes: each instrument's ``size_precision`` is the decimals of ``LOT_SIZE.stepSize``
