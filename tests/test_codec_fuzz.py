@@ -21,6 +21,8 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.coinbase._codec import CoinbaseCodec
+from dm.venues.coinbase.codec_ref import RefCoinbaseCodec
 from dm.venues.binance_futures._codec import BinanceFuturesCodec
 from dm.venues.binance_futures.codec_ref import RefBinanceFuturesCodec
 from dm.venues.binance_delivery._codec import BinanceDeliveryCodec
@@ -50,8 +52,10 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
-    usyms = {s: 80 + i for i, s in enumerate(["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"])}
-    csyms = {s: 90 + i for i, s in enumerate(["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+    csyms = {s: 80 + i for i, s in enumerate(["BTC-USD", "ETH-USD", "SKL-USD", "SKL-BTC", "SKL-GBP", "BAND-GBP",
+                                             "BAND-BTC", "NMR-EUR", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR"])}
+    usyms = {s: 100 + i for i, s in enumerate(["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"])}
+    dsyms = {s: 110 + i for i, s in enumerate(["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
                                              "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
                                              "LINKUSD_211231", "BCHUSD_210924"])}
     return [
@@ -67,9 +71,11 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (CoinbaseCodec(1008, csyms), RefCoinbaseCodec(1008, csyms),
+         recorded(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst", 6000) + recorded(DATA / "coinbase/2021-04-17/COINBASE.ws.28.0")),
         (BinanceFuturesCodec(1004, usyms), RefBinanceFuturesCodec(1004, usyms),
          recorded(DATA / "binance_futures/2021-07-22/BINANCE_FUTURES.ws.1.0")),
-        (BinanceDeliveryCodec(1005, csyms), RefBinanceDeliveryCodec(1005, csyms),
+        (BinanceDeliveryCodec(1005, dsyms), RefBinanceDeliveryCodec(1005, dsyms),
          recorded(DATA / "binance_delivery/2021-07-22/BINANCE_DELIVERY.ws.1.0")),
     ]
 
@@ -175,8 +181,8 @@ def test_fuzz_ten_million_mutated_frames():
 
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
-                                   BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit", "binance_futures", "binance_delivery"])
+                                   CoinbaseCodec(1, {}), BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "coinbase", "binance_futures", "binance_delivery"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [
