@@ -295,3 +295,40 @@ def test_value_that_does_not_fit_is_dead_lettered_alone(tmp_path, instance, sqli
         (1 << 63) - 1, 0, fx(want[0]["a"]), fx(want[0]["A"]))
     assert [(r.bid_px, r.ask_px) for r in bbos[1:]] == [(fx(b["b"]), fx(b["a"])) for b in want[1:]]
     assert started_pids((tmp_path / "supervisor.log").read_text(), "binance_delivery") == [stats["pid"]]
+
+
+@pytest.mark.timeout(240)
+def test_captured_coinm_session_replays_to_the_same_rows(tmp_path, instance):
+    """[capture] on a COIN-M worker: the websocket frames and the REST answers it used (exchangeInfo,
+    depth snapshots) are written under the venue's hosts; replaying the capture through a fresh
+    service stores the same trades, book deltas and BBOs."""
+    from dm.recording import read_file, ws_sessions
+    from tests.test_capture import _rows
+
+    syms = ("ETCUSD-ETC-PERP", "XRPUSD-XRP-PERP", "BTCUSD-BTC-211231")
+    first, second = tmp_path / "live", tmp_path / "again"
+    first.mkdir(), second.mkdir()
+    cap_dir = tmp_path / "capture"
+
+    def cfg(tmp, inst, files, capture=None):
+        p = tmp / "dm.toml"
+        extra = f'[capture]\nenabled = true\ndir = "{capture}"\n' if capture else ""
+        p.write_text(config_head(tmp, inst, f"sqlite:///{tmp / 'dm.sqlite'}", files, speed=0.0) + extra
+                     + futures_providers(tmp, um_syms=(), cm_syms=syms))
+        return p
+
+    run_supervised(cfg(first, instance, files(CM), cap_dir), first)
+    captured = sorted((cap_dir / instance / "binance_delivery").glob("*.jsonl.zst"))
+    assert captured, list(cap_dir.rglob("*"))
+    events = [e for f in captured for e in read_file(f)]
+    rest = [e.url for e in events if e.kind == "rest"]
+    assert any("/dapi/v1/exchangeInfo" in u for u in rest) and sum("/dapi/v1/depth" in u for u in rest) == len(syms)
+    sessions = ws_sessions(events)
+    assert [s.venue for s in sessions] == ["binance_delivery"]
+    assert len(sessions[0].frames) == worker_stats(first, instance, "binance_delivery")["frames"]
+
+    run_supervised(cfg(second, instance + "b", captured), second)
+    a, b = _rows(f"sqlite:///{first / 'dm.sqlite'}"), _rows(f"sqlite:///{second / 'dm.sqlite'}")
+    assert a["trades"] and a["book_deltas"] and a["bbo"]
+    assert a == b
+    assert worker_stats(second, instance + "b", "binance_delivery")["book_gaps"] == 0
