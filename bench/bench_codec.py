@@ -9,11 +9,11 @@ Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
 ``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``,
 ``codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only`` (dm's records vs ``orjson.loads``
 alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for each
-Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``).
-alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for
+Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``), for
 ``deribit_book``, ``deribit_ticker``, ``bitstamp_diff_order_book``, ``bitstamp_live_trades``;
 ``codec.deribit_book.speedup_vs_orjson_pack`` (vs ``orjson.loads`` + ``struct.pack`` of the same
-BOOK_DELTA records, floats rounded).
+BOOK_DELTA records, floats rounded), and for ``binance_futures_depthupdate`` /
+``binance_delivery_depthupdate`` (Binance USD-M / COIN-M diffs).
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -205,6 +205,25 @@ def cases(make_codec=registry_codec) -> dict[str, tuple[str, object, list[bytes]
         })
     except Exception as e:  # noqa: BLE001
         print(f"bench_codec: Bitstamp cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:  # Binance USD-M / COIN-M futures (split sessions of 2021-07-22)
+        um_all = _frames(DATA / "binance_futures/2021-07-22/BINANCE_FUTURES.ws.1.0", lambda t: True)
+        cm_all = _frames(DATA / "binance_delivery/2021-07-22/BINANCE_DELIVERY.ws.1.0", lambda t: True)
+        usyms = _symbols(um_all, rb'"s":"(\w+)"')
+        dsyms = _symbols(cm_all, rb'"s":"(\w+)"')
+        out.update({
+            "binance_futures_depthupdate": ("binance_futures", codec("binance_futures", usyms),
+                                            [f for f in um_all if b"@depth" in f[:40]]),
+            "binance_futures_bookticker": ("binance_futures", codec("binance_futures", usyms),
+                                           [f for f in um_all if b"@bookTicker" in f[:40]]),
+            "binance_futures_aggtrade": ("binance_futures", codec("binance_futures", usyms),
+                                         [f for f in um_all if b"@aggTrade" in f[:40]]),
+            "binance_delivery_depthupdate": ("binance_delivery", codec("binance_delivery", dsyms),
+                                             [f for f in cm_all if b"@depth" in f[:40]]),
+            "binance_delivery_bookticker": ("binance_delivery", codec("binance_delivery", dsyms),
+                                            [f for f in cm_all if b"@bookTicker" in f[:40]]),
+        })
+    except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
+        print(f"bench_codec: Binance futures cases left out ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
 
@@ -237,7 +256,8 @@ def run(quick: bool = False) -> dict[str, float]:
         ydelta = cases_["bybit_orderbook_delta"][2]
         ns = _time(lambda fr: [orjson.loads(f) for f in fr], ydelta, target, repeats)
         out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"] = 1e9 / ns
-        for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+        for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update",
+                     "binance_futures_depthupdate", "binance_delivery_depthupdate"):
             if name in cases_:
                 ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
                 out[f"codec.{name}.orjson_loads_only_frames_per_s"] = 1e9 / ns
@@ -257,7 +277,8 @@ def run(quick: bool = False) -> dict[str, float]:
         out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
     out["codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only"] = (
         out["codec.bybit_orderbook_delta.frames_per_s"] / out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"])
-    for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+    for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update",
+                 "binance_futures_depthupdate", "binance_delivery_depthupdate"):
         if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
             out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (
                 out[f"codec.{name}.frames_per_s"] / out[f"codec.{name}.orjson_loads_only_frames_per_s"])

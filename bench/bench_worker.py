@@ -1,8 +1,9 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
-server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
-ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
-queue, with the persister and the replay server running on the same 2 cores.
+v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
+`dm supervise` replays its real recording at speed 0 (as fast as the replay server goes).
+Measured from the worker's stats file: frames / (last frame ts_recv - first frame ts_recv),
+i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue,
+with the persister and the replay server running on the same 2 cores.
 
 Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly like the worker
 and only counting frames) against the same replay server — the rate the feed can be delivered
@@ -82,6 +83,27 @@ VENUES = {
         dict(kind="bitstamp", exchange="BITSTAMP", ws_url="ws://{replay}/bitstamp", symbols=[p.upper() for p in BITSTAMP_PAIRS],
              channels=["diff_order_book", "live_trades"]),
     ),
+    "binance_futures": (
+        tuple(sorted((ROOT / "data/binance_futures/2021-07-22").iterdir())),
+        dict(kind="binance_futures", exchange="BINANCE_FUTURES", ws_url="ws://{replay}/fstream/stream",
+             symbols=["SUSHIUSDT-USDT-PERP", "CTKUSDT-USDT-PERP", "AKROUSDT-USDT-PERP", "KEEPUSDT-USDT-PERP"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"], extra={"quote_aliases": {}}),
+    ),
+    "binance_delivery": (
+        tuple(sorted((ROOT / "data/binance_delivery/2021-07-22").iterdir())),
+        dict(kind="binance_delivery", exchange="BINANCE_DELIVERY", ws_url="ws://{replay}/dstream/stream",
+             symbols=["ETHUSD-ETH-210924", "ETCUSD-ETC-PERP", "LINKUSD-LINK-PERP", "BTCUSD-BTC-211231",
+                      "EOSUSD-EOS-PERP", "BCHUSD-BCH-PERP", "XRPUSD-XRP-PERP", "TRXUSD-TRX-PERP",
+                      "LINKUSD-LINK-211231", "BCHUSD-BCH-210924"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"]),
+    ),
+}
+#: venue symbols of the Binance futures null clients (the recorded sessions' symbols)
+BN_FUTURES_STREAMS = {
+    "binance_futures": ("/fstream/stream", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]),
+    "binance_delivery": ("/dstream/stream", ["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"]),
 }
 
 
@@ -152,6 +174,10 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
         url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
         subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
                 for c in (*p["channels"], "heartbeats")]
+    elif venue in BN_FUTURES_STREAMS:
+        path, syms = BN_FUTURES_STREAMS[venue]
+        streams = [f"{s.lower()}@{c}" for s in syms for c in p["channels"]]
+        url, subs = f"ws://127.0.0.1:{port}{path}?streams=" + "/".join(streams), []
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"

@@ -27,6 +27,10 @@ from dm.venues.deribit._codec import DeribitCodec
 from dm.venues.deribit.codec_ref import RefDeribitCodec
 from dm.venues.bitstamp._codec import BitstampCodec
 from dm.venues.bitstamp.codec_ref import RefBitstampCodec
+from dm.venues.binance_futures._codec import BinanceFuturesCodec
+from dm.venues.binance_futures.codec_ref import RefBinanceFuturesCodec
+from dm.venues.binance_delivery._codec import BinanceDeliveryCodec
+from dm.venues.binance_delivery.codec_ref import RefBinanceDeliveryCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -60,6 +64,10 @@ def codecs():
                                              "ETH-23JUL21-2300-C"])}
     ssyms = {s: 100 + i for i, s in enumerate(["sgbeur", "ethusd", "xrpeur", "bateur", "usdteur", "usdtusd", "xlmgbp",
                                               "adaeur", "batbtc", "galaeur"])}
+    usyms = {s: 100 + i for i, s in enumerate(["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"])}
+    cmsyms = {s: 110 + i for i, s in enumerate(["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -77,6 +85,10 @@ def codecs():
          recorded(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst", 6000) + recorded(DATA / "coinbase/2021-04-17/COINBASE.ws.28.0")),
         (DeribitCodec(1009, dsyms), RefDeribitCodec(1009, dsyms), recorded(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0")),
         (BitstampCodec(1010, ssyms), RefBitstampCodec(1010, ssyms), recorded(DATA / "bitstamp/2022-01-05/BITSTAMP.ws.1.0")),
+        (BinanceFuturesCodec(1004, usyms), RefBinanceFuturesCodec(1004, usyms),
+         recorded(DATA / "binance_futures/2021-07-22/BINANCE_FUTURES.ws.1.0")),
+        (BinanceDeliveryCodec(1005, cmsyms), RefBinanceDeliveryCodec(1005, cmsyms),
+         recorded(DATA / "binance_delivery/2021-07-22/BINANCE_DELIVERY.ws.1.0")),
     ]
 
 
@@ -181,8 +193,10 @@ def test_fuzz_ten_million_mutated_frames():
 
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
-                                   CoinbaseCodec(1, {}), DeribitCodec(1, {}), BitstampCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit", "coinbase", "deribit", "bitstamp"])
+                                   CoinbaseCodec(1, {}), DeribitCodec(1, {}), BitstampCodec(1, {}),
+                                   BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "coinbase", "deribit", "bitstamp", "binance_futures",
+                              "binance_delivery"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

@@ -39,6 +39,8 @@ REGISTRY: dict[str, str] = {
     "coinbase": "dm.venues.coinbase",
     "deribit": "dm.venues.deribit",
     "bitstamp": "dm.venues.bitstamp",
+    "binance_futures": "dm.venues.binance_futures",
+    "binance_delivery": "dm.venues.binance_delivery",
 }
 
 
