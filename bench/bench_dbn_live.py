@@ -10,17 +10,20 @@ The stream: the recorded GLBX.MDP3 mbp-1 file (ESU4, 2,288 records) tiled with s
   1 MiB reads → ``DbnConverter.feed`` (BBO + MBP_EVENT per DBN record) → ``LiveTracker.process``
   (ids, replay filter) → ``Fanout.publish`` into the symbol's channel ring and the persist queue
   (shm, sized to hold the run: no spill).
-* ``dbn_live.tcp.records_per_s`` — end to end: the fake live gateway (``dm fake-databento-live``,
+* ``dbn_live.tcp.session.records_per_s`` / ``dbn_live.tcp.stream.records_per_s`` — end to end: the fake live gateway (``dm fake-databento-live``,
   its own process) streams the file over loopback TCP to ``DatabentoLiveProvider.run_connection``
   (CRAM handshake, subscription, reads, the worker path above) until the gateway closes; timed
   from the connection to the FIN (the fake's own send cost included: on a 2-core machine it shares
   the CPU).
-* baselines on the same bytes: ``dbn_live.baseline_live_client_decode.records_per_s`` — what
-  ``databento.Live`` does per read (``databento_dbn.DBNDecoder.write`` + ``decode`` → one Python
-  record object each, no conversion, no ring); ``dbn_live.baseline_dbnstore_ndarray.records_per_s``
+* baselines on the same bytes: ``dbn_live.baseline_live_client_pack.records_per_s`` — the
+  official client's way to the same dm records: ``databento_dbn.DBNDecoder`` (what
+  ``databento.Live`` runs per read) + ``struct.pack`` of each record's BBO and MBP_EVENT
+  (``bench_dbn.baseline``), no ring; ``dbn_live.baseline_live_client_decode.records_per_s`` — the
+  decoder alone (one Python record object each, nothing converted); ``dbn_live.baseline_dbnstore_ndarray.records_per_s``
   — ``databento.DBNStore.from_bytes(...).to_ndarray()`` (vectorised copy into a numpy array, no
   conversion: the fastest way the library reads DBN).
-* ratios ``dbn_live.worker_path.vs_live_client`` and ``dbn_live.worker_path.vs_dbnstore_ndarray``.
+* ratios ``dbn_live.worker_path.vs_live_client_pack`` (headline), ``.vs_live_client_decode``,
+  ``.vs_dbnstore_ndarray``.
 One core each; gc off while timing; best of repeats after a warm-up.
 """
 from __future__ import annotations
@@ -135,8 +138,9 @@ def worker_path(data: bytes, iid: int, instance: str, repeats: int) -> tuple[flo
     return min(times), n
 
 
-def tcp_run(data: bytes, n: int, quick: bool) -> float:
-    """Records/s of one session: fake gateway process → worker's run_connection."""
+def tcp_run(data: bytes, n: int, quick: bool) -> tuple[float, float]:
+    """Records/s of one session (connect → FIN: handshake, the fake's planning, the stream) and
+    of its stream (first read → last read): fake gateway process → worker's run_connection."""
     from dm.config import parse
     from dm.databento.live import DatabentoLiveProvider
 
@@ -177,6 +181,7 @@ def tcp_run(data: bytes, n: int, quick: bool) -> float:
             dt = time.perf_counter() - t0
             gc.enable()
             assert prov.records == 2 * n, (prov.records, n)
+            stream_s = (prov.last_frame_ns - prov.first_frame_ns) / 1e9
         finally:
             prov.close_rings()
             try:
@@ -184,7 +189,7 @@ def tcp_run(data: bytes, n: int, quick: bool) -> float:
                 os.unlink(f"/dev/shm/dm.reg.{instance}")
             except OSError:
                 pass
-        return n / dt
+        return n / dt, n / max(stream_s, 1e-9)
     finally:
         gw.terminate()
         gw.wait(10)
@@ -218,16 +223,24 @@ def run(quick: bool = False) -> dict:
         return len(db.DBNStore.from_bytes(data).to_ndarray())
 
     t_store = best(dbnstore, repeats)
+    sys.path.insert(0, str(HERE))
+    from bench_dbn import baseline as decode_and_pack
+
+    t_pack = best(lambda: decode_and_pack(data), repeats)
     res = {
         "dbn_live.records": float(n),
         "dbn_live.worker_path.records_per_s": n / t_worker,
         "dbn_live.baseline_live_client_decode.records_per_s": n / t_client,
+        "dbn_live.baseline_live_client_pack.records_per_s": n / t_pack,
         "dbn_live.baseline_dbnstore_ndarray.records_per_s": n / t_store,
-        "dbn_live.worker_path.vs_live_client": t_client / t_worker,
+        "dbn_live.worker_path.vs_live_client_pack": t_pack / t_worker,
+        "dbn_live.worker_path.vs_live_client_decode": t_client / t_worker,
         "dbn_live.worker_path.vs_dbnstore_ndarray": t_store / t_worker,
     }
     try:
-        res["dbn_live.tcp.records_per_s"] = tcp_run(data, n, quick)
+        session, stream_rate = tcp_run(data, n, quick)
+        res["dbn_live.tcp.session.records_per_s"] = session
+        res["dbn_live.tcp.stream.records_per_s"] = stream_rate
     except Exception as e:  # the socket run must not hide the in-process numbers
         print(f"   tcp run failed: {e!r}", flush=True)
     return res

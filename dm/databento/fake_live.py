@@ -53,7 +53,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import databento_dbn as dbn
 import numpy as np
+from databento.common.cram import get_challenge_response  # the official client's protocol pieces
+from databento.live.gateway import AuthenticationResponse, ChallengeRequest, Greeting
 
 from dm.databento.fake import DataStore
 
@@ -192,9 +195,6 @@ class FakeLiveGateway:
 
     # -- one session -----------------------------------------------------------------------
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        from databento.common.cram import get_challenge_response
-        from databento.live.gateway import AuthenticationResponse, ChallengeRequest, Greeting
-
         self._writers.add(writer)
         with self._lock:
             self._connections += 1
@@ -250,9 +250,7 @@ class FakeLiveGateway:
                 writer.close()
 
     def _plan(self, dataset: str, subs: list[dict[str, str]]):
-        """→ (metadata bytes, control records bytes, [(table key, record indexes, start)], replay)"""
-        import databento_dbn as dbn
-
+        """→ (metadata bytes, control records bytes, [(table key, record indexes)])"""
         lo, hi = self.store.dataset_range(dataset)
         d0 = dbn_date(lo)
         d1 = dbn_date(hi)
@@ -329,8 +327,6 @@ class FakeLiveGateway:
         return None
 
     async def _stream(self, reader, writer, entry, dataset, subs, heartbeat: float) -> None:
-        import databento_dbn as dbn
-
         meta, controls, plan = self._plan(dataset, subs)
         # merge the schemas' records by index time (stable: a schema's own order is kept)
         parts, ts, owners = [], [], []

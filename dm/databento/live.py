@@ -426,6 +426,9 @@ class DatabentoLiveProvider(Provider):
         return d
 
     async def run(self) -> None:
+        # the official client's protocol classes (databento imports pandas: ~1-3 s) are loaded
+        # now, not in the first session's handshake
+        await asyncio.to_thread(__import__, "databento.live.protocol")
         try:
             self.key = self.api_key()
         except ConfigError as e:
