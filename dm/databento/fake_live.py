@@ -243,7 +243,7 @@ class FakeLiveGateway:
             entry["subscriptions"] = subs
             await self._stream(reader, writer, entry, req["dataset"], subs, heartbeat)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-            entry["ended"] = entry["ended"] or "client"
+            entry["ended"] = entry["ended"] or "client"  # a fault's name stays
         finally:
             self._writers.discard(writer)
             if not writer.transport.is_closing():
@@ -391,8 +391,11 @@ class FakeLiveGateway:
                 writer.transport.abort()
                 return
             # silence: keep the socket open, send nothing, until the client goes
-            await reader.read()
-            entry["ended"] = "client"
+            try:
+                while await reader.read(65536):
+                    pass
+            except ConnectionError:
+                pass
             return
         if self.close_at_end:
             entry["ended"] = "end"
