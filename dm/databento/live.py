@@ -275,6 +275,8 @@ class DatabentoLiveProvider(Provider):
                      replay_from=start, schemas=list(self.settings.schemas))
             from dm._dbn import DbnConverter
 
+            if self.conv is not None:
+                self._dbn_done += self.conv.dbn_count
             self.conv = DbnConverter(messages=True)
             self.tracker.reset_ids()
             self._nsym = 0
@@ -362,6 +364,7 @@ class DatabentoLiveProvider(Provider):
 
     _gap_from = 0
     _away_since = 0.0
+    _dbn_done = 0  # DBN records of the sessions before this one
 
     def _record_gaps(self, buf: bytearray) -> None:
         """The first records after a reconnect that could not replay: one GAP record per
@@ -412,7 +415,9 @@ class DatabentoLiveProvider(Provider):
         tr = self.tracker
         d.update({
             "connected": self.connected,
-            "frames_by_kind": {},
+            # what the reads held: DBN records (metadata, mappings and messages included), heartbeats...
+            "frames_by_kind": {"dbn records": self._dbn_done + (self.conv.dbn_count if self.conv is not None else 0),
+                               "heartbeat": self.heartbeats, "system": self.system_msgs, "error": self.gateway_errors},
             "bytes": self.bytes_read,
             "heartbeats": self.heartbeats,
             "gateway_errors": self.gateway_errors,
