@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from databento_fixtures import ESU4_DIR, ESU4_MBP1, ESU4_TRADES
+from databento_fixtures import KEY as HIST_KEY
+from databento_fixtures import ESU4_DIR, ESU4_MBP1, ESU4_TRADES, gateway, gw, settings_for  # noqa: F401 (fixtures)
 from dm.databento.fake_live import FakeLiveGateway, LiveFault
 from dm.dbn import DbnConverter, read_dbn
 from dm.instruments import first_choice
@@ -199,12 +200,17 @@ def test_cut_session_replays_from_the_last_record_without_duplicates(tmp_path, i
         st_.close()
 
 
-def test_reconnect_beyond_the_replay_window_is_a_gap_in_the_ledger(tmp_path, instance, sqlite_url, monkeypatch, store):
+def test_reconnect_beyond_the_replay_window_is_a_gap_fill_gaps_closes(tmp_path, instance, sqlite_url, monkeypatch,
+                                                                       store, gw):
     """replay_window_s = 0 (no intraday replay): the cut session's missed records (the fake's live
     position moves on by 500 while the worker is away) are a reconnect gap in the ledger, in ns,
-    from the last record stored to the first record after the reconnect (inclusive)."""
-    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
-    with FakeLiveGateway(store, key=KEY, faults=[LiveFault("rst", after_records=1001, skip_records=500)]) as gw:
+    from the last record stored to the first record after the reconnect (inclusive); then
+    ``fill_gaps`` through the historical fake closes it: storage equals the files exactly."""
+    from dm.backfill import fill_gaps
+
+    hist = gw
+    monkeypatch.setenv("DATABENTO_API_KEY", HIST_KEY)  # one account: live and historical
+    with FakeLiveGateway(store, key=HIST_KEY, faults=[LiveFault("rst", after_records=1001, skip_records=500)]) as gw:
         cfg = write_cfg(tmp_path, instance, sqlite_url, databento_block(tmp_path, "cme", gw.address, replay_window_s=0.0))
         log = tmp_path / "supervisor.log"
         sup = start_supervisor(cfg, log)
@@ -235,6 +241,18 @@ def test_reconnect_beyond_the_replay_window_is_a_gap_in_the_ledger(tmp_path, ins
     assert gap["first_missing"] <= missed.min() and missed.max() <= gap["last_missing"]
     assert not ((stored_ts > gap["first_missing"]) & (stored_ts < gap["last_missing"])).any()
     assert gap["first_missing"] == stored_ts[stored_ts < missed.min()].max()
+    # fill-gaps: the historical fake refetches both instruments' windows; every record once
+    routing = {"exchanges": {"*@GLBX.MDP3": {"historical": "databento", "dataset": "GLBX.MDP3",
+                                             "schemas": ["trades", "mbp-1"]}}}
+    st = open_storage(sqlite_url)
+    try:
+        outcomes, _ = fill_gaps(st, settings_for(hist, tmp_path, routing=routing), filler_kw={"sleep": lambda x: None})
+        assert [o.state for o in outcomes] == ["filled", "filled"], [o.detail for o in outcomes]
+        assert {g["state"] for g in st.gaps()} == {"filled"}
+    finally:
+        st.close()
+    assert same_rows(fetch(sqlite_url, "trades"), source(ESU4_TRADES, RType.TRADE))
+    assert same_rows(fetch(sqlite_url, "bbo"), source(ESU4_MBP1, RType.BBO))
 
 
 def test_bad_key_fails_the_provider_alone_with_one_line(tmp_path, instance, sqlite_url, monkeypatch, store):
