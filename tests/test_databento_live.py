@@ -173,14 +173,15 @@ def test_worker_records_equal_the_files(tmp_path, instance, storage_url, monkeyp
     assert not leftover_segments(instance)
 
 
-@pytest.mark.parametrize("action", ["fin", "rst", "silence"])
+@pytest.mark.parametrize("action, id_shift", [("fin", 0), ("rst", 0), ("silence", 0), ("rst", 100_000)])
 def test_cut_session_replays_from_the_last_record_without_duplicates(tmp_path, instance, sqlite_url, monkeypatch,
-                                                                    store, action):
+                                                                    store, action, id_shift):
     """FIN, RST or silence (no byte, no heartbeat for stale_after_s) mid-session: the worker
     reconnects, subscribes with start = its last record's ts_recv and drops what it already had:
-    storage and channel hold every record exactly once, no gap is recorded."""
+    storage and channel hold every record exactly once, no gap is recorded. With ``id_shift`` the
+    second session's Databento ids differ: its own symbol mappings map them."""
     extra = {"stale_after_s": 1.0} if action == "silence" else {}
-    with FakeLiveGateway(store, key=KEY, faults=[LiveFault(action, after_records=1001)]) as gw:
+    with FakeLiveGateway(store, key=KEY, faults=[LiveFault(action, after_records=1001)], id_shift=id_shift) as gw:
         coll, log, st = run_session(tmp_path, instance, sqlite_url, gw, monkeypatch, **extra)
         sessions = gw.stats["sessions"]
     assert sessions[0]["ended"] == action and sessions[0]["records"] == 1001
@@ -193,6 +194,7 @@ def test_cut_session_replays_from_the_last_record_without_duplicates(tmp_path, i
     assert len([k for k in keys if k[0] in (RType.TRADE, RType.BBO)]) == EXPECTED_TRADES + EXPECTED_BBO
     assert st["connects"] == 2 and st["replays"] == 1 and st["replayed_dropped"] > 0 and st["gaps"] == 0
     assert st["stale_disconnects"] == (1 if action == "silence" else 0)
+    assert st["unmapped_dropped"] == 0
     st_ = open_storage(sqlite_url)
     try:
         assert st_.gaps() == []

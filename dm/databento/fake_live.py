@@ -39,6 +39,8 @@ Faults (``LiveFault``, in-process ``add_fault`` or ``--live-fault JSON``), each 
 (abortive close: SO_LINGER 0) or ``silence`` (stop sending, heartbeats too, keep the socket
 open); ``skip_records`` advances the live position by that many records when the fault fires;
 ``reject_auth`` answers the next authentication with ``success=0`` whatever the key.
+``id_shift``: session N's instrument ids are the files' + (N - 1) x ``id_shift`` (mappings and
+records): Databento's ids are only valid within a session's symbol mappings.
 """
 from __future__ import annotations
 
@@ -98,7 +100,7 @@ class FakeLiveGateway:
 
     def __init__(self, data: str | Path | DataStore, key: str = "db-FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE",
                  host: str = "127.0.0.1", port: int = 0, faults: list[LiveFault] | None = None,
-                 version: int = 3, chunk_bytes: int = 65_521, close_at_end: bool = False):
+                 version: int = 3, chunk_bytes: int = 65_521, close_at_end: bool = False, id_shift: int = 0):
         if version not in (2, 3):
             raise ValueError("version: 2 or 3 (the record layouts served are the same in both)")
         self.store = data if isinstance(data, DataStore) else DataStore(data)
@@ -108,6 +110,7 @@ class FakeLiveGateway:
         self.version = version
         self.chunk_bytes = max(1, int(chunk_bytes))
         self.close_at_end = close_at_end
+        self.id_shift = int(id_shift)
         self._faults: list[LiveFault] = list(faults or [])
         self._lock = threading.Lock()
         self.stats: dict[str, Any] = {"sessions": [], "auth_failures": 0}
@@ -249,8 +252,9 @@ class FakeLiveGateway:
             if not writer.transport.is_closing():
                 writer.close()
 
-    def _plan(self, dataset: str, subs: list[dict[str, str]]):
-        """→ (metadata bytes, control records bytes, [(table key, record indexes)])"""
+    def _plan(self, dataset: str, subs: list[dict[str, str]], shift: int = 0):
+        """→ (metadata bytes, control records bytes, [(table key, record indexes)]); ``shift`` is
+        added to every instrument id of the session (symbol mappings and records)."""
         lo, hi = self.store.dataset_range(dataset)
         d0 = dbn_date(lo)
         d1 = dbn_date(hi)
@@ -315,7 +319,7 @@ class FakeLiveGateway:
             for i in idx[:1]:
                 pubs[key] = int(np.frombuffer(t.data[i].tobytes()[2:4], "<u2")[0])
         mapping_recs = b"".join(bytes(dbn.SymbolMappingMsg(
-            publisher_id=next(iter(pubs.values()), 0), instrument_id=iid, ts_event=ts0, stype_in=dbn.SType(stype),
+            publisher_id=next(iter(pubs.values()), 0), instrument_id=iid + shift, ts_event=ts0, stype_in=dbn.SType(stype),
             stype_in_symbol=sym, stype_out=dbn.SType.INSTRUMENT_ID, stype_out_symbol=raw, start_ts=ts0,
             end_ts=ts0 + 86_400 * 10**9)) for stype, sym, raw, iid in sorted(set(maps)))
         return meta, mapping_recs + b"".join(controls), plan
@@ -327,7 +331,8 @@ class FakeLiveGateway:
         return None
 
     async def _stream(self, reader, writer, entry, dataset, subs, heartbeat: float) -> None:
-        meta, controls, plan = self._plan(dataset, subs)
+        shift = self.id_shift * (entry["id"] - 1)
+        meta, controls, plan = self._plan(dataset, subs, shift)
         # merge the schemas' records by index time (stable: a schema's own order is kept)
         parts, ts, owners = [], [], []
         for n, (key, idx) in enumerate(plan):
@@ -355,6 +360,12 @@ class FakeLiveGateway:
                 pos[o] += 1
             body = b"".join(chunks)
         ends = np.cumsum(np.asarray(rec_len, np.int64)) if len(rec_len) else np.zeros(0, np.int64)
+        if shift and len(ends):  # this session's instrument ids (u32 at byte 4 of each record)
+            u8 = np.frombuffer(bytearray(body), np.uint8)
+            at = (ends - np.asarray(rec_len, np.int64) + 4)[:, None] + np.arange(4)
+            ids = u8[at].copy().view("<u4").ravel() + np.uint32(shift)
+            u8[at] = ids.view(np.uint8).reshape(-1, 4)
+            body = u8.tobytes()
         fault = self._take_fault(entry["id"], auth=False)
         n = len(own)
         stop_at = n if fault is None else min(n, fault.after_records)
