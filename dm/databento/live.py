@@ -247,7 +247,12 @@ class DatabentoLiveProvider(Provider):
         tr = self.tracker
         if not tr.passed:
             return None
-        away_s = time.monotonic() - self._away_since if self._away_since else 0.0
+        if self._gap_from:  # a gap is open (no record since a reconnect beyond the window): from now
+            tr.cancel_resume()
+            return None
+        # the replay must reach back to the last record published (sessions that died before
+        # publishing anything count as time away)
+        away_s = (now_ns() - self._last_pub_ns) / NS
         if self.settings.replay_window_s > 0 and away_s <= self.settings.replay_window_s:
             tr.resume()
             self.replays += 1
@@ -299,7 +304,6 @@ class DatabentoLiveProvider(Provider):
             self._writer = None
             writer.close()
             if was:
-                self._away_since = time.monotonic()
                 log.info("disconnected", provider=self.name, records=self.records)
 
     async def _watchdog(self, writer: asyncio.StreamWriter) -> None:
@@ -345,6 +349,7 @@ class DatabentoLiveProvider(Provider):
                 if self._gap_from:
                     self._record_gaps(buf)
                 self.records += self.fanout.publish(buf)
+                self._last_pub_ns = ts_recv
             if self.tracker.unmapped and self.frames - self._last_unmapped_log >= 1000:
                 self._last_unmapped_log = self.frames
                 log.warning("records of instruments with no symbol mapping dropped", provider=self.name,
@@ -363,7 +368,7 @@ class DatabentoLiveProvider(Provider):
         self.tracker.invalidate()
 
     _gap_from = 0
-    _away_since = 0.0
+    _last_pub_ns = 0  # wall clock (ns) of the last read that published records
     _dbn_done = 0  # DBN records of the sessions before this one
 
     def _record_gaps(self, buf: bytearray) -> None:
