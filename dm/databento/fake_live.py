@@ -340,7 +340,9 @@ class FakeLiveGateway:
             parts.append((key, t, idx))
             ts.append(t.ts[idx])
             owners.append(np.full(len(idx), n, np.int32))
-        if parts:
+        if len(parts) == 1:
+            all_ts, own = ts[0], owners[0]  # sorted already
+        elif parts:
             all_ts = np.concatenate(ts)
             own = np.concatenate(owners)
             order = np.argsort(all_ts, kind="stable")
@@ -349,7 +351,7 @@ class FakeLiveGateway:
             own = np.zeros(0, np.int32)
         if len(parts) == 1:
             body = parts[0][1].data[parts[0][2]].tobytes()
-            rec_len = [parts[0][1].rec_len] * len(own)
+            rec_len = np.full(len(own), parts[0][1].rec_len, np.int64)
         else:
             pos = [0] * len(parts)
             chunks, rec_len = [], []
@@ -359,10 +361,11 @@ class FakeLiveGateway:
                 rec_len.append(t.rec_len)
                 pos[o] += 1
             body = b"".join(chunks)
-        ends = np.cumsum(np.asarray(rec_len, np.int64)) if len(rec_len) else np.zeros(0, np.int64)
+        rec_len = np.asarray(rec_len, np.int64)
+        ends = np.cumsum(rec_len) if len(rec_len) else np.zeros(0, np.int64)
         if shift and len(ends):  # this session's instrument ids (u32 at byte 4 of each record)
             u8 = np.frombuffer(bytearray(body), np.uint8)
-            at = (ends - np.asarray(rec_len, np.int64) + 4)[:, None] + np.arange(4)
+            at = (ends - rec_len + 4)[:, None] + np.arange(4)
             ids = u8[at].copy().view("<u4").ravel() + np.uint32(shift)
             u8[at] = ids.view(np.uint8).reshape(-1, 4)
             body = u8.tobytes()
@@ -384,7 +387,7 @@ class FakeLiveGateway:
         # the live position: the time of the last record this session was sent (+ what happened
         # while the client is away: skip_records more of the merged stream)
         if parts and n:
-            merged_ts = np.sort(all_ts, kind="stable")
+            merged_ts = all_ts if len(parts) == 1 else np.sort(all_ts, kind="stable")
             last = stop_at - 1 + (fault.skip_records if fault is not None else 0)
             if last >= 0:
                 t_last = int(merged_ts[min(last, n - 1)])
