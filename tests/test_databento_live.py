@@ -285,6 +285,18 @@ def test_bad_key_fails_the_provider_alone_with_one_line(tmp_path, instance, sqli
     assert stats(tmp_path, instance, "bad").get("failed", "").startswith("the Databento gateway refused")
 
 
+def test_heartbeats_keep_a_quiet_session_alive(tmp_path, instance, sqlite_url, monkeypatch, store):
+    """After the recording the gateway only sends SystemMsg heartbeats: they are counted and feed
+    the silence watchdog (stale_after_s 1 s, heartbeats every 0.2 s): no reconnect."""
+    def quiet_for_a_while(log):
+        wait_for(lambda: stats(tmp_path, instance, "cme").get("heartbeats", 0) >= 15, 60, "15 heartbeats", log)
+    with FakeLiveGateway(store, key=KEY, heartbeat_s=0.2) as gw:
+        coll, log, st = run_session(tmp_path, instance, sqlite_url, gw, monkeypatch, collect=False,
+                                    before_stop=quiet_for_a_while, stale_after_s=1.0)
+    assert st["heartbeats"] >= 15 and st["frames_by_kind"]["heartbeat"] == st["heartbeats"]
+    assert st["connects"] == 1 and st["stale_disconnects"] == 0 and len(gw.stats["sessions"]) == 1
+
+
 def test_gateway_error_message_is_dead_lettered_and_the_session_goes_on(tmp_path, instance, sqlite_url, monkeypatch, store):
     """An unknown symbol: the gateway's ErrorMsg is logged, counted and dead-lettered; the rest
     of the session is stored."""

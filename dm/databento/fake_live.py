@@ -100,7 +100,8 @@ class FakeLiveGateway:
 
     def __init__(self, data: str | Path | DataStore, key: str = "db-FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE",
                  host: str = "127.0.0.1", port: int = 0, faults: list[LiveFault] | None = None,
-                 version: int = 3, chunk_bytes: int = 65_521, close_at_end: bool = False, id_shift: int = 0):
+                 version: int = 3, chunk_bytes: int = 65_521, close_at_end: bool = False, id_shift: int = 0,
+                 heartbeat_s: float | None = None):
         if version not in (2, 3):
             raise ValueError("version: 2 or 3 (the record layouts served are the same in both)")
         self.store = data if isinstance(data, DataStore) else DataStore(data)
@@ -111,6 +112,7 @@ class FakeLiveGateway:
         self.chunk_bytes = max(1, int(chunk_bytes))
         self.close_at_end = close_at_end
         self.id_shift = int(id_shift)
+        self.heartbeat_s = heartbeat_s  # overrides the client's heartbeat_interval_s (tests)
         self._faults: list[LiveFault] = list(faults or [])
         self._lock = threading.Lock()
         self.stats: dict[str, Any] = {"sessions": [], "auth_failures": 0}
@@ -231,7 +233,7 @@ class FakeLiveGateway:
             entry["auth"], entry["dataset"] = True, req["dataset"]
             writer.write(bytes(AuthenticationResponse(success="1", session_id=str(sid))))
             await writer.drain()
-            heartbeat = float(req.get("heartbeat_interval_s") or DEFAULT_HEARTBEAT_S)
+            heartbeat = self.heartbeat_s or float(req.get("heartbeat_interval_s") or DEFAULT_HEARTBEAT_S)
             subs: list[dict[str, str]] = []
             while True:
                 line = await reader.readline()
