@@ -400,13 +400,18 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
 def _defaults(name: str, kind: str, extra: dict) -> tuple[str, int]:
     """Default (exchange, publisher_id) of a provider: its venue's, or for a worker that is not a
     venue (``dm.providers.WORKERS``) the value of its ``DEFAULTS`` key and publisher id."""
-    from dm.providers import DEFAULTS, WORKERS
+    from dm.providers import DEFAULTS, SETTINGS, WORKERS
 
     if kind in WORKERS:
         key, pub = DEFAULTS.get(kind, ("", 0))
         value = extra.get(key) if key else None
         if not isinstance(value, str) or not value:
             raise ConfigError(f"providers.{name}.{key}: missing (required for kind {kind!r})")
+        if kind in SETTINGS:
+            import importlib
+
+            module, _, fn = SETTINGS[kind].partition(":")
+            getattr(importlib.import_module(module), fn)(name, extra)
         return value, pub
     v = venues.venue(kind)
     return v.exchange, v.publisher_id

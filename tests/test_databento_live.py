@@ -308,6 +308,23 @@ def test_gateway_error_message_is_dead_lettered_and_the_session_goes_on(tmp_path
     assert len(lines) == 2 and "Failed to resolve symbol: ZZZ9" in json.loads(lines[0])["error"]
 
 
+@pytest.mark.parametrize("extra, line", [
+    ({}, "providers.cme.dataset: missing (required for kind 'databento')"),
+    ({"dataset": "GLBX.MDP3", "schemas": ["trade"]}, "providers.cme.schemas.0: Input should be 'trades'"),
+    ({"dataset": "GLBX.MDP3", "replay_windows_s": 5}, "providers.cme.replay_windows_s: Extra inputs are not permitted"),
+])
+def test_config_errors_name_the_key(extra, line):
+    from dm.config import parse
+    from dm.errors import ConfigError
+
+    base = {"kind": "databento", "ws_url": "tcp://127.0.0.1:13000", "symbols": ["ESU4"]}
+    with pytest.raises(ConfigError) as e:
+        parse({"providers": {"cme": {**base, **extra}}}, env={})
+    assert str(e.value).startswith(line)
+    cfg = parse({"providers": {"cme": {**base, "dataset": "GLBX.MDP3"}}}, env={})
+    assert (cfg.providers["cme"].exchange, cfg.providers["cme"].publisher_id) == ("GLBX.MDP3", 0)
+
+
 def test_converter_keeps_gateway_messages_when_asked():
     """DbnConverter(messages=True): ErrorMsg/SystemMsg of DBN v2/v3 → (rtype, ts_event, code, text)."""
     import databento_dbn as dbn

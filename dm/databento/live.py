@@ -57,19 +57,17 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Literal
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dm import log as dmlog
 from dm._ring import now_ns
 from dm.config import Config, ProviderConfig
+from dm.databento.config import LiveSettings, parse_live_settings
 from dm.errors import EXIT_FATAL, ConfigError, DbnError, DmError
 from dm.providers.base import Provider, resolve_instruments
 from dm.records import GapUnits, gap_record
 
-__all__ = ["DatabentoLiveProvider", "LiveSettings", "DEFAULT_PORT", "GatewayRefused"]
+__all__ = ["DatabentoLiveProvider", "LiveSettings", "DEFAULT_PORT", "GatewayRefused"]  # LiveSettings: dm.databento.config
 
 log = dmlog.get("dm.databento.live")
 
@@ -85,38 +83,6 @@ class GatewayRefused(DmError):
 
 class GatewayError(DmError):
     """An ErrorMsg from the gateway (dead-lettered; the session goes on)."""
-
-
-class LiveSettings(BaseModel):
-    """The databento-specific keys of ``[providers.X]`` (strict; unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    dataset: Annotated[str, Field(min_length=1)]
-    schemas: tuple[Literal["trades", "mbp-1", "tbbo", "mbp-10", "ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d",
-                           "definition"], ...] = ("trades",)
-    stype_in: Literal["raw_symbol"] = "raw_symbol"
-    api_key_env: str = "DATABENTO_API_KEY"
-    replay_window_s: Annotated[float, Field(ge=0)] = 86_400.0
-    heartbeat_interval_s: Annotated[int, Field(ge=5, le=1800)] | None = None
-    fake_gateway_data: str = ""
-    # shared keys the base class reads (typed in dm.config)
-    quote_aliases: dict | None = None
-    stale_after_s: float | None = None
-    ping_interval_s: float | None = None
-
-
-def parse_settings(pcfg: ProviderConfig) -> LiveSettings:
-    """``[providers.X]``'s databento keys. Raises ``ConfigError`` naming the key."""
-    extra = dict(pcfg.extra)
-    if "schemas" in extra and isinstance(extra["schemas"], list):
-        extra["schemas"] = tuple(extra["schemas"])
-    try:
-        return LiveSettings.model_validate(extra)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"providers.{pcfg.name}.{where}: {err['msg']}") from None
 
 
 def gateway_address(url: str) -> tuple[str, int]:
@@ -137,7 +103,7 @@ class DatabentoLiveProvider(Provider):
 
     def __init__(self, cfg: Config, pcfg: ProviderConfig):
         super().__init__(cfg, pcfg)
-        self.settings = parse_settings(pcfg)
+        self.settings = parse_live_settings(pcfg.name, pcfg.extra)
         if "stale_after_s" not in pcfg.extra and self.settings.heartbeat_interval_s:
             self.stale_after_s = 2.5 * self.settings.heartbeat_interval_s
         self.gateway = gateway_address(pcfg.ws_url) if not self.settings.fake_gateway_data else ("127.0.0.1", 0)

@@ -18,3 +18,10 @@ WORKERS: dict[str, str] = {
 DEFAULTS: dict[str, tuple[str, int]] = {
     "databento": ("dataset", 0),
 }
+
+#: kind → ``"module:function(name, extra)"`` validating the provider's own keys when the config is
+#: loaded (raises ``ConfigError`` naming the key), so a typo stops ``dm supervise`` before anything
+#: starts. Kept light: the function's module must not import the worker.
+SETTINGS: dict[str, str] = {
+    "databento": "dm.databento.config:parse_live_settings",
+}
