@@ -397,3 +397,40 @@ def test_official_client_is_refused_a_bad_key(store):
         live = db.Live(key="db-NOTTHEKEYNOTTHEKEYNOTTHEKEY1", gateway=gw.host, port=gw.port)
         with pytest.raises(BentoError, match="Authentication failed"):
             live.subscribe(dataset="GLBX.MDP3", schema="trades", symbols=["ESU4"])
+
+
+def test_cli_fake_live_gateway_serves_the_official_client(tmp_path):
+    """``dm fake-databento-live`` (its own process): ready file, CRAM, a scripted RST fault
+    after 50 records, then a replay session with ``start`` gets the rest."""
+    import sys
+
+    import databento as db
+    import databento_dbn as dbn
+
+    from e2e import ROOT
+
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dm", "fake-databento-live", "--data", str(ESU4_DIR), "--key", KEY,
+                             "--close-at-end", "--ready-file", str(ready),
+                             "--live-fault", '{"action": "rst", "after_records": 50}'],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, 60, "the fake's ready file")
+        port = json.loads(ready.read_text())["live_port"]
+        sessions = []
+        for start in (None, 0):
+            live = db.Live(key=KEY, gateway="127.0.0.1", port=port)
+            got = []
+            live.add_callback(got.append)
+            live.subscribe(dataset="GLBX.MDP3", schema="trades", symbols=["ESU4"], start=start)
+            live.start()
+            try:
+                live.block_for_close(timeout=30)
+            except Exception:  # the RST: the official client reports the connection error
+                pass
+            sessions.append([r for r in got if isinstance(r, dbn.TradeMsg)])
+        # an RST may cost the reader what it had not read yet: at most the 50 sent
+        assert len(sessions[0]) <= 50 and len(sessions[1]) == EXPECTED_TRADES
+    finally:
+        proc.terminate()
+        proc.wait(10)
