@@ -122,7 +122,7 @@ class DatabentoLiveProvider(Provider):
         self.replays = 0
         self.fatal: str | None = None
         self._writer = None
-        self._last_unmapped_log = 0
+        self._last_unmapped_log = -1000  # the first drop is logged at once, then once per 1000 reads
 
     @classmethod
     def websocket_connections(cls, pcfg: ProviderConfig) -> int:
