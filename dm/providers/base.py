@@ -923,10 +923,16 @@ async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: 
 def provider_class(kind: str):
     """The worker class of provider ``kind``, from the venue registry (``dm.venues``). Raises
     ``NotImplementedError`` for a kind that has no worker."""
-    from dm import venues
+    import importlib
 
+    from dm import venues
+    from dm.providers import WORKERS
+
+    if kind in WORKERS:
+        module, _, cls = WORKERS[kind].partition(":")
+        return getattr(importlib.import_module(module), cls)
     if kind not in venues.worker_kinds():
-        raise NotImplementedError(f"provider kind {kind!r} has no worker yet (workers: {', '.join(venues.worker_kinds())})")
+        raise NotImplementedError(f"provider kind {kind!r} has no worker yet (workers: {', '.join((*venues.worker_kinds(), *WORKERS))})")
     return venues.venue(kind).provider_class()
 
 
