@@ -4,7 +4,8 @@ behave (OKX API v5 docs: "WebSocket → Overview" (connect, subscribe, ping), "P
 
 * websocket ``/ws/v5/public``: ``{"op":"subscribe","args":[{"channel":C,"instId":I},..]}`` →
   per arg the recorded ``{"event":"subscribe","arg":..}`` then the recorded frames of
-  ``(C, I)``; an arg nothing recorded → ``{"event":"error","code":"60018","msg":..}`` (OKX's
+  ``(C, I)`` (a subscription recorded without data frames is acknowledged and sends nothing);
+  an arg nothing recorded → ``{"event":"error","code":"60018","msg":..}`` (OKX's
   "doesn't exist" answer). ``unsubscribe`` → ``{"event":"unsubscribe","arg":..}`` and stops
   that channel (a later subscribe resumes it where it was: each recorded frame is sent once).
   The text ``ping`` → ``pong``; any other non-JSON text → ``{"event":"error","code":"60012"}``
@@ -61,6 +62,8 @@ class OkxReplay(VenueReplay):
     def add_recording(self, rec) -> None:
         super().add_recording(rec)
         for key in rec.streams:
+            self.by_key.setdefault(key, rec)
+        for key in rec.status:       # subscribed, acknowledged, but nothing came (no trade occurred)
             self.by_key.setdefault(key, rec)
 
     def active(self) -> bool:
