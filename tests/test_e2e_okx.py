@@ -120,3 +120,122 @@ def test_okx_replay_end_to_end(tmp_path, instance, storage_url):
     finally:
         st.close()
     assert leftover_segments(instance) == []
+
+
+def _string_snapshot(bids: dict, asks: dict, ts: str, inst: str) -> tuple[str, list]:
+    """A books-l2-tbt snapshot frame of a string book (as OKX would send it on resubscribe) and
+    its checksum (OKX "Checksum": CRC32 over the interleaved top 25, signed 32-bit)."""
+    import zlib
+    b = sorted(bids.items(), key=lambda kv: -Decimal(kv[0]))
+    a = sorted(asks.items(), key=lambda kv: Decimal(kv[0]))
+    parts = []
+    for i in range(min(25, max(len(b), len(a)))):
+        if i < len(b):
+            parts += b[i]
+        if i < len(a):
+            parts += a[i]
+    cs = zlib.crc32(":".join(parts).encode())
+    cs = cs - (1 << 32) if cs >= 1 << 31 else cs
+    msg = {"arg": {"channel": "books-l2-tbt", "instId": inst}, "action": "snapshot",
+           "data": [{"asks": [[p, s, "0", "1"] for p, s in a], "bids": [[p, s, "0", "1"] for p, s in b],
+                     "ts": ts, "checksum": cs}]}
+    return json.dumps(msg, separators=(",", ":")), (b, a)
+
+
+@pytest.mark.timeout(180)
+def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sqlite_url):
+    """A UNI-USD-SWAP update is dropped from the recording: the next update's checksum fails →
+    exactly one gap (okx.checksum) and one resubscription; what OKX sends on it (the true book as
+    a snapshot) is inserted 2 recorded seconds later; from it on every DEPTH equals the true
+    book and every checksum verifies again. A corrupted ZEN-USDT trades frame is dead-lettered
+    and costs nothing else; the worker process never changes."""
+    import shutil
+
+    from dm.recording import Corrupt, Drop, Insert, write_modified_recording
+    from dm.venues.okx._codec import OkxCodec
+    from dm.venues.okx.booksync import OkxBookSync
+    from tests.e2e import started_pids
+
+    ws_file = REC_DIR / "OKX.ws.1.0"
+    lines = ws_file.read_text().split("\n")
+    inst = "UNI-USD-SWAP"
+
+    def book_events(name):
+        out = []          # (line no, recorder ts, msg) of the instrument's book frames
+        for no, line in enumerate(lines, 1):
+            if line[:1].isdigit():
+                ts, _, text = line.partition(": ")
+                if f'"instId":"{name}"}},"action"' in text:
+                    out.append((no, float(ts), json.loads(text)))
+        return out
+
+    def detectable(evs, start, stop):
+        """The first update in evs[start:stop] whose loss the next frame's checksum shows."""
+        c = OkxCodec(1006)
+        c.add_symbol(evs[0][2]["arg"]["instId"], 1, 9)
+        base = max(i for i in range(start + 1) if evs[i][2]["action"] == "snapshot")
+        for cand in range(start, stop):
+            sync = OkxBookSync(1, 1006, 9)
+            for i in list(range(base, cand)) + [cand + 1]:
+                c.decode(json.dumps(evs[i][2]), 1)
+                fn = sync.on_snapshot if evs[i][2]["action"] == "snapshot" else sync.on_update
+                act = fn(bytes(c.output()), c.checksum)
+            if act.gap is not None and evs[cand + 1][2]["action"] == "update":
+                return cand
+        raise AssertionError("no detectable update")
+
+    evs = book_events(inst)
+    second = [i for i, e in enumerate(evs) if e[2]["action"] == "snapshot"][1]
+    k = detectable(evs, max(second + 1, len(evs) // 2), len(evs) - 1)
+    corrupt_line = next(no for no, line in enumerate(lines, 1)
+                        if '{"channel":"trades","instId":"ZEN-USDT"},"data"' in line)
+    j = next(i for i in range(k + 1, len(evs)) if evs[i][1] >= evs[k][1] + 2.0)
+    bids, asks, states = {}, {}, []
+    for i, (_, _, msg) in enumerate(evs):
+        if msg["action"] == "snapshot":
+            bids, asks = {}, {}
+        for side, key in ((bids, "bids"), (asks, "asks")):
+            for p, s, *_ in msg["data"][0][key]:
+                if s == "0":
+                    side.pop(p, None)
+                else:
+                    side[p] = s
+        if i == j - 1:
+            snap_text, _ = _string_snapshot(bids, asks, msg["data"][0]["ts"], inst)
+        if i >= j - 1:
+            b = sorted(((fx(p), fx(s)) for p, s in bids.items()), reverse=True)[:10]
+            a = sorted((fx(p), fx(s)) for p, s in asks.items())[:10]
+            states.append((len(b), len(a), depth_levels(b, a)))
+    ins = f"{evs[j][1]}: {snap_text}"
+    work = tmp_path / "rec"
+    work.mkdir()
+    shutil.copy(REC_DIR / "OKX.0", work / "OKX.0")
+    write_modified_recording(ws_file, work / "OKX.ws.1.0", [Drop(evs[k][0]), Insert(evs[j][0], ins),
+                                                             Corrupt(corrupt_line)])
+    symbols = ["UNIUSD-UNI-PERP", "ZENUSDT"]
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(config_head(tmp_path, instance, sqlite_url, [work], speed=10.0)
+                   + okx_provider(tmp_path, symbols, channels=("books-l2-tbt", "trades")))
+    readers = ChannelCollector(instance, symbols, exchange="OKX").start()
+    run_supervised(cfg, tmp_path)
+    readers.join(timeout=60)
+
+    st = open_storage(sqlite_url)
+    try:
+        gaps = st.gaps()
+        iids = {sym: iid for iid, sym, ex, venue, pub in st.load_instruments()}
+    finally:
+        st.close()
+    assert [(g["kind"], g["instrument_id"]) for g in gaps] == [("okx.checksum", iids["UNIUSD-UNI-PERP"])]
+    assert gaps[0]["first_missing"] <= gaps[0]["last_missing"]     # the ns window of the loss
+    log = (tmp_path / "supervisor.log").read_text()
+    stats = worker_stats(tmp_path, instance, "okx")
+    assert started_pids(log, "okx") == [stats["pid"]] and "child exited, restarting" not in log
+    assert stats["book_gaps"] == 1 and stats["book_resubscribes"] == 1 and stats["book_crossed"] == 0
+    assert stats["book_snapshots"] == 2 + 2 + 1 and stats["dead_letters"] == 1
+    depths = [(r.n_bid, r.n_ask, r.levels) for r in readers.records["UNIUSD-UNI-PERP"] if isinstance(r, Depth)]
+    # from the inserted snapshot on, the published books are the true ones (a DEPTH whenever the
+    # top 10 changed), ending on the final book; nothing was published while out of sync
+    want = [st_ for i, st_ in enumerate(states) if i == 0 or st_ != states[i - 1]]
+    assert len(want) > 20 and depths[-len(want):] == want
+    assert leftover_segments(instance) == []
