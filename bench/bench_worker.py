@@ -1,5 +1,5 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
+v1, Bybit v5 with its two category connections, OKX v5) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
 server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
 ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
 queue, with the persister and the replay server running on the same 2 cores.
@@ -34,6 +34,15 @@ BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
                  ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
 
+OKX_DIR = ROOT / "data/okx/2022-02-27"
+#: instId -> canonical (ELON-USDT left out: tickSz 1e-11 does not fit 1e-9 prices)
+OKX_SYMBOLS = {"PROPS-ETH": "PROPSETH", "ZEN-USDT": "ZENUSDT", "UNI-USD-SWAP": "UNIUSD-UNI-PERP",
+               "BTC-USD-220325-40000-C": "BTCUSD-BTC-220325-40000-C",
+               "ETH-USD-220228-3000-C": "ETHUSD-ETH-220228-3000-C", "ETH-USD-220325-8800-P": "ETHUSD-ETH-220325-8800-P",
+               "ETH-USD-220429-1900-P": "ETHUSD-ETH-220429-1900-P",
+               "ETH-USD-220624-12000-P": "ETHUSD-ETH-220624-12000-P",
+               "ETH-USD-220624-20000-C": "ETHUSD-ETH-220624-20000-C"}
+
 VENUES = {
     # name: (files, provider block args, null-client subscription)
     "binance": (
@@ -55,6 +64,11 @@ VENUES = {
         (BYBIT_2026,),
         dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
              channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
+    ),
+    "okx": (
+        (OKX_DIR,),
+        dict(kind="okx", exchange="OKX", ws_url="ws://{replay}/ws/v5/public", symbols=list(OKX_SYMBOLS.values()),
+             channels=["books-l2-tbt", "trades", "tickers"], extra={"quote_aliases": {}}),
     ),
 }
 
@@ -115,6 +129,9 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue == "okx":
+        url = f"ws://127.0.0.1:{port}/ws/v5/public"
+        subs = [{"op": "subscribe", "args": [{"channel": c, "instId": i} for i in OKX_SYMBOLS for c in p["channels"]]}]
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"

@@ -21,6 +21,8 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.okx._codec import OkxCodec
+from dm.venues.okx.codec_ref import RefOkxCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -46,6 +48,8 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
+    osyms = {s: 80 + i for i, s in enumerate(["ELON-USDT", "ZEN-USDT", "PROPS-ETH", "UNI-USD-SWAP",
+                                             "BTC-USD-220325-40000-C", "ETH-USD-220228-3000-C"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -59,6 +63,7 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (OkxCodec(1006, osyms), RefOkxCodec(1006, osyms), recorded(DATA / "okx/2022-02-27/OKX.ws.1.0")),
     ]
 
 
@@ -162,8 +167,9 @@ def test_fuzz_ten_million_mutated_frames():
     assert stats["ok"] + stats["errors"] >= 9_999_999
 
 
-@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit"])
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
+                                   OkxCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "okx"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

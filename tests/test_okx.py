@@ -220,6 +220,7 @@ def test_book_frame_fields_and_errors():
     assert agree(c, r, "pong")[2] == 17
     assert agree(c, r, '{"event":"error","msg":"bad","code":"60012"}')[2] == 19
     assert agree(c, r, '{"event":"notice","msg":"reconnect","code":"64008"}')[2] == 16
+    assert agree(c, r, '{"event":"heartbeat"}')[0] == "error"
 
 
 def test_values_that_do_not_fit_are_rejected_alone():

@@ -537,10 +537,13 @@ cdef int ok_decode(CState* s) noexcept nogil:
             return -1
         if raw_eq(p + a, b - a, b"subscribe", 9) or raw_eq(p + a, b - a, b"unsubscribe", 11):
             s.kind = K_SUBSCRIPTION
-        elif raw_eq(p + a, b - a, b"error", 5):
+        elif raw_eq(p + a, b - a, b"error", 5) or raw_eq(p + a, b - a, b"channel-conn-count-error", 24):
             s.kind = K_ERROR
-        else:                                 # notice, channel-conn-count, login, ...
+        elif (raw_eq(p + a, b - a, b"notice", 6) or raw_eq(p + a, b - a, b"channel-conn-count", 18)
+              or raw_eq(p + a, b - a, b"login", 5)):
             s.kind = K_INFO
+        else:
+            return e_codec(s, ERR_CODEC, b"unknown event", b"event", v)
         return 0
     argo = req(s, sl, OK_ARG, b"arg", top)
     if argo < 0:
@@ -585,8 +588,9 @@ cdef class OkxCodec(_Codec):
       Mark price / Open interest / Funding rate channels → STATISTICS (MARK_PRICE,
       OPEN_INTEREST, FUNDING_RATE). Kind ``ticker``.
     * ``{"event":"subscribe"|"unsubscribe"}`` → kind ``subscription``; ``"event":"error"`` →
-      ``error``; any other event (``notice``, ``channel-conn-count``) → ``info``; the text
-      ``pong`` → ``pong``. Any other channel is a CodecError.
+      ``error`` (so is ``channel-conn-count-error``); ``notice`` (e.g. the disconnect warning
+      before maintenance), ``channel-conn-count``, ``login`` → ``info``; the text ``pong`` →
+      ``pong``. Any other event or channel is a CodecError.
 
     Prices are decimal strings → i64 at 1e-9, sizes at the instrument's size_precision
     (``add_symbol(instId, iid, size_precision)``); a value that cannot be represented is

@@ -237,9 +237,16 @@ class RefOkxCodec(RefCodec):
             self.err("expected a JSON object", None, top.off)
         d = self.members(top)
         if b"event" in d:
-            ev = self.s(d[b"event"], "event")
-            self.last_kind = (K["subscription"] if ev in (b"subscribe", b"unsubscribe")
-                              else K["error"] if ev == b"error" else K["info"])
+            en = d[b"event"]
+            ev = self.s(en, "event")
+            if ev in (b"subscribe", b"unsubscribe"):
+                self.last_kind = K["subscription"]
+            elif ev in (b"error", b"channel-conn-count-error"):
+                self.last_kind = K["error"]
+            elif ev in (b"notice", b"channel-conn-count", b"login"):
+                self.last_kind = K["info"]
+            else:
+                self.err("unknown event", "event", en.off)
             return
         argo = self.req(d, "arg", top)
         if argo.t != "obj":
