@@ -541,3 +541,36 @@ def test_replay_serves_the_recording_ping_errors_and_rest():
     assert by_key == want
     assert [r[0] for r in rest] == [200, 200, 200, 404]
     assert b'"code":"0"' in rest[0][1]
+
+
+# --------------------------------------------------------------------------- provider
+
+def test_provider_config_instrument_types_and_representable_ticks():
+    from dm.config import parse
+    from dm.errors import ConfigError
+    from dm.venues.okx.provider import OkxProvider, inst_type_of, representable
+
+    assert inst_type_of("BTCUSDT") == ("SPOT", "")
+    assert inst_type_of("BTCUSDT-USDT-PERP") == ("SWAP", "")
+    assert inst_type_of("BTCUSD-BTC-220325") == ("FUTURES", "")
+    assert inst_type_of("ETHUSD-ETH-220624-12000-P") == ("OPTION", "ETH-USD")
+    with pytest.raises(ConfigError):
+        inst_type_of("BTCUSD-INDEX")
+    assert not representable(SYM.info("ELON-USDT"))          # tickSz 1e-11
+    assert all(representable(SYM.info(s)) for s in INST if s not in UNREPRESENTABLE)
+    raw = {"providers": {"o": {"kind": "okx", "ws_url": "ws://x/ws/v5/public",
+                               "symbols": ["BTCUSDT", "BTCUSD-BTC-PERP", "ETHUSD-ETH-220624-12000-P"]}}}
+    cfg = parse(raw, env={})
+    p = OkxProvider(cfg, cfg.providers["o"])
+    assert p.channel_names == ("books", "trades", "tickers") and p.book_channel == "books"
+    assert p.types == [("OPTION", "ETH-USD"), ("SPOT", ""), ("SWAP", "")]
+    assert OkxProvider.websocket_connections(cfg.providers["o"]) == 1
+    assert p._message("unsubscribe", "book", ["BTC-USDT"]) == \
+        '{"op":"unsubscribe","args":[{"channel":"books","instId":"BTC-USDT"}]}'
+    for bad, match in (({"channels": ["books", "books-l2-tbt"]}, "one order book channel"),
+                       ({"channels": ["book"]}, "unknown OKX v5 channel"),
+                       ({"depth": 5}, "unknown OKX key")):
+        r = {"providers": {"o": {**raw["providers"]["o"], **bad}}}
+        c = parse(r, env={})
+        with pytest.raises(ConfigError, match=match):
+            OkxProvider(c, c.providers["o"])

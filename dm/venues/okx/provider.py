@@ -94,6 +94,13 @@ def inst_type_of(canonical: str) -> tuple[str, str]:
     raise ConfigError(f"okx: no OKX instrument type for {canonical!r}")
 
 
+def representable(info) -> bool:
+    """Whether an instrument's prices fit dm's 1e-9 fixed point: its ``tickSz`` has at most 9
+    decimals (every price OKX sends is a multiple of it)."""
+    tick = info.tick_size
+    return tick is None or tick <= 0 or -tick.normalize().as_tuple().exponent <= 9
+
+
 class OkxProvider(ResubscribingBooks, Provider):
     """OKX v5 worker (module docstring). Config (``[providers.<name>]``): ``ws_url``,
     ``rest_url``, ``symbols`` (canonical), ``channels``; extra keys ``quote_aliases``,
@@ -161,10 +168,9 @@ class OkxProvider(ResubscribingBooks, Provider):
         venue_symbols = sym.select(self.pcfg.symbols)
         for canonical, inst in venue_symbols.items():
             info = sym.info(inst)
-            tick = info.tick_size
-            if tick is not None and tick > 0 and -tick.normalize().as_tuple().exponent > 9:
-                raise ConfigError(f"providers.{self.name}: {canonical} ({inst}) ticks at {tick}: its prices "
-                                  f"have more decimals than dm's 1e-9 fixed point")
+            if not representable(info):
+                raise ConfigError(f"providers.{self.name}: {canonical} ({inst}) ticks at {info.tick_size}: its "
+                                  f"prices have more decimals than dm's 1e-9 fixed point")
             self.size_precisions[canonical] = info.size_precision
         self.venue_symbols = venue_symbols
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
