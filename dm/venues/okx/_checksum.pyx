@@ -22,41 +22,66 @@ cdef enum:
     BUF = 25 * 2 * 2 * 42 + 64   # 100 numbers of at most 41 characters + ':'
 
 
-cdef char* put_dec(char* p, uint64_t v, int dp) noexcept nogil:
+cdef extern from *:
+    """
+    static const char dm_okx_dig2[201] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    static const uint64_t dm_okx_p10[20] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+        1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+        1000000000000000000ULL, 10000000000000000000ULL};
+    /* the digits of v, at least `width` of them (zero-padded on the left), written at p */
+    static inline char *dm_okx_digits(char *p, uint64_t v, int width) {
+        char tmp[24];
+        int k = 24;
+        while (v >= 100) {
+            uint64_t q = v / 100;
+            unsigned r = (unsigned)(v - q * 100);
+            k -= 2;
+            memcpy(tmp + k, dm_okx_dig2 + 2 * r, 2);
+            v = q;
+        }
+        if (v >= 10) {
+            k -= 2;
+            memcpy(tmp + k, dm_okx_dig2 + 2 * v, 2);
+        } else if (v > 0 || k == 24) {
+            tmp[--k] = (char)('0' + v);
+        }
+        while (24 - k < width)
+            tmp[--k] = '0';
+        memcpy(p, tmp + k, 24 - k);
+        return p + 24 - k;
+    }
+    /* v / 10**dp in its shortest decimal form: no trailing fractional zeros, no '.' for an
+       integer ("0" for zero) */
+    static inline char *dm_okx_dec(char *p, uint64_t v, int dp) {
+        uint64_t ip, fr;
+        if (dp == 0)
+            return dm_okx_digits(p, v, 1);
+        ip = dp == 9 ? v / 1000000000ULL : v / dm_okx_p10[dp];   /* 9 (prices): a constant divisor */
+        fr = v - ip * dm_okx_p10[dp];
+        p = dm_okx_digits(p, ip, 1);
+        if (fr == 0)
+            return p;
+        /* strip trailing zeros: at most four divisions (8, 4, 2, 1 digits) */
+        if (dp > 8 && fr % 100000000ULL == 0) { fr /= 100000000ULL; dp -= 8; }
+        if (dp > 4 && fr % 10000ULL == 0) { fr /= 10000ULL; dp -= 4; }
+        if (dp > 2 && fr % 100ULL == 0) { fr /= 100ULL; dp -= 2; }
+        if (dp > 1 && fr % 10ULL == 0) { fr /= 10ULL; dp -= 1; }
+        *p++ = '.';
+        return dm_okx_digits(p, fr, dp);
+    }
+    """
+    char* dm_okx_dec(char* p, uint64_t v, int dp) noexcept nogil
+
+
+cdef inline char* put_dec(char* p, uint64_t v, int dp) noexcept nogil:
     """Decimal text of ``v / 10**dp``, shortest form: no trailing fractional zeros, no '.' for an
     integer, "0" for zero (the form OKX sends its price and size strings in)."""
-    cdef char tmp[24]
-    cdef int k = 0, lead, i
-    while dp > 0 and v % 10 == 0:
-        v //= 10
-        dp -= 1
-    while v:
-        tmp[k] = <char>(48 + v % 10)
-        v //= 10
-        k += 1
-    if k <= dp:                       # 0.000ddd: pad the fraction
-        p[0] = 48
-        p += 1
-        if dp > 0:
-            p[0] = 46
-            p += 1
-            for i in range(dp - k):
-                p[0] = 48
-                p += 1
-        while k:
-            k -= 1
-            p[0] = tmp[k]
-            p += 1
-        return p
-    lead = k - dp
-    while k:
-        k -= 1
-        p[0] = tmp[k]
-        p += 1
-        if k == dp and dp > 0 and k > 0:
-            p[0] = 46
-            p += 1
-    return p
+    return dm_okx_dec(p, v, dp)
 
 
 cdef char* put_px(char* p, int64_t px) noexcept nogil:
