@@ -574,3 +574,36 @@ def test_provider_config_instrument_types_and_representable_ticks():
         c = parse(r, env={})
         with pytest.raises(ConfigError, match=match):
             OkxProvider(c, c.providers["o"])
+
+
+def test_watchdog_pings_on_silence_and_reconnects_when_stale(tmp_path):
+    """OKX "Overview": after ping_interval_s without a frame the worker sends the text 'ping'
+    (once per silence), the venue answers 'pong' (a frame: the silence ends); after
+    stale_after_s without any frame the socket is closed for a reconnect."""
+    from dm.config import parse
+    from dm.venues.okx.provider import OkxProvider
+
+    raw = {"providers": {"o": {"kind": "okx", "ws_url": "ws://x/ws/v5/public", "symbols": ["ZENUSDT"],
+                               "dead_letter": str(tmp_path / "dl.jsonl"), "ping_interval_s": 0.2,
+                               "stale_after_s": 2.0}}}
+    cfg = parse(raw, env={})
+
+    async def main():
+        prov = OkxProvider(cfg, cfg.providers["o"])
+        async with ReplayServer([REC_DIR], speed=0) as srv:
+            async with aiohttp.ClientSession() as s:
+                async with s.ws_connect(srv.ws_url("okx")) as ws:
+                    dog = asyncio.get_running_loop().create_task(prov.watchdog(ws))
+                    got = []
+                    t0 = asyncio.get_running_loop().time()
+                    async for msg in ws:          # nothing subscribed: only answers to our pings
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        got.append((msg.data, asyncio.get_running_loop().time() - t0))
+                        if len(got) == 1:
+                            prov.frames += 1      # the worker counts the pong as a frame
+                    await asyncio.wait_for(dog, 5)
+                    return got, ws.closed, prov.stale_disconnects
+    got, closed, stale = arun(main())
+    assert [g[0] for g in got] == ["pong", "pong"]    # one ping per silence: after start, after the first pong
+    assert got[0][1] >= 0.2 and closed and stale == 1
