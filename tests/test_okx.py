@@ -567,6 +567,11 @@ def test_provider_config_instrument_types_and_representable_ticks():
     assert OkxProvider.websocket_connections(cfg.providers["o"]) == 1
     assert p._message("unsubscribe", "book", ["BTC-USDT"]) == \
         '{"op":"unsubscribe","args":[{"channel":"books","instId":"BTC-USDT"}]}'
+    p.venue_symbols = {"BTCUSDT": "BTC-USDT", "BTCUSD-BTC-PERP": "BTC-USD-SWAP", "BTCUSD-BTC-220325": "BTC-USD-220325"}
+    p.channel_names = ("trades", "funding-rate", "mark-price")
+    assert [(a["instId"], a["channel"]) for a in p.subscriptions()] == [
+        ("BTC-USDT", "trades"), ("BTC-USD-SWAP", "trades"), ("BTC-USD-SWAP", "funding-rate"),
+        ("BTC-USD-SWAP", "mark-price"), ("BTC-USD-220325", "trades"), ("BTC-USD-220325", "mark-price")]
     for bad, match in (({"channels": ["books", "books-l2-tbt"]}, "one order book channel"),
                        ({"channels": ["book"]}, "unknown OKX v5 channel"),
                        ({"depth": 5}, "unknown OKX key")):

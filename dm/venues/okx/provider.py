@@ -68,6 +68,8 @@ K_INFO = KINDS["info"]
 BOOK_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
 CHANNELS = frozenset(BOOK_CHANNELS + ("trades", "tickers", "mark-price", "open-interest", "funding-rate"))
 DEFAULT_CHANNELS = ("books", "trades", "tickers")
+_DERIVATIVE_CHANNELS = {"funding-rate": ("SWAP",), "mark-price": ("SWAP", "FUTURES", "OPTION"),
+                        "open-interest": ("SWAP", "FUTURES", "OPTION")}
 MAX_ARGS = 100   # args per subscribe request (the request must stay under OKX's 64 KB limit)
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
 CODEC_SIZE_PRECISION = 9
@@ -197,10 +199,24 @@ class OkxProvider(ResubscribingBooks, Provider):
     def book_symbol(self, iid: int) -> str:
         return self.venue_of[iid]
 
+    def subscriptions(self) -> list[dict]:
+        """The ``{"channel", "instId"}`` args of every configured channel and symbol; the
+        derivative channels only for the instrument types OKX has them for ("Public Channel":
+        ``funding-rate`` for SWAP, ``mark-price`` and ``open-interest`` for SWAP, FUTURES and
+        OPTION)."""
+        out = []
+        for canonical, inst in self.venue_symbols.items():
+            itype = inst_type_of(canonical)[0]
+            for ch in self.channel_names:
+                if ch in _DERIVATIVE_CHANNELS and itype not in _DERIVATIVE_CHANNELS[ch]:
+                    continue
+                out.append({"channel": ch, "instId": inst})
+        return out
+
     async def on_connected(self, ws) -> None:
         for sync in self.books.syncs.values():
             sync.awaiting_snapshot = True          # the subscription brings the snapshot
-        args = [{"channel": ch, "instId": inst} for inst in self.venue_symbols.values() for ch in self.channel_names]
+        args = self.subscriptions()
         for i in range(0, len(args), MAX_ARGS):
             await ws.send_str(orjson.dumps({"op": "subscribe", "args": args[i:i + MAX_ARGS]}).decode())
         log.info("subscribed", provider=self.name, args=len(args))
