@@ -167,6 +167,7 @@ class OkxProvider(ResubscribingBooks, Provider):
     async def resolve_symbols(self) -> None:
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
+        self.symbology = sym  # kept for symbols added at runtime (dm.control)
         venue_symbols = sym.select(self.pcfg.symbols)
         for canonical, inst in venue_symbols.items():
             info = sym.info(inst)
@@ -199,13 +200,16 @@ class OkxProvider(ResubscribingBooks, Provider):
     def book_symbol(self, iid: int) -> str:
         return self.venue_of[iid]
 
-    def subscriptions(self) -> list[dict]:
-        """The ``{"channel", "instId"}`` args of every configured channel and symbol; the
-        derivative channels only for the instrument types OKX has them for ("Public Channel":
-        ``funding-rate`` for SWAP, ``mark-price`` and ``open-interest`` for SWAP, FUTURES and
-        OPTION)."""
+    def subscriptions(self, venue_symbols: list[str] | None = None) -> list[dict]:
+        """The ``{"channel", "instId"}`` args of every configured channel and symbol (or of
+        ``venue_symbols``); the derivative channels only for the instrument types OKX has them
+        for ("Public Channel": ``funding-rate`` for SWAP, ``mark-price`` and ``open-interest``
+        for SWAP, FUTURES and OPTION)."""
         out = []
+        wanted = None if venue_symbols is None else set(venue_symbols)
         for canonical, inst in self.venue_symbols.items():
+            if wanted is not None and inst not in wanted:
+                continue
             itype = inst_type_of(canonical)[0]
             for ch in self.channel_names:
                 if ch in _DERIVATIVE_CHANNELS and itype not in _DERIVATIVE_CHANNELS[ch]:
@@ -220,6 +224,36 @@ class OkxProvider(ResubscribingBooks, Provider):
         for i in range(0, len(args), MAX_ARGS):
             await ws.send_str(orjson.dumps({"op": "subscribe", "args": args[i:i + MAX_ARGS]}).decode())
         log.info("subscribed", provider=self.name, args=len(args))
+
+    # -- runtime subscriptions (dm.control; OKX "Overview": subscribe / unsubscribe) --------------
+    def new_book_sync(self, iid: int):
+        if not self.book_channel:
+            return None
+        return OkxBookSync(iid, self.pcfg.publisher_id, CODEC_SIZE_PRECISION)
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        info = self.symbology.info(venue_symbol)
+        if not representable(info):
+            raise SymbologyError(f"{canonical} ({venue_symbol}) ticks at {info.tick_size}: its prices have more "
+                                 f"decimals than dm's 1e-9 fixed point")
+        self.size_precisions[canonical] = info.size_precision
+        self.codec.add_symbol(venue_symbol, iid, CODEC_SIZE_PRECISION)   # as make_codec (module docstring)
+
+    async def _live(self, ws, op: str, venue_symbols: list[str]) -> None:
+        args = self.subscriptions(venue_symbols)
+        for i in range(0, len(args), MAX_ARGS):
+            await ws.send_str(orjson.dumps({"op": op, "args": args[i:i + MAX_ARGS]}).decode())
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        if self.books is not None:
+            for c, v in self.venue_symbols.items():
+                sync = self.books.syncs.get(self.instrument_ids[c]) if v in venue_symbols else None
+                if sync is not None:
+                    sync.awaiting_snapshot = True      # the book subscription brings the snapshot
+        await self._live(ws, "subscribe", venue_symbols)
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._live(ws, "unsubscribe", venue_symbols)
 
     def ping_message(self) -> str:
         return "ping"
