@@ -239,3 +239,42 @@ def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sql
     want = [st_ for i, st_ in enumerate(states) if i == 0 or st_ != states[i - 1]]
     assert len(want) > 20 and depths[-len(want):] == want
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+def test_okx_runtime_subscribe_without_reconnect(tmp_path, instance):
+    """dm.control: UNI-USD-SWAP subscribed at runtime on the open OKX connection (subscribe op;
+    the replay server catches the new channel up from its snapshot): its book syncs and
+    publishes, the worker never reconnects; UNSUBSCRIBE answers ok."""
+    import signal
+    import subprocess
+
+    from dm.client import Client
+    from dm.control import request
+    from tests.e2e import start_supervisor
+    from tests.test_control import _wait
+
+    cfg = tmp_path / "dm.toml"
+    cfg.write_text(config_head(tmp_path, instance, f"sqlite:///{tmp_path / 'dm.sqlite'}", [REC_DIR], speed=1.0, once=False)
+                   + okx_provider(tmp_path, ["ZENUSDT"]))
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    run_dir = tmp_path / "run" / instance
+    try:
+        _wait(lambda: (run_dir / "okx.ctl.sock").exists() and (run_dir / "okx.stats.json").exists()
+              and worker_stats(tmp_path, instance, "okx")["connected"], 60, "worker connected")
+        client = Client(instance=instance, registry=f"/dm.reg.{instance}", control=str(run_dir / "control.sock"))
+        sub = client.subscribe("UNIUSD-UNI-PERP", "OKX", request=True, start="oldest", wait=10, follow=False)
+        got = []
+        _wait(lambda: (r := sub.read()) is not None and got.append(r) is None
+              and sum(isinstance(x, Depth) for x in got) >= 3, 30, "UNI DEPTH records")
+        assert {r.instrument_id for r in got} == {sub.instrument_id}
+        stats = worker_stats(tmp_path, instance, "okx")
+        assert stats["connects"] == 1 and stats["subscription_errors"] == 0
+        assert request(run_dir / "control.sock", "UNSUBSCRIBE UNIUSD-UNI-PERP@OKX")["ok"]
+        client.close()
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            sup.kill()

@@ -563,7 +563,7 @@ def test_provider_config_instrument_types_and_representable_ticks():
     cfg = parse(raw, env={})
     p = OkxProvider(cfg, cfg.providers["o"])
     assert p.channel_names == ("books", "trades", "tickers") and p.book_channel == "books"
-    assert p.types == [("OPTION", "ETH-USD"), ("SPOT", ""), ("SWAP", "")]
+    assert p.types == [("FUTURES", ""), ("OPTION", "ETH-USD"), ("SPOT", ""), ("SWAP", "")]
     assert OkxProvider.websocket_connections(cfg.providers["o"]) == 1
     assert p._message("unsubscribe", "book", ["BTC-USDT"]) == \
         '{"op":"unsubscribe","args":[{"channel":"books","instId":"BTC-USDT"}]}'

@@ -4,8 +4,9 @@
 Venue rules (OKX API v5 docs, https://www.okx.com/docs-v5/en/, sections named in brackets):
 
 * Reference data: REST ``GET /api/v5/public/instruments?instType=T`` ("Public Data → Get
-  instruments") for every instrument type the configured symbols need (SPOT, SWAP, FUTURES;
-  OPTION once per underlying, ``&uly=BASE-QUOTE``: options need it), joined into one JSON array
+  instruments") for SPOT, SWAP and FUTURES (so symbols added at runtime can be of any of them)
+  and OPTION once per configured underlying (``&uly=BASE-QUOTE``: options need it; options of
+  another underlying cannot be added at runtime), joined into one JSON array
   for ``dm.venues.okx.symbology.OkxSymbology``. Venue symbols are ``instId``s. Quote aliases
   come from ``[providers.<name>] quote_aliases`` only (OKX lists BTC-USD next to BTC-USDT
   contracts: the global USDT → USD alias would merge them).
@@ -127,7 +128,8 @@ class OkxProvider(ResubscribingBooks, Provider):
             raise ConfigError(f"providers.{pcfg.name}.channels: one order book channel at most, got {books}")
         self.book_channel = books[0] if books else None
         self.resync_timeout_s = float(ex.get("resync_timeout_s", 10.0))
-        self.types = sorted({inst_type_of(s) for s in pcfg.symbols})
+        # every non-option type (symbols added at runtime may be of any), options per configured underlying
+        self.types = sorted({("SPOT", ""), ("SWAP", ""), ("FUTURES", "")} | {inst_type_of(s) for s in pcfg.symbols})
         self.size_precisions: dict[str, int | None] = {}
         self.error_frames = 0
         self.subscription_errors = 0
