@@ -278,3 +278,39 @@ def test_okx_runtime_subscribe_without_reconnect(tmp_path, instance):
             sup.wait(30)
         except subprocess.TimeoutExpired:
             sup.kill()
+
+
+@pytest.mark.timeout(240)
+def test_okx_captured_session_replays_to_the_same_rows(tmp_path, instance):
+    """[capture]: the OKX session through a real worker is captured (frames, subscribe messages,
+    every instruments answer) under the venue's host; replaying the capture through a fresh
+    service stores the same trade, book delta and BBO rows."""
+    from dm.recording import read_file, ws_sessions
+    from tests.test_capture import _rows
+
+    symbols = ["ZENUSDT", "UNIUSD-UNI-PERP", "BTCUSD-BTC-220325-40000-C"]
+    first, second = tmp_path / "live", tmp_path / "again"
+    first.mkdir(), second.mkdir()
+    cap_dir = tmp_path / "capture"
+
+    def config(tmp, inst, files, capture=True):
+        cfg = tmp / "dm.toml"
+        extra = f'[capture]\nenabled = true\ndir = "{cap_dir}"\n' if capture else ""
+        cfg.write_text(config_head(tmp, inst, f"sqlite:///{tmp / 'dm.sqlite'}", files, speed=0.0) + extra
+                       + okx_provider(tmp, symbols))
+        return cfg
+    run_supervised(config(first, instance, [REC_DIR]), first)
+    files = sorted((cap_dir / instance / "okx").glob("okx-*.jsonl.zst"))
+    assert files, list(cap_dir.rglob("*"))
+    events = [e for f in files for e in read_file(f)]
+    rest = [e for e in events if e.kind == "rest"]
+    assert sorted(e.url.split("instType=")[1] for e in rest) == ["FUTURES", "OPTION&uly=BTC-USD", "SPOT", "SWAP"]
+    assert all(e.url.startswith("https://okx.com/api/v5/public/instruments") for e in rest)
+    sessions = ws_sessions(events)
+    assert [s.venue for s in sessions] == ["okx"]
+    assert len(sessions[0].frames) == worker_stats(first, instance, "okx")["frames"] > 1000
+    run_supervised(config(second, instance + "b", files, capture=False), second)
+    a, b = _rows(f"sqlite:///{first / 'dm.sqlite'}"), _rows(f"sqlite:///{second / 'dm.sqlite'}")
+    assert a["trades"] and a["book_deltas"] and a["bbo"]
+    assert a == b
+    assert worker_stats(second, instance + "b", "okx")["checksums_ok"] == worker_stats(first, instance, "okx")["checksums_ok"]
