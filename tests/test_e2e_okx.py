@@ -80,11 +80,13 @@ def expected(frames):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)
-def test_okx_replay_end_to_end(tmp_path, instance, storage_url):
+@pytest.mark.parametrize("storage_url,transport", [("sqlite", "aiohttp"), ("postgres", "aiohttp"), ("sqlite", "picows")],
+                         indirect=["storage_url"])
+def test_okx_replay_end_to_end(tmp_path, instance, storage_url, transport):
     symbols = list(SYMS.values())
     cfg = tmp_path / "dm.toml"
-    cfg.write_text(config_head(tmp_path, instance, storage_url, [REC_DIR], speed=0.0) + okx_provider(tmp_path, symbols))
+    cfg.write_text(config_head(tmp_path, instance, storage_url, [REC_DIR], speed=0.0)
+                   + okx_provider(tmp_path, symbols, transport=transport))
     readers = ChannelCollector(instance, symbols, exchange="OKX").start()
     run_supervised(cfg, tmp_path)
     readers.join(timeout=60)

@@ -74,7 +74,7 @@ _DERIVATIVE_CHANNELS = {"funding-rate": ("SWAP",), "mark-price": ("SWAP", "FUTUR
 MAX_ARGS = 100   # args per subscribe request (the request must stay under OKX's 64 KB limit)
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
 CODEC_SIZE_PRECISION = 9
-EXTRA_KEYS = frozenset({"quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s"})
+EXTRA_KEYS = frozenset({"quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s", "transport"})
 
 
 def inst_type_of(canonical: str) -> tuple[str, str]:
