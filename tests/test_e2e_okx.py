@@ -150,10 +150,11 @@ def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sql
     exactly one gap (okx.checksum) and one resubscription; what OKX sends on it (the true book as
     a snapshot) is inserted 2 recorded seconds later; from it on every DEPTH equals the true
     book and every checksum verifies again. A corrupted ZEN-USDT trades frame is dead-lettered
-    and costs nothing else; the worker process never changes."""
+    and costs nothing else, a trade whose price has 10 decimals is rejected alone (dead-lettered
+    with its text); the worker process never changes."""
     import shutil
 
-    from dm.recording import Corrupt, Drop, Insert, write_modified_recording
+    from dm.recording import Corrupt, Drop, Insert, Replace, write_modified_recording
     from dm.venues.okx._codec import OkxCodec
     from dm.venues.okx.booksync import OkxBookSync
     from tests.e2e import started_pids
@@ -189,8 +190,13 @@ def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sql
     evs = book_events(inst)
     second = [i for i, e in enumerate(evs) if e[2]["action"] == "snapshot"][1]
     k = detectable(evs, max(second + 1, len(evs) // 2), len(evs) - 1)
-    corrupt_line = next(no for no, line in enumerate(lines, 1)
-                        if '{"channel":"trades","instId":"ZEN-USDT"},"data"' in line)
+    zen_trades = [no for no, line in enumerate(lines, 1) if '{"channel":"trades","instId":"ZEN-USDT"},"data"' in line]
+    corrupt_line = zen_trades[0]
+    # a price with 10 decimals: that value (the trade) alone is rejected and dead-lettered
+    ts_, _, text = lines[zen_trades[1] - 1].partition(": ")
+    bad_trade = json.loads(text)
+    bad_trade["data"][0]["px"] = "32.5100000001"
+    bad_line = f"{ts_}: {json.dumps(bad_trade, separators=(',', ':'))}"
     j = next(i for i in range(k + 1, len(evs)) if evs[i][1] >= evs[k][1] + 2.0)
     bids, asks, states = {}, {}, []
     for i, (_, _, msg) in enumerate(evs):
@@ -213,7 +219,7 @@ def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sql
     work.mkdir()
     shutil.copy(REC_DIR / "OKX.0", work / "OKX.0")
     write_modified_recording(ws_file, work / "OKX.ws.1.0", [Drop(evs[k][0]), Insert(evs[j][0], ins),
-                                                             Corrupt(corrupt_line)])
+                                                             Corrupt(corrupt_line), Replace(zen_trades[1], bad_line)])
     symbols = ["UNIUSD-UNI-PERP", "ZENUSDT"]
     cfg = tmp_path / "dm.toml"
     cfg.write_text(config_head(tmp_path, instance, sqlite_url, [work], speed=10.0)
@@ -234,7 +240,12 @@ def test_okx_dropped_update_one_checksum_gap_resubscribe(tmp_path, instance, sql
     stats = worker_stats(tmp_path, instance, "okx")
     assert started_pids(log, "okx") == [stats["pid"]] and "child exited, restarting" not in log
     assert stats["book_gaps"] == 1 and stats["book_resubscribes"] == 1 and stats["book_crossed"] == 0
-    assert stats["book_snapshots"] == 2 + 2 + 1 and stats["dead_letters"] == 1
+    assert stats["book_snapshots"] == 2 + 2 + 1 and stats["dead_letters"] == 2 and stats["value_errors"] == 1
+    dead = [json.loads(x) for x in (tmp_path / "deadletter" / "okx.jsonl").read_text().splitlines()]
+    assert sorted(d["kind"] for d in dead) == ["CodecError", "FixedPointError"]
+    assert '"32.5100000001"' in next(d["error"] for d in dead if d["kind"] == "FixedPointError")
+    zen_trades_got = [r for r in readers.records["ZENUSDT"] if isinstance(r, Trade)]
+    assert len(zen_trades_got) == 11 - 2                        # the corrupted frame and the rejected trade
     depths = [(r.n_bid, r.n_ask, r.levels) for r in readers.records["UNIUSD-UNI-PERP"] if isinstance(r, Depth)]
     # from the inserted snapshot on, the published books are the true ones (a DEPTH whenever the
     # top 10 changed), ending on the final book; nothing was published while out of sync

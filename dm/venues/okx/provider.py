@@ -52,7 +52,8 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS, value_text
-from dm.errors import ConfigError, FixedPointError, SymbologyError
+from dm._book import BookError
+from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
 from dm.venues.okx._codec import OkxCodec
@@ -286,10 +287,26 @@ class OkxProvider(ResubscribingBooks, Provider):
 
     # -- frames -----------------------------------------------------------------------------
     def on_frame(self, data, ts_recv: int) -> None:
-        super().on_frame(data, ts_recv)
+        """Decode one frame and publish its records (the base loop plus values rejected alone,
+        dead-lettered with their text; a frame that fails as a whole is dead-lettered once)."""
+        self.frames += 1
+        if self.frames == 1:
+            self.first_frame_ns = ts_recv
+        self.last_frame_ns = ts_recv
         codec = self.codec
-        if codec.value_error_count:
-            self._dead_values(codec, data, ts_recv)
+        try:
+            n = codec.decode(data, ts_recv)
+            if codec.value_error_count:
+                self._dead_values(codec, data, ts_recv)
+            if codec.last_kind in self.book_kinds:
+                self.last_frame = data
+                self.on_book_frame(codec.last_kind, ts_recv)
+                return
+        except (CodecError, BookError) as e:
+            self.dead.add(ts_recv, data, e)
+            return
+        if n:
+            self.publish(codec.output(), n)
 
     def _dead_values(self, codec, data, ts_recv: int) -> None:
         for iid, field, reason, off in codec.value_errors:
