@@ -29,6 +29,7 @@ from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, K
                        config_head, provider_toml)
 
 BYBIT_2026 = ROOT / "data/bybit/2026-08-09/BYBIT.jsonl.zst"
+COINBASE_2026 = ROOT / "data/coinbase/2026-08-09/COINBASE.jsonl.zst"
 #: (category, venue symbol) -> canonical, the 2026 session's linear + spot symbols
 BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT"): "ETHUSDT-USDT-PERP",
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
@@ -65,6 +66,10 @@ VENUES = {
         dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
              channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
     ),
+    "coinbase": (
+        (COINBASE_2026,),
+        dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
+             channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
     "okx": (
         (OKX_DIR,),
         dict(kind="okx", exchange="OKX", ws_url="ws://{replay}/ws/v5/public", symbols=list(OKX_SYMBOLS.values()),
@@ -136,6 +141,10 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue == "coinbase":   # the replay serves the recorded connection whole from the first subscribe
+        url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
+        subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
+                for c in (*p["channels"], "heartbeats")]
     elif venue == "okx":
         url = f"ws://127.0.0.1:{port}/ws/v5/public"
         subs = [{"op": "subscribe", "args": [{"channel": c, "instId": i} for i in OKX_SYMBOLS for c in p["channels"]]}]

@@ -21,6 +21,8 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.coinbase._codec import CoinbaseCodec
+from dm.venues.coinbase.codec_ref import RefCoinbaseCodec
 from dm.venues.okx._codec import OkxCodec
 from dm.venues.okx.codec_ref import RefOkxCodec
 from dm.errors import CodecError
@@ -48,6 +50,8 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
+    csyms = {s: 80 + i for i, s in enumerate(["BTC-USD", "ETH-USD", "SKL-USD", "SKL-BTC", "SKL-GBP", "BAND-GBP",
+                                             "BAND-BTC", "NMR-EUR", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR"])}
     osyms = {s: 80 + i for i, s in enumerate(["ELON-USDT", "ZEN-USDT", "PROPS-ETH", "UNI-USD-SWAP",
                                              "BTC-USD-220325-40000-C", "ETH-USD-220228-3000-C"])}
     return [
@@ -63,6 +67,8 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (CoinbaseCodec(1008, csyms), RefCoinbaseCodec(1008, csyms),
+         recorded(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst", 6000) + recorded(DATA / "coinbase/2021-04-17/COINBASE.ws.28.0")),
         (OkxCodec(1006, osyms), RefOkxCodec(1006, osyms), recorded(DATA / "okx/2022-02-27/OKX.ws.1.0")),
     ]
 
@@ -117,10 +123,10 @@ def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
     rnd = random.Random(seed)
     stats = {"records": 0, "errors": 0, "ok": 0, "oracle_checked": 0}
     venues = codecs()
-    per_venue = total // len(venues)
-    for c, ref, frames, *twin in venues:
+    per_venue, extra = divmod(total, len(venues))
+    for idx, (c, ref, frames, *twin) in enumerate(venues):
         decode = c.decode
-        for k in range(per_venue):
+        for k in range(per_venue + (idx < extra)):   # exactly `total` frames whatever the venue count
             frame = mutate(rnd, rnd.choice(frames))
             try:
                 n = decode(frame, k)
@@ -168,8 +174,8 @@ def test_fuzz_ten_million_mutated_frames():
 
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
-                                   OkxCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit", "okx"])
+                                   CoinbaseCodec(1, {}), OkxCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "coinbase", "okx"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

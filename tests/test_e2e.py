@@ -39,10 +39,11 @@ def test_replay_through_supervisor_reader_and_storage(tmp_path, instance, storag
 
 
 @pytest.mark.timeout(180)
-def test_replay_over_picows_transport(tmp_path, instance, sqlite_url):
-    """``transport = "picows"``: the same records, exactly, through the Cython websocket client."""
-    replay_exactly(tmp_path, instance, sqlite_url, extra='transport = "picows"')
-    assert "transport=picows" in (tmp_path / "supervisor.log").read_text()
+def test_replay_over_aiohttp_transport(tmp_path, instance, sqlite_url):
+    """``transport = "aiohttp"`` (picows is the default): the same records, exactly."""
+    replay_exactly(tmp_path, instance, sqlite_url, extra='transport = "aiohttp"')
+    log = (tmp_path / "supervisor.log").read_text()
+    assert "transport=picows" not in log and "connected" in log
 
 
 def replay_exactly(tmp_path, instance, storage_url, extra: str = "") -> None:

@@ -329,8 +329,8 @@ class Provider:
             self.stale_after_s = float(ex["stale_after_s"]) or None
         if "ping_interval_s" in ex:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
-        #: websocket client: "aiohttp" (default) or "picows" (``[providers.X] transport``)
-        self.transport = str(ex.get("transport", "aiohttp"))
+        #: websocket client: "picows" (default) or "aiohttp" (``[providers.X] transport``)
+        self.transport = str(ex.get("transport", "picows"))
         if self.transport not in ("aiohttp", "picows"):
             raise ConfigError(f"providers.{self.name}.transport must be \"aiohttp\" or \"picows\", got {self.transport!r}")
 
