@@ -38,6 +38,10 @@ REGISTRY: dict[str, str] = {
     "bybit": "dm.venues.bybit",
     "coinbase": "dm.venues.coinbase",
     "okx": "dm.venues.okx",
+    "deribit": "dm.venues.deribit",
+    "bitstamp": "dm.venues.bitstamp",
+    "binance_futures": "dm.venues.binance_futures",
+    "binance_delivery": "dm.venues.binance_delivery",
 }
 
 
