@@ -480,11 +480,31 @@ def register_filler(provider: str, factory: Callable[..., GapFiller]) -> None:
     FILLERS[provider] = factory
 
 
+#: venue REST trade gap fillers (``dm/venues/<kind>/filler.py``), registered lazily by
+#: ``_default_fillers``: provider (= venue kind in ``[routing]``) → ``"module:Class"``
+VENUE_FILLERS: dict[str, str] = {
+    "binance": "dm.venues.binance.filler:BinanceGapFiller",
+    "kraken": "dm.venues.kraken.filler:KrakenGapFiller",
+}
+
+
+def _lazy_factory(target: str) -> Callable[..., GapFiller]:
+    def factory(storage, settings, **kw):
+        import importlib
+
+        mod, _, name = target.partition(":")
+        return getattr(importlib.import_module(mod), name)(storage, settings, **kw)
+    return factory
+
+
 def _default_fillers() -> None:
     if "databento" not in FILLERS:
         from dm.databento.historical import DatabentoGapFiller
 
         register_filler("databento", DatabentoGapFiller)
+    for provider, target in VENUE_FILLERS.items():
+        if provider not in FILLERS:
+            register_filler(provider, _lazy_factory(target))
 
 
 def gap_window_ns(gap: dict) -> tuple[int, int] | None:
