@@ -152,6 +152,34 @@ def test_binance_trade_gap_filled_exactly_from_agg_trades(st, binance_replay):
     assert same_trades(st.fetch("trades"), rec)
 
 
+def test_binance_gap_longer_than_an_hour_is_asked_in_hour_windows(st, binance_replay):
+    """Binance refuses ``endTime - startTime`` of 1 h or more (-1127): a 3 h gap is asked as
+    three ≤ 1 h windows, and every recorded trade inside it is stored."""
+    iid = InstrumentRegistry(st).resolve("DENTUSD", "BINANCE", "DENTUSDT", 1001)
+    rec = recorded_binance_trades("DENTUSDT", iid)
+    hour = 3_600 * 10**9
+    a = int(rec["ts_event"].min()) - 2 * hour + 5 * 10**9  # the recording sits in the third hour window
+    b = a + 3 * hour
+    st.record_gap(iid, "reconnect", a, b - 1, b, units=GapUnits.NS)
+    kw = {"rest_urls": {"binance": binance_replay.url}, "sleep": lambda s: None}
+    (o,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
+    assert o.state == "filled" and o.rows == len(rec) == 716, o.detail
+    assert same_trades(st.fetch("trades"), rec)
+    (chunk,) = Ledger(st).chunks(o.jobs[0])
+    assert chunk["requests"] == 3 and chunk["records"] == 716  # one page per hour window (1,000 a page)
+
+
+def test_a_venue_error_fails_the_gap_which_stays_open(st, binance_replay):
+    iid = InstrumentRegistry(st).resolve("NOPEUSD", "BINANCE", "NOPEUSDT", 1001)
+    gid = st.record_gap(iid, "reconnect", 10**18, 10**18 + 10**9, 1, units=GapUnits.NS)
+    kw = {"rest_urls": {"binance": binance_replay.url}, "sleep": lambda s: None}
+    (o,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
+    assert o.state == "failed" and 'HTTP 400: {"code":-1121,"msg":"Invalid symbol."}' in o.detail
+    assert st.gaps()[0]["state"] == "open" and st.counts()["trades"] == 0
+    job = Ledger(st).jobs()[0]
+    assert (job["gap_id"], job["state"]) == (gid, "failed") and "-1121" in Ledger(st).chunks(job["id"])[0]["error"]
+
+
 def test_fill_gaps_command_uses_the_configured_rest_url(tmp_path, storage_url, binance_replay, monkeypatch):
     """``dm backfill fill-gaps`` asks the venue at its ``[providers.*] rest_url`` (here the replay)."""
     import tomlkit
