@@ -485,6 +485,7 @@ def register_filler(provider: str, factory: Callable[..., GapFiller]) -> None:
 VENUE_FILLERS: dict[str, str] = {
     "binance": "dm.venues.binance.filler:BinanceGapFiller",
     "kraken": "dm.venues.kraken.filler:KrakenGapFiller",
+    "kraken_futures": "dm.venues.kraken_futures.filler:KrakenFuturesGapFiller",
 }
 
 

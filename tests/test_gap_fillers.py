@@ -306,3 +306,78 @@ def test_trades_dropped_in_the_replay_are_filled_exactly_from_agg_trades(tmp_pat
         (o,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
         assert o.state == "filled" and o.rows == len(dropped), o.detail
         assert same_trades(st.fetch("trades", inst.instrument_id), want)
+
+
+# --- Kraken Futures ---------------------------------------------------------------------------
+KF = ["data/kraken_futures/KRAKEN_FUTURES.ws.1.0", "data/kraken_futures/KRAKEN_FUTURES.0"]
+
+
+@pytest.fixture(scope="module")
+def kf_replay():
+    r = Replay(KF)
+    yield r
+    r.close()
+
+
+def recorded_kf_trades(pid: str, iid: int) -> np.ndarray:
+    """The recording's trades of ``pid`` (trade and trade_snapshot frames, each uid once) through
+    the live codec: trade_id = the websocket ``seq``."""
+    from dm.venues.kraken_futures._codec import KrakenFuturesCodec
+
+    codec = KrakenFuturesCodec(1003)
+    codec.add_symbol(pid, iid, 9)
+    out = []
+    for ev in read_file(KF[0]):
+        if ev.kind == "frame" and f'"product_id":"{pid}"' in ev.text[:80] and '"feed":"trade' in ev.text[:30]:
+            codec.decode(ev.text, int(ev.ts * 1e9))
+            out.append(bytes(codec.output()))
+    a = np.frombuffer(b"".join(out), DTYPES[RType.TRADE])
+    _, first = np.unique(a["trade_id"], return_index=True)
+    return a[np.sort(first)]
+
+
+def fills(a: np.ndarray) -> list:
+    """A trade array as the multiset (sorted list) of (ts_event, price, size, side)."""
+    return sorted(zip(a["ts_event"].tolist(), a["price"].tolist(), a["size"].tolist(), a["side"].tolist()))
+
+
+def test_kraken_futures_replay_serves_executions(kf_replay):
+    r = kf_replay
+    status, body = r.get("/api/history/v3/market/pi_xrpusd/executions")
+    assert status == 200 and body["len"] == 100 and "continuationToken" not in body
+    ts = [e["timestamp"] for e in body["elements"]]
+    assert ts == sorted(ts, reverse=True)  # default sort: desc
+    ex = body["elements"][0]["event"]["Execution"]["execution"]
+    assert set(ex) == {"uid", "makerOrder", "takerOrder", "timestamp", "quantity", "price", "markPrice", "limitFilled", "usdValue"}
+    assert isinstance(ex["quantity"], str) and {ex["takerOrder"]["direction"], ex["makerOrder"]["direction"]} == {"Buy", "Sell"}
+    with urllib.request.urlopen(r.url + f"/api/history/v3/market/PI_XRPUSD/executions?since={min(ts)}&sort=asc&count=30") as resp:
+        page = orjson.loads(resp.read())
+        token = resp.headers["Next-Continuation-Token"]
+    assert page["len"] == 30 and page["continuationToken"] == token
+    nxt = r.get(f"/api/history/v2/market/PI_XRPUSD/executions?since={min(ts)}&sort=asc&count=30&continuationToken={token}")[1]
+    asc = sorted(ts)
+    assert [e["timestamp"] for e in page["elements"] + nxt["elements"]] == asc[:60]
+    assert r.get(f"/api/history/v3/market/pi_xrpusd/executions?since={asc[10]}&before={asc[20]}&sort=asc")[1]["len"] == \
+        sum(asc[10] <= t < asc[20] for t in asc)
+    assert r.get("/api/history/v3/market/pi_nope/executions")[0] == 404
+
+
+def test_kraken_futures_trade_gap_filled_exactly_from_executions(st, kf_replay):
+    iid = InstrumentRegistry(st).resolve("XRPUSD-USD-PERP", "KRAKEN_FUTURES", "PI_XRPUSD", 1003)
+    rec = recorded_kf_trades("PI_XRPUSD", iid)
+    ts = np.unique(rec["ts_event"])
+    a, b = int(ts[15]), int(ts[70])  # 80 distinct ms among the 100 recorded trades
+    inside = (rec["ts_event"] >= a) & (rec["ts_event"] < b)
+    live = rec[~inside | (np.arange(len(rec)) % 7 == 0)]  # the live feed's rows (trade_id = seq)
+    st.write({RType.TRADE: live.copy()})
+    st.record_gap(iid, "reconnect", a, b - 1, b, units=GapUnits.NS)
+    kw = {"rest_urls": {"kraken_futures": kf_replay.url}, "page_limit": 25, "sleep": lambda s: None}
+    (o,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
+    missing = len(rec) - len(live)
+    assert o.state == "filled" and o.rows == missing > 30, o.detail
+    assert fills(st.fetch("trades", iid)) == fills(rec)  # every recorded fill once
+    (chunk,) = Ledger(st).chunks(o.jobs[0])
+    assert chunk["requests"] == -(-int(inside.sum()) // 25)  # pages of 25 by continuation token
+    st.record_gap(iid, "reconnect", a, b - 1, b + 1, units=GapUnits.NS)
+    (o2,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
+    assert o2.state == "filled" and o2.rows == 0 and fills(st.fetch("trades", iid)) == fills(rec)
