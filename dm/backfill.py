@@ -489,6 +489,14 @@ VENUE_FILLERS: dict[str, str] = {
 }
 
 
+#: gap kinds counting venue trade ids (``GapUnits.SEQUENCE``) a provider's filler refetches by
+#: id (``plan_id_gap(gap, targets, first_id, last_id)``): Binance aggregate trade ids are
+#: consecutive per symbol, so ``aggTrades`` ``fromId`` fills such a gap exactly
+ID_GAP_KINDS: dict[str, frozenset[str]] = {
+    "binance": frozenset({"binance.agg_trade_id"}),
+}
+
+
 def _lazy_factory(target: str) -> Callable[..., GapFiller]:
     def factory(storage, settings, **kw):
         import importlib
@@ -574,13 +582,17 @@ def fill_gaps(storage, settings: Settings, *, confirm: bool = False, dry_run: bo
             outcomes.append(FillOutcome(gid, "open", f"no gap filler for provider {provider!r} yet"))
             continue
         window = gap_window_ns(g)
-        if window is None:
+        by_id = window is None and kind in ID_GAP_KINDS.get(provider, ())
+        if window is None and not by_id:
             outcomes.append(FillOutcome(gid, "open", f"{provider} fills time windows; this gap counts sequence numbers"))
             continue
         filler = fillers.get(provider)
         if filler is None:
             filler = fillers[provider] = FILLERS[provider](storage, settings, **(filler_kw or {}))
-        plans.append(filler.plan_gap(g, targets, *window))
+        if by_id:  # exact by id continuity: first..last missing venue trade ids
+            plans.append(filler.plan_id_gap(g, targets, int(g["first_missing"]), int(g["last_missing"])))
+        else:
+            plans.append(filler.plan_gap(g, targets, *window))
     total = sum(p.cost_nano for p in plans)
     verdict = None
     if plans:

@@ -152,6 +152,25 @@ def test_binance_trade_gap_filled_exactly_from_agg_trades(st, binance_replay):
     assert same_trades(st.fetch("trades"), rec)
 
 
+def test_binance_gap_of_aggregate_ids_is_filled_by_from_id(st, binance_replay):
+    """A gap counting aggregate trade ids (``binance.agg_trade_id``, units SEQUENCE) is refetched
+    by ``fromId`` alone: exactly the ids first..last, by id continuity."""
+    iid = InstrumentRegistry(st).resolve("DENTUSD", "BINANCE", "DENTUSDT", 1001)
+    rec = recorded_binance_trades("DENTUSDT", iid)
+    ids = rec["trade_id"]
+    assert np.all(np.diff(ids.astype(np.int64)) == 1)  # consecutive in the recording too
+    first, last = int(ids[50]), int(ids[400])
+    st.record_gap(iid, "binance.agg_trade_id", first, last, 1, units=GapUnits.SEQUENCE)
+    kw = {"rest_urls": {"binance": binance_replay.url}, "page_limit": 100, "sleep": lambda s: None}
+    outcomes, _ = fill_gaps(st, parse_settings(ROUTING), dry_run=True, filler_kw=kw)
+    assert [o.state for o in outcomes] == ["planned"] and "by trade id" in outcomes[0].detail
+    (o,), _ = fill_gaps(st, parse_settings(ROUTING), filler_kw=kw)
+    assert o.state == "filled" and o.rows == 351, o.detail
+    assert same_trades(st.fetch("trades"), rec[50:401])
+    (chunk,) = Ledger(st).chunks(o.jobs[0])
+    assert (chunk["stype_in"], chunk["requests"], chunk["resume_ns"]) == ("trade_id", 4, last + 1)
+
+
 def test_binance_gap_longer_than_an_hour_is_asked_in_hour_windows(st, binance_replay):
     """Binance refuses ``endTime - startTime`` of 1 h or more (-1127): a 3 h gap is asked as
     three ≤ 1 h windows, and every recorded trade inside it is stored."""

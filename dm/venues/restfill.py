@@ -106,14 +106,24 @@ class VenueRestFiller:
 
         syms = ", ".join(sorted(t.symbol for t in targets))
         return GapPlan(gap, self.KIND, 0, f"{self.KIND}: trades of {syms} over [{start_ns}, {end_ns}) from public REST (free)",
-                       (list(targets), start_ns, end_ns))
+                       (list(targets), start_ns, end_ns, False))
+
+    def plan_id_gap(self, gap: dict, targets, first_id: int, last_id: int):
+        """A gap of venue trade ids ``first_id..last_id`` (inclusive): the ledger's chunk then
+        holds ids in ``start_ns``/``end_ns``/``resume_ns`` (``stype_in`` ``trade_id``)."""
+        from dm.backfill import GapPlan
+
+        syms = ", ".join(sorted(t.symbol for t in targets))
+        return GapPlan(gap, self.KIND, 0, f"{self.KIND}: trades {first_id}..{last_id} of {syms} by trade id from public REST (free)",
+                       (list(targets), first_id, last_id + 1, True))
 
     def fill(self, plan) -> tuple[list[int], int]:
         """One job per instrument; its trades over the window stored page by page, each page
         committed with the chunk's progress. Returns (job ids, rows stored)."""
         from dm.backfill import job_key
 
-        targets, start_ns, end_ns = plan.opaque
+        targets, start_ns, end_ns, by_id = plan.opaque
+        stype = "trade_id" if by_id else "venue"
         gid = int(plan.gap["id"])
         jobs, rows = [], 0
         for t in targets:
@@ -121,9 +131,9 @@ class VenueRestFiller:
             if inst is None or not inst.venue_symbol:
                 raise BackfillError(f"{self.KIND}: instrument {t.instrument_id} has no venue symbol in the registry")
             vsym = inst.venue_symbol
-            key = job_key(self.KIND, t.exchange, "trades", "venue", [vsym], start_ns, end_ns, t.exchange, gid)
+            key = job_key(self.KIND, t.exchange, "trades", stype, [vsym], start_ns, end_ns, t.exchange, gid)
             now = time.time_ns()
-            jid = self.ledger.create_job(key, "fill-gaps", self.KIND, t.exchange, "trades", "venue", [vsym], t.exchange,
+            jid = self.ledger.create_job(key, "fill-gaps", self.KIND, t.exchange, "trades", stype, [vsym], t.exchange,
                                          start_ns, end_ns, gid, [(vsym, start_ns, end_ns, 0, 0, 0)], now)
             jobs.append(jid)
             chunk = self.ledger.chunks(jid)[0]
@@ -131,8 +141,10 @@ class VenueRestFiller:
                 continue
             self.ledger.claim_job(jid)
             try:
-                for arr, nbytes in self.pages(inst, start_ns, end_ns):
-                    rows += self._commit(jid, int(chunk["id"]), arr, nbytes)
+                pages = self.pages_by_id(inst, start_ns, end_ns - 1) if by_id else self.pages(inst, start_ns, end_ns)
+                for arr, nbytes in pages:
+                    resume = (int(arr["trade_id"].max()) + 1 if by_id else int(arr["ts_event"].max())) if len(arr) else 0
+                    rows += self._commit(int(chunk["id"]), arr, nbytes, resume)
             except DmError as e:
                 self.ledger.fail_chunk(int(chunk["id"]), str(e))
                 self.ledger.finish_job(jid, "failed", str(e))
@@ -143,8 +155,7 @@ class VenueRestFiller:
             self.ledger.finish_job(jid, "done")
         return jobs, rows
 
-    def _commit(self, jid: int, chunk_id: int, arr: np.ndarray, nbytes: int) -> int:
-        resume = int(arr["ts_event"].max()) if len(arr) else 0
+    def _commit(self, chunk_id: int, arr: np.ndarray, nbytes: int, resume: int) -> int:
 
         def fn(c, inserted):
             c.exec("UPDATE backfill_chunks SET state = 'partial', resume_ns = CASE WHEN ? > resume_ns THEN ? ELSE resume_ns END,"
@@ -158,6 +169,11 @@ class VenueRestFiller:
     def pages(self, inst, start_ns: int, end_ns: int) -> Iterator[tuple[np.ndarray, int]]:
         """Yield (TRADE array with ts_event in ``[start_ns, end_ns)``, body bytes) per REST page."""
         raise NotImplementedError
+
+    def pages_by_id(self, inst, first_id: int, last_id: int) -> Iterator[tuple[np.ndarray, int]]:
+        """Yield (TRADE array of trade ids ``first_id..last_id``, body bytes) per REST page
+        (venues whose ``ID_GAP_KINDS`` entry says they can)."""
+        raise BackfillError(f"{self.KIND} cannot refetch trades by id")
 
     def codec(self, inst):
         """The venue's live codec mapping ``inst``'s venue symbol (at its size precision)."""

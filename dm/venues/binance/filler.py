@@ -7,7 +7,8 @@ sent, time between startTime and endTime must be less than 1 hour"), ``limit`` (
 max 1000). Each element is ``{"a": aggTradeId, "p": price, "q": qty, "f": firstTradeId, "l":
 lastTradeId, "T": ms, "m": buyerIsMaker, "M": bestMatch}``, ascending by ``a``.
 
-Paging: per window of at most 1 h (``startTime``..``endTime``, ``endTime - startTime`` ≤
+A gap of aggregate trade ids (kind ``binance.agg_trade_id``, ``GapUnits.SEQUENCE``) is fetched
+by ``fromId`` alone (``pages_by_id``). Paging of a time window: per window of at most 1 h (``startTime``..``endTime``, ``endTime - startTime`` ≤
 3,599,999 ms), the first page by time, then by ``fromId`` = last ``a`` + 1 until a page is short
 or passes ``endTime`` (aggregate ids are consecutive per symbol, so this is exact by id
 continuity). A gap's ns window ``[start_ns, end_ns)`` becomes ``startTime = ceil(start_ns /
@@ -36,6 +37,30 @@ PATH = "/api/v3/aggTrades"
 class BinanceGapFiller(VenueRestFiller):
     KIND = "binance"
     PUBLIC_REST_URL = "https://api.binance.com"
+
+    def pages_by_id(self, inst, first_id: int, last_id: int) -> Iterator[tuple[np.ndarray, int]]:
+        """A gap of aggregate trade ids (``binance.agg_trade_id``): ``fromId`` paging from
+        ``first_id`` until ``last_id`` is passed; exact, as the ids are consecutive per symbol."""
+        codec = self.codec(inst)
+        sym = inst.venue_symbol.upper()
+        limit = min(self.page_limit, 1000)
+        nxt = first_id
+        while nxt <= last_id:
+            body, page = self.get_json(PATH, {"symbol": sym, "fromId": nxt, "limit": limit})
+            if not isinstance(page, list):
+                raise BackfillError(f"binance {PATH}: expected a JSON array, got {body[:200]!r}")
+            ts_recv = time.time_ns()
+            out = []
+            for el in page:
+                if not isinstance(el, dict) or "a" not in el or "T" not in el:
+                    raise BackfillError(f"binance {PATH}: unexpected element {el!r}")
+                if first_id <= int(el["a"]) <= last_id:
+                    codec.decode(orjson.dumps({"e": "aggTrade", "E": el["T"], "s": sym, **el}), ts_recv)
+                    out.append(bytes(codec.output()))
+            yield trade_array(out), len(body)
+            if len(page) < limit:
+                return
+            nxt = int(page[-1]["a"]) + 1
 
     def pages(self, inst, start_ns: int, end_ns: int) -> Iterator[tuple[np.ndarray, int]]:
         codec = self.codec(inst)
