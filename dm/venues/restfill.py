@@ -153,6 +153,7 @@ class VenueRestFiller:
                 "UPDATE backfill_chunks SET state = 'done', resume_ns = end_ns, updated_ns = ? WHERE id = ?",
                 (time.time_ns(), int(chunk["id"]))))
             self.ledger.finish_job(jid, "done")
+            log.info("venue gap filled", venue=self.KIND, symbol=vsym, gap_id=gid, job_id=jid, rows=rows, requests=self.requests)
         return jobs, rows
 
     def _commit(self, chunk_id: int, arr: np.ndarray, nbytes: int, resume: int) -> int:
