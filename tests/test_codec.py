@@ -367,10 +367,14 @@ def test_binance_raw_stream_forms():
 def test_binance_errors_name_venue_field_offset():
     c = BinanceCodec(1001, {"ZILUSDT": 5})
     frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, p="0.1234567891")}).encode()
-    with pytest.raises(FixedPointError) as ei:
+    # a value that cannot be represented is rejected alone (the trade), the frame is not an error
+    assert c.decode(frame, 1) == 0 and c.output().nbytes == 0 and KIND_NAMES[c.last_kind] == "aggTrade"
+    assert c.value_errors == [(5, "p", "more than 9 fractional digits", frame.index(b'"0.1234567891"'))]
+    frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, p="1.2.3")}).encode()
+    with pytest.raises(FixedPointError) as ei:      # not a decimal at all: the frame is malformed
         c.decode(frame, 1)
-    assert (ei.value.venue, ei.value.field, ei.value.offset) == ("BINANCE", "p", frame.index(b'"0.1234567891"'))
-    assert ei.value.reason == "more than 9 fractional digits"
+    assert (ei.value.venue, ei.value.field, ei.value.offset) == ("BINANCE", "p", frame.index(b'"1.2.3"'))
+    assert ei.value.reason == "invalid decimal"
     assert c.output().nbytes == 0 and c.last_kind == 0
     frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, s="NOPE")}).encode()
     with pytest.raises(UnknownInstrumentError) as ei:
