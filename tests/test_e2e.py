@@ -155,11 +155,17 @@ def test_bad_frames_dead_lettered_worker_carries_on(tmp_path, instance, sqlite_u
     # every good frame still arrived and was stored
     st = open_storage(sqlite_url)
     try:
-        assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408
+        # the two "price too large" bookTickers cost their bid side alone: stored without it
+        assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408 + 2
+        from dm.records import UNDEF_PRICE
+        bbo = st.fetch("bbo")
+        assert int((bbo["bid_px"] == UNDEF_PRICE).sum()) == 2 and int((bbo["ask_px"] == 200_000_000).sum()) == 2
     finally:
         st.close()
     stats = json.loads((tmp_path / "run" / instance / "binance.stats.json").read_text())
-    assert stats["dead_letters"] == len(inserted) == 8
+    assert stats["dead_letters"] == len(inserted) == 8 and stats["value_errors"] == 2
+    values = [d for d in dead if d.get("field") == "b"]
+    assert len(values) == 2 and all(d["symbol"] == "ZILUSD" and d["reason"] == "out of range" for d in values)
     assert leftover_segments(instance) == []
 
 

@@ -249,6 +249,12 @@ def ledger(url: str) -> list[dict]:
         st.close()
 
 
+def depth9(r) -> tuple:
+    """(n_bid, n_ask, levels) of a DEPTH record, sizes at 1e-9 like the reference books."""
+    sp = r.size_precision
+    return r.n_bid, r.n_ask, tuple((bp, ap, to9(bs, sp), to9(as_, sp)) for bp, ap, bs, as_ in r.levels)
+
+
 def top10(ref: RefBook) -> tuple:
     bids, asks = ref.levels(SIDE_BID, 10), ref.levels(SIDE_ASK, 10)
     return len(bids), len(asks), depth_levels(bids, asks)
@@ -337,8 +343,8 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     after = [r for r in depths if r.sequence >= snap_u]
     assert after and after[0].sequence == snap_u           # the resubscription's snapshot
     for r in after:
-        assert (r.n_bid, r.n_ask, r.levels) == states[r.sequence], r.sequence
-    assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == final
+        assert depth9(r) == states[r.sequence], r.sequence
+    assert depth9(depths[-1]) == final
     assert not [r for r in depths if u_k <= r.sequence < snap_u]   # nothing published while out of sync
     # the spot book went on untouched
     spot_frames = [(e["conn"], json.loads(e["data"])) for e in jsonl() if e["t"] == "recv" and e["conn"] == SPOT_CONN]
@@ -401,5 +407,5 @@ def test_bybit_one_category_connection_lost_reconnects_alone(tmp_path, instance,
     assert inst[gaps[0]["instrument_id"]] == lost_sym
     for sym in symbols.values():
         depths = [r for r in readers.records[sym] if isinstance(r, Depth)]
-        assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == finals[sym], sym
+        assert depth9(depths[-1]) == finals[sym], sym
     assert leftover_segments(instance) == []

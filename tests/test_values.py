@@ -72,15 +72,21 @@ def binance_sym():
     return for_provider("binance", read_recorded_reference(DATA / "binance/2021-10-12/BINANCE.0")[2], {})
 
 
-def test_binance_size_precision_from_lot_size_step(binance_sym):
+SHIB_SP = 2   # SHIBUSDT in the recorded exchangeInfo: stepSize 1.00, baseAssetPrecision 2
+
+
+def test_binance_size_precision_from_exchange_info(binance_sym):
+    """max(baseAssetPrecision, stepSize decimals): executed quantities are bound by the base
+    asset's precision, order quantities by the step."""
     shib = binance_sym.info("SHIBUSDT")
-    assert shib.lot_size == Decimal("1") and shib.resolved_size_precision() == 0
-    assert binance_sym.info("DENTUSDT").resolved_size_precision() == 0
-    assert binance_sym.info("BTCUSDT").resolved_size_precision() == 5      # stepSize 0.00001000
-    # SHIB's own maxQty does not fit u64 at 1e-9 (the old single scale) but is exact at 0
+    assert shib.lot_size == Decimal("1") and shib.resolved_size_precision() == SHIB_SP
+    assert binance_sym.info("DENTUSDT").lot_size == Decimal("1")
+    assert binance_sym.info("BTCUSDT").resolved_size_precision() == 8      # stepSize 0.00001, base 8
+    # SHIB's own maxQty does not fit u64 at 1e-9 (the old single scale) but is exact at its own
     with pytest.raises(FixedPointError):
         parse_size("46116860414.00", 9)
-    assert parse_size("46116860414.00", 0) == 46116860414
+    assert parse_size("46116860414.00", SHIB_SP) == 4611686041400
+    assert parse_size("1000000000000000", SHIB_SP) == 10**17                # 10**15 units fit
 
 
 def test_kraken_and_kraken_futures_size_precision_from_reference():
@@ -106,10 +112,11 @@ def binance_pair(sp: dict[str, int]):
     return c, r
 
 
-def test_real_dent_frames_decode_at_precision_0():
-    """Every real DENTUSDT aggTrade / depthUpdate (stepSize 1): sizes are whole tokens, exact, and
-    the oracle agrees; nothing is rejected."""
-    c, r = binance_pair({"DENTUSDT": 0})
+@pytest.mark.parametrize("sp", [0, 8])
+def test_real_dent_frames_decode_at_their_precision(sp):
+    """Every real DENTUSDT aggTrade / depthUpdate (stepSize 1, base precision 8): sizes exact at
+    0 (whole tokens) and at 8, the oracle agrees; nothing is rejected."""
+    c, r = binance_pair({"DENTUSDT": sp})
     frames = ws_frames(B38, lambda t: '"DENTUSDT"' in t and ("aggTrade" in t or "depthUpdate" in t))
     assert len(frames) > 50
     n_trades = 0
@@ -120,11 +127,11 @@ def test_real_dent_frames_decode_at_precision_0():
         recs = unpack(bytes(c.output()))
         if data["e"] == "aggTrade":
             (t,) = recs
-            assert t.size_precision == 0 and t.size == int(Decimal(data["q"]))
+            assert t.size_precision == sp and t.size == int(Decimal(data["q"]).scaleb(sp))
             n_trades += 1
         else:
-            want = [int(Decimal(q)) for _, q in data["b"] + data["a"]]
-            assert [d.size for d in recs] == want and {d.size_precision for d in recs} == {0}
+            want = [int(Decimal(q).scaleb(sp)) for _, q in data["b"] + data["a"]]
+            assert [d.size for d in recs] == want and {d.size_precision for d in recs} == {sp}
     assert n_trades > 0
 
 
@@ -136,13 +143,13 @@ MEME_SIZES = ["46116860414.00000000",          # SHIBUSDT maxQty (recorded excha
 @pytest.mark.parametrize("qty", MEME_SIZES)
 def test_meme_sized_trade_and_levels_exact(qty):
     """A real DENTUSDT aggTrade and depthUpdate with the symbol made SHIBUSDT and a quantity
-    edited to a meme-coin size decode exactly at SHIB's precision 0 (1e-9 could not hold them)."""
-    c, r = binance_pair({"SHIBUSDT": 0})
+    edited to a meme-coin size decode exactly at SHIB's precision (1e-9 could not hold them)."""
+    c, r = binance_pair({"SHIBUSDT": SHIB_SP})
     agg = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "aggTrade" in t)))
     f = _edit(agg, s="SHIBUSDT", q=qty)
     assert decode_both(c, r, f) == 1 and c.value_error_count == 0
     (t,) = unpack(c.output())
-    assert (t.size, t.size_precision) == (int(Decimal(qty)), 0)
+    assert (t.size, t.size_precision) == (int(Decimal(qty).scaleb(SHIB_SP)), SHIB_SP)
     assert t.dec("size") == Decimal(qty)
     depth = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "depthUpdate" in t)))
     data = json.loads(depth)["data"]
@@ -150,13 +157,14 @@ def test_meme_sized_trade_and_levels_exact(qty):
     f = _edit(depth, s="SHIBUSDT", b=[[levels[0][0], qty]], a=[["1.0", qty]])
     assert decode_both(c, r, f) == 2
     recs = unpack(c.output())
-    assert [x.size for x in recs] == [int(Decimal(qty))] * 2 and {x.size_precision for x in recs} == {0}
+    assert [x.size for x in recs] == [int(Decimal(qty).scaleb(SHIB_SP))] * 2
+    assert {x.size_precision for x in recs} == {SHIB_SP} and recs[0].dec("size") == Decimal(qty)
 
 
 def test_meme_sizes_store_exactly(storage_url):
     """TRADE / BOOK_DELTA / BBO records with meme-coin sizes (decoded from edited real frames)
     store and read back exactly, precision byte included, on PostgreSQL (BIGINT) and SQLite."""
-    c, r = binance_pair({"SHIBUSDT": 0})
+    c, r = binance_pair({"SHIBUSDT": SHIB_SP})
     agg = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "aggTrade" in t)))
     depth = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "depthUpdate" in t)))
     trades, deltas = [], []
@@ -173,10 +181,10 @@ def test_meme_sizes_store_exactly(storage_url):
         got = st_.write({RType.TRADE: ta, RType.BOOK_DELTA: da})
         assert got["trades"] == 3 and got["book_deltas"] == 3
         t = st_.fetch("trades", 100)
-        assert sorted(t["size"].tolist()) == sorted(int(Decimal(q)) for q in MEME_SIZES)
-        assert set(t["size_precision"].tolist()) == {0}
+        want = sorted(int(Decimal(q).scaleb(SHIB_SP)) for q in MEME_SIZES)
+        assert sorted(t["size"].tolist()) == want and set(t["size_precision"].tolist()) == {SHIB_SP}
         d = st_.fetch("book_deltas", 100)
-        assert sorted(d["size"].tolist()) == sorted(int(Decimal(q)) for q in MEME_SIZES)
+        assert sorted(d["size"].tolist()) == want and set(d["size_precision"].tolist()) == {SHIB_SP}
     finally:
         st_.close()
 
@@ -184,7 +192,7 @@ def test_meme_sizes_store_exactly(storage_url):
 def test_size_beyond_the_instrument_scale_is_rejected_alone():
     """A size too big for i64 at its precision, or with more digits than its scale: that trade
     alone is dropped and reported; a BBO side with one loses that side only."""
-    c, r = binance_pair({"SHIBUSDT": 0, "DENTUSDT": 0})
+    c, r = binance_pair({"SHIBUSDT": SHIB_SP, "DENTUSDT": 0})
     agg = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "aggTrade" in t)))
     for qty, reason in (("99999999999999999999", "out of range"),
                         ("1.5", "more fractional digits than the instrument's size_precision")):
