@@ -427,3 +427,32 @@ def test_far_ask_end_to_end_kraken_worker(tmp_path, instance, storage_url):
     finally:
         st_.close()
     assert leftover_segments(instance) == []
+
+
+def test_kraken_futures_rejected_delta_keeps_the_seq_chain():
+    """A real Kraken Futures book delta whose qty does not fit the contract's precision (0 for
+    PI_) is rejected alone: no record, but its seq still counts, so the next delta is no gap."""
+    from dm.venues.kraken_futures.booksync import KrakenFuturesBookSync
+
+    import re
+
+    frames = ws_frames(DATA / "kraken_futures/KRAKEN_FUTURES.ws.1.0", lambda t: '"product_id":"PI_ETHUSD"' in t and
+                       ('"feed":"book_snapshot"' in t or '"feed":"book"' in t))
+    assert '"book_snapshot"' in frames[0] and len(frames) > 10
+    c, r = KrakenFuturesCodec(1003), RefKrakenFuturesCodec(1003)
+    c.add_symbol("PI_ETHUSD", 4, 0)
+    r.add_symbol("PI_ETHUSD", 4, 0)
+    sync = KrakenFuturesBookSync(4, 1003)
+    sync.book.size_precision = 0
+    bad = 0
+    for k, f in enumerate(frames):
+        if k == 5:                      # a half contract: more digits than precision 0
+            f = re.sub(r'"qty":[0-9.eE+-]+', '"qty":0.5', f)
+        decode_both(c, r, f)
+        bad += c.value_error_count
+        if c.last_kind == R.K["bookSnapshot"]:
+            act = sync.on_snapshot(c.first_seq, c.output())
+        else:
+            act = sync.on_delta(c.first_seq, c.output())
+        assert act.gap is None
+    assert bad == 1 and sync.stats.gaps == 0 and sync.stats.applied == len(frames) - 1
