@@ -71,7 +71,7 @@ def outcome(fn, codec, *args):
     except CodecError as e:
         return ("error", type(e).__name__, e.venue, e.reason, e.field, e.offset)
     return (n, bytes(codec.output()), codec.last_kind, codec.instrument_id, codec.first_seq,
-            codec.last_seq, codec.checksum)
+            codec.last_seq, codec.checksum, list(codec.value_errors), codec.value_error_count)
 
 
 def both(c, r, frame, ts=1):
@@ -456,9 +456,10 @@ def test_kraken_futures_shapes_not_recorded():
         with pytest.raises(CodecError) as ei:
             dec(c, bad)
         assert (ei.value.reason, ei.value.field) == (reason, field)
-    with pytest.raises(FixedPointError) as ei:
-        dec(c, b'{"feed":"book","product_id":"PI_XBTUSD","side":"buy","seq":1,"timestamp":1,"price":1,"qty":-2}')
-    assert ei.value.reason == "negative value" and ei.value.field == "qty"
+    # a negative size is a value rejected alone: no level, the seq still counts
+    frame = b'{"feed":"book","product_id":"PI_XBTUSD","side":"buy","seq":1,"timestamp":1,"price":1,"qty":-2}'
+    assert c.decode(frame, 1) == 0 and (c.first_seq, c.last_seq) == (1, 1)
+    assert [e[1:] for e in c.value_errors] == [("qty", "negative value", frame.index(b"-2"))]
 
 
 # ---------------------------------------------------------------------------------------------

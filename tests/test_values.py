@@ -456,3 +456,18 @@ def test_kraken_futures_rejected_delta_keeps_the_seq_chain():
             act = sync.on_delta(c.first_seq, c.output())
         assert act.gap is None
     assert bad == 1 and sync.stats.gaps == 0 and sync.stats.applied == len(frames) - 1
+
+
+def test_tail_and_record_objects_show_sizes_at_the_records_precision():
+    """`dm tail`'s line and the reader's record objects scale sizes by the record's own
+    size_precision (a SHIB-sized trade at 2: two decimals, exact)."""
+    from dm.cli import format_record
+
+    c, _ = binance_pair({"SHIBUSDT": SHIB_SP})
+    agg = next(iter(ws_frames(B38, lambda t: '"DENTUSDT"' in t and "aggTrade" in t)))
+    c.decode(_edit(agg, s="SHIBUSDT", q="46116860414.00"), 1)
+    (t,) = unpack(c.output())
+    line = format_record(t)
+    assert " B 46116860414.00 @ 0.020955900 " in line and t.f("size") == 46116860414.0
+    from dm.records import to_decimal
+    assert t.dec("size") == to_decimal(t.size, 2) == Decimal("46116860414")
