@@ -417,7 +417,11 @@ cdef class BinanceCodec(_Codec):
     Kinds: aggTrade / trade -> TRADE; bookTicker -> BBO; depthUpdate -> BOOK_DELTA per level;
     kline and subscription replies ({"result": ..., "id": ...}) -> 0 records. Envelope: the
     kind comes from the stream name after '@'; raw form: from "e" (none: bookTicker, or a
-    subscription reply when "id" is present). Venue doc: Binance Spot "WebSocket Streams".
+    subscription reply when "id" is present). Prices are i64 at 1e-9, quantities at the
+    symbol's size_precision (``add_symbol``; the worker registers max(baseAssetPrecision,
+    LOT_SIZE stepSize decimals)); a value that cannot be represented is rejected alone
+    (``value_errors``): that trade / level / BBO side is skipped. Venue doc: Binance Spot
+    "WebSocket Streams".
     Field check order: aggTrade s,T,a,p,q,m; trade s,T,t,p,q,m; bookTicker s,E?,u,b,B,a,A;
     depthUpdate s,E,U,u,b,a. ``first_seq``/``last_seq``: depthUpdate U/u, bookTicker u/u,
     REST snapshot lastUpdateId; 0 for trades."""

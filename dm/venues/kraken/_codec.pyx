@@ -317,7 +317,10 @@ cdef class KrakenCodec(_Codec):
     channelName, pair]: book-N snapshot/update -> BOOK_DELTA (checksum = int(c)), trade ->
     TRADE, ticker / spread -> BBO, ohlc-N -> 0 records. Symbols are wsnames ("XBT/USD").
     ``checksum``: a book update's CRC32 ``c``; ``first_seq``/``last_seq`` stay 0 (v1 has no
-    sequence). Venue doc: Kraken WebSocket API v1, sections Book, Trade, Ticker, Spread."""
+    sequence). Prices are i64 at 1e-9, volumes at the pair's size_precision (``add_symbol``;
+    the worker registers AssetPairs ``lot_decimals``); a value that cannot be represented is
+    rejected alone (``value_errors``): that level / trade / BBO side is skipped. Venue doc:
+    Kraken WebSocket API v1, sections Book, Trade, Ticker, Spread."""
 
     def __cinit__(self, *args, **kwargs):
         self.decoder = kr_decode

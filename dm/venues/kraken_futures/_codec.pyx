@@ -361,7 +361,9 @@ cdef class KrakenFuturesCodec(_Codec):
     JSON numbers parsed exactly (exponents allowed); a null bid/ask is UNDEF_PRICE. Product ids
     are case-insensitive. ``first_seq``/``last_seq``: book/book_snapshot/trade ``seq``;
     trade_snapshot: its first/last entry's ``seq``. Venue doc: Kraken Futures WebSocket v1,
-    Book, Trade, Ticker Lite, Ticker."""
+    Book, Trade, Ticker Lite, Ticker. Quantities are at the contract's size_precision
+    (``add_symbol``); a value that cannot be represented is rejected alone (``value_errors``):
+    that level / trade / BBO side is skipped, a book delta's ``seq`` still counts."""
 
     def __cinit__(self, *args, **kwargs):
         self.decoder = kf_decode
