@@ -1,8 +1,9 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
-server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
-ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
-queue, with the persister and the replay server running on the same 2 cores.
+v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
+`dm supervise` replays its real recording at speed 0 (as fast as the replay server goes).
+Measured from the worker's stats file: frames / (last frame ts_recv - first frame ts_recv),
+i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue,
+with the persister and the replay server running on the same 2 cores.
 
 Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly like the worker
 and only counting frames) against the same replay server — the rate the feed can be delivered
@@ -29,10 +30,21 @@ from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, K
                        config_head, provider_toml)
 
 BYBIT_2026 = ROOT / "data/bybit/2026-08-09/BYBIT.jsonl.zst"
+COINBASE_2026 = ROOT / "data/coinbase/2026-08-09/COINBASE.jsonl.zst"
 #: (category, venue symbol) -> canonical, the 2026 session's linear + spot symbols
 BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT"): "ETHUSDT-USDT-PERP",
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
                  ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
+
+DERIBIT = ROOT / "data/deribit/2021-07-22"
+#: instrument name -> canonical, the 10 recorded options
+DERIBIT_SYMBOLS = {"BTC-24SEP21-8000-P": "BTCUSD-BTC-210924-8000-P", "BTC-30JUL21-24000-P": "BTCUSD-BTC-210730-24000-P",
+                   "BTC-31DEC21-34000-P": "BTCUSD-BTC-211231-34000-P", "BTC-24SEP21-34000-P": "BTCUSD-BTC-210924-34000-P",
+                   "BTC-24JUN22-15000-C": "BTCUSD-BTC-220624-15000-C", "BTC-31DEC21-300000-C": "BTCUSD-BTC-211231-300000-C",
+                   "BTC-25MAR22-30000-C": "BTCUSD-BTC-220325-30000-C", "ETH-30JUL21-2800-C": "ETHUSD-ETH-210730-2800-C",
+                   "ETH-27AUG21-4000-P": "ETHUSD-ETH-210827-4000-P", "ETH-23JUL21-2300-C": "ETHUSD-ETH-210723-2300-C"}
+BITSTAMP = ROOT / "data/bitstamp/2022-01-05"
+BITSTAMP_PAIRS = ["sgbeur", "ethusd", "xrpeur", "bateur", "usdteur", "usdtusd", "xlmgbp", "adaeur", "batbtc", "galaeur"]
 
 VENUES = {
     # name: (files, provider block args, null-client subscription)
@@ -56,16 +68,59 @@ VENUES = {
         dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
              channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
     ),
+    "coinbase": (
+        (COINBASE_2026,),
+        dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
+             channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
+    ),
+    "deribit": (
+        (DERIBIT,),
+        dict(kind="deribit", exchange="DERIBIT", ws_url="ws://{replay}/ws/api/v2", symbols=list(DERIBIT_SYMBOLS.values()),
+             channels=["book", "ticker", "trades"], extra={"interval": "raw", "heartbeat_s": 30}),
+    ),
+    "bitstamp": (
+        (BITSTAMP,),
+        dict(kind="bitstamp", exchange="BITSTAMP", ws_url="ws://{replay}/bitstamp", symbols=[p.upper() for p in BITSTAMP_PAIRS],
+             channels=["diff_order_book", "live_trades"]),
+    ),
+    "binance_futures": (
+        tuple(sorted((ROOT / "data/binance_futures/2021-07-22").iterdir())),
+        dict(kind="binance_futures", exchange="BINANCE_FUTURES", ws_url="ws://{replay}/fstream/stream",
+             symbols=["SUSHIUSDT-USDT-PERP", "CTKUSDT-USDT-PERP", "AKROUSDT-USDT-PERP", "KEEPUSDT-USDT-PERP"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"], extra={"quote_aliases": {}}),
+    ),
+    "binance_delivery": (
+        tuple(sorted((ROOT / "data/binance_delivery/2021-07-22").iterdir())),
+        dict(kind="binance_delivery", exchange="BINANCE_DELIVERY", ws_url="ws://{replay}/dstream/stream",
+             symbols=["ETHUSD-ETH-210924", "ETCUSD-ETC-PERP", "LINKUSD-LINK-PERP", "BTCUSD-BTC-211231",
+                      "EOSUSD-EOS-PERP", "BCHUSD-BCH-PERP", "XRPUSD-XRP-PERP", "TRXUSD-TRX-PERP",
+                      "LINKUSD-LINK-211231", "BCHUSD-BCH-210924"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"]),
+    ),
+}
+#: venue symbols of the Binance futures null clients (the recorded sessions' symbols)
+BN_FUTURES_STREAMS = {
+    "binance_futures": ("/fstream/stream", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]),
+    "binance_delivery": ("/dstream/stream", ["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"]),
 }
 
 
-def run_worker_once(venue: str, tmp: Path) -> dict:
+#: venues whose connection runs through the base provider (Bybit keeps one aiohttp socket per category)
+PICOWS_VENUES = ("binance", "kraken", "kraken_futures")
+
+
+def run_worker_once(venue: str, tmp: Path, transport: str = "aiohttp") -> dict:
     files, p = VENUES[venue]
+    extra = dict(p.get("extra", {}))
+    if transport != "aiohttp":
+        extra["transport"] = transport
     instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
     cfg = tmp / "dm.toml"
     cfg.write_text(config_head(tmp, instance, f"sqlite:///{tmp / 'db.sqlite'}", files, speed=0.0)
                    + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
-                                   **p.get("extra", {}))
+                                   **extra)
                    .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
     env = dict(os.environ)
     env.pop("DM_STORAGE_URL", None)
@@ -76,11 +131,11 @@ def run_worker_once(venue: str, tmp: Path) -> dict:
     return json.loads((tmp / "run" / instance / f"{venue}.stats.json").read_text())
 
 
-def worker_rate(venue: str, reps: int) -> tuple[float, int]:
+def worker_rate(venue: str, reps: int, transport: str = "aiohttp") -> tuple[float, int]:
     best, frames = 0.0, 0
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
-            st = run_worker_once(venue, Path(d))
+            st = run_worker_once(venue, Path(d), transport)
         if st["reconnects"] != 0:  # a reconnect after the end of the replay: not a clean sample
             continue
         span = (st["last_frame_ns"] - st["first_frame_ns"]) / 1e9
@@ -115,11 +170,26 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue == "coinbase":   # the replay serves the recorded connection whole from the first subscribe
+        url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
+        subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
+                for c in (*p["channels"], "heartbeats")]
+    elif venue in BN_FUTURES_STREAMS:
+        path, syms = BN_FUTURES_STREAMS[venue]
+        streams = [f"{s.lower()}@{c}" for s in syms for c in p["channels"]]
+        url, subs = f"ws://127.0.0.1:{port}{path}?streams=" + "/".join(streams), []
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"
         subs = [{"event": "subscribe", "pair": pairs, "subscription": ({"name": "book", "depth": 1000} if c == "book" else {"name": c})}
                 for c in p["channels"]]
+    elif venue == "deribit":
+        url = f"ws://127.0.0.1:{port}/ws/api/v2"
+        subs = [{"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {
+            "channels": [f"{c}.{n}.raw" for n in DERIBIT_SYMBOLS for c in p["channels"]]}}]
+    elif venue == "bitstamp":
+        url = f"ws://127.0.0.1:{port}/bitstamp"
+        subs = [{"event": "bts:subscribe", "data": {"channel": f"{c}_{x}"}} for x in BITSTAMP_PAIRS for c in p["channels"]]
     else:
         products = [x.lower() for x in KF_PRODUCTS]
         url = f"ws://127.0.0.1:{port}/ws/v1"
@@ -207,6 +277,11 @@ def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
             out[f"worker.{venue}.frames"] = float(frames)
             out[f"worker.{venue}.null_client_frames_per_s"] = round(nul, 1)
             out[f"worker.{venue}.ratio_vs_null_client"] = round(w / nul, 3) if nul else 0.0
+            if venue in PICOWS_VENUES:  # the same worker over the picows transport, same run
+                wp, _ = worker_rate(venue, reps, "picows")
+                out[f"worker.{venue}.picows.frames_per_s"] = round(wp, 1)
+                out[f"worker.{venue}.picows.ratio_vs_null_client"] = round(wp / nul, 3) if nul else 0.0
+                out[f"worker.{venue}.picows_over_aiohttp.ratio"] = round(wp / w, 3) if w else 0.0
     finally:
         gc.enable()
     return out

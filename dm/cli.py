@@ -1,6 +1,7 @@
 """dm's command line (click). Thin: parse, call, print."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -100,6 +101,57 @@ def persist(config_path: str) -> None:
 
     tie_to_supervisor()
     run_persister(_load(config_path, "persister"))
+
+
+def _control(config_path: str, req: dict) -> dict:
+    from dm.control import ControlError, control_request
+
+    cfg = dmconfig.load(config_path)
+    ans = control_request(cfg, req)
+    if not ans.get("ok"):
+        raise ControlError(ans.get("error", "request failed"))
+    return ans
+
+
+@main.command()
+@click.argument("target", metavar="SYMBOL@EXCHANGE")
+@click.option("--persist-only", is_flag=True, help="Store it without a shared-memory channel.")
+@click.option("--save", is_flag=True, help="Also add it to the provider's symbols in the config file.")
+@config_option
+def subscribe(target: str, persist_only: bool, save: bool, config_path: str) -> None:
+    """Carry SYMBOL@EXCHANGE (canonical, e.g. ETHUSD@KRAKEN) from now on, without a restart:
+    the worker subscribes on its live socket and creates the channel."""
+    ans = _control(config_path, {"op": "subscribe", "symbol": target, "persist_only": persist_only, "save": save})
+    where = "persist only" if ans.get("persist_only") else f"channel {ans.get('channel')}"
+    click.echo(f"subscribed {ans['symbol']}@{ans['exchange']} ({ans['venue_symbol']}, instrument {ans['instrument_id']}, "
+               f"provider {ans['provider']}): {where}" + (f"; saved to {ans['saved']}" if ans.get("saved") else ""))
+
+
+@main.command()
+@click.argument("target", metavar="SYMBOL@EXCHANGE")
+@click.option("--save", is_flag=True, help="Also remove it from the provider's symbols in the config file.")
+@config_option
+def unsubscribe(target: str, save: bool, config_path: str) -> None:
+    """Stop carrying SYMBOL@EXCHANGE; its channel is removed once readers had their grace period."""
+    ans = _control(config_path, {"op": "unsubscribe", "symbol": target, "save": save})
+    click.echo(f"unsubscribed {ans['symbol']}@{ans['exchange']} (provider {ans['provider']})"
+               + (f"; saved to {ans['saved']}" if ans.get("saved") else ""))
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="The control answer as JSON.")
+@config_option
+def ls_cmd(as_json: bool, config_path: str) -> None:
+    """What the running service carries: symbol, exchange, venue symbol, instrument id, channel."""
+    ans = _control(config_path, {"op": "list"})
+    if as_json:
+        click.echo(json.dumps(ans, indent=1))
+        return
+    for s in ans["symbols"]:
+        click.echo(f"{s['symbol']:<24} {s['exchange']:<16} {s['venue_symbol'] or '':<20} {s['instrument_id']:>10}  "
+                   f"{s['channel'] or '(persist only)'}")
+    for name, err in ans.get("errors", {}).items():
+        click.echo(f"{name}: {err}", err=True)
 
 
 @main.command()
@@ -819,6 +871,46 @@ def fake_databento(data_dir, hist_port, host, key, usd_per_gb, ca_file, ready_fi
             tmp.write_text(json.dumps(info))
             tmp.replace(ready_file)
         click.echo(f"fake Databento historical gateway on {g.url} (CA: {info['ca_file']}; datasets {g.store.datasets()})", err=True)
+
+    gw.serve_forever(ready)
+
+
+@main.command("fake-databento-live")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of *.dbn / *.dbn.zst files.")
+@click.option("--live-port", default=0, show_default=True, help="TCP port (0: a free one; see --ready-file). Databento's is 13000.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--key", default=None, help="The API key it accepts (default $DATABENTO_API_KEY).")
+@click.option("--version", "dbn_version", default=3, show_default=True, type=click.IntRange(2, 3), help="DBN version of the stream.")
+@click.option("--chunk-bytes", default=65521, show_default=True, help="Bytes per write (cuts records like TCP segments do).")
+@click.option("--close-at-end", is_flag=True, help="Close (FIN) once a session was sent everything.")
+@click.option("--ready-file", default=None, type=click.Path(dir_okay=False), help='Write {"live_port", "address"} JSON here once listening.')
+@click.option("--live-fault", "faults", multiple=True, help='A scripted fault as JSON, e.g. \'{"action": "rst", "after_records": 1000}\' (repeatable).')
+def fake_databento_live(data_dir, live_port, host, key, dbn_version, chunk_bytes, close_at_end, ready_file, faults) -> None:
+    """Serve DBN files like Databento's Live Subscription Gateway (raw TCP protocol: greeting,
+    CRAM authentication, subscriptions with intraday replay, DBN stream with symbol mappings and
+    heartbeats, scripted faults) for tests and the Databento live worker."""
+    import json
+    from pathlib import Path
+
+    from dm.databento.fake_live import FakeLiveGateway, faults_from_json
+
+    dmlog.setup("console", "info", "fake-databento-live")
+    key = key or os.environ.get("DATABENTO_API_KEY")
+    if not key:
+        raise click.ClickException("give --key or set $DATABENTO_API_KEY")
+    try:
+        fl = [f for text in faults for f in faults_from_json(text)]
+    except (ValueError, TypeError) as e:
+        raise click.ClickException(f"--live-fault: {e}") from None
+    gw = FakeLiveGateway(data_dir, key=key, host=host, port=live_port, faults=fl, version=dbn_version,
+                         chunk_bytes=chunk_bytes, close_at_end=close_at_end)
+
+    def ready(g):
+        if ready_file:
+            tmp = Path(ready_file).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"live_port": g.port, "address": g.address}))
+            tmp.replace(ready_file)
+        click.echo(f"fake Databento live gateway on {g.address} (datasets {g.store.datasets()})", err=True)
 
     gw.serve_forever(ready)
 

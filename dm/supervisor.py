@@ -41,7 +41,7 @@ from typing import Awaitable, Callable
 
 from dm import log as dmlog
 from dm.config import Config
-from dm.errors import DmError, RingError
+from dm.errors import EXIT_FATAL, DmError, RingError
 from dm.health import Health, Notifier, read_stats as _read_stats, sd_notify
 
 __all__ = ["Supervisor", "RestartPolicy", "sd_notify", "read_stats", "summary", "run_supervisor"]
@@ -249,13 +249,18 @@ class Supervisor:
                     log.info("recording replayed to the end")
                 self.stop_event.set()
                 return
-            delay = child.policy.on_exit(self.clock())
+            fatal = code == EXIT_FATAL
+            delay = None if fatal else child.policy.on_exit(self.clock())
             if delay is None:
                 child.state = "failed"
                 child.failures += 1
                 child.retry_at = self.clock() + s.failed_retry_s
-                log.error("child failed (crash loop)", child=child.spec.name, code=code,
-                          exits=len(child.policy.exits), window_s=s.restart_window_s, retry_in_s=s.failed_retry_s)
+                if fatal:  # the child said why in its own log line; restarting at once cannot help
+                    log.error("child failed (fatal error, not restarted now)", child=child.spec.name, code=code,
+                              retry_in_s=s.failed_retry_s)
+                else:
+                    log.error("child failed (crash loop)", child=child.spec.name, code=code,
+                              exits=len(child.policy.exits), window_s=s.restart_window_s, retry_in_s=s.failed_retry_s)
                 if s.fail_fast:
                     log.error("fail_fast: stopping the instance", child=child.spec.name)
                     self.exit_code = 1
@@ -444,11 +449,14 @@ class Supervisor:
             await self.end_leftovers(leftovers)
         for p in self.run_dir.glob("*.stats.json"):  # reports of an earlier run
             p.unlink(missing_ok=True)
+        for p in self.run_dir.glob("*.runtime.json"):  # the config is the source of truth at start
+            p.unlink(missing_ok=True)
         self.ready_file.unlink(missing_ok=True)
         s = self.cfg.supervisor
         for spec in self.specs():
             self.children[spec.name] = Child(spec, RestartPolicy(s.restart_backoff_min_s, s.restart_backoff_max_s, s.max_restarts, s.restart_window_s))
         health = await self.start_health()
+        control = await self.start_control()
         self.notifier = Notifier(self.health)
         monitor = asyncio.create_task(self.monitor())
         try:
@@ -465,10 +473,27 @@ class Supervisor:
             self.exit_code = 1
         monitor.cancel()
         sd_notify("STOPPING=1")
+        if control is not None:
+            await control.close()
         await self.shutdown()
         if health is not None:
             await health.cleanup()
         return self.exit_code
+
+    async def start_control(self):
+        """The instance's control socket (``dm.control``), None when ``[control] enabled =
+        false`` or it cannot listen (logged; the service runs on without runtime control)."""
+        from dm import control
+
+        if not control.settings(self.cfg)["enabled"]:
+            return None
+        sc = control.SupervisorControl(self)
+        try:
+            await sc.start()
+        except (OSError, control.ControlError) as e:
+            log.error("control socket not started", error=str(e))
+            return None
+        return sc
 
     async def monitor(self, every_s: float = 0.25) -> None:
         """Readiness, STATUS= and the watchdog from the children's progress."""
@@ -493,7 +518,12 @@ class Supervisor:
         from dm._ring import unlink_segment
 
         for p in self.cfg.enabled_providers:
-            for sym in p.symbols:
+            extra = []
+            try:  # symbols a killed worker carried at runtime
+                extra = list(json.loads((self.run_dir / f"{p.name}.runtime.json").read_text()).get("added", {}))
+            except (OSError, ValueError):
+                pass
+            for sym in list(p.symbols) + extra:
                 try:
                     removed = unlink_segment(self.cfg.channel_name(p.exchange, sym))
                 except RingError as e:

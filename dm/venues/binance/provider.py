@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
@@ -29,6 +30,9 @@ K_DEPTH = KINDS["depthUpdate"]
 
 
 class BinanceProvider(Provider):
+    depth_path = "/api/v3/depth"        # REST depth snapshot (futures: /fapi/v1/depth, /dapi/v1/depth)
+    sync_class = BinanceDepthSync       # the venue's diff-depth rules
+
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id)
         for c, v in self.venue_symbols.items():   # sizes at LOT_SIZE stepSize's decimals
@@ -45,13 +49,29 @@ class BinanceProvider(Provider):
         return codec
 
     def _new_sync(self, iid: int) -> BinanceDepthSync:
-        sync = BinanceDepthSync(iid, self.pcfg.publisher_id)
+        sync = self.sync_class(iid, self.pcfg.publisher_id)
         sync.book.size_precision = self.size_precision_of.get(iid, 9)
         return sync
 
     def stream_url(self) -> str:
         streams = [f"{v.lower()}@{ch}" for v in self.venue_symbols.values() for ch in self.pcfg.channels]
         return f"{self.pcfg.ws_url}?streams=" + "/".join(streams)
+
+    # -- runtime subscriptions (Binance Spot "WebSocket Streams" → "Live Subscribing/Unsubscribing
+    # to streams": {"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [streams], "id": n}) ----------
+    def new_book_sync(self, iid: int):
+        return self._new_sync(iid)
+
+    async def _streams_request(self, ws, method: str, venue_symbols: list[str]) -> None:
+        self._request_id = getattr(self, "_request_id", 0) + 1
+        streams = [f"{v.lower()}@{ch}" for v in venue_symbols for ch in self.pcfg.channels]
+        await ws.send_str(orjson.dumps({"method": method, "params": streams, "id": self._request_id}).decode())
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._streams_request(ws, "SUBSCRIBE", venue_symbols)
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._streams_request(ws, "UNSUBSCRIBE", venue_symbols)
 
     # -- books ------------------------------------------------------------------------------
     def on_disconnected(self) -> None:
@@ -76,7 +96,7 @@ class BinanceProvider(Provider):
     async def fetch_snapshot(self, iid: int) -> None:
         """REST depth snapshot → BOOK_DELTA records → the sync (retries with backoff)."""
         venue = self.venue_of[iid]
-        url = f"{self.pcfg.rest_url}/api/v3/depth"
+        url = f"{self.pcfg.rest_url}{self.depth_path}"
         delay = self.pcfg.reconnect_min_s
         while not self._stop.is_set():
             try:
