@@ -123,8 +123,12 @@ cdef int kr_book(CState* s, Py_ssize_t* pay, int npay) noexcept nogil:
 
 cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
     """trade: array of [price, volume, time, side b|s, ordertype, misc] -> TRADE per entry,
-    ts_event = time, side 'b' -> 'B', 's' -> 'A', trade_id 0 (v1 has none)."""
+    ts_event = time, side 'b' -> 'B', 's' -> 'A', trade_id 0 (v1 has none), sequence = the
+    entry's 0-based position in the frame's array: two identical fills of one frame stay two
+    rows (the storage dedup key hashes the sequence), and a replay of the same frames gives the
+    same sequences, so a re-ingest still deduplicates."""
     cdef Py_ssize_t endp = 0, w, e, a, b
+    cdef uint64_t pos = 0
     cdef Py_ssize_t el[4]
     cdef int64_t px, sz
     cdef uint64_t ts
@@ -151,8 +155,9 @@ cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
             side = SIDE_ASK
         else:
             return e_codec(s, ERR_CODEC, b"invalid side", b"trade", el[3])
-        if emit_trade(s, ts, px, <uint64_t>sz, 0, 0, side, 0) < 0:
+        if emit_trade(s, ts, px, <uint64_t>sz, 0, pos, side, 0) < 0:
             return -1
+        pos += 1
         e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0

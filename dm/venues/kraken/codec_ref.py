@@ -94,7 +94,7 @@ class RefKrakenCodec(RefCodec):
     def trades(self, node: Node) -> None:
         if node.t != "arr":
             self.err("expected an array", "trade", node.off)
-        for tr in node.v:
+        for pos, tr in enumerate(node.v):  # sequence = position in the frame (see _codec.kr_trade)
             if tr.t != "arr":
                 self.err("expected an array", "trade", tr.off)
             if len(tr.v) < 4:
@@ -105,7 +105,7 @@ class RefKrakenCodec(RefCodec):
             side = {b"b": SIDE_B, b"s": SIDE_A}.get(self.s(tr.v[3], "trade"))
             if side is None:
                 self.err("invalid side", "trade", tr.v[3].off)
-            self.trade(ts, px, sz, 0, 0, side, 0)
+            self.trade(ts, px, sz, 0, pos, side, 0)
 
     def ticker_side(self, node: Node, field: str):
         if node.t != "arr":

@@ -1,0 +1,238 @@
+"""The worker side of "every lost window is a gap" and "workers start while the database is
+down" (issue 7), on real processes: gaps travel through the persist queue as GAP records and the
+persister stores them; a worker killed with kill -9 leaves one ``restart`` gap per instrument
+with the exact window; a worker starts and publishes while PostgreSQL refuses connections and
+its records reach storage once it answers; an unknown symbol costs that symbol only; Kraken's
+id-less identical fills stay two rows."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from dm.client import Client
+from dm.instruments import InstrumentCache, cache_path
+from dm.persister import store_batch
+from dm.records import DTYPES, RType, Trade, unpack
+from dm.codec_ref import iter_recording
+from dm.storage import open_storage
+from dm.venues.kraken._codec import KrakenCodec
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, config_head, expected_binance,
+                       provider_toml, run_supervised, start_supervisor, started_pids, worker_stats)
+from tests.pgproxy import PgProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+KRAKEN_TRADE = ROOT / "data/kraken/KRAKEN-82ac16.0"
+BINANCE = 1001
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def stats_of(tmp: Path, instance: str, name: str) -> dict:
+    try:
+        return json.loads((tmp / "run" / instance / f"{name}.stats.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stop(proc, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def binance_config(tmp: Path, instance: str, url: str, symbols=B38_SYMBOLS, *, speed: float = 0.0,
+                   once: bool = True) -> Path:
+    cfg = tmp / "dm.toml"
+    cfg.write_text(config_head(tmp, instance, url, (B38, EXCHANGE_INFO), speed=speed, once=once)
+                   + provider_toml(tmp, "binance", "binance", "BINANCE", "ws://{replay}/stream", symbols,
+                                   ["aggTrade", "bookTicker"]))
+    return cfg
+
+
+def query(url: str, fn):
+    st = open_storage(url)
+    try:
+        return fn(st)
+    finally:
+        st.close()
+
+
+# ------------------------------------------------------------------- Kraken identical fills
+
+
+def _identical_fills_frame() -> tuple[str, int]:
+    """A real recorded Kraken v1 trade frame (one DASH/EUR fill) with that fill sent twice."""
+    for _, _, ts, text in iter_recording(KRAKEN_TRADE):
+        msg = orjson.loads(text)
+        if isinstance(msg, list) and msg[-2] == "trade" and msg[-1] == "DASH/EUR" and len(msg[1]) == 1:
+            msg[1] = [msg[1][0], list(msg[1][0])]
+            return orjson.dumps(msg).decode(), ts
+    raise AssertionError("no single-fill DASH/EUR trade frame in the recording")
+
+
+def test_kraken_identical_fills_in_one_frame_are_two_rows(storage_url):
+    """Kraken v1 trades have no id: the codec numbers a frame's fills (sequence = position in the
+    frame), so two identical fills are two rows; decoding the same frame again (a replay of the
+    recording) gives the same records, so a re-ingest adds nothing."""
+    frame, ts = _identical_fills_frame()
+    codec = KrakenCodec(1002, {"DASH/EUR": 77})
+    assert codec.decode(frame, ts) == 2
+    buf = bytes(codec.output())
+    a = np.frombuffer(buf, DTYPES[RType.TRADE])
+    assert a["sequence"].tolist() == [0, 1] and a["trade_id"].tolist() == [0, 0]
+    assert len({tuple(r) for r in a[["price", "size", "side", "ts_event"]].tolist()}) == 1  # identical fills
+    st = open_storage(storage_url)
+    try:
+        st.migrate()
+        inserted, dead, _ = store_batch(st, buf)
+        assert dead == [] and inserted.get("trades") == 2
+        again = KrakenCodec(1002, {"DASH/EUR": 77})
+        again.decode(frame, ts)
+        assert bytes(again.output()) == buf  # deterministic: a replay re-creates the same records
+        store_batch(st, bytes(again.output()))
+        assert st.counts()["trades"] == 2
+        assert sorted(st.fetch("trades", 77)["sequence"].tolist()) == [0, 1]
+    finally:
+        st.close()
+
+
+# ------------------------------------------------------------------- unknown symbol
+
+
+@pytest.mark.timeout(180)
+def test_unknown_symbol_is_refused_in_one_line_and_the_worker_runs_the_rest(tmp_path, instance, sqlite_url):
+    syms = ["BTCAUD", "NOPEUSD", "ZILUSD"]
+    cfg = binance_config(tmp_path, instance, sqlite_url, syms)
+    run_supervised(cfg, tmp_path, timeout=150)
+    log = (tmp_path / "supervisor.log").read_text()
+    refused = [ln for ln in log.splitlines() if "symbols refused" in ln]
+    assert len(refused) == 1 and "NOPEUSD" in refused[0], refused
+    assert len(started_pids(log, "binance")) == 1, "the worker was restarted"
+    st = worker_stats(tmp_path, instance, "binance")
+    assert list(st["refused_symbols"]) == ["NOPEUSD"]
+    exp = expected_binance()
+    n = sum(len(exp["aggTrade"][s]) for s in ("BTCAUD", "ZILUSD"))
+    assert n > 0
+    assert query(sqlite_url, lambda s: s.counts()["trades"]) == n
+
+
+# ------------------------------------------------------------------- database down at start
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(240)
+def test_worker_starts_and_publishes_while_the_database_refuses(tmp_path, instance, pg_url):
+    """PostgreSQL refuses every connection (loopback proxy) when the instance starts: the worker
+    resolves its ids from the local cache, connects and publishes to its channels, the persister
+    keeps everything in the persist queue; once the database answers, every record is stored,
+    the instruments are registered in it with the ids the worker used, and no gap is recorded."""
+    port = int(pg_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = PgProxy(port)
+    proxy.set_mode("refuse")
+    db = pg_url.rsplit("/", 1)[1]
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/{db}?sslmode=disable&gssencmode=disable"
+    cfg = binance_config(tmp_path, instance, url, speed=5.0)  # ~24 s of session
+    exp = expected_binance()
+    readers = ChannelCollector(instance, B38_SYMBOLS, exchange="BINANCE").start()
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    try:
+        wait_for(lambda: stats_of(tmp_path, instance, "binance").get("records", 0) >= 200, 120,
+                 "the worker to publish with the database down")
+        p = stats_of(tmp_path, instance, "persister")
+        assert p["storage"]["state"] in ("connecting", "failing"), p["storage"]
+        assert p["records"] == 0 and proxy.connections == 0
+        assert sum(len(v) for v in readers.records.values()) > 0  # readers got records already
+        proxy.set_mode("forward")
+        rc = sup.wait(timeout=180)
+    finally:
+        stop(sup)
+        proxy.close()
+    assert rc == 0, (tmp_path / "supervisor.log").read_text()[-3000:]
+    readers.join(timeout=30)
+    got = {s: [r for r in readers.records[s] if isinstance(r, Trade)] for s in B38_SYMBOLS}
+    assert sum(len(v) for v in got.values()) == 1240
+    counts = query(pg_url, lambda s: s.counts())
+    assert counts["trades"] == 1240 and counts["bbo"] == 5408
+    assert query(pg_url, lambda s: s.gaps()) == []
+    ids = {sym: iid for iid, sym, ex, venue, pub in query(pg_url, lambda s: s.load_instruments()) if ex == "BINANCE"}
+    with InstrumentCache(cache_path(tmp_path / "run", instance)) as cache:
+        cached = {r[1]: r[0] for r in cache.load_instruments() if r[2] == "BINANCE"}
+    assert ids == cached and set(ids) == set(B38_SYMBOLS)
+    for s in B38_SYMBOLS:
+        assert {r.instrument_id for r in got[s]} <= {ids[s]}
+
+
+# ------------------------------------------------------------------- kill -9 → restart gap
+
+
+def _ts_recv_column(st, table: str, iid: int) -> np.ndarray:
+    return st.fetch(table, iid)["ts_recv"].astype(np.int64)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+def test_kill9_of_a_worker_leaves_one_restart_gap_per_instrument(tmp_path, instance, pg_url):
+    """A Binance worker is killed with SIGKILL (no flush, no finally) mid-session; the supervisor
+    restarts it; the new worker records one ``restart`` gap per instrument, stored by the
+    persister (the only writer): first_missing is just after the last record the killed worker
+    wrote (no stored record of any instrument lies in the window and one lies right before it),
+    last_missing just before the new worker's first frame."""
+    cfg = binance_config(tmp_path, instance, pg_url, speed=4.0, once=False)
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    n_inst = len(B38_SYMBOLS)
+    try:
+        first = wait_for(lambda: (s := stats_of(tmp_path, instance, "binance")).get("frames", 0) >= 300 and s,
+                         120, "the first worker to stream")
+        os.kill(first["pid"], signal.SIGKILL)
+        second = wait_for(lambda: (s := stats_of(tmp_path, instance, "binance")).get("pid") not in (None, first["pid"])
+                          and s.get("restart_gaps") and s, 120, "the restarted worker's first frame")
+        assert second["restart_gaps"] == n_inst and second["restart_from_ns"] == 0
+        gaps = wait_for(lambda: (g := query(pg_url, lambda s: s.gaps())) and len(g) >= n_inst and g, 60,
+                        "the persister to store the restart gaps")
+    finally:
+        rc = stop(sup)
+    assert rc == 0, (tmp_path / "supervisor.log").read_text()[-3000:]
+    gaps = query(pg_url, lambda s: s.gaps())
+    restart = [g for g in gaps if g["kind"] == "restart"]
+    assert len(restart) == n_inst and len(gaps) == n_inst, gaps  # and nothing else (no reconnect gap)
+    ids = {sym: iid for iid, sym, ex, venue, pub in query(pg_url, lambda s: s.load_instruments()) if ex == "BINANCE"}
+    assert sorted(g["instrument_id"] for g in restart) == sorted(ids.values())
+    windows = {(g["first_missing"], g["last_missing"], g["units"], g["publisher_id"], g["state"]) for g in restart}
+    assert len(windows) == 1, windows
+    lo, hi, units, pub, state = windows.pop()
+    assert units == 1 and pub == BINANCE and state == "open" and lo <= hi
+    # the new worker's first frame is right after the window
+    log = (tmp_path / "supervisor.log").read_text()
+    pids = started_pids(log, "binance")
+    assert len(pids) == 2 and pids[0] == first["pid"], pids
+    second = stats_of(tmp_path, instance, "binance")
+    assert second["pid"] == pids[1] and second["first_frame_ns"] == hi + 1
+    # the killed worker's last record is right before the window; nothing stored inside it
+    st = open_storage(pg_url)
+    try:
+        ts = np.concatenate([_ts_recv_column(st, t, iid) for t in ("trades", "bbo") for iid in ids.values()])
+    finally:
+        st.close()
+    assert int(ts[ts < lo].max()) == lo - 1
+    assert not ((ts >= lo) & (ts <= hi)).any()
+    assert (ts > hi).any()  # the new worker's records are stored too
