@@ -81,6 +81,7 @@ __all__ = [
     "cache_path",
     "reconcile",
     "definition_record",
+    "seed_from_storage",
     "candidate",
     "first_choice",
     "MAX_PROBES",
@@ -473,6 +474,41 @@ def definition_record(inst: Instrument, created_ns: int, ts_recv: int) -> bytes:
             raise InstrumentError(f"{inst.symbol}@{inst.exchange}: {f} {v!r} longer than {INSTRUMENT_DEF_DTYPE[f].itemsize} bytes")
         a[f] = b
     return a.tobytes()
+
+
+def seed_from_storage(cache: InstrumentCache, url: str, timeout_s: float = 2.0) -> int:
+    """Copy into the cache the database's registrations it lacks (never the other way: the
+    persister is the database's only writer), so a worker whose cache is new (first start after
+    an upgrade, a fresh run_dir) takes the ids the database already assigned instead of
+    re-deriving them. Best effort, read-only, bounded by ``timeout_s``: returns the number of rows
+    imported, or -1 when the database could not be read (down, not migrated yet, a SQLite file
+    that does not exist: the cache alone decides then). A row whose id or (symbol, exchange) the
+    cache holds otherwise is left for the persister's ``reconcile``."""
+    from dm.errors import StorageError
+    from dm.storage import open_storage
+
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path or path == ":memory:" or not Path(path).exists():
+            return -1
+    try:
+        st = open_storage(url, timeout_s=timeout_s)
+    except StorageError:
+        return -1
+    try:
+        rows = st.instrument_rows()
+    except StorageError:
+        return -1
+    finally:
+        try:
+            st.close()
+        except StorageError:
+            pass
+    n = 0
+    for r in rows:
+        if cache.insert_instrument(*r[:5], size_precision=r[5]):
+            n += 1
+    return n
 
 
 class Reconciled(NamedTuple):

@@ -217,6 +217,8 @@ def test_kill9_of_a_worker_leaves_one_restart_gap_per_instrument(tmp_path, insta
     assert len(restart) == n_inst and len(gaps) == n_inst, gaps  # and nothing else (no reconnect gap)
     ids = {sym: iid for iid, sym, ex, venue, pub in query(pg_url, lambda s: s.load_instruments()) if ex == "BINANCE"}
     assert sorted(g["instrument_id"] for g in restart) == sorted(ids.values())
+    # both workers announced the same registrations (INSTRUMENT_DEF, ts_event = registration): one row each
+    assert query(pg_url, lambda s: s.counts())["instrument_definitions"] == n_inst
     windows = {(g["first_missing"], g["last_missing"], g["units"], g["publisher_id"], g["state"]) for g in restart}
     assert len(windows) == 1, windows
     lo, hi, units, pub, state = windows.pop()
@@ -236,3 +238,31 @@ def test_kill9_of_a_worker_leaves_one_restart_gap_per_instrument(tmp_path, insta
     assert int(ts[ts < lo].max()) == lo - 1
     assert not ((ts >= lo) & (ts <= hi)).any()
     assert (ts > hi).any()  # the new worker's records are stored too
+
+
+# ------------------------------------------------------------------- instrument ids without a database
+
+
+def test_instrument_ids_come_from_the_cache_seeded_by_a_database_that_answers(tmp_path, instance, storage_url):
+    """A worker's cache that lacks a symbol first copies the database's registrations (read
+    only): an id the database assigned off the first choice (a collision moved it) is kept.
+    With the database unreachable the cache alone answers, and the same ids come back."""
+    import asyncio
+
+    from dm.config import load
+    from dm.instruments import first_choice
+    from dm.providers.base import resolve_instruments
+
+    st = open_storage(storage_url, migrate=True)
+    try:
+        assert st.insert_instrument(12345, "BTCAUD", "BINANCE", "BTCAUD", BINANCE)
+    finally:
+        st.close()
+    cfg = load(binance_config(tmp_path, instance, storage_url, ["BTCAUD", "ZILUSD"]))
+    venue = {"BTCAUD": "BTCAUD", "ZILUSD": "ZILUSDT"}
+    ids = asyncio.run(resolve_instruments(cfg, cfg.providers["binance"], venue))
+    assert ids == {"BTCAUD": 12345, "ZILUSD": first_choice("ZILUSD", "BINANCE")}
+    # the database unreachable now (a port nobody listens on / a SQLite file that is gone): same ids
+    down = load(binance_config(tmp_path, instance, "postgresql://postgres@127.0.0.1:1/none", ["BTCAUD", "ZILUSD", "ETHBRL"]))
+    again = asyncio.run(resolve_instruments(down, down.providers["binance"], {**venue, "ETHBRL": "ETHBRL"}))
+    assert again == {**ids, "ETHBRL": first_choice("ETHBRL", "BINANCE")}

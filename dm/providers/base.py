@@ -706,14 +706,23 @@ class Provider:
 async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: dict[str, str]) -> dict[str, int]:
     """Canonical symbol → instrument_id from the instance's local instrument cache
     (``dm.instruments.InstrumentCache``, ``run_dir/<instance>/instruments.sqlite``), assigning
-    new ones there: no database needed (the persister reconciles the cache with storage, and
+    new ones there: no database needed (when the cache lacks a symbol, the database's
+    registrations are copied in first if it answers within 2 s: ``seed_from_storage``) (the persister reconciles the cache with storage, and
     ``Provider.write_definitions`` sends each registration as an INSTRUMENT_DEF record). Raises
     ``InstrumentError`` when the cache is unusable."""
-    from dm.instruments import InstrumentCache, InstrumentRegistry, cache_path
+    from dm.instruments import InstrumentCache, InstrumentRegistry, cache_path, seed_from_storage
 
     def work():
         with InstrumentCache(cache_path(cfg.run_dir, cfg.instance)) as cache:
             reg = InstrumentRegistry(cache)
+            if any(reg.get(c, pcfg.exchange) is None for c in venue_symbols):
+                # new to the cache: take the database's ids if it answers at once (never waits long)
+                n = seed_from_storage(cache, cfg.storage.url, min(2.0, cfg.storage.timeout_s or 2.0))
+                if n > 0:
+                    reg.reload()
+                log.info("instrument cache seeded from the database" if n >= 0 else
+                         "database not readable; instrument ids from the local cache", provider=pcfg.name,
+                         imported=max(n, 0))
             got = reg.resolve_many((c, pcfg.exchange, v, pcfg.publisher_id) for c, v in venue_symbols.items())
             return {c: got[(c, pcfg.exchange)] for c in venue_symbols}
 
