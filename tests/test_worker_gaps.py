@@ -266,3 +266,69 @@ def test_instrument_ids_come_from_the_cache_seeded_by_a_database_that_answers(tm
     down = load(binance_config(tmp_path, instance, "postgresql://postgres@127.0.0.1:1/none", ["BTCAUD", "ZILUSD", "ETHBRL"]))
     again = asyncio.run(resolve_instruments(down, down.providers["binance"], {**venue, "ETHBRL": "ETHBRL"}))
     assert again == {**ids, "ETHBRL": first_choice("ETHBRL", "BINANCE")}
+
+
+# ------------------------------------------------------------------- where a restart window starts
+
+_CHILD = """
+import sys, time
+from dm._ring import ChannelWriter
+from dm.records import LAYOUT_HASH, GapUnits, gap_record
+w = ChannelWriter(sys.argv[1], 4096, LAYOUT_HASH)
+for ts in map(int, sys.argv[2:]):
+    w.write(gap_record(1001, 7, "probe", 0, 0, GapUnits.NS, ts))  # a record whose ts_recv is ts
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _killed_producer(name: str, *ts: int) -> int:
+    """A real process that creates channel ``name``, writes records with these ts_recv and is
+    then killed with SIGKILL (its segment stays, producer dead). Returns its pid."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, name, *map(str, ts)], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+    finally:
+        p.kill()
+        p.wait()
+    return p.pid
+
+
+def test_predecessor_window_from_stats_file_and_killed_channels(tmp_path, instance, sqlite_url):
+    from dm._ring import unlink_segment
+    from dm.config import load
+    from dm.providers.base import provider_class
+
+    cfg = load(binance_config(tmp_path, instance, sqlite_url, ["BTCAUD", "ZILUSD"]))
+    prov = provider_class("binance")(cfg, cfg.providers["binance"])
+    prov.instrument_ids = {"BTCAUD": 11, "ZILUSD": 12}
+    names = [cfg.channel_name("BINANCE", s) for s in ("BTCAUD", "ZILUSD")]
+    T = 1_700_000_000_000_000_000
+
+    def predecessor(**doc):
+        prov.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        prov.stats_path.write_text(json.dumps(doc))
+        return prov.predecessor_window()
+
+    try:
+        assert prov.predecessor_window() is None  # first start: no stats file
+        # killed: the latest of its last stats write and its channels' last records
+        pid = _killed_producer(names[0], T + 5, T + 9)
+        w = predecessor(pid=pid, last_frame_ns=T + 7, clean_stop=False)
+        assert w is not None and w[0] == T + 9 and str(pid) in w[1]
+        # channels of another producer (not the predecessor) are not its records
+        assert predecessor(pid=pid + 1, last_frame_ns=T + 7, clean_stop=False)[0] == T + 7
+        # a clean stop: no window; a crash that never read a frame: none either
+        assert predecessor(pid=pid, last_frame_ns=T + 7, clean_stop=True) is None
+        unlink_segment(names[0])
+        assert predecessor(pid=pid, last_frame_ns=0, clean_stop=False) is None
+        # a window inherited and not closed (no frame before it ended, even cleanly) is passed on
+        assert predecessor(pid=pid, last_frame_ns=0, clean_stop=True, restart_from_ns=T + 3,
+                           restart_detail="worker pid 1 ended without a clean stop") == (T + 3, "worker pid 1 ended without a clean stop")
+    finally:
+        for n in names:
+            unlink_segment(n)
+        prov.dead.close()
