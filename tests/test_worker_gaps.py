@@ -50,6 +50,10 @@ def stats_of(tmp: Path, instance: str, name: str) -> dict:
         return {}
 
 
+def log_lines(tmp: Path) -> list[str]:
+    return (tmp / "supervisor.log").read_text().splitlines()
+
+
 def stop(proc, timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -219,6 +223,9 @@ def test_kill9_of_a_worker_leaves_one_restart_gap_per_instrument(tmp_path, insta
     assert sorted(g["instrument_id"] for g in restart) == sorted(ids.values())
     # both workers announced the same registrations (INSTRUMENT_DEF, ts_event = registration): one row each
     assert query(pg_url, lambda s: s.counts())["instrument_definitions"] == n_inst
+    persister = stats_of(tmp_path, instance, "persister")
+    assert persister["queues"]["binance"]["gaps"] == n_inst
+    assert sum(1 for ln in log_lines(tmp_path) if "gaps recorded in the ledger" in ln) >= 1
     windows = {(g["first_missing"], g["last_missing"], g["units"], g["publisher_id"], g["state"]) for g in restart}
     assert len(windows) == 1, windows
     lo, hi, units, pub, state = windows.pop()
