@@ -316,12 +316,12 @@ def test_predecessor_window_from_stats_file_and_killed_channels(tmp_path, instan
     T = 1_700_000_000_000_000_000
 
     def predecessor(**doc):
-        prov.stats_path.parent.mkdir(parents=True, exist_ok=True)
-        prov.stats_path.write_text(json.dumps(doc))
+        prov.state_path.parent.mkdir(parents=True, exist_ok=True)
+        prov.state_path.write_text(json.dumps(doc))
         return prov.predecessor_window()
 
     try:
-        assert prov.predecessor_window() is None  # first start: no stats file
+        assert prov.predecessor_window() is None  # first start: no state file
         # killed: the latest of its last stats write and its channels' last records
         pid = _killed_producer(names[0], T + 5, T + 9)
         w = predecessor(pid=pid, last_frame_ns=T + 7, clean_stop=False)
@@ -339,3 +339,39 @@ def test_predecessor_window_from_stats_file_and_killed_channels(tmp_path, instan
         for n in names:
             unlink_segment(n)
         prov.dead.close()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+def test_supervisor_killed_its_worker_stops_and_the_next_one_records_the_window(tmp_path, instance, sqlite_url):
+    """kill -9 of the supervisor: its worker is told (SIGTERM on parent death), stops and exits,
+    but that stop was not asked for: the worker started by the next supervisor records one
+    ``restart`` gap per instrument from the last frame the orphan read (its final stats write)
+    to its own first frame. A stop asked for (the second supervisor's SIGTERM) leaves no gap."""
+    syms = ["BTCAUD", "ZILUSD", "MANAUSD"]
+    cfg = binance_config(tmp_path, instance, sqlite_url, syms, speed=4.0, once=False)
+    sup = start_supervisor(cfg, tmp_path / "supervisor.log")
+    try:
+        first = wait_for(lambda: (s := stats_of(tmp_path, instance, "binance")).get("frames", 0) >= 100 and s,
+                         120, "the first worker to stream")
+        os.kill(sup.pid, signal.SIGKILL)
+        sup.wait(10)
+        wait_for(lambda: not os.path.exists(f"/proc/{first['pid']}"), 20, "the orphaned worker to exit")
+        gone = json.loads((tmp_path / "run" / instance / "binance.worker-state.json").read_text())
+        assert gone["pid"] == first["pid"] and gone["clean_stop"] is False and gone["last_frame_ns"] > 0
+        # the orphaned persister drained and exited too (children of the dead supervisor)
+        wait_for(lambda: not (tmp_path / "run" / instance / "persister.pid").exists()
+                 or not os.path.exists(f"/proc/{json.loads((tmp_path / 'run' / instance / 'persister.pid').read_text())['pid']}"),
+                 30, "the orphaned persister to exit")
+        sup = start_supervisor(cfg, tmp_path / "supervisor2.log")
+        second = wait_for(lambda: (s := stats_of(tmp_path, instance, "binance")).get("pid") != first["pid"]
+                          and s.get("restart_gaps") and s, 120, "the new worker's first frame")
+        wait_for(lambda: len(query(sqlite_url, lambda s: s.gaps())) >= len(syms), 60, "the gaps stored")
+    finally:
+        rc = stop(sup)
+    assert rc == 0, (tmp_path / "supervisor2.log").read_text()[-3000:]
+    gaps = query(sqlite_url, lambda s: s.gaps())
+    assert len(gaps) == len(syms) and {g["kind"] for g in gaps} == {"restart"}, gaps
+    assert {(g["first_missing"], g["last_missing"]) for g in gaps} == {(gone["last_frame_ns"] + 1, second["first_frame_ns"] - 1)}
+    state = json.loads((tmp_path / "run" / instance / "binance.worker-state.json").read_text())
+    assert state["clean_stop"] is True and state["pid"] == second["pid"]  # asked to stop: no gap next time

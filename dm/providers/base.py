@@ -23,9 +23,11 @@ queue, so the persister is the only writer of the gap ledger (``Provider.record_
 * book gaps of the venue sync (``<venue>.update_id`` in update ids, ``kraken.checksum`` as an ns
   window): also on the channel;
 * ``restart`` (ns window, every instrument): a worker whose predecessor did not stop cleanly
-  (killed, crashed) records one per instrument when its own first frame arrives, from just
-  after the last record its predecessor wrote to just before that frame (``predecessor_window``).
-  Not on the channel: a following reader gets its own restart marker from ``dm.client``.
+  (killed, crashed, or stopped because its supervisor died) records one per instrument when its
+  own first frame arrives, from just after the last record its predecessor wrote to just before
+  that frame (``predecessor_window``). A stop that was asked for (SIGTERM/SIGINT from the
+  supervisor or a user) is not a gap. Not on the channel: a following reader gets its own
+  restart marker from ``dm.client``.
 
 Unknown symbols. A configured symbol the venue's reference data does not know is refused with
 one log line (``symbols refused``, listing them all) and ``refused_symbols`` in the stats file;
@@ -258,6 +260,9 @@ class Provider:
         self._stop = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.stats_path = cfg.run_dir / cfg.instance / f"{self.name}.stats.json"
+        # what the next worker of this provider needs to know (predecessor_window); not a
+        # *.stats.json: the supervisor deletes those of an earlier run when it starts
+        self.state_path = cfg.run_dir / cfg.instance / f"{self.name}.worker-state.json"
         self.first_frame_ns = 0  # ts_recv of the first / last frame (ns since the epoch)
         self.last_frame_ns = 0
         self.last_frame: bytes | str = b""
@@ -421,8 +426,9 @@ class Provider:
         """Where the window lost to a restart starts: ``(ns since the epoch, detail)``, or None
         (first start, or the predecessor stopped cleanly). Call before ``open_rings``.
 
-        The predecessor is the worker whose stats file (``run_dir/<instance>/<name>.stats.json``,
-        rewritten every second and at exit with ``clean_stop``) is found. A predecessor that
+        The predecessor is the worker whose state file (``run_dir/<instance>/<name>.worker-state.json``:
+        ``pid``, ``last_frame_ns``, ``clean_stop``, ``restart_from_ns``, ``restart_detail``,
+        rewritten every second and at exit, ``write_state``) is found. A predecessor that
         inherited a window and received no frame before it ended passes that window on (even
         through a clean stop). Otherwise, unless it stopped cleanly, the window starts at the
         latest of its ``last_frame_ns`` (exact after a crash that ran its ``finally``, up to 1 s
@@ -431,7 +437,7 @@ class Provider:
         predecessor handled every frame it read up to that moment, so that start holds for each
         of its instruments."""
         try:
-            doc = json.loads(self.stats_path.read_text())
+            doc = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return None
         if not isinstance(doc, dict):
@@ -642,10 +648,7 @@ class Provider:
             "gaps": self.gaps_recorded,
             "restart_gaps": self.restart_gaps,
             "refused_symbols": self.refused_symbols,
-            # a restart window not recorded yet (no frame so far) and whether the worker stopped
-            # cleanly: read by the next worker (predecessor_window)
-            "restart_from_ns": self.restart_from_ns,
-            "restart_detail": self.restart_detail,
+            "restart_from_ns": self.restart_from_ns,  # a restart window not recorded yet (no frame so far)
             "clean_stop": self.clean_stop,
             "resyncs": self.books.resyncs if self.books else 0,
             "spool_bytes": self.spool_bytes(),
@@ -667,10 +670,20 @@ class Provider:
         return total
 
     def write_stats(self) -> None:
+        """The stats file (for /health, dm top) and the state file the next worker reads."""
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.stats_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.stats(), indent=1))
         os.replace(tmp, self.stats_path)
+        self.write_state()
+
+    def write_state(self) -> None:
+        """``run_dir/<instance>/<name>.worker-state.json`` (tmp + rename): see ``predecessor_window``."""
+        doc = {"pid": os.getpid(), "last_frame_ns": self.last_frame_ns, "clean_stop": self.clean_stop,
+               "restart_from_ns": self.restart_from_ns, "restart_detail": self.restart_detail, "ts": time.time()}
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.state_path)
 
     def stop(self) -> None:
         self._stop.set()
@@ -686,6 +699,8 @@ class Provider:
             window = self.predecessor_window()
             if window is not None:
                 self.restart_from_ns, self.restart_detail = window
+                log.info("predecessor ended without a clean stop: a restart gap opens", provider=self.name,
+                         after_ns=self.restart_from_ns, detail=self.restart_detail)
             self.open_rings()
             log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
             try:
@@ -695,7 +710,9 @@ class Provider:
                 conn.cancel()
                 await asyncio.gather(conn, return_exceptions=True)
                 await hk
-                self.clean_stop = True
+                # a stop asked for is clean; one forced by the supervisor's death (SIGTERM from
+                # dm.lifeline, this process re-parented) loses a window: the next worker records it
+                self.clean_stop = not _orphaned()
             finally:
                 self.write_stats()
                 self.close_rings()
@@ -727,6 +744,12 @@ async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: 
             return {c: got[(c, pcfg.exchange)] for c in venue_symbols}
 
     return await asyncio.to_thread(work)
+
+
+def _orphaned() -> bool:
+    """This worker's supervisor (``$DM_SUPERVISOR_PID``) is gone (we were re-parented)."""
+    sup = os.environ.get("DM_SUPERVISOR_PID", "")
+    return sup.isdigit() and os.getppid() != int(sup)
 
 
 def _record_ts(raw: bytes) -> int:
