@@ -19,12 +19,12 @@ import pytest
 from dm.client import Client
 from dm.instruments import InstrumentCache, cache_path
 from dm.persister import store_batch
-from dm.records import DTYPES, RType, Trade, unpack
+from dm.records import DTYPES, Gap, GapUnits, RType, Trade
 from dm.codec_ref import iter_recording
 from dm.storage import open_storage
 from dm.venues.kraken._codec import KrakenCodec
-from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, config_head, expected_binance,
-                       provider_toml, run_supervised, start_supervisor, started_pids, worker_stats)
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, CuttingProxy, config_head, expected_binance,
+                       free_port, provider_toml, run_supervised, start_supervisor, started_pids, worker_stats)
 from tests.pgproxy import PgProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -375,3 +375,38 @@ def test_supervisor_killed_its_worker_stops_and_the_next_one_records_the_window(
     assert {(g["first_missing"], g["last_missing"]) for g in gaps} == {(gone["last_frame_ns"] + 1, second["first_frame_ns"] - 1)}
     state = json.loads((tmp_path / "run" / instance / "binance.worker-state.json").read_text())
     assert state["clean_stop"] is True and state["pid"] == second["pid"]  # asked to stop: no gap next time
+
+
+# ------------------------------------------------------------------- a reconnect gap reaches readers and the ledger
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(180)
+def test_reconnect_gap_is_one_record_on_each_channel_and_one_ledger_row(tmp_path, instance, sqlite_url):
+    """The websocket dies mid-stream (a TCP proxy aborts it): the worker reconnects and writes one
+    ``reconnect`` GAP record per instrument to the instrument's channel (readers see the window)
+    and to the persist queue, whence the persister stores exactly those records in the ledger."""
+    syms = ["BTCAUD", "ZILUSD", "MANAUSD"]
+    replay_port = free_port()
+    proxy = CuttingProxy(replay_port, after_bytes=200_000, mode="cut").start()
+    try:
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, (B38, EXCHANGE_INFO), replay_port=replay_port)
+                       + provider_toml(tmp_path, "binance", "binance", "BINANCE", f"ws://127.0.0.1:{proxy.port}/stream",
+                                       syms, ["aggTrade", "bookTicker"]))
+        readers = ChannelCollector(instance, syms, exchange="BINANCE").start()
+        run_supervised(cfg, tmp_path, timeout=150)
+        readers.join(timeout=30)
+    finally:
+        proxy.stop()
+    assert proxy.faulted.is_set() and proxy.connections == 2
+    ledger = query(sqlite_url, lambda s: s.gaps())
+    assert len(ledger) == len(syms) and {g["kind"] for g in ledger} == {"reconnect"}, ledger
+    on_channels = {s: [r for r in readers.records[s] if isinstance(r, Gap)] for s in syms}
+    assert all(len(v) == 1 for v in on_channels.values()), on_channels
+    got = sorted((g.instrument_id, g.first_missing, g.last_missing, g.units, g.publisher_id) for v in on_channels.values() for g in v)
+    assert got == sorted((g["instrument_id"], g["first_missing"], g["last_missing"], g["units"], g["publisher_id"]) for g in ledger)
+    assert {x[3] for x in got} == {GapUnits.NS} and {x[4] for x in got} == {BINANCE}
+    assert all(x[1] < x[2] for x in got)
+    st = worker_stats(tmp_path, instance, "binance")
+    assert st["connects"] == 2 and st["gaps"] == len(syms) and st["restart_gaps"] == 0
