@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 import pytest
 
-from dm.client import Client
 from dm.instruments import InstrumentCache, cache_path
 from dm.persister import store_batch
 from dm.records import DTYPES, Gap, GapUnits, RType, Trade
