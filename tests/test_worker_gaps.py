@@ -244,6 +244,8 @@ def test_kill9_of_a_worker_leaves_one_restart_gap_per_instrument(tmp_path, insta
     assert int(ts[ts < lo].max()) == lo - 1
     assert not ((ts >= lo) & (ts <= hi)).any()
     assert (ts > hi).any()  # the new worker's records are stored too
+    print(f"kill -9 of the worker: {n_inst} restart gaps, window {(hi - lo + 2) / 1e9:.3f} s "
+          f"(killed worker's last record → restarted worker's first frame)")
 
 
 # ------------------------------------------------------------------- instrument ids without a database
@@ -374,6 +376,8 @@ def test_supervisor_killed_its_worker_stops_and_the_next_one_records_the_window(
     assert {(g["first_missing"], g["last_missing"]) for g in gaps} == {(gone["last_frame_ns"] + 1, second["first_frame_ns"] - 1)}
     state = json.loads((tmp_path / "run" / instance / "binance.worker-state.json").read_text())
     assert state["clean_stop"] is True and state["pid"] == second["pid"]  # asked to stop: no gap next time
+    g = gaps[0]
+    print(f"kill -9 of the supervisor: {len(gaps)} restart gaps, window {(g['last_missing'] - g['first_missing'] + 2) / 1e9:.3f} s")
 
 
 # ------------------------------------------------------------------- a reconnect gap reaches readers and the ledger
