@@ -8,7 +8,8 @@ fails the bench), against the obvious alternative (``orjson.loads`` + Python fix
 Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
 ``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``,
 ``codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only`` (dm's records vs ``orjson.loads``
-alone, which builds only Python objects, on the same Bybit deltas).
+alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for each
+Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``).
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -138,6 +139,25 @@ def cases(make_codec=registry_codec) -> dict[str, tuple[str, object, list[bytes]
         })
     except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
         print(f"bench_codec: Bybit cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:
+        from dm.recording import frames
+
+        cb_at = [t.encode() for _, t in frames(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst")]
+        cb_ex = [t.encode() for _, t in frames(DATA / "coinbase/2021-04-17")]
+        csyms = _symbols(cb_at + cb_ex, rb'"product_id":"([A-Z0-9-]+)"')
+        out.update({   # Advanced Trade (l2_data, market_trades, ticker) and the Exchange feed's l2update
+            "coinbase_l2_update": ("coinbase", codec("coinbase", csyms),
+                                   [f for f in cb_at if f.startswith(b'{"channel":"l2_data"') and b'"update"' in f[:150]]),
+            "coinbase_market_trades": ("coinbase", codec("coinbase", csyms),
+                                       [f for f in cb_at if f.startswith(b'{"channel":"market_trades"')
+                                        and b'"update"' in f[:150]]),
+            "coinbase_ticker": ("coinbase", codec("coinbase", csyms),
+                                [f for f in cb_at if f.startswith(b'{"channel":"ticker"')]),
+            "coinbase_exchange_l2update": ("coinbase", codec("coinbase", csyms),
+                                           [f for f in cb_ex if f.startswith(b'{"type":"l2update"')]),
+        })
+    except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
+        print(f"bench_codec: Coinbase cases left out ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
 
@@ -170,6 +190,10 @@ def run(quick: bool = False) -> dict[str, float]:
         ydelta = cases_["bybit_orderbook_delta"][2]
         ns = _time(lambda fr: [orjson.loads(f) for f in fr], ydelta, target, repeats)
         out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"] = 1e9 / ns
+        for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+            if name in cases_:
+                ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
+                out[f"codec.{name}.orjson_loads_only_frames_per_s"] = 1e9 / ns
     finally:
         gc.enable()
     out["codec.binance_aggtrade.speedup_vs_orjson_pack"] = (
@@ -178,6 +202,10 @@ def run(quick: bool = False) -> dict[str, float]:
         out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
     out["codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only"] = (
         out["codec.bybit_orderbook_delta.frames_per_s"] / out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"])
+    for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+        if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
+            out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (
+                out[f"codec.{name}.frames_per_s"] / out[f"codec.{name}.orjson_loads_only_frames_per_s"])
     return out
 
 

@@ -29,6 +29,7 @@ from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, K
                        config_head, provider_toml)
 
 BYBIT_2026 = ROOT / "data/bybit/2026-08-09/BYBIT.jsonl.zst"
+COINBASE_2026 = ROOT / "data/coinbase/2026-08-09/COINBASE.jsonl.zst"
 #: (category, venue symbol) -> canonical, the 2026 session's linear + spot symbols
 BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT"): "ETHUSDT-USDT-PERP",
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
@@ -56,16 +57,28 @@ VENUES = {
         dict(kind="bybit", exchange="BYBIT", ws_url="ws://{replay}/v5/public", symbols=list(BYBIT_SYMBOLS.values()),
              channels=["orderbook", "publicTrade", "tickers"], extra={"depth": 200, "quote_aliases": {}}),
     ),
+    "coinbase": (
+        (COINBASE_2026,),
+        dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
+             channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
+    ),
 }
 
 
-def run_worker_once(venue: str, tmp: Path) -> dict:
+#: venues whose connection runs through the base provider (Bybit keeps one aiohttp socket per category)
+PICOWS_VENUES = ("binance", "kraken", "kraken_futures")
+
+
+def run_worker_once(venue: str, tmp: Path, transport: str = "aiohttp") -> dict:
     files, p = VENUES[venue]
+    extra = dict(p.get("extra", {}))
+    if transport != "aiohttp":
+        extra["transport"] = transport
     instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
     cfg = tmp / "dm.toml"
     cfg.write_text(config_head(tmp, instance, f"sqlite:///{tmp / 'db.sqlite'}", files, speed=0.0)
                    + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
-                                   **p.get("extra", {}))
+                                   **extra)
                    .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
     env = dict(os.environ)
     env.pop("DM_STORAGE_URL", None)
@@ -76,11 +89,11 @@ def run_worker_once(venue: str, tmp: Path) -> dict:
     return json.loads((tmp / "run" / instance / f"{venue}.stats.json").read_text())
 
 
-def worker_rate(venue: str, reps: int) -> tuple[float, int]:
+def worker_rate(venue: str, reps: int, transport: str = "aiohttp") -> tuple[float, int]:
     best, frames = 0.0, 0
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
-            st = run_worker_once(venue, Path(d))
+            st = run_worker_once(venue, Path(d), transport)
         if st["reconnects"] != 0:  # a reconnect after the end of the replay: not a clean sample
             continue
         span = (st["last_frame_ns"] - st["first_frame_ns"]) / 1e9
@@ -115,6 +128,10 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
     if venue == "binance":
         streams = [f"{s.lower()}@{c}" for s in _binance_venue(p["symbols"]) for c in p["channels"]]
         url, subs = f"ws://127.0.0.1:{port}/stream?streams=" + "/".join(streams), []
+    elif venue == "coinbase":   # the replay serves the recorded connection whole from the first subscribe
+        url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
+        subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
+                for c in (*p["channels"], "heartbeats")]
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"
@@ -207,6 +224,11 @@ def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
             out[f"worker.{venue}.frames"] = float(frames)
             out[f"worker.{venue}.null_client_frames_per_s"] = round(nul, 1)
             out[f"worker.{venue}.ratio_vs_null_client"] = round(w / nul, 3) if nul else 0.0
+            if venue in PICOWS_VENUES:  # the same worker over the picows transport, same run
+                wp, _ = worker_rate(venue, reps, "picows")
+                out[f"worker.{venue}.picows.frames_per_s"] = round(wp, 1)
+                out[f"worker.{venue}.picows.ratio_vs_null_client"] = round(wp / nul, 3) if nul else 0.0
+                out[f"worker.{venue}.picows_over_aiohttp.ratio"] = round(wp / w, 3) if w else 0.0
     finally:
         gc.enable()
     return out

@@ -1,6 +1,7 @@
 """dm's command line (click). Thin: parse, call, print."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime, timezone
@@ -100,6 +101,57 @@ def persist(config_path: str) -> None:
 
     tie_to_supervisor()
     run_persister(_load(config_path, "persister"))
+
+
+def _control(config_path: str, req: dict) -> dict:
+    from dm.control import ControlError, control_request
+
+    cfg = dmconfig.load(config_path)
+    ans = control_request(cfg, req)
+    if not ans.get("ok"):
+        raise ControlError(ans.get("error", "request failed"))
+    return ans
+
+
+@main.command()
+@click.argument("target", metavar="SYMBOL@EXCHANGE")
+@click.option("--persist-only", is_flag=True, help="Store it without a shared-memory channel.")
+@click.option("--save", is_flag=True, help="Also add it to the provider's symbols in the config file.")
+@config_option
+def subscribe(target: str, persist_only: bool, save: bool, config_path: str) -> None:
+    """Carry SYMBOL@EXCHANGE (canonical, e.g. ETHUSD@KRAKEN) from now on, without a restart:
+    the worker subscribes on its live socket and creates the channel."""
+    ans = _control(config_path, {"op": "subscribe", "symbol": target, "persist_only": persist_only, "save": save})
+    where = "persist only" if ans.get("persist_only") else f"channel {ans.get('channel')}"
+    click.echo(f"subscribed {ans['symbol']}@{ans['exchange']} ({ans['venue_symbol']}, instrument {ans['instrument_id']}, "
+               f"provider {ans['provider']}): {where}" + (f"; saved to {ans['saved']}" if ans.get("saved") else ""))
+
+
+@main.command()
+@click.argument("target", metavar="SYMBOL@EXCHANGE")
+@click.option("--save", is_flag=True, help="Also remove it from the provider's symbols in the config file.")
+@config_option
+def unsubscribe(target: str, save: bool, config_path: str) -> None:
+    """Stop carrying SYMBOL@EXCHANGE; its channel is removed once readers had their grace period."""
+    ans = _control(config_path, {"op": "unsubscribe", "symbol": target, "save": save})
+    click.echo(f"unsubscribed {ans['symbol']}@{ans['exchange']} (provider {ans['provider']})"
+               + (f"; saved to {ans['saved']}" if ans.get("saved") else ""))
+
+
+@main.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="The control answer as JSON.")
+@config_option
+def ls_cmd(as_json: bool, config_path: str) -> None:
+    """What the running service carries: symbol, exchange, venue symbol, instrument id, channel."""
+    ans = _control(config_path, {"op": "list"})
+    if as_json:
+        click.echo(json.dumps(ans, indent=1))
+        return
+    for s in ans["symbols"]:
+        click.echo(f"{s['symbol']:<24} {s['exchange']:<16} {s['venue_symbol'] or '':<20} {s['instrument_id']:>10}  "
+                   f"{s['channel'] or '(persist only)'}")
+    for name, err in ans.get("errors", {}).items():
+        click.echo(f"{name}: {err}", err=True)
 
 
 @main.command()

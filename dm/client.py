@@ -499,10 +499,14 @@ class Client:
 
         return RemoteClient(url, instance, **remote)
 
-    def __init__(self, instance: str | None = None, registry: str = "/dm.registry", *, url: str | None = None):
+    def __init__(self, instance: str | None = None, registry: str = "/dm.registry", *, url: str | None = None,
+                 control: str | None = None):
         self.instance = instance
         self.registry_name = registry
         self.subscriptions: list[Subscription] = []
+        #: the service's control socket (``subscribe(..., request=True)``): ``control``, else
+        #: ``$DM_CONTROL``, else ``var/run/<instance>/control.sock`` (the default run_dir)
+        self.control = control or os.environ.get("DM_CONTROL") or (f"var/run/{instance}/control.sock" if instance else None)
 
     def _registry(self) -> Registry | None:
         try:
@@ -523,12 +527,25 @@ class Client:
         return sorted(out)
 
     def subscribe(self, symbol: str, exchange: str, *, start: str = "oldest", wait: float = 5.0,
-                  busy_poll: bool = False, follow: bool = True) -> Subscription:
+                  busy_poll: bool = False, follow: bool = True, request: bool = False,
+                  persist_only: bool = False) -> Subscription:
         """Subscribe to a canonical symbol (``"ZILUSD"``) on an exchange (``"BINANCE"``);
         ``start``, ``busy_poll`` and ``follow`` (re-attach after a producer restart, with a
         ``Gap`` marker) as ``Subscription``. Waits up to ``wait`` s for a worker to register
-        the symbol. Raises ``RingError`` as described on the class."""
+        the symbol. ``request=True``: when no worker carries it yet, ask the service to
+        (``SUBSCRIBE`` on its control socket, see ``dm.control``) and wait for the channel.
+        Raises ``RingError`` as described on the class, ``dm.control.ControlError`` when the
+        service refuses the request (unknown symbol, channel budget full, ...)."""
         symbol, exchange = symbol.upper(), exchange.upper()
+        if request and not any(ex == exchange and sym == symbol for ex, sym, _ in self.channels()):
+            from dm.control import ControlError, request as control_request
+
+            if not self.control:
+                raise ControlError("subscribe(request=True) needs the service's control socket: Client(control=PATH), "
+                                   "Client(instance=...) or $DM_CONTROL")
+            ans = control_request(self.control, {"op": "subscribe", "symbol": f"{symbol}@{exchange}", "persist_only": persist_only})
+            if not ans.get("ok") and "already carried" not in str(ans.get("error")):
+                raise ControlError(ans.get("error", "subscribe refused"))
         deadline = time.monotonic() + wait
         while True:
             for ex, sym, name in self.channels():

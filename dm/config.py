@@ -87,11 +87,31 @@ class ShmConfig(_Section):
     persist_bytes: int = 1 << 24  # per-worker persist queue, power of two
     spool_dir: LaxPath = Path("var/spool")
     spool_fsync: Literal["never", "batch", "always"] = "batch"
+    #: channel ring bytes per instrument class (dm.symbology.parse_canonical kinds), e.g.
+    #: ``{ option = 65536, spot = 4194304 }``: a thousand option channels need not cost 4 GiB
+    channel_bytes_by_class: dict[Literal["spot", "perpetual", "future", "option", "index", "reference_rate"], int] = {}
 
     @field_validator("channel_bytes", "persist_bytes")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
         return _pow2(v)
+
+    @field_validator("channel_bytes_by_class")
+    @classmethod
+    def _powers_of_two(cls, v: dict) -> dict:
+        return {k: _pow2(x) for k, x in v.items()}
+
+    def channel_bytes_for(self, symbol: str) -> int:
+        """Ring bytes of one canonical symbol's channel: its class's size, else ``channel_bytes``."""
+        if self.channel_bytes_by_class:
+            from dm.symbology import parse_canonical
+            from dm.errors import SymbologyError
+
+            try:
+                return self.channel_bytes_by_class.get(parse_canonical(symbol).klass, self.channel_bytes)
+            except SymbologyError:
+                pass
+        return self.channel_bytes
 
 
 class PersisterConfig(_Section):
@@ -184,6 +204,8 @@ class ConfigFile(_Section):
     routing: dict[str, Any] = {}
     backfill: dict[str, Any] = {}
     databento: dict[str, Any] = {}
+    control: dict[str, Any] = {}
+    capture: dict[str, Any] = {}
 
 
 #: ``[section]`` → ``"module:function"`` validating that table (every key; raises ``ConfigError``
@@ -194,6 +216,8 @@ EXTENSION_SECTIONS: dict[str, str] = {
     "routing": "dm.backfill:parse_routing_section",
     "backfill": "dm.backfill:parse_backfill_section",
     "databento": "dm.backfill:parse_databento_section",
+    "control": "dm.control:parse_control_section",
+    "capture": "dm.capture:parse_capture_section",
 }
 
 

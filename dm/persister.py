@@ -320,7 +320,8 @@ class Queue:
         self.records = 0
         self.dead_letters = 0
         self.gaps = 0  # GAP records of this provider stored in the ledger
-        self.behind_since: float | None = None
+        self.behind_since: float | None = None  # when this provider fell behind (lag = now - this)
+        self.read_all = True  # the last fill emptied the queue (the batch holds all there was)
         for tmp in spool_dir.glob("persister.*.held.tmp") if spool_dir.exists() else []:
             tmp.unlink(missing_ok=True)  # a spill cut short: its records were never committed
 
@@ -523,6 +524,7 @@ class Persister:
             got += r[1]
         else:
             full = True  # the batch filled up: more may be waiting
+        q.read_all = not full and not q.held
         if full and q.behind_since is None:
             q.behind_since = b.t0
         return got
@@ -567,6 +569,11 @@ class Persister:
             log.info("provider's batches stored again", provider=q.name)
         q.backoff = BACKOFF_MIN_S
         q.failing = q.outage_wait = False
+        if q.read_all and not q.held:
+            # caught up: everything read before this batch's fill is stored. Records that arrived
+            # since are a new batch with its own age, not lag carried over from the incident (the
+            # loop alone cannot tell: under steady input it rarely sees an empty batch).
+            q.behind_since = None
         q.last_error = ""
         q.retry_at = 0.0
         if self._ok():

@@ -196,7 +196,8 @@ def _jsonl_lines(source: str) -> list[str]:
         import zstandard
 
         try:
-            raw = zstandard.ZstdDecompressor().stream_reader(raw).read()
+            # a capture ends a zstd frame every second: read every frame of the file
+            raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
         except zstandard.ZstdError as e:
             raise RecordingError(f"{source}: not zstd ({e})") from None
     try:

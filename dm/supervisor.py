@@ -444,11 +444,14 @@ class Supervisor:
             await self.end_leftovers(leftovers)
         for p in self.run_dir.glob("*.stats.json"):  # reports of an earlier run
             p.unlink(missing_ok=True)
+        for p in self.run_dir.glob("*.runtime.json"):  # the config is the source of truth at start
+            p.unlink(missing_ok=True)
         self.ready_file.unlink(missing_ok=True)
         s = self.cfg.supervisor
         for spec in self.specs():
             self.children[spec.name] = Child(spec, RestartPolicy(s.restart_backoff_min_s, s.restart_backoff_max_s, s.max_restarts, s.restart_window_s))
         health = await self.start_health()
+        control = await self.start_control()
         self.notifier = Notifier(self.health)
         monitor = asyncio.create_task(self.monitor())
         try:
@@ -465,10 +468,27 @@ class Supervisor:
             self.exit_code = 1
         monitor.cancel()
         sd_notify("STOPPING=1")
+        if control is not None:
+            await control.close()
         await self.shutdown()
         if health is not None:
             await health.cleanup()
         return self.exit_code
+
+    async def start_control(self):
+        """The instance's control socket (``dm.control``), None when ``[control] enabled =
+        false`` or it cannot listen (logged; the service runs on without runtime control)."""
+        from dm import control
+
+        if not control.settings(self.cfg)["enabled"]:
+            return None
+        sc = control.SupervisorControl(self)
+        try:
+            await sc.start()
+        except (OSError, control.ControlError) as e:
+            log.error("control socket not started", error=str(e))
+            return None
+        return sc
 
     async def monitor(self, every_s: float = 0.25) -> None:
         """Readiness, STATUS= and the watchdog from the children's progress."""
@@ -493,7 +513,12 @@ class Supervisor:
         from dm._ring import unlink_segment
 
         for p in self.cfg.enabled_providers:
-            for sym in p.symbols:
+            extra = []
+            try:  # symbols a killed worker carried at runtime
+                extra = list(json.loads((self.run_dir / f"{p.name}.runtime.json").read_text()).get("added", {}))
+            except (OSError, ValueError):
+                pass
+            for sym in list(p.symbols) + extra:
                 try:
                     removed = unlink_segment(self.cfg.channel_name(p.exchange, sym))
                 except RingError as e:

@@ -21,6 +21,8 @@ from dm.venues.kraken_futures._codec import KrakenFuturesCodec
 from dm.venues.kraken_futures.codec_ref import RefKrakenFuturesCodec
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
+from dm.venues.coinbase._codec import CoinbaseCodec
+from dm.venues.coinbase.codec_ref import RefCoinbaseCodec
 from dm.errors import CodecError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -46,6 +48,8 @@ def codecs():
                                              "FI_BCHUSD_210924", "FI_XRPUSD_210924", "FI_XBTUSD_210730"])}
     ysyms = {s: 60 + i for i, s in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT", "SNTUSDT", "BANDUSDT",
                                              "AIOZUSDT", "RADUSDT"])}
+    csyms = {s: 80 + i for i, s in enumerate(["BTC-USD", "ETH-USD", "SKL-USD", "SKL-BTC", "SKL-GBP", "BAND-GBP",
+                                             "BAND-BTC", "NMR-EUR", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR"])}
     return [
         (BinanceCodec(1001, bsyms), RefBinanceCodec(1001, bsyms),
          recorded(DATA / "binance/BINANCE-b38f7c.0") + recorded(DATA / "binance/2021-08-14/BINANCE.ws.1.0")),
@@ -59,6 +63,8 @@ def codecs():
         (BybitCodec(1007, ysyms), RefBybitCodec(1007, ysyms),
          recorded(DATA / "bybit/2026-08-09/BYBIT.jsonl.zst", 6000) + recorded(DATA / "bybit/2025-06-13/BYBIT.ws.1.0"),
          BybitCodec(1007, ysyms)),
+        (CoinbaseCodec(1008, csyms), RefCoinbaseCodec(1008, csyms),
+         recorded(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst", 6000) + recorded(DATA / "coinbase/2021-04-17/COINBASE.ws.28.0")),
     ]
 
 
@@ -162,8 +168,9 @@ def test_fuzz_ten_million_mutated_frames():
     assert stats["ok"] + stats["errors"] >= 9_999_999
 
 
-@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {})],
-                         ids=["binance", "kraken", "kf", "bybit"])
+@pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
+                                   CoinbaseCodec(1, {})],
+                         ids=["binance", "kraken", "kf", "bybit", "coinbase"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

@@ -59,7 +59,7 @@ def test_venue_keys_are_kept_for_the_venue_and_shared_ones_typed():
 def test_worker_kinds_are_the_kinds_with_a_worker():
     from dm.providers.base import provider_class
 
-    assert worker_kinds() == {"binance", "kraken", "kraken_futures", "bybit"}
+    assert worker_kinds() == {"binance", "kraken", "kraken_futures", "bybit", "coinbase"}
     for k in worker_kinds():
         provider_class(k)
     with pytest.raises(NotImplementedError):
@@ -74,14 +74,14 @@ P = {"ws_url": "ws://x", "symbols": ["BTCUSD"]}
     ({"persister": {"batch_mss": 50}}, "persister.batch_mss: unknown key (did you mean batch_ms?)"),
     ({"dm": {"log_format": "jsn"}}, "dm.log_format: must be 'console' or 'json', got 'jsn'"),
     ({"providers": {"db": {"kind": "databento", **P}}},
-     "providers.db.kind: 'databento' has no worker; kinds with a worker: binance, bybit, kraken, kraken_futures"),
+     "providers.db.kind: 'databento' has no worker; kinds with a worker: binance, bybit, coinbase, kraken, kraken_futures"),
     ({"providers": {"x": {"kind": "nope", "ws_url": "a", "symbols": []}}},
-     "providers.x.kind: 'nope' has no worker; kinds with a worker: binance, bybit, kraken, kraken_futures"),
+     "providers.x.kind: 'nope' has no worker; kinds with a worker: binance, bybit, coinbase, kraken, kraken_futures"),
     ({"providers": {"binance": {"symbols": []}}}, "providers.binance.ws_url: missing (required)"),
     ({"providers": {"binance": {**P, "enabled": "yes"}}}, "providers.binance.enabled: expected true or false, got 'yes'"),
     ({"providers": {"binance": {**P, "symbols": "BTCUSD"}}}, "providers.binance.symbols: expected a list, got 'BTCUSD'"),
     ({"shm": {"channel_bytes": 5000}}, "shm.channel_bytes: must be a power of two >= 4096, got 5000"),
-    ({"shm": {"bogus": 1}}, "shm.bogus: unknown key (known: registry, channel_bytes, persist_bytes, spool_dir, spool_fsync)"),
+    ({"shm": {"bogus": 1}}, "shm.bogus: unknown key (known: registry, channel_bytes, persist_bytes, spool_dir, spool_fsync, channel_bytes_by_class)"),
     ({"storage": {"url": "mysql://x"}}, "storage.url: must be sqlite:///PATH or postgresql://..., got 'mysql://x'"),
     ({"supervisor": {"fail_fast": 1}}, "supervisor.fail_fast: expected true or false, got 1"),
     ({"supervisor": {"restart_backoff_min_s": 5, "restart_backoff_max_s": 1}},

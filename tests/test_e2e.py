@@ -35,7 +35,19 @@ def check_bbo(rec, d) -> None:
 
 @pytest.mark.timeout(180)
 def test_replay_through_supervisor_reader_and_storage(tmp_path, instance, storage_url):
-    cfg = write_config(tmp_path, instance, storage_url, speed=10.0)
+    replay_exactly(tmp_path, instance, storage_url)
+
+
+@pytest.mark.timeout(180)
+def test_replay_over_aiohttp_transport(tmp_path, instance, sqlite_url):
+    """``transport = "aiohttp"`` (picows is the default): the same records, exactly."""
+    replay_exactly(tmp_path, instance, sqlite_url, extra='transport = "aiohttp"')
+    log = (tmp_path / "supervisor.log").read_text()
+    assert "transport=picows" not in log and "connected" in log
+
+
+def replay_exactly(tmp_path, instance, storage_url, extra: str = "") -> None:
+    cfg = write_config(tmp_path, instance, storage_url, speed=10.0, extra=extra)
     sup = start_supervisor(cfg, tmp_path / "supervisor.log")
     readers = ChannelCollector(instance, B38_SYMBOLS).start()
     try:

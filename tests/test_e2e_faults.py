@@ -316,8 +316,8 @@ def test_kraken_futures_dropped_delta_gap_resubscribe(tmp_path, instance, sqlite
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mode", ["cut", "freeze"])
-def test_kraken_websocket_lost_mid_stream_reconnects(tmp_path, instance, sqlite_url, mode):
+@pytest.mark.parametrize("mode, transport", [("cut", "aiohttp"), ("freeze", "aiohttp"), ("cut", "picows"), ("freeze", "picows")])
+def test_kraken_websocket_lost_mid_stream_reconnects(tmp_path, instance, sqlite_url, mode, transport):
     """"cut": the TCP connection dies mid-stream; "freeze": the peer goes silent with the socket
     open (only the worker's watchdog can tell). Either way the worker reconnects, resubscribes,
     rebuilds the book from the new snapshot; the ledger holds one "reconnect" gap.
@@ -333,7 +333,7 @@ def test_kraken_websocket_lost_mid_stream_reconnects(tmp_path, instance, sqlite_
         cfg.write_text(config_head(tmp_path, instance, sqlite_url, (KRAKEN_BOOK, KRAKEN_ASSET_PAIRS), speed=speed,
                                    replay_port=replay_port)
                        + kraken_provider(tmp_path, [KR_CANON], ["book"], ws_url=f"ws://127.0.0.1:{proxy.port}/",
-                                         stale_after_s=0.5))
+                                         stale_after_s=0.5, transport=transport))
         readers = ChannelCollector(instance, [KR_CANON], exchange="KRAKEN").start()
         run_supervised(cfg, tmp_path)
         readers.join(timeout=30)

@@ -36,6 +36,7 @@ the worker runs the rest (it fails only when nothing is left).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -51,7 +52,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
-from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info
+from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info, unlink_segment
 from dm.config import Config, ProviderConfig
 from dm.errors import CodecError, ConfigError, RingError, SymbologyError
 from dm.records import LAYOUT_HASH, GapUnits, gap_record
@@ -216,6 +217,70 @@ class ResubscribingBooks:
                 self.request_book(iid)
 
 
+class _PicowsConnectionBase:
+    """picows listener + the small socket API providers use (``send_str``, ``close``,
+    ``closed``, ``close_code``). Messages split over continuation frames are joined (RFC 6455
+    §5.4) before the codec sees them. Mixed into ``picows.WSListener`` by
+    :func:`_picows_connection` (picows is imported only when a provider uses it)."""
+
+    def __init__(self, provider):
+        import picows
+
+        self.p = provider
+        self.on_frame = provider.on_frame
+        self.transport = None
+        self.close_code = None
+        self._parts: list[bytes] | None = None
+        self._T = picows.WSMsgType
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport, frame) -> None:
+        T = self._T
+        t = frame.msg_type
+        if t == T.TEXT or t == T.BINARY:
+            if frame.fin:
+                self.on_frame(frame.get_payload_as_bytes(), now_ns())
+            else:
+                self._parts = [frame.get_payload_as_bytes()]
+        elif t == T.CONTINUATION and self._parts is not None:
+            self._parts.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                data, self._parts = b"".join(self._parts), None
+                self.on_frame(data, now_ns())
+        elif t == T.CLOSE:
+            self.close_code = frame.get_close_code()
+            transport.send_close(self.close_code)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_disconnected
+
+    async def send_str(self, text: str) -> None:
+        if self.closed:
+            raise ConnectionError("websocket is closed")
+        self.transport.send(self._T.TEXT, text.encode())
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> None:
+        import picows
+
+        if not self.closed:
+            self.transport.send_close(picows.WSCloseCode(int(code)), message)
+            self.transport.disconnect()
+
+
+@functools.cache
+def _picows_connection() -> type:
+    import picows
+
+    return type("PicowsConnection", (_PicowsConnectionBase, picows.WSListener), {})
+
+
 class Provider:
     """Base class of a venue provider. Subclasses set ``codec``, ``symbols`` (canonical →
     venue) and implement ``resolve_symbols``, ``stream_url`` and ``on_connected``; the base class
@@ -274,11 +339,19 @@ class Provider:
         self.restart_detail = ""
         self.restart_gaps = 0
         self.clean_stop = False
+        self.capture = None  # dm.capture.Capture when [capture] is enabled
+        self.persist_only: set[str] = set()  # symbols added at runtime without a channel
+        self.open_done = False  # restore_runtime_symbols finished: changes are saved from then on
+        self._control_tasks: set[asyncio.Task] = set()
         ex = pcfg.extra
         if "stale_after_s" in ex:
             self.stale_after_s = float(ex["stale_after_s"]) or None
         if "ping_interval_s" in ex:
             self.ping_interval_s = float(ex["ping_interval_s"]) or None
+        #: websocket client: "picows" (default) or "aiohttp" (``[providers.X] transport``)
+        self.transport = str(ex.get("transport", "picows"))
+        if self.transport not in ("aiohttp", "picows"):
+            raise ConfigError(f"providers.{self.name}.transport must be \"aiohttp\" or \"picows\", got {self.transport!r}")
 
     @classmethod
     def websocket_connections(cls, pcfg: ProviderConfig) -> int:
@@ -311,6 +384,7 @@ class Provider:
         default = self.cfg.quote_aliases if self.global_quote_aliases else {}
         aliases = self.pcfg.extra.get("quote_aliases", default)
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
+        self.symbology = sym  # kept for symbols added at runtime (dm.control)
         self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
@@ -335,6 +409,7 @@ class Provider:
             raise SymbologyError(f"providers.{self.name}: no configured symbol is known to the venue: "
                                  + "; ".join(refused.values()))
         return out
+
 
     def make_codec(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -362,14 +437,13 @@ class Provider:
         books stale until the next subscription's snapshot."""
 
     def open_rings(self) -> None:
-        cap = self.cfg.shm.channel_bytes
         spool = self.cfg.spool_dir_for(self.name)
         spool.mkdir(parents=True, exist_ok=True)
         self.queue = PersistQueue(self.cfg.persist_name(self.name), self.cfg.shm.persist_bytes, LAYOUT_HASH, str(spool), fsync=self.cfg.shm.spool_fsync)
         self.fanout = Fanout(self.queue)
         self._iid_to_symbol = {}
         for canonical, iid in self.instrument_ids.items():
-            w = ChannelWriter(self.cfg.channel_name(self.exchange, canonical), cap, LAYOUT_HASH)
+            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes_for(canonical))
             self.channels[canonical] = w
             self.fanout.add_channel(iid, w)
             self.channel_by_iid[iid] = w
@@ -390,15 +464,200 @@ class Provider:
             self.slot.release()
             self.slot = None
 
-    def write_definitions(self) -> None:
-        """One INSTRUMENT_DEF record per instrument to the persist queue: the persister registers
-        it in storage (and in the cache). ``ts_event`` is the registration's time in the cache,
-        so the same registration re-sent by every start is one row in storage."""
+    # -- runtime subscriptions (dm.control) -------------------------------------------------
+    def new_book_sync(self, iid: int):
+        """The venue's book sync for an instrument added at runtime (None: no books)."""
+        return None
+
+    def size_precision_of(self, canonical: str) -> int:
+        """The instrument's size scale (decimals of its lot size) from the symbology; 9 when
+        the venue's reference data does not tell."""
+        sym = getattr(self, "symbology", None)
+        if sym is not None:
+            try:
+                return sym.info_canonical(canonical).resolved_size_precision(9)
+            except Exception:  # noqa: BLE001 - the default scale still represents the symbol
+                pass
+        return 9
+
+    def new_channel(self, canonical: str, iid: int, capacity: int) -> ChannelWriter:
+        """The channel ring of one instrument, its header naming the instrument."""
+        return ChannelWriter(self.cfg.channel_name(self.exchange, canonical), capacity, LAYOUT_HASH,
+                             instrument_id=iid, publisher_id=self.pcfg.publisher_id)
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        """Teach the codec a venue symbol added at runtime (at the instrument's size precision
+        when the symbology knows it)."""
+        try:
+            self.codec.add_symbol(venue_symbol, iid, self.size_precision_of(canonical))
+        except TypeError:  # a codec without per-symbol size precision
+            self.codec.add_symbol(venue_symbol, iid)
+
+    async def subscribe_live(self, ws: aiohttp.ClientWebSocketResponse, venue_symbols: list[str]) -> None:
+        """Subscribe ``venue_symbols`` on the open websocket without reconnecting (the venue's
+        subscribe message). Raises ``NotImplementedError`` where the venue has none."""
+        raise NotImplementedError(f"{self.pcfg.kind}: runtime subscription is not supported")
+
+    async def unsubscribe_live(self, ws: aiohttp.ClientWebSocketResponse, venue_symbols: list[str]) -> None:
+        """Stop the feed of ``venue_symbols`` on the open websocket."""
+        raise NotImplementedError(f"{self.pcfg.kind}: runtime unsubscription is not supported")
+
+    async def add_symbol(self, canonical: str, persist_only: bool = False) -> dict:
+        """Start carrying ``canonical`` at runtime: venue form from the symbology, instrument id
+        from the registry, codec entry, book sync, channel ring (unless ``persist_only``: its
+        records then go to the persist queue only and cost no shm), registry entry, then the
+        venue's subscribe message on the live socket (no reconnect). Returns a summary dict.
+        Raises ``SymbologyError`` (unknown symbol), ``ValueError`` (already carried),
+        ``NotImplementedError`` (venue without runtime subscription)."""
+        canonical = canonical.strip().upper()
+        if canonical in self.instrument_ids:
+            raise ValueError(f"{canonical} is already carried by provider {self.name}")
+        if type(self).subscribe_live is Provider.subscribe_live:
+            raise NotImplementedError(f"{self.pcfg.kind}: runtime subscription is not supported")
+        sym = getattr(self, "symbology", None)
+        if sym is None:
+            raise SymbologyError(f"provider {self.name}: no symbology loaded yet")
+        venue_symbol = sym.select([canonical])[canonical]
+        iid = (await resolve_instruments(self.cfg, self.pcfg, {canonical: venue_symbol}))[canonical]
+        self.venue_symbols[canonical] = venue_symbol
+        self.instrument_ids[canonical] = iid
+        self.venue_of[iid] = venue_symbol
+        self.write_definitions([iid])  # the registration reaches storage through the persister
+        self.register_codec_symbol(canonical, venue_symbol, iid)
+        if self.books is not None:
+            sync = self.new_book_sync(iid)
+            if sync is not None:
+                self.books.syncs[iid] = sync
+        channel = None
+        if not persist_only:
+            channel = self.cfg.channel_name(self.exchange, canonical)
+            w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes_for(canonical))
+            self.channels[canonical] = w
+            self.channel_by_iid[iid] = w
+            self._iid_to_symbol[iid] = canonical
+            self.fanout.add_channel(iid, w)
+            if self.slot is not None:
+                self.slot.update_symbols(sorted(self.channels))
+        else:
+            self.persist_only.add(canonical)
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            await self.subscribe_live(ws, [venue_symbol])
+        # else: the next connection subscribes every carried symbol (stream_url / on_connected)
+        if self.open_done:
+            self.save_runtime_symbols()
+        log.info("symbol added at runtime", provider=self.name, symbol=canonical, venue_symbol=venue_symbol,
+                 instrument_id=iid, persist_only=persist_only)
+        return {"provider": self.name, "symbol": canonical, "exchange": self.exchange, "venue_symbol": venue_symbol,
+                "instrument_id": iid, "channel": channel, "persist_only": persist_only}
+
+    async def remove_symbol(self, canonical: str, grace_s: float = 5.0) -> dict:
+        """Stop carrying ``canonical``: the venue's unsubscribe message, then the channel leaves
+        the registry at once (no new reader finds it), is closed (readers get ``ClosedError``
+        once they have read what it holds) and unlinked after ``grace_s``. Raises ``ValueError``
+        when the symbol is not carried."""
+        canonical = canonical.strip().upper()
+        iid = self.instrument_ids.get(canonical)
+        if iid is None:
+            raise ValueError(f"{canonical} is not carried by provider {self.name}")
+        if type(self).unsubscribe_live is Provider.unsubscribe_live:
+            raise NotImplementedError(f"{self.pcfg.kind}: runtime unsubscription is not supported")
+        venue_symbol = self.venue_symbols[canonical]
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            await self.unsubscribe_live(ws, [venue_symbol])
+        del self.venue_symbols[canonical], self.instrument_ids[canonical]
+        self.persist_only.discard(canonical)
+        if self.books is not None:
+            self.books.syncs.pop(iid, None)
+        self.fanout.remove_channel(iid)
+        w = self.channels.pop(canonical, None)
+        self.channel_by_iid.pop(iid, None)
+        if w is not None:
+            if self.slot is not None:
+                self.slot.update_symbols(sorted(self.channels))
+            w.close(unlink=False)  # readers drain what it holds, then see the producer closed
+
+            async def unlink_later(name=self.cfg.channel_name(self.exchange, canonical)):
+                await asyncio.sleep(grace_s)
+                if canonical not in self.channels:  # not subscribed again meanwhile
+                    unlink_segment(name)
+
+            t = asyncio.get_running_loop().create_task(unlink_later())
+            self._control_tasks.add(t)
+            t.add_done_callback(self._control_tasks.discard)
+        if self.open_done:
+            self.save_runtime_symbols()
+        log.info("symbol removed at runtime", provider=self.name, symbol=canonical, instrument_id=iid)
+        return {"provider": self.name, "symbol": canonical, "exchange": self.exchange, "instrument_id": iid}
+
+    @property
+    def runtime_path(self) -> Path:
+        """Symbols added/removed at runtime, kept across a restart of this worker (the
+        supervisor clears it at its own start: the config is the source of truth then)."""
+        return self.cfg.instance_dir / f"{self.name}.runtime.json"
+
+    def save_runtime_symbols(self) -> None:
+        configured = {c.strip().upper() for c in self.pcfg.symbols}
+        doc = {"added": {c: (c in self.persist_only) for c in self.instrument_ids if c not in configured},
+               "removed": sorted(configured - set(self.instrument_ids))}
+        tmp = self.runtime_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.runtime_path)
+
+    async def restore_runtime_symbols(self) -> None:
+        """After a restart: carry again what was subscribed at runtime (and not what was
+        unsubscribed); the connection about to open subscribes them."""
+        try:
+            doc = json.loads(self.runtime_path.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as e:
+            log.error("runtime subscriptions unreadable; config symbols only", path=str(self.runtime_path), error=str(e))
+            return
+        for c, persist_only in doc.get("added", {}).items():
+            try:
+                await self.add_symbol(c, persist_only=bool(persist_only))
+            except Exception as e:  # noqa: BLE001 - one symbol must not stop the worker
+                log.error("runtime subscription not restored", provider=self.name, symbol=c, error=str(e))
+        for c in doc.get("removed", []):
+            try:
+                await self.remove_symbol(c, grace_s=0.0)
+            except Exception as e:  # noqa: BLE001
+                log.error("runtime unsubscription not restored", provider=self.name, symbol=c, error=str(e))
+
+    async def start_control(self):
+        """This worker's control endpoint (``dm.control``); None when control is off."""
+        from dm import control
+
+        st = control.settings(self.cfg)
+        if not st["enabled"]:
+            return None
+        wc = control.WorkerControl(self, float(st["unsubscribe_grace_s"]))
+        try:
+            await wc.start()
+        except (OSError, control.ControlError) as e:
+            log.error("worker control socket not started; runtime subscriptions unavailable", provider=self.name, error=str(e))
+            return None
+        return wc
+
+    def carried(self) -> list[dict]:
+        """What this worker carries now: ``[{symbol, venue_symbol, instrument_id, channel|None}]``."""
+        return [{"symbol": c, "exchange": self.exchange, "venue_symbol": self.venue_symbols.get(c), "instrument_id": iid,
+                 "channel": None if c in self.persist_only else self.cfg.channel_name(self.exchange, c),
+                 "records": self.channels[c].records_written if c in self.channels else None}
+                for c, iid in sorted(self.instrument_ids.items())]
+
+    def write_definitions(self, instrument_ids=None) -> None:
+        """One INSTRUMENT_DEF record per instrument (``instrument_ids``, default: all carried)
+        to the persist queue: the persister registers it in storage (and in the cache).
+        ``ts_event`` is the registration's time in the cache, so the same registration re-sent
+        by every start is one row in storage."""
         from dm.instruments import InstrumentCache, cache_path, definition_record
 
         ts = now_ns()
         with InstrumentCache(cache_path(self.cfg.run_dir, self.cfg.instance)) as cache:
-            regs = cache.registrations(self.instrument_ids.values())
+            regs = cache.registrations(self.instrument_ids.values() if instrument_ids is None else instrument_ids)
         for inst, created_ns in regs:
             self.queue.write(definition_record(inst, created_ns, ts))
 
@@ -510,8 +769,19 @@ class Provider:
         self.fanout.publish(buf)
         self.records += n
 
+    def record_reconnect_gaps(self) -> None:
+        """The window since the websocket was lost is a gap for every instrument (ns)."""
+        t = now_ns()
+        for iid in self.instrument_ids.values():
+            self.record_gap(iid, "reconnect", self._disconnected_ns, t, GapUnits.NS, "websocket reconnect")
+            if self.books is not None:
+                self.books.gaps += 1
+
     async def run_connection(self) -> None:
-        """One websocket connection: connect, subscribe, read until closed."""
+        """One websocket connection: connect, subscribe, read until closed (``transport =
+        "picows"`` in the provider's config: the picows Cython client, else aiohttp)."""
+        if self.transport == "picows":
+            return await self.run_connection_picows()
         url = self.stream_url()
         # ws_close: a dead peer (watchdog close) must not hold the reconnect for long
         async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True,
@@ -519,16 +789,11 @@ class Provider:
             self.connects += 1
             log.info("connected", provider=self.name, url=url)
             if self._disconnected_ns:
-                # the reconnect window is a gap for every instrument (time range, ns)
-                t = now_ns()
-                for iid in self.instrument_ids.values():
-                    self.record_gap(iid, "reconnect", self._disconnected_ns, t, GapUnits.NS, "websocket reconnect")
-                    if self.books is not None:
-                        self.books.gaps += 1
-            self.ws = ws
+                self.record_reconnect_gaps()
+            self.ws = sock = self.captured_socket(ws, url)
             watchdog = None
             try:
-                await self.on_connected(ws)
+                await self.on_connected(sock)
                 if self.stale_after_s or self.ping_interval_s:
                     watchdog = asyncio.get_running_loop().create_task(self.watchdog(ws))
                 on_frame = self.on_frame
@@ -548,6 +813,73 @@ class Provider:
                 self._disconnected_ns = now_ns()
                 self.on_disconnected()
             log.info("disconnected", provider=self.name, code=ws.close_code)
+
+    # -- raw capture (dm.capture) --------------------------------------------------------------
+    def open_capture(self):
+        """``[capture] enabled``: this worker's capture files, with ``on_frame`` capturing every
+        frame before decoding it; else None."""
+        from dm import venues
+        from dm.capture import Capture
+
+        cap = Capture.from_config(self.cfg, self.pcfg, venues.venue(self.pcfg.kind).hosts[0])
+        if cap is None:
+            return None
+        decode = self.on_frame
+
+        def on_frame(data, ts_recv: int) -> None:
+            cap.frame(self.connects, data, ts_recv)
+            decode(data, ts_recv)
+
+        self.on_frame = on_frame  # the connection loops bind self.on_frame when they start
+        log.info("capturing raw frames", provider=self.name, dir=str(cap.dir))
+        return cap
+
+    def captured_socket(self, ws, url: str):
+        """The socket venue code gets: ``ws`` itself, or with capture on a wrapper recording what is sent."""
+        if self.capture is None:
+            return ws
+        from dm.capture import CapturingSocket
+
+        self.capture.connect(self.connects, url, now_ns())
+        return CapturingSocket(ws, self.capture, self.connects, url)
+
+    async def run_connection_picows(self) -> None:
+        """One connection over picows (a Cython websocket client: frames reach ``on_frame``
+        from its parser without an async iteration per frame; it answers pings itself, speaks
+        TLS and proxies). Same contract as the aiohttp path: reconnect gaps, ``on_connected``
+        with a socket offering ``send_str``/``close``/``closed``, the watchdog, ``on_disconnected``."""
+        import picows
+
+        url = self.stream_url()
+        try:
+            transport, conn = await picows.ws_connect(lambda: _picows_connection()(self), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
+        except picows.WSError as e:
+            raise aiohttp.ClientError(f"picows: {e}") from e
+        if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
+            raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
+        self.connects += 1
+        log.info("connected", provider=self.name, url=url, transport="picows")
+        if self._disconnected_ns:
+            self.record_reconnect_gaps()
+        self.ws = sock = self.captured_socket(conn, url)
+        watchdog = None
+        stop = asyncio.get_running_loop().create_task(self._stop.wait())
+        try:
+            await self.on_connected(sock)
+            if self.stale_after_s or self.ping_interval_s:
+                watchdog = asyncio.get_running_loop().create_task(self.watchdog(conn))
+            await asyncio.wait([stop, asyncio.ensure_future(transport.wait_disconnected())], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            self.ws = None
+            if watchdog is not None:
+                watchdog.cancel()
+            if not transport.is_disconnected:
+                transport.send_close(picows.WSCloseCode.GOING_AWAY)
+                transport.disconnect()
+            self._disconnected_ns = now_ns()
+            self.on_disconnected()
+        log.info("disconnected", provider=self.name, code=conn.close_code, transport="picows")
 
     async def watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Per connection: app-level pings every ``ping_interval_s``; closes a socket on which
@@ -612,6 +944,8 @@ class Provider:
                         await asyncio.to_thread(self.queue.sync)
                     except OSError as e:  # the spool stays in the kernel; retried next tick
                         log.error("spool fsync failed", provider=self.name, error=repr(e))
+            if self.capture is not None:
+                self.capture.flush()
             beat += 1
             if self.slot is not None and beat % 5 == 0:
                 self.slot.heartbeat()
@@ -685,6 +1019,7 @@ class Provider:
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.state_path)
 
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -693,7 +1028,13 @@ class Provider:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout) as self.session:
+        self.capture = self.open_capture()
+        kw = {}
+        if self.capture is not None:
+            from dm.capture import capturing_response_class
+
+            kw["response_class"] = capturing_response_class(self.capture)
+        async with aiohttp.ClientSession(timeout=timeout, **kw) as self.session:
             await self.resolve_symbols()
             self.codec = self.make_codec()
             window = self.predecessor_window()
@@ -702,6 +1043,9 @@ class Provider:
                 log.info("predecessor ended without a clean stop: a restart gap opens", provider=self.name,
                          after_ns=self.restart_from_ns, detail=self.restart_detail)
             self.open_rings()
+            await self.restore_runtime_symbols()
+            self.open_done = True
+            control = await self.start_control()
             log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
             try:
                 hk = asyncio.create_task(self.housekeeping())
@@ -714,9 +1058,13 @@ class Provider:
                 # dm.lifeline, this process re-parented) loses a window: the next worker records it
                 self.clean_stop = not _orphaned()
             finally:
+                if control is not None:
+                    await control.close()
                 self.write_stats()
                 self.close_rings()
                 self.dead.close()
+                if self.capture is not None:
+                    self.capture.close()
                 log.info("worker stopped", provider=self.name, frames=self.frames, records=self.records, dead_letters=self.dead.count)
 
 

@@ -401,11 +401,30 @@ class PostgresStorage(Storage):
             for c in spec)
         stage = sql.Identifier(f"_dm_stage_{table}")
         rows = copy_rows_from_records(table, arr)
+        payload = memoryview(rows).cast("B")
+        direct = self.optimistic_insert and not any(c.nullable for c in spec)
+        if direct:
+            # The common case (nothing stored yet, nothing repeated): COPY straight into the
+            # table in a savepoint — the unique index still refuses any duplicate, and then the
+            # savepoint is rolled back and the batch goes through the staging table with
+            # ON CONFLICT DO NOTHING. Same guarantee, one pass over the rows instead of two.
+            try:
+                with self._conn.transaction():
+                    with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table), names)) as cp:
+                        cp.write(COPY_HEADER)
+                        cp.write(payload)
+                        cp.write(COPY_TRAILER)
+                return len(arr)
+            except psycopg.errors.UniqueViolation:
+                pass
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, names)) as cp:
             cp.write(COPY_HEADER)
-            cp.write(memoryview(rows).cast("B"))
+            cp.write(payload)
             cp.write(COPY_TRAILER)
         insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(sql.Identifier(table), names, exprs, stage)
+        if direct:  # duplicates are known to be there
+            cur.execute(insert + sql.SQL(" ON CONFLICT DO NOTHING"))
+            return cur.rowcount
         return self._insert_from_stage(cur, insert)
 
     def _insert_from_stage(self, cur: psycopg.Cursor, insert: sql.Composable) -> int:

@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "kraken": "dm.venues.kraken",
     "kraken_futures": "dm.venues.kraken_futures",
     "bybit": "dm.venues.bybit",
+    "coinbase": "dm.venues.coinbase",
 }
 
 

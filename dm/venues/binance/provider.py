@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
@@ -44,6 +45,22 @@ class BinanceProvider(Provider):
     def stream_url(self) -> str:
         streams = [f"{v.lower()}@{ch}" for v in self.venue_symbols.values() for ch in self.pcfg.channels]
         return f"{self.pcfg.ws_url}?streams=" + "/".join(streams)
+
+    # -- runtime subscriptions (Binance Spot "WebSocket Streams" → "Live Subscribing/Unsubscribing
+    # to streams": {"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [streams], "id": n}) ----------
+    def new_book_sync(self, iid: int):
+        return BinanceDepthSync(iid, self.pcfg.publisher_id)
+
+    async def _streams_request(self, ws, method: str, venue_symbols: list[str]) -> None:
+        self._request_id = getattr(self, "_request_id", 0) + 1
+        streams = [f"{v.lower()}@{ch}" for v in venue_symbols for ch in self.pcfg.channels]
+        await ws.send_str(orjson.dumps({"method": method, "params": streams, "id": self._request_id}).decode())
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._streams_request(ws, "SUBSCRIBE", venue_symbols)
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        await self._streams_request(ws, "UNSUBSCRIBE", venue_symbols)
 
     # -- books ------------------------------------------------------------------------------
     def on_disconnected(self) -> None:

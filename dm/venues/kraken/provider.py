@@ -136,6 +136,26 @@ class KrakenProvider(ResubscribingBooks, Provider):
             await ws.send_str(self._message("subscribe", ch, pairs))
         log.info("subscribed", provider=self.name, channels=list(self.channel_names), pairs=len(pairs), depth=self.depth)
 
+    # runtime subscriptions (Kraken WebSocket API v1, "subscribe" / "unsubscribe" events)
+    def new_book_sync(self, iid: int):
+        return KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        if self.books is not None:
+            for v in venue_symbols:
+                sync = self.books.syncs.get(self.instrument_ids[self._canonical_of(v)])
+                if sync is not None:
+                    sync.awaiting_snapshot = True  # the book subscription brings the snapshot
+        for ch in self.channel_names:
+            await ws.send_str(self._message("subscribe", ch, venue_symbols))
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        for ch in self.channel_names:
+            await ws.send_str(self._message("unsubscribe", ch, venue_symbols))
+
+    def _canonical_of(self, venue_symbol: str) -> str:
+        return next(c for c, v in self.venue_symbols.items() if v == venue_symbol)
+
     def ping_message(self) -> str:
         self._reqid += 1
         return orjson.dumps({"event": "ping", "reqid": self._reqid}).decode()

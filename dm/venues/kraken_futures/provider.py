@@ -109,6 +109,28 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
         log.info("subscribed", provider=self.name, feeds=list(self.feeds), products=len(products))
 
     # -- frames routed here (book_kinds) -------------------------------------------------
+    # runtime subscriptions (Kraken Futures WebSocket v1: "subscribe" / "unsubscribe" events)
+    def new_book_sync(self, iid: int):
+        return KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+
+    def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
+        super().register_codec_symbol(canonical, venue_symbol, iid)
+        self._product_of[iid] = venue_symbol.lower()
+
+    async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        products = [v.lower() for v in venue_symbols]
+        if self.books is not None:
+            for c, v in self.venue_symbols.items():
+                if v in venue_symbols and self.instrument_ids[c] in self.books.syncs:
+                    self.books.syncs[self.instrument_ids[c]].awaiting_snapshot = True
+        for feed in self.feeds:
+            await ws.send_str(self._message("subscribe", feed, products))
+
+    async def unsubscribe_live(self, ws, venue_symbols: list[str]) -> None:
+        products = [v.lower() for v in venue_symbols]
+        for feed in self.feeds:
+            await ws.send_str(self._message("unsubscribe", feed, products))
+
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
         if kind == K_BOOK:

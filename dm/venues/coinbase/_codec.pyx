@@ -1,0 +1,824 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Coinbase websocket frames -> dm records, both public feeds in one codec (the venue half of
+``CoinbaseCodec``; the shared scanner is ``dm/_scan.pxd``, the base class ``dm._codec._Codec``).
+A frame with a ``channel`` member is Advanced Trade, one with only a ``type`` member is the
+Exchange feed. See the class docstring for the mapping; rules are cited there.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+from dm._records cimport *
+from dm._scan cimport *
+from dm._codec cimport _Codec
+
+cdef enum:
+    CB_TYPE = 0
+    CB_PRODUCT
+    CB_BIDS
+    CB_ASKS
+    CB_CHANGES
+    CB_TIME
+    CB_TRADE_ID
+    CB_SEQUENCE
+    CB_SIDE
+    CB_SIZE
+    CB_PRICE
+    CB_BEST_BID
+    CB_BEST_ASK
+    CB_BEST_BID_SIZE
+    CB_BEST_ASK_SIZE
+    CB_MESSAGE
+    CB_CHANNEL
+    CB_TIMESTAMP
+    CB_SEQNUM
+    CB_EVENTS
+    CB_UPDATES
+    CB_TRADES
+    CB_TICKERS
+    CB_EVENT_TIME
+    CB_PRICE_LEVEL
+    CB_NEW_QTY
+    CB_BEST_BID_QTY
+    CB_BEST_ASK_QTY
+    CB_N
+
+
+cdef int cb_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
+    if n == 4:
+        if memcmp(k, b"type", 4) == 0:
+            return CB_TYPE
+        if memcmp(k, b"time", 4) == 0:
+            return CB_TIME
+        if memcmp(k, b"side", 4) == 0:
+            return CB_SIDE
+        if memcmp(k, b"size", 4) == 0:
+            return CB_SIZE
+        if memcmp(k, b"bids", 4) == 0:
+            return CB_BIDS
+        if memcmp(k, b"asks", 4) == 0:
+            return CB_ASKS
+        return -1
+    if n == 5:
+        if memcmp(k, b"price", 5) == 0:
+            return CB_PRICE
+        return -1
+    if n == 6:
+        if memcmp(k, b"events", 6) == 0:
+            return CB_EVENTS
+        if memcmp(k, b"trades", 6) == 0:
+            return CB_TRADES
+        return -1
+    if n == 7:
+        if memcmp(k, b"changes", 7) == 0:
+            return CB_CHANGES
+        if memcmp(k, b"channel", 7) == 0:
+            return CB_CHANNEL
+        if memcmp(k, b"updates", 7) == 0:
+            return CB_UPDATES
+        if memcmp(k, b"tickers", 7) == 0:
+            return CB_TICKERS
+        if memcmp(k, b"message", 7) == 0:
+            return CB_MESSAGE
+        return -1
+    if n == 8:
+        if memcmp(k, b"trade_id", 8) == 0:
+            return CB_TRADE_ID
+        if memcmp(k, b"sequence", 8) == 0:
+            return CB_SEQUENCE
+        if memcmp(k, b"best_bid", 8) == 0:
+            return CB_BEST_BID
+        if memcmp(k, b"best_ask", 8) == 0:
+            return CB_BEST_ASK
+        return -1
+    if n == 9:
+        if memcmp(k, b"timestamp", 9) == 0:
+            return CB_TIMESTAMP
+        return -1
+    if n == 10:
+        if memcmp(k, b"product_id", 10) == 0:
+            return CB_PRODUCT
+        if memcmp(k, b"event_time", 10) == 0:
+            return CB_EVENT_TIME
+        return -1
+    if n == 11:
+        if memcmp(k, b"price_level", 11) == 0:
+            return CB_PRICE_LEVEL
+        return -1
+    if n == 12:
+        if memcmp(k, b"sequence_num", 12) == 0:
+            return CB_SEQNUM
+        if memcmp(k, b"new_quantity", 12) == 0:
+            return CB_NEW_QTY
+        return -1
+    if n == 13:
+        if memcmp(k, b"best_bid_size", 13) == 0:
+            return CB_BEST_BID_SIZE
+        if memcmp(k, b"best_ask_size", 13) == 0:
+            return CB_BEST_ASK_SIZE
+        return -1
+    if n == 17:
+        if memcmp(k, b"best_bid_quantity", 17) == 0:
+            return CB_BEST_BID_QTY
+        if memcmp(k, b"best_ask_quantity", 17) == 0:
+            return CB_BEST_ASK_QTY
+        return -1
+    return -1
+
+
+cdef CbFrame* _fr = NULL          # the decoding codec's per-frame results (GIL held during decode)
+
+# the last ISO-8601 text parsed and its value: Advanced Trade repeats one event_time over every
+# level of an event, so most levels skip the parse (decode runs with the GIL held: one decoder
+# at a time in the process)
+cdef uint8_t _iso_last[40]
+cdef Py_ssize_t _iso_len = 0
+cdef uint64_t _iso_val = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# field helpers
+
+cdef inline int dig2(const uint8_t* p, int* out) noexcept nogil:
+    if not (is_digit(p[0]) and is_digit(p[1])):
+        return -1
+    out[0] = (p[0] - 48) * 10 + (p[1] - 48)
+    return 0
+
+
+cdef int get_iso(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
+    global _iso_len, _iso_val
+    """ISO-8601 UTC string ``YYYY-MM-DDTHH:MM:SS[.f]Z`` (1 to 9 fraction digits, year >= 1970)
+    -> ns since the epoch (u64), exact. Anything else is a frame error ("invalid timestamp"; a
+    valid time after 2554-07-21 that does not fit u64 ns: "timestamp out of range")."""
+    cdef Py_ssize_t a, b, i, nf
+    cdef const uint8_t* p
+    cdef int y1 = 0, y2 = 0, mo = 0, d = 0, hh = 0, mi = 0, ss = 0
+    cdef int64_t y, era, yoe, doy, doe, days, mm
+    cdef uint64_t frac = 0
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    p = s.p + a
+    if b - a == _iso_len and memcmp(p, _iso_last, b - a) == 0:
+        out[0] = _iso_val
+        return 0
+    if (b - a < 20 or p[4] != 45 or p[7] != 45 or p[10] != 84 or p[13] != 58 or p[16] != 58
+            or dig2(p, &y1) < 0 or dig2(p + 2, &y2) < 0 or dig2(p + 5, &mo) < 0 or dig2(p + 8, &d) < 0
+            or dig2(p + 11, &hh) < 0 or dig2(p + 14, &mi) < 0 or dig2(p + 17, &ss) < 0):
+        return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    i = 19
+    nf = 0
+    if p[i] == 46:
+        i += 1
+        while i < b - a and is_digit(p[i]):
+            if nf == 9:
+                return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+            frac = frac * 10 + (p[i] - 48)
+            nf += 1
+            i += 1
+        if nf == 0:
+            return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    if i != b - a - 1 or p[i] != 90:
+        return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    y = y1 * 100 + y2
+    if y < 1970 or mo < 1 or mo > 12 or d < 1 or d > 31 or hh > 23 or mi > 59 or ss > 59:
+        return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    if d > 30 and (mo == 4 or mo == 6 or mo == 9 or mo == 11):
+        return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    if mo == 2 and d > (29 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 28):
+        return e_codec(s, ERR_CODEC, b"invalid timestamp", field, v)
+    # days from civil (proleptic Gregorian)
+    if mo <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    mm = mo + 9 if mo <= 2 else mo - 3
+    doy = (153 * mm + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    while nf < 9:
+        frac *= 10
+        nf += 1
+    if (dm_mul_u64(<uint64_t>(days * 86400 + hh * 3600 + mi * 60 + ss), 1000000000ULL, out)
+            or dm_add_u64(out[0], frac, out)):
+        return e_codec(s, ERR_CODEC, b"timestamp out of range", field, v)
+    if b - a <= 40:
+        memcpy(_iso_last, p, b - a)
+        _iso_len = b - a
+        _iso_val = out[0]
+    return 0
+
+
+cdef uint64_t trade_id_text(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Advanced Trade ``trade_id`` text -> integer <= i64 max (storage keeps trade ids in
+    BIGINT): its value when it is 1..19 decimal digits that fit, else FNV-1a 64 of its bytes
+    with the top bit cleared."""
+    cdef Py_ssize_t i
+    cdef uint64_t acc = 0, h = 14695981039346656037ULL
+    cdef bint digits = n > 0 and n <= 19
+    if digits:
+        for i in range(n):
+            if not is_digit(p[i]):
+                digits = 0
+                break
+            acc = acc * 10 + (p[i] - 48)
+        if digits and acc <= <uint64_t>0x7FFFFFFFFFFFFFFF:
+            return acc
+    for i in range(n):
+        h = (h ^ p[i]) * 1099511628211ULL
+    return h & <uint64_t>0x7FFFFFFFFFFFFFFF
+
+
+cdef int side_of(CState* s, Py_ssize_t v, const char* field, uint8_t* out) noexcept nogil:
+    """Book side: ``buy``/``bid`` -> SIDE_BID, ``sell``/``offer``/``ask`` -> SIDE_ASK."""
+    cdef Py_ssize_t a, b
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"buy", 3) or raw_eq(s.p + a, b - a, b"bid", 3):
+        out[0] = SIDE_BID
+    elif (raw_eq(s.p + a, b - a, b"sell", 4) or raw_eq(s.p + a, b - a, b"offer", 5)
+          or raw_eq(s.p + a, b - a, b"ask", 3)):
+        out[0] = SIDE_ASK
+    else:
+        return e_codec(s, ERR_CODEC, b"invalid side", field, v)
+    return 0
+
+
+cdef int aggressor_of(CState* s, Py_ssize_t v, const char* field, uint8_t* out) noexcept nogil:
+    """Trade ``side`` is the MAKER order's side (Exchange "Matches channel": "The side field
+    indicates the maker order side"; Advanced Trade ``market_trades`` the same, checked on the
+    recording: a ``SELL`` prints at the best ask). dm's trade side is the aggressor's: the
+    opposite. ``buy``/``BUY`` -> SIDE_ASK, ``sell``/``SELL`` -> SIDE_BID."""
+    cdef Py_ssize_t a, b
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"buy", 3) or raw_eq(s.p + a, b - a, b"BUY", 3):
+        out[0] = SIDE_ASK
+    elif raw_eq(s.p + a, b - a, b"sell", 4) or raw_eq(s.p + a, b - a, b"SELL", 4):
+        out[0] = SIDE_BID
+    else:
+        return e_codec(s, ERR_CODEC, b"invalid side", field, v)
+    return 0
+
+
+cdef int bbo_side(CState* s, Py_ssize_t vp, Py_ssize_t vs, const char* fp, const char* fs,
+                  int64_t* px, uint64_t* sz) noexcept nogil:
+    """One BBO side: price (required) and size (optional: 0). A value rejected alone empties the
+    side (UNDEF_PRICE, 0)."""
+    cdef int r1, r2 = 0
+    r1 = get_px_str(s, vp, fp, px)
+    if r1 < 0:
+        return -1
+    sz[0] = 0
+    if vs >= 0:
+        r2 = get_sz_str(s, vs, fs, sz)
+        if r2 < 0:
+            return -1
+    if r1 or r2:
+        px[0] = DM_UNDEF_PRICE
+        sz[0] = 0
+    return 0
+
+
+cdef int pair_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint64_t ts, uint8_t flags) noexcept nogil:
+    """Exchange snapshot ``bids``/``asks``: array of [price, size, ...] strings; a level whose
+    price or size cannot be represented is dropped alone."""
+    cdef Py_ssize_t endp = 0, w, e
+    cdef Py_ssize_t el[2]
+    cdef int64_t px = 0
+    cdef uint64_t sz = 0
+    cdef int r1, r2
+    if s.p[v] != 91:
+        return e_codec(s, ERR_CODEC, b"expected an array", field, v)
+    w = arr_first(s, v, 0, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", field, w)
+        if arr_collect(s, w, el, 2) < 2:
+            return e_codec(s, ERR_CODEC, b"expected [price, size]", field, w)
+        r1 = get_px_str(s, el[0], field, &px)
+        if r1 < 0:
+            return -1
+        r2 = get_sz_str(s, el[1], field, &sz)
+        if r2 < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, ts, px, sz, 0, side, flags) < 0:
+                return -1
+        e = skip_value(s, w, 0)
+        w = arr_next(s, e, &endp)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Exchange feed (ws-feed): {"type": ...}
+
+cdef int ex_snapshot(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    cdef Py_ssize_t v, vb, va
+    cdef uint64_t ts = s.ts_recv
+    v = req(s, sl, CB_PRODUCT, b"product_id", top)
+    if v < 0 or lookup(s, v, b"product_id") < 0:
+        return -1
+    if sl[CB_TIME] >= 0 and get_iso(s, sl[CB_TIME], b"time", &ts) < 0:
+        return -1
+    vb = req(s, sl, CB_BIDS, b"bids", top)
+    if vb < 0:
+        return -1
+    va = req(s, sl, CB_ASKS, b"asks", top)
+    if va < 0:
+        return -1
+    s.kind = K_BOOKSNAPSHOT
+    if emit_clear(s, ts, 0, FLAG_SNAPSHOT) < 0:
+        return -1
+    if pair_levels(s, vb, b"bids", SIDE_BID, ts, FLAG_SNAPSHOT) < 0:
+        return -1
+    if pair_levels(s, va, b"asks", SIDE_ASK, ts, FLAG_SNAPSHOT) < 0:
+        return -1
+    set_last(s)
+    return 0
+
+
+cdef int ex_l2update(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    cdef Py_ssize_t v, w, e, endp = 0
+    cdef Py_ssize_t el[3]
+    cdef uint64_t ts, sz = 0
+    cdef int64_t px = 0
+    cdef uint8_t side
+    cdef int r1, r2
+    v = req(s, sl, CB_PRODUCT, b"product_id", top)
+    if v < 0 or lookup(s, v, b"product_id") < 0:
+        return -1
+    v = req(s, sl, CB_TIME, b"time", top)
+    if v < 0 or get_iso(s, v, b"time", &ts) < 0:
+        return -1
+    v = req(s, sl, CB_CHANGES, b"changes", top)
+    if v < 0:
+        return -1
+    if s.p[v] != 91:
+        return e_codec(s, ERR_CODEC, b"expected an array", b"changes", v)
+    s.kind = K_BOOK
+    w = arr_first(s, v, 0, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", b"changes", w)
+        if arr_collect(s, w, el, 3) < 3:
+            return e_codec(s, ERR_CODEC, b"expected [side, price, size]", b"changes", w)
+        if side_of(s, el[0], b"changes", &side) < 0:
+            return -1
+        r1 = get_px_str(s, el[1], b"changes", &px)
+        if r1 < 0:
+            return -1
+        r2 = get_sz_str(s, el[2], b"changes", &sz)
+        if r2 < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, ts, px, sz, 0, side, 0) < 0:
+                return -1
+        e = skip_value(s, w, 0)
+        w = arr_next(s, e, &endp)
+    set_last(s)
+    return 0
+
+
+cdef int ex_match(CState* s, Py_ssize_t* sl, Py_ssize_t top, bint last) noexcept nogil:
+    cdef Py_ssize_t v
+    cdef uint64_t ts, tid, seq, sz = 0
+    cdef int64_t px = 0
+    cdef uint8_t side
+    cdef int r1, r2
+    v = req(s, sl, CB_PRODUCT, b"product_id", top)
+    if v < 0 or lookup(s, v, b"product_id") < 0:
+        return -1
+    v = req(s, sl, CB_TIME, b"time", top)
+    if v < 0 or get_iso(s, v, b"time", &ts) < 0:
+        return -1
+    v = req(s, sl, CB_TRADE_ID, b"trade_id", top)
+    if v < 0 or get_u64(s, v, b"trade_id", &tid) < 0:
+        return -1
+    v = req(s, sl, CB_SEQUENCE, b"sequence", top)
+    if v < 0 or get_u64(s, v, b"sequence", &seq) < 0:
+        return -1
+    v = req(s, sl, CB_SIDE, b"side", top)
+    if v < 0 or aggressor_of(s, v, b"side", &side) < 0:
+        return -1
+    v = req(s, sl, CB_PRICE, b"price", top)
+    if v < 0:
+        return -1
+    r1 = get_px_str(s, v, b"price", &px)
+    if r1 < 0:
+        return -1
+    v = req(s, sl, CB_SIZE, b"size", top)
+    if v < 0:
+        return -1
+    r2 = get_sz_str(s, v, b"size", &sz)
+    if r2 < 0:
+        return -1
+    s.kind = K_TRADESNAPSHOT if last else K_TRADE
+    s.first_seq = seq
+    s.last_seq = seq
+    if r1 == 0 and r2 == 0:
+        return emit_trade(s, ts, px, sz, tid, seq, side, FLAG_SNAPSHOT if last else 0)
+    return 0
+
+
+cdef int ex_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    cdef Py_ssize_t v, vb, va
+    cdef uint64_t ts = s.ts_recv, seq = 0, bsz = 0, asz = 0
+    cdef int64_t bpx = 0, apx = 0
+    v = req(s, sl, CB_PRODUCT, b"product_id", top)
+    if v < 0 or lookup(s, v, b"product_id") < 0:
+        return -1
+    if sl[CB_TIME] >= 0 and get_iso(s, sl[CB_TIME], b"time", &ts) < 0:
+        return -1
+    if sl[CB_SEQUENCE] >= 0 and get_u64(s, sl[CB_SEQUENCE], b"sequence", &seq) < 0:
+        return -1
+    vb = req(s, sl, CB_BEST_BID, b"best_bid", top)
+    if vb < 0:
+        return -1
+    va = req(s, sl, CB_BEST_ASK, b"best_ask", top)
+    if va < 0:
+        return -1
+    if bbo_side(s, vb, sl[CB_BEST_BID_SIZE], b"best_bid", b"best_bid_size", &bpx, &bsz) < 0:
+        return -1
+    if bbo_side(s, va, sl[CB_BEST_ASK_SIZE], b"best_ask", b"best_ask_size", &apx, &asz) < 0:
+        return -1
+    s.kind = K_TICKER
+    s.first_seq = seq
+    s.last_seq = seq
+    return emit_bbo(s, ts, bpx, bsz, apx, asz, seq, 0)
+
+
+cdef int ex_decode(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    cdef Py_ssize_t v, a, b
+    cdef const uint8_t* t
+    cdef Py_ssize_t n
+    v = req(s, sl, CB_TYPE, b"type", top)
+    if v < 0 or get_str(s, v, b"type", &a, &b) < 0:
+        return -1
+    t = s.p + a
+    n = b - a
+    if raw_eq(t, n, b"l2update", 8):
+        return ex_l2update(s, sl, top)
+    if raw_eq(t, n, b"ticker", 6):
+        return ex_ticker(s, sl, top)
+    if raw_eq(t, n, b"match", 5):
+        return ex_match(s, sl, top, 0)
+    if raw_eq(t, n, b"last_match", 10):
+        return ex_match(s, sl, top, 1)
+    if raw_eq(t, n, b"snapshot", 8):
+        return ex_snapshot(s, sl, top)
+    if raw_eq(t, n, b"heartbeat", 9):
+        s.kind = K_HEARTBEAT
+        return 0
+    if raw_eq(t, n, b"subscriptions", 13):
+        s.kind = K_SUBSCRIPTION
+        return 0
+    if raw_eq(t, n, b"error", 5):
+        s.kind = K_ERROR
+        return 0
+    if raw_eq(t, n, b"status", 6):
+        s.kind = K_STATUS
+        return 0
+    return e_codec(s, ERR_CODEC, b"unknown type", b"type", v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Advanced Trade (advanced-trade-ws): {"channel", "timestamp", "sequence_num", "events": [...]}
+
+cdef int at_event_type(CState* s, Py_ssize_t* E, Py_ssize_t ev, bint* snap) noexcept nogil:
+    cdef Py_ssize_t v, a, b
+    v = req(s, E, CB_TYPE, b"type", ev)
+    if v < 0 or get_str(s, v, b"type", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"snapshot", 8):
+        snap[0] = 1
+    elif raw_eq(s.p + a, b - a, b"update", 6):
+        snap[0] = 0
+    else:
+        return e_codec(s, ERR_CODEC, b"unknown type", b"type", v)
+    return 0
+
+
+cdef int at_l2(CState* s, Py_ssize_t evs, uint64_t ts, uint64_t seq) noexcept nogil:
+    """``l2_data`` (channel ``level2``): each event {type snapshot|update, product_id, updates:
+    [{side bid|offer, event_time, price_level, new_quantity}]}. A snapshot event -> CLEAR (at
+    the message ``timestamp``) + its levels, FLAG_SNAPSHOT; an update -> its levels
+    (new_quantity "0" = CANCEL). ts_event of a level = its event_time; sequence =
+    sequence_num. Kind ``bookSnapshot`` when any event is a snapshot, else ``book``;
+    ``instrument_id`` = the last event's product (``CbFrame.mixed`` when events name several)."""
+    cdef Py_ssize_t w, e, u, ue, v, endp = 0, endu = 0
+    cdef Py_ssize_t E[CB_N]
+    cdef Py_ssize_t U[CB_N]
+    cdef bint snap, any_snap = 0, first = 1
+    cdef uint32_t iid0 = 0
+    cdef uint8_t flags, side
+    cdef uint64_t ets, sz = 0
+    cdef int64_t px = 0
+    cdef int r1, r2
+    w = arr_first(s, evs, 0, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return e_codec(s, ERR_CODEC, b"expected an object", b"events", w)
+        e = index_obj(s, w, 0, cb_key, E, CB_N)
+        if at_event_type(s, E, w, &snap) < 0:
+            return -1
+        v = req(s, E, CB_PRODUCT, b"product_id", w)
+        if v < 0 or lookup(s, v, b"product_id") < 0:
+            return -1
+        if first:
+            iid0 = s.instrument_id
+            first = 0
+        elif s.instrument_id != iid0 and _fr != NULL:
+            _fr.mixed = 1
+        v = req(s, E, CB_UPDATES, b"updates", w)
+        if v < 0:
+            return -1
+        if s.p[v] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", b"updates", v)
+        flags = 0
+        if snap:
+            any_snap = 1
+            flags = FLAG_SNAPSHOT
+            if emit_clear(s, ts, seq, flags) < 0:
+                return -1
+        u = arr_first(s, v, 0, &endu)
+        while u > 0:
+            if s.p[u] != 123:
+                return e_codec(s, ERR_CODEC, b"expected an object", b"updates", u)
+            ue = index_obj(s, u, 0, cb_key, U, CB_N)
+            v = req(s, U, CB_SIDE, b"side", u)
+            if v < 0 or side_of(s, v, b"side", &side) < 0:
+                return -1
+            v = req(s, U, CB_EVENT_TIME, b"event_time", u)
+            if v < 0 or get_iso(s, v, b"event_time", &ets) < 0:
+                return -1
+            v = req(s, U, CB_PRICE_LEVEL, b"price_level", u)
+            if v < 0:
+                return -1
+            r1 = get_px_str(s, v, b"price_level", &px)
+            if r1 < 0:
+                return -1
+            v = req(s, U, CB_NEW_QTY, b"new_quantity", u)
+            if v < 0:
+                return -1
+            r2 = get_sz_str(s, v, b"new_quantity", &sz)
+            if r2 < 0:
+                return -1
+            if r1 == 0 and r2 == 0:
+                if emit_level(s, ets, px, sz, seq, side, flags) < 0:
+                    return -1
+            u = arr_next(s, ue, &endu)
+        w = arr_next(s, e, &endp)
+    if first:
+        return e_codec(s, ERR_CODEC, b"no events", b"events", evs)
+    s.kind = K_BOOKSNAPSHOT if any_snap else K_BOOK
+    set_last(s)
+    return 0
+
+
+cdef int at_trades(CState* s, Py_ssize_t evs, uint64_t seq) noexcept nogil:
+    """``market_trades``: each event {type snapshot|update, trades: [{product_id, trade_id,
+    price, size, time, side}]} -> TRADE each (side: aggressor_of; trade_id: trade_id_text;
+    sequence = sequence_num; snapshot trades FLAG_SNAPSHOT). Kind ``tradeSnapshot`` when any
+    event is a snapshot, else ``trade``."""
+    cdef Py_ssize_t w, e, t, te, v, a, b, endp = 0, endt = 0
+    cdef Py_ssize_t E[CB_N]
+    cdef Py_ssize_t T[CB_N]
+    cdef bint snap, any_snap = 0
+    cdef uint64_t ts, tid, sz = 0
+    cdef int64_t px = 0
+    cdef uint8_t side
+    cdef int r1, r2
+    w = arr_first(s, evs, 0, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return e_codec(s, ERR_CODEC, b"expected an object", b"events", w)
+        e = index_obj(s, w, 0, cb_key, E, CB_N)
+        if at_event_type(s, E, w, &snap) < 0:
+            return -1
+        if snap:
+            any_snap = 1
+        v = req(s, E, CB_TRADES, b"trades", w)
+        if v < 0:
+            return -1
+        if s.p[v] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", b"trades", v)
+        t = arr_first(s, v, 0, &endt)
+        while t > 0:
+            if s.p[t] != 123:
+                return e_codec(s, ERR_CODEC, b"expected an object", b"trades", t)
+            te = index_obj(s, t, 0, cb_key, T, CB_N)
+            v = req(s, T, CB_PRODUCT, b"product_id", t)
+            if v < 0 or lookup(s, v, b"product_id") < 0:
+                return -1
+            v = req(s, T, CB_TRADE_ID, b"trade_id", t)
+            if v < 0 or get_str(s, v, b"trade_id", &a, &b) < 0:
+                return -1
+            tid = trade_id_text(s.p + a, b - a)
+            v = req(s, T, CB_TIME, b"time", t)
+            if v < 0 or get_iso(s, v, b"time", &ts) < 0:
+                return -1
+            v = req(s, T, CB_SIDE, b"side", t)
+            if v < 0 or aggressor_of(s, v, b"side", &side) < 0:
+                return -1
+            v = req(s, T, CB_PRICE, b"price", t)
+            if v < 0:
+                return -1
+            r1 = get_px_str(s, v, b"price", &px)
+            if r1 < 0:
+                return -1
+            v = req(s, T, CB_SIZE, b"size", t)
+            if v < 0:
+                return -1
+            r2 = get_sz_str(s, v, b"size", &sz)
+            if r2 < 0:
+                return -1
+            if r1 == 0 and r2 == 0:
+                if emit_trade(s, ts, px, sz, tid, seq, side, FLAG_SNAPSHOT if snap else 0) < 0:
+                    return -1
+            t = arr_next(s, te, &endt)
+        w = arr_next(s, e, &endp)
+    s.kind = K_TRADESNAPSHOT if any_snap else K_TRADE
+    return 0
+
+
+cdef int at_ticker(CState* s, Py_ssize_t evs, uint64_t ts, uint64_t seq) noexcept nogil:
+    """``ticker`` / ``ticker_batch``: each event {type, tickers: [{product_id, best_bid,
+    best_bid_quantity, best_ask, best_ask_quantity, ...}]} -> BBO each (ts_event = the message
+    ``timestamp``, sequence = sequence_num). Kind ``ticker``."""
+    cdef Py_ssize_t w, e, t, te, v, endp = 0, endt = 0
+    cdef Py_ssize_t E[CB_N]
+    cdef Py_ssize_t T[CB_N]
+    cdef bint snap
+    cdef uint64_t bsz = 0, asz = 0
+    cdef int64_t bpx = 0, apx = 0
+    cdef Py_ssize_t vb, va
+    w = arr_first(s, evs, 0, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return e_codec(s, ERR_CODEC, b"expected an object", b"events", w)
+        e = index_obj(s, w, 0, cb_key, E, CB_N)
+        if at_event_type(s, E, w, &snap) < 0:
+            return -1
+        v = req(s, E, CB_TICKERS, b"tickers", w)
+        if v < 0:
+            return -1
+        if s.p[v] != 91:
+            return e_codec(s, ERR_CODEC, b"expected an array", b"tickers", v)
+        t = arr_first(s, v, 0, &endt)
+        while t > 0:
+            if s.p[t] != 123:
+                return e_codec(s, ERR_CODEC, b"expected an object", b"tickers", t)
+            te = index_obj(s, t, 0, cb_key, T, CB_N)
+            v = req(s, T, CB_PRODUCT, b"product_id", t)
+            if v < 0 or lookup(s, v, b"product_id") < 0:
+                return -1
+            vb = req(s, T, CB_BEST_BID, b"best_bid", t)
+            if vb < 0:
+                return -1
+            va = req(s, T, CB_BEST_ASK, b"best_ask", t)
+            if va < 0:
+                return -1
+            if bbo_side(s, vb, T[CB_BEST_BID_QTY], b"best_bid", b"best_bid_quantity", &bpx, &bsz) < 0:
+                return -1
+            if bbo_side(s, va, T[CB_BEST_ASK_QTY], b"best_ask", b"best_ask_quantity", &apx, &asz) < 0:
+                return -1
+            if emit_bbo(s, ts, bpx, bsz, apx, asz, seq, 0) < 0:
+                return -1
+            t = arr_next(s, te, &endt)
+        w = arr_next(s, e, &endp)
+    s.kind = K_TICKER
+    return 0
+
+
+cdef int at_decode(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
+    cdef Py_ssize_t v, a, b, evs
+    cdef const uint8_t* c
+    cdef Py_ssize_t n
+    cdef uint64_t seq = 0, ts = s.ts_recv
+    v = sl[CB_CHANNEL]
+    if get_str(s, v, b"channel", &a, &b) < 0:
+        return -1
+    c = s.p + a
+    n = b - a
+    if sl[CB_SEQNUM] >= 0:
+        if get_u64(s, sl[CB_SEQNUM], b"sequence_num", &seq) < 0:
+            return -1
+        if seq > <uint64_t>0x7FFFFFFFFFFFFFFF:
+            return e_codec(s, ERR_CODEC, b"integer out of range", b"sequence_num", sl[CB_SEQNUM])
+        if _fr != NULL:
+            _fr.seq_num = <int64_t>seq
+        s.first_seq = seq
+        s.last_seq = seq
+    if sl[CB_TIMESTAMP] >= 0 and get_iso(s, sl[CB_TIMESTAMP], b"timestamp", &ts) < 0:
+        return -1
+    if raw_eq(c, n, b"heartbeats", 10):
+        s.kind = K_HEARTBEAT
+        return 0
+    if raw_eq(c, n, b"subscriptions", 13):
+        s.kind = K_SUBSCRIPTION
+        return 0
+    if raw_eq(c, n, b"candles", 7):
+        s.kind = K_KLINE
+        return 0
+    if raw_eq(c, n, b"status", 6):
+        s.kind = K_STATUS
+        return 0
+    evs = req(s, sl, CB_EVENTS, b"events", top)
+    if evs < 0:
+        return -1
+    if s.p[evs] != 91:
+        return e_codec(s, ERR_CODEC, b"expected an array", b"events", evs)
+    if raw_eq(c, n, b"l2_data", 7):
+        return at_l2(s, evs, ts, seq)
+    if raw_eq(c, n, b"market_trades", 13):
+        return at_trades(s, evs, seq)
+    if raw_eq(c, n, b"ticker", 6) or raw_eq(c, n, b"ticker_batch", 12):
+        return at_ticker(s, evs, ts, seq)
+    return e_codec(s, ERR_CODEC, b"unknown channel", b"channel", v)
+
+
+cdef int cb_decode(CState* s) noexcept nogil:
+    cdef Py_ssize_t sl[CB_N]
+    cdef Py_ssize_t top, e
+    if _fr != NULL:
+        _fr.seq_num = -1
+        _fr.mixed = 0
+    top = skip_ws(s, 0)
+    if top >= s.n:
+        return e_end(s)
+    if s.p[top] != 123:
+        if validate(s) < 0:
+            return -1
+        return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
+    e = index_obj(s, top, 0, cb_key, sl, CB_N)
+    if e < 0:
+        return -1
+    e = skip_ws(s, e)
+    if e < s.n:
+        return e_byte(s, e)
+    if sl[CB_CHANNEL] >= 0:
+        return at_decode(s, sl, top)
+    return ex_decode(s, sl, top)
+
+
+cdef class CoinbaseCodec(_Codec):
+    """Coinbase websocket frames, both public feeds (one codec per connection).
+
+    Exchange feed (Coinbase Exchange docs, "WebSocket Feed → Channels"), frames keyed by
+    ``type``:
+
+    * ``snapshot`` (Level2 channel) → CLEAR + one BOOK_DELTA per ``bids``/``asks`` level, all
+      ``FLAG_SNAPSHOT``; ``ts_event`` = ``time`` when present, else ts_recv; kind
+      ``bookSnapshot``. ``l2update`` → one BOOK_DELTA per ``changes`` entry ``[side, price,
+      size]`` (size ``"0"`` = CANCEL), ``ts_event`` = ``time``; kind ``book``. The Level2
+      channel has no sequence number: sequence 0.
+    * ``match`` (Matches channel) → TRADE (``trade_id``, ``sequence``; side = the aggressor,
+      the opposite of the maker ``side``); ``last_match`` → the same with ``FLAG_SNAPSHOT``,
+      kind ``tradeSnapshot``. ``first_seq``/``last_seq`` = ``sequence``.
+    * ``ticker`` (Ticker channel) → BBO from ``best_bid``/``best_ask`` (sizes
+      ``best_bid_size``/``best_ask_size`` when present, else 0), sequence = ``sequence``.
+    * ``heartbeat`` → kind ``heartbeat``; ``subscriptions`` → ``subscription``; ``error`` →
+      ``error``; ``status`` → ``status``. Any other ``type`` is a CodecError.
+
+    Advanced Trade (Advanced Trade docs, "WebSocket Channels"), frames keyed by ``channel``,
+    every one carrying the connection-wide ``sequence_num`` (``sequence_num`` property; records
+    carry it as their sequence):
+
+    * ``l2_data`` (level2) → see ``at_l2``; ``market_trades`` → see ``at_trades``; ``ticker``
+      / ``ticker_batch`` → see ``at_ticker``; ``heartbeats`` → ``heartbeat``;
+      ``subscriptions`` → ``subscription``; ``candles`` → ``kline`` (no records); ``status``
+      → ``status``. Any other channel is a CodecError. A frame without ``channel`` whose
+      ``type`` is ``error`` → ``error``.
+
+    Times are ISO-8601 UTC strings (µs on the Exchange feed, up to ns on Advanced Trade) → ns,
+    exact. Prices are decimal strings → i64 at 1e-9, sizes at the product's size_precision
+    (``add_symbol(product_id, iid, size_precision)``, the decimals of ``base_increment``); a
+    value that cannot be represented is rejected alone (``value_errors``): that level / trade /
+    BBO side is dropped.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.decoder = cb_decode
+        self.venue = "COINBASE"
+        self.fr.seq_num = -1
+        self.fr.mixed = 0
+
+    cdef int decode_c(self, const char* p, Py_ssize_t n, uint64_t ts_recv) except -1:
+        global _fr
+        _fr = &self.fr
+        try:
+            return _Codec.decode_c(self, p, n, ts_recv)
+        finally:
+            _fr = NULL
+
+    @property
+    def sequence_num(self) -> int:
+        """Advanced Trade ``sequence_num`` of the last decoded frame; -1 when it had none
+        (Exchange feed frames, Advanced Trade error frames)."""
+        return self.fr.seq_num
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the last decoded level2 frame held events of more than one product (its
+        records then carry several instrument ids; ``instrument_id`` is the last one's)."""
+        return self.fr.mixed != 0
