@@ -9,7 +9,11 @@ Keys: ``codec.<venue>_<type>.frames_per_s`` and ``.ns_per_frame``,
 ``codec.baseline_orjson_pack.frames_per_s``, ``codec.binance_aggtrade.speedup_vs_orjson_pack``,
 ``codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only`` (dm's records vs ``orjson.loads``
 alone, which builds only Python objects, on the same Bybit deltas), and the same ratio for each
-Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``).
+Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``), for
+``deribit_book``, ``deribit_ticker``, ``bitstamp_diff_order_book``, ``bitstamp_live_trades``;
+``codec.deribit_book.speedup_vs_orjson_pack`` (vs ``orjson.loads`` + ``struct.pack`` of the same
+BOOK_DELTA records, floats rounded), and for ``binance_futures_depthupdate`` /
+``binance_delivery_depthupdate`` (Binance USD-M / COIN-M diffs).
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -92,6 +96,30 @@ def _baseline(symbols: dict[str, int]):
     return run
 
 
+DELTA = struct.Struct("<BBHIQQqQQBBBB4x")
+_ACT = {"new": 65, "change": 77, "delete": 67}
+
+
+def _deribit_baseline(symbols: dict[str, int]):
+    """The obvious Python route for Deribit book notifications: ``orjson.loads``, then one
+    BOOK_DELTA per level packed with ``struct`` (prices/amounts ``round(x * 1e9)`` from the
+    floats: faster than exact and not always exact)."""
+    pack = DELTA.pack
+    loads = orjson.loads
+
+    def run(frames):
+        for f in frames:
+            d = loads(f)["params"]["data"]
+            iid, ts, cid = symbols[d["instrument_name"]], d["timestamp"] * 1_000_000, d["change_id"]
+            out = []
+            for side, levels in ((66, d["bids"]), (65, d["asks"])):
+                for a, px, q in levels:
+                    out.append(pack(14, 0xE3, 1009, iid, ts, 1617647603000000000, round(px * 1e9), round(q * 1e9),
+                                    cid, side, _ACT[a], 0, 9))
+            b"".join(out)
+    return run
+
+
 def registry_codec(kind: str, symbols: dict[str, int]):
     """Venue ``kind``'s codec from the registry, with the venue's publisher id."""
     from dm import venues
@@ -158,6 +186,44 @@ def cases(make_codec=registry_codec) -> dict[str, tuple[str, object, list[bytes]
         })
     except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
         print(f"bench_codec: Coinbase cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+        db_all = _frames(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0", lambda t: b'"subscription"' in t[:40])
+        dsyms = _symbols(db_all, rb'"instrument_name":"([^"]+)"')
+        out.update({
+            "deribit_book": ("deribit", codec("deribit", dsyms), [f for f in db_all if b'"book.' in f[:80]]),
+            "deribit_ticker": ("deribit", codec("deribit", dsyms), [f for f in db_all if b'"ticker.' in f[:80]]),
+        })
+    except Exception as e:  # noqa: BLE001
+        print(f"bench_codec: Deribit cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:
+        bs_all = _frames(DATA / "bitstamp/2022-01-05/BITSTAMP.ws.1.0", lambda t: True)
+        ssyms = _symbols(bs_all, rb'"channel":"(?:diff_order_book|live_trades)_(\w+)"')
+        out.update({
+            "bitstamp_diff_order_book": ("bitstamp", codec("bitstamp", ssyms),
+                                         [f for f in bs_all if b'"diff_order_book_' in f]),
+            "bitstamp_live_trades": ("bitstamp", codec("bitstamp", ssyms), [f for f in bs_all if b'"live_trades_' in f
+                                                                           and b'"event":"trade"' in f]),
+        })
+    except Exception as e:  # noqa: BLE001
+        print(f"bench_codec: Bitstamp cases left out ({type(e).__name__}: {e})", file=sys.stderr)
+    try:  # Binance USD-M / COIN-M futures (split sessions of 2021-07-22)
+        um_all = _frames(DATA / "binance_futures/2021-07-22/BINANCE_FUTURES.ws.1.0", lambda t: True)
+        cm_all = _frames(DATA / "binance_delivery/2021-07-22/BINANCE_DELIVERY.ws.1.0", lambda t: True)
+        usyms = _symbols(um_all, rb'"s":"(\w+)"')
+        dsyms = _symbols(cm_all, rb'"s":"(\w+)"')
+        out.update({
+            "binance_futures_depthupdate": ("binance_futures", codec("binance_futures", usyms),
+                                            [f for f in um_all if b"@depth" in f[:40]]),
+            "binance_futures_bookticker": ("binance_futures", codec("binance_futures", usyms),
+                                           [f for f in um_all if b"@bookTicker" in f[:40]]),
+            "binance_futures_aggtrade": ("binance_futures", codec("binance_futures", usyms),
+                                         [f for f in um_all if b"@aggTrade" in f[:40]]),
+            "binance_delivery_depthupdate": ("binance_delivery", codec("binance_delivery", dsyms),
+                                             [f for f in cm_all if b"@depth" in f[:40]]),
+            "binance_delivery_bookticker": ("binance_delivery", codec("binance_delivery", dsyms),
+                                            [f for f in cm_all if b"@bookTicker" in f[:40]]),
+        })
+    except Exception as e:  # noqa: BLE001 - reported by run()'s registry check when it matters
+        print(f"bench_codec: Binance futures cases left out ({type(e).__name__}: {e})", file=sys.stderr)
     return out
 
 
@@ -190,8 +256,17 @@ def run(quick: bool = False) -> dict[str, float]:
         ydelta = cases_["bybit_orderbook_delta"][2]
         ns = _time(lambda fr: [orjson.loads(f) for f in fr], ydelta, target, repeats)
         out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"] = 1e9 / ns
-        for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+        for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update",
+                     "binance_futures_depthupdate", "binance_delivery_depthupdate"):
             if name in cases_:
+                ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
+                out[f"codec.{name}.orjson_loads_only_frames_per_s"] = 1e9 / ns
+        if "deribit_book" in cases_:
+            dsyms = _symbols(cases_["deribit_book"][2], rb'"instrument_name":"([^"]+)"')
+            ns = _time(_deribit_baseline(dsyms), cases_["deribit_book"][2], target, repeats)
+            out["codec.deribit_book.orjson_pack_frames_per_s"] = 1e9 / ns
+        for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
+            if name in cases_:   # the same frames through orjson.loads alone (Python objects only)
                 ns = _time(lambda fr: [orjson.loads(f) for f in fr], cases_[name][2], target, repeats)
                 out[f"codec.{name}.orjson_loads_only_frames_per_s"] = 1e9 / ns
     finally:
@@ -202,7 +277,15 @@ def run(quick: bool = False) -> dict[str, float]:
         out["codec.binance_aggtrade.frames_per_s"] / out["codec.baseline_orjson_loads_only.frames_per_s"])
     out["codec.bybit_orderbook_delta.speedup_vs_orjson_loads_only"] = (
         out["codec.bybit_orderbook_delta.frames_per_s"] / out["codec.bybit_orderbook_delta.orjson_loads_only_frames_per_s"])
-    for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update"):
+    for name in ("coinbase_l2_update", "coinbase_market_trades", "coinbase_ticker", "coinbase_exchange_l2update",
+                 "binance_futures_depthupdate", "binance_delivery_depthupdate"):
+        if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
+            out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (
+                out[f"codec.{name}.frames_per_s"] / out[f"codec.{name}.orjson_loads_only_frames_per_s"])
+    if "codec.deribit_book.orjson_pack_frames_per_s" in out:
+        out["codec.deribit_book.speedup_vs_orjson_pack"] = (
+            out["codec.deribit_book.frames_per_s"] / out["codec.deribit_book.orjson_pack_frames_per_s"])
+    for name in ("deribit_book", "deribit_ticker", "bitstamp_diff_order_book", "bitstamp_live_trades"):
         if f"codec.{name}.orjson_loads_only_frames_per_s" in out:
             out[f"codec.{name}.speedup_vs_orjson_loads_only"] = (
                 out[f"codec.{name}.frames_per_s"] / out[f"codec.{name}.orjson_loads_only_frames_per_s"])

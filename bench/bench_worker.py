@@ -1,8 +1,9 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections) handles when `dm supervise` replays its real recording at speed 0 (as fast as the replay
-server goes). Measured from the worker's stats file: frames / (last frame ts_recv - first frame
-ts_recv), i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist
-queue, with the persister and the replay server running on the same 2 cores.
+v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
+`dm supervise` replays its real recording at speed 0 (as fast as the replay server goes).
+Measured from the worker's stats file: frames / (last frame ts_recv - first frame ts_recv),
+i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue,
+with the persister and the replay server running on the same 2 cores.
 
 Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly like the worker
 and only counting frames) against the same replay server — the rate the feed can be delivered
@@ -35,6 +36,16 @@ BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
                  ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
 
+DERIBIT = ROOT / "data/deribit/2021-07-22"
+#: instrument name -> canonical, the 10 recorded options
+DERIBIT_SYMBOLS = {"BTC-24SEP21-8000-P": "BTCUSD-BTC-210924-8000-P", "BTC-30JUL21-24000-P": "BTCUSD-BTC-210730-24000-P",
+                   "BTC-31DEC21-34000-P": "BTCUSD-BTC-211231-34000-P", "BTC-24SEP21-34000-P": "BTCUSD-BTC-210924-34000-P",
+                   "BTC-24JUN22-15000-C": "BTCUSD-BTC-220624-15000-C", "BTC-31DEC21-300000-C": "BTCUSD-BTC-211231-300000-C",
+                   "BTC-25MAR22-30000-C": "BTCUSD-BTC-220325-30000-C", "ETH-30JUL21-2800-C": "ETHUSD-ETH-210730-2800-C",
+                   "ETH-27AUG21-4000-P": "ETHUSD-ETH-210827-4000-P", "ETH-23JUL21-2300-C": "ETHUSD-ETH-210723-2300-C"}
+BITSTAMP = ROOT / "data/bitstamp/2022-01-05"
+BITSTAMP_PAIRS = ["sgbeur", "ethusd", "xrpeur", "bateur", "usdteur", "usdtusd", "xlmgbp", "adaeur", "batbtc", "galaeur"]
+
 VENUES = {
     # name: (files, provider block args, null-client subscription)
     "binance": (
@@ -62,6 +73,37 @@ VENUES = {
         dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
              channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
     ),
+    "deribit": (
+        (DERIBIT,),
+        dict(kind="deribit", exchange="DERIBIT", ws_url="ws://{replay}/ws/api/v2", symbols=list(DERIBIT_SYMBOLS.values()),
+             channels=["book", "ticker", "trades"], extra={"interval": "raw", "heartbeat_s": 30}),
+    ),
+    "bitstamp": (
+        (BITSTAMP,),
+        dict(kind="bitstamp", exchange="BITSTAMP", ws_url="ws://{replay}/bitstamp", symbols=[p.upper() for p in BITSTAMP_PAIRS],
+             channels=["diff_order_book", "live_trades"]),
+    ),
+    "binance_futures": (
+        tuple(sorted((ROOT / "data/binance_futures/2021-07-22").iterdir())),
+        dict(kind="binance_futures", exchange="BINANCE_FUTURES", ws_url="ws://{replay}/fstream/stream",
+             symbols=["SUSHIUSDT-USDT-PERP", "CTKUSDT-USDT-PERP", "AKROUSDT-USDT-PERP", "KEEPUSDT-USDT-PERP"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"], extra={"quote_aliases": {}}),
+    ),
+    "binance_delivery": (
+        tuple(sorted((ROOT / "data/binance_delivery/2021-07-22").iterdir())),
+        dict(kind="binance_delivery", exchange="BINANCE_DELIVERY", ws_url="ws://{replay}/dstream/stream",
+             symbols=["ETHUSD-ETH-210924", "ETCUSD-ETC-PERP", "LINKUSD-LINK-PERP", "BTCUSD-BTC-211231",
+                      "EOSUSD-EOS-PERP", "BCHUSD-BCH-PERP", "XRPUSD-XRP-PERP", "TRXUSD-TRX-PERP",
+                      "LINKUSD-LINK-211231", "BCHUSD-BCH-210924"],
+             channels=["aggTrade", "bookTicker", "depth@100ms"]),
+    ),
+}
+#: venue symbols of the Binance futures null clients (the recorded sessions' symbols)
+BN_FUTURES_STREAMS = {
+    "binance_futures": ("/fstream/stream", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]),
+    "binance_delivery": ("/dstream/stream", ["ETHUSD_210924", "ETCUSD_PERP", "LINKUSD_PERP", "BTCUSD_211231",
+                                             "EOSUSD_PERP", "BCHUSD_PERP", "XRPUSD_PERP", "TRXUSD_PERP",
+                                             "LINKUSD_211231", "BCHUSD_210924"]),
 }
 
 
@@ -132,11 +174,22 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
         url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
         subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
                 for c in (*p["channels"], "heartbeats")]
+    elif venue in BN_FUTURES_STREAMS:
+        path, syms = BN_FUTURES_STREAMS[venue]
+        streams = [f"{s.lower()}@{c}" for s in syms for c in p["channels"]]
+        url, subs = f"ws://127.0.0.1:{port}{path}?streams=" + "/".join(streams), []
     elif venue == "kraken":
         pairs = list(KRAKEN_PAIRS)
         url = f"ws://127.0.0.1:{port}/"
         subs = [{"event": "subscribe", "pair": pairs, "subscription": ({"name": "book", "depth": 1000} if c == "book" else {"name": c})}
                 for c in p["channels"]]
+    elif venue == "deribit":
+        url = f"ws://127.0.0.1:{port}/ws/api/v2"
+        subs = [{"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {
+            "channels": [f"{c}.{n}.raw" for n in DERIBIT_SYMBOLS for c in p["channels"]]}}]
+    elif venue == "bitstamp":
+        url = f"ws://127.0.0.1:{port}/bitstamp"
+        subs = [{"event": "bts:subscribe", "data": {"channel": f"{c}_{x}"}} for x in BITSTAMP_PAIRS for c in p["channels"]]
     else:
         products = [x.lower() for x in KF_PRODUCTS]
         url = f"ws://127.0.0.1:{port}/ws/v1"

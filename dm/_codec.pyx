@@ -53,6 +53,8 @@ KIND_NAMES = (
     "none", "aggTrade", "trade", "bookTicker", "depthUpdate", "depthSnapshot", "kline",
     "heartbeat", "status", "subscription", "ticker", "spread", "book", "bookSnapshot",
     "tradeSnapshot", "tickerLite", "info", "pong", "ohlc", "error",
+    # 20-27: kept for the other venue kinds being added; 28-29: Binance futures
+    "k20", "k21", "k22", "k23", "k24", "k25", "k26", "k27", "liquidation",
 )
 KINDS = {name: i for i, name in enumerate(KIND_NAMES)}
 

@@ -9,6 +9,8 @@ cdef class DbnConverter:
     cdef readonly int version            # DBN version 1, 2 or 3
     cdef readonly bint ts_out            # each record carries an 8-byte send timestamp at its end
     cdef readonly bint events            # emit an MBP_EVENT after each TRADE/BBO/DEPTH
+    cdef readonly bint keep_messages     # ErrorMsg / SystemMsg → messages instead of skipped
+    cdef readonly list messages          # [(rtype, ts_event, code, text)] (live gateway messages)
     cdef readonly object dataset         # e.g. "GLBX.MDP3"
     cdef readonly object schema          # e.g. "mbp-1"; None when mixed/unknown
     cdef readonly object stype_in        # e.g. "raw_symbol"; None when mixed

@@ -135,6 +135,8 @@ cdef enum:
     DBN_OHLCV_DEPRECATED = 0x11
     DBN_INSTRUMENT_DEF = 0x13
     DBN_SYMBOL_MAPPING = 0x16
+    DBN_ERROR = 0x15
+    DBN_SYSTEM = 0x17
     DBN_OHLCV_1S = 0x20
     DBN_OHLCV_1M = 0x21
     DBN_OHLCV_1H = 0x22
@@ -236,6 +238,12 @@ cdef class DbnConverter:
     * ``metadata=False``: bare records of DBN ``version`` (1, 2 or 3) with/without ``ts_out``.
     * ``events``: emit an MBP_EVENT record after each TRADE/BBO/DEPTH (lossless); False keeps
       only the TRADE/BBO/DEPTH/BAR records.
+    * ``messages``: the live gateway's ErrorMsg (rtype 0x15) and SystemMsg (0x17: heartbeats,
+      subscription acks, slow-reader warnings) are appended to ``messages`` as
+      ``(rtype, ts_event, code, text)`` instead of being counted in ``skipped`` (the consumer
+      empties the list); ``code`` is v2+'s u8 code (-1 in DBN v1, which has none). Layouts: v1
+      80 B (text 64 B), v2/v3 320 B (text 302 B for errors + code + is_last, 303 B for system
+      messages + code), databento/dbn ``rust/dbn/src/record.rs``.
 
     ``feed(data) -> bytes``: dm records (concatenated, in DBN order) for every complete DBN record
     in the bytes fed so far; an incomplete tail is kept for the next call. ``finish()`` raises
@@ -248,8 +256,11 @@ cdef class DbnConverter:
         self._out = NULL
         memset(self._skipped, 0, sizeof(self._skipped))
 
-    def __init__(self, bint metadata=True, int version=0, bint ts_out=False, bint events=True):
+    def __init__(self, bint metadata=True, int version=0, bint ts_out=False, bint events=True,
+                 bint messages=False):
         self.events = events
+        self.keep_messages = messages
+        self.messages = []
         self.symbols = {}
         self.mappings = []
         self.query_symbols = []
@@ -496,7 +507,8 @@ cdef class DbnConverter:
                 memset(r._reserved, 0, 6)
                 o += sizeof(BarRecord)
                 self.count += 1
-            elif rt == DBN_INSTRUMENT_DEF or rt == DBN_SYMBOL_MAPPING:
+            elif (rt == DBN_INSTRUMENT_DEF or rt == DBN_SYMBOL_MAPPING
+                  or (self.keep_messages and (rt == DBN_ERROR or rt == DBN_SYSTEM))):
                 status = S_PYTHON
                 self.dbn_count += 1
                 break
@@ -555,6 +567,16 @@ cdef class DbnConverter:
                 self.symbols.setdefault(iid, sym)
             self._definition_record(q, rec, at, sym, tick, o_recv, o_disp, o_exp, o_act, o_uom, o_strike, o_lot,
                                     o_mult, cur, exch, asset, und, o_cls)
+        elif rt == DBN_ERROR or rt == DBN_SYSTEM:
+            if self.version == 1:
+                want, tlen, coff = 80, 64, -1
+            else:
+                want, tlen, coff = 320, (302 if rt == DBN_ERROR else 303), (318 if rt == DBN_ERROR else 319)
+            if body != want:
+                raise DbnError(VENUE, f"{'error' if rt == DBN_ERROR else 'system'} record of {body} bytes, "
+                               f"DBN v{self.version} has {want}", "length", <Py_ssize_t>at)
+            text = rec[16:16 + tlen].split(b"\0", 1)[0].decode("utf-8", "replace")
+            self.messages.append((rt, ld64(q + 8), q[coff] if coff >= 0 else -1, text))
         else:   # symbol mapping (live): v1 80 B: in 16[22], out 38[22]; v2+ 176 B: out 89[71]
             if self.version == 1:
                 want, soff, slen = 80, 38, 22

@@ -113,6 +113,8 @@ cdef enum:
     K_PONG = 17
     K_OHLC = 18
     K_ERROR = 19
+    # 20-27: kept for the other venue kinds being added
+    K_LIQUIDATION = 28    # Binance futures forceOrder
 
 
 cdef struct SymEntry:     # 64 B open-addressing slot; klen == 0 means empty

@@ -875,5 +875,45 @@ def fake_databento(data_dir, hist_port, host, key, usd_per_gb, ca_file, ready_fi
     gw.serve_forever(ready)
 
 
+@main.command("fake-databento-live")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of *.dbn / *.dbn.zst files.")
+@click.option("--live-port", default=0, show_default=True, help="TCP port (0: a free one; see --ready-file). Databento's is 13000.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--key", default=None, help="The API key it accepts (default $DATABENTO_API_KEY).")
+@click.option("--version", "dbn_version", default=3, show_default=True, type=click.IntRange(2, 3), help="DBN version of the stream.")
+@click.option("--chunk-bytes", default=65521, show_default=True, help="Bytes per write (cuts records like TCP segments do).")
+@click.option("--close-at-end", is_flag=True, help="Close (FIN) once a session was sent everything.")
+@click.option("--ready-file", default=None, type=click.Path(dir_okay=False), help='Write {"live_port", "address"} JSON here once listening.')
+@click.option("--live-fault", "faults", multiple=True, help='A scripted fault as JSON, e.g. \'{"action": "rst", "after_records": 1000}\' (repeatable).')
+def fake_databento_live(data_dir, live_port, host, key, dbn_version, chunk_bytes, close_at_end, ready_file, faults) -> None:
+    """Serve DBN files like Databento's Live Subscription Gateway (raw TCP protocol: greeting,
+    CRAM authentication, subscriptions with intraday replay, DBN stream with symbol mappings and
+    heartbeats, scripted faults) for tests and the Databento live worker."""
+    import json
+    from pathlib import Path
+
+    from dm.databento.fake_live import FakeLiveGateway, faults_from_json
+
+    dmlog.setup("console", "info", "fake-databento-live")
+    key = key or os.environ.get("DATABENTO_API_KEY")
+    if not key:
+        raise click.ClickException("give --key or set $DATABENTO_API_KEY")
+    try:
+        fl = [f for text in faults for f in faults_from_json(text)]
+    except (ValueError, TypeError) as e:
+        raise click.ClickException(f"--live-fault: {e}") from None
+    gw = FakeLiveGateway(data_dir, key=key, host=host, port=live_port, faults=fl, version=dbn_version,
+                         chunk_bytes=chunk_bytes, close_at_end=close_at_end)
+
+    def ready(g):
+        if ready_file:
+            tmp = Path(ready_file).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"live_port": g.port, "address": g.address}))
+            tmp.replace(ready_file)
+        click.echo(f"fake Databento live gateway on {g.address} (datasets {g.store.datasets()})", err=True)
+
+    gw.serve_forever(ready)
+
+
 if __name__ == "__main__":
     main()

@@ -37,7 +37,9 @@ KNOWN_KINDS = (*venues.kinds(), "databento")
 def worker_kinds() -> frozenset[str]:
     """The provider kinds that have a worker — the one place the config asks (the venue
     registry, ``dm.venues``)."""
-    return frozenset(venues.worker_kinds())
+    from dm.providers import WORKERS
+
+    return frozenset(venues.worker_kinds()) | frozenset(WORKERS)
 
 
 # -- types --------------------------------------------------------------------------------------
@@ -376,11 +378,12 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
             raise ConfigError(f"providers.{name}.kind: {p.kind!r} has no worker; kinds with a worker: {', '.join(sorted(kinds))}")
         extra = dict(p.model_extra or {})
         extra.update(p.model_dump(include=set(COMMON_EXTRAS), exclude_none=True))
+        exchange, publisher_id = _defaults(name, p.kind, extra)
         providers[name] = ProviderConfig(
             name=name,
             kind=p.kind,
-            exchange=p.exchange if p.exchange is not None else venues.venue(p.kind).exchange,
-            publisher_id=p.publisher_id if p.publisher_id is not None else venues.venue(p.kind).publisher_id,
+            exchange=p.exchange if p.exchange is not None else exchange,
+            publisher_id=p.publisher_id if p.publisher_id is not None else publisher_id,
             ws_url=url(name, "ws_url", p.ws_url),
             rest_url=url(name, "rest_url", p.rest_url).rstrip("/"),
             symbols=tuple(s.upper() for s in p.symbols),
@@ -416,6 +419,26 @@ def parse(raw: dict, path: Path | None = None, env: dict | None = None) -> Confi
         path=path,
         sections=sections,
     )
+
+
+def _defaults(name: str, kind: str, extra: dict) -> tuple[str, int]:
+    """Default (exchange, publisher_id) of a provider: its venue's, or for a worker that is not a
+    venue (``dm.providers.WORKERS``) the value of its ``DEFAULTS`` key and publisher id."""
+    from dm.providers import DEFAULTS, SETTINGS, WORKERS
+
+    if kind in WORKERS:
+        key, pub = DEFAULTS.get(kind, ("", 0))
+        value = extra.get(key) if key else None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"providers.{name}.{key}: missing (required for kind {kind!r})")
+        if kind in SETTINGS:
+            import importlib
+
+            module, _, fn = SETTINGS[kind].partition(":")
+            getattr(importlib.import_module(module), fn)(name, extra)
+        return value, pub
+    v = venues.venue(kind)
+    return v.exchange, v.publisher_id
 
 
 def _remember_secrets(url: str) -> None:

@@ -154,3 +154,9 @@ class BudgetRefused(BackfillError):
         super().__init__(message)
         self.verdict = verdict
         self.needs_confirm = needs_confirm
+
+
+#: Exit status of a child that cannot work until someone changes something (a refused API key, a
+#: configuration the venue rejects): ``EX_CONFIG`` of sysexits.h. The supervisor marks such a child
+#: failed at once (no restart loop, one line in its log) and retries it after ``failed_retry_s``.
+EXIT_FATAL = 78

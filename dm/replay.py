@@ -215,6 +215,24 @@ class _Track:
                 if i >= n or not self.filter:
                     break
                 if keys[i] not in self.filter:
+                    if speed > 0.0 and rate == 0.0 and not fast:
+                        # paced: time passes over frames nobody subscribed too, so a channel
+                        # subscribed later starts at the recording's present, not at its end
+                        # (a track whose channels have no frames would otherwise run to the end
+                        # at once and send every later subscription's frames unpaced)
+                        if self.wall0 is None:
+                            self.wall0, self.ts0 = conn.clock_for(rec, ts[i])
+                        delay = self.wall0 + (ts[i] - self.ts0) / speed - loop.time()
+                        if delay > _EARLY_S:
+                            fut = loop.create_future()
+                            self.waiter = fut
+                            h = loop.call_later(delay, _wake, fut)
+                            try:
+                                await fut
+                            finally:
+                                h.cancel()
+                                self.waiter = None
+                            continue
                     self.pos = i + 1
                     continue
                 if rate > 0.0:

@@ -41,7 +41,7 @@ from typing import Awaitable, Callable
 
 from dm import log as dmlog
 from dm.config import Config
-from dm.errors import DmError, RingError
+from dm.errors import EXIT_FATAL, DmError, RingError
 from dm.health import Health, Notifier, read_stats as _read_stats, sd_notify
 
 __all__ = ["Supervisor", "RestartPolicy", "sd_notify", "read_stats", "summary", "run_supervisor"]
@@ -249,13 +249,18 @@ class Supervisor:
                     log.info("recording replayed to the end")
                 self.stop_event.set()
                 return
-            delay = child.policy.on_exit(self.clock())
+            fatal = code == EXIT_FATAL
+            delay = None if fatal else child.policy.on_exit(self.clock())
             if delay is None:
                 child.state = "failed"
                 child.failures += 1
                 child.retry_at = self.clock() + s.failed_retry_s
-                log.error("child failed (crash loop)", child=child.spec.name, code=code,
-                          exits=len(child.policy.exits), window_s=s.restart_window_s, retry_in_s=s.failed_retry_s)
+                if fatal:  # the child said why in its own log line; restarting at once cannot help
+                    log.error("child failed (fatal error, not restarted now)", child=child.spec.name, code=code,
+                              retry_in_s=s.failed_retry_s)
+                else:
+                    log.error("child failed (crash loop)", child=child.spec.name, code=code,
+                              exits=len(child.policy.exits), window_s=s.restart_window_s, retry_in_s=s.failed_retry_s)
                 if s.fail_fast:
                     log.error("fail_fast: stopping the instance", child=child.spec.name)
                     self.exit_code = 1

@@ -120,6 +120,27 @@ def test_crash_looping_provider_is_failed_others_run_on_and_it_is_retried(tmp_pa
     assert sup.children["binance"].restarts == 0
 
 
+def test_fatal_exit_fails_the_child_at_once_others_run_on(tmp_path):
+    """EXIT_FATAL (a refused API key): failed on the first exit, no restart loop; retried after
+    failed_retry_s like a crash-looped child."""
+    from dm.errors import EXIT_FATAL
+
+    cfg = config(tmp_path, providers=("binance", "kraken"), failed_retry_s=0.3)
+
+    async def scenario(sup, procs):
+        live(procs, "kraken").exit(EXIT_FATAL)
+        await asyncio.sleep(0.08)
+        k = sup.children["kraken"]
+        assert k.state == "failed" and k.failures == 1 and k.starts == 1
+        assert sup.children["binance"].state == "running" and not sup.stop_event.is_set()
+        await asyncio.sleep(0.5)
+        assert k.state == "running" and k.starts == 2
+        sup.stop_event.set()
+
+    code, log, sup = asyncio.run(_run_supervisor(cfg, scenario))
+    assert code == 0 and sup.children["binance"].restarts == 0
+
+
 def test_every_provider_failed_exits_non_zero(tmp_path):
     async def scenario(sup, procs):
         for _ in range(3):

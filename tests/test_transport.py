@@ -13,6 +13,11 @@ from dm.providers.base import _picows_connection
 class _Sink:
     def __init__(self):
         self.frames: list[bytes] = []
+        self.connected: list[str] = []
+
+    def on_transport_connected(self, url: str) -> None:
+        assert not self.frames  # told before the first frame
+        self.connected.append(url)
 
     def on_frame(self, data: bytes, ts_recv: int) -> None:
         assert isinstance(data, bytes) and ts_recv > 0
@@ -59,6 +64,7 @@ def test_fragments_close_code_ping_and_send():
     assert pongs == [b"are you there"]
     assert got_from_client == [b'{"op":"subscribe"}']
     assert conn.closed and conn.close_code == 1001
+    assert len(sink.connected) == 1
 
 
 def test_send_on_a_closed_socket_raises_connection_error():

@@ -66,7 +66,7 @@ def test_registry_lookups():
     with pytest.raises(ConfigError, match="unknown venue kind 'nope'"):
         venues.venue("nope")
     with pytest.raises(NotImplementedError, match="has no worker"):
-        provider_class("databento")
+        provider_class("nope")
     # the longest host wins: futures.kraken.com is not kraken.com
     assert venues.venue_of_host("futures.kraken.com") == "kraken_futures"
     assert venues.venue_of_host("www.futures.kraken.com") == "kraken_futures"
@@ -77,7 +77,8 @@ def test_registry_lookups():
 
 
 def test_config_defaults_come_from_the_descriptor():
-    assert KNOWN_KINDS == (*venues.kinds(), "databento") and worker_kinds() == frozenset(venues.worker_kinds())
+    assert KNOWN_KINDS == (*venues.kinds(), "databento")
+    assert worker_kinds() == frozenset(venues.worker_kinds()) | {"databento"}  # dm.providers.WORKERS
     raw = {"providers": {k: {"kind": k, "ws_url": "ws://x", "symbols": ["BTCUSD"]} for k in venues.kinds()}}
     cfg = parse(raw, env={})
     for k in venues.kinds():

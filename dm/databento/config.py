@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dm.errors import ConfigError
 
-__all__ = ["DatabentoConfig", "redact"]
+__all__ = ["DatabentoConfig", "LiveSettings", "parse_live_settings", "redact"]
 
 
 class DatabentoConfig(BaseModel):
@@ -54,3 +56,37 @@ def redact(text: str, key: str | None) -> str:
         return text
     shown = f"…{key[-4:]}" if len(key) >= 8 else "…"
     return text.replace(key, shown)
+
+
+# --- the live worker's [providers.X] keys (kind = "databento", dm.databento.live) -----------------
+class LiveSettings(BaseModel):
+    """The databento-specific keys of ``[providers.X]`` (strict; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    dataset: Annotated[str, Field(min_length=1)]
+    schemas: tuple[Literal["trades", "mbp-1", "tbbo", "mbp-10", "ohlcv-1s", "ohlcv-1m", "ohlcv-1h", "ohlcv-1d",
+                           "definition"], ...] = ("trades",)
+    stype_in: Literal["raw_symbol"] = "raw_symbol"
+    api_key_env: str = "DATABENTO_API_KEY"
+    replay_window_s: Annotated[float, Field(ge=0)] = 86_400.0
+    heartbeat_interval_s: Annotated[int, Field(ge=5, le=1800)] | None = None
+    fake_gateway_data: str = ""
+    # shared keys the base class reads (typed in dm.config)
+    quote_aliases: dict | None = None
+    stale_after_s: float | None = None
+    ping_interval_s: float | None = None
+
+
+def parse_live_settings(name: str, extra: dict) -> LiveSettings:
+    """``[providers.NAME]``'s keys beyond the shared ones, for ``kind = "databento"`` (checked when
+    the config is loaded, see ``dm.providers.WORKERS``). Raises ``ConfigError`` naming the key."""
+    extra = dict(extra)
+    if "schemas" in extra and isinstance(extra["schemas"], list):
+        extra["schemas"] = tuple(extra["schemas"])
+    try:
+        return LiveSettings.model_validate(extra)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"providers.{name}.{where}: {err['msg']}") from None

@@ -223,10 +223,11 @@ class _PicowsConnectionBase:
     §5.4) before the codec sees them. Mixed into ``picows.WSListener`` by
     :func:`_picows_connection` (picows is imported only when a provider uses it)."""
 
-    def __init__(self, provider):
+    def __init__(self, provider, url: str = ""):
         import picows
 
         self.p = provider
+        self.url = url
         self.on_frame = provider.on_frame
         self.transport = None
         self.close_code = None
@@ -235,6 +236,9 @@ class _PicowsConnectionBase:
 
     def on_ws_connected(self, transport) -> None:
         self.transport = transport
+        # before any frame of this connection reaches on_frame (a venue's greeting can come in
+        # the same read as the upgrade answer): count the connection, open its capture
+        self.p.on_transport_connected(self.url)
 
     def on_ws_frame(self, transport, frame) -> None:
         T = self._T
@@ -821,7 +825,10 @@ class Provider:
         from dm import venues
         from dm.capture import Capture
 
-        cap = Capture.from_config(self.cfg, self.pcfg, venues.venue(self.pcfg.kind).hosts[0])
+        if not self.cfg.sections.get("capture", {}).get("enabled"):
+            return None
+        host = venues.venue(self.pcfg.kind).hosts[0] if self.pcfg.kind in venues.kinds() else ""
+        cap = Capture.from_config(self.cfg, self.pcfg, host)
         if cap is None:
             return None
         decode = self.on_frame
@@ -834,13 +841,20 @@ class Provider:
         log.info("capturing raw frames", provider=self.name, dir=str(cap.dir))
         return cap
 
-    def captured_socket(self, ws, url: str):
+    def on_transport_connected(self, url: str) -> None:
+        """picows: the websocket upgrade completed (called before its first frame)."""
+        self.connects += 1
+        if self.capture is not None:
+            self.capture.connect(self.connects, url, now_ns())
+
+    def captured_socket(self, ws, url: str, connect_line: bool = True):
         """The socket venue code gets: ``ws`` itself, or with capture on a wrapper recording what is sent."""
         if self.capture is None:
             return ws
         from dm.capture import CapturingSocket
 
-        self.capture.connect(self.connects, url, now_ns())
+        if connect_line:
+            self.capture.connect(self.connects, url, now_ns())
         return CapturingSocket(ws, self.capture, self.connects, url)
 
     async def run_connection_picows(self) -> None:
@@ -852,16 +866,16 @@ class Provider:
 
         url = self.stream_url()
         try:
-            transport, conn = await picows.ws_connect(lambda: _picows_connection()(self), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
+            transport, conn = await picows.ws_connect(lambda: _picows_connection()(self, url), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
         if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
+            self.connects -= 1
             raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
-        self.connects += 1
         log.info("connected", provider=self.name, url=url, transport="picows")
         if self._disconnected_ns:
             self.record_reconnect_gaps()
-        self.ws = sock = self.captured_socket(conn, url)
+        self.ws = sock = self.captured_socket(conn, url, connect_line=False)
         watchdog = None
         stop = asyncio.get_running_loop().create_task(self._stop.wait())
         try:
@@ -1112,10 +1126,16 @@ def _record_ts(raw: bytes) -> int:
 def provider_class(kind: str):
     """The worker class of provider ``kind``, from the venue registry (``dm.venues``). Raises
     ``NotImplementedError`` for a kind that has no worker."""
-    from dm import venues
+    import importlib
 
+    from dm import venues
+    from dm.providers import WORKERS
+
+    if kind in WORKERS:
+        module, _, cls = WORKERS[kind].partition(":")
+        return getattr(importlib.import_module(module), cls)
     if kind not in venues.worker_kinds():
-        raise NotImplementedError(f"provider kind {kind!r} has no worker yet (workers: {', '.join(venues.worker_kinds())})")
+        raise NotImplementedError(f"provider kind {kind!r} has no worker yet (workers: {', '.join((*venues.worker_kinds(), *WORKERS))})")
     return venues.venue(kind).provider_class()
 
 

@@ -37,6 +37,10 @@ REGISTRY: dict[str, str] = {
     "kraken_futures": "dm.venues.kraken_futures",
     "bybit": "dm.venues.bybit",
     "coinbase": "dm.venues.coinbase",
+    "deribit": "dm.venues.deribit",
+    "bitstamp": "dm.venues.bitstamp",
+    "binance_futures": "dm.venues.binance_futures",
+    "binance_delivery": "dm.venues.binance_delivery",
 }
 
 

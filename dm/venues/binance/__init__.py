@@ -12,7 +12,11 @@ VENUE = Venue(
     kind="binance",
     exchange="BINANCE",
     publisher_id=1001,  # dm.records.Publisher.BINANCE
-    hosts=("binance.com",),  # stream.binance.com, api.binance.com, www.binance.com
+    # stream.binance.com, api.binance.com, www.binance.com; Binance.US (stream.binance.us,
+    # api.binance.us) and Binance TR (trbinance.com, api.binance.me) speak the same spot API
+    # (configure exchange = "BINANCE_US" / "BINANCE_TR"); the futures hosts (fstream/fapi,
+    # dstream/dapi .binance.com) are longer, so they stay with binance_futures/binance_delivery
+    hosts=("binance.com", "binance.us", "trbinance.com", "binance.me"),
     reference_path="/api/v3/exchangeInfo",
     codec="dm.venues.binance._codec:BinanceCodec",
     codec_ref="dm.venues.binance.codec_ref:RefBinanceCodec",

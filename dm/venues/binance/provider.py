@@ -30,6 +30,9 @@ K_DEPTH = KINDS["depthUpdate"]
 
 
 class BinanceProvider(Provider):
+    depth_path = "/api/v3/depth"        # REST depth snapshot (futures: /fapi/v1/depth, /dapi/v1/depth)
+    sync_class = BinanceDepthSync       # the venue's diff-depth rules
+
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
         if any(ch.startswith("depth") for ch in self.pcfg.channels):
@@ -39,7 +42,7 @@ class BinanceProvider(Provider):
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
             self._snapshot_tasks: dict[int, asyncio.Task] = {}
             for iid in self.instrument_ids.values():
-                self.books.syncs[iid] = BinanceDepthSync(iid, self.pcfg.publisher_id)
+                self.books.syncs[iid] = self.sync_class(iid, self.pcfg.publisher_id)
         return codec
 
     def stream_url(self) -> str:
@@ -69,7 +72,7 @@ class BinanceProvider(Provider):
         window itself is recorded in the gap ledger by the base class."""
         if self.books is not None:
             for iid in self.books.syncs:
-                self.books.syncs[iid] = BinanceDepthSync(iid, self.pcfg.publisher_id)
+                self.books.syncs[iid] = self.sync_class(iid, self.pcfg.publisher_id)
 
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
@@ -85,7 +88,7 @@ class BinanceProvider(Provider):
     async def fetch_snapshot(self, iid: int) -> None:
         """REST depth snapshot → BOOK_DELTA records → the sync (retries with backoff)."""
         venue = self.venue_of[iid]
-        url = f"{self.pcfg.rest_url}/api/v3/depth"
+        url = f"{self.pcfg.rest_url}{self.depth_path}"
         delay = self.pcfg.reconnect_min_s
         while not self._stop.is_set():
             try:

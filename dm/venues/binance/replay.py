@@ -39,6 +39,8 @@ class BinanceReplay(VenueReplay):
     ws_path = "/stream"
     ws_exact = ("/stream",)
     ws_prefixes = ("/ws",)
+    raw_prefix = "/ws"              # raw streams: <raw_prefix>[/<stream>...]
+    depth_paths = DEPTH_PATHS       # REST depth snapshot paths
 
     def __init__(self, server):
         super().__init__(server)
@@ -65,7 +67,7 @@ class BinanceReplay(VenueReplay):
         return bool(self.recs or self.depth)
 
     def rest(self, request):
-        if request.path not in DEPTH_PATHS:
+        if request.path not in self.depth_paths:
             return None
         sym = request.query.get("symbol", "").upper()
         if not sym:
@@ -77,10 +79,10 @@ class BinanceReplay(VenueReplay):
 
     def connect(self, request) -> tuple[bool, list[str]]:
         path = request.path
-        if path == "/stream":
+        if path == self.ws_path:
             streams = request.query.get("streams", "")
             return False, streams.split("/") if streams else []
-        return True, [s for s in path[4:].split("/") if s]      # /ws[/<stream>...]: raw streams
+        return True, [s for s in path[len(self.raw_prefix):].split("/") if s]      # /ws[/<stream>...]: raw streams
 
     def subscribe_url_streams(self, conn, streams) -> None:
         want = {s.lower() for s in streams}
