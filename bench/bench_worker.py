@@ -1,5 +1,5 @@
 """Worker throughput end to end: frames/s each venue worker (Binance, Kraken v1, Kraken Futures
-v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures) handles when
+v1, Bybit v5 with its two category connections, Binance USD-M and COIN-M futures, OKX v5) handles when
 `dm supervise` replays its real recording at speed 0 (as fast as the replay server goes).
 Measured from the worker's stats file: frames / (last frame ts_recv - first frame ts_recv),
 i.e. websocket read + codec + books (checksums, DEPTH/BBO) + shm channels + persist queue,
@@ -36,6 +36,14 @@ BYBIT_SYMBOLS = {("linear", "BTCUSDT"): "BTCUSDT-USDT-PERP", ("linear", "ETHUSDT
                  ("linear", "SOLUSDT"): "SOLUSDT-USDT-PERP", ("linear", "DOGEUSDT"): "DOGEUSDT-USDT-PERP",
                  ("spot", "BTCUSDT"): "BTCUSDT", ("spot", "ETHUSDT"): "ETHUSDT"}
 
+OKX_DIR = ROOT / "data/okx/2022-02-27"
+#: instId -> canonical (ELON-USDT left out: tickSz 1e-11 does not fit 1e-9 prices)
+OKX_SYMBOLS = {"PROPS-ETH": "PROPSETH", "ZEN-USDT": "ZENUSDT", "UNI-USD-SWAP": "UNIUSD-UNI-PERP",
+               "BTC-USD-220325-40000-C": "BTCUSD-BTC-220325-40000-C",
+               "ETH-USD-220228-3000-C": "ETHUSD-ETH-220228-3000-C", "ETH-USD-220325-8800-P": "ETHUSD-ETH-220325-8800-P",
+               "ETH-USD-220429-1900-P": "ETHUSD-ETH-220429-1900-P",
+               "ETH-USD-220624-12000-P": "ETHUSD-ETH-220624-12000-P",
+               "ETH-USD-220624-20000-C": "ETHUSD-ETH-220624-20000-C"}
 DERIBIT = ROOT / "data/deribit/2021-07-22"
 #: instrument name -> canonical, the 10 recorded options
 DERIBIT_SYMBOLS = {"BTC-24SEP21-8000-P": "BTCUSD-BTC-210924-8000-P", "BTC-30JUL21-24000-P": "BTCUSD-BTC-210730-24000-P",
@@ -72,6 +80,10 @@ VENUES = {
         (COINBASE_2026,),
         dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
              channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
+    "okx": (
+        (OKX_DIR,),
+        dict(kind="okx", exchange="OKX", ws_url="ws://{replay}/ws/v5/public", symbols=list(OKX_SYMBOLS.values()),
+             channels=["books-l2-tbt", "trades", "tickers"], extra={"quote_aliases": {}}),
     ),
     "deribit": (
         (DERIBIT,),
@@ -174,6 +186,9 @@ async def null_client(venue: str, port: int) -> tuple[int, float]:
         url = f"ws://127.0.0.1:{port}/advanced-trade-ws"
         subs = [{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": c}
                 for c in (*p["channels"], "heartbeats")]
+    elif venue == "okx":
+        url = f"ws://127.0.0.1:{port}/ws/v5/public"
+        subs = [{"op": "subscribe", "args": [{"channel": c, "instId": i} for i in OKX_SYMBOLS for c in p["channels"]]}]
     elif venue in BN_FUTURES_STREAMS:
         path, syms = BN_FUTURES_STREAMS[venue]
         streams = [f"{s.lower()}@{c}" for s in syms for c in p["channels"]]

@@ -480,11 +480,40 @@ def register_filler(provider: str, factory: Callable[..., GapFiller]) -> None:
     FILLERS[provider] = factory
 
 
+#: venue REST trade gap fillers (``dm/venues/<kind>/filler.py``), registered lazily by
+#: ``_default_fillers``: provider (= venue kind in ``[routing]``) → ``"module:Class"``
+VENUE_FILLERS: dict[str, str] = {
+    "binance": "dm.venues.binance.filler:BinanceGapFiller",
+    "kraken": "dm.venues.kraken.filler:KrakenGapFiller",
+    "kraken_futures": "dm.venues.kraken_futures.filler:KrakenFuturesGapFiller",
+}
+
+
+#: gap kinds counting venue trade ids (``GapUnits.SEQUENCE``) a provider's filler refetches by
+#: id (``plan_id_gap(gap, targets, first_id, last_id)``): Binance aggregate trade ids are
+#: consecutive per symbol, so ``aggTrades`` ``fromId`` fills such a gap exactly
+ID_GAP_KINDS: dict[str, frozenset[str]] = {
+    "binance": frozenset({"binance.agg_trade_id"}),
+}
+
+
+def _lazy_factory(target: str) -> Callable[..., GapFiller]:
+    def factory(storage, settings, **kw):
+        import importlib
+
+        mod, _, name = target.partition(":")
+        return getattr(importlib.import_module(mod), name)(storage, settings, **kw)
+    return factory
+
+
 def _default_fillers() -> None:
     if "databento" not in FILLERS:
         from dm.databento.historical import DatabentoGapFiller
 
         register_filler("databento", DatabentoGapFiller)
+    for provider, target in VENUE_FILLERS.items():
+        if provider not in FILLERS:
+            register_filler(provider, _lazy_factory(target))
 
 
 def gap_window_ns(gap: dict) -> tuple[int, int] | None:
@@ -553,13 +582,17 @@ def fill_gaps(storage, settings: Settings, *, confirm: bool = False, dry_run: bo
             outcomes.append(FillOutcome(gid, "open", f"no gap filler for provider {provider!r} yet"))
             continue
         window = gap_window_ns(g)
-        if window is None:
+        by_id = window is None and kind in ID_GAP_KINDS.get(provider, ())
+        if window is None and not by_id:
             outcomes.append(FillOutcome(gid, "open", f"{provider} fills time windows; this gap counts sequence numbers"))
             continue
         filler = fillers.get(provider)
         if filler is None:
             filler = fillers[provider] = FILLERS[provider](storage, settings, **(filler_kw or {}))
-        plans.append(filler.plan_gap(g, targets, *window))
+        if by_id:  # exact by id continuity: first..last missing venue trade ids
+            plans.append(filler.plan_id_gap(g, targets, int(g["first_missing"]), int(g["last_missing"])))
+        else:
+            plans.append(filler.plan_gap(g, targets, *window))
     total = sum(p.cost_nano for p in plans)
     verdict = None
     if plans:

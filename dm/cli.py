@@ -738,7 +738,9 @@ def backfill_fill_gaps(config_path, gap_ids, confirm, dry_run, as_json) -> None:
     try:
         try:
             outcomes, verdict = fill_gaps(st, settings, confirm=confirm, dry_run=dry_run, gap_ids=gap_ids or None,
-                                          filler_kw={"progress": make_progress()})
+                                          filler_kw={"progress": make_progress(),
+                                                     # venue REST fillers ask the configured venues (a replay in the demo)
+                                                     "rest_urls": {p.kind: p.rest_url for p in cfg.providers.values() if p.rest_url}})
         except BudgetRefused as e:
             _exit_refused(e)
         except DmError as e:

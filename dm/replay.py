@@ -679,7 +679,7 @@ class ReplayServer:
         return ws
 
     async def _on_message(self, conn: _Conn, data: str) -> None:
-        await conn.handler.on_message(conn, loads_or_none(data))
+        await conn.handler.on_text(conn, data)
 
 
 # ------------------------------------------------------------------ venue handlers
@@ -754,6 +754,12 @@ class VenueReplay:
     async def on_message(self, conn: _Conn, obj) -> None:
         """A client message (parsed JSON, ``None`` when not JSON): subscribe, ping, ..."""
         raise NotImplementedError
+
+    async def on_text(self, conn: _Conn, text: str) -> None:
+        """A client text message as received; by default parsed and handed to
+        :meth:`on_message`. A venue whose protocol has non-JSON messages (OKX's ``ping``)
+        overrides it."""
+        await self.on_message(conn, loads_or_none(text))
 
     def raw_text(self, text: str) -> str:
         """The frame as sent on a raw connection (``connect`` returned ``raw``)."""

@@ -43,13 +43,14 @@ def run(*args):
 
 
 def test_route_prints_tier_and_provider():
-    res = run("route", "ESU4", "ES.FUT", "BTCUSD", "-c", "conf/demo.toml")
+    res = run("route", "ESU4", "ES.FUT", "DASHEUR", "-c", "conf/demo.toml")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     # the demo streams ESU4 on GLBX.MDP3 (its Databento live provider): that exchange's rule decides
     assert lines[0].startswith("ESU4: tier 2 (asset_type@exchange '*@GLBX.MDP3') → historical databento GLBX.MDP3")
     assert lines[1].startswith("ES.FUT: tier 1 (symbol rule") and lines[1].endswith("stype_in parent")
-    assert lines[2].startswith("BTCUSD: tier 2 (asset_type@exchange '*@KRAKEN') → historical kraken")
+    # (BTCUSD is streamed by Kraken and Coinbase in the demo: no one exchange decides it)
+    assert lines[2].startswith("DASHEUR: tier 2 (asset_type@exchange '*@KRAKEN') → historical kraken")
     res = run("route", "ESU4", "--asset-type", "future", "--exchange", "CME", "-c", "conf/demo.toml", "--json")
     got = json.loads(res.output)[0]
     assert (got["tier"], got["chosen_by"], got["historical"], got["dataset"], got["exchange"]) == (

@@ -23,6 +23,8 @@ from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.codec_ref import RefBybitCodec
 from dm.venues.coinbase._codec import CoinbaseCodec
 from dm.venues.coinbase.codec_ref import RefCoinbaseCodec
+from dm.venues.okx._codec import OkxCodec
+from dm.venues.okx.codec_ref import RefOkxCodec
 from dm.venues.deribit._codec import DeribitCodec
 from dm.venues.deribit.codec_ref import RefDeribitCodec
 from dm.venues.bitstamp._codec import BitstampCodec
@@ -58,6 +60,8 @@ def codecs():
                                              "AIOZUSDT", "RADUSDT"])}
     csyms = {s: 80 + i for i, s in enumerate(["BTC-USD", "ETH-USD", "SKL-USD", "SKL-BTC", "SKL-GBP", "BAND-GBP",
                                              "BAND-BTC", "NMR-EUR", "YFI-BTC", "DASH-BTC", "NU-GBP", "CRV-EUR"])}
+    osyms = {s: 80 + i for i, s in enumerate(["ELON-USDT", "ZEN-USDT", "PROPS-ETH", "UNI-USD-SWAP",
+                                             "BTC-USD-220325-40000-C", "ETH-USD-220228-3000-C"])}
     dsyms = {s: 80 + i for i, s in enumerate(["BTC-24SEP21-8000-P", "BTC-30JUL21-24000-P", "BTC-31DEC21-34000-P",
                                              "BTC-24SEP21-34000-P", "BTC-24JUN22-15000-C", "BTC-31DEC21-300000-C",
                                              "BTC-25MAR22-30000-C", "ETH-30JUL21-2800-C", "ETH-27AUG21-4000-P",
@@ -83,6 +87,7 @@ def codecs():
          BybitCodec(1007, ysyms)),
         (CoinbaseCodec(1008, csyms), RefCoinbaseCodec(1008, csyms),
          recorded(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst", 6000) + recorded(DATA / "coinbase/2021-04-17/COINBASE.ws.28.0")),
+        (OkxCodec(1006, osyms), RefOkxCodec(1006, osyms), recorded(DATA / "okx/2022-02-27/OKX.ws.1.0")),
         (DeribitCodec(1009, dsyms), RefDeribitCodec(1009, dsyms), recorded(DATA / "deribit/2021-07-22/DERIBIT.ws.1.0")),
         (BitstampCodec(1010, ssyms), RefBitstampCodec(1010, ssyms), recorded(DATA / "bitstamp/2022-01-05/BITSTAMP.ws.1.0")),
         (BinanceFuturesCodec(1004, usyms), RefBinanceFuturesCodec(1004, usyms),
@@ -142,10 +147,10 @@ def fuzz(total: int, seed: int, oracle_every: int = 100) -> dict:
     rnd = random.Random(seed)
     stats = {"records": 0, "errors": 0, "ok": 0, "oracle_checked": 0}
     venues = codecs()
-    per_venue = total // len(venues)
-    for c, ref, frames, *twin in venues:
+    per_venue, extra = divmod(total, len(venues))
+    for idx, (c, ref, frames, *twin) in enumerate(venues):
         decode = c.decode
-        for k in range(per_venue):
+        for k in range(per_venue + (idx < extra)):   # exactly `total` frames whatever the venue count
             frame = mutate(rnd, rnd.choice(frames))
             try:
                 n = decode(frame, k)
@@ -194,9 +199,9 @@ def test_fuzz_ten_million_mutated_frames():
 
 @pytest.mark.parametrize("codec", [BinanceCodec(1, {}), KrakenCodec(1, {}), KrakenFuturesCodec(1, {}), BybitCodec(1, {}),
                                    CoinbaseCodec(1, {}), DeribitCodec(1, {}), BitstampCodec(1, {}),
-                                   BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {})],
+                                   BinanceFuturesCodec(1, {}), BinanceDeliveryCodec(1, {}), OkxCodec(1, {})],
                          ids=["binance", "kraken", "kf", "bybit", "coinbase", "deribit", "bitstamp", "binance_futures",
-                              "binance_delivery"])
+                              "binance_delivery", "okx"])
 def test_pathological_inputs(codec):
     """Deep nesting (no recursion), enormous numbers and strings, every byte value."""
     cases = [

@@ -944,6 +944,7 @@ class DatabentoGapFiller:
     route (``[routing]`` ``schemas``) over the gap's window, with the instruments' raw symbols."""
 
     def __init__(self, storage, settings: Settings, **kw):
+        kw.pop("rest_urls", None)  # the venue REST fillers' key of fill_gaps' shared filler_kw
         self.engine = DatabentoHistorical(storage, settings, **kw)
 
     def plan_gap(self, gap: dict, targets: list[GapTarget], start_ns: int, end_ns: int) -> GapPlan:

@@ -870,7 +870,8 @@ class Provider:
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
         if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
-            self.connects -= 1
+            if conn.transport is not None:  # on_ws_connected had counted it
+                self.connects -= 1
             raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
         log.info("connected", provider=self.name, url=url, transport="picows")
         if self._disconnected_ns:

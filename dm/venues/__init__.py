@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "kraken_futures": "dm.venues.kraken_futures",
     "bybit": "dm.venues.bybit",
     "coinbase": "dm.venues.coinbase",
+    "okx": "dm.venues.okx",
     "deribit": "dm.venues.deribit",
     "bitstamp": "dm.venues.bitstamp",
     "binance_futures": "dm.venues.binance_futures",

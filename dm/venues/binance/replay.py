@@ -11,6 +11,12 @@
   for ``S`` (several recorded: served in order, then the latest again; ``limit`` is ignored),
   HTTP 400 ``{"code":-1121,"msg":"Invalid symbol."}`` for a symbol never recorded (-1102 when
   ``symbol`` is missing); ``/api/v3/exchangeInfo`` → recorded body (served by path).
+* REST ``/api/v3/aggTrades?symbol=S[&fromId=A][&startTime=T0][&endTime=T1][&limit=N]`` (Binance
+  Spot API docs, "Compressed/Aggregate trades list"): the recorded ``aggTrade`` frames of ``S``
+  as ``[{"a","p","q","f","l","T","m","M"}, ...]`` ascending by ``a`` (values as recorded);
+  ``fromId`` inclusive, ``startTime``/``endTime`` ms inclusive (more than 1 hour apart: HTTP 400
+  ``-1127``), ``limit`` default 500, 1..1000 (else ``-1130``); none of the three: the most recent
+  ``limit`` trades; ``fromId`` with a time bound is refused (``-1128``), as the venue does.
 
 Subscription key of a frame: its stream name, lower case.
 """
@@ -23,6 +29,8 @@ import orjson
 from dm.replay import VenueReplay, json_error, json_response, loads_or_none
 
 DEPTH_PATHS = ("/api/v1/depth", "/api/v3/depth")
+AGG_TRADES_PATH = "/api/v3/aggTrades"
+AGG_KEYS = ("a", "p", "q", "f", "l", "T", "m", "M")
 
 
 def combined_data(text: str) -> str:
@@ -45,6 +53,7 @@ class BinanceReplay(VenueReplay):
     def __init__(self, server):
         super().__init__(server)
         self.depth: dict[str, list[bytes]] = {}  # symbol (upper case) -> recorded snapshot bodies
+        self._agg: dict[str, list[dict]] | None = None  # symbol -> recorded aggTrades by id, built on first use
 
     def index_frame(self, rec, ev) -> object:
         text = ev.text
@@ -66,7 +75,55 @@ class BinanceReplay(VenueReplay):
     def loaded(self) -> bool:
         return bool(self.recs or self.depth)
 
+    def agg_trades(self) -> dict[str, list[dict]]:
+        """Symbol (upper case) → its recorded aggregate trades, REST shape, ascending by ``a``
+        (a trade recorded twice, e.g. by two connections, once)."""
+        if self._agg is None:
+            agg: dict[str, dict[int, dict]] = {}
+            for rec in self.recs:
+                for ev, key in zip(rec.events, rec.keys):
+                    if not isinstance(key, str) or not key.endswith("@aggtrade"):
+                        continue
+                    obj = loads_or_none(ev.text)
+                    d = obj.get("data") if isinstance(obj, dict) else None
+                    if isinstance(d, dict) and isinstance(d.get("s"), str) and all(k in d for k in AGG_KEYS):
+                        agg.setdefault(d["s"].upper(), {}).setdefault(int(d["a"]), {k: d[k] for k in AGG_KEYS})
+            self._agg = {s: [t[a] for a in sorted(t)] for s, t in agg.items()}
+        return self._agg
+
+    def rest_agg_trades(self, request):
+        q = request.query
+        sym = q.get("symbol", "").upper()
+        if not sym:
+            return json_error(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."})
+        trades = self.agg_trades().get(sym)
+        if trades is None and sym not in self.depth:
+            return json_error(400, {"code": -1121, "msg": "Invalid symbol."})
+        trades = trades or []
+        try:
+            limit = int(q.get("limit", "500"))
+            from_id = int(q["fromId"]) if "fromId" in q else None
+            t0 = int(q["startTime"]) if "startTime" in q else None
+            t1 = int(q["endTime"]) if "endTime" in q else None
+        except ValueError:
+            return json_error(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+        if not 1 <= limit <= 1000:
+            return json_error(400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."})
+        if from_id is not None and (t0 is not None or t1 is not None):
+            return json_error(400, {"code": -1128, "msg": "Combination of optional parameters invalid."})
+        if t0 is not None and t1 is not None and t1 - t0 >= 3_600_000:
+            return json_error(400, {"code": -1127, "msg": "More than 1 hours between startTime and endTime."})
+        if from_id is not None:
+            out = [t for t in trades if t["a"] >= from_id][:limit]
+        elif t0 is not None or t1 is not None:
+            out = [t for t in trades if (t0 is None or t["T"] >= t0) and (t1 is None or t["T"] <= t1)][:limit]
+        else:
+            out = trades[-limit:]
+        return json_response(orjson.dumps(out))
+
     def rest(self, request):
+        if request.path == AGG_TRADES_PATH:
+            return self.rest_agg_trades(request)
         if request.path not in self.depth_paths:
             return None
         sym = request.query.get("symbol", "").upper()

@@ -9,14 +9,32 @@ behave (Kraken "WebSocket API v1" docs: subscribe, subscriptionStatus, ping, hea
   holds that channel/pair. ``{"event":"ping","reqid":N}`` → ``{"event":"pong","reqid":N}``;
   ``unsubscribe``.
 * REST ``/0/public/AssetPairs`` → recorded body (served by path).
+* REST ``/0/public/Trades?pair=P[&since=S][&count=N]`` (Kraken REST API, "Get Recent Trades"):
+  the recorded ``trade`` frames of pair ``P`` (its AssetPairs key, altname or wsname) as
+  ``{"error":[],"result":{"<pair key>":[[price, volume, time, "b"|"s", "m"|"l", misc,
+  trade_id], ...],"last":"<ns>"}}``: trades whose time is after ``since`` (ns, or seconds when
+  below 1e12; exclusive), at most ``count`` (default 1000, 1..1000), in recorded order; ``time``
+  is the recorded time string written as a JSON number (its digits kept), ``trade_id`` the
+  trade's 1-based position among the pair's recorded trades (Kraken's v1 websocket sends none),
+  ``last`` the ns time of the last trade returned (``since`` when none). An unknown pair:
+  ``{"error":["EQuery:Unknown asset pair"]}``.
 
 Subscription key of a data frame: ``(channelName, PAIR)``.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 
-from dm.replay import HEARTBEAT_KEY, VenueReplay, loads_or_none
+from dm.replay import HEARTBEAT_KEY, VenueReplay, json_response, loads_or_none
+
+TRADES_PATH = "/0/public/Trades"
+
+
+def time_ns(text: str) -> int:
+    """Kraken's ``"1617666461.465618"`` (seconds, decimal) → ns since the UNIX epoch, exact."""
+    return int(Decimal(text).scaleb(9))
 
 
 def with_reqid(ack: str, reqid: dict) -> str:
@@ -51,6 +69,59 @@ class KrakenReplay(VenueReplay):
     def __init__(self, server):
         super().__init__(server)
         self.by_key: dict[tuple, object] = {}  # (channelName, PAIR) -> the recording that acked it
+        self.pairs: dict[str, tuple[str, str]] = {}  # key / altname / wsname (upper) -> (key, WSNAME)
+        self._trades: dict[str, list[tuple[int, bytes]]] | None = None  # WSNAME -> [(time ns, REST row)]
+
+    def add_rest(self, url, body: bytes) -> bool:
+        if url.path.endswith("/AssetPairs"):
+            obj = loads_or_none(body)
+            res = obj.get("result") if isinstance(obj, dict) else None
+            for key, p in (res or {}).items():
+                ws = p.get("wsname") if isinstance(p, dict) else None
+                if isinstance(ws, str):
+                    for name in (key, p.get("altname"), ws, ws.replace("/", "")):
+                        if isinstance(name, str):
+                            self.pairs.setdefault(name.upper(), (key, ws.upper()))
+        return False  # still served by path
+
+    def trades(self) -> dict[str, list[tuple[int, bytes]]]:
+        """WSNAME → its recorded trades as REST rows (bytes), in recorded order."""
+        if self._trades is None:
+            out: dict[str, list[tuple[int, bytes]]] = {}
+            for rec in self.recs:
+                for ev, key in zip(rec.events, rec.keys):
+                    if not (isinstance(key, tuple) and key[0] == "trade"):
+                        continue
+                    rows = out.setdefault(key[1], [])
+                    for tr in orjson.loads(ev.text)[1]:
+                        p, v, t, side, typ, misc = (tr + [""] * 6)[:6]
+                        row = b"[%s,%s,%s,%s,%s,%s,%d]" % (orjson.dumps(p), orjson.dumps(v), str(Decimal(t)).encode(),
+                                                           orjson.dumps(side), orjson.dumps(typ), orjson.dumps(misc), len(rows) + 1)
+                        rows.append((time_ns(t), row))
+            self._trades = out
+        return self._trades
+
+    def rest(self, request):
+        if request.path != TRADES_PATH:
+            return None
+        q = request.query
+        found = self.pairs.get(q.get("pair", "").upper())
+        if found is None:
+            return json_response(b'{"error":["EQuery:Unknown asset pair"]}')
+        key, ws = found
+        try:
+            since = int(q.get("since", "0") or 0)
+            count = int(q.get("count", "1000"))
+        except ValueError:
+            return json_response(b'{"error":["EGeneral:Invalid arguments"]}')
+        if since < 10**12:
+            since *= 10**9
+        if not 1 <= count <= 1000:
+            return json_response(b'{"error":["EGeneral:Invalid arguments:count"]}')
+        rows = [(t, r) for t, r in self.trades().get(ws, []) if t > since][:count]
+        last = rows[-1][0] if rows else since
+        body = b'{"error":[],"result":{%s:[%s],"last":"%d"}}' % (orjson.dumps(key), b",".join(r for _, r in rows), last)
+        return json_response(body)
 
     def index_frame(self, rec, ev) -> object:
         text = ev.text

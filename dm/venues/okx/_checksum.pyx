@@ -1,0 +1,149 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# distutils: libraries = z
+"""OKX v5 order book checksum (OKX API v5 docs, "Order book channel" → "Checksum") over dm's L2
+book (``dm._book.L2Book``), read straight from the book's level arrays (layout in
+``dm/_book.pxd``), with the CRC32 of zlib (linked: ``crc32`` from ``zlib.h``, the code behind ``zlib.crc32``)
+called on the rendered text without creating a Python object. bench/bench_okx_checksum.py
+compares it with the Python alternative (book levels → strings → ``zlib.crc32``): a hand-rolled
+slice-by-8 CRC measured 0.82-0.87x zlib's braided one, so the library's is used."""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+from dm._book cimport BookSide, L2Book
+
+from dm.errors import BookError
+
+cdef extern from "zlib.h" nogil:
+    # zlib's own CRC-32 (the library behind Python's zlib.crc32), called without Python objects
+    unsigned long z_crc32 "crc32"(unsigned long crc, const unsigned char* buf, unsigned int len)
+
+cdef enum:
+    DEPTH = 25                   # "Checksum": the best 25 bids and asks
+    BUF = 25 * 2 * 2 * 42 + 64   # 100 numbers of at most 41 characters + ':'
+
+
+cdef extern from *:
+    """
+    static const char dm_okx_dig2[201] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    static const uint64_t dm_okx_p10[20] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+        1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+        100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+        1000000000000000000ULL, 10000000000000000000ULL};
+    /* the digits of v, at least `width` of them (zero-padded on the left), written at p */
+    static inline char *dm_okx_digits(char *p, uint64_t v, int width) {
+        char tmp[24];
+        int k = 24;
+        while (v >= 100) {
+            uint64_t q = v / 100;
+            unsigned r = (unsigned)(v - q * 100);
+            k -= 2;
+            memcpy(tmp + k, dm_okx_dig2 + 2 * r, 2);
+            v = q;
+        }
+        if (v >= 10) {
+            k -= 2;
+            memcpy(tmp + k, dm_okx_dig2 + 2 * v, 2);
+        } else if (v > 0 || k == 24) {
+            tmp[--k] = (char)('0' + v);
+        }
+        while (24 - k < width)
+            tmp[--k] = '0';
+        memcpy(p, tmp + k, 24 - k);
+        return p + 24 - k;
+    }
+    /* v / 10**dp in its shortest decimal form: no trailing fractional zeros, no '.' for an
+       integer ("0" for zero) */
+    static inline char *dm_okx_dec(char *p, uint64_t v, int dp) {
+        uint64_t ip, fr;
+        if (dp == 0)
+            return dm_okx_digits(p, v, 1);
+        ip = dp == 9 ? v / 1000000000ULL : v / dm_okx_p10[dp];   /* 9 (prices): a constant divisor */
+        fr = v - ip * dm_okx_p10[dp];
+        p = dm_okx_digits(p, ip, 1);
+        if (fr == 0)
+            return p;
+        /* strip trailing zeros: at most four divisions (8, 4, 2, 1 digits) */
+        if (dp > 8 && fr % 100000000ULL == 0) { fr /= 100000000ULL; dp -= 8; }
+        if (dp > 4 && fr % 10000ULL == 0) { fr /= 10000ULL; dp -= 4; }
+        if (dp > 2 && fr % 100ULL == 0) { fr /= 100ULL; dp -= 2; }
+        if (dp > 1 && fr % 10ULL == 0) { fr /= 10ULL; dp -= 1; }
+        *p++ = '.';
+        return dm_okx_digits(p, fr, dp);
+    }
+    """
+    char* dm_okx_dec(char* p, uint64_t v, int dp) noexcept nogil
+
+
+cdef inline char* put_dec(char* p, uint64_t v, int dp) noexcept nogil:
+    """Decimal text of ``v / 10**dp``, shortest form: no trailing fractional zeros, no '.' for an
+    integer, "0" for zero (the form OKX sends its price and size strings in)."""
+    return dm_okx_dec(p, v, dp)
+
+
+cdef char* put_px(char* p, int64_t px) noexcept nogil:
+    if px < 0:
+        p[0] = 45
+        return put_dec(p + 1, <uint64_t>(-(px + 1)) + 1, 9)
+    return put_dec(p, <uint64_t>px, 9)
+
+
+cdef Py_ssize_t render(L2Book book, int size_precision, char* buf) noexcept nogil:
+    """The checksum text into buf (length returned): bid1px:bid1sz:ask1px:ask1sz:bid2px:..., the
+    shorter side's missing levels left out."""
+    cdef BookSide* bd = &book.bids
+    cdef BookSide* ak = &book.asks
+    cdef Py_ssize_t nb = bd.n if bd.n < DEPTH else DEPTH
+    cdef Py_ssize_t na = ak.n if ak.n < DEPTH else DEPTH
+    cdef Py_ssize_t tb = bd.lo + bd.n - 1, ta = ak.lo + ak.n - 1, i
+    cdef char* p = buf
+    for i in range(nb if nb > na else na):
+        if i < nb:
+            if p != buf:
+                p[0] = 58
+                p += 1
+            p = put_px(p, bd.lv[tb - i].key)
+            p[0] = 58
+            p = put_dec(p + 1, bd.lv[tb - i].size, size_precision)
+        if i < na:
+            if p != buf:
+                p[0] = 58
+                p += 1
+            p = put_px(p, ~ak.lv[ta - i].key)
+            p[0] = 58
+            p = put_dec(p + 1, ak.lv[ta - i].size, size_precision)
+    return p - buf
+
+
+def _check_sp(int size_precision):
+    if not 0 <= size_precision <= 18:
+        raise BookError(f"size_precision must be within 0..18, got {size_precision}")
+
+
+def book_checksum(L2Book book, int size_precision) -> int:
+    """OKX API v5 "Order book channel" → "Checksum" of ``book`` as u32 (OKX sends it as a
+    signed 32-bit integer: compare ``& 0xFFFFFFFF``): CRC32 of the best 25 bids and asks
+    interleaved, ``bid1px:bid1sz:ask1px:ask1sz:bid2px:...`` (when one side has fewer levels,
+    the other side's remaining levels follow alone), each price and size written as OKX sends
+    them (shortest decimal; the book holds prices at 1e-9 and sizes at ``size_precision``
+    decimals). Raises ``BookError`` for a size_precision outside 0..18."""
+    _check_sp(size_precision)
+    cdef char buf[BUF]
+    cdef Py_ssize_t n = render(book, size_precision, buf)
+    return z_crc32(0, <const unsigned char*>buf, <unsigned int>n)
+
+
+def checksum_text(L2Book book, int size_precision) -> bytes:
+    """The text :func:`book_checksum` hashes (tests, diagnostics)."""
+    _check_sp(size_precision)
+    cdef char buf[BUF]
+    cdef Py_ssize_t n = render(book, size_precision, buf)
+    return buf[:n]
+
+
+def crc32(bytes data) -> int:
+    """CRC-32 of ``data`` (< 4 GiB) through the linked zlib (tests compare it with ``zlib.crc32``)."""
+    return z_crc32(0, <const unsigned char*>PyBytes_AS_STRING(data), <unsigned int>PyBytes_GET_SIZE(data))
