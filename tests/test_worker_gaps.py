@@ -94,8 +94,8 @@ def _identical_fills_frame() -> tuple[str, int]:
 
 
 def test_kraken_identical_fills_in_one_frame_are_two_rows(storage_url):
-    """Kraken v1 trades have no id: the codec numbers a frame's fills (sequence = position in the
-    frame), so two identical fills are two rows; decoding the same frame again (a replay of the
+    """Kraken v1 trades have no id: the codec numbers identical fills of a frame (sequence = how
+    many identical ones precede it), so two identical fills are two rows; decoding the same frame again (a replay of the
     recording) gives the same records, so a re-ingest adds nothing."""
     frame, ts = _identical_fills_frame()
     codec = KrakenCodec(1002, {"DASH/EUR": 77})
