@@ -14,7 +14,8 @@ Coinbase case (``codec.coinbase_<type>.speedup_vs_orjson_loads_only``), for
 ``codec.deribit_book.speedup_vs_orjson_pack`` (vs ``orjson.loads`` + ``struct.pack`` of the same
 BOOK_DELTA records, floats rounded), and for ``binance_futures_depthupdate`` /
 ``binance_delivery_depthupdate`` (Binance USD-M / COIN-M diffs), and
-``codec.okx_books_update.speedup_vs_orjson_loads_only`` on the OKX books-l2-tbt updates.
+``codec.okx_books_update.speedup_vs_orjson_loads_only`` on the OKX books-l2-tbt updates. ``*_sp8`` cases: the
+same frames with sizes at the precision the workers register (8) instead of 1e-9.
 One core; gc disabled while timing; best of several repeats after a warm-up.
 """
 from __future__ import annotations
@@ -151,6 +152,17 @@ def cases(make_codec=registry_codec) -> dict[str, tuple[str, object, list[bytes]
         "kf_ticker_lite": ("kraken_futures", codec("kraken_futures", fsyms),
                            [f for f in kf_all if b'"ticker_lite"' in f[:30]]),
     }
+    # The same frames with sizes at the precision the workers register (Binance base asset
+    # precision 8, Kraken lot_decimals 8) rather than 1e-9: the cost of per-instrument sizes.
+    def at(kind, syms, sp):
+        c = codec(kind, {})
+        for s, i in syms.items():
+            c.add_symbol(s, i, sp)
+        return c
+
+    out["binance_depthupdate_sp8"] = ("binance", at("binance", bsyms, 8), out["binance_depthupdate"][2])
+    out["binance_aggtrade_sp8"] = ("binance", at("binance", bsyms, 8), out["binance_aggtrade"][2])
+    out["kraken_book_sp8"] = ("kraken", at("kraken", ksyms, 8), out["kraken_book"][2])
     # Venues added later: a checkout without them (bench/ab_codec.py against an older tree) has
     # no such codec or cannot read their recording; their cases are left out there.
     try:

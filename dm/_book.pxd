@@ -37,6 +37,7 @@ cdef class L2Book:
     cdef readonly uint32_t instrument_id
     cdef readonly uint16_t publisher_id
     cdef readonly Py_ssize_t max_depth        # 0 = unbounded
+    cdef public uint8_t size_precision        # the instrument's size scale, stamped on DEPTH/BBO
 
     # Apply concatenated BOOK_DELTA records at buf[0:nbytes]; returns the change mask.
     cdef int apply_buffer(self, const uint8_t* buf, Py_ssize_t nbytes) except -1

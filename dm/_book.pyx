@@ -210,13 +210,19 @@ cdef int _side_code(object side) except -1:
 cdef class L2Book:
     """L2 book of one instrument.
 
-    ``L2Book(instrument_id, publisher_id, max_depth=0)``: ``max_depth`` 0 = unbounded, else each
-    side is truncated to its best ``max_depth`` levels after every apply call. Records passed to
-    ``apply`` must carry this ``instrument_id`` (``BookError`` otherwise)."""
+    ``L2Book(instrument_id, publisher_id, max_depth=0, size_precision=9)``: ``max_depth`` 0 =
+    unbounded, else each side is truncated to its best ``max_depth`` levels after every apply
+    call. Records passed to ``apply`` must carry this ``instrument_id`` (``BookError``
+    otherwise). ``size_precision`` (0..18, settable): the scale of the sizes it holds (those of
+    the records applied), stamped on the DEPTH and BBO records it writes."""
 
-    def __cinit__(self, uint32_t instrument_id, uint16_t publisher_id, Py_ssize_t max_depth=0):
+    def __cinit__(self, uint32_t instrument_id, uint16_t publisher_id, Py_ssize_t max_depth=0,
+                  int size_precision=FIXED_DECIMALS):
         if max_depth < 0:
             raise ValueError("max_depth must be >= 0")
+        if not 0 <= size_precision <= 18:
+            raise ValueError(f"size_precision {size_precision} must be 0..18")
+        self.size_precision = <uint8_t>size_precision
         self.instrument_id = instrument_id
         self.publisher_id = publisher_id
         self.max_depth = max_depth
@@ -361,7 +367,7 @@ cdef class L2Book:
         out.ts_recv = ts_recv
         out.sequence = sequence
         out.flags = flags
-        out.size_precision = FIXED_DECIMALS
+        out.size_precision = self.size_precision
         if b.n:
             out.bid_px = b.lv[b.lo + b.n - 1].key
             out.bid_sz = b.lv[b.lo + b.n - 1].size
@@ -391,7 +397,7 @@ cdef class L2Book:
         out.flags = flags
         out.n_bid = <uint8_t>nb
         out.n_ask = <uint8_t>na
-        out.size_precision = FIXED_DECIMALS
+        out.size_precision = self.size_precision
         for k in range(DEPTH_LEVELS):
             if k < nb:
                 out.levels[k].bid_px = b.lv[btop - k].key

@@ -12,8 +12,9 @@ v2+ 53 bytes), schema_definition_length u32 (0), then four lists (symbols, parti
 u32 count + cstrs; mappings: u32 count + (raw_symbol cstr, u32 interval count, intervals of
 (start_date u32 YYYYMMDD, end_date u32, symbol cstr))). Records follow at ``8 + length``.
 
-Conversions (prices are DBN's i64 at 1e-9 unchanged; DBN sizes are u32 counts → dm u64 at 1e-9
-as ``size * 10**9``, always exact since 2**32 * 10**9 < 2**64; timestamps ns unchanged;
+Conversions (prices are DBN's i64 at 1e-9 unchanged; DBN sizes are u32 counts (contracts,
+shares) kept at their native scale: dm u64 with ``size_precision`` 0, so a DBN size is the same
+integer in dm; bar volumes likewise (<= i64 max, storable); timestamps ns unchanged;
 publisher_id and instrument_id are DBN's):
 
 =================  ===========================================================================
@@ -45,13 +46,13 @@ header                    DBN's (publisher_id, instrument_id, ts_event: the defi
 ts_recv                   ts_recv
 min_price_increment       min_price_increment (tick size, 1e-9; UNDEF_PRICE kept)
 display_factor            display_factor (1e-9)
-lot_size                  min_lot_size_round_lot x 10**size_precision (0 when DBN has none:
+lot_size                  min_lot_size_round_lot (size_precision 0; 0 when DBN has none:
                           <= 0 or i32 max)
 contract_multiplier       unit_of_measure_qty (1e-9: e.g. 50 for ES); when undefined, DBN's
                           i32 contract_multiplier x 1e9; else UNDEF_PRICE
 strike_price              strike_price (UNDEF_PRICE kept)
 expiration, activation    expiration, activation (ns; UNDEF_TIMESTAMP kept)
-size_precision            9: the scale of the sizes this converter writes (DBN counts x 1e9)
+size_precision            0: DBN's sizes are integer counts, kept native
 price_precision           decimals of min_price_increment (9 when undefined)
 instrument_class          instrument_class (DBN char: F, C, P, K, ...)
 symbol, raw_symbol        raw_symbol (Databento symbols are native: ``ESU4``)
@@ -173,7 +174,8 @@ cdef enum:
     E_INTERVAL = -6
 
 cdef int64_t SCALE = 1000000000
-cdef uint64_t MAX_VOLUME = 18446744073ULL   # floor(2**64-1 / 1e9)
+cdef uint64_t MAX_VOLUME = 9223372036854775807ULL   # i64 max: storable (BIGINT)
+cdef uint64_t SZ = 1                               # DBN sizes are kept native (size_precision 0)
 
 cdef inline uint16_t ld16(const uint8_t *p) noexcept nogil:
     cdef uint16_t v
@@ -212,7 +214,7 @@ cdef inline uint8_t *put_event(uint8_t *o, const uint8_t *q, int nlevels) noexce
     put_header(&e.hd, RTYPE_MBP_EVENT, sizeof(MbpEventRecord), q)
     e.ts_recv = ld64(q + 32)
     e.price = <int64_t>ld64(q + 16)
-    e.size = <uint64_t>ld32(q + 24) * <uint64_t>SCALE
+    e.size = <uint64_t>ld32(q + 24) * SZ
     e.sequence = ld32(q + 44)
     e.ts_in_delta = <int32_t>ld32(q + 40)
     e.action = q[28]
@@ -417,12 +419,12 @@ cdef class DbnConverter:
                     put_header(&t.hd, RTYPE_TRADE, sizeof(TradeRecord), q)
                     t.ts_recv = ld64(q + 32)
                     t.price = <int64_t>ld64(q + 16)
-                    t.size = <uint64_t>ld32(q + 24) * <uint64_t>SCALE
+                    t.size = <uint64_t>ld32(q + 24) * SZ
                     t.trade_id = 0
                     t.sequence = ld32(q + 44)
                     t.side = q[29]
                     t.flags = q[30]
-                    t.size_precision = FIXED_DECIMALS
+                    t.size_precision = 0
                     memset(t._reserved, 0, 5)
                     o += sizeof(TradeRecord)
                     if ev:
@@ -433,13 +435,13 @@ cdef class DbnConverter:
                     b.ts_recv = ld64(q + 32)
                     b.bid_px = <int64_t>ld64(q + 48)
                     b.ask_px = <int64_t>ld64(q + 56)
-                    b.bid_sz = <uint64_t>ld32(q + 64) * <uint64_t>SCALE
-                    b.ask_sz = <uint64_t>ld32(q + 68) * <uint64_t>SCALE
+                    b.bid_sz = <uint64_t>ld32(q + 64) * SZ
+                    b.ask_sz = <uint64_t>ld32(q + 68) * SZ
                     b.sequence = ld32(q + 44)
                     b.bid_ct = ld32(q + 72)
                     b.ask_ct = ld32(q + 76)
                     b.flags = q[30]
-                    b.size_precision = FIXED_DECIMALS
+                    b.size_precision = 0
                     memset(b._reserved, 0, 6)
                     o += sizeof(BboRecord)
                     if ev:
@@ -450,15 +452,15 @@ cdef class DbnConverter:
                     d.ts_recv = ld64(q + 32)
                     d.sequence = ld32(q + 44)
                     d.flags = q[30]
-                    d.size_precision = FIXED_DECIMALS
+                    d.size_precision = 0
                     memset(d._reserved, 0, 4)
                     nb = -1
                     na = -1
                     for i in range(DEPTH_LEVELS):
                         d.levels[i].bid_px = <int64_t>ld64(q + 48 + 32 * i)
                         d.levels[i].ask_px = <int64_t>ld64(q + 56 + 32 * i)
-                        d.levels[i].bid_sz = <uint64_t>ld32(q + 64 + 32 * i) * <uint64_t>SCALE
-                        d.levels[i].ask_sz = <uint64_t>ld32(q + 68 + 32 * i) * <uint64_t>SCALE
+                        d.levels[i].bid_sz = <uint64_t>ld32(q + 64 + 32 * i) * SZ
+                        d.levels[i].ask_sz = <uint64_t>ld32(q + 68 + 32 * i) * SZ
                         if nb < 0 and d.levels[i].bid_px == DM_UNDEF_PRICE:
                             nb = i
                         if na < 0 and d.levels[i].ask_px == DM_UNDEF_PRICE:
@@ -499,11 +501,11 @@ cdef class DbnConverter:
                 r.high = <int64_t>ld64(q + 24)
                 r.low = <int64_t>ld64(q + 32)
                 r.close = <int64_t>ld64(q + 40)
-                r.volume = vol * <uint64_t>SCALE
+                r.volume = vol * SZ
                 r.interval_s = interval
                 r.count = 0
                 r.flags = 0
-                r.size_precision = FIXED_DECIMALS
+                r.size_precision = 0
                 memset(r._reserved, 0, 6)
                 o += sizeof(BarRecord)
                 self.count += 1
@@ -617,8 +619,8 @@ cdef class DbnConverter:
                 pp -= 1
         out = _DEF_OUT.pack(
             _DEF_OUT.size // 4, RTYPE_INSTRUMENT_DEF, ld16(q + 2), ld32(q + 4), ld64(q + 8), ld64(q + o_recv),
-            tick, <int64_t>ld64(q + o_disp), <int64_t>lot * SCALE if 0 < lot < _I32_MAX else 0, mult,
-            <int64_t>ld64(q + o_strike), ld64(q + o_exp), ld64(q + o_act), FIXED_DECIMALS, pp, q[o_cls], 0,
+            tick, <int64_t>ld64(q + o_disp), <int64_t>lot if 0 < lot < _I32_MAX else 0, mult,
+            <int64_t>ld64(q + o_strike), ld64(q + o_exp), ld64(q + o_act), 0, pp, q[o_cls], 0,
             sym.encode(), exchange.encode(), sym.encode(),
             _cstr(rec[und[0]:und[0] + und[1]], "underlying", at + und[0]).encode(),
             _cstr(rec[asset[0]:asset[0] + asset[1]], "asset", at + asset[0]).encode(),
@@ -636,7 +638,7 @@ cdef dict _REASONS = {
     E_LENGTH: ("length", "record length {v} bytes does not match the rtype's layout"),
     E_SIDE: ("side", "side byte {v} is not 'A', 'B' or 'N'"),
     E_ACTION: ("action", "action byte {v} is not one of A M C R T F N"),
-    E_VOLUME: ("volume", "volume {v} does not fit u64 at 1e-9"),
+    E_VOLUME: ("volume", "volume {v} does not fit i64 (storage BIGINT)"),
     E_INTERVAL: ("rtype", "deprecated OHLCV rtype {v:#04x} in a stream whose schema is not ohlcv-1s/1m/1h/1d"),
 }
 

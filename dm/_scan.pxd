@@ -713,10 +713,11 @@ cdef inline const char* parse_fixed_slow_dp(const uint8_t* p, Py_ssize_t n, bint
 
 cdef inline const char* parse_size_dp(const uint8_t* p, Py_ssize_t n, int dp, int64_t* out) noexcept nogil:
     """A size: decimal text -> integer at 10**-dp (the instrument's size_precision), exact,
-    non-negative and <= i64 max (storable). Fast path for ``d{1,}(.d{0,dp})?`` with at most 18
-    digits in all; anything else (exponents, trailing zeros past dp, a sign) goes to
+    non-negative and <= i64 max (storable). Fast path for ``d{1,}(.d{0,dp}0*)?`` with at most 18
+    significant digits kept (venues pad to a fixed number of decimals: Binance "12.00000000" at
+    size_precision 0); anything else (exponents, a sign, a non-zero digit past dp) goes to
     parse_fixed_slow_dp, which defines the semantics."""
-    cdef Py_ssize_t i = 0, j
+    cdef Py_ssize_t i = 0, j, k
     cdef uint64_t acc = 0
     cdef const char* r
     while i < n and is_digit(p[i]):
@@ -732,13 +733,17 @@ cdef inline const char* parse_size_dp(const uint8_t* p, Py_ssize_t n, int dp, in
     else:
         i += 1
         j = i
-        while i < n and is_digit(p[i]):
+        k = i + dp
+        while i < n and i < k and is_digit(p[i]):
             acc = acc * 10 + (p[i] - 48)
             i += 1
-        if i != n or i - j > dp:
+        k = i - j                       # fractional digits kept (<= dp)
+        while i < n and p[i] == 48:     # zeros past dp
+            i += 1
+        if i != n:
             r = parse_fixed_slow_dp(p, n, 0, dp, out)
         else:
-            out[0] = <int64_t>(acc * dm_pow10[dp - (i - j)])  # < 10**18: fits
+            out[0] = <int64_t>(acc * dm_pow10[dp - k])  # < 10**18: fits
             return NULL
     if r == NULL and <uint64_t>out[0] > <uint64_t>0x7FFFFFFFFFFFFFFF:
         return R_RANGE

@@ -49,6 +49,7 @@ TRADE = struct.Struct("<BBHIQQqQQQBBB5x")      # 64 B
 BBO = struct.Struct("<BBHIQQqqQQQIIBB6x")      # 80 B
 DELTA = struct.Struct("<BBHIQQqQQBBBB4x")      # 56 B
 SIZE_PRECISION = 9
+MAX_VALUE_ERRS = 16  # dm/_scan.pxd: value errors kept per decode (more are only counted)
 assert (TRADE.size, BBO.size, DELTA.size) == (64, 80, 56)
 
 
@@ -307,24 +308,69 @@ class RefCodec:
     def __init__(self, publisher_id: int, symbols: dict | None = None):
         self.publisher_id = publisher_id
         self.syms: dict[bytes, int] = {}
+        self.sps: dict[bytes, int] = {}   # venue symbol -> size_precision
         self._counts = [0] * len(KIND_NAMES)
         for k, v in (symbols or {}).items():
             self.add_symbol(k, v)
         self._reset()
 
-    def add_symbol(self, venue_symbol, instrument_id: int) -> None:
+    def add_symbol(self, venue_symbol, instrument_id: int, size_precision: int = SIZE_PRECISION) -> None:
         k = as_bytes(venue_symbol)
         if not 1 <= len(k) <= SYM_MAX:
             raise ValueError("venue symbol length")
+        if not 0 <= size_precision <= 18:
+            raise ValueError(f"size_precision {size_precision} must be 0..18")
         self.syms[k.upper()] = instrument_id
+        self.sps[k.upper()] = size_precision
 
     def _reset(self):
         self.recs: list = []
         self.last_kind = 0
         self.instrument_id = 0
+        self.size_precision = SIZE_PRECISION
         self.first_seq = 0
         self.last_seq = 0
         self.checksum = -1
+        self.value_errors: list = []
+        self.value_error_count = 0
+
+    # -- values rejected alone (dm._scan value_reject): None = skip that value
+    def _reject(self, field, reason, off):
+        self.value_error_count += 1
+        if len(self.value_errors) < MAX_VALUE_ERRS:
+            self.value_errors.append((self.instrument_id, field, reason, off))
+        return None
+
+    def _value(self, raw: bytes, node: "Node", field: str, signed: bool, dp: int, size: bool):
+        try:
+            return fixed(raw, signed, dp, size=size)
+        except _FixedError as e:
+            if str(e) == "invalid decimal":
+                self.err(str(e), field, node.off, FixedPointError)
+            return self._reject(field, str(e), node.off)
+
+    def px_str(self, node: "Node", field: str):
+        """Price string -> i64 at 1e-9, or None (rejected alone)."""
+        return self._value(self.s(node, field), node, field, True, 9, False)
+
+    def sz_str(self, node: "Node", field: str):
+        """Size string -> at the instrument's size_precision, or None (rejected alone)."""
+        return self._value(self.s(node, field), node, field, False, self.size_precision, True)
+
+    def _num(self, node: "Node", field: str) -> bytes:
+        if node.t != "num":
+            self.err("expected a number", field, node.off)
+        return node.v
+
+    def px_num(self, node: "Node", field: str, null=None):
+        if null is not None and node.t == "null":
+            return null
+        return self._value(self._num(node, field), node, field, True, 9, False)
+
+    def sz_num(self, node: "Node", field: str, null=None):
+        if null is not None and node.t == "null":
+            return null
+        return self._value(self._num(node, field), node, field, False, self.size_precision, True)
 
     def counts(self) -> dict:
         return {KIND_NAMES[k]: c for k, c in enumerate(self._counts) if c}
@@ -386,6 +432,7 @@ class RefCodec:
         if iid is None:
             self.err(f"unknown symbol {raw.decode('utf-8', 'replace')!r}", field, node.off, UnknownInstrumentError)
         self.instrument_id = iid
+        self.size_precision = self.sps[raw.upper()]
 
     @staticmethod
     def members(node: Node) -> dict:
@@ -394,15 +441,15 @@ class RefCodec:
     # -- records
     def trade(self, ts_event, px, sz, tid, seq, side, flags):
         self.recs.append(TRADE.pack(16, RTYPE_TRADE, self.publisher_id, self.instrument_id, ts_event,
-                                    self.ts_recv, px, sz, tid, seq, side, flags, SIZE_PRECISION))
+                                    self.ts_recv, px, sz, tid, seq, side, flags, self.size_precision))
 
     def bbo(self, ts_event, bp, bs, ap, as_, seq, flags):
         self.recs.append(BBO.pack(20, RTYPE_BBO, self.publisher_id, self.instrument_id, ts_event,
-                                  self.ts_recv, bp, ap, bs, as_, seq, 0, 0, flags, SIZE_PRECISION))
+                                  self.ts_recv, bp, ap, bs, as_, seq, 0, 0, flags, self.size_precision))
 
     def delta(self, ts_event, px, sz, seq, side, action, flags):
         self.recs.append(DELTA.pack(14, RTYPE_BOOK_DELTA, self.publisher_id, self.instrument_id, ts_event,
-                                    self.ts_recv, px, sz, seq, side, action, flags, SIZE_PRECISION))
+                                    self.ts_recv, px, sz, seq, side, action, flags, self.size_precision))
 
     def level(self, ts_event, px, sz, seq, side, flags):
         self.delta(ts_event, px, sz, seq, side, ACT_ADD if sz else ACT_CANCEL, flags)

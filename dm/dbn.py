@@ -19,8 +19,8 @@ databento/dbn ``rust/dbn/src/record.rs``):
   → ``symbols``
 
 Fixed point: DBN prices are already i64 at 1e-9 and are copied; DBN sizes (u32 counts) and bar
-volumes (u64) become u64 at 1e-9 (``x * 10**9``; sizes always fit, a volume above
-18,446,744,073 raises ``DbnError``). Timestamps are ns since the UNIX epoch, unchanged.
+volumes (u64) keep their native scale: records carry ``size_precision`` 0, so a DBN size is the
+same integer in dm (a volume above i64 max, not storable, raises ``DbnError``). Timestamps are ns since the UNIX epoch, unchanged.
 ``publisher_id`` and ``instrument_id`` are Databento's own (records are not renumbered). dm's
 instrument registry takes Databento raw symbols as they are (``dm.symbology.NativeSymbology``:
 ``ESU4``, ``NVDA``); ``DbnResult.symbols`` / ``DbnConverter.symbols`` give instrument_id → raw

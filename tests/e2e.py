@@ -31,6 +31,20 @@ def fx(s: str) -> int:
     return int(d)
 
 
+def fxs(s: str, size_precision: int) -> int:
+    """A size's decimal string → integer at 10**-size_precision, exactly (the test's oracle)."""
+    d = Decimal(s).scaleb(size_precision)
+    assert d == d.to_integral_value(), (s, size_precision)
+    return int(d)
+
+
+def to9(size: int, size_precision: int) -> int:
+    """A record's size at its size_precision (<= 9) → the same quantity at 1e-9, exactly: for
+    comparing with reference books that work at 1e-9."""
+    assert 0 <= size_precision <= 9
+    return size * 10 ** (9 - size_precision)
+
+
 def expected_binance(path: Path = B38) -> dict:
     """Per canonical symbol: list of aggTrade data dicts and bookTicker data dicts, in order."""
     out = {"aggTrade": defaultdict(list), "bookTicker": defaultdict(list)}

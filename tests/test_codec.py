@@ -71,7 +71,7 @@ def outcome(fn, codec, *args):
     except CodecError as e:
         return ("error", type(e).__name__, e.venue, e.reason, e.field, e.offset)
     return (n, bytes(codec.output()), codec.last_kind, codec.instrument_id, codec.first_seq,
-            codec.last_seq, codec.checksum)
+            codec.last_seq, codec.checksum, list(codec.value_errors), codec.value_error_count)
 
 
 def both(c, r, frame, ts=1):
@@ -367,10 +367,14 @@ def test_binance_raw_stream_forms():
 def test_binance_errors_name_venue_field_offset():
     c = BinanceCodec(1001, {"ZILUSDT": 5})
     frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, p="0.1234567891")}).encode()
-    with pytest.raises(FixedPointError) as ei:
+    # a value that cannot be represented is rejected alone (the trade), the frame is not an error
+    assert c.decode(frame, 1) == 0 and c.output().nbytes == 0 and KIND_NAMES[c.last_kind] == "aggTrade"
+    assert c.value_errors == [(5, "p", "more than 9 fractional digits", frame.index(b'"0.1234567891"'))]
+    frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, p="1.2.3")}).encode()
+    with pytest.raises(FixedPointError) as ei:      # not a decimal at all: the frame is malformed
         c.decode(frame, 1)
-    assert (ei.value.venue, ei.value.field, ei.value.offset) == ("BINANCE", "p", frame.index(b'"0.1234567891"'))
-    assert ei.value.reason == "more than 9 fractional digits"
+    assert (ei.value.venue, ei.value.field, ei.value.offset) == ("BINANCE", "p", frame.index(b'"1.2.3"'))
+    assert ei.value.reason == "invalid decimal"
     assert c.output().nbytes == 0 and c.last_kind == 0
     frame = json.dumps({"stream": "zilusdt@aggTrade", "data": dict(AGG, s="NOPE")}).encode()
     with pytest.raises(UnknownInstrumentError) as ei:
@@ -452,9 +456,10 @@ def test_kraken_futures_shapes_not_recorded():
         with pytest.raises(CodecError) as ei:
             dec(c, bad)
         assert (ei.value.reason, ei.value.field) == (reason, field)
-    with pytest.raises(FixedPointError) as ei:
-        dec(c, b'{"feed":"book","product_id":"PI_XBTUSD","side":"buy","seq":1,"timestamp":1,"price":1,"qty":-2}')
-    assert ei.value.reason == "negative value" and ei.value.field == "qty"
+    # a negative size is a value rejected alone: no level, the seq still counts
+    frame = b'{"feed":"book","product_id":"PI_XBTUSD","side":"buy","seq":1,"timestamp":1,"price":1,"qty":-2}'
+    assert c.decode(frame, 1) == 0 and (c.first_seq, c.last_seq) == (1, 1)
+    assert [e[1:] for e in c.value_errors] == [("qty", "negative value", frame.index(b"-2"))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def outcome(codec, frame, ts=123456789):
     except CodecError as e:
         return ("error", type(e).__name__, e.venue, e.reason, e.field, e.offset)
     return (n, bytes(codec.output()), codec.last_kind, codec.instrument_id, codec.first_seq,
-            codec.last_seq, codec.checksum)
+            codec.last_seq, codec.checksum, list(codec.value_errors), codec.value_error_count)
 
 
 def agree(venue, frame):

@@ -19,6 +19,7 @@ from dm.errors import CodecError
 DATA = Path(__file__).resolve().parent.parent / "data" / "databento"
 FILES = sorted(p for p in DATA.rglob("*") if p.name.endswith((".dbn", ".dbn.zst")))
 SCALE = R.FIXED_SCALE
+SZ = 1   # DBN sizes keep their native scale in dm (size_precision 0)
 UNDEF = R.UNDEF_PRICE
 PRIMARY = {0x00: R.RType.TRADE, 0x01: R.RType.BBO, 0x0A: R.RType.DEPTH}
 INTERVAL = {0x20: 1, 0x21: 60, 0x22: 3600, 0x23: 86400}
@@ -65,8 +66,8 @@ def group(recs: list, events: bool = True) -> list[tuple]:
 # -- the inverse: dm records → DBN bytes (proves nothing was dropped) ---------------------------
 
 def _unscale(v: int) -> int:
-    assert v % SCALE == 0
-    return v // SCALE
+    assert v % SZ == 0
+    return v // SZ
 
 
 def to_dbn(p, e) -> bytes:
@@ -96,27 +97,28 @@ def check_fields(p, e, r) -> None:
     if rt in INTERVAL or rt == 0x11:
         assert p.rtype == R.RType.BAR and e is None
         assert (p.open, p.high, p.low, p.close) == (r.open, r.high, r.low, r.close)
-        assert p.volume == r.volume * SCALE and p.flags == 0
+        assert p.volume == r.volume * SZ and p.flags == 0 and p.size_precision == 0
         if rt in INTERVAL:
             assert p.interval_s == INTERVAL[rt]
         return
     assert p.rtype == PRIMARY[rt]
     assert (e.price, e.size, e.side, e.action, e.flags, e.depth) == (
-        r.price, r.size * SCALE, ord(str(r.side)), ord(str(r.action)), int(r.flags), r.depth)
+        r.price, r.size * SZ, ord(str(r.side)), ord(str(r.action)), int(r.flags), r.depth)
     assert (e.ts_recv, e.ts_in_delta, e.sequence) == (r.ts_recv, r.ts_in_delta, r.sequence)
     assert (p.ts_recv, p.sequence, p.flags) == (r.ts_recv, r.sequence, int(r.flags))
     if rt == 0x00:
-        assert (p.price, p.size, p.side, p.trade_id) == (r.price, r.size * SCALE, ord(str(r.side)), 0)
+        assert (p.price, p.size, p.side, p.trade_id) == (r.price, r.size * SZ, ord(str(r.side)), 0)
+        assert p.size_precision == 0
         assert e.bid_ct == e.ask_ct == (0,) * 10
     elif rt == 0x01:
         lv = r.levels[0]
         assert (p.bid_px, p.ask_px, p.bid_sz, p.ask_sz, p.bid_ct, p.ask_ct) == (
-            lv.bid_px, lv.ask_px, lv.bid_sz * SCALE, lv.ask_sz * SCALE, lv.bid_ct, lv.ask_ct)
+            lv.bid_px, lv.ask_px, lv.bid_sz * SZ, lv.ask_sz * SZ, lv.bid_ct, lv.ask_ct)
         assert (e.bid_ct[0], e.ask_ct[0]) == (lv.bid_ct, lv.ask_ct) and e.bid_ct[1:] == (0,) * 9
     else:
         assert len(r.levels) == 10
         for i, lv in enumerate(r.levels):
-            assert p.levels[i] == (lv.bid_px, lv.ask_px, lv.bid_sz * SCALE, lv.ask_sz * SCALE)
+            assert p.levels[i] == (lv.bid_px, lv.ask_px, lv.bid_sz * SZ, lv.ask_sz * SZ)
             assert (e.bid_ct[i], e.ask_ct[i]) == (lv.bid_ct, lv.ask_ct)
         nb = next((i for i, lv in enumerate(r.levels) if lv.bid_px == UNDEF), 10)
         na = next((i for i, lv in enumerate(r.levels) if lv.ask_px == UNDEF), 10)
@@ -174,14 +176,14 @@ def check_definition(g, r, dataset: str) -> None:
     assert (g.min_price_increment, g.display_factor, g.strike_price) == (
         r.min_price_increment, r.display_factor, r.strike_price)
     assert (g.expiration, g.activation) == (r.expiration, r.activation)
-    assert g.lot_size == (r.min_lot_size_round_lot * SCALE if 0 < r.min_lot_size_round_lot < 2**31 - 1 else 0)
+    assert g.lot_size == (r.min_lot_size_round_lot * SZ if 0 < r.min_lot_size_round_lot < 2**31 - 1 else 0)
     if r.unit_of_measure_qty != UNDEF:
         assert g.contract_multiplier == r.unit_of_measure_qty
     else:
         assert g.contract_multiplier == (r.contract_multiplier * SCALE if 0 < r.contract_multiplier < 2**31 - 1 else UNDEF)
     assert (g.symbol, g.raw_symbol, g.exchange) == (r.raw_symbol, r.raw_symbol, r.exchange or dataset)
     assert (g.underlying, g.base, g.quote) == (r.underlying, r.asset, r.currency)
-    assert g.instrument_class == _c(r.instrument_class) and g.size_precision == 9 and g.flags == 0
+    assert g.instrument_class == _c(r.instrument_class) and g.size_precision == 0 and g.flags == 0
 
 
 def test_definitions_become_instrument_def_records():
@@ -225,7 +227,7 @@ def test_main_set_facts():
         (e.ts_event, e.sequence, e.price, e.size, e.side) for _, e in mbp if e.action == R.ACTION_TRADE]
     first = mbp[0]
     assert first[1].ts_in_delta == 17664 and first[0].bid_px == 5528_500_000_000 and first[0].bid_ct == 22
-    assert first[0].bid_sz == 29 * SCALE and chr(first[1].side) == "B"
+    assert first[0].bid_sz == 29 and first[0].size_precision == 0 and chr(first[1].side) == "B"
     snap = [b for b, e in mbp if b.flags == R.Flag.LAST | R.Flag.SNAPSHOT | R.Flag.BAD_TS_RECV]
     assert len(snap) == 1 and snap[0].ts_recv == 1719878400 * SCALE
     assert sum(b.flags == R.Flag.LAST | R.Flag.PUBLISHER_SPECIFIC for b, _ in mbp) == 2167
@@ -352,8 +354,8 @@ def test_ts_out_records_convert_and_drop_the_send_time():
     b = dbn.OHLCVMsg(0x22, 1, 5, 3600 * SCALE, 1, 4, 0, 2, 7, ts_out=13)
     res = read_dbn(m + bytes(t) + bytes(b))
     (p, e), (bar, _) = group(dm_records(res.records))
-    assert (p.price, p.size, p.side, p.sequence, e.ts_in_delta) == (2_000_000_000, 3 * SCALE, ord("B"), 9, -4)
-    assert (bar.interval_s, bar.volume, bar.high) == (3600, 7 * SCALE, 4)
+    assert (p.price, p.size, p.side, p.sequence, e.ts_in_delta) == (2_000_000_000, 3, ord("B"), 9, -4)
+    assert (bar.interval_s, bar.volume, bar.high) == (3600, 7, 4)
     with pytest.raises(DbnError) as ei:                 # a stream without ts_out must not accept them
         DbnConverter(metadata=False, version=3).feed(bytes(t))
     assert ei.value.field == "length" and ei.value.offset == 0
@@ -376,7 +378,7 @@ def test_deprecated_v1_ohlcv_rtype_takes_interval_from_schema():
                       version=1).encode()
     rec = struct.pack("<BBHIQqqqqQ", 14, 0x11, 1, 5, 0, 1, 2, 0, 1, 9)
     (bar,) = dm_records(read_dbn(hd + rec).records)
-    assert (bar.rtype, bar.interval_s, bar.volume) == (R.RType.BAR, 86400, 9 * SCALE)
+    assert (bar.rtype, bar.interval_s, bar.volume) == (R.RType.BAR, 86400, 9)
     with pytest.raises(DbnError) as ei:
         DbnConverter(metadata=False, version=1).feed(rec)
     assert ei.value.field == "rtype"
@@ -416,9 +418,9 @@ def test_specific_errors_name_field_and_offset():
     ohlcv = raw(DATA / "dbn-versions" / "test_data.ohlcv-1m.v3.dbn.zst")
     ol = 8 + struct.unpack_from("<I", ohlcv, 4)[0]
     bad = bytearray(ohlcv)
-    bad[ol + 48:ol + 56] = struct.pack("<Q", 18_446_744_074)       # volume * 1e9 > u64
+    bad[ol + 48:ol + 56] = struct.pack("<Q", 2**63)                # volume > i64: not storable
     assert (_err(bytes(bad)).field, _err(bytes(bad)).offset) == ("volume", ol)
-    bad[ol + 48:ol + 56] = struct.pack("<Q", 18_446_744_073)
+    bad[ol + 48:ol + 56] = struct.pack("<Q", 2**63 - 1)
     assert read_dbn(bytes(bad)).count == 2
     z = (DATA / "dbn-versions" / "test_data.mbp-10.v3.dbn.zst").read_bytes()
     assert _err(z[:-5]).field == "zstd"

@@ -13,21 +13,29 @@ import pytest
 
 from dm.records import SIDE_ASK, SIDE_BID, Bbo, Flag, Trade
 from dm.storage import open_storage
-from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, expected_binance, fx,
-                       leftover_segments, start_supervisor, write_config)
+from dm.symbology import for_provider, read_recorded_reference
+from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ChannelCollector, canonical, expected_binance, fx,
+                       fxs, leftover_segments, start_supervisor, write_config)
 
 EXPECTED = expected_binance()
+#: canonical symbol -> size_precision (decimals of LOT_SIZE stepSize in the served exchangeInfo)
+_SYM = for_provider("binance", read_recorded_reference(EXCHANGE_INFO)[2], {})
+SP = {canonical(v): _SYM.info(v).resolved_size_precision()
+      for v in ("BTCAUD", "MANAUSDT", "ETHBRL", "DENTUSDT", "ZILUSDT", "RENBTCETH", "BTCSTUSDT", "QTUMETH", "AXSBNB",
+                "NEOUSDC")}
 
 
 def check_trade(rec, d) -> None:
-    assert rec.price == fx(d["p"]) and rec.size == fx(d["q"])
+    assert rec.size_precision == SP[canonical(d["s"])]
+    assert rec.price == fx(d["p"]) and rec.size == fxs(d["q"], rec.size_precision)
     assert rec.ts_event == d["T"] * 1_000_000
     assert rec.trade_id == d["a"]
     assert rec.side == (SIDE_ASK if d["m"] else SIDE_BID)
 
 
 def check_bbo(rec, d) -> None:
-    assert (rec.bid_px, rec.bid_sz, rec.ask_px, rec.ask_sz) == (fx(d["b"]), fx(d["B"]), fx(d["a"]), fx(d["A"]))
+    sp = rec.size_precision
+    assert (rec.bid_px, rec.bid_sz, rec.ask_px, rec.ask_sz) == (fx(d["b"]), fxs(d["B"], sp), fx(d["a"]), fxs(d["A"], sp))
     assert rec.sequence == d["u"]
     # Binance spot bookTicker carries no event time: ts_event is the receive time, flagged.
     assert rec.flags & Flag.TS_EVENT_IS_RECV and rec.ts_event == rec.ts_recv
@@ -88,7 +96,8 @@ def replay_exactly(tmp_path, instance, storage_url, extra: str = "") -> None:
             exp = sorted(EXPECTED["aggTrade"][sym], key=lambda d: (d["T"], d["a"]))
             assert [int(x) for x in rows["trade_id"]] == [d["a"] for d in exp]
             assert [int(x) for x in rows["price"]] == [fx(d["p"]) for d in exp]
-            assert [int(x) for x in rows["size"]] == [fx(d["q"]) for d in exp]
+            assert [int(x) for x in rows["size"]] == [fxs(d["q"], SP[sym]) for d in exp]
+            assert set(rows["size_precision"].tolist()) <= {SP[sym]}
             assert [int(x) for x in rows["ts_event"]] == [d["T"] * 1_000_000 for d in exp]
             b = st.fetch("bbo", inst[sym])
             assert sorted(int(x) for x in b["sequence"]) == sorted(d["u"] for d in EXPECTED["bookTicker"][sym])
@@ -158,11 +167,17 @@ def test_bad_frames_dead_lettered_worker_carries_on(tmp_path, instance, sqlite_u
     # every good frame still arrived and was stored
     st = open_storage(sqlite_url)
     try:
-        assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408
+        # the two "price too large" bookTickers cost their bid side alone: stored without it
+        assert st.counts()["trades"] == 1240 and st.counts()["bbo"] == 5408 + 2
+        from dm.records import UNDEF_PRICE
+        bbo = st.fetch("bbo")
+        assert int((bbo["bid_px"] == UNDEF_PRICE).sum()) == 2 and int((bbo["ask_px"] == 200_000_000).sum()) == 2
     finally:
         st.close()
     stats = json.loads((tmp_path / "run" / instance / "binance.stats.json").read_text())
-    assert stats["dead_letters"] == len(inserted) == 8
+    assert stats["dead_letters"] == len(inserted) == 8 and stats["value_errors"] == 2
+    values = [d for d in dead if d.get("field") == "b"]
+    assert len(values) == 2 and all(d["symbol"] == "ZILUSD" and d["reason"] == "out of range" for d in values)
     assert leftover_segments(instance) == []
 
 

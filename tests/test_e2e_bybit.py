@@ -21,7 +21,7 @@ from dm.records import SIDE_ASK, SIDE_BID, UNDEF_PRICE, UNDEF_TIMESTAMP, Bbo, De
 from dm.storage import open_storage
 from dm.venues.bybit.codec_ref import trade_id
 from tests.book_ref import MASK_BBO, MASK_TOP10, RefBook, delta, snapshot_records
-from tests.e2e import (ChannelCollector, config_head, depth_levels, leftover_segments, provider_toml, run_supervised,
+from tests.e2e import (ChannelCollector, to9, config_head, depth_levels, leftover_segments, provider_toml, run_supervised,
                        started_pids, worker_stats)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +90,16 @@ def expected_book_stream(events, publish_bbo: bool):
 
 
 def published_book_stream(records, with_bbo: bool):
+    """DEPTH/BBO as the reference shapes them, sizes brought from the record's size_precision to
+    the reference's 1e-9 (exact: ``to9``)."""
     out = []
     for r in records:
         if isinstance(r, Depth):
-            out.append(("depth", r.sequence, r.n_bid, r.n_ask, r.levels))
+            sp = r.size_precision
+            out.append(("depth", r.sequence, r.n_bid, r.n_ask,
+                        tuple((bp, ap, to9(bs, sp), to9(as_, sp)) for bp, ap, bs, as_ in r.levels)))
         elif with_bbo and isinstance(r, Bbo):
-            out.append(("bbo", r.bid_px, r.bid_sz, r.ask_px, r.ask_sz))
+            out.append(("bbo", r.bid_px, to9(r.bid_sz, r.size_precision), r.ask_px, to9(r.ask_sz, r.size_precision)))
     return out
 
 
@@ -167,15 +171,18 @@ def test_bybit_2026_linear_and_spot_replay(tmp_path, instance, storage_url):
         n_bbo += sum(1 for g in got if g[0] == "bbo")
         # linear: the ticker is the BBO source, exactly the merged recorded tickers
         if not spot:
-            got_t = [(r.bid_px, r.bid_sz, r.ask_px, r.ask_sz, r.sequence) for r in recs if isinstance(r, Bbo)]
+            got_t = [(r.bid_px, to9(r.bid_sz, r.size_precision), r.ask_px, to9(r.ask_sz, r.size_precision), r.sequence)
+                     for r in recs if isinstance(r, Bbo)]
             assert got_t == tickers[sym], sym
             n_bbo += len(got_t)
-        got_s = [(r.stat_type, r.quantity if r.stat_type == StatType.OPEN_INTEREST else r.price, r.ts_ref)
+        got_s = [(r.stat_type, to9(r.quantity, r.size_precision) if r.stat_type == StatType.OPEN_INTEREST else r.price,
+                  r.ts_ref)
                  for r in recs if isinstance(r, Statistic)]
         assert got_s == statistics[sym], sym
         stat_types.update(StatType(s[0]).name for s in got_s)
         n_stats += len(got_s)
-        got_tr = [(r.price, r.size, r.ts_event, r.side, r.trade_id, r.sequence) for r in recs if isinstance(r, Trade)]
+        got_tr = [(r.price, to9(r.size, r.size_precision), r.ts_event, r.side, r.trade_id, r.sequence)
+                  for r in recs if isinstance(r, Trade)]
         assert got_tr == trades[sym], sym
     assert sum(len(v) for v in trades.values()) == 347
     assert dict(stat_types) == {"MARK_PRICE": 89, "INDEX_PRICE": 69, "OPEN_INTEREST": 20, "FUNDING_RATE": 6}
@@ -240,6 +247,12 @@ def ledger(url: str) -> list[dict]:
         return st.gaps()
     finally:
         st.close()
+
+
+def depth9(r) -> tuple:
+    """(n_bid, n_ask, levels) of a DEPTH record, sizes at 1e-9 like the reference books."""
+    sp = r.size_precision
+    return r.n_bid, r.n_ask, tuple((bp, ap, to9(bs, sp), to9(as_, sp)) for bp, ap, bs, as_ in r.levels)
 
 
 def top10(ref: RefBook) -> tuple:
@@ -330,8 +343,8 @@ def test_bybit_dropped_delta_one_gap_resubscribe(tmp_path, instance, sqlite_url)
     after = [r for r in depths if r.sequence >= snap_u]
     assert after and after[0].sequence == snap_u           # the resubscription's snapshot
     for r in after:
-        assert (r.n_bid, r.n_ask, r.levels) == states[r.sequence], r.sequence
-    assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == final
+        assert depth9(r) == states[r.sequence], r.sequence
+    assert depth9(depths[-1]) == final
     assert not [r for r in depths if u_k <= r.sequence < snap_u]   # nothing published while out of sync
     # the spot book went on untouched
     spot_frames = [(e["conn"], json.loads(e["data"])) for e in jsonl() if e["t"] == "recv" and e["conn"] == SPOT_CONN]
@@ -394,5 +407,5 @@ def test_bybit_one_category_connection_lost_reconnects_alone(tmp_path, instance,
     assert inst[gaps[0]["instrument_id"]] == lost_sym
     for sym in symbols.values():
         depths = [r for r in readers.records[sym] if isinstance(r, Depth)]
-        assert (depths[-1].n_bid, depths[-1].n_ask, depths[-1].levels) == finals[sym], sym
+        assert depth9(depths[-1]) == finals[sym], sym
     assert leftover_segments(instance) == []

@@ -22,7 +22,7 @@ from dm.records import SIDE_ASK, SIDE_BID, Depth
 from dm.storage import open_storage
 from tests.book_ref import RefBook, delta, levels_records, snapshot_records
 from tests.e2e import (B38, EXCHANGE_INFO, KF_INSTRUMENTS, KF_WS, KRAKEN_ASSET_PAIRS, KRAKEN_BOOK,
-                       ChannelCollector, CuttingProxy, config_head, depth_levels, free_port, fx, kraken_futures_provider,
+                       ChannelCollector, CuttingProxy, config_head, depth_levels, free_port, fx, kraken_futures_provider, to9,
                        kraken_provider, leftover_segments, provider_toml, run_supervised, started_pids,
                        worker_stats)
 
@@ -44,7 +44,10 @@ def top10(ref: RefBook) -> tuple:
 
 
 def depth_of(r: Depth) -> tuple:
-    return r.n_bid, r.n_ask, r.levels
+    """(n_bid, n_ask, levels) with sizes brought from the record's size_precision to the
+    reference books' 1e-9 (exact)."""
+    sp = r.size_precision
+    return r.n_bid, r.n_ask, tuple((bp, ap, to9(bs, sp), to9(as_, sp)) for bp, ap, bs, as_ in r.levels)
 
 
 def check_worker_survived(tmp_path, instance, provider) -> dict:

@@ -19,7 +19,7 @@ from tests.book_ref import (MASK_BBO, MASK_TOP10, RefBook, kf_delta_record, kf_s
                             load_kraken_futures, recording_lines)
 from tests.e2e import (KF_FILES, KF_PRODUCTS, KF_WS, KRAKEN_BOOK, KRAKEN_FILES, KRAKEN_PAIRS, KRAKEN_TRADE,
                        ChannelCollector, config_head, depth_levels, fx, kraken_futures_provider, kraken_provider,
-                       leftover_segments, run_supervised, worker_stats)
+                       leftover_segments, run_supervised, to9, worker_stats)
 
 IID = 1  # instrument id of the reference books (any; records are compared field by field)
 
@@ -49,12 +49,16 @@ def expected_book_stream(events, apply_event, max_depth: int, publish_bbo: bool,
 
 
 def published_book_stream(records, with_bbo: bool):
+    """The DEPTH/BBO records as the reference stream shapes them, sizes brought from the
+    record's size_precision to the reference books' 1e-9 (exact: ``to9``)."""
     out = []
     for r in records:
+        sp = getattr(r, "size_precision", 9)
         if isinstance(r, Depth):
-            out.append(("depth", r.sequence, r.n_bid, r.n_ask, r.levels))
+            levels = tuple((bp, ap, to9(bs, sp), to9(as_, sp)) for bp, ap, bs, as_ in r.levels)
+            out.append(("depth", r.sequence, r.n_bid, r.n_ask, levels))
         elif with_bbo and isinstance(r, Bbo):
-            out.append(("bbo", r.bid_px, r.bid_sz, r.ask_px, r.ask_sz))
+            out.append(("bbo", r.bid_px, to9(r.bid_sz, sp), r.ask_px, to9(r.ask_sz, sp)))
     return out
 
 
@@ -116,7 +120,8 @@ def test_kraken_replay_books_trades_storage(tmp_path, instance, storage_url):
         assert not any(isinstance(r, Bbo) and r.flags & Flag.TS_EVENT_IS_RECV for r in recs)
         n_depth += sum(1 for g in got if g[0] == "depth")
         # trades exact vs the recording
-        got_t = [(r.price, r.size, r.ts_event, r.side) for r in recs if isinstance(r, Trade)]
+        got_t = [(r.price, to9(r.size, r.size_precision), r.ts_event, r.side) for r in recs if isinstance(r, Trade)]
+        assert {r.size_precision for r in recs if isinstance(r, (Trade, Depth, Bbo))} == {8}   # lot_decimals
         assert got_t == trades.get(sym, []), sym
     assert sum(len(v) for v in trades.values()) == 28
 
@@ -222,8 +227,8 @@ def test_kraken_futures_replay_books_ticker_trades(tmp_path, instance, storage_u
         assert got_bbo == tickers, sym
         n_bbo += len(got_bbo)
         # trades: the trade_snapshot history (FLAG_SNAPSHOT) then live fills, exact
-        got_t = [(r.price, r.size, r.ts_event, r.sequence, r.side, bool(r.flags & Flag.SNAPSHOT))
-                 for r in recs if isinstance(r, Trade)]
+        got_t = [(r.price, to9(r.size, r.size_precision), r.ts_event, r.sequence, r.side,
+                  bool(r.flags & Flag.SNAPSHOT)) for r in recs if isinstance(r, Trade)]
         assert got_t == trades.get(sym, []), sym
     assert n_bbo == 107
     assert sum(len(v) for v in trades.values()) == 1003

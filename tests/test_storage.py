@@ -768,7 +768,7 @@ def test_real_dbn_definitions_stored_and_read_back(store, data_dir):
     assert rows_sorted(back) == rows_sorted(defs)
     assert len(back) == 6 and back["instrument_id"].tolist() == defs["instrument_id"][order].tolist()
     by_id = {r[0]: r for r in store.instrument_rows()}
-    assert by_id[118] == (118, "ESU4", "XCME", "ESU4", 1, 9) and by_id[6819][1:3] == ("MSFT", "XNAS")
+    assert by_id[118] == (118, "ESU4", "XCME", "ESU4", 1, 0) and by_id[6819][1:3] == ("MSFT", "XNAS")  # DBN: native counts
     assert 6830 not in by_id and len(store.definitions(6830)) == 1
     if store.backend == "postgresql":
         row = store._conn.execute("SELECT tick_size, contract_multiplier, expiration, instrument_class"

@@ -54,7 +54,8 @@ from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
 from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info, unlink_segment
 from dm.config import Config, ProviderConfig
-from dm.errors import CodecError, ConfigError, RingError, SymbologyError
+from dm._codec import value_text
+from dm.errors import CodecError, ConfigError, FixedPointError, RingError, SymbologyError
 from dm.records import LAYOUT_HASH, GapUnits, gap_record
 from dm.registry import Registry
 from dm.symbology import fetch_reference, for_provider
@@ -81,11 +82,15 @@ class DeadLetters:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "ab", buffering=0)
 
-    def add(self, ts_recv: int, frame: bytes | str, err: Exception) -> None:
+    def add(self, ts_recv: int, frame: bytes | str, err: Exception, extra: dict | None = None) -> None:
+        """One dead letter: the error, the frame text and ``extra`` keys (e.g. the instrument,
+        field, text and reason of a value rejected alone, ``dead_letter_values``)."""
         self.count += 1
         self.by_reason[type(err).__name__] += 1
-        text = frame if isinstance(frame, str) else frame.decode("utf-8", "backslashreplace")
+        text = frame if isinstance(frame, str) else bytes(frame).decode("utf-8", "backslashreplace")
         entry = {"ts_recv": ts_recv, "provider": self.provider, "error": str(err), "kind": type(err).__name__, "frame": text}
+        if extra:
+            entry.update(extra)
         self._fh.write(orjson.dumps(entry) + b"\n")
         now = time.monotonic()
         if self._burst == 0:
@@ -105,6 +110,28 @@ class DeadLetters:
         if self._burst > 1:
             log.warning("bad frame burst ended", provider=self.provider, frames=self._burst)
         self._fh.close()
+
+
+def dead_letter_values(p: "Provider", codec, frame, ts_recv: int) -> int:
+    """Dead-letter the values ``codec``'s last decode rejected alone (``codec.value_errors``:
+    out of range, more digits than the instrument's scale, a negative size — the rest of the
+    frame was decoded and published). Each becomes one dead letter (``FixedPointError``; keys
+    ``instrument_id``, ``symbol``, ``field``, ``text``, ``reason``; logged once per burst by
+    ``DeadLetters``) and counts in ``p.value_errors`` (those beyond the codec's kept list are
+    counted only). Returns how many the decode rejected. Every venue provider calls this."""
+    n = codec.value_error_count
+    if not n:
+        return 0
+    sym = getattr(p, "_iid_to_symbol", None) or {}
+    for iid, field, reason, off in codec.value_errors:
+        text = value_text(frame, off)
+        symbol = sym.get(iid, "")
+        err = FixedPointError(p.exchange, f"{reason}: {text} (instrument {iid} {symbol}; value dropped alone, "
+                                          "rest of the frame kept)", field, off)
+        p.dead.add(ts_recv, frame, err, {"instrument_id": iid, "symbol": symbol, "field": field,
+                                         "text": text, "reason": reason})
+    p.value_errors += n
+    return n
 
 
 class Books:
@@ -318,6 +345,8 @@ class Provider:
         self.fanout: Fanout | None = None
         self.slot = None
         self.dead = DeadLetters(pcfg.dead_letter, pcfg.name)
+        self.value_errors = 0   # values rejected alone (dead_letter_values)
+        self.size_precision_of: dict[int, int] = {}  # instrument_id -> size_precision (resolve_symbols)
         self.frames = 0
         self.records = 0
         self.records_by_channel: Counter[str] = Counter()
@@ -392,6 +421,8 @@ class Provider:
         self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
+        self.size_precision_of = {self.instrument_ids[c]: sym.info(v).resolved_size_precision()
+                                  for c, v in self.venue_symbols.items()}
 
     def select_symbols(self, sym) -> dict[str, str]:
         """The configured canonical symbols the venue knows, ``{canonical: venue symbol}`` (via
@@ -473,9 +504,13 @@ class Provider:
         """The venue's book sync for an instrument added at runtime (None: no books)."""
         return None
 
-    def size_precision_of(self, canonical: str) -> int:
-        """The instrument's size scale (decimals of its lot size) from the symbology; 9 when
-        the venue's reference data does not tell."""
+    def symbol_size_precision(self, canonical: str) -> int:
+        """The instrument's size scale (decimals of its lot size): what ``resolve_symbols``
+        recorded in ``size_precision_of``, else the symbology's; 9 when the venue's reference
+        data does not tell."""
+        iid = self.instrument_ids.get(canonical)
+        if iid in self.size_precision_of:
+            return self.size_precision_of[iid]
         sym = getattr(self, "symbology", None)
         if sym is not None:
             try:
@@ -487,13 +522,14 @@ class Provider:
     def new_channel(self, canonical: str, iid: int, capacity: int) -> ChannelWriter:
         """The channel ring of one instrument, its header naming the instrument."""
         return ChannelWriter(self.cfg.channel_name(self.exchange, canonical), capacity, LAYOUT_HASH,
-                             instrument_id=iid, publisher_id=self.pcfg.publisher_id)
+                             instrument_id=iid, publisher_id=self.pcfg.publisher_id,
+                             size_precision=self.size_precision_of.get(iid, 9))
 
     def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
         """Teach the codec a venue symbol added at runtime (at the instrument's size precision
         when the symbology knows it)."""
         try:
-            self.codec.add_symbol(venue_symbol, iid, self.size_precision_of(canonical))
+            self.codec.add_symbol(venue_symbol, iid, self.symbol_size_precision(canonical))
         except TypeError:  # a codec without per-symbol size precision
             self.codec.add_symbol(venue_symbol, iid)
 
@@ -526,6 +562,7 @@ class Provider:
         self.venue_symbols[canonical] = venue_symbol
         self.instrument_ids[canonical] = iid
         self.venue_of[iid] = venue_symbol
+        self.size_precision_of[iid] = self.symbol_size_precision(canonical)
         self.write_definitions([iid])  # the registration reaches storage through the persister
         self.register_codec_symbol(canonical, venue_symbol, iid)
         if self.books is not None:
@@ -662,7 +699,10 @@ class Provider:
         ts = now_ns()
         with InstrumentCache(cache_path(self.cfg.run_dir, self.cfg.instance)) as cache:
             regs = cache.registrations(self.instrument_ids.values() if instrument_ids is None else instrument_ids)
+        known = getattr(self, "size_precision_of", None) or {}
         for inst, created_ns in regs:
+            if inst.instrument_id in known:  # the scale this worker writes its records at
+                inst = inst._replace(size_precision=int(known[inst.instrument_id]))
             self.queue.write(definition_record(inst, created_ns, ts))
 
     # -- gaps -----------------------------------------------------------------------------
@@ -759,6 +799,8 @@ class Provider:
         codec = self.codec
         try:
             n = codec.decode(data, ts_recv)
+            if codec.value_error_count:
+                dead_letter_values(self, codec, data, ts_recv)
             if codec.last_kind in self.book_kinds:
                 self.last_frame = data
                 self.on_book_frame(codec.last_kind, ts_recv)
@@ -985,6 +1027,7 @@ class Provider:
             "persist_spooled": self.queue.records_spooled if self.queue is not None else 0,
             "dead_letters": self.dead.count,
             "dead_letters_by_kind": dict(self.dead.by_reason),
+            "value_errors": self.value_errors,
             "book_gaps": self.books.gaps if self.books else 0,
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,

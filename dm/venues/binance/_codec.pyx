@@ -116,10 +116,13 @@ cdef int bn_event_kind(const uint8_t* t, Py_ssize_t n) noexcept nogil:
 
 cdef int bn_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint64_t ts_event,
                    uint64_t seq, uint8_t flags) noexcept nogil:
-    """Array of [price, quantity] decimal-string pairs (extra elements ignored)."""
+    """Array of [price, quantity] decimal-string pairs (extra elements ignored). A level whose
+    price or quantity cannot be represented is rejected alone (value_reject) and skipped."""
     cdef Py_ssize_t endp = 0, w, e
     cdef Py_ssize_t el[2]
-    cdef int64_t px, sz
+    cdef int64_t px
+    cdef uint64_t sz
+    cdef int rp, rs
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", field, v)
     w = arr_first(s, v, 0, &endp)
@@ -128,11 +131,13 @@ cdef int bn_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
         if arr_collect(s, w, el, 2) < 2:
             return e_codec(s, ERR_CODEC, b"expected [price, quantity]", field, w)
-        if get_fx_str(s, el[0], field, 1, &px) < 0:
+        rp = get_px_str(s, el[0], field, &px)
+        if rp < 0:
             return -1
-        if get_fx_str(s, el[1], field, 0, &sz) < 0:
+        rs = get_sz_str(s, el[1], field, &sz)
+        if rs < 0:
             return -1
-        if emit_level(s, ts_event, px, <uint64_t>sz, seq, side, flags) < 0:
+        if rp == 0 and rs == 0 and emit_level(s, ts_event, px, sz, seq, side, flags) < 0:
             return -1
         e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
@@ -141,11 +146,13 @@ cdef int bn_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
 
 cdef int bn_trade(CState* s, Py_ssize_t* D, Py_ssize_t doff, int kind) noexcept nogil:
     """aggTrade: s, T, a, p, q, m; trade: s, T, t, p, q, m. side 'A' when m (the buyer is the
-    maker, so the seller was the aggressor) else 'B'; trade_id = sequence = a (t)."""
+    maker, so the seller was the aggressor) else 'B'; trade_id = sequence = a (t). A price or
+    quantity that cannot be represented drops the trade alone (value_reject)."""
     cdef Py_ssize_t v
-    cdef uint64_t ts, tid
-    cdef int64_t px, sz
+    cdef uint64_t ts, tid, sz
+    cdef int64_t px
     cdef bint m
+    cdef int rp, rs
     v = req(s, D, BS_s, b"s", doff)
     if v < 0 or lookup(s, v, b"s") < 0:
         return -1
@@ -161,24 +168,33 @@ cdef int bn_trade(CState* s, Py_ssize_t* D, Py_ssize_t doff, int kind) noexcept 
         if v < 0 or get_u64(s, v, b"t", &tid) < 0:
             return -1
     v = req(s, D, BS_p, b"p", doff)
-    if v < 0 or get_fx_str(s, v, b"p", 1, &px) < 0:
+    if v < 0:
+        return -1
+    rp = get_px_str(s, v, b"p", &px)
+    if rp < 0:
         return -1
     v = req(s, D, BS_q, b"q", doff)
-    if v < 0 or get_fx_str(s, v, b"q", 0, &sz) < 0:
+    if v < 0:
+        return -1
+    rs = get_sz_str(s, v, b"q", &sz)
+    if rs < 0:
         return -1
     v = req(s, D, BS_m, b"m", doff)
     if v < 0 or get_bool(s, v, b"m", &m) < 0:
         return -1
-    return emit_trade(s, ts, px, <uint64_t>sz, tid, tid, SIDE_ASK if m else SIDE_BID, 0)
+    if rp or rs:
+        return 0
+    return emit_trade(s, ts, px, sz, tid, tid, SIDE_ASK if m else SIDE_BID, 0)
 
 
 cdef int bn_bbo(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
     """bookTicker: s, E (optional), u, b, B, a, A. The spot stream has no event time:
     ts_event = ts_recv and FLAG_TS_EVENT_IS_RECV unless E is present."""
     cdef Py_ssize_t v
-    cdef uint64_t ts, u
-    cdef int64_t bp, bs, ap, as_
+    cdef uint64_t ts, u, bs, as_
+    cdef int64_t bp, ap
     cdef uint8_t flags = 0
+    cdef int rbp, rbs, rap, ras
     v = req(s, D, BS_s, b"s", doff)
     if v < 0 or lookup(s, v, b"s") < 0:
         return -1
@@ -192,20 +208,38 @@ cdef int bn_bbo(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
     if v < 0 or get_u64(s, v, b"u", &u) < 0:
         return -1
     v = req(s, D, BS_b, b"b", doff)
-    if v < 0 or get_fx_str(s, v, b"b", 1, &bp) < 0:
+    if v < 0:
+        return -1
+    rbp = get_px_str(s, v, b"b", &bp)
+    if rbp < 0:
         return -1
     v = req(s, D, BS_B, b"B", doff)
-    if v < 0 or get_fx_str(s, v, b"B", 0, &bs) < 0:
+    if v < 0:
+        return -1
+    rbs = get_sz_str(s, v, b"B", &bs)
+    if rbs < 0:
         return -1
     v = req(s, D, BS_a, b"a", doff)
-    if v < 0 or get_fx_str(s, v, b"a", 1, &ap) < 0:
+    if v < 0:
+        return -1
+    rap = get_px_str(s, v, b"a", &ap)
+    if rap < 0:
         return -1
     v = req(s, D, BS_A, b"A", doff)
-    if v < 0 or get_fx_str(s, v, b"A", 0, &as_) < 0:
+    if v < 0:
         return -1
+    ras = get_sz_str(s, v, b"A", &as_)
+    if ras < 0:
+        return -1
+    if rbp or rbs:                  # a side with a value rejected alone: no side
+        bp = DM_UNDEF_PRICE
+        bs = 0
+    if rap or ras:
+        ap = DM_UNDEF_PRICE
+        as_ = 0
     s.first_seq = u
     s.last_seq = u
-    return emit_bbo(s, ts, bp, <uint64_t>bs, ap, <uint64_t>as_, u, flags)
+    return emit_bbo(s, ts, bp, bs, ap, as_, u, flags)
 
 
 cdef int bn_depth(CState* s, Py_ssize_t* D, Py_ssize_t doff) noexcept nogil:
@@ -383,7 +417,11 @@ cdef class BinanceCodec(_Codec):
     Kinds: aggTrade / trade -> TRADE; bookTicker -> BBO; depthUpdate -> BOOK_DELTA per level;
     kline and subscription replies ({"result": ..., "id": ...}) -> 0 records. Envelope: the
     kind comes from the stream name after '@'; raw form: from "e" (none: bookTicker, or a
-    subscription reply when "id" is present). Venue doc: Binance Spot "WebSocket Streams".
+    subscription reply when "id" is present). Prices are i64 at 1e-9, quantities at the
+    symbol's size_precision (``add_symbol``; the worker registers max(baseAssetPrecision,
+    LOT_SIZE stepSize decimals)); a value that cannot be represented is rejected alone
+    (``value_errors``): that trade / level / BBO side is skipped. Venue doc: Binance Spot
+    "WebSocket Streams".
     Field check order: aggTrade s,T,a,p,q,m; trade s,T,t,p,q,m; bookTicker s,E?,u,b,B,a,A;
     depthUpdate s,E,U,u,b,a. ``first_seq``/``last_seq``: depthUpdate U/u, bookTicker u/u,
     REST snapshot lastUpdateId; 0 for trades."""

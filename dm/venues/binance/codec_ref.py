@@ -1,7 +1,7 @@
 """Pure-Python oracle of ``BinanceCodec`` (dm/venues/binance/_codec.pyx), for tests only."""
 from __future__ import annotations
 
-from dm.codec_ref import F_SNAPSHOT, F_TS_IS_RECV, SIDE_A, SIDE_B, K, Node, RefCodec, as_bytes
+from dm.codec_ref import F_SNAPSHOT, F_TS_IS_RECV, SIDE_A, SIDE_B, UNDEF_PRICE, K, Node, RefCodec, as_bytes
 from dm.errors import UnknownInstrumentError
 
 
@@ -47,10 +47,11 @@ class RefBinanceCodec(RefCodec):
             ts = self.ms(self.req(d, "T", data), "T")
             idf = "a" if kind == K["aggTrade"] else "t"
             tid = self.u64(self.req(d, idf, data), idf)
-            px = self.fx_str(self.req(d, "p", data), "p", True)
-            sz = self.fx_str(self.req(d, "q", data), "q", False)
+            px = self.px_str(self.req(d, "p", data), "p")
+            sz = self.sz_str(self.req(d, "q", data), "q")
             m = self.boolean(self.req(d, "m", data), "m")
-            self.trade(ts, px, sz, tid, tid, SIDE_A if m else SIDE_B, 0)
+            if px is not None and sz is not None:
+                self.trade(ts, px, sz, tid, tid, SIDE_A if m else SIDE_B, 0)
         elif kind == K["bookTicker"]:
             self.lookup(self.req(d, "s", data), "s")
             if b"E" in d:
@@ -58,10 +59,14 @@ class RefBinanceCodec(RefCodec):
             else:
                 ts, flags = self.ts_recv, F_TS_IS_RECV
             u = self.u64(self.req(d, "u", data), "u")
-            bp = self.fx_str(self.req(d, "b", data), "b", True)
-            bs = self.fx_str(self.req(d, "B", data), "B", False)
-            ap = self.fx_str(self.req(d, "a", data), "a", True)
-            as_ = self.fx_str(self.req(d, "A", data), "A", False)
+            bp = self.px_str(self.req(d, "b", data), "b")
+            bs = self.sz_str(self.req(d, "B", data), "B")
+            ap = self.px_str(self.req(d, "a", data), "a")
+            as_ = self.sz_str(self.req(d, "A", data), "A")
+            if bp is None or bs is None:      # a side with a value rejected alone: no side
+                bp, bs = UNDEF_PRICE, 0
+            if ap is None or as_ is None:
+                ap, as_ = UNDEF_PRICE, 0
             self.first_seq = self.last_seq = u
             self.bbo(ts, bp, bs, ap, as_, u, flags)
         elif kind == K["depthUpdate"]:
@@ -84,9 +89,10 @@ class RefBinanceCodec(RefCodec):
                 self.err("expected an array", field, lv.off)
             if len(lv.v) < 2:
                 self.err("expected [price, quantity]", field, lv.off)
-            px = self.fx_str(lv.v[0], field, True)
-            sz = self.fx_str(lv.v[1], field, False)
-            self.level(ts, px, sz, seq, side, flags)
+            px = self.px_str(lv.v[0], field)
+            sz = self.sz_str(lv.v[1], field)
+            if px is not None and sz is not None:
+                self.level(ts, px, sz, seq, side, flags)
 
     def decode_snapshot(self, body, venue_symbol, ts_recv: int) -> int:
         k = as_bytes(venue_symbol)
@@ -97,6 +103,7 @@ class RefBinanceCodec(RefCodec):
             self.err(f"unknown symbol {k.decode('utf-8', 'replace')!r}", "symbol", -1, UnknownInstrumentError)
         try:
             self.instrument_id = iid
+            self.size_precision = self.sps[k.upper()]
             top = self._parse(as_bytes(body))
             if top.t != "obj":
                 self.err("expected a JSON object", None, top.off)

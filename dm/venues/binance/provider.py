@@ -34,7 +34,10 @@ class BinanceProvider(Provider):
     sync_class = BinanceDepthSync       # the venue's diff-depth rules
 
     def make_codec(self):
-        codec = BinanceCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        codec = BinanceCodec(self.pcfg.publisher_id)
+        for c, v in self.venue_symbols.items():   # sizes at LOT_SIZE stepSize's decimals
+            iid = self.instrument_ids[c]
+            codec.add_symbol(v, iid, self.size_precision_of.get(iid, 9))
         if any(ch.startswith("depth") for ch in self.pcfg.channels):
             # bookTicker is Binance's own BBO: the book then publishes DEPTH only
             self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
@@ -42,8 +45,13 @@ class BinanceProvider(Provider):
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
             self._snapshot_tasks: dict[int, asyncio.Task] = {}
             for iid in self.instrument_ids.values():
-                self.books.syncs[iid] = self.sync_class(iid, self.pcfg.publisher_id)
+                self.books.syncs[iid] = self._new_sync(iid)
         return codec
+
+    def _new_sync(self, iid: int) -> BinanceDepthSync:
+        sync = self.sync_class(iid, self.pcfg.publisher_id)
+        sync.book.size_precision = self.size_precision_of.get(iid, 9)
+        return sync
 
     def stream_url(self) -> str:
         streams = [f"{v.lower()}@{ch}" for v in self.venue_symbols.values() for ch in self.pcfg.channels]
@@ -52,7 +60,7 @@ class BinanceProvider(Provider):
     # -- runtime subscriptions (Binance Spot "WebSocket Streams" → "Live Subscribing/Unsubscribing
     # to streams": {"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [streams], "id": n}) ----------
     def new_book_sync(self, iid: int):
-        return BinanceDepthSync(iid, self.pcfg.publisher_id)
+        return self._new_sync(iid)
 
     async def _streams_request(self, ws, method: str, venue_symbols: list[str]) -> None:
         self._request_id = getattr(self, "_request_id", 0) + 1
@@ -72,7 +80,7 @@ class BinanceProvider(Provider):
         window itself is recorded in the gap ledger by the base class."""
         if self.books is not None:
             for iid in self.books.syncs:
-                self.books.syncs[iid] = self.sync_class(iid, self.pcfg.publisher_id)
+                self.books.syncs[iid] = self._new_sync(iid)
 
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec

@@ -8,6 +8,21 @@ from dm.errors import SymbologyError
 from dm.symbology import SymbolInfo, Symbology, canonical_asset, exact_decimal, load_reference, upper_map
 
 
+def _size_precision(base_precision, step) -> int | None:
+    """max(baseAssetPrecision, decimals of stepSize), None when neither is usable."""
+    from dm.records import size_precision_of
+
+    cands = []
+    if isinstance(base_precision, int) and 0 <= base_precision <= 18:
+        cands.append(base_precision)
+    if step is not None and step > 0:
+        try:
+            cands.append(size_precision_of(step))
+        except ValueError:
+            pass
+    return max(cands) if cands else None
+
+
 class BinanceSymbology(Symbology):
     """Binance spot. Venue symbols are ``symbols[].symbol`` (``BTCUSDT``), case-insensitive on
     input (stream names are lower case: ``btcusdt@trade``). Canonical = ``baseAsset`` +
@@ -17,6 +32,11 @@ class BinanceSymbology(Symbology):
     (``GET /api/v3/exchangeInfo``: ``symbols[].symbol``, ``status``, ``baseAsset``,
     ``quoteAsset``, ``filters[]`` with ``PRICE_FILTER.tickSize`` and ``LOT_SIZE.stepSize``).
     ``tradeable`` is ``status == "TRADING"``; halted symbols (``BREAK``) stay in the map.
+
+    ``size_precision`` (the scale dm stores sizes at) is the larger of ``baseAssetPrecision``
+    and the decimals of ``LOT_SIZE.stepSize``: order quantities follow the step, but executed
+    quantities (trades of quote-quantity market orders) are only bound by the base asset's
+    precision. SHIBUSDT: step 1.00, base precision 2 → 2 (10**15 units fit).
     """
 
     kind = "binance"
@@ -59,7 +79,8 @@ class BinanceSymbology(Symbology):
                     status=status,
                     tradeable=status == "TRADING",
                     tick_size=exact_decimal(filters.get("PRICE_FILTER", {}).get("tickSize")),
-                    lot_size=exact_decimal(filters.get("LOT_SIZE", {}).get("stepSize")),
+                    lot_size=(step := exact_decimal(filters.get("LOT_SIZE", {}).get("stepSize"))),
+                    size_precision=_size_precision(s.get("baseAssetPrecision"), step),
                 )
             )
         return cls(exchange, infos)

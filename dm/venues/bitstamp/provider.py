@@ -251,7 +251,7 @@ class BitstampProvider(Provider):
     def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
         self.codec.add_symbol(venue_symbol, iid, CODEC_SIZE_PRECISION)   # as the configured ones
         self.iid_of_pair[venue_symbol] = iid
-        self.size_precisions[canonical] = self.size_precision_of(canonical)
+        self.size_precisions[canonical] = self.symbol_size_precision(canonical)
 
     async def _events(self, ws, event: str, pairs: list[str]) -> None:
         for pair in pairs:

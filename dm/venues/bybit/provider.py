@@ -38,9 +38,9 @@ funding rate, open interest, predicted delivery price). The book publishes DEPTH
 dead-lettered with its text (``value_errors``).
 
 Sizes: each instrument's ``size_precision`` comes from ``basePrecision``/``qtyStep``
-(``SymbolInfo.size_precision``, in the stats file as ``size_precisions``); the codec is
-registered at :data:`CODEC_SIZE_PRECISION` until the worker-side change makes books and
-channels per-instrument (``dm._book`` stamps 1e-9 on DEPTH/BBO today).
+(``SymbolInfo.size_precision``, in the stats file as ``size_precisions``): the codec, the book
+(DEPTH/BBO) and the channel header use it (:data:`CODEC_SIZE_PRECISION` only when the venue
+states none).
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS, value_text
+from dm._codec import KINDS
 from dm._ring import now_ns
-from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
-from dm.providers.base import Books, Provider, resolve_instruments
+from dm.errors import CodecError, ConfigError, SymbologyError
+from dm.providers.base import Books, Provider, dead_letter_values, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
 from dm.records import GapUnits
 from dm.venues.bybit._codec import BybitCodec
@@ -75,7 +75,7 @@ CHANNELS = frozenset(DEFAULT_CHANNELS)
 DEPTHS = (1, 50, 200, 500, 1000)
 MAX_ARGS = 10  # "For spot, you can input up to 10 args for each subscription request"
 INSTRUMENTS_PATH = "/v5/market/instruments-info"
-#: size scale the codec is given until books/channels are per-instrument (module docstring)
+#: size scale of an instrument whose reference data states none (module docstring)
 CODEC_SIZE_PRECISION = 9
 EXTRA_KEYS = frozenset({"depth", "categories", "quote_aliases", "stale_after_s", "ping_interval_s",
                         "resync_timeout_s"})
@@ -235,6 +235,7 @@ class BybitProvider(Provider):
             self.cat_of[iid] = self.cats[cat]
             self.bare_of[iid] = bare
             self.size_precisions[canonical] = sym.info(venue).size_precision
+            self.size_precision_of[iid] = sym.info(venue).resolved_size_precision()
 
     def make_codec(self):
         book = "orderbook" in self.channel_names
@@ -244,11 +245,12 @@ class BybitProvider(Provider):
         for c in self.cats.values():
             c.codec = BybitCodec(self.pcfg.publisher_id)
             for bare, iid in c.symbols.items():
-                c.codec.add_symbol(bare, iid, CODEC_SIZE_PRECISION)
+                c.codec.add_symbol(bare, iid, self.size_precision_of.get(iid, CODEC_SIZE_PRECISION))
         kinds = {K_SUBSCRIPTION, K_ERROR}
         if book:
             for iid in self.instrument_ids.values():
-                self.books.syncs[iid] = BybitBookSync(iid, self.pcfg.publisher_id)
+                sync = self.books.syncs[iid] = BybitBookSync(iid, self.pcfg.publisher_id)
+                sync.book.size_precision = self.size_precision_of.get(iid, CODEC_SIZE_PRECISION)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
         self.book_kinds = frozenset(kinds)
         return next(iter(self.cats.values())).codec
@@ -385,7 +387,7 @@ class BybitProvider(Provider):
         try:
             n = codec.decode(data, ts_recv)
             if codec.value_error_count:
-                self._dead_values(codec, data, ts_recv)
+                dead_letter_values(self, codec, data, ts_recv)
             if codec.last_kind in self.book_kinds:
                 self.last_frame = data
                 self._on_book_frame(c, codec.last_kind, ts_recv)
@@ -395,14 +397,6 @@ class BybitProvider(Provider):
             return
         if n:
             self.publish(codec.output(), n)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
 
     def _on_book_frame(self, c: _Category, kind: int, ts_recv: int) -> None:
         codec = c.codec

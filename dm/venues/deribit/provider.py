@@ -299,7 +299,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
     def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
         self.codec.add_symbol(venue_symbol, iid, CODEC_SIZE_PRECISION)   # as the configured ones
         self._name_of[iid] = venue_symbol
-        self.size_precisions[canonical] = self.size_precision_of(canonical)
+        self.size_precisions[canonical] = self.symbol_size_precision(canonical)
 
     async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
         for c, v in self.venue_symbols.items():

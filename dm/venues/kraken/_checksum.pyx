@@ -16,10 +16,17 @@ _crc32 = _zlib.crc32
 
 cdef char* _put_scaled(char* p, uint64_t v, int drop) noexcept nogil:
     """Decimal text of ``v // 10**drop`` without leading zeros (0 gives nothing: Kraken strips
-    all leading zeros). Returns NULL when one of the ``drop`` dropped digits is not 0. Only
-    divisions by the constant 10 (no runtime divisor)."""
-    cdef char tmp[24]
+    all leading zeros). Returns NULL when one of the ``drop`` dropped digits is not 0. A
+    negative ``drop`` appends that many zeros (a size held at fewer decimals than the wire's).
+    Only divisions by the constant 10 (no runtime divisor)."""
+    cdef char tmp[48]
     cdef int k = 0
+    if v == 0:
+        return p
+    while drop < 0:
+        tmp[k] = 48
+        k += 1
+        drop += 1
     while drop > 0:
         if v % 10:
             return NULL
@@ -42,13 +49,13 @@ def book_checksum(L2Book book, int price_decimals, int size_decimals) -> int:
     level as the price then the volume written with the pair's fixed decimals, '.' removed and
     leading zeros stripped — i.e. the integers ``price * 10**price_decimals`` and
     ``size * 10**size_decimals`` as text (the decimals of the websocket strings; see
-    ``dm.venues.kraken.booksync.decimals_of``). Raises ``BookError`` when a level has more
-    decimals than that, or a price is negative."""
-    if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= FIXED_DECIMALS):
-        raise BookError("decimals must be within 0..9")
+    ``dm.venues.kraken.booksync.decimals_of``); sizes are read at the book's ``size_precision``.
+    Raises ``BookError`` when a level has more decimals than that, or a price is negative."""
+    if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= 18):
+        raise BookError("decimals must be within 0..9 (prices) / 0..18 (sizes)")
     cdef int pdrop = FIXED_DECIMALS - price_decimals
-    cdef int sdrop = FIXED_DECIMALS - size_decimals
-    cdef char buf[1024]
+    cdef int sdrop = book.size_precision - size_decimals
+    cdef char buf[1536]
     cdef char* p = buf
     cdef char* q
     cdef BookSide* sd

@@ -46,11 +46,14 @@ cdef int kr_event_key(const uint8_t* k, Py_ssize_t n) noexcept nogil:
 
 
 cdef int kr_book_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint8_t flags) noexcept nogil:
-    """Array of [price, volume, timestamp(, "r")] strings; ts_event = the level's timestamp."""
+    """Array of [price, volume, timestamp(, "r")] strings; ts_event = the level's timestamp. A
+    level whose price or volume cannot be represented is rejected alone (value_reject: the
+    provider keeps it for the checksum, ``KrakenBookSync.on_rejected``) and skipped."""
     cdef Py_ssize_t endp = 0, w, e
     cdef Py_ssize_t el[3]
-    cdef int64_t px, sz
-    cdef uint64_t ts
+    cdef int64_t px
+    cdef uint64_t ts, sz
+    cdef int rp, rs
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", field, v)
     w = arr_first(s, v, 0, &endp)
@@ -59,13 +62,15 @@ cdef int kr_book_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
         if arr_collect(s, w, el, 3) < 3:
             return e_codec(s, ERR_CODEC, b"expected [price, volume, timestamp]", field, w)
-        if get_fx_str(s, el[0], field, 1, &px) < 0:
+        rp = get_px_str(s, el[0], field, &px)
+        if rp < 0:
             return -1
-        if get_fx_str(s, el[1], field, 0, &sz) < 0:
+        rs = get_sz_str(s, el[1], field, &sz)
+        if rs < 0:
             return -1
         if get_ts_str(s, el[2], field, &ts) < 0:
             return -1
-        if emit_level(s, ts, px, <uint64_t>sz, 0, side, flags) < 0:
+        if rp == 0 and rs == 0 and emit_level(s, ts, px, sz, 0, side, flags) < 0:
             return -1
         e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
@@ -128,15 +133,17 @@ cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
     (counted back over the fills of the same time; 0 for almost every fill). Two identical fills
     of one frame stay two rows (the storage dedup key hashes the sequence), a replay of the same
     frames gives the same sequences (a re-ingest deduplicates), and so does the REST gap filler,
-    which decodes its pages as frames (dm.venues.kraken.filler)."""
+    which decodes its pages as frames (dm.venues.kraken.filler). A trade whose price or volume
+    cannot be represented is rejected alone (value_reject)."""
     cdef Py_ssize_t endp = 0, w, e, a, b
     cdef Py_ssize_t start = s.out_len, j
     cdef uint64_t dup
     cdef const TradeRecord* prev
     cdef Py_ssize_t el[4]
-    cdef int64_t px, sz
-    cdef uint64_t ts
+    cdef int64_t px
+    cdef uint64_t ts, sz
     cdef uint8_t side
+    cdef int rp, rs
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", b"trade", v)
     w = arr_first(s, v, 0, &endp)
@@ -145,9 +152,11 @@ cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
             return e_codec(s, ERR_CODEC, b"expected an array", b"trade", w)
         if arr_collect(s, w, el, 4) < 4:
             return e_codec(s, ERR_CODEC, b"expected [price, volume, time, side, ...]", b"trade", w)
-        if get_fx_str(s, el[0], b"trade", 1, &px) < 0:
+        rp = get_px_str(s, el[0], b"trade", &px)
+        if rp < 0:
             return -1
-        if get_fx_str(s, el[1], b"trade", 0, &sz) < 0:
+        rs = get_sz_str(s, el[1], b"trade", &sz)
+        if rs < 0:
             return -1
         if get_ts_str(s, el[2], b"trade", &ts) < 0:
             return -1
@@ -159,31 +168,43 @@ cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
             side = SIDE_ASK
         else:
             return e_codec(s, ERR_CODEC, b"invalid side", b"trade", el[3])
-        dup = 0
-        j = (s.out_len - start) // <Py_ssize_t>sizeof(TradeRecord)
-        while j > 0:
-            j -= 1
-            prev = <const TradeRecord*>(s.out + start + j * <Py_ssize_t>sizeof(TradeRecord))
-            if prev.hd.ts_event != ts:
-                break
-            if prev.price == px and prev.size == <uint64_t>sz and prev.side == side:
-                dup += 1
-        if emit_trade(s, ts, px, <uint64_t>sz, 0, dup, side, 0) < 0:
-            return -1
+        if rp == 0 and rs == 0:
+            dup = 0
+            j = (s.out_len - start) // <Py_ssize_t>sizeof(TradeRecord)
+            while j > 0:
+                j -= 1
+                prev = <const TradeRecord*>(s.out + start + j * <Py_ssize_t>sizeof(TradeRecord))
+                if prev.hd.ts_event != ts:
+                    break
+                if prev.price == px and prev.size == sz and prev.side == side:
+                    dup += 1
+            if emit_trade(s, ts, px, sz, 0, dup, side, 0) < 0:
+                return -1
         e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0
 
 
-cdef int kr_ticker_side(CState* s, Py_ssize_t v, const char* field, int64_t* px, int64_t* sz) noexcept nogil:
+cdef int kr_ticker_side(CState* s, Py_ssize_t v, const char* field, int64_t* px, uint64_t* sz) noexcept nogil:
+    """One BBO side [price, wholeLotVolume, lotVolume]: 0, or 1 when a value was rejected alone
+    (the side becomes UNDEF_PRICE / 0), -1 malformed."""
     cdef Py_ssize_t el[3]
+    cdef int rp, rs
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", field, v)
     if arr_collect(s, v, el, 3) < 3:
         return e_codec(s, ERR_CODEC, b"expected [price, wholeLotVolume, lotVolume]", field, v)
-    if get_fx_str(s, el[0], field, 1, px) < 0:
+    rp = get_px_str(s, el[0], field, px)
+    if rp < 0:
         return -1
-    return get_fx_str(s, el[2], field, 0, sz)
+    rs = get_sz_str(s, el[2], field, sz)
+    if rs < 0:
+        return -1
+    if rp or rs:
+        px[0] = DM_UNDEF_PRICE
+        sz[0] = 0
+        return 1
+    return 0
 
 
 cdef int kr_ticker(CState* s, Py_ssize_t v) noexcept nogil:
@@ -191,7 +212,8 @@ cdef int kr_ticker(CState* s, Py_ssize_t v) noexcept nogil:
     volume), ts_event = ts_recv + FLAG_TS_EVENT_IS_RECV (the v1 ticker has no time)."""
     cdef Py_ssize_t sl[KR_N]
     cdef Py_ssize_t w
-    cdef int64_t bp, bs, ap, as_
+    cdef int64_t bp, ap
+    cdef uint64_t bs, as_
     if s.p[v] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"ticker", v)
     index_obj(s, v, 0, kr_key, sl, KR_N)
@@ -201,29 +223,40 @@ cdef int kr_ticker(CState* s, Py_ssize_t v) noexcept nogil:
     w = req(s, sl, KR_A, b"a", v)
     if w < 0 or kr_ticker_side(s, w, b"a", &ap, &as_) < 0:
         return -1
-    return emit_bbo(s, s.ts_recv, bp, <uint64_t>bs, ap, <uint64_t>as_, 0, FLAG_TS_EVENT_IS_RECV)
+    return emit_bbo(s, s.ts_recv, bp, bs, ap, as_, 0, FLAG_TS_EVENT_IS_RECV)
 
 
 cdef int kr_spread(CState* s, Py_ssize_t v) noexcept nogil:
     """spread: [bid, ask, timestamp, bidVolume, askVolume] strings -> BBO, ts_event = timestamp."""
     cdef Py_ssize_t el[5]
-    cdef int64_t bp, ap, bs, as_
-    cdef uint64_t ts
+    cdef int64_t bp, ap
+    cdef uint64_t ts, bs, as_
+    cdef int rbp, rap, rbs, ras
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", b"spread", v)
     if arr_collect(s, v, el, 5) < 5:
         return e_codec(s, ERR_CODEC, b"expected [bid, ask, timestamp, bidVolume, askVolume]", b"spread", v)
-    if get_fx_str(s, el[0], b"spread", 1, &bp) < 0:
+    rbp = get_px_str(s, el[0], b"spread", &bp)
+    if rbp < 0:
         return -1
-    if get_fx_str(s, el[1], b"spread", 1, &ap) < 0:
+    rap = get_px_str(s, el[1], b"spread", &ap)
+    if rap < 0:
         return -1
     if get_ts_str(s, el[2], b"spread", &ts) < 0:
         return -1
-    if get_fx_str(s, el[3], b"spread", 0, &bs) < 0:
+    rbs = get_sz_str(s, el[3], b"spread", &bs)
+    if rbs < 0:
         return -1
-    if get_fx_str(s, el[4], b"spread", 0, &as_) < 0:
+    ras = get_sz_str(s, el[4], b"spread", &as_)
+    if ras < 0:
         return -1
-    return emit_bbo(s, ts, bp, <uint64_t>bs, ap, <uint64_t>as_, 0, 0)
+    if rbp or rbs:                  # a side with a value rejected alone: no side
+        bp = DM_UNDEF_PRICE
+        bs = 0
+    if rap or ras:
+        ap = DM_UNDEF_PRICE
+        as_ = 0
+    return emit_bbo(s, ts, bp, bs, ap, as_, 0, 0)
 
 
 cdef int kr_decode(CState* s) noexcept nogil:
@@ -302,7 +335,10 @@ cdef class KrakenCodec(_Codec):
     channelName, pair]: book-N snapshot/update -> BOOK_DELTA (checksum = int(c)), trade ->
     TRADE, ticker / spread -> BBO, ohlc-N -> 0 records. Symbols are wsnames ("XBT/USD").
     ``checksum``: a book update's CRC32 ``c``; ``first_seq``/``last_seq`` stay 0 (v1 has no
-    sequence). Venue doc: Kraken WebSocket API v1, sections Book, Trade, Ticker, Spread."""
+    sequence). Prices are i64 at 1e-9, volumes at the pair's size_precision (``add_symbol``;
+    the worker registers AssetPairs ``lot_decimals``); a value that cannot be represented is
+    rejected alone (``value_errors``): that level / trade / BBO side is skipped. Venue doc:
+    Kraken WebSocket API v1, sections Book, Trade, Ticker, Spread."""
 
     def __cinit__(self, *args, **kwargs):
         self.decoder = kr_decode

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from dm.codec_ref import F_SNAPSHOT, F_TS_IS_RECV, SIDE_A, SIDE_B, K, Node, RefCodec
+from dm.codec_ref import F_SNAPSHOT, F_TS_IS_RECV, SIDE_A, SIDE_B, UNDEF_PRICE, K, Node, RefCodec
 
 
 class RefKrakenCodec(RefCodec):
@@ -58,10 +58,11 @@ class RefKrakenCodec(RefCodec):
                 self.err("expected an array", field, lv.off)
             if len(lv.v) < 3:
                 self.err("expected [price, volume, timestamp]", field, lv.off)
-            px = self.fx_str(lv.v[0], field, True)
-            sz = self.fx_str(lv.v[1], field, False)
+            px = self.px_str(lv.v[0], field)
+            sz = self.sz_str(lv.v[1], field)
             ts = self.fx_str(lv.v[2], field, False)
-            self.level(ts, px, sz, 0, side, flags)
+            if px is not None and sz is not None:
+                self.level(ts, px, sz, 0, side, flags)
 
     def book(self, pays: list) -> None:
         snap = False
@@ -100,26 +101,28 @@ class RefKrakenCodec(RefCodec):
                 self.err("expected an array", "trade", tr.off)
             if len(tr.v) < 4:
                 self.err("expected [price, volume, time, side, ...]", "trade", tr.off)
-            px = self.fx_str(tr.v[0], "trade", True)
-            sz = self.fx_str(tr.v[1], "trade", False)
+            px = self.px_str(tr.v[0], "trade")
+            sz = self.sz_str(tr.v[1], "trade")
             ts = self.fx_str(tr.v[2], "trade", False)
             side = {b"b": SIDE_B, b"s": SIDE_A}.get(self.s(tr.v[3], "trade"))
             if side is None:
                 self.err("invalid side", "trade", tr.v[3].off)
-            dup = 0
-            for k in range(len(seen) - 1, -1, -1):
-                if seen[k][0] != ts:
-                    break
-                dup += seen[k] == (ts, px, sz, side)
-            seen.append((ts, px, sz, side))
-            self.trade(ts, px, sz, 0, dup, side, 0)
+            if px is not None and sz is not None:
+                dup = 0
+                for k in range(len(seen) - 1, -1, -1):
+                    if seen[k][0] != ts:
+                        break
+                    dup += seen[k] == (ts, px, sz, side)
+                seen.append((ts, px, sz, side))
+                self.trade(ts, px, sz, 0, dup, side, 0)
 
     def ticker_side(self, node: Node, field: str):
         if node.t != "arr":
             self.err("expected an array", field, node.off)
         if len(node.v) < 3:
             self.err("expected [price, wholeLotVolume, lotVolume]", field, node.off)
-        return self.fx_str(node.v[0], field, True), self.fx_str(node.v[2], field, False)
+        px, sz = self.px_str(node.v[0], field), self.sz_str(node.v[2], field)
+        return (UNDEF_PRICE, 0) if px is None or sz is None else (px, sz)
 
     def ticker(self, node: Node) -> None:
         if node.t != "obj":
@@ -135,9 +138,13 @@ class RefKrakenCodec(RefCodec):
         if len(node.v) < 5:
             self.err("expected [bid, ask, timestamp, bidVolume, askVolume]", "spread", node.off)
         el = node.v
-        bp = self.fx_str(el[0], "spread", True)
-        ap = self.fx_str(el[1], "spread", True)
+        bp = self.px_str(el[0], "spread")
+        ap = self.px_str(el[1], "spread")
         ts = self.fx_str(el[2], "spread", False)
-        bs = self.fx_str(el[3], "spread", False)
-        as_ = self.fx_str(el[4], "spread", False)
+        bs = self.sz_str(el[3], "spread")
+        as_ = self.sz_str(el[4], "spread")
+        if bp is None or bs is None:      # a side with a value rejected alone: no side
+            bp, bs = UNDEF_PRICE, 0
+        if ap is None or as_ is None:
+            ap, as_ = UNDEF_PRICE, 0
         self.bbo(ts, bp, bs, ap, as_, 0, 0)

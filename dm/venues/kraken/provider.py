@@ -44,7 +44,8 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS
+from dm._codec import KINDS, parse_price, parse_size
+from dm.errors import FixedPointError
 from dm.providers.base import Books, Provider, ResubscribingBooks
 from dm.venues.kraken._codec import KrakenCodec
 from dm.venues.kraken.booksync import KrakenBookSync, decimals_of
@@ -73,6 +74,32 @@ def snapshot_decimals(frame: bytes | str) -> tuple[int | None, int | None]:
     if m is None:
         return None, None
     return decimals_of(m.group(1).decode()), decimals_of(m.group(2).decode())
+
+
+def rejected_levels(frame: bytes | str, size_precision: int) -> list[tuple[int, str, str]]:
+    """The book levels of a v1 book frame that the codec rejects alone (a price beyond i64 at
+    1e-9, a volume that does not fit ``size_precision``), as ``[(side 65|66, price text, volume
+    text)]`` in the codec's order (per payload asks then bids). They stay in the venue's book,
+    so ``KrakenBookSync`` keeps them for the checksum (docs: "Book checksum"). Rare path: the
+    frame is parsed again with orjson."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return []
+    out = []
+    for pay in msg[1:-2] if isinstance(msg, list) else ():
+        if not isinstance(pay, dict):
+            continue
+        for key, side in (("as", 65), ("bs", 66), ("a", 65), ("b", 66)):
+            for lv in pay.get(key) or ():
+                try:
+                    parse_price(lv[0])
+                    parse_size(lv[1], size_precision)
+                except FixedPointError:
+                    out.append((side, lv[0], lv[1]))
+                except (IndexError, TypeError):
+                    continue
+    return out
 
 
 class KrakenProvider(ResubscribingBooks, Provider):
@@ -106,12 +133,16 @@ class KrakenProvider(ResubscribingBooks, Provider):
 
     # -- set-up ---------------------------------------------------------------------------
     def make_codec(self):
-        codec = KrakenCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        codec = KrakenCodec(self.pcfg.publisher_id)
+        for c, v in self.venue_symbols.items():   # sizes at AssetPairs lot_decimals
+            iid = self.instrument_ids[c]
+            codec.add_symbol(v, iid, self.size_precision_of.get(iid, 9))
         kinds = {K_SUBSCRIPTION, K_ERROR}
         if "book" in self.channel_names:
             self.books = Books(self, publish_bbo=True)
             for iid in self.instrument_ids.values():
-                self.books.syncs[iid] = KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
+                sync = self.books.syncs[iid] = KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
+                sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT, K_TICKER, K_SPREAD}
         self.book_kinds = frozenset(kinds)
         return codec
@@ -138,7 +169,9 @@ class KrakenProvider(ResubscribingBooks, Provider):
 
     # runtime subscriptions (Kraken WebSocket API v1, "subscribe" / "unsubscribe" events)
     def new_book_sync(self, iid: int):
-        return KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
+        sync = KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
+        sync.book.size_precision = self.size_precision_of.get(iid, 9)
+        return sync
 
     async def subscribe_live(self, ws, venue_symbols: list[str]) -> None:
         if self.books is not None:
@@ -166,12 +199,14 @@ class KrakenProvider(ResubscribingBooks, Provider):
         if kind == K_BOOK:
             iid = c.instrument_id
             cs = c.checksum
-            act = self.books.syncs[iid].on_update(c.output(), cs if cs >= 0 else None)
+            rej = rejected_levels(self.last_frame, c.size_precision) if c.value_error_count else ()
+            act = self.books.syncs[iid].on_update(c.output(), cs if cs >= 0 else None, rej)
             self.books.handle(iid, act, 0, ts_recv)
         elif kind == K_BOOKSNAPSHOT:
             iid = c.instrument_id
             pd, sd = snapshot_decimals(self.last_frame)
-            act = self.books.syncs[iid].on_snapshot(c.output(), pd, sd)
+            rej = rejected_levels(self.last_frame, c.size_precision) if c.value_error_count else ()
+            act = self.books.syncs[iid].on_snapshot(c.output(), pd, sd, rej)
             self.books.handle(iid, act, 0, ts_recv)
         elif kind == K_TICKER or kind == K_SPREAD:
             # the book is the channel's BBO source: venue ticker/spread BBOs are stored only

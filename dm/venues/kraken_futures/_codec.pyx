@@ -96,10 +96,13 @@ cdef int kf_side(CState* s, Py_ssize_t v, uint8_t* side) noexcept nogil:
 
 cdef int kf_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint64_t ts,
                    uint64_t seq) noexcept nogil:
-    """book_snapshot bids/asks: array of {"price": number, "qty": number}."""
+    """book_snapshot bids/asks: array of {"price": number, "qty": number}. A level whose price
+    or qty cannot be represented is rejected alone (value_reject) and skipped."""
     cdef Py_ssize_t sl[KF_N]
     cdef Py_ssize_t endp = 0, w, e, x
-    cdef int64_t px, sz
+    cdef int64_t px
+    cdef uint64_t sz
+    cdef int rp, rs
     if s.p[v] != 91:
         return e_codec(s, ERR_CODEC, b"expected an array", field, v)
     w = arr_first(s, v, 0, &endp)
@@ -108,23 +111,31 @@ cdef int kf_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
             return e_codec(s, ERR_CODEC, b"expected an object", field, w)
         e = index_obj(s, w, 0, kf_key, sl, KF_N)
         x = req(s, sl, KF_PRICE, b"price", w)
-        if x < 0 or get_fx_num(s, x, b"price", 1, 0, 0, &px) < 0:
+        if x < 0:
+            return -1
+        rp = get_px_num(s, x, b"price", 0, 0, &px)
+        if rp < 0:
             return -1
         x = req(s, sl, KF_QTY, b"qty", w)
-        if x < 0 or get_fx_num(s, x, b"qty", 0, 0, 0, &sz) < 0:
+        if x < 0:
             return -1
-        if emit_level(s, ts, px, <uint64_t>sz, seq, side, FLAG_SNAPSHOT) < 0:
+        rs = get_sz_num(s, x, b"qty", 0, &sz)
+        if rs < 0:
+            return -1
+        if rp == 0 and rs == 0 and emit_level(s, ts, px, sz, seq, side, FLAG_SNAPSHOT) < 0:
             return -1
         w = arr_next(s, e, &endp)
     return 0
 
 
 cdef int kf_trade(CState* s, Py_ssize_t* sl, Py_ssize_t obj, uint8_t flags, uint64_t* seq) noexcept nogil:
-    """trade fields: side, seq, time, price, qty -> TRADE, trade_id = sequence = seq."""
+    """trade fields: side, seq, time, price, qty -> TRADE, trade_id = sequence = seq (none when
+    the price or qty is rejected alone)."""
     cdef Py_ssize_t v
     cdef uint8_t side
-    cdef uint64_t ts
-    cdef int64_t px, sz
+    cdef uint64_t ts, sz
+    cdef int64_t px
+    cdef int rp, rs
     v = req(s, sl, KF_SIDE, b"side", obj)
     if v < 0 or kf_side(s, v, &side) < 0:
         return -1
@@ -135,12 +146,20 @@ cdef int kf_trade(CState* s, Py_ssize_t* sl, Py_ssize_t obj, uint8_t flags, uint
     if v < 0 or get_ms(s, v, b"time", &ts) < 0:
         return -1
     v = req(s, sl, KF_PRICE, b"price", obj)
-    if v < 0 or get_fx_num(s, v, b"price", 1, 0, 0, &px) < 0:
+    if v < 0:
+        return -1
+    rp = get_px_num(s, v, b"price", 0, 0, &px)
+    if rp < 0:
         return -1
     v = req(s, sl, KF_QTY, b"qty", obj)
-    if v < 0 or get_fx_num(s, v, b"qty", 0, 0, 0, &sz) < 0:
+    if v < 0:
         return -1
-    return emit_trade(s, ts, px, <uint64_t>sz, seq[0], seq[0], side, flags)
+    rs = get_sz_num(s, v, b"qty", 0, &sz)
+    if rs < 0:
+        return -1
+    if rp or rs:
+        return 0
+    return emit_trade(s, ts, px, sz, seq[0], seq[0], side, flags)
 
 
 cdef int kf_decode(CState* s) noexcept nogil:
@@ -148,8 +167,9 @@ cdef int kf_decode(CState* s) noexcept nogil:
     cdef Py_ssize_t sl[KF_N]
     cdef Py_ssize_t tsl[KF_N]
     cdef Py_ssize_t top, e, v, vb, va, a, b, endp = 0, w
-    cdef uint64_t seq, ts
-    cdef int64_t px, sz, bp, ap, bs, as_
+    cdef uint64_t seq, ts, sz, bs, as_
+    cdef int64_t px, bp, ap
+    cdef int rp, rs, rbp, rap, rbs, ras
     cdef uint8_t side
     cdef bint first = 1
     top = skip_ws(s, 0)
@@ -217,12 +237,19 @@ cdef int kf_decode(CState* s) noexcept nogil:
         if v < 0 or get_ms(s, v, b"timestamp", &ts) < 0:
             return -1
         v = req(s, sl, KF_PRICE, b"price", top)
-        if v < 0 or get_fx_num(s, v, b"price", 1, 0, 0, &px) < 0:
+        if v < 0:
+            return -1
+        rp = get_px_num(s, v, b"price", 0, 0, &px)
+        if rp < 0:
             return -1
         v = req(s, sl, KF_QTY, b"qty", top)
-        if v < 0 or get_fx_num(s, v, b"qty", 0, 0, 0, &sz) < 0:
+        if v < 0:
             return -1
-        if emit_level(s, ts, px, <uint64_t>sz, seq, side, FLAG_LAST) < 0:
+        rs = get_sz_num(s, v, b"qty", 0, &sz)
+        if rs < 0:
+            return -1
+        # a value rejected alone: no record, but seq still counts (the sync sees no hole)
+        if rp == 0 and rs == 0 and emit_level(s, ts, px, sz, seq, side, FLAG_LAST) < 0:
             return -1
         s.first_seq = seq
         s.last_seq = seq
@@ -282,24 +309,47 @@ cdef int kf_decode(CState* s) noexcept nogil:
         return 0
 
     # ticker_lite: bid, ask (sizes 0, ts_event = ts_recv); ticker: bid, ask, bid_size, ask_size, time
+    # a side with a value rejected alone: no side (UNDEF_PRICE, 0)
     v = req(s, sl, KF_BID, b"bid", top)
-    if v < 0 or get_fx_num(s, v, b"bid", 1, 1, DM_UNDEF_PRICE, &bp) < 0:
+    if v < 0:
+        return -1
+    rbp = get_px_num(s, v, b"bid", 1, DM_UNDEF_PRICE, &bp)
+    if rbp < 0:
         return -1
     v = req(s, sl, KF_ASK, b"ask", top)
-    if v < 0 or get_fx_num(s, v, b"ask", 1, 1, DM_UNDEF_PRICE, &ap) < 0:
+    if v < 0:
         return -1
+    rap = get_px_num(s, v, b"ask", 1, DM_UNDEF_PRICE, &ap)
+    if rap < 0:
+        return -1
+    if rbp:
+        bp = DM_UNDEF_PRICE
+    if rap:
+        ap = DM_UNDEF_PRICE
     if s.kind == K_TICKERLITE:
         return emit_bbo(s, s.ts_recv, bp, 0, ap, 0, 0, FLAG_TS_EVENT_IS_RECV)
     v = req(s, sl, KF_BID_SIZE, b"bid_size", top)
-    if v < 0 or get_fx_num(s, v, b"bid_size", 0, 1, 0, &bs) < 0:
+    if v < 0:
+        return -1
+    rbs = get_sz_num(s, v, b"bid_size", 1, &bs)
+    if rbs < 0:
         return -1
     v = req(s, sl, KF_ASK_SIZE, b"ask_size", top)
-    if v < 0 or get_fx_num(s, v, b"ask_size", 0, 1, 0, &as_) < 0:
+    if v < 0:
+        return -1
+    ras = get_sz_num(s, v, b"ask_size", 1, &as_)
+    if ras < 0:
         return -1
     v = req(s, sl, KF_TIME, b"time", top)
     if v < 0 or get_ms(s, v, b"time", &ts) < 0:
         return -1
-    return emit_bbo(s, ts, bp, <uint64_t>bs, ap, <uint64_t>as_, 0, 0)
+    if rbp or rbs:
+        bp = DM_UNDEF_PRICE
+        bs = 0
+    if rap or ras:
+        ap = DM_UNDEF_PRICE
+        as_ = 0
+    return emit_bbo(s, ts, bp, bs, ap, as_, 0, 0)
 
 
 cdef class KrakenFuturesCodec(_Codec):
@@ -311,7 +361,9 @@ cdef class KrakenFuturesCodec(_Codec):
     JSON numbers parsed exactly (exponents allowed); a null bid/ask is UNDEF_PRICE. Product ids
     are case-insensitive. ``first_seq``/``last_seq``: book/book_snapshot/trade ``seq``;
     trade_snapshot: its first/last entry's ``seq``. Venue doc: Kraken Futures WebSocket v1,
-    Book, Trade, Ticker Lite, Ticker."""
+    Book, Trade, Ticker Lite, Ticker. Quantities are at the contract's size_precision
+    (``add_symbol``); a value that cannot be represented is rejected alone (``value_errors``):
+    that level / trade / BBO side is skipped, a book delta's ``seq`` still counts."""
 
     def __cinit__(self, *args, **kwargs):
         self.decoder = kf_decode

@@ -24,9 +24,10 @@ class RefKrakenFuturesCodec(RefCodec):
         side = self.side(self.req(d, "side", obj))
         seq = self.u64(self.req(d, "seq", obj), "seq")
         ts = self.ms(self.req(d, "time", obj), "time")
-        px = self.fx_num(self.req(d, "price", obj), "price", True)
-        sz = self.fx_num(self.req(d, "qty", obj), "qty", False)
-        self.trade(ts, px, sz, seq, seq, side, flags)
+        px = self.px_num(self.req(d, "price", obj), "price")
+        sz = self.sz_num(self.req(d, "qty", obj), "qty")
+        if px is not None and sz is not None:
+            self.trade(ts, px, sz, seq, seq, side, flags)
         return seq
 
     def _decode(self, b: bytes) -> None:
@@ -52,9 +53,10 @@ class RefKrakenFuturesCodec(RefCodec):
             side = self.side(self.req(d, "side", top))
             seq = self.u64(self.req(d, "seq", top), "seq")
             ts = self.ms(self.req(d, "timestamp", top), "timestamp")
-            px = self.fx_num(self.req(d, "price", top), "price", True)
-            sz = self.fx_num(self.req(d, "qty", top), "qty", False)
-            self.level(ts, px, sz, seq, side, F_LAST)
+            px = self.px_num(self.req(d, "price", top), "price")
+            sz = self.sz_num(self.req(d, "qty", top), "qty")
+            if px is not None and sz is not None:
+                self.level(ts, px, sz, seq, side, F_LAST)
             self.first_seq = self.last_seq = seq
         elif name == "bookSnapshot":
             seq = self.u64(self.req(d, "seq", top), "seq")
@@ -69,9 +71,10 @@ class RefKrakenFuturesCodec(RefCodec):
                     if lv.t != "obj":
                         self.err("expected an object", field, lv.off)
                     ld = self.members(lv)
-                    px = self.fx_num(self.req(ld, "price", lv), "price", True)
-                    sz = self.fx_num(self.req(ld, "qty", lv), "qty", False)
-                    self.level(ts, px, sz, seq, side, F_SNAPSHOT)
+                    px = self.px_num(self.req(ld, "price", lv), "price")
+                    sz = self.sz_num(self.req(ld, "qty", lv), "qty")
+                    if px is not None and sz is not None:
+                        self.level(ts, px, sz, seq, side, F_SNAPSHOT)
             self.set_last()
             self.first_seq = self.last_seq = seq
         elif name == "trade":
@@ -89,12 +92,18 @@ class RefKrakenFuturesCodec(RefCodec):
                     self.first_seq = seq
                 self.last_seq = seq
         else:
-            bp = self.fx_num(self.req(d, "bid", top), "bid", True, UNDEF_PRICE)
-            ap = self.fx_num(self.req(d, "ask", top), "ask", True, UNDEF_PRICE)
+            # a side with a value rejected alone: no side (UNDEF_PRICE, 0)
+            bp = self.px_num(self.req(d, "bid", top), "bid", UNDEF_PRICE)
+            ap = self.px_num(self.req(d, "ask", top), "ask", UNDEF_PRICE)
             if kind == K["tickerLite"]:
-                self.bbo(self.ts_recv, bp, 0, ap, 0, 0, F_TS_IS_RECV)
+                self.bbo(self.ts_recv, UNDEF_PRICE if bp is None else bp, 0,
+                         UNDEF_PRICE if ap is None else ap, 0, 0, F_TS_IS_RECV)
                 return
-            bs = self.fx_num(self.req(d, "bid_size", top), "bid_size", False, 0)
-            as_ = self.fx_num(self.req(d, "ask_size", top), "ask_size", False, 0)
+            bs = self.sz_num(self.req(d, "bid_size", top), "bid_size", 0)
+            as_ = self.sz_num(self.req(d, "ask_size", top), "ask_size", 0)
             ts = self.ms(self.req(d, "time", top), "time")
+            if bp is None or bs is None:
+                bp, bs = UNDEF_PRICE, 0
+            if ap is None or as_ is None:
+                ap, as_ = UNDEF_PRICE, 0
             self.bbo(ts, bp, bs, ap, as_, 0, 0)

@@ -78,13 +78,17 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
         self._product_of = {iid: v.lower() for iid, v in self.venue_of.items()}  # subscriptions use lower case
 
     def make_codec(self):
-        codec = KrakenFuturesCodec(self.pcfg.publisher_id, {v: self.instrument_ids[c] for c, v in self.venue_symbols.items()})
+        codec = KrakenFuturesCodec(self.pcfg.publisher_id)
+        for c, v in self.venue_symbols.items():   # sizes at the contract's size precision
+            iid = self.instrument_ids[c]
+            codec.add_symbol(v, iid, self.size_precision_of.get(iid, 9))
         kinds = {K_SUBSCRIPTION, K_ERROR}
         if "book" in self.feeds:
             top_feed = "ticker_lite" in self.feeds or "ticker" in self.feeds
             self.books = Books(self, publish_bbo=not top_feed)
             for iid in self.instrument_ids.values():
-                self.books.syncs[iid] = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+                sync = self.books.syncs[iid] = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+                sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
         self.book_kinds = frozenset(kinds)
         return codec
@@ -111,7 +115,9 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
     # -- frames routed here (book_kinds) -------------------------------------------------
     # runtime subscriptions (Kraken Futures WebSocket v1: "subscribe" / "unsubscribe" events)
     def new_book_sync(self, iid: int):
-        return KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+        sync = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
+        sync.book.size_precision = self.size_precision_of.get(iid, 9)
+        return sync
 
     def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
         super().register_codec_symbol(canonical, venue_symbol, iid)
