@@ -80,6 +80,8 @@ __all__ = [
     "InstrumentCache",
     "cache_path",
     "reconcile",
+    "definition_record",
+    "seed_from_storage",
     "candidate",
     "first_choice",
     "MAX_PROBES",
@@ -408,6 +410,19 @@ class InstrumentCache:
             raise InstrumentError(f"instrument cache {self.path}: {e}") from None
         return [g for g in gone if tuple(g[:3]) != (int(instrument_id), symbol, exchange)]
 
+    def registrations(self, instrument_ids: Iterable[int]) -> list[tuple[Instrument, int]]:
+        """``(Instrument, created_ns)`` of each of ``instrument_ids`` the cache holds, in the
+        given order (created_ns: when the cache assigned it, ns since the epoch)."""
+        rows = {r[0]: r for r in self._run(
+            "SELECT instrument_id, symbol, exchange, venue_symbol, publisher_id, size_precision, created_ns"
+            " FROM instruments").fetchall()}
+        out = []
+        for iid in instrument_ids:
+            r = rows.get(int(iid))
+            if r is not None:
+                out.append((Instrument(*r[:6]), int(r[6])))
+        return out
+
     def set_size_precision(self, instrument_id: int, size_precision: int) -> bool:
         """Fill in a registration's unknown size_precision; False if it was known or absent."""
         cur = self._run("UPDATE instruments SET size_precision = ? WHERE instrument_id = ? AND size_precision IS NULL",
@@ -423,6 +438,77 @@ class InstrumentCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+#: size_precision of a definition whose registration does not know it: the records' default scale
+DEFAULT_SIZE_PRECISION = 9
+
+
+def definition_record(inst: Instrument, created_ns: int, ts_recv: int) -> bytes:
+    """An INSTRUMENT_DEF record (``dm.records.INSTRUMENT_DEF_DTYPE``) announcing a registration
+    to the persister: header ``instrument_id``/``publisher_id``, ``ts_event`` = ``created_ns``
+    (when the id was assigned: the same registration always gives the same record, one row in
+    storage), ``ts_recv``, ``symbol``/``exchange``, ``raw_symbol`` = the venue symbol,
+    ``size_precision`` (``DEFAULT_SIZE_PRECISION`` when unknown); prices and sizes undefined
+    (``UNDEF_PRICE``), timestamps ``UNDEF_TIMESTAMP``, ``display_factor`` 1e9. Raises
+    ``InstrumentError`` for names longer than the record's fields."""
+    import numpy as np
+
+    from dm.records import INSTRUMENT_DEF_DTYPE, UNDEF_PRICE, UNDEF_TIMESTAMP, RType
+
+    a = np.zeros(1, INSTRUMENT_DEF_DTYPE)
+    a["length"] = INSTRUMENT_DEF_DTYPE.itemsize // 4
+    a["rtype"] = RType.INSTRUMENT_DEF
+    a["publisher_id"] = inst.publisher_id
+    a["instrument_id"] = inst.instrument_id
+    a["ts_event"] = created_ns
+    a["ts_recv"] = ts_recv
+    for f in ("min_price_increment", "lot_size", "contract_multiplier", "strike_price"):
+        a[f] = UNDEF_PRICE
+    a["display_factor"] = 1_000_000_000
+    a["expiration"] = a["activation"] = UNDEF_TIMESTAMP
+    a["size_precision"] = DEFAULT_SIZE_PRECISION if inst.size_precision is None else inst.size_precision
+    for f, v in (("symbol", inst.symbol), ("exchange", inst.exchange), ("raw_symbol", inst.venue_symbol)):
+        b = v.encode()
+        if len(b) > INSTRUMENT_DEF_DTYPE[f].itemsize:
+            raise InstrumentError(f"{inst.symbol}@{inst.exchange}: {f} {v!r} longer than {INSTRUMENT_DEF_DTYPE[f].itemsize} bytes")
+        a[f] = b
+    return a.tobytes()
+
+
+def seed_from_storage(cache: InstrumentCache, url: str, timeout_s: float = 2.0) -> int:
+    """Copy into the cache the database's registrations it lacks (never the other way: the
+    persister is the database's only writer), so a worker whose cache is new (first start after
+    an upgrade, a fresh run_dir) takes the ids the database already assigned instead of
+    re-deriving them. Best effort, read-only, bounded by ``timeout_s``: returns the number of rows
+    imported, or -1 when the database could not be read (down, not migrated yet, a SQLite file
+    that does not exist: the cache alone decides then). A row whose id or (symbol, exchange) the
+    cache holds otherwise is left for the persister's ``reconcile``."""
+    from dm.errors import StorageError
+    from dm.storage import open_storage
+
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+        if not path or path == ":memory:" or not Path(path).exists():
+            return -1
+    try:
+        st = open_storage(url, timeout_s=timeout_s)
+    except StorageError:
+        return -1
+    try:
+        rows = st.instrument_rows()
+    except StorageError:
+        return -1
+    finally:
+        try:
+            st.close()
+        except StorageError:
+            pass
+    n = 0
+    for r in rows:
+        if cache.insert_instrument(*r[:5], size_precision=r[5]):
+            n += 1
+    return n
 
 
 class Reconciled(NamedTuple):

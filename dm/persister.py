@@ -37,6 +37,9 @@ Faults stay local:
   (``dm.instruments.InstrumentCache``, ``run_dir/<instance>/instruments.sqlite``) and the
   database are reconciled both ways; registrations stored from INSTRUMENT_DEF records are added
   to the cache too.
+* **The gap ledger** is written here only: workers send every lost window as a GAP record through
+  their persist queue (``dm.providers.base.Provider.record_gap``); each stored batch holding some
+  logs one line and counts them per provider (``gaps``).
 
 Stats file ``run_dir/<instance>/persister.stats.json``, rewritten every 0.5 s by a thread (also
 while a database call blocks)::
@@ -46,7 +49,7 @@ while a database call blocks)::
                  "last_ok_ns": int, "url": redacted URL,
                  "write_latency_s": {"buckets": {"0.001": n, ..., "+Inf": n}, "sum": s, "count": n}},
      "queues": {provider: {"attached": bool, "pending": int, "lag_s": float, "records": int,
-                           "dead_letters": int, "spool_bytes": int, "state": "ok"|"retrying",
+                           "dead_letters": int, "gaps": int, "spool_bytes": int, "state": "ok"|"retrying",
                            "last_error": str}},
      "rows": {table: n}, "dead_letters": int, "records": int, "batches": int, "failures": int}
 
@@ -317,6 +320,7 @@ class Queue:
         self.last_error = ""
         self.records = 0
         self.dead_letters = 0
+        self.gaps = 0  # GAP records of this provider stored in the ledger
         self.behind_since: float | None = None  # when this provider fell behind (lag = now - this)
         self.read_all = True  # the last fill emptied the queue (the batch holds all there was)
         for tmp in spool_dir.glob("persister.*.held.tmp") if spool_dir.exists() else []:
@@ -558,6 +562,9 @@ class Persister:
         defs = arrays.get(RType.INSTRUMENT_DEF)
         if defs is not None and len(defs):
             self.cache_registrations(defs, dead)
+        gaps = arrays.get(RType.GAP)
+        if gaps is not None and len(gaps):
+            self.note_gaps(q, gaps, sum(1 for d in dead if d.get("rtype") == RType.GAP))
         with self._lock:
             self.rows.update({k: v for k, v in inserted.items() if v})
             self.records += b.n
@@ -606,6 +613,14 @@ class Persister:
                 log.error("storage refused this provider's batch; retrying it alone", provider=q.name,
                           records=q.batch.n, error=q.last_error, retry_in_s=round(q.retry_at - now, 3))
         q.failing = True
+
+    def note_gaps(self, q: Queue, gaps: np.ndarray, refused: int) -> None:
+        """GAP records a worker sent (the ledger's only way in: workers never write storage),
+        stored with the batch: one log line per batch with their kinds; counted in the stats
+        (``queues.<provider>.gaps``, dead-lettered ones not included)."""
+        kinds = Counter(k.decode("ascii", "replace") for k in gaps["kind"].tolist())
+        q.gaps += len(gaps) - refused
+        log.info("gaps recorded in the ledger", provider=q.name, count=len(gaps) - refused, kinds=dict(kinds))
 
     def cache_registrations(self, defs: np.ndarray, dead: list[dict]) -> None:
         """Add the registrations of stored INSTRUMENT_DEF records to the local cache (workers
@@ -790,7 +805,7 @@ class Persister:
                     starts = [t for t in (q.behind_since, q.batch.t0 if q.batch.n else None) if t]
                     lag = max(0.0, now - min(starts)) if starts else 0.0
                 queues[q.name] = {"attached": c is not None, "pending": int(pending), "lag_s": round(lag, 3),
-                                  "records": q.records, "dead_letters": q.dead_letters,
+                                  "records": q.records, "dead_letters": q.dead_letters, "gaps": q.gaps,
                                   "spool_bytes": q.spool_bytes(), "state": "retrying" if q.failing else "ok",
                                   "last_error": q.last_error}
             return {

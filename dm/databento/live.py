@@ -295,7 +295,7 @@ class DatabentoLiveProvider(Provider):
         self.frames += 1
         self.bytes_read += len(data)
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         conv = self.conv
         try:

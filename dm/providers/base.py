@@ -8,6 +8,30 @@ a consumer: channel rings overwrite, the persist queue spills to disk.
 
 Bad input never kills a worker: a frame the codec rejects is counted, logged once per burst and
 appended to the provider's dead-letter file (JSON lines: ts_recv ns, error, frame text).
+
+No database. A worker never opens storage: instrument ids come from the instance's local
+instrument cache (``dm.instruments.InstrumentCache``), and each instrument's registration goes
+to the persister as an INSTRUMENT_DEF record (``ts_event`` = the registration's time, so a
+restart re-sends the same record and storage keeps one row), so a worker starts and publishes
+while PostgreSQL is down.
+
+Gaps. Every lost window becomes a GAP record (``dm.records.gap_record``) written to the persist
+queue, so the persister is the only writer of the gap ledger (``Provider.record_gap``):
+
+* ``reconnect`` (ns window, every instrument): from the websocket's loss to the new connection;
+  also on the instrument's channel, so readers see it;
+* book gaps of the venue sync (``<venue>.update_id`` in update ids, ``kraken.checksum`` as an ns
+  window): also on the channel;
+* ``restart`` (ns window, every instrument): a worker whose predecessor did not stop cleanly
+  (killed, crashed, or stopped because its supervisor died) records one per instrument when its
+  own first frame arrives, from just after the last record its predecessor wrote to just before
+  that frame (``predecessor_window``). A stop that was asked for (SIGTERM/SIGINT from the
+  supervisor or a user) is not a gap. Not on the channel: a following reader gets its own
+  restart marker from ``dm.client``.
+
+Unknown symbols. A configured symbol the venue's reference data does not know is refused with
+one log line (``symbols refused``, listing them all) and ``refused_symbols`` in the stats file;
+the worker runs the rest (it fails only when nothing is left).
 """
 from __future__ import annotations
 
@@ -28,11 +52,11 @@ import orjson
 
 from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
-from dm._ring import ChannelWriter, Fanout, PersistQueue, now_ns, unlink_segment
+from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info, unlink_segment
 from dm.config import Config, ProviderConfig
 from dm._codec import value_text
-from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
-from dm.records import LAYOUT_HASH
+from dm.errors import CodecError, ConfigError, FixedPointError, RingError, SymbologyError
+from dm.records import LAYOUT_HASH, GapUnits, gap_record
 from dm.registry import Registry
 from dm.symbology import fetch_reference, for_provider
 
@@ -117,15 +141,14 @@ class Books:
     records included) goes to the persist queue; once the book is synced, a DEPTH record (top
     10) when the top 10 changed and a BBO record when the top changed (``publish_bbo``: off
     when the venue sends its own BBO stream, e.g. Binance bookTicker) go to the symbol's
-    channel and the persist queue; a gap goes to the gap ledger and the provider is asked to
-    resync (REST snapshot or resubscribe)."""
+    channel and the persist queue; a gap becomes a GAP record (``Provider.record_gap``: persist
+    queue and channel) and the provider is asked to resync (REST snapshot or resubscribe)."""
 
     def __init__(self, provider: "Provider", publish_bbo: bool):
         self.p = provider
         self.publish_bbo = publish_bbo
         self.syncs: dict[int, object] = {}
         self.out = bytearray()
-        self.pending_gaps: list[tuple] = []
         self.gaps = 0
         self.crossed = 0
         self.resyncs = 0
@@ -141,11 +164,12 @@ class Books:
             g = act.gap
             self.gaps += 1
             first, last = g.first_missing, g.last_missing
+            units = GapUnits.SEQUENCE
             if first is None or last is None:
                 # the venue has no update ids (Kraken v1 checksum): the ledger gets the window,
                 # in ns since the epoch, between the last good frame and the one that failed
-                first, last = self.last_ok_ns.get(iid, ts_recv), ts_recv
-            self.pending_gaps.append((iid, g.kind, first, last, now_ns(), g.detail))
+                first, last, units = self.last_ok_ns.get(iid, ts_recv), ts_recv, GapUnits.NS
+            p.record_gap(iid, g.kind, first, last, units, g.detail)
             log.warning("book gap", provider=p.name, instrument_id=iid, kind=g.kind, first=g.first_missing, last=g.last_missing, detail=g.detail)
         if act.needs_snapshot:
             self.resyncs += 1
@@ -175,20 +199,6 @@ class Books:
         if ch is not None:
             ch.write_many(out)
         p.records += q.write_many(out)
-
-    def flush_gaps(self, storage_url: str) -> None:
-        """Write pending gaps to the ledger (called from a thread by housekeeping)."""
-        if not self.pending_gaps:
-            return
-        from dm.storage import open_storage
-
-        gaps, self.pending_gaps = self.pending_gaps, []
-        st = open_storage(storage_url)
-        try:
-            for g in gaps:
-                st.record_gap(*g)
-        finally:
-            st.close()
 
 
 class ResubscribingBooks:
@@ -348,11 +358,20 @@ class Provider:
         self._stop = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
         self.stats_path = cfg.run_dir / cfg.instance / f"{self.name}.stats.json"
+        # what the next worker of this provider needs to know (predecessor_window); not a
+        # *.stats.json: the supervisor deletes those of an earlier run when it starts
+        self.state_path = cfg.run_dir / cfg.instance / f"{self.name}.worker-state.json"
         self.first_frame_ns = 0  # ts_recv of the first / last frame (ns since the epoch)
         self.last_frame_ns = 0
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.gaps_recorded = 0  # GAP records written (book, reconnect, restart)
+        self.refused_symbols: dict[str, str] = {}  # configured symbols the venue does not know -> why
+        self.restart_from_ns = 0  # a restart window to record at the first frame starts after this
+        self.restart_detail = ""
+        self.restart_gaps = 0
+        self.clean_stop = False
         self.capture = None  # dm.capture.Capture when [capture] is enabled
         self.persist_only: set[str] = set()  # symbols added at runtime without a channel
         self.open_done = False  # restore_runtime_symbols finished: changes are saved from then on
@@ -399,11 +418,33 @@ class Provider:
         aliases = self.pcfg.extra.get("quote_aliases", default)
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
         self.symbology = sym  # kept for symbols added at runtime (dm.control)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self.size_precision_of = {self.instrument_ids[c]: sym.info(v).resolved_size_precision()
                                   for c, v in self.venue_symbols.items()}
+
+    def select_symbols(self, sym) -> dict[str, str]:
+        """The configured canonical symbols the venue knows, ``{canonical: venue symbol}`` (via
+        ``sym.select``, one symbol at a time). Unknown or ambiguous ones are refused with ONE log
+        line naming them all and kept in ``refused_symbols`` (stats file); the worker runs the
+        rest. Raises ``SymbologyError`` only when no configured symbol is left."""
+        out: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for c in self.pcfg.symbols:
+            try:
+                out.update(sym.select([c]))
+            except SymbologyError as e:
+                refused[c] = str(e)
+        self.refused_symbols = refused
+        if refused:
+            log.error("symbols refused (unknown to the venue); the worker runs the rest", provider=self.name,
+                      refused=sorted(refused), running=len(out), reasons="; ".join(refused[c] for c in sorted(refused)))
+        if not out:
+            raise SymbologyError(f"providers.{self.name}: no configured symbol is known to the venue: "
+                                 + "; ".join(refused.values()))
+        return out
+
 
     def make_codec(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -442,6 +483,7 @@ class Provider:
             self.fanout.add_channel(iid, w)
             self.channel_by_iid[iid] = w
             self._iid_to_symbol[iid] = canonical
+        self.write_definitions()
         self.slot = Registry(self.cfg.shm.registry).register(
             self.cfg.instance, self.name, self.exchange, f"/dm.{self.cfg.instance}.{self.exchange}.", sorted(self.channels)
         )
@@ -521,6 +563,7 @@ class Provider:
         self.instrument_ids[canonical] = iid
         self.venue_of[iid] = venue_symbol
         self.size_precision_of[iid] = self.symbol_size_precision(canonical)
+        self.write_definitions([iid])  # the registration reaches storage through the persister
         self.register_codec_symbol(canonical, venue_symbol, iid)
         if self.books is not None:
             sync = self.new_book_sync(iid)
@@ -646,12 +689,112 @@ class Provider:
                  "records": self.channels[c].records_written if c in self.channels else None}
                 for c, iid in sorted(self.instrument_ids.items())]
 
+    def write_definitions(self, instrument_ids=None) -> None:
+        """One INSTRUMENT_DEF record per instrument (``instrument_ids``, default: all carried)
+        to the persist queue: the persister registers it in storage (and in the cache).
+        ``ts_event`` is the registration's time in the cache, so the same registration re-sent
+        by every start is one row in storage."""
+        from dm.instruments import InstrumentCache, cache_path, definition_record
+
+        ts = now_ns()
+        with InstrumentCache(cache_path(self.cfg.run_dir, self.cfg.instance)) as cache:
+            regs = cache.registrations(self.instrument_ids.values() if instrument_ids is None else instrument_ids)
+        known = getattr(self, "size_precision_of", None) or {}
+        for inst, created_ns in regs:
+            if inst.instrument_id in known:  # the scale this worker writes its records at
+                inst = inst._replace(size_precision=int(known[inst.instrument_id]))
+            self.queue.write(definition_record(inst, created_ns, ts))
+
+    # -- gaps -----------------------------------------------------------------------------
+    def record_gap(self, iid: int, kind: str, first_missing: int, last_missing: int, units: int,
+                   detail: str = "", channel: bool = True) -> None:
+        """A lost window of instrument ``iid``: one GAP record (``dm.records.gap_record``,
+        ``first_missing``..``last_missing`` inclusive in ``units`` (``GapUnits``), detected now)
+        to the persist queue, whence the persister stores it in the gap ledger, and with
+        ``channel`` to the instrument's channel for its readers. A gap that cannot be encoded
+        (kind too long, negative bound) is logged, never raised."""
+        try:
+            rec = gap_record(self.pcfg.publisher_id, iid, kind, first_missing, last_missing, units, now_ns(), detail)
+        except (ValueError, OverflowError) as e:
+            log.error("gap not recordable", provider=self.name, instrument_id=iid, kind=kind, error=str(e))
+            return
+        self.gaps_recorded += 1
+        if channel:
+            ch = self.channel_by_iid.get(iid)
+            if ch is not None:
+                ch.write(rec)
+        self.queue.write(rec)
+
+    def predecessor_window(self) -> tuple[int, str] | None:
+        """Where the window lost to a restart starts: ``(ns since the epoch, detail)``, or None
+        (first start, or the predecessor stopped cleanly). Call before ``open_rings``.
+
+        The predecessor is the worker whose state file (``run_dir/<instance>/<name>.worker-state.json``:
+        ``pid``, ``last_frame_ns``, ``clean_stop``, ``restart_from_ns``, ``restart_detail``,
+        rewritten every second and at exit, ``write_state``) is found. A predecessor that
+        inherited a window and received no frame before it ended passes that window on (even
+        through a clean stop). Otherwise, unless it stopped cleanly, the window starts at the
+        latest of its ``last_frame_ns`` (exact after a crash that ran its ``finally``, up to 1 s
+        old after kill -9) and the ts_recv of the last record of each channel it left behind
+        (exact: the channels of a killed worker stay until this one replaces them). The
+        predecessor handled every frame it read up to that moment, so that start holds for each
+        of its instruments."""
+        try:
+            doc = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        pid = doc.get("pid")
+        inherited = int(doc.get("restart_from_ns") or 0)
+        if inherited:
+            return inherited, str(doc.get("restart_detail") or "")
+        if doc.get("clean_stop") or pid == os.getpid():
+            return None
+        start = int(doc.get("last_frame_ns") or 0)
+        for canonical in self.instrument_ids:
+            name = self.cfg.channel_name(self.exchange, canonical)
+            try:
+                info = segment_info(name)
+                if info is None or info["kind"] != "channel" or info["state"] == "live" or info["producer_pid"] != pid:
+                    continue
+                r = ChannelReader(name, LAYOUT_HASH, start="oldest")
+                try:
+                    last = r.last_record()
+                finally:
+                    r.close()
+            except RingError:
+                continue
+            if last is not None:
+                start = max(start, _record_ts(last))
+        if not start:
+            return None  # it never read a frame: nothing of its own to lose
+        return start, f"worker pid {pid} ended without a clean stop"
+
+    def on_first_frame(self, ts_recv: int) -> None:
+        """The first frame of this worker (ts_recv, ns): closes an inherited restart window
+        with one ``restart`` GAP record per instrument, ``first_missing`` = just after the
+        predecessor's last record, ``last_missing`` = just before this frame (persist queue only:
+        a following reader gets its own restart marker from ``dm.client``)."""
+        self.first_frame_ns = ts_recv
+        start = self.restart_from_ns
+        if not start:
+            return
+        first, last = start + 1, max(ts_recv - 1, start + 1)
+        for iid in self.instrument_ids.values():
+            self.record_gap(iid, "restart", first, last, GapUnits.NS, self.restart_detail, channel=False)
+        self.restart_gaps += len(self.instrument_ids)
+        self.restart_from_ns = 0
+        log.warning("restart gap recorded", provider=self.name, instruments=len(self.instrument_ids),
+                    first_missing=first, last_missing=last, lost_s=round((ts_recv - start) / 1e9, 3),
+                    detail=self.restart_detail)
+
     # -- the hot loop -------------------------------------------------------------------
     def on_frame(self, data: bytes, ts_recv: int) -> None:
         """Decode one frame and publish its records. Bad frames go to the dead-letter file."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:
@@ -672,6 +815,14 @@ class Provider:
         self.fanout.publish(buf)
         self.records += n
 
+    def record_reconnect_gaps(self) -> None:
+        """The window since the websocket was lost is a gap for every instrument (ns)."""
+        t = now_ns()
+        for iid in self.instrument_ids.values():
+            self.record_gap(iid, "reconnect", self._disconnected_ns, t, GapUnits.NS, "websocket reconnect")
+            if self.books is not None:
+                self.books.gaps += 1
+
     async def run_connection(self) -> None:
         """One websocket connection: connect, subscribe, read until closed (``transport =
         "picows"`` in the provider's config: the picows Cython client, else aiohttp)."""
@@ -683,11 +834,8 @@ class Provider:
                                            timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
             self.connects += 1
             log.info("connected", provider=self.name, url=url)
-            if self._disconnected_ns and self.books is not None:
-                # the reconnect window is a gap for every instrument (time range, ns)
-                for iid in self.instrument_ids.values():
-                    self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
-                    self.books.gaps += 1
+            if self._disconnected_ns:
+                self.record_reconnect_gaps()
             self.ws = sock = self.captured_socket(ws, url)
             watchdog = None
             try:
@@ -768,10 +916,8 @@ class Provider:
                 self.connects -= 1
             raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
         log.info("connected", provider=self.name, url=url, transport="picows")
-        if self._disconnected_ns and self.books is not None:
-            for iid in self.instrument_ids.values():
-                self.books.pending_gaps.append((iid, "reconnect", self._disconnected_ns, now_ns(), now_ns(), "websocket reconnect"))
-                self.books.gaps += 1
+        if self._disconnected_ns:
+            self.record_reconnect_gaps()
         self.ws = sock = self.captured_socket(conn, url, connect_line=False)
         watchdog = None
         stop = asyncio.get_running_loop().create_task(self._stop.wait())
@@ -841,25 +987,26 @@ class Provider:
             delay = min(delay * 2, self.pcfg.reconnect_max_s)
 
     async def housekeeping(self) -> None:
-        """Every second: ring heartbeats, persist-queue flush/spool rotation, registry heartbeat,
-        dead-letter bursts, stats file."""
+        """Every second: ring heartbeats, persist-queue flush/spool rotation and fsync (in a
+        thread: the event loop never waits on the disk), registry heartbeat, dead-letter bursts,
+        stats file."""
         beat = 0
         while not self._stop.is_set():
             for w in self.channels.values():
                 w.heartbeat()
             if self.queue is not None:
                 self.queue.flush()
+                if self.queue.fsync == "batch":
+                    try:
+                        await asyncio.to_thread(self.queue.sync)
+                    except OSError as e:  # the spool stays in the kernel; retried next tick
+                        log.error("spool fsync failed", provider=self.name, error=repr(e))
             if self.capture is not None:
                 self.capture.flush()
             beat += 1
             if self.slot is not None and beat % 5 == 0:
                 self.slot.heartbeat()
             self.dead.tick()
-            if self.books is not None and self.books.pending_gaps:
-                try:
-                    await asyncio.to_thread(self.books.flush_gaps, self.cfg.storage.url)
-                except Exception as e:  # the ledger must not kill the worker; retried next tick
-                    log.error("gap ledger write failed", error=repr(e))
             self.write_stats()
             try:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
@@ -890,7 +1037,11 @@ class Provider:
             # progress for the supervisor's /health, /ready, READY=1 and /metrics (dm.health)
             "connected": self.ws is not None and not self.ws.closed,
             "reconnects": max(0, self.connects - 1),
-            "gaps": self.books.gaps if self.books else 0,
+            "gaps": self.gaps_recorded,
+            "restart_gaps": self.restart_gaps,
+            "refused_symbols": self.refused_symbols,
+            "restart_from_ns": self.restart_from_ns,  # a restart window not recorded yet (no frame so far)
+            "clean_stop": self.clean_stop,
             "resyncs": self.books.resyncs if self.books else 0,
             "spool_bytes": self.spool_bytes(),
             "ts": time.time(),
@@ -911,10 +1062,21 @@ class Provider:
         return total
 
     def write_stats(self) -> None:
+        """The stats file (for /health, dm top) and the state file the next worker reads."""
         self.stats_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.stats_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.stats(), indent=1))
         os.replace(tmp, self.stats_path)
+        self.write_state()
+
+    def write_state(self) -> None:
+        """``run_dir/<instance>/<name>.worker-state.json`` (tmp + rename): see ``predecessor_window``."""
+        doc = {"pid": os.getpid(), "last_frame_ns": self.last_frame_ns, "clean_stop": self.clean_stop,
+               "restart_from_ns": self.restart_from_ns, "restart_detail": self.restart_detail, "ts": time.time()}
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.state_path)
+
 
     def stop(self) -> None:
         self._stop.set()
@@ -933,6 +1095,11 @@ class Provider:
         async with aiohttp.ClientSession(timeout=timeout, **kw) as self.session:
             await self.resolve_symbols()
             self.codec = self.make_codec()
+            window = self.predecessor_window()
+            if window is not None:
+                self.restart_from_ns, self.restart_detail = window
+                log.info("predecessor ended without a clean stop: a restart gap opens", provider=self.name,
+                         after_ns=self.restart_from_ns, detail=self.restart_detail)
             self.open_rings()
             await self.restore_runtime_symbols()
             self.open_done = True
@@ -945,11 +1112,12 @@ class Provider:
                 conn.cancel()
                 await asyncio.gather(conn, return_exceptions=True)
                 await hk
+                # a stop asked for is clean; one forced by the supervisor's death (SIGTERM from
+                # dm.lifeline, this process re-parented) loses a window: the next worker records it
+                self.clean_stop = not _orphaned()
             finally:
                 if control is not None:
                     await control.close()
-                if self.books is not None and self.books.pending_gaps:
-                    self.books.flush_gaps(self.cfg.storage.url)
                 self.write_stats()
                 self.close_rings()
                 self.dead.close()
@@ -959,20 +1127,44 @@ class Provider:
 
 
 async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: dict[str, str]) -> dict[str, int]:
-    """Canonical symbol → instrument_id from the persistent instrument registry in storage."""
-    from dm.instruments import InstrumentRegistry
-    from dm.storage import open_storage
+    """Canonical symbol → instrument_id from the instance's local instrument cache
+    (``dm.instruments.InstrumentCache``, ``run_dir/<instance>/instruments.sqlite``), assigning
+    new ones there: no database needed (when the cache lacks a symbol, the database's
+    registrations are copied in first if it answers within 2 s: ``seed_from_storage``) (the persister reconciles the cache with storage, and
+    ``Provider.write_definitions`` sends each registration as an INSTRUMENT_DEF record). Raises
+    ``InstrumentError`` when the cache is unusable."""
+    from dm.instruments import InstrumentCache, InstrumentRegistry, cache_path, seed_from_storage
 
     def work():
-        st = open_storage(cfg.storage.url)
-        try:
-            st.migrate()
-            reg = InstrumentRegistry(st)
-            return {c: reg.resolve(c, pcfg.exchange, v, pcfg.publisher_id) for c, v in venue_symbols.items()}
-        finally:
-            st.close()
+        with InstrumentCache(cache_path(cfg.run_dir, cfg.instance)) as cache:
+            reg = InstrumentRegistry(cache)
+            if any(reg.get(c, pcfg.exchange) is None for c in venue_symbols):
+                # new to the cache: take the database's ids if it answers at once (never waits long)
+                n = seed_from_storage(cache, cfg.storage.url, min(2.0, cfg.storage.timeout_s or 2.0))
+                if n > 0:
+                    reg.reload()
+                log.info("instrument cache seeded from the database" if n >= 0 else
+                         "database not readable; instrument ids from the local cache", provider=pcfg.name,
+                         imported=max(n, 0))
+            got = reg.resolve_many((c, pcfg.exchange, v, pcfg.publisher_id) for c, v in venue_symbols.items())
+            return {c: got[(c, pcfg.exchange)] for c in venue_symbols}
 
     return await asyncio.to_thread(work)
+
+
+def _orphaned() -> bool:
+    """This worker's supervisor (``$DM_SUPERVISOR_PID``) is gone (we were re-parented)."""
+    sup = os.environ.get("DM_SUPERVISOR_PID", "")
+    return sup.isdigit() and os.getppid() != int(sup)
+
+
+def _record_ts(raw: bytes) -> int:
+    """ts_recv of a record (ns since the epoch), ts_event for a BAR (it has no ts_recv)."""
+    from dm.records import RType
+
+    if raw[1] == RType.BAR or len(raw) < 24:
+        return int.from_bytes(raw[8:16], "little")
+    return int.from_bytes(raw[16:24], "little")
 
 
 def provider_class(kind: str):

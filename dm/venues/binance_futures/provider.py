@@ -67,7 +67,7 @@ class BinanceFuturesProvider(BinanceProvider):
         default = self.cfg.quote_aliases if self.global_quote_aliases else {}
         aliases = self.pcfg.extra.get("quote_aliases", default)
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self.size_precisions = {c: sym.info(v).size_precision for c, v in self.venue_symbols.items()}
@@ -91,7 +91,7 @@ class BinanceFuturesProvider(BinanceProvider):
         of the frame is published)."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:

@@ -101,7 +101,7 @@ class BitstampProvider(Provider):
     async def resolve_symbols(self) -> None:
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         from dm.providers.base import resolve_instruments
 
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
@@ -152,7 +152,7 @@ class BitstampProvider(Provider):
         """As ``Provider.on_frame``, plus values rejected alone are dead-lettered."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:

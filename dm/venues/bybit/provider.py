@@ -57,6 +57,7 @@ from dm._ring import now_ns
 from dm.errors import CodecError, ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, dead_letter_values, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
+from dm.records import GapUnits
 from dm.venues.bybit._codec import BybitCodec
 from dm.venues.bybit.booksync import BybitBookSync
 from dm.venues.bybit.symbology import CATEGORIES, split_venue_symbol
@@ -224,7 +225,7 @@ class BybitProvider(Provider):
         default = self.cfg.quote_aliases if self.global_quote_aliases else {}
         aliases = self.pcfg.extra.get("quote_aliases", default)
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         for canonical, venue in self.venue_symbols.items():
@@ -315,7 +316,7 @@ class BybitProvider(Provider):
             if c.disconnected_ns:
                 t = now_ns()
                 for iid in c.symbols.values():  # the reconnect window is a gap (ns)
-                    self.books.pending_gaps.append((iid, "reconnect", c.disconnected_ns, t, t, "websocket reconnect"))
+                    self.record_gap(iid, "reconnect", c.disconnected_ns, t, GapUnits.NS, "websocket reconnect")
                     self.books.gaps += 1
             c.ws = ws
             watchdog = None
@@ -380,7 +381,7 @@ class BybitProvider(Provider):
         self.frames += 1
         c.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = c.codec
         try:

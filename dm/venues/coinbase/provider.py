@@ -54,6 +54,7 @@ from dm._book import BookError
 from dm._codec import KINDS, value_text
 from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
+from dm.records import GapUnits
 from dm.symbology import for_provider
 from dm.venues.coinbase._codec import CoinbaseCodec
 from dm.venues.coinbase.booksync import CoinbaseBookSync, SequenceTracker
@@ -135,7 +136,7 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
     async def resolve_symbols(self) -> None:
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self._product_of = dict(self.venue_of)
@@ -208,7 +209,7 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
         decode after its ``sequence_num`` was read still counts as received)."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:
@@ -245,7 +246,7 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
         books = self.books
         if not books.syncs:  # no book: the loss is still a gap for every instrument
             for iid in self.instrument_ids.values():
-                books.pending_gaps.append((iid, "coinbase.sequence_num", first, last, ts_recv, "sequence_num break"))
+                self.record_gap(iid, "coinbase.sequence_num", first, last, GapUnits.SEQUENCE, "sequence_num break")
                 books.gaps += 1
             return
         for iid, sync in books.syncs.items():

@@ -162,7 +162,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
     async def resolve_symbols(self) -> None:
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
-        self.venue_symbols = sym.select(self.pcfg.symbols)
+        self.venue_symbols = self.select_symbols(sym)
         self.instrument_ids = await resolve_instruments(self.cfg, self.pcfg, self.venue_symbols)
         self.venue_of = {self.instrument_ids[c]: v for c, v in self.venue_symbols.items()}
         self.symbology = sym  # symbols added at runtime (dm.control) are resolved with it
@@ -216,7 +216,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
         """As ``Provider.on_frame``, plus values rejected alone are dead-lettered."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:

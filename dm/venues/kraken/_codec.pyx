@@ -128,9 +128,17 @@ cdef int kr_book(CState* s, Py_ssize_t* pay, int npay) noexcept nogil:
 
 cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
     """trade: array of [price, volume, time, side b|s, ordertype, misc] -> TRADE per entry,
-    ts_event = time, side 'b' -> 'B', 's' -> 'A', trade_id 0 (v1 has none). A trade whose price
-    or volume cannot be represented is rejected alone (value_reject)."""
+    ts_event = time, side 'b' -> 'B', 's' -> 'A', trade_id 0 (v1 has none), sequence = how many
+    fills identical to this one (time, price, volume, side) precede it in the frame's array
+    (counted back over the fills of the same time; 0 for almost every fill). Two identical fills
+    of one frame stay two rows (the storage dedup key hashes the sequence), a replay of the same
+    frames gives the same sequences (a re-ingest deduplicates), and so does the REST gap filler,
+    which decodes its pages as frames (dm.venues.kraken.filler). A trade whose price or volume
+    cannot be represented is rejected alone (value_reject)."""
     cdef Py_ssize_t endp = 0, w, e, a, b
+    cdef Py_ssize_t start = s.out_len, j
+    cdef uint64_t dup
+    cdef const TradeRecord* prev
     cdef Py_ssize_t el[4]
     cdef int64_t px
     cdef uint64_t ts, sz
@@ -160,8 +168,18 @@ cdef int kr_trade(CState* s, Py_ssize_t v) noexcept nogil:
             side = SIDE_ASK
         else:
             return e_codec(s, ERR_CODEC, b"invalid side", b"trade", el[3])
-        if rp == 0 and rs == 0 and emit_trade(s, ts, px, sz, 0, 0, side, 0) < 0:
-            return -1
+        if rp == 0 and rs == 0:
+            dup = 0
+            j = (s.out_len - start) // <Py_ssize_t>sizeof(TradeRecord)
+            while j > 0:
+                j -= 1
+                prev = <const TradeRecord*>(s.out + start + j * <Py_ssize_t>sizeof(TradeRecord))
+                if prev.hd.ts_event != ts:
+                    break
+                if prev.price == px and prev.size == sz and prev.side == side:
+                    dup += 1
+            if emit_trade(s, ts, px, sz, 0, dup, side, 0) < 0:
+                return -1
         e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0

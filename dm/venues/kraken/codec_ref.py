@@ -95,6 +95,7 @@ class RefKrakenCodec(RefCodec):
     def trades(self, node: Node) -> None:
         if node.t != "arr":
             self.err("expected an array", "trade", node.off)
+        seen: list[tuple] = []  # (ts, px, sz, side) of this frame's fills: sequence = identical ones before (_codec.kr_trade)
         for tr in node.v:
             if tr.t != "arr":
                 self.err("expected an array", "trade", tr.off)
@@ -107,7 +108,13 @@ class RefKrakenCodec(RefCodec):
             if side is None:
                 self.err("invalid side", "trade", tr.v[3].off)
             if px is not None and sz is not None:
-                self.trade(ts, px, sz, 0, 0, side, 0)
+                dup = 0
+                for k in range(len(seen) - 1, -1, -1):
+                    if seen[k][0] != ts:
+                        break
+                    dup += seen[k] == (ts, px, sz, side)
+                seen.append((ts, px, sz, side))
+                self.trade(ts, px, sz, 0, dup, side, 0)
 
     def ticker_side(self, node: Node, field: str):
         if node.t != "arr":

@@ -171,7 +171,7 @@ class OkxProvider(ResubscribingBooks, Provider):
         aliases = self.pcfg.extra.get("quote_aliases", {})
         sym = for_provider(self.pcfg.kind, await self.fetch_reference(), aliases, exchange=self.exchange)
         self.symbology = sym  # kept for symbols added at runtime (dm.control)
-        venue_symbols = sym.select(self.pcfg.symbols)
+        venue_symbols = self.select_symbols(sym)
         for canonical, inst in venue_symbols.items():
             info = sym.info(inst)
             if not representable(info):
@@ -291,7 +291,7 @@ class OkxProvider(ResubscribingBooks, Provider):
         dead-lettered with their text; a frame that fails as a whole is dead-lettered once)."""
         self.frames += 1
         if self.frames == 1:
-            self.first_frame_ns = ts_recv
+            self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
         codec = self.codec
         try:
