@@ -202,7 +202,8 @@ class InstrumentRegistry:
         store holds an invalid id or duplicate ids / (symbol, exchange) pairs."""
         by_key: dict[tuple[str, str], Instrument] = {}
         by_id: dict[int, Instrument] = {}
-        for row in self._store.load_instruments():
+        rows = getattr(self._store, "instrument_rows", None)  # storages: with each size_precision
+        for row in (rows() if rows is not None else self._store.load_instruments()):
             iid, symbol, exchange, venue_symbol, publisher_id = row[:5]
             precision = row[5] if len(row) > 5 else None
             iid = int(iid)
