@@ -86,7 +86,7 @@ import numpy as np
 from dm.errors import StorageDataError, StorageError
 from dm.records import DEPTH_LEVELS, DTYPES, I64_MAX, MAX_SIZE_PRECISION, U64_MAX, RType
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"  # dm/sql: package data, ships with pip install
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"  # dm/sql -> ../sql (top level): package data, ships with pip install
 NS_PER_DAY = 86_400 * 1_000_000_000
 
 # table name <-> rtype
