@@ -80,6 +80,7 @@ VENUES = {
         (COINBASE_2026,),
         dict(kind="coinbase", exchange="COINBASE", ws_url="ws://{replay}/advanced-trade-ws", symbols=["BTCUSD", "ETHUSD"],
              channels=["level2", "market_trades", "ticker"], extra={"feed": "advanced", "quote_aliases": {}}),
+    ),
     "okx": (
         (OKX_DIR,),
         dict(kind="okx", exchange="OKX", ws_url="ws://{replay}/ws/v5/public", symbols=list(OKX_SYMBOLS.values()),
