@@ -124,10 +124,10 @@ BN_FUTURES_STREAMS = {
 PICOWS_VENUES = ("binance", "kraken", "kraken_futures")
 
 
-def run_worker_once(venue: str, tmp: Path, transport: str = "aiohttp") -> dict:
+def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
     files, p = VENUES[venue]
     extra = dict(p.get("extra", {}))
-    if transport != "aiohttp":
+    if venue in PICOWS_VENUES:
         extra["transport"] = transport
     instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
     cfg = tmp / "dm.toml"
@@ -144,7 +144,7 @@ def run_worker_once(venue: str, tmp: Path, transport: str = "aiohttp") -> dict:
     return json.loads((tmp / "run" / instance / f"{venue}.stats.json").read_text())
 
 
-def worker_rate(venue: str, reps: int, transport: str = "aiohttp") -> tuple[float, int]:
+def worker_rate(venue: str, reps: int, transport: str = "picows") -> tuple[float, int]:
     best, frames = 0.0, 0
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
@@ -287,17 +287,17 @@ def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
     try:
         for venue in only or VENUES:
             worker_rate(venue, 1)  # warm-up: page cache, .pyc, sqlite file system
-            w, frames = worker_rate(venue, reps)
+            w, frames = worker_rate(venue, reps, "picows")  # the default transport
             nul = null_rate(venue, reps)
             out[f"worker.{venue}.frames_per_s"] = round(w, 1)
             out[f"worker.{venue}.frames"] = float(frames)
             out[f"worker.{venue}.null_client_frames_per_s"] = round(nul, 1)
             out[f"worker.{venue}.ratio_vs_null_client"] = round(w / nul, 3) if nul else 0.0
-            if venue in PICOWS_VENUES:  # the same worker over the picows transport, same run
-                wp, _ = worker_rate(venue, reps, "picows")
-                out[f"worker.{venue}.picows.frames_per_s"] = round(wp, 1)
-                out[f"worker.{venue}.picows.ratio_vs_null_client"] = round(wp / nul, 3) if nul else 0.0
-                out[f"worker.{venue}.picows_over_aiohttp.ratio"] = round(wp / w, 3) if w else 0.0
+            if venue in PICOWS_VENUES:  # the same worker over aiohttp, same run
+                wa, _ = worker_rate(venue, reps, "aiohttp")
+                out[f"worker.{venue}.aiohttp.frames_per_s"] = round(wa, 1)
+                out[f"worker.{venue}.aiohttp.ratio_vs_null_client"] = round(wa / nul, 3) if nul else 0.0
+                out[f"worker.{venue}.picows_over_aiohttp.ratio"] = round(w / wa, 3) if wa else 0.0
     finally:
         gc.enable()
     return out
