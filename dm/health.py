@@ -179,6 +179,8 @@ class Health:
             "gaps": int(_num(st.get("gaps", st.get("book_gaps")))),
             "resyncs": int(_num(st.get("resyncs", st.get("book_resyncs")))),
             "dead_letters": int(_num(st.get("dead_letters"))),
+            "value_errors": int(_num(st.get("value_errors"))),
+            "refused_symbols": list(st.get("refused_symbols") or []),  # unknown at the venue: not carried
             "spool_bytes": int(_num(st.get("spool_bytes"))),
         }
 

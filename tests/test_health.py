@@ -271,3 +271,15 @@ def test_notifier_ready_after_timeout_when_a_worker_never_connects(tmp_path, mon
     assert n.ready_sent
     assert [srv.recv(2000) for _ in range(3)] == [b"STATUS=starting: waiting for binance (connecting)", b"READY=1",
                                                   b"STATUS=degraded: binance: not connected"]
+
+
+def test_refused_symbols_and_rejected_values_show_in_health(tmp_path):
+    """An unknown symbol refused at start and values rejected alone are in /health, per child."""
+    sup = make(tmp_path)
+    worker(sup, "binance", refused_symbols=["NOPEUSD"], value_errors=3)
+    sup.health.refresh()
+    p = sup.health_doc()["children"]["binance"]["progress"]
+    assert p["refused_symbols"] == ["NOPEUSD"] and p["value_errors"] == 3
+    worker(sup, "kraken")
+    sup.health.refresh()
+    assert sup.health_doc()["children"]["kraken"]["progress"]["refused_symbols"] == []
