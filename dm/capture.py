@@ -73,6 +73,7 @@ class Capture:
         self.path: Path | None = None
         self.files: list[Path] = []
         self.lines = 0
+        self.error = ""  # set when writing failed: capture stops, the worker's data path does not
         self.bytes_in = 0
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -111,12 +112,23 @@ class Capture:
         log.info("capture file opened", provider=self.provider, path=str(path))
 
     def _write(self, obj: dict, ts: float) -> None:
-        if ts >= self._period_end:
-            self._open(ts)
-        line = orjson.dumps(obj) + b"\n"
-        self._writer.write(line)
+        if self.error:
+            return
+        try:
+            if ts >= self._period_end:
+                self._open(ts)
+            line = orjson.dumps(obj) + b"\n"
+            self._writer.write(line)
+        except Exception as e:  # noqa: BLE001 - a full disk costs the capture, never the feed
+            self._fail(e)
+            return
         self.lines += 1
         self.bytes_in += len(line)
+
+    def _fail(self, e: BaseException) -> None:
+        self.error = f"{type(e).__name__}: {e}"
+        log.error("capture stopped; the feed goes on without it", provider=self.provider,
+                  path=str(self.path), error=self.error)
 
     @staticmethod
     def _text(data) -> str:
@@ -142,16 +154,24 @@ class Capture:
 
     def flush(self) -> None:
         """End the current zstd frame and hand it to the OS (readable after a kill -9)."""
-        if self._writer is not None:
-            self._writer.flush(self._flush_frame)
-            self._fh.flush()
+        if self._writer is not None and not self.error:
+            try:
+                self._writer.flush(self._flush_frame)
+                self._fh.flush()
+            except Exception as e:  # noqa: BLE001
+                self._fail(e)
 
     def _close_file(self) -> None:
         if self._writer is not None:
-            self._writer.flush(self._flush_frame)
-            self._writer.close()
-            self._fh.close()
-            self._writer = self._fh = None
+            w, fh, self._writer, self._fh = self._writer, self._fh, None, None
+            try:
+                if not self.error:
+                    w.flush(self._flush_frame)
+                w.close()
+                fh.close()
+            except Exception as e:  # noqa: BLE001
+                if not self.error:
+                    self._fail(e)
 
     def close(self) -> None:
         self._close_file()

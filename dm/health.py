@@ -181,6 +181,7 @@ class Health:
             "dead_letters": int(_num(st.get("dead_letters"))),
             "value_errors": int(_num(st.get("value_errors"))),
             "refused_symbols": list(st.get("refused_symbols") or []),  # unknown at the venue: not carried
+            "capture_error": str(st.get("capture_error") or ""),  # raw capture stopped (the feed did not)
             "spool_bytes": int(_num(st.get("spool_bytes"))),
         }
 
@@ -328,6 +329,9 @@ class Health:
             "reconnects": CounterMetricFamily("dm_worker_reconnects", "venue reconnections", labels=["provider"]),
             "resyncs": CounterMetricFamily("dm_worker_resyncs", "book resyncs requested", labels=["provider"]),
             "spool": GaugeMetricFamily("dm_worker_spool_bytes", "bytes in the persist queue's spool files", labels=["provider"]),
+            "refused": GaugeMetricFamily("dm_worker_refused_symbols", "configured symbols the venue does not know (not carried)", labels=["provider"]),
+            "values": CounterMetricFamily("dm_worker_value_errors", "values rejected alone (dead-lettered)", labels=["provider"]),
+            "capture": GaugeMetricFamily("dm_worker_capture_failed", "1 when raw capture stopped on an error", labels=["provider"]),
         }
         now = self.clock()
         for n, c in self.sup.children.items():
@@ -353,6 +357,9 @@ class Health:
             fam["reconnects"].add_metric([n], _num(st.get("reconnects")))
             fam["resyncs"].add_metric([n], _num(st.get("resyncs", st.get("book_resyncs"))))
             fam["spool"].add_metric([n], _num(st.get("spool_bytes")))
+            fam["refused"].add_metric([n], float(len(st.get("refused_symbols") or [])))
+            fam["values"].add_metric([n], _num(st.get("value_errors")))
+            fam["capture"].add_metric([n], 1.0 if st.get("capture_error") else 0.0)
         yield from fam.values()
 
         storage = self.storage()

@@ -107,3 +107,20 @@ def test_capture_survives_kill_9_of_its_worker(tmp_path, instance):
             sup.wait(30)
         except Exception:  # noqa: BLE001
             sup.kill()
+
+
+def test_a_failing_capture_stops_itself_not_the_feed(tmp_path):
+    """A write that fails (here: the file handle closed under it, as a full disk would fail it)
+    stops the capture with one error; later calls are no-ops that raise nothing."""
+    from dm.capture import Capture
+
+    cap = Capture(tmp_path / "cap", "kraken", "kraken.com", rotate_s=3600)
+    cap.frame(1, b'{"a":1}', 1_700_000_000_000_000_000)
+    cap._fh.close()  # the file underneath goes away
+    cap.frame(1, b'{"a":2}' * 100_000, 1_700_000_000_100_000_000)
+    cap.flush()
+    assert cap.error
+    cap.frame(1, b'{"a":3}', 1_700_000_000_200_000_000)
+    cap.rest("http://127.0.0.1:1/x", b"{}", 1_700_000_000_300_000_000)
+    cap.close()
+    assert cap.lines == 1

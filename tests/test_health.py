@@ -274,12 +274,17 @@ def test_notifier_ready_after_timeout_when_a_worker_never_connects(tmp_path, mon
 
 
 def test_refused_symbols_and_rejected_values_show_in_health(tmp_path):
-    """An unknown symbol refused at start and values rejected alone are in /health, per child."""
+    """An unknown symbol refused at start, values rejected alone and a capture that stopped are
+    in /health and /metrics, per child."""
     sup = make(tmp_path)
-    worker(sup, "binance", refused_symbols=["NOPEUSD"], value_errors=3)
+    worker(sup, "binance", refused_symbols=["NOPEUSD"], value_errors=3, capture_error="OSError: [Errno 28] No space left")
     sup.health.refresh()
     p = sup.health_doc()["children"]["binance"]["progress"]
-    assert p["refused_symbols"] == ["NOPEUSD"] and p["value_errors"] == 3
+    assert p["refused_symbols"] == ["NOPEUSD"] and p["value_errors"] == 3 and p["capture_error"].startswith("OSError")
+    text = sup.metrics_text().decode()
+    assert 'dm_worker_refused_symbols{provider="binance"} 1.0' in text
+    assert 'dm_worker_value_errors_total{provider="binance"} 3.0' in text
+    assert 'dm_worker_capture_failed{provider="binance"} 1.0' in text
     worker(sup, "kraken")
     sup.health.refresh()
     assert sup.health_doc()["children"]["kraken"]["progress"]["refused_symbols"] == []

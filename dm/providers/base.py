@@ -1044,6 +1044,7 @@ class Provider:
             "clean_stop": self.clean_stop,
             "resyncs": self.books.resyncs if self.books else 0,
             "spool_bytes": self.spool_bytes(),
+            "capture_error": self.capture.error if self.capture is not None else "",
             "ts": time.time(),
         }
 
