@@ -480,21 +480,12 @@ def register_filler(provider: str, factory: Callable[..., GapFiller]) -> None:
     FILLERS[provider] = factory
 
 
-#: venue REST trade gap fillers (``dm/venues/<kind>/filler.py``), registered lazily by
-#: ``_default_fillers``: provider (= venue kind in ``[routing]``) → ``"module:Class"``
-VENUE_FILLERS: dict[str, str] = {
-    "binance": "dm.venues.binance.filler:BinanceGapFiller",
-    "kraken": "dm.venues.kraken.filler:KrakenGapFiller",
-    "kraken_futures": "dm.venues.kraken_futures.filler:KrakenFuturesGapFiller",
-}
+def _venue_id_gap_kinds(provider: str) -> frozenset[str]:
+    """Gap kinds counting a venue's trade ids that its filler refetches by id (the venue
+    descriptor's ``id_gap_kinds``, ``dm.venues``); none for other providers."""
+    from dm import venues
 
-
-#: gap kinds counting venue trade ids (``GapUnits.SEQUENCE``) a provider's filler refetches by
-#: id (``plan_id_gap(gap, targets, first_id, last_id)``): Binance aggregate trade ids are
-#: consecutive per symbol, so ``aggTrades`` ``fromId`` fills such a gap exactly
-ID_GAP_KINDS: dict[str, frozenset[str]] = {
-    "binance": frozenset({"binance.agg_trade_id"}),
-}
+    return frozenset(venues.venue(provider).id_gap_kinds) if provider in venues.kinds() else frozenset()
 
 
 def _lazy_factory(target: str) -> Callable[..., GapFiller]:
@@ -511,9 +502,11 @@ def _default_fillers() -> None:
         from dm.databento.historical import DatabentoGapFiller
 
         register_filler("databento", DatabentoGapFiller)
-    for provider, target in VENUE_FILLERS.items():
-        if provider not in FILLERS:
-            register_filler(provider, _lazy_factory(target))
+    from dm import venues
+
+    for v in venues.venues():  # each venue's REST trade filler, named in its descriptor
+        if v.filler is not None and v.kind not in FILLERS:
+            register_filler(v.kind, _lazy_factory(v.filler))
 
 
 def gap_window_ns(gap: dict) -> tuple[int, int] | None:
@@ -582,7 +575,7 @@ def fill_gaps(storage, settings: Settings, *, confirm: bool = False, dry_run: bo
             outcomes.append(FillOutcome(gid, "open", f"no gap filler for provider {provider!r} yet"))
             continue
         window = gap_window_ns(g)
-        by_id = window is None and kind in ID_GAP_KINDS.get(provider, ())
+        by_id = window is None and kind in _venue_id_gap_kinds(provider)
         if window is None and not by_id:
             outcomes.append(FillOutcome(gid, "open", f"{provider} fills time windows; this gap counts sequence numbers"))
             continue

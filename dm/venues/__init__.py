@@ -79,6 +79,11 @@ class Venue:
     symbology: str
     replay: str
     doc: str = ""
+    #: ``"module:Class"`` of the venue's REST trade gap filler (``dm.venues.restfill``), or None
+    filler: str | None = None
+    #: gap kinds counting the venue's trade ids (``GapUnits.SEQUENCE``) that its filler refetches
+    #: by id (``plan_id_gap``)
+    id_gap_kinds: tuple[str, ...] = ()
 
     def codec_class(self) -> type:
         """The Cython codec class (``dm._codec._Codec`` subclass)."""

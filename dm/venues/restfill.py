@@ -173,7 +173,7 @@ class VenueRestFiller:
 
     def pages_by_id(self, inst, first_id: int, last_id: int) -> Iterator[tuple[np.ndarray, int]]:
         """Yield (TRADE array of trade ids ``first_id..last_id``, body bytes) per REST page
-        (venues whose ``ID_GAP_KINDS`` entry says they can)."""
+        (venues whose descriptor lists the kind in ``id_gap_kinds``)."""
         raise BackfillError(f"{self.KIND} cannot refetch trades by id")
 
     def codec(self, inst):

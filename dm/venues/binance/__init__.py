@@ -24,4 +24,7 @@ VENUE = Venue(
     symbology="dm.venues.binance.symbology:BinanceSymbology",
     replay="dm.venues.binance.replay:BinanceReplay",
     doc="https://developers.binance.com/docs/binance-spot-api-docs",
+    filler="dm.venues.binance.filler:BinanceGapFiller",
+    # aggregate trade ids are consecutive per symbol: aggTrades fromId fills such a gap exactly
+    id_gap_kinds=("binance.agg_trade_id",),
 )

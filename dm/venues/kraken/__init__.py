@@ -20,4 +20,5 @@ VENUE = Venue(
     symbology="dm.venues.kraken.symbology:KrakenSymbology",
     replay="dm.venues.kraken.replay:KrakenReplay",
     doc="https://docs.kraken.com/websockets/ (v1), https://docs.kraken.com/rest/",
+    filler="dm.venues.kraken.filler:KrakenGapFiller",
 )

@@ -19,4 +19,5 @@ VENUE = Venue(
     symbology="dm.venues.kraken_futures.symbology:KrakenFuturesSymbology",
     replay="dm.venues.kraken_futures.replay:KrakenFuturesReplay",
     doc="https://docs.futures.kraken.com/ (websocket v1, REST v3)",
+    filler="dm.venues.kraken_futures.filler:KrakenFuturesGapFiller",
 )
