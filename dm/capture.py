@@ -212,14 +212,3 @@ def capturing_response_class(capture: Capture):
             return body
 
     return CapturingResponse
-
-
-def capture_dir_size(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total

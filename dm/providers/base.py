@@ -528,10 +528,7 @@ class Provider:
     def register_codec_symbol(self, canonical: str, venue_symbol: str, iid: int) -> None:
         """Teach the codec a venue symbol added at runtime (at the instrument's size precision
         when the symbology knows it)."""
-        try:
-            self.codec.add_symbol(venue_symbol, iid, self.symbol_size_precision(canonical))
-        except TypeError:  # a codec without per-symbol size precision
-            self.codec.add_symbol(venue_symbol, iid)
+        self.codec.add_symbol(venue_symbol, iid, self.symbol_size_precision(canonical))
 
     async def subscribe_live(self, ws: aiohttp.ClientWebSocketResponse, venue_symbols: list[str]) -> None:
         """Subscribe ``venue_symbols`` on the open websocket without reconnecting (the venue's
