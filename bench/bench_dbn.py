@@ -35,14 +35,14 @@ SOURCES = {
     "mbp-10": DATA / "databento-python" / "GLBX.MDP3" / "test_data.mbp-10.dbn.zst",
     "ohlcv-1m": DATA / "glbx-mdp3-esu4-nqu4-20240701" / "futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst",
 }
-SCALE = 1_000_000_000
+SCALE = 1  # DBN sizes stay native integer counts in dm records (size_precision 0)
 
 TRADE = struct.Struct("<BBHIQQqQQQBB6x")
 BBO = struct.Struct("<BBHIQQqqQQQIIB7x")
 DEPTH_HEAD = struct.Struct("<BBHIQQQBBB5x")
 LEVEL = struct.Struct("<qqQQ")
 EVENT = struct.Struct("<BBHIQQqQQiBBBB10I10I")
-BAR = struct.Struct("<BBHIQqqqqQIB3x")
+BAR = struct.Struct("<BBHIQqqqqQIIBB6x")  # layout v2: count, flags, size_precision
 UNDEF = (1 << 63) - 1
 INTERVAL = {0x20: 1, 0x21: 60, 0x22: 3600, 0x23: 86400}
 Z10 = (0,) * 10
@@ -96,8 +96,8 @@ def baseline(data: bytes) -> bytes:
                 append(LEVEL.pack(lv.bid_px, lv.ask_px, lv.bid_sz * SCALE, lv.ask_sz * SCALE))
             append(_event(r, [lv.bid_ct for lv in lvs], [lv.ask_ct for lv in lvs]))
         else:
-            append(BAR.pack(16, 0xE4, r.publisher_id, r.instrument_id, r.ts_event, r.open, r.high, r.low,
-                            r.close, r.volume * SCALE, INTERVAL[int(rt)], 0))
+            append(BAR.pack(18, 0xE4, r.publisher_id, r.instrument_id, r.ts_event, r.open, r.high, r.low,
+                            r.close, r.volume * SCALE, INTERVAL[int(rt)], 0, 0, 0))
     return b"".join(out)
 
 
