@@ -132,7 +132,7 @@ def designs(n: int, reps: int) -> dict:
     (ts_recv, price), per design, alternating designs rep by rep; best rep of each."""
     v = _bytes_variant()
     name = f"/dm.b{uuid.uuid4().hex[:8]}.BENCH.DESIGN"
-    w = ChannelWriter(name, 1 << 24, LAYOUT_HASH)
+    w = ChannelWriter(name, 1 << max(24, (n * TRADE_DTYPE.itemsize * 2 - 1).bit_length()), LAYOUT_HASH)
     rec = np.zeros(n, TRADE_DTYPE)
     rec["length"], rec["rtype"], rec["ts_recv"], rec["price"] = 16, RType.TRADE, np.arange(n), 7
     w.write_many(rec.tobytes())

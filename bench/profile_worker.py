@@ -33,7 +33,8 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--rate", type=float, default=0.0, help="replay frames/s (0: full speed)")
     ap.add_argument("--hz", type=int, default=499, help="py-spy samples per second")
-    ap.add_argument("--format", choices=("flamegraph", "speedscope"), default="flamegraph")
+    ap.add_argument("--format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph",
+                    help="raw: folded stacks plus a printed self/inclusive summary")
     ap.add_argument("--no-native", action="store_true", help="Python frames only (no pause per sample)")
     args = ap.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -60,7 +61,7 @@ def main() -> int:
             print("no binance worker started; see", tmp / "sup.log", file=sys.stderr)
             return 1
         base = out_dir / "profile-worker-binance"
-        out = str(base) + (".svg" if args.format == "flamegraph" else ".speedscope.json")
+        out = str(base) + {"flamegraph": ".svg", "speedscope": ".speedscope.json", "raw": ".folded.txt"}[args.format]
         cmd = [spy, "record", "--pid", str(worker), "--rate", str(args.hz), "--format", args.format, "--output", out]
         cmd += ["--nonblocking"] if args.no_native else ["--native"]
         spies = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
@@ -77,7 +78,29 @@ def main() -> int:
             if err:
                 print("py-spy:", err[-1])
         print("wrote", out)
+        if args.format == "raw":
+            summarize(Path(out))
     return 0
+
+
+def summarize(folded: Path, top: int = 30) -> None:
+    """Self and inclusive sample shares per function from py-spy's folded stacks."""
+    import collections
+
+    own, incl, total = collections.Counter(), collections.Counter(), 0
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames, n = stack.split(";"), int(n)
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    print(f"{total} samples; self time:")
+    for f, n in own.most_common(top):
+        print(f"  {n / total:6.1%}  {f[:140]}")
+    print("inclusive:")
+    for f, n in incl.most_common(top * 2):
+        print(f"  {n / total:6.1%}  {f[:140]}")
 
 
 if __name__ == "__main__":
