@@ -7,7 +7,22 @@ Python frame in between.
 
 Only what needs venue logic leaves C, through ``provider.on_decoded(data, ts_recv, n)`` (the
 frame as ``bytes``): kinds in ``provider.book_kinds`` (order books, subscription answers, venue
-errors) and frames with values rejected alone (dead letters). A frame the codec refuses is
+errors) and frames with values rejected alone (dead letters).
+
+Order books in their steady state stay in C too, for venues whose diff rule is a sequence
+chain (``provider.fast_book = (kind, rule)``): when the instrument's sync is synced and the diff
+continues the stream exactly as the venue's documented rule says, the diff is applied to the
+sync's ``L2Book`` and the sync's state advanced the way its Python ``on_diff`` would, its
+BOOK_DELTA records go to the persist queue, and DEPTH/BBO records to the channel and the queue
+(``Books.handle``'s output). Anything else (not synced, a gap, a duplicate, a stale snapshot,
+buffering) goes to Python, which owns every decision but this one. Rules:
+
+* ``FAST_BINANCE_SPOT`` — Binance Spot "How to manage a local order book correctly": a diff
+  continues when ``U <= previous u + 1 < u + 1`` and, on the book, ``U <= lastUpdateId + 1 <= u``
+  (``dm.venues.binance.booksync.BinanceDepthSync``);
+* ``FAST_BINANCE_FUTURES`` — Binance USD-M / COIN-M futures: ``pu == previous u`` and ``u`` past
+  the book's update id, once a diff was applied after the snapshot
+  (``dm.venues.binance_futures.booksync.FuturesDepthSync``). A frame the codec refuses is
 dead-lettered (``provider.dead.add``) and costs nothing else. Fragmented messages (continuation
 frames, RFC 6455 §5.4), close frames and every other control frame go to the Python socket class
 mixed in above this one (``dm.providers.base._PicowsSocket``).
@@ -17,14 +32,25 @@ the connection is up; the provider folds them into its own (``Provider.fold_feed
 the watchdog and the state file, so nothing per frame touches a Python attribute.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
+from dm._book cimport BOOK_MASK_BBO, BOOK_MASK_CROSSED, BOOK_MASK_TOP10, L2Book
 from dm._codec cimport _Codec
-from dm._ring cimport Fanout, now_ns
+from dm._records cimport BboRecord, DepthRecord
+from dm._ring cimport Fanout, PersistQueue, now_ns
 
+from dm._book import BookError
 from dm.errors import CodecError
+
+FAST_NONE = 0
+FAST_BINANCE_SPOT = 1
+FAST_BINANCE_FUTURES = 2
+
+cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
+    DepthRecord depth
+    BboRecord bbo
 
 
 cdef class FeedListener(WSListener):
@@ -42,6 +68,14 @@ cdef class FeedListener(WSListener):
     cdef public uint64_t frames
     cdef public uint64_t records
     cdef public uint64_t last_frame_ns
+    # the steady-state book path (provider.fast_book); syncs / last_ok_ns are the Books' own dicts
+    cdef object books
+    cdef dict syncs
+    cdef dict last_ok_ns
+    cdef PersistQueue queue
+    cdef int book_kind, book_rule
+    cdef bint publish_bbo
+    cdef public uint64_t fast_book_frames
 
     def __cinit__(self, provider=None, *args, **kwargs):
         self.frames = self.records = self.last_frame_ns = 0
@@ -57,6 +91,18 @@ cdef class FeedListener(WSListener):
                 raise ValueError(f"codec kind {k} does not fit the 64-bit kind mask")
             self.slow_kinds |= (<uint64_t>1) << k
         self.first_pending = provider.frames == 0
+        self.fast_book_frames = 0
+        self.book_kind = -1
+        self.book_rule = FAST_NONE
+        fb = getattr(provider, "fast_book", None)
+        books = getattr(provider, "books", None)
+        if fb is not None and books is not None:
+            self.book_kind, self.book_rule = fb
+            self.books = books
+            self.syncs = books.syncs
+            self.last_ok_ns = books.last_ok_ns
+            self.publish_bbo = books.publish_bbo
+            self.queue = provider.queue
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType t = frame.msg_type
@@ -80,7 +126,68 @@ cdef class FeedListener(WSListener):
             self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
             return 0
         if c.st.verr_n or (self.slow_kinds >> c.st.kind) & 1:
+            if c.st.kind == self.book_kind and not c.st.verr_n and k and self._book(c, ts, p, n):
+                return 0
             self.on_decoded(PyBytes_FromStringAndSize(p, n), ts, k)
         elif k:
             self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
         return 0
+
+    cdef bint _book(self, _Codec c, uint64_t ts, const char* p, Py_ssize_t n) except -1:
+        """The steady-state diff (module docstring): 1 when done here, 0 for the Python path."""
+        cdef uint32_t iid = c.st.instrument_id
+        cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu
+        cdef int m
+        cdef L2Book book
+        cdef BookOut out
+        cdef Py_ssize_t nout = 0
+        cdef const uint8_t* ev
+        sync = self.syncs.get(iid)
+        if sync is None or first > last:
+            return 0
+        prev_o = sync.stream_last
+        if prev_o is None or not sync.synced:
+            return 0
+        prev = prev_o
+        if last <= prev:
+            return 0
+        lu = sync.last_update_id
+        if self.book_rule == FAST_BINANCE_SPOT:
+            if first > prev + 1 or last <= lu or first > lu + 1:
+                return 0
+        elif self.book_rule == FAST_BINANCE_FUTURES:
+            if (<object>c).prev_seq != prev or sync._at_snapshot or last <= lu:
+                return 0
+        else:
+            return 0
+        # the sync's on_diff, synced and continuing: the stream id first, then the book
+        sync.stream_last = last
+        book = <L2Book>sync.book
+        try:
+            m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
+        except BookError as e:
+            self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
+            return 1
+        stats = sync.stats
+        if m & BOOK_MASK_CROSSED:
+            stats.crossed += 1
+        sync.last_update_id = last
+        stats.applied += 1
+        self.fast_book_frames += 1
+        # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue
+        if self.queue is not None:
+            self.queue.write_many_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
+        if m & BOOK_MASK_CROSSED:
+            self.books.on_crossed(iid)
+        self.last_ok_ns[iid] = ts
+        if m & (BOOK_MASK_TOP10 | BOOK_MASK_BBO):
+            ev = <const uint8_t*>c.st.out + c.st.last_rec + 8       # the last delta's ts_event
+            if m & BOOK_MASK_TOP10:
+                book.fill_depth(&out.depth, (<const uint64_t*>ev)[0], ts, last, 0)
+                nout = sizeof(DepthRecord)
+            if m & BOOK_MASK_BBO and self.publish_bbo:
+                book.fill_bbo(<BboRecord*>(<char*>&out + nout), (<const uint64_t*>ev)[0], ts, last, 0)
+                nout += sizeof(BboRecord)
+            if nout:
+                self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>&out, <size_t>nout)
+        return 1

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import os
 import random
@@ -175,10 +176,7 @@ class Books:
             self.resyncs += 1
             p.request_book(iid)
         if act.crossed:
-            self.crossed += 1
-            if iid not in self._crossed_logged:
-                self._crossed_logged.add(iid)
-                log.error("crossed book", provider=p.name, instrument_id=iid)
+            self.on_crossed(iid)
         sync = self.syncs[iid]
         if not act.applied or not sync.synced:
             return
@@ -199,6 +197,14 @@ class Books:
         if ch is not None:
             ch.write_many(out)
         p.records += q.write_many(out)
+
+
+    def on_crossed(self, iid: int) -> None:
+        """A book left crossed by an update: counted, logged once per instrument."""
+        self.crossed += 1
+        if iid not in self._crossed_logged:
+            self._crossed_logged.add(iid)
+            log.error("crossed book", provider=self.p.name, instrument_id=iid)
 
 
 class ResubscribingBooks:
@@ -347,6 +353,8 @@ class Provider:
     (aiohttp ``heartbeat``)."""
 
     publisher_name = ""
+    #: (codec kind, dm._feed rule) of book diffs whose steady state the C frame path applies
+    fast_book: tuple[int, int] | None = None
     stale_after_s: float | None = None
     ping_interval_s: float | None = None
 
@@ -381,8 +389,10 @@ class Provider:
         self.state_path = cfg.run_dir / cfg.instance / f"{self.name}.worker-state.json"
         self.first_frame_ns = 0  # ts_recv of the first / last frame (ns since the epoch)
         self.last_frame_ns = 0
+        self.cpu_at_first_frame = 0.0
         self._feed = None  # dm._feed.FeedListener of the current picows connection (fold_feed)
-        self._feed_seen = (0, 0)
+        self._feed_seen = (0, 0, 0)
+        self.fast_book_frames = 0  # book diffs applied by the C frame path (steady state)
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -794,6 +804,7 @@ class Provider:
         predecessor's last record, ``last_missing`` = just before this frame (persist queue only:
         a following reader gets its own restart marker from ``dm.client``)."""
         self.first_frame_ns = ts_recv
+        self.cpu_at_first_frame = time.process_time()
         start = self.restart_from_ns
         if not start:
             return
@@ -854,10 +865,11 @@ class Provider:
         f = self._feed
         if f is None:
             return
-        frames, records = f.frames, f.records
+        frames, records, fast = f.frames, f.records, f.fast_book_frames
         self.frames += frames - self._feed_seen[0]
         self.records += records - self._feed_seen[1]
-        self._feed_seen = (frames, records)
+        self.fast_book_frames += fast - self._feed_seen[2]
+        self._feed_seen = (frames, records, fast)
         if f.last_frame_ns > self.last_frame_ns:
             self.last_frame_ns = f.last_frame_ns
 
@@ -963,7 +975,7 @@ class Provider:
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
         if fast:  # frames may have arrived with the upgrade answer: fold_feed counts them too
-            self._feed, self._feed_seen = conn, (0, 0)
+            self._feed, self._feed_seen = conn, (0, 0, 0)
         if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
             self.fold_feed()
             self._feed = None
@@ -1091,9 +1103,12 @@ class Provider:
             "book_gaps": self.books.gaps if self.books else 0,
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,
+            "book_frames_in_c": self.fast_book_frames,
             "stale_disconnects": self.stale_disconnects,
             "first_frame_ns": self.first_frame_ns,
             "last_frame_ns": self.last_frame_ns,
+            # CPU seconds (user + system) this worker spent since its first frame
+            "cpu_s_since_first_frame": time.process_time() - self.cpu_at_first_frame if self.first_frame_ns else 0.0,
             # progress for the supervisor's /health, /ready, READY=1 and /metrics (dm.health)
             "connected": self.ws is not None and not self.ws.closed,
             "reconnects": max(0, self.connects - 1),
@@ -1167,6 +1182,7 @@ class Provider:
             self.open_done = True
             control = await self.start_control()
             log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
+            freeze_startup_heap()
             try:
                 hk = asyncio.create_task(self.housekeeping())
                 conn = asyncio.create_task(self.connection_loop())
@@ -1212,6 +1228,14 @@ async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: 
             return {c: got[(c, pcfg.exchange)] for c in venue_symbols}
 
     return await asyncio.to_thread(work)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (modules, reference data, symbol tables, books) out of
+    the cyclic collector's sight (``gc.freeze``): it never becomes garbage, and a collection
+    triggered by the frame path then walks only what frames allocate, not the whole heap."""
+    gc.collect()
+    gc.freeze()
 
 
 def _orphaned() -> bool:
