@@ -22,7 +22,12 @@ buffering) goes to Python, which owns every decision but this one. Rules:
   (``dm.venues.binance.booksync.BinanceDepthSync``);
 * ``FAST_BINANCE_FUTURES`` — Binance USD-M / COIN-M futures: ``pu == previous u`` and ``u`` past
   the book's update id, once a diff was applied after the snapshot
-  (``dm.venues.binance_futures.booksync.FuturesDepthSync``). A frame the codec refuses is
+  (``dm.venues.binance_futures.booksync.FuturesDepthSync``);
+* ``FAST_SEQ_NEXT`` — one sequence per update, ``seq == previous seq + 1`` (Kraken Futures v1
+  ``book``: ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync``; the sync's ``seq``);
+* ``FAST_PREV_ID`` — the update names the id it follows: ``prev_change_id == change_id`` of the
+  book (Deribit ``book.*`` notifications: ``dm.venues.deribit.booksync.DeribitBookSync``; codec
+  ``first_seq``/``last_seq`` = prev_change_id/change_id). A frame the codec refuses is
 dead-lettered (``provider.dead.add``) and costs nothing else. Fragmented messages (continuation
 frames, RFC 6455 §5.4), close frames and every other control frame go to the Python socket class
 mixed in above this one (``dm.providers.base._PicowsSocket``).
@@ -47,6 +52,8 @@ from dm.errors import CodecError
 FAST_NONE = 0
 FAST_BINANCE_SPOT = 1
 FAST_BINANCE_FUTURES = 2
+FAST_SEQ_NEXT = 3
+FAST_PREV_ID = 4
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
@@ -136,32 +143,42 @@ cdef class FeedListener(WSListener):
     cdef bint _book(self, _Codec c, uint64_t ts, const char* p, Py_ssize_t n) except -1:
         """The steady-state diff (module docstring): 1 when done here, 0 for the Python path."""
         cdef uint32_t iid = c.st.instrument_id
-        cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu
-        cdef int m
+        cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu, seq_out
+        cdef int m, rule = self.book_rule
         cdef L2Book book
         cdef BookOut out
         cdef Py_ssize_t nout = 0
         cdef const uint8_t* ev
         sync = self.syncs.get(iid)
-        if sync is None or first > last:
+        if sync is None or first > last or not sync.synced:
             return 0
-        prev_o = sync.stream_last
-        if prev_o is None or not sync.synced:
-            return 0
-        prev = prev_o
-        if last <= prev:
-            return 0
-        lu = sync.last_update_id
-        if self.book_rule == FAST_BINANCE_SPOT:
-            if first > prev + 1 or last <= lu or first > lu + 1:
+        if rule == FAST_BINANCE_SPOT or rule == FAST_BINANCE_FUTURES:
+            prev_o = sync.stream_last
+            if prev_o is None:
                 return 0
-        elif self.book_rule == FAST_BINANCE_FUTURES:
-            if (<object>c).prev_seq != prev or sync._at_snapshot or last <= lu:
+            prev = prev_o
+            if last <= prev:
                 return 0
+            lu = sync.last_update_id
+            if rule == FAST_BINANCE_SPOT:
+                if first > prev + 1 or last <= lu or first > lu + 1:
+                    return 0
+            elif (<object>c).prev_seq != prev or sync._at_snapshot or last <= lu:
+                return 0
+            sync.stream_last = last          # on_diff: the stream's id first, then the book
+            seq_out = last
+        elif rule == FAST_SEQ_NEXT:
+            prev_o = sync.seq
+            if prev_o is None or first != <uint64_t>prev_o + 1:
+                return 0
+            seq_out = first
+        elif rule == FAST_PREV_ID:
+            prev_o = sync.change_id
+            if prev_o is None or first != <uint64_t>prev_o or last <= first:
+                return 0
+            seq_out = last
         else:
             return 0
-        # the sync's on_diff, synced and continuing: the stream id first, then the book
-        sync.stream_last = last
         book = <L2Book>sync.book
         try:
             m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
@@ -171,7 +188,12 @@ cdef class FeedListener(WSListener):
         stats = sync.stats
         if m & BOOK_MASK_CROSSED:
             stats.crossed += 1
-        sync.last_update_id = last
+        if rule == FAST_SEQ_NEXT:
+            sync.seq = first
+        elif rule == FAST_PREV_ID:
+            sync.change_id = last
+        else:
+            sync.last_update_id = last
         stats.applied += 1
         self.fast_book_frames += 1
         # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue
@@ -183,10 +205,10 @@ cdef class FeedListener(WSListener):
         if m & (BOOK_MASK_TOP10 | BOOK_MASK_BBO):
             ev = <const uint8_t*>c.st.out + c.st.last_rec + 8       # the last delta's ts_event
             if m & BOOK_MASK_TOP10:
-                book.fill_depth(&out.depth, (<const uint64_t*>ev)[0], ts, last, 0)
+                book.fill_depth(&out.depth, (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout = sizeof(DepthRecord)
             if m & BOOK_MASK_BBO and self.publish_bbo:
-                book.fill_bbo(<BboRecord*>(<char*>&out + nout), (<const uint64_t*>ev)[0], ts, last, 0)
+                book.fill_bbo(<BboRecord*>(<char*>&out + nout), (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout += sizeof(BboRecord)
             if nout:
                 self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>&out, <size_t>nout)

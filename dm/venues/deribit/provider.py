@@ -51,6 +51,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
+from dm._feed import FAST_PREV_ID
 from dm.errors import ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
@@ -180,6 +181,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = DeribitBookSync(iid, self.pcfg.publisher_id)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            self.fast_book = (K_BOOK, FAST_PREV_ID)   # steady-state changes in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 
