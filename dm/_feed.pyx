@@ -27,7 +27,14 @@ buffering) goes to Python, which owns every decision but this one. Rules:
   ``book``: ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync``; the sync's ``seq``);
 * ``FAST_PREV_ID`` — the update names the id it follows: ``prev_change_id == change_id`` of the
   book (Deribit ``book.*`` notifications: ``dm.venues.deribit.booksync.DeribitBookSync``; codec
-  ``first_seq``/``last_seq`` = prev_change_id/change_id). A frame the codec refuses is
+  ``first_seq``/``last_seq`` = prev_change_id/change_id);
+* ``FAST_KRAKEN_CHECKSUM`` — Kraken v1 ``book`` updates ("Book Checksum"): applied, then the
+  CRC32 of the top 10 levels compared with the update's ``c``
+  (``dm.venues.kraken.booksync.KrakenBookSync``: only while its price/size decimals are known
+  and no level is held as rejected text; a mismatch is the sync's gap, through Python).
+
+Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
+channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
 dead-lettered (``provider.dead.add``) and costs nothing else. Fragmented messages (continuation
 frames, RFC 6455 §5.4), close frames and every other control frame go to the Python socket class
 mixed in above this one (``dm.providers.base._PicowsSocket``).
@@ -54,6 +61,7 @@ FAST_BINANCE_SPOT = 1
 FAST_BINANCE_FUTURES = 2
 FAST_SEQ_NEXT = 3
 FAST_PREV_ID = 4
+FAST_KRAKEN_CHECKSUM = 5
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
@@ -83,6 +91,8 @@ cdef class FeedListener(WSListener):
     cdef int book_kind, book_rule
     cdef bint publish_bbo
     cdef public uint64_t fast_book_frames
+    cdef uint64_t persist_only        # bit k set: codec kind k goes to the persist queue only
+    cdef object checksum_fn           # FAST_KRAKEN_CHECKSUM: book_checksum(book, pd, sd)
 
     def __cinit__(self, provider=None, *args, **kwargs):
         self.frames = self.records = self.last_frame_ns = 0
@@ -101,6 +111,11 @@ cdef class FeedListener(WSListener):
         self.fast_book_frames = 0
         self.book_kind = -1
         self.book_rule = FAST_NONE
+        self.persist_only = 0
+        for k in getattr(provider, "persist_only_kinds", ()):
+            if not 0 <= k < 64:
+                raise ValueError(f"codec kind {k} does not fit the 64-bit kind mask")
+            self.persist_only |= (<uint64_t>1) << k
         fb = getattr(provider, "fast_book", None)
         books = getattr(provider, "books", None)
         if fb is not None and books is not None:
@@ -109,6 +124,11 @@ cdef class FeedListener(WSListener):
             self.syncs = books.syncs
             self.last_ok_ns = books.last_ok_ns
             self.publish_bbo = books.publish_bbo
+            self.queue = provider.queue
+            if self.book_rule == FAST_KRAKEN_CHECKSUM:
+                from dm.venues.kraken._checksum import book_checksum
+                self.checksum_fn = book_checksum
+        if self.persist_only:
             self.queue = provider.queue
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
@@ -133,8 +153,13 @@ cdef class FeedListener(WSListener):
             self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
             return 0
         if c.st.verr_n or (self.slow_kinds >> c.st.kind) & 1:
-            if c.st.kind == self.book_kind and not c.st.verr_n and k and self._book(c, ts, p, n):
-                return 0
+            if not c.st.verr_n and k:
+                if c.st.kind == self.book_kind and self._book(c, ts, p, n):
+                    return 0
+                if (self.persist_only >> c.st.kind) & 1 and self.queue is not None:
+                    self.queue.write_many_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
+                    self.records += <uint64_t>k
+                    return 0
             self.on_decoded(PyBytes_FromStringAndSize(p, n), ts, k)
         elif k:
             self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
@@ -144,6 +169,7 @@ cdef class FeedListener(WSListener):
         """The steady-state diff (module docstring): 1 when done here, 0 for the Python path."""
         cdef uint32_t iid = c.st.instrument_id
         cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu, seq_out
+        cdef bint ok
         cdef int m, rule = self.book_rule
         cdef L2Book book
         cdef BookOut out
@@ -177,6 +203,14 @@ cdef class FeedListener(WSListener):
             if prev_o is None or first != <uint64_t>prev_o or last <= first:
                 return 0
             seq_out = last
+        elif rule == FAST_KRAKEN_CHECKSUM:
+            rej = sync.rejected
+            if rej[65] or rej[66]:                       # levels held as the venue's text
+                return 0
+            pd, sd = sync.price_decimals, sync.size_decimals
+            if c.st.checksum >= 0 and (pd is None or sd is None):
+                return 0
+            seq_out = 0
         else:
             return 0
         book = <L2Book>sync.book
@@ -195,6 +229,18 @@ cdef class FeedListener(WSListener):
         else:
             sync.last_update_id = last
         stats.applied += 1
+        if rule == FAST_KRAKEN_CHECKSUM and c.st.checksum >= 0:
+            try:
+                ok = self.checksum_fn(book, pd, sd) == c.st.checksum
+            except BookError as e:                       # as on_update: the frame is dead-lettered
+                self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
+                return 1
+            if ok:
+                stats.checksums_ok += 1
+            else:                                        # the sync's gap; Books.handle as usual
+                act = sync.applied_then_mismatch(PyBytes_FromStringAndSize(c.st.out, c.st.out_len), m, c.st.checksum)
+                self.books.handle(iid, act, 0, ts)
+                return 1
         self.fast_book_frames += 1
         # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue
         if self.queue is not None:
