@@ -31,7 +31,10 @@ buffering) goes to Python, which owns every decision but this one. Rules:
 * ``FAST_KRAKEN_CHECKSUM`` — Kraken v1 ``book`` updates ("Book Checksum"): applied, then the
   CRC32 of the top 10 levels compared with the update's ``c``
   (``dm.venues.kraken.booksync.KrakenBookSync``: only while its price/size decimals are known
-  and no level is held as rejected text; a mismatch is the sync's gap, through Python).
+  and no level is held as rejected text; a mismatch is the sync's gap, through Python);
+* ``FAST_OKX`` — OKX v5 order book channels ("Order book channel": an update's ``prevSeqId``
+  equals the previous ``seqId``), then the CRC32 of the top 25 levels against ``checksum``
+  (``dm.venues.okx.booksync.OkxBookSync``; a mismatch is the sync's gap, through Python).
 
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
@@ -62,6 +65,7 @@ FAST_BINANCE_FUTURES = 2
 FAST_SEQ_NEXT = 3
 FAST_PREV_ID = 4
 FAST_KRAKEN_CHECKSUM = 5
+FAST_OKX = 6
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
@@ -127,6 +131,9 @@ cdef class FeedListener(WSListener):
             self.queue = provider.queue
             if self.book_rule == FAST_KRAKEN_CHECKSUM:
                 from dm.venues.kraken._checksum import book_checksum
+                self.checksum_fn = book_checksum
+            elif self.book_rule == FAST_OKX:
+                from dm.venues.okx._checksum import book_checksum
                 self.checksum_fn = book_checksum
         if self.persist_only:
             self.queue = provider.queue
@@ -211,6 +218,11 @@ cdef class FeedListener(WSListener):
             if c.st.checksum >= 0 and (pd is None or sd is None):
                 return 0
             seq_out = 0
+        elif rule == FAST_OKX:
+            prev_o = sync.seq
+            if last == 0 or first == 0 or prev_o is None or first - 1 != <uint64_t>prev_o:
+                return 0
+            seq_out = last
         else:
             return 0
         book = <L2Book>sync.book
@@ -224,14 +236,19 @@ cdef class FeedListener(WSListener):
             stats.crossed += 1
         if rule == FAST_SEQ_NEXT:
             sync.seq = first
+        elif rule == FAST_OKX:
+            sync.seq = last
         elif rule == FAST_PREV_ID:
             sync.change_id = last
         else:
             sync.last_update_id = last
         stats.applied += 1
-        if rule == FAST_KRAKEN_CHECKSUM and c.st.checksum >= 0:
+        if (rule == FAST_KRAKEN_CHECKSUM or rule == FAST_OKX) and c.st.checksum >= 0:
             try:
-                ok = self.checksum_fn(book, pd, sd) == c.st.checksum
+                if rule == FAST_OKX:
+                    ok = self.checksum_fn(book, sync.size_precision) == (c.st.checksum & 0xFFFFFFFF)
+                else:
+                    ok = self.checksum_fn(book, pd, sd) == c.st.checksum
             except BookError as e:                       # as on_update: the frame is dead-lettered
                 self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
                 return 1
