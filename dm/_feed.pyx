@@ -34,7 +34,9 @@ buffering) goes to Python, which owns every decision but this one. Rules:
   and no level is held as rejected text; a mismatch is the sync's gap, through Python);
 * ``FAST_OKX`` — OKX v5 order book channels ("Order book channel": an update's ``prevSeqId``
   equals the previous ``seqId``), then the CRC32 of the top 25 levels against ``checksum``
-  (``dm.venues.okx.booksync.OkxBookSync``; a mismatch is the sync's gap, through Python).
+  (``dm.venues.okx.booksync.OkxBookSync``; a mismatch is the sync's gap, through Python);
+* ``FAST_MONOTONIC`` — no update ids, only time order: a diff not older than the book's last
+  (Bitstamp v2 ``diff_order_book`` ``microtimestamp``: ``dm.venues.bitstamp.booksync``).
 
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
@@ -66,6 +68,7 @@ FAST_SEQ_NEXT = 3
 FAST_PREV_ID = 4
 FAST_KRAKEN_CHECKSUM = 5
 FAST_OKX = 6
+FAST_MONOTONIC = 7
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
@@ -218,6 +221,10 @@ cdef class FeedListener(WSListener):
             if c.st.checksum >= 0 and (pd is None or sd is None):
                 return 0
             seq_out = 0
+        elif rule == FAST_MONOTONIC:
+            if last < <uint64_t>sync.last_us:
+                return 0
+            seq_out = last
         elif rule == FAST_OKX:
             prev_o = sync.seq
             if last == 0 or first == 0 or prev_o is None or first - 1 != <uint64_t>prev_o:
@@ -238,6 +245,8 @@ cdef class FeedListener(WSListener):
             sync.seq = first
         elif rule == FAST_OKX:
             sync.seq = last
+        elif rule == FAST_MONOTONIC:
+            sync.last_us = last
         elif rule == FAST_PREV_ID:
             sync.change_id = last
         else:

@@ -43,6 +43,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
+from dm._feed import FAST_MONOTONIC
 from dm._ring import now_ns
 from dm.errors import CodecError, ConfigError
 from dm.providers.base import Books, Provider, dead_letter_values
@@ -120,6 +121,7 @@ class BitstampProvider(Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = BitstampBookSync(iid, self.pcfg.publisher_id)
             kinds.add(K_BOOK)
+            self.fast_book = (K_BOOK, FAST_MONOTONIC)    # steady-state diffs in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 
