@@ -132,12 +132,10 @@ cdef class FeedListener(WSListener):
             self.last_ok_ns = books.last_ok_ns
             self.publish_bbo = books.publish_bbo
             self.queue = provider.queue
-            if self.book_rule == FAST_KRAKEN_CHECKSUM:
-                from dm.venues.kraken._checksum import book_checksum
-                self.checksum_fn = book_checksum
-            elif self.book_rule == FAST_OKX:
-                from dm.venues.okx._checksum import book_checksum
-                self.checksum_fn = book_checksum
+            if self.book_rule == FAST_KRAKEN_CHECKSUM or self.book_rule == FAST_OKX:
+                # the venue's checksum of an L2Book (Kraken: (book, price_decimals, size_decimals);
+                # OKX: (book, size_precision)), given by the provider: this module names no venue
+                self.checksum_fn = provider.fast_book_checksum
         if self.persist_only:
             self.queue = provider.queue
 

@@ -355,6 +355,8 @@ class Provider:
     publisher_name = ""
     #: (codec kind, dm._feed rule) of book diffs whose steady state the C frame path applies
     fast_book: tuple[int, int] | None = None
+    #: the venue's L2Book checksum for the checksum rules of dm._feed (FAST_KRAKEN_CHECKSUM, FAST_OKX)
+    fast_book_checksum = None
     #: codec kinds the C frame path writes to the persist queue only (no channel)
     persist_only_kinds: frozenset = frozenset()
     stale_after_s: float | None = None
