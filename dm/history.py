@@ -199,9 +199,7 @@ class History:
 
     def get(self, schema: str, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
         """All rows of ``iter`` in one array."""
-        from dm.records import DTYPES
-
-        from dm.records import RType
+        from dm.records import DTYPES, RType
 
         if schema not in SCHEMAS:
             raise HistoryError(f"unknown schema {schema!r}; one of {', '.join(SCHEMAS)}")
