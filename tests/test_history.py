@@ -11,6 +11,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dm.bars import BarPlan
 from dm.history import History, HistoryError, to_ns
@@ -337,8 +339,8 @@ def test_export_statistics_round_trips_and_refuses_what_dbn_lacks(storage_url, d
 
     s = open_storage(storage_url, migrate=True)
     try:
-        st, ids = _bybit_statistics(data_dir)
-        s.write({RType.STATISTICS: st})
+        stats, ids = _bybit_statistics(data_dir)
+        s.write({RType.STATISTICS: stats})
         for sym, (iid, sp) in ids.items():
             s.insert_instrument(iid, sym, "BYBIT", sym, 1007, sp)
         out, _ = _dbn_export(s.url, tmp_path, "DOGEUSDT", "statistics", "--stat-type", "9")
@@ -421,3 +423,59 @@ def test_dbn_export_refuses_values_dbn_cannot_hold(data_dir):
     a["exchange"][0] = b"GLBX.MDP3"
     with pytest.raises(HistoryError, match=r"row 0: exchange 'GLBX.MDP3' is longer than DBN's 4 bytes"):
         definitions_to_dbn(a)
+
+
+def _side_ref(rows):
+    """The changed side per row by a plain loop (the oracle of ``_changed_side``)."""
+    last, out = {}, []
+    for iid, bid, ask in rows:
+        prev = last.get(iid)
+        if prev is None:
+            out.append((ord("N"), 0))
+        else:
+            cb = [i for i in range(len(bid)) if bid[i] != prev[0][i]]
+            ca = [i for i in range(len(ask)) if ask[i] != prev[1][i]]
+            out.append((ord("B"), cb[0]) if cb and not ca else (ord("A"), ca[0]) if ca and not cb else (ord("N"), 0))
+        last[iid] = (bid, ask)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(-(1 << 63), (1 << 63) - 1),
+                          st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 32) - 1),
+                          st.integers(0, 3), st.integers(0, 3), st.integers(0, 5)), min_size=1, max_size=40),
+       st.integers(0, 9))
+def test_mbp_export_decodes_to_the_stored_fields(rows, sp):
+    """Random DEPTH records with whole-unit sizes → to_dbn → databento_dbn's decoder: every
+    level's price and size (in units) as stored, sequence kept; side/depth as the oracle says."""
+    dbn = pytest.importorskip("databento_dbn")
+    from dm.history import to_dbn
+    from dm.records import DEPTH_DTYPE
+
+    a = np.zeros(len(rows), DEPTH_DTYPE)
+    a["size_precision"] = sp
+    scale = 10**sp
+    for i, (iid, px, sz, seq, lb, la, step) in enumerate(rows):
+        a["instrument_id"][i], a["sequence"][i], a["ts_event"][i] = iid, seq, 10**18 + i
+        lv = a["levels"][i]
+        lv["bid_px"] = px
+        lv["bid_px"][step] = px ^ 2
+        lv["ask_px"][la] = px ^ 1
+        lv["bid_sz"][lb] = sz * scale  # at most u32 max units, below i64 max at 10^-9
+        lv["ask_sz"] = sz // 2 * scale
+    out = to_dbn(a, "depth")
+    meta = dbn.Metadata(dataset="DM", start=0, stype_in=dbn.SType.INSTRUMENT_ID, stype_out=dbn.SType.INSTRUMENT_ID,
+                        schema=dbn.Schema.MBP_10)
+    dec = dbn.DBNDecoder()
+    dec.write(bytes(meta.encode()) + out.tobytes())
+    got = dec.decode()[1:]
+    assert len(got) == len(a)
+    ref = _side_ref([(int(r["instrument_id"]),
+                      list(zip(r["levels"]["bid_px"].tolist(), r["levels"]["bid_sz"].tolist())),
+                      list(zip(r["levels"]["ask_px"].tolist(), r["levels"]["ask_sz"].tolist()))) for r in a])
+    for g, w, (side, depth) in zip(got, a, ref):
+        assert (g.instrument_id, g.sequence, g.ts_event) == (int(w["instrument_id"]), int(w["sequence"]), int(w["ts_event"]))
+        for i, lv in enumerate(g.levels):
+            assert (lv.bid_px, lv.ask_px) == (int(w["levels"]["bid_px"][i]), int(w["levels"]["ask_px"][i]))
+            assert (lv.bid_sz * scale, lv.ask_sz * scale) == (int(w["levels"]["bid_sz"][i]), int(w["levels"]["ask_sz"][i]))
+        assert (ord(str(g.side)), g.depth, str(g.action)) == (side, depth, "M")
