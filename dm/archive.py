@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from dm.errors import ConfigError, StorageError
-from dm.storage.base import COLUMNS, NS_PER_DAY, ORDER_BY, TICK_TABLES, dedup_hash, now_ns, records_from_columns
+from dm.storage.base import COLUMNS, NS_PER_DAY, ORDER_BY, TICK_TABLES, dedup_hash, now_ns
 
 
 def parse_retention_section(table: dict) -> dict:
@@ -91,6 +91,21 @@ def _day_columns(storage, table: str, day: int) -> list[np.ndarray]:
     return _columns_of(table, arr)
 
 
+#: columns that grow along a day (times, venue ids): DELTA_BINARY_PACKED stores their small
+#: differences (smaller files, and several times faster to decode than dictionary pages)
+DELTA_COLUMNS = frozenset({"ts_event", "ts_recv", "trade_id", "sequence"})
+
+
+def write_options(names: list[str]) -> dict:
+    """``pyarrow.parquet.write_table`` options of an archive file of columns ``names``: zstd,
+    ``DELTA_COLUMNS`` delta-encoded, ``dedup`` (a hash: no repeats) plain, every other column
+    dictionary-encoded (instrument ids, sides, flags, prices repeat; Parquet falls back to plain
+    by itself when a dictionary grows too big). Any Parquet reader reads the files."""
+    return {"compression": "zstd",
+            "use_dictionary": [n for n in names if n not in DELTA_COLUMNS and n != "dedup"],
+            "column_encoding": {n: "DELTA_BINARY_PACKED" for n in names if n in DELTA_COLUMNS}}
+
+
 def _read_day_files(d: Path, names: list[str]) -> list[np.ndarray]:
     import pyarrow.parquet as pq
 
@@ -138,7 +153,7 @@ def archive_day(storage, table: str, day: int, archive_dir: Path) -> dict:
         sel = ex_per_row == e
         tab = pa.table({nm: c[sel] for nm, c in zip(names, cols)})
         path = d / f"{e}.parquet"
-        pq.write_table(tab, f"{path}.tmp", compression="zstd")
+        pq.write_table(tab, f"{path}.tmp", **write_options(names))
         files[path.name] = int(sel.sum())
     for f in files:  # all written: now replace (a reader sees old or new files, each whole)
         os.replace(d / f"{f}.tmp", d / f)
@@ -181,42 +196,151 @@ def archived_days(archive_dir: Path, table: str) -> list[int]:
     return sorted(out)
 
 
-def read_archive(archive_dir: Path, table: str, instrument_ids, start_ns: int | None, end_ns: int | None,
-                 where: dict | None = None):
-    """Record arrays (one per archived day, ``ORDER_BY`` order) of ``table`` rows in the archive
-    matching like ``Storage.scan``."""
+def _stats_range(meta, name: str):
+    """(min, max) of column ``name`` over a Parquet file's row groups (None when a row group has
+    no statistics)."""
+    i = meta.schema.names.index(name)
+    lo = hi = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(i).statistics
+        if st is None or not st.has_min_max:
+            return None
+        lo = st.min if lo is None else min(lo, st.min)
+        hi = st.max if hi is None else max(hi, st.max)
+    return lo, hi
+
+
+def _file_table(path: Path, table: str, ids, start_ns, end_ns, where, with_dedup: bool):
+    """One archive file's rows matching the filters as a pyarrow Table of the columns a record
+    holds (+ ``dedup`` when ``with_dedup``), or None when none match. Read with ``use_threads``,
+    memory-mapped; the filters go to pyarrow (row groups whose statistics exclude them are
+    skipped) only when the file's statistics say some row may fall outside them."""
     import pyarrow.parquet as pq
 
-    spec = COLUMNS[table]
-    names = [c.name for c in spec]
-    keys = [k.strip() for k in ORDER_BY[table].split(",")]
-    ids = None if instrument_ids is None else np.array(sorted(int(i) for i in instrument_ids), np.int64)
+    from dm.storage.base import record_reader
+
+    names = [c.name for c in record_reader(table).columns] + (["dedup"] if with_dedup else [])
+    meta = pq.ParquetFile(path, memory_map=True).metadata
+    if meta.num_rows == 0:
+        return None
+    filters = []
+    rid = _stats_range(meta, "instrument_id")
+    if ids is not None:
+        if rid is not None and not any(rid[0] <= i <= rid[1] for i in ids):
+            return None
+        if rid is None or not (rid[0] == rid[1] and rid[0] in ids):
+            filters.append(("instrument_id", "in", list(ids)))
+    rts = _stats_range(meta, "ts_event")
+    if start_ns is not None:
+        if rts is not None and rts[1] < start_ns:
+            return None
+        if rts is None or rts[0] < start_ns:
+            filters.append(("ts_event", ">=", int(start_ns)))
+    if end_ns is not None:
+        if rts is not None and rts[0] >= end_ns:
+            return None
+        if rts is None or rts[1] >= end_ns:
+            filters.append(("ts_event", "<", int(end_ns)))
+    for k, v in (where or {}).items():
+        filters.append((k, "=", int(v)))
+    tab = pq.read_table(path, columns=names, filters=filters or None, use_threads=True, memory_map=True)
+    return tab if tab.num_rows else None
+
+
+def _fill(table: str, tab, out: np.ndarray) -> None:
+    """Rows of an archive Table → the record array ``out`` (len = rows): each Arrow chunk as a
+    zero-copy numpy view (archive columns have no nulls), cast into its record field by numpy,
+    block by block (cache-sized: the template and every field of a block land while it is in
+    cache, rather than one pass over the whole array per column)."""
+    from dm.storage.base import record_reader
+
+    reader = record_reader(table)
+    names = [c.name for c in reader.columns]
+    view = out.view(reader.view)
+    cols = [tab.column(nm) for nm in names]
+    bounds = [len(c) for c in cols[0].chunks]
+    step = 1 << 14
+    if all([len(c) for c in col.chunks] == bounds for col in cols):
+        off = 0
+        for k in range(len(bounds)):
+            src = [col.chunk(k).to_numpy(zero_copy_only=False) for col in cols]
+            for lo in range(0, bounds[k], step):
+                hi = min(bounds[k], lo + step)
+                reader.fill_template(out[off + lo:off + hi])
+                v = view[off + lo:off + hi]
+                for nm, c in zip(names, src):
+                    v[nm] = c[lo:hi]
+            off += bounds[k]
+        return
+    for lo in range(0, len(out), step):  # columns chunked differently: column by column
+        reader.fill_template(out[lo:lo + step])
+    for nm, col in zip(names, cols):
+        dst = view[nm]
+        off = 0
+        for chunk in col.chunks:
+            dst[off:off + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+            off += len(chunk)
+
+
+class ArchivedDay:
+    """The matching rows of one archived day, decoded by pyarrow but not yet in records: ``n``
+    rows; ``fill(out)`` writes them (``ORDER_BY`` order) into a record array of length ``n``
+    (so a caller can gather several days into one array it allocated once); ``records()``
+    returns them in a new array."""
+
+    def __init__(self, table: str, tabs: list):
+        self.table = table
+        self.tabs = tabs
+        self.n = sum(t.num_rows for t in tabs)
+
+    def records(self) -> np.ndarray:
+        from dm.records import DTYPES
+        from dm.storage.base import RTYPE_OF
+
+        out = np.empty(self.n, DTYPES[RTYPE_OF[self.table]])
+        self.fill(out)
+        return out
+
+    def fill(self, out: np.ndarray) -> None:
+        if len(self.tabs) == 1:
+            _fill(self.table, self.tabs[0], out)
+            return
+        # several exchanges' files: one order (dedup breaks the last ties, as in the database)
+        keys = [k.strip() for k in ORDER_BY[self.table].split(",")]
+        parts = []
+        for t in self.tabs:
+            a = np.empty(t.num_rows, out.dtype)
+            _fill(self.table, t, a)
+            parts.append(a)
+        arr = np.concatenate(parts)
+        dedup = np.concatenate([t.column("dedup").to_numpy() for t in self.tabs]).astype(np.int64, copy=False)
+        o = np.lexsort([dedup if k == "dedup" else arr[k] for k in reversed(keys)])
+        np.take(arr, o, out=out)
+
+
+def archived_pieces(archive_dir: Path, table: str, instrument_ids, start_ns: int | None, end_ns: int | None,
+                    where: dict | None = None):
+    """``ArchivedDay`` per archived day with rows of ``table`` matching like ``Storage.scan``."""
+    ids = None if instrument_ids is None else sorted({int(i) for i in instrument_ids})
     for day in archived_days(archive_dir, table):
         lo, hi = day * NS_PER_DAY, (day + 1) * NS_PER_DAY
         if (end_ns is not None and lo >= end_ns) or (start_ns is not None and hi <= start_ns):
             continue
         d = Path(archive_dir) / table / day_name(day)
-        files = json.loads((d / "manifest.json").read_text())["files"]
-        tabs = [pq.read_table(d / f) for f in sorted(files)]
-        cols = [np.concatenate([t.column(nm).to_numpy().astype(np.int64, copy=False) for t in tabs]) for nm in names]
-        m = np.ones(len(cols[0]), bool)
-        if ids is not None:
-            m &= np.isin(cols[0], ids)
-        ts = cols[names.index("ts_event")]
-        if start_ns is not None:
-            m &= ts >= start_ns
-        if end_ns is not None:
-            m &= ts < end_ns
-        for k, v in (where or {}).items():
-            m &= cols[names.index(k)] == int(v)
-        if not m.all():
-            cols = [c[m] for c in cols]
-        if not len(cols[0]):
-            continue
-        if len(tabs) > 1:  # several exchanges' files: one order
-            o = np.lexsort([cols[names.index(k)] for k in reversed(keys)])
-            cols = [c[o] for c in cols]
-        yield records_from_columns(table, cols, len(cols[0]))
+        files = sorted(json.loads((d / "manifest.json").read_text())["files"])
+        many = len(files) > 1
+        tabs = [t for t in (_file_table(d / f, table, ids, start_ns, end_ns, where, many) for f in files)
+                if t is not None]
+        if tabs:
+            yield ArchivedDay(table, tabs)
+
+
+def read_archive(archive_dir: Path, table: str, instrument_ids, start_ns: int | None, end_ns: int | None,
+                 where: dict | None = None):
+    """Record arrays (one per archived day, ``ORDER_BY`` order) of ``table`` rows in the archive
+    matching like ``Storage.scan``: straight from the Parquet columns into the record dtype."""
+    for piece in archived_pieces(archive_dir, table, instrument_ids, start_ns, end_ns, where):
+        yield piece.records()
 
 
 def archive_stats(archive_dir: Path) -> dict:

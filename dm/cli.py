@@ -1039,12 +1039,15 @@ def _history_options(f):
         click.argument("symbol"),
         click.option("--exchange", default=None, help="Canonical exchange, e.g. BINANCE (default: every exchange)."),
         click.option("--schema", type=click.Choice(["trades", "bbo", "depth", "book_deltas", "bars", "mbp_events",
-                                                    "statistics"]), default="trades", show_default=True),
+                                                    "statistics", "definitions"]), default="trades",
+                     show_default=True),
         click.option("--start", default=None, help="ns since the epoch or ISO-8601 (UTC when no zone); inclusive."),
         click.option("--end", default=None, help="ns since the epoch or ISO-8601; exclusive."),
         click.option("--interval", default="1m", show_default=True, help="Bars: 1s, 1m, 1h, 1d, ..."),
         click.option("--source", type=click.Choice(["dm", "venue", "all"]), default="dm", show_default=True,
                      help="Bars: built by dm, received from the venue, or both."),
+        click.option("--stat-type", type=int, default=None,
+                     help="Statistics: only this stat_type (dm.records.StatType code, e.g. 9 open interest)."),
         config_option, url_option,
         click.option("--archive-dir", default=None, help="Retention archive to read too (default: [retention] archive_dir)."),
     ]):
@@ -1053,7 +1056,7 @@ def _history_options(f):
 
 
 def _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir=None,
-                    chunk_rows=1 << 18):
+                    chunk_rows=1 << 18, stat_type=None):
     from dm.history import History
 
     if archive_dir is None:
@@ -1064,7 +1067,7 @@ def _history_chunks(config_path, url, symbol, exchange, schema, start, end, inte
     try:
         yield from h.iter(schema, symbol, exchange, start, end, chunk_rows=chunk_rows,
                           interval=interval if schema == "bars" else None,
-                          source=None if source == "all" else source)
+                          source=None if source == "all" else source, stat_type=stat_type)
     finally:
         h.close()
 
@@ -1093,11 +1096,13 @@ def _write_csv(chunks, out) -> int:
 @main.command("history")
 @_history_options
 @click.option("-n", "--limit", default=0, help="At most N rows (0: all).")
-def history_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, archive_dir, limit) -> None:
+def history_cmd(symbol, exchange, schema, start, end, interval, source, stat_type, config_path, url, archive_dir,
+                limit) -> None:
     """Print stored records of SYMBOL in [--start, --end) as CSV (integers: ns, fixed point)."""
     import sys
 
-    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir)
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir,
+                             stat_type=stat_type)
     if limit:
         def cut(it, left=limit):
             for a in it:
@@ -1113,23 +1118,32 @@ def history_cmd(symbol, exchange, schema, start, end, interval, source, config_p
 @_history_options
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "dbn"]), default="csv", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
-def export_cmd(symbol, exchange, schema, start, end, interval, source, config_path, url, archive_dir, fmt, output) -> None:
+def export_cmd(symbol, exchange, schema, start, end, interval, source, stat_type, config_path, url, archive_dir, fmt,
+               output) -> None:
     """Export stored records of SYMBOL in [--start, --end) to CSV, zstd Parquet (pyarrow) or DBN
-    (trades, bbo as mbp-1, bars as ohlcv; the databento-dbn package reads it back)."""
-    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir)
-    tmp = f"{output}.tmp"
-    if fmt == "csv":
-        with open(tmp, "w") as f:
-            n = _write_csv(chunks, f)
-    elif fmt == "parquet":
-        from dm.history import write_parquet
-
-        n = write_parquet(chunks, tmp)
-    else:
-        from dm.history import write_dbn
-
-        n = write_dbn(chunks, tmp, schema)
+    v3 (trades, bars as ohlcv-1s/1m/1h/1d, bbo as mbp-1, depth as mbp-10, statistics, definitions
+    as definition: mapping in dm.history.to_dbn; the databento package reads it back). A value
+    DBN cannot hold (a fractional size, a dm-only stat_type, ..) is refused by name."""
+    chunks = _history_chunks(config_path, url, symbol, exchange, schema, start, end, interval, source, archive_dir,
+                             stat_type=stat_type)
     import os
 
+    tmp = f"{output}.tmp"
+    try:
+        if fmt == "csv":
+            with open(tmp, "w") as f:
+                n = _write_csv(chunks, f)
+        elif fmt == "parquet":
+            from dm.history import write_parquet
+
+            n = write_parquet(chunks, tmp)
+        else:
+            from dm.history import write_dbn
+
+            n = write_dbn(chunks, tmp, schema)
+    except BaseException:
+        if os.path.exists(tmp):  # a refused value: no half-written file left behind
+            os.unlink(tmp)
+        raise
     os.replace(tmp, output)
     click.echo(f"{n} {schema} rows → {output}", err=True)

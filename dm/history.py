@@ -30,7 +30,7 @@ from dm.errors import DmError
 from dm.records import UNDEF_PRICE
 from dm.storage.base import RTYPE_OF, Storage
 
-SCHEMAS = ("trades", "bbo", "depth", "book_deltas", "bars", "mbp_events", "statistics")
+SCHEMAS = ("trades", "bbo", "depth", "book_deltas", "bars", "mbp_events", "statistics", "definitions")
 PRICE_FIELDS = frozenset({"price", "bid_px", "ask_px", "open", "high", "low", "close"})
 SIZE_FIELDS = frozenset({"size", "bid_sz", "ask_sz", "volume", "quantity"})
 _SKIP = frozenset({"length", "rtype", "_reserved", "_pad"})
@@ -120,14 +120,31 @@ class History:
 
     # -- records ------------------------------------------------------------------------------
     def iter(self, schema: str, symbol: str | int | None, exchange: str | None = None, start=None, end=None, *,
-             chunk_rows: int = 1 << 20, interval=None, source: str | None = "dm") -> Iterator[np.ndarray]:
+             chunk_rows: int = 1 << 20, interval=None, source: str | None = "dm",
+             stat_type: int | None = None, _lazy: bool = False) -> Iterator[np.ndarray]:
         """Chunks (record arrays of ``schema``'s rtype, ``ORDER_BY`` order) of at most
         ``chunk_rows``. ``symbol`` None: every instrument. Bars: ``interval`` ("1m", 60, ...) and
-        ``source`` ("dm": built by dm, "venue": received, None: both)."""
+        ``source`` ("dm": built by dm, "venue": received, None: both). Statistics: ``stat_type``
+        (one code of ``dm.records.StatType``; None: all). ``definitions``: the stored
+        INSTRUMENT_DEF records (by instrument id, then ``ts_event``)."""
         if schema not in SCHEMAS:
             raise HistoryError(f"unknown schema {schema!r}; one of {', '.join(SCHEMAS)}")
         ids = None if symbol is None else self.instrument_ids(symbol, exchange)
+        lo, hi = to_ns(start), to_ns(end)
+        if schema == "definitions":
+            d = self.storage.definitions()
+            m = np.ones(len(d), bool) if ids is None else np.isin(d["instrument_id"], ids)
+            if lo is not None:
+                m &= d["ts_event"] >= np.uint64(lo)
+            if hi is not None:
+                m &= d["ts_event"] < np.uint64(hi)
+            d = d[m]
+            for i in range(0, len(d), chunk_rows):
+                yield d[i:i + chunk_rows]
+            return
         where: dict[str, int] = {}
+        if schema == "statistics" and stat_type is not None:
+            where["stat_type"] = int(stat_type)
         if schema == "bars":
             if interval is not None:
                 from dm.bars import parse_interval
@@ -137,17 +154,17 @@ class History:
                 if source not in BAR_SOURCES:
                     raise HistoryError(f"bar source {source!r}: one of dm, venue")
                 where["source"] = BAR_SOURCES[source]
-        lo, hi = to_ns(start), to_ns(end)
         if self.archive_dir is None or schema not in _ARCHIVED:
             yield from self.storage.scan(schema, ids, lo, hi, where, chunk_rows)
             return
-        yield from self._with_archive(schema, ids, lo, hi, where, chunk_rows)
+        yield from self._with_archive(schema, ids, lo, hi, where, chunk_rows, lazy=_lazy)
 
-    def _with_archive(self, schema, ids, lo, hi, where, chunk_rows):
+    def _with_archive(self, schema, ids, lo, hi, where, chunk_rows, lazy=False):
         """Archived days from their Parquet files (merged with any rows of the same day still in
         the database: late rows, or an archive run between writing and removing), the other
-        stretches of the range from the database, in time order."""
-        from dm.archive import archived_days, read_archive
+        stretches of the range from the database, in time order. ``lazy``: an archived day
+        with nothing to merge comes as its ``dm.archive.ArchivedDay`` (for ``get``)."""
+        from dm.archive import archived_days, archived_pieces
         from dm.storage.base import NS_PER_DAY, ORDER_BY, column_arrays, COLUMNS
 
         days = [d for d in archived_days(self.archive_dir, schema)
@@ -161,8 +178,13 @@ class History:
                 yield from self.storage.scan(schema, ids, pos, d_lo if hi is None else min(d_lo, hi), where, chunk_rows)
             a_lo = d_lo if lo is None else max(lo, d_lo)
             a_hi = d_hi if hi is None else min(hi, d_hi)
-            parts = list(read_archive(self.archive_dir, schema, ids, a_lo, a_hi, where))
-            parts += list(self.storage.scan(schema, ids, a_lo, a_hi, where, chunk_rows))
+            pieces = list(archived_pieces(self.archive_dir, schema, ids, a_lo, a_hi, where))
+            db = list(self.storage.scan(schema, ids, a_lo, a_hi, where, chunk_rows))
+            if len(pieces) == 1 and not db and (lazy or pieces[0].n <= chunk_rows):
+                yield pieces[0] if lazy else pieces[0].records()
+                pos = d_hi
+                continue
+            parts = [p.records() for p in pieces] + db
             if parts:
                 a = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 if len(parts) > 1:
@@ -177,12 +199,26 @@ class History:
 
     def get(self, schema: str, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
         """All rows of ``iter`` in one array."""
-        from dm.records import DTYPES
+        from dm.records import DTYPES, RType
 
-        parts = list(self.iter(schema, symbol, exchange, start, end, **kw))
-        if not parts:
-            return np.zeros(0, DTYPES[RTYPE_OF[schema]])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if schema not in SCHEMAS:
+            raise HistoryError(f"unknown schema {schema!r}; one of {', '.join(SCHEMAS)}")
+        dt = DTYPES[RType.INSTRUMENT_DEF if schema == "definitions" else RTYPE_OF[schema]]
+        # archived days come undecoded into records (``ArchivedDay``): each is filled straight
+        # into the one array returned, rather than built apart and copied by a concatenate
+        parts = list(self.iter(schema, symbol, exchange, start, end, _lazy=True, **kw))
+        if len(parts) == 1:
+            return parts[0] if isinstance(parts[0], np.ndarray) else parts[0].records()
+        out = np.empty(sum(len(p) if isinstance(p, np.ndarray) else p.n for p in parts), dt)
+        pos = 0
+        for p in parts:
+            if isinstance(p, np.ndarray):
+                out[pos:pos + len(p)] = p
+                pos += len(p)
+            else:
+                p.fill(out[pos:pos + p.n])
+                pos += p.n
+        return out
 
     def trades(self, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
         return self.get("trades", symbol, exchange, start, end, **kw)
@@ -198,6 +234,11 @@ class History:
 
     def statistics(self, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
         return self.get("statistics", symbol, exchange, start, end, **kw)
+
+    def definitions(self, symbol, exchange=None, start=None, end=None, **kw) -> np.ndarray:
+        """Stored instrument definitions (INSTRUMENT_DEF records) of the symbol, ``ts_event`` in
+        ``[start, end)``."""
+        return self.get("definitions", symbol, exchange, start, end, **kw)
 
     def bars(self, symbol, exchange=None, start=None, end=None, interval="1m", source: str | None = "dm",
              **kw) -> np.ndarray:
@@ -312,7 +353,9 @@ def write_parquet(chunks, path: str) -> int:
     return n
 
 
-#: DBN v3 record layouts dm exports (Databento's "DBN encoding" docs: TradeMsg 48 B, OhlcvMsg 56 B)
+#: DBN v3 record layouts dm exports (Databento's "DBN encoding" docs, databento/dbn
+#: ``rust/dbn/src/record.rs``: TradeMsg 48 B, OhlcvMsg 56 B, Mbp1Msg 80 B, Mbp10Msg 368 B,
+#: StatMsg 80 B; InstrumentDefMsg 520 B is built by ``databento_dbn`` itself)
 _DBN_HEADER = [("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"), ("instrument_id", "<u4"),
                ("ts_event", "<u8")]
 DBN_TRADE = np.dtype(_DBN_HEADER + [("price", "<i8"), ("size", "<u4"), ("action", "u1"), ("side", "u1"),
@@ -320,74 +363,293 @@ DBN_TRADE = np.dtype(_DBN_HEADER + [("price", "<i8"), ("size", "<u4"), ("action"
                                     ("sequence", "<u4")])
 DBN_OHLCV = np.dtype(_DBN_HEADER + [("open", "<i8"), ("high", "<i8"), ("low", "<i8"), ("close", "<i8"),
                                     ("volume", "<u8")])
+DBN_LEVEL = np.dtype([("bid_px", "<i8"), ("ask_px", "<i8"), ("bid_sz", "<u4"), ("ask_sz", "<u4"),
+                      ("bid_ct", "<u4"), ("ask_ct", "<u4")])
+DBN_MBP1 = np.dtype(DBN_TRADE.descr + [("levels", DBN_LEVEL, (1,))])
+DBN_MBP10 = np.dtype(DBN_TRADE.descr + [("levels", DBN_LEVEL, (10,))])
+DBN_STAT = np.dtype(_DBN_HEADER + [("ts_recv", "<u8"), ("ts_ref", "<u8"), ("price", "<i8"), ("quantity", "<i8"),
+                                   ("sequence", "<u4"), ("ts_in_delta", "<i4"), ("stat_type", "<u2"),
+                                   ("channel_id", "<u2"), ("update_action", "u1"), ("stat_flags", "u1"),
+                                   ("_reserved", "V18")])
+assert (DBN_TRADE.itemsize, DBN_OHLCV.itemsize, DBN_MBP1.itemsize, DBN_MBP10.itemsize, DBN_STAT.itemsize) == \
+    (48, 56, 80, 368, 80)
 _OHLCV_RTYPE = {1: 0x20, 60: 0x21, 3600: 0x22, 86400: 0x23}
+_DBN_RTYPE = {"trades": 0x00, "bbo": 0x01, "depth": 0x0A, "statistics": 0x18}
+#: dm schema → the DBN schema of its export (bars: ohlcv-<interval>)
+DBN_SCHEMAS = {"trades": "trades", "bbo": "mbp-1", "depth": "mbp-10", "bars": "ohlcv-1s/1m/1h/1d",
+               "statistics": "statistics", "definitions": "definition"}
+_U32 = 0xFFFF_FFFF
+_I32 = 0x7FFF_FFFF
+_I64_MAX = (1 << 63) - 1
+#: DBN's "no value" of StatMsg.quantity (v3: i64 max), InstrumentDefMsg i32 fields (i32 max)
+UNDEF_STAT_QUANTITY = _I64_MAX
+#: DBN instrument classes (databento_dbn.InstrumentClass): dm's 'W' (perpetual swap) has none
+_DBN_CLASSES = frozenset(b"BCFKMPSTXY")
+
+
+def _refuse(schema: str, i: int, what: str) -> HistoryError:
+    return HistoryError(f"DBN export of {schema}: row {i}: {what}; use --format parquet or csv")
 
 
 def _whole_units(size: np.ndarray, sp: np.ndarray, what: str, limit: int) -> np.ndarray:
-    """Sizes at 10^-sp → whole units (DBN's integer sizes); HistoryError when one is fractional
-    or does not fit."""
+    """Sizes at 10^-sp (one precision per row; ``size`` may be (n, k)) → whole units (DBN's
+    integer sizes); HistoryError naming the first value that is fractional or above ``limit``."""
+    size = size.astype(np.uint64)
     scale = np.power(np.uint64(10), sp.astype(np.uint64))
-    whole, frac = np.divmod(size.astype(np.uint64), scale)
-    bad = np.flatnonzero((frac != 0) | (whole > np.uint64(limit)))
+    if size.ndim > 1:
+        scale = scale[:, None]
+    whole, frac = np.divmod(size, scale)
+    bad = np.argwhere((frac != 0) | (whole > np.uint64(limit)))
     if len(bad):
-        i = int(bad[0])
-        raise HistoryError(f"DBN export: {what} row {i}: size {int(size[i])} at 10^-{int(sp[i])} is not a whole "
-                           f"number of units up to {limit} (DBN sizes are integers); use --format parquet or csv")
+        i = int(bad[0][0])
+        v = int(size[tuple(bad[0])])
+        raise _refuse(what, i, f"size {v} at 10^-{int(sp[i])} is not a whole number of units up to {limit} "
+                               "(DBN sizes are integers)")
     return whole
 
 
+def _fits(v: np.ndarray, limit: int, schema: str, name: str) -> np.ndarray:
+    """``v`` unchanged when every value is in [0, limit]; else HistoryError naming the first."""
+    v = v.astype(np.uint64)
+    bad = np.flatnonzero(v > np.uint64(limit))
+    if len(bad):
+        raise _refuse(schema, int(bad[0]), f"{name} {int(v[bad[0]])} does not fit DBN's {limit.bit_length()}-bit field")
+    return v
+
+
+def _changed_side(iid: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(side, depth) of each top-of-book / depth update against the previous record of the same
+    instrument: only the bid levels changed → 'B', only the ask levels → 'A', both, neither or
+    no previous record → 'N' (Databento's mbp-1 docs: "where the side is indeterminate, ... side
+    code N"); depth = the first level that changed on that side (0 for 'N'). ``bid``/``ask``:
+    (n, levels, k) arrays of a side's stored values per level."""
+    n = len(iid)
+    side = np.full(n, ord("N"), np.uint8)
+    depth = np.zeros(n, np.uint8)
+    if n < 2:
+        return side, depth
+    order = np.argsort(iid, kind="stable")  # rows of one instrument, in their (time) order
+    same = iid[order][1:] == iid[order][:-1]
+    b, a = bid[order].reshape(n, -1), ask[order].reshape(n, -1)
+    db, da = b[1:] != b[:-1], a[1:] != a[:-1]
+    cb, ca = db.any(axis=1) & same, da.any(axis=1) & same
+    s = np.where(cb & ~ca, ord("B"), np.where(ca & ~cb, ord("A"), ord("N"))).astype(np.uint8)
+    per = bid.shape[2]  # values per level
+    lv_b, lv_a = db.argmax(axis=1) // per, da.argmax(axis=1) // per
+    d = np.where(s == ord("B"), lv_b, np.where(s == ord("A"), lv_a, 0)).astype(np.uint8)
+    side[order[1:]] = s
+    depth[order[1:]] = d
+    return side, depth
+
+
 def to_dbn(arr: np.ndarray, schema: str) -> np.ndarray:
-    """dm TRADE or BAR records → DBN ``TradeMsg`` / ``OhlcvMsg`` records (a structured array whose
-    bytes are the DBN records). Raises ``HistoryError`` for what DBN cannot hold."""
+    """dm records → DBN v3 records (a structured array whose bytes are the DBN records):
+
+    ============  ===========  ==================================================================
+    dm schema     DBN schema   mapping
+    ============  ===========  ==================================================================
+    trades        trades       TradeMsg, action 'T', depth 0, ts_in_delta 0
+    bars          ohlcv-1s..   OhlcvMsg (one interval of 1s, 1m, 1h, 1d per file)
+    bbo           mbp-1        Mbp1Msg: level 0 = bid/ask px, sz, ct; action 'M' (a top-of-book
+                               update: dm's trades are their own schema), side = the side whose
+                               level changed against the instrument's previous BBO ('N' when both
+                               or neither did, or for the first), depth 0, price UNDEF_PRICE and
+                               size 0 (the event itself is not stored), ts_in_delta 0
+    depth         mbp-10       Mbp10Msg: levels 0-9 px/sz (counts 0: DEPTH has none); action
+                               'M', side as for mbp-1 over the 10 levels, depth = the first
+                               changed level of that side, price UNDEF_PRICE, size 0
+    statistics    statistics   StatMsg: the same fields (dm's STATISTICS is DBN's layout);
+                               stat_type 1-16 are DBN's codes and kept, quantity in whole units
+                               (i64 max = undefined kept)
+    ============  ===========  ==================================================================
+
+    Sizes become whole units (``size_precision`` applied). Raises ``HistoryError`` naming the
+    first value DBN cannot hold (a fractional or too large size, a sequence above u32, a dm-only
+    stat_type such as 1001 MARK_PRICE): never wrapped or rounded."""
+    n = len(arr)
     if schema == "trades":
-        out = np.zeros(len(arr), DBN_TRADE)
-        out["rtype"] = 0  # MBP_0 (trades)
+        out = np.zeros(n, DBN_TRADE)
         for f in ("publisher_id", "instrument_id", "ts_event", "price", "flags", "ts_recv"):
             out[f] = arr[f]
-        out["size"] = _whole_units(arr["size"], arr["size_precision"], "trades", 0xFFFF_FFFF)
-        seq = arr["sequence"].astype(np.uint64)
-        if (seq > np.uint64(0xFFFF_FFFF)).any():
-            raise HistoryError("DBN export: a sequence does not fit DBN's u32; use --format parquet or csv")
-        out["sequence"] = seq
+        out["size"] = _whole_units(arr["size"], arr["size_precision"], "trades", _U32)
+        out["sequence"] = _fits(arr["sequence"], _U32, "trades", "sequence")
         out["action"] = ord("T")
         out["side"] = arr["side"]
     elif schema == "bars":
         ivs = set(arr["interval_s"].tolist())
         if len(ivs) > 1 or not ivs <= set(_OHLCV_RTYPE):
             raise HistoryError(f"DBN export: OHLCV intervals are 1s, 1m, 1h, 1d (one per file), got {sorted(ivs)}")
-        out = np.zeros(len(arr), DBN_OHLCV)
-        out["rtype"] = _OHLCV_RTYPE[ivs.pop()] if len(arr) else 0x21
+        out = np.zeros(n, DBN_OHLCV)
+        out["rtype"] = _OHLCV_RTYPE[ivs.pop()] if n else 0x21
         for f in ("publisher_id", "instrument_id", "ts_event", "open", "high", "low", "close"):
             out[f] = arr[f]
         out["volume"] = _whole_units(arr["volume"], arr["size_precision"], "bars", (1 << 64) - 1)
+    elif schema in ("bbo", "depth"):
+        out = np.zeros(n, DBN_MBP1 if schema == "bbo" else DBN_MBP10)
+        for f in ("publisher_id", "instrument_id", "ts_event", "flags", "ts_recv"):
+            out[f] = arr[f]
+        out["sequence"] = _fits(arr["sequence"], _U32, schema, "sequence")
+        out["price"] = UNDEF_PRICE
+        out["action"] = ord("M")
+        lv = out["levels"]
+        if schema == "bbo":
+            for f in ("bid_px", "ask_px"):
+                lv[f][:, 0] = arr[f]
+            for f in ("bid_sz", "ask_sz"):
+                lv[f][:, 0] = _whole_units(arr[f], arr["size_precision"], schema, _U32)
+            for f in ("bid_ct", "ask_ct"):
+                lv[f][:, 0] = arr[f]
+            bid = np.stack([arr["bid_px"].view(np.uint64), arr["bid_sz"], arr["bid_ct"].astype(np.uint64)],
+                           axis=1)[:, None, :]
+            ask = np.stack([arr["ask_px"].view(np.uint64), arr["ask_sz"], arr["ask_ct"].astype(np.uint64)],
+                           axis=1)[:, None, :]
+            out["side"], _ = _changed_side(arr["instrument_id"], bid, ask)
+        else:
+            src = arr["levels"]
+            for f in ("bid_px", "ask_px"):
+                lv[f] = src[f]
+            for f in ("bid_sz", "ask_sz"):
+                lv[f] = _whole_units(src[f], arr["size_precision"], schema, _U32)
+            bid = np.stack([src["bid_px"].view(np.uint64), src["bid_sz"]], axis=2)  # (n, 10, 2)
+            ask = np.stack([src["ask_px"].view(np.uint64), src["ask_sz"]], axis=2)
+            out["side"], out["depth"] = _changed_side(arr["instrument_id"], bid, ask)
+    elif schema == "statistics":
+        out = np.zeros(n, DBN_STAT)
+        for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "ts_ref", "price", "sequence",
+                  "ts_in_delta", "channel_id", "update_action", "stat_flags"):
+            out[f] = arr[f]
+        st = arr["stat_type"].astype(np.int64)
+        bad = np.flatnonzero(~np.isin(st, _DBN_STAT_TYPES))
+        if len(bad):
+            v = int(st[bad[0]])
+            raise _refuse("statistics", int(bad[0]), f"stat_type {v} ({_stat_name(v)}) has no DBN StatType code")
+        out["stat_type"] = st
+        q = arr["quantity"].astype(np.int64)
+        undef = q == UNDEF_STAT_QUANTITY
+        neg = np.flatnonzero((q < 0) & ~undef)
+        if len(neg):
+            raise _refuse("statistics", int(neg[0]), f"quantity {int(q[neg[0]])} is negative")
+        whole = _whole_units(np.where(undef, 0, q), arr["size_precision"], "statistics", _I64_MAX)
+        out["quantity"] = np.where(undef, UNDEF_STAT_QUANTITY, whole.astype(np.int64))
     else:
-        raise HistoryError(f"DBN export covers trades and bars, not {schema}; use --format parquet or csv")
+        raise HistoryError(f"DBN export covers {', '.join(f'{k} ({v})' for k, v in DBN_SCHEMAS.items())}, "
+                           f"not {schema}; use --format parquet or csv")
+    if schema in _DBN_RTYPE:
+        out["rtype"] = _DBN_RTYPE[schema]
     out["length"] = out.dtype.itemsize // 4
     return out
 
 
+def _dm_stat_types() -> np.ndarray:
+    from dm.records import StatType
+
+    return np.array(sorted(int(s) for s in StatType if int(s) < 1000), np.int64)
+
+
+#: dm's StatType codes below 1000 are DBN's own (same numbers): those export as they are
+_DBN_STAT_TYPES = _dm_stat_types()
+
+
+def _stat_name(v: int) -> str:
+    from dm.records import StatType
+
+    try:
+        return StatType(v).name
+    except ValueError:
+        return "unknown"
+
+
+def _text(v: bytes, limit: int, i: int, name: str) -> str:
+    t = v.decode("utf-8")
+    if len(t.encode()) > limit:
+        raise _refuse("definitions", i, f"{name} {t!r} is longer than DBN's {limit} bytes")
+    return t
+
+
+def definitions_to_dbn(arr: np.ndarray) -> bytes:
+    """dm INSTRUMENT_DEF records → DBN v3 ``InstrumentDefMsg`` bytes (built by ``databento_dbn``),
+    the inverse of dm's import (``dm/_dbn.pyx``, "Instrument definitions"):
+
+    ====================  =========================================================================
+    InstrumentDefMsg      from INSTRUMENT_DEF
+    ====================  =========================================================================
+    header, ts_recv       the same
+    min_price_increment,  the same (1e-9; UNDEF_PRICE kept)
+    display_factor,
+    strike_price
+    expiration,           the same (ns; UNDEF_TIMESTAMP kept)
+    activation
+    unit_of_measure_qty   contract_multiplier (1e-9)
+    min_lot_size_round_   lot_size in whole units (i32; 0 = none → DBN's i32 max)
+    lot
+    instrument_class      instrument_class (DBN's chars; dm's 'W' perpetual has none: refused)
+    raw_symbol, exchange, raw_symbol, exchange, underlying, base, quote (refused when longer than
+    underlying, asset,    DBN's fields: 70, 4, 20, 10, 3 bytes)
+    currency
+    security_update_      'A' (added)
+    action
+    ====================  =========================================================================
+
+    Other fields keep ``databento_dbn``'s defaults (DBN's "undefined"). Raises ``HistoryError``."""
+    import databento_dbn as dbn
+
+    out = []
+    for i, r in enumerate(arr):
+        cls = int(r["instrument_class"])
+        if cls not in _DBN_CLASSES:
+            raise _refuse("definitions", i, f"instrument_class {chr(cls)!r} has no DBN InstrumentClass")
+        sp = int(r["size_precision"])
+        lot = int(r["lot_size"])
+        if lot % 10**sp or lot // 10**sp >= _I32 or lot < 0:
+            raise _refuse("definitions", i, f"lot_size {lot} at 10^-{sp} is not a whole number of units below "
+                                            f"{_I32}")
+        msg = dbn.InstrumentDefMsg(
+            int(r["publisher_id"]), int(r["instrument_id"]), int(r["ts_event"]), int(r["ts_recv"]),
+            int(r["min_price_increment"]), int(r["display_factor"]),
+            _text(r["raw_symbol"], 70, i, "raw_symbol"), _text(r["base"], 10, i, "base"), "",
+            dbn.InstrumentClass(chr(cls)), dbn.SecurityUpdateAction("A"),
+            expiration=int(r["expiration"]), activation=int(r["activation"]),
+            unit_of_measure_qty=int(r["contract_multiplier"]), strike_price=int(r["strike_price"]),
+            min_lot_size_round_lot=lot // 10**sp if lot else _I32,
+            currency=_text(r["quote"], 3, i, "quote"), exchange=_text(r["exchange"], 4, i, "exchange"),
+            underlying=_text(r["underlying"], 20, i, "underlying"))
+        out.append(bytes(msg))
+    return b"".join(out)
+
+
 def write_dbn(chunks, path: str, schema: str) -> int:
-    """Record-array chunks → an uncompressed DBN file (metadata from ``databento_dbn``, stype
-    instrument_id, dataset ``DM``) the ``databento`` packages read back. Returns rows."""
+    """Record-array chunks → an uncompressed DBN v3 file (metadata from ``databento_dbn``, stype
+    instrument_id, dataset ``DM``) the ``databento`` packages read back (``to_dbn`` /
+    ``definitions_to_dbn`` say what becomes what). Returns rows. Raises ``HistoryError``."""
     try:
         import databento_dbn as dbn
     except ImportError:
         raise HistoryError("DBN export needs databento-dbn (pip install 'dm[databento]')") from None
-    parts = [to_dbn(a, schema) for a in chunks]
-    recs = np.concatenate(parts) if parts else np.zeros(0, DBN_TRADE if schema == "trades" else DBN_OHLCV)
-    if schema == "trades":
-        sch = dbn.Schema.TRADES
+    if schema not in DBN_SCHEMAS:
+        to_dbn(np.zeros(0), schema)  # raises the "covers .." error
+    parts = list(chunks)
+    arr = np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else None)
+    n = 0 if arr is None else len(arr)
+    if schema == "definitions":
+        body = definitions_to_dbn(arr) if n else b""
+        sch = dbn.Schema.DEFINITION
     else:
-        sch = {0x20: dbn.Schema.OHLCV_1S, 0x21: dbn.Schema.OHLCV_1M, 0x22: dbn.Schema.OHLCV_1H,
-               0x23: dbn.Schema.OHLCV_1D}[int(recs["rtype"][0]) if len(recs) else 0x21]
-    start = int(recs["ts_event"].min()) if len(recs) else 0
-    end = int(recs["ts_event"].max()) + 1 if len(recs) else None
+        recs = to_dbn(arr, schema) if n else np.zeros(0, DBN_TRADE)
+        body = recs.tobytes()
+        if schema == "bars":
+            sch = {0x20: dbn.Schema.OHLCV_1S, 0x21: dbn.Schema.OHLCV_1M, 0x22: dbn.Schema.OHLCV_1H,
+                   0x23: dbn.Schema.OHLCV_1D}[int(recs["rtype"][0]) if n else 0x21]
+        else:
+            sch = {"trades": dbn.Schema.TRADES, "bbo": dbn.Schema.MBP_1, "depth": dbn.Schema.MBP_10,
+                   "statistics": dbn.Schema.STATISTICS}[schema]
+    start = int(arr["ts_event"].min()) if n else 0
+    end = int(arr["ts_event"].max()) + 1 if n else None
     meta = dbn.Metadata(dataset="DM", start=start, end=end, stype_in=dbn.SType.INSTRUMENT_ID,
                         stype_out=dbn.SType.INSTRUMENT_ID, schema=sch)
     with open(path, "wb") as f:
         f.write(bytes(meta.encode()))
-        f.write(recs.tobytes())
-    return len(recs)
+        f.write(body)
+    return n
 
 
 # -- replay from storage ---------------------------------------------------------------------------

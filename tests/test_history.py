@@ -11,6 +11,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dm.bars import BarPlan
 from dm.history import History, HistoryError, to_ns
@@ -226,3 +228,254 @@ def test_cli_rebuild_bars_equals_incremental(filled):
         s._conn.execute("SELECT 1")  # a fresh snapshot (autocommit)
     assert [tuple(r) for r in s._conn.execute(q).fetchall()] == before
     _dm("db", "maintain", "--url", s.url)
+
+
+# --- DBN export of mbp-1, mbp-10, statistics, definition (read back by the databento package) -----
+
+def _dbn_export(url, tmp_path, symbol, schema, *extra, check=True):
+    out = tmp_path / f"{symbol}.{schema}.dbn"
+    r = _dm("export", symbol, "--schema", schema, "--format", "dbn", "-o", str(out), "--url", url, *extra, check=check)
+    return out, r
+
+
+def _u8(chars: np.ndarray) -> list[int]:
+    """DBN c_char columns (``S1`` in databento's arrays) as their byte values."""
+    return np.ascontiguousarray(chars).view(np.uint8).tolist()
+
+
+def _store_of(path):
+    databento = pytest.importorskip("databento")
+    store = databento.DBNStore.from_file(path)
+    assert store.metadata.version == 3 and store.metadata.stype_in.value == "instrument_id"
+    return store, store.to_ndarray()
+
+
+def test_export_mbp1_from_bbo_round_trips(filled, tmp_path):
+    """bbo → mbp-1: level 0 is the stored BBO, field by field; the header and times are dm's;
+    side says which side of the book changed since the previous BBO, the event price/size are
+    DBN's nulls (not stored)."""
+    from dm.records import UNDEF_PRICE
+
+    s, _ = filled
+    out, _ = _dbn_export(s.url, tmp_path, "ESU4", "bbo", "--exchange", "GLBX")
+    store, got = _store_of(out)
+    want = History(s).bbo("ESU4", "GLBX")
+    assert str(store.schema) == "mbp-1" and len(got) == len(want) > 100
+    for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "flags", "sequence"):
+        assert got[f].tolist() == want[f].astype(np.int64).tolist(), f
+    for f in ("bid_px", "ask_px", "bid_ct", "ask_ct"):
+        assert got[f"{f}_00"].tolist() == want[f].astype(np.int64).tolist(), f
+    for f in ("bid_sz", "ask_sz"):  # whole contracts (size_precision 9 → units)
+        assert (got[f"{f}_00"].astype(np.int64) * 10**9).tolist() == want[f].astype(np.int64).tolist(), f
+    assert set(_u8(got["action"])) == {ord("M")} and set(got["price"].tolist()) == {UNDEF_PRICE}
+    assert not got["size"].any() and not got["depth"].any()
+    # side: the changed side against the previous BBO; 'N' for the first and for two-sided changes
+    side = _u8(got["side"])
+    assert side[0] == ord("N")
+    for i in range(1, len(want)):
+        b = [want[f][i] != want[f][i - 1] for f in ("bid_px", "bid_sz", "bid_ct")]
+        a = [want[f][i] != want[f][i - 1] for f in ("ask_px", "ask_sz", "ask_ct")]
+        assert side[i] == (ord("B") if any(b) and not any(a) else ord("A") if any(a) and not any(b) else ord("N"))
+    assert {ord("A"), ord("B")} <= set(side)
+
+
+def test_export_mbp10_from_depth_round_trips(filled, tmp_path, data_dir):
+    """depth → mbp-10 on the recorded Databento mbp-10 records (ESH1 on GLBX): every level's
+    price and size as stored; the same records as Databento's own file, but for the event
+    fields and the order counts DEPTH does not store."""
+    s, _ = filled
+    s.insert_instrument(5482, "ESH1", "GLBX", "ESH1", 1)
+    out, _ = _dbn_export(s.url, tmp_path, "ESH1", "depth", "--exchange", "GLBX")
+    store, got = _store_of(out)
+    want = History(s).depth("ESH1", "GLBX")
+    assert str(store.schema) == "mbp-10" and len(got) == len(want) == 4
+    for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "flags", "sequence"):
+        assert got[f].tolist() == want[f].astype(np.int64).tolist(), f
+    for i in range(10):
+        for f in ("bid_px", "ask_px"):
+            assert got[f"{f}_{i:02d}"].tolist() == want["levels"][f][:, i].tolist()
+        for f in ("bid_sz", "ask_sz"):
+            assert (got[f"{f}_{i:02d}"].astype(np.int64) * 10**9).tolist() == \
+                want["levels"][f][:, i].astype(np.int64).tolist()
+    # against Databento's own file: the book is the same
+    databento = pytest.importorskip("databento")
+    orig = databento.DBNStore.from_file(
+        data_dir / "databento" / "databento-python" / "GLBX.MDP3" / "test_data.mbp-10.dbn.zst").to_ndarray()
+    for i in range(10):
+        for f in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
+            assert got[f"{f}_{i:02d}"].tolist() == orig[f"{f}_{i:02d}"].tolist()
+    assert got["ts_event"].tolist() == orig["ts_event"].tolist()
+    assert _u8(got["side"])[0] == ord("N") and set(_u8(got["action"])) == {ord("M")}
+
+
+def _bybit_statistics(data_dir):
+    """STATISTICS records of the recorded Bybit linear session (dm's codec, the recording's
+    receive times): open interest (9), mark (1001), index (1002), funding (1003)."""
+    from dm.dbn import split_records
+    from dm.recording import read_recording, ws_sessions
+    from dm.venues.bybit._codec import BybitCodec
+
+    ids = {"BTCUSDT": (1, 3), "ETHUSDT": (2, 2), "SOLUSDT": (3, 1), "DOGEUSDT": (4, 0)}
+    parts = []
+    for sess in ws_sessions(read_recording(data_dir / "bybit" / "2026-08-09" / "BYBIT.jsonl.zst")):
+        if "/linear" not in sess.url:
+            continue
+        c = BybitCodec(1007)
+        for sym, (iid, sp) in ids.items():
+            c.add_symbol(sym, iid, sp)
+        for ev in sess.frames:
+            c.decode(ev.text, ev.ts_ns)
+            out = bytes(c.output())
+            if out:
+                parts.append(split_records(out).get(RType.STATISTICS, np.zeros(0, np.uint8)))
+    return np.concatenate([p for p in parts if len(p)]), ids
+
+
+def test_export_statistics_round_trips_and_refuses_what_dbn_lacks(storage_url, data_dir, tmp_path):
+    """Recorded Bybit statistics stored through dm: open interest (DBN's OPEN_INTEREST, 9)
+    exports field by field (quantity in whole contracts); a dm-only stat_type (mark price,
+    funding rate ..) and a fractional open interest (BTCUSDT, 0.001 contracts) are refused by name."""
+    from dm.records import StatType
+
+    s = open_storage(storage_url, migrate=True)
+    try:
+        stats, ids = _bybit_statistics(data_dir)
+        s.write({RType.STATISTICS: stats})
+        for sym, (iid, sp) in ids.items():
+            s.insert_instrument(iid, sym, "BYBIT", sym, 1007, sp)
+        out, _ = _dbn_export(s.url, tmp_path, "DOGEUSDT", "statistics", "--stat-type", "9")
+        store, got = _store_of(out)
+        want = History(s).statistics("DOGEUSDT", stat_type=9)
+        assert str(store.schema) == "statistics" and len(got) == len(want) == 5
+        for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "ts_ref", "price", "quantity", "sequence",
+                  "ts_in_delta", "stat_type", "channel_id", "update_action", "stat_flags"):
+            assert got[f].astype(np.uint64).tolist() == want[f].astype(np.uint64).tolist(), f
+        assert set(want["size_precision"].tolist()) == {0} and want["quantity"].min() > 10**9
+        _, r = _dbn_export(s.url, tmp_path, "DOGEUSDT", "statistics", check=False)
+        every = History(s).statistics("DOGEUSDT")
+        i = int(np.flatnonzero(every["stat_type"] >= 1000)[0])
+        first = StatType(int(every["stat_type"][i]))
+        assert r.returncode != 0 and f"row {i}: stat_type {int(first)} ({first.name}) has no DBN StatType code" in r.stderr
+        _, r = _dbn_export(s.url, tmp_path, "BTCUSDT", "statistics", "--stat-type", "9", check=False)
+        q = int(History(s).statistics("BTCUSDT", stat_type=9)["quantity"][0])
+        assert r.returncode != 0 and f"size {q} at 10^-3 is not a whole number" in r.stderr
+        assert not (tmp_path / "BTCUSDT.statistics.dbn").exists()
+    finally:
+        s.close()
+
+
+def test_export_definition_round_trips(storage_url, data_dir, tmp_path):
+    """The recorded CME definitions (ESU4, NQU4) stored through dm export as DBN
+    InstrumentDefMsg: every field dm keeps reads back from the databento package as stored."""
+    from dm.dbn import read_dbn
+
+    defs = read_dbn(data_dir / "databento" / "glbx-mdp3-esu4-nqu4-20240701" / "futures_definition.dbn.zst")
+    s = open_storage(storage_url, migrate=True)
+    try:
+        s.write({RType.INSTRUMENT_DEF: defs.arrays()[RType.INSTRUMENT_DEF]})
+        out, _ = _dbn_export(s.url, tmp_path, "ESU4", "definitions")
+        store, got = _store_of(out)
+        want = History(s).definitions("ESU4")
+        assert str(store.schema) == "definition" and len(got) == len(want) == 1
+        w = want[0]
+        for f in ("publisher_id", "instrument_id", "ts_event", "ts_recv", "min_price_increment", "display_factor",
+                  "strike_price", "expiration", "activation"):
+            assert int(got[f][0]) == int(w[f]), f
+        assert int(got["unit_of_measure_qty"][0]) == int(w["contract_multiplier"]) == 50 * 10**9
+        assert int(got["min_lot_size_round_lot"][0]) == (int(w["lot_size"]) or (1 << 31) - 1)
+        for f, g in (("raw_symbol", "raw_symbol"), ("exchange", "exchange"), ("base", "asset"), ("quote", "currency"),
+                     ("underlying", "underlying")):
+            assert got[g][0].decode().rstrip("\0") == w[f].decode(), f
+        assert _u8(got["instrument_class"]) == [int(w["instrument_class"])] == [ord("F")]
+        # and dm reads its own export back into the same record
+        back = read_dbn(out.read_bytes()).arrays()[RType.INSTRUMENT_DEF]
+        assert back.tobytes() == want.tobytes()
+    finally:
+        s.close()
+
+
+def test_dbn_export_refuses_values_dbn_cannot_hold(data_dir):
+    """A value that does not fit its DBN field is refused by name, never wrapped or rounded:
+    a sequence above u32, a fractional size, an instrument class DBN lacks, a symbol too long."""
+    from dm.dbn import read_dbn
+    from dm.history import definitions_to_dbn, to_dbn
+
+    rec = real_records(data_dir)
+    b = rec[RType.BBO][:5].copy()
+    assert len(to_dbn(b, "bbo")) == 5
+    b["sequence"][3] = 1 << 32
+    with pytest.raises(HistoryError, match=r"row 3: sequence 4294967296 does not fit DBN's 32-bit field"):
+        to_dbn(b, "bbo")
+    d = rec[RType.DEPTH][:2].copy()
+    d["levels"]["ask_sz"][1, 4] += 1  # 1e-9 of a contract
+    with pytest.raises(HistoryError, match=r"row 1: size \d+ at 10\^-9 is not a whole number"):
+        to_dbn(d, "depth")
+    with pytest.raises(HistoryError, match="DBN export covers"):
+        to_dbn(rec[RType.BOOK_DELTA][:1], "book_deltas")
+    defs = read_dbn(data_dir / "databento" / "glbx-mdp3-esu4-nqu4-20240701" / "futures_definition.dbn.zst")
+    a = defs.arrays()[RType.INSTRUMENT_DEF].copy()
+    pytest.importorskip("databento_dbn")
+    assert len(definitions_to_dbn(a)) == 2 * 520
+    a["instrument_class"][1] = ord("W")
+    with pytest.raises(HistoryError, match="row 1: instrument_class 'W' has no DBN InstrumentClass"):
+        definitions_to_dbn(a)
+    a = defs.arrays()[RType.INSTRUMENT_DEF].copy()
+    a["exchange"][0] = b"GLBX.MDP3"
+    with pytest.raises(HistoryError, match=r"row 0: exchange 'GLBX.MDP3' is longer than DBN's 4 bytes"):
+        definitions_to_dbn(a)
+
+
+def _side_ref(rows):
+    """The changed side per row by a plain loop (the oracle of ``_changed_side``)."""
+    last, out = {}, []
+    for iid, bid, ask in rows:
+        prev = last.get(iid)
+        if prev is None:
+            out.append((ord("N"), 0))
+        else:
+            cb = [i for i in range(len(bid)) if bid[i] != prev[0][i]]
+            ca = [i for i in range(len(ask)) if ask[i] != prev[1][i]]
+            out.append((ord("B"), cb[0]) if cb and not ca else (ord("A"), ca[0]) if ca and not cb else (ord("N"), 0))
+        last[iid] = (bid, ask)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(-(1 << 63), (1 << 63) - 1),
+                          st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 32) - 1),
+                          st.integers(0, 3), st.integers(0, 3), st.integers(0, 5)), min_size=1, max_size=40),
+       st.integers(0, 9))
+def test_mbp_export_decodes_to_the_stored_fields(rows, sp):
+    """Random DEPTH records with whole-unit sizes → to_dbn → databento_dbn's decoder: every
+    level's price and size (in units) as stored, sequence kept; side/depth as the oracle says."""
+    dbn = pytest.importorskip("databento_dbn")
+    from dm.history import to_dbn
+    from dm.records import DEPTH_DTYPE
+
+    a = np.zeros(len(rows), DEPTH_DTYPE)
+    a["size_precision"] = sp
+    scale = 10**sp
+    for i, (iid, px, sz, seq, lb, la, step) in enumerate(rows):
+        a["instrument_id"][i], a["sequence"][i], a["ts_event"][i] = iid, seq, 10**18 + i
+        lv = a["levels"][i]
+        lv["bid_px"] = px
+        lv["bid_px"][step] = px ^ 2
+        lv["ask_px"][la] = px ^ 1
+        lv["bid_sz"][lb] = sz * scale  # at most u32 max units, below i64 max at 10^-9
+        lv["ask_sz"] = sz // 2 * scale
+    out = to_dbn(a, "depth")
+    meta = dbn.Metadata(dataset="DM", start=0, stype_in=dbn.SType.INSTRUMENT_ID, stype_out=dbn.SType.INSTRUMENT_ID,
+                        schema=dbn.Schema.MBP_10)
+    dec = dbn.DBNDecoder()
+    dec.write(bytes(meta.encode()) + out.tobytes())
+    got = dec.decode()[1:]
+    assert len(got) == len(a)
+    ref = _side_ref([(int(r["instrument_id"]),
+                      list(zip(r["levels"]["bid_px"].tolist(), r["levels"]["bid_sz"].tolist())),
+                      list(zip(r["levels"]["ask_px"].tolist(), r["levels"]["ask_sz"].tolist()))) for r in a])
+    for g, w, (side, depth) in zip(got, a, ref):
+        assert (g.instrument_id, g.sequence, g.ts_event) == (int(w["instrument_id"]), int(w["sequence"]), int(w["ts_event"]))
+        for i, lv in enumerate(g.levels):
+            assert (lv.bid_px, lv.ask_px) == (int(w["levels"]["bid_px"][i]), int(w["levels"]["ask_px"][i]))
+            assert (lv.bid_sz * scale, lv.ask_sz * scale) == (int(w["levels"]["bid_sz"][i]), int(w["levels"]["ask_sz"][i]))
+        assert (ord(str(g.side)), g.depth, str(g.action)) == (side, depth, "M")

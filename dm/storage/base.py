@@ -423,6 +423,72 @@ def records_from_columns(table: str, cols: list[np.ndarray], n: int) -> np.ndarr
     return out
 
 
+def _record_slot(dt: np.dtype, name: str) -> tuple[np.dtype, int]:
+    """(dtype, byte offset) of stored column ``name`` inside a record of dtype ``dt``: a field,
+    one element of a subarray field (``bid_ct_03``) or a depth level field (``bid_px_03``)."""
+    if name in dt.names:
+        f, off = dt.fields[name][:2]
+        return f, off
+    base, i = name[:-3], int(name[-2:])
+    if base in dt.names:  # a subarray field, e.g. mbp_events bid_ct (u4, (10,))
+        f, off = dt.fields[base][:2]
+        sub = f.subdtype[0]
+        return sub, off + i * sub.itemsize
+    lv, off = dt.fields["levels"][:2]  # depth: levels[i].<base>
+    ld = lv.subdtype[0]
+    f, foff = ld.fields[base][:2]
+    return f, off + i * ld.itemsize + foff
+
+
+class RecordReader:
+    """Stored columns of ``table`` arriving as rows of a fixed-width source layout (a binary COPY
+    tuple, a numpy row of int64) → record arrays of the table's rtype in ONE structured numpy
+    assignment (fields matched by position, each cast on the way: no per-column passes, no
+    per-row Python). ``columns``: the stored columns a read selects (those with a record field,
+    ``dedup`` left out), in ``COLUMNS`` order."""
+
+    def __init__(self, table: str):
+        self.table = table
+        rtype = RTYPE_OF[table]
+        self.dtype = DTYPES[rtype]
+        self.columns = [c for c in COLUMNS[table] if c.put is not None]
+        slots = [_record_slot(self.dtype, c.name) for c in self.columns]
+        #: the record fields written by a read, in ``columns`` order (a view dtype of the record)
+        self.view = np.dtype({"names": [c.name for c in self.columns], "formats": [f for f, _ in slots],
+                              "offsets": [o for _, o in slots], "itemsize": self.dtype.itemsize})
+        t = np.zeros(1, self.dtype)
+        t["length"] = self.dtype.itemsize // 4
+        t["rtype"] = rtype
+        self._template = t.view(f"V{self.dtype.itemsize}")[0]
+
+    def source(self, formats: list, offsets: list[int], itemsize: int) -> np.dtype:
+        """A source row dtype with the columns at ``offsets`` in ``formats`` (e.g. ``>i8``)."""
+        return np.dtype({"names": [c.name for c in self.columns], "formats": formats, "offsets": offsets,
+                         "itemsize": itemsize})
+
+    def fill_template(self, out: np.ndarray) -> None:
+        """Set ``length``/``rtype`` and zero every other byte of the records ``out``."""
+        out.view(f"V{self.dtype.itemsize}")[:] = self._template
+
+    def records(self, rows: np.ndarray) -> np.ndarray:
+        """Source rows (a structured array of a ``source`` dtype) → record array (``length``,
+        ``rtype`` set, reserved bytes zero; a nullable column's -1 becomes u64 max again)."""
+        out = np.empty(len(rows), self.dtype)
+        out.view(f"V{self.dtype.itemsize}")[:] = self._template
+        out.view(self.view)[:] = rows
+        return out
+
+
+_READERS: dict[str, RecordReader] = {}
+
+
+def record_reader(table: str) -> RecordReader:
+    r = _READERS.get(table)
+    if r is None:
+        r = _READERS[table] = RecordReader(table)
+    return r
+
+
 def _words(col: np.ndarray) -> list[np.ndarray]:
     """A fixed-width bytes column as its little-endian 8-byte words (zero-padded to a multiple of
     8 bytes), one u64 array per word: text fields enter the content hash this way."""

@@ -46,6 +46,7 @@ from dm.storage.base import (
     legacy_gap,
     migrations,
     now_ns,
+    record_reader,
     records_from_columns,
     redact_text,
     redact_url,
@@ -164,16 +165,39 @@ def _built_row_dtype() -> np.dtype:
 _BUILT_ROW = _built_row_dtype()
 
 
-def _records_of_rows(table: str, body: bytes) -> np.ndarray:
-    """Whole binary COPY tuples of ``table`` (no header/trailer) → record array."""
-    dt = ROW_DTYPES[table]
-    if len(body) % dt.itemsize:
-        raise StorageError(f"{table}: binary COPY body of {len(body)} B is not a multiple of {dt.itemsize} B rows")
-    rows = np.frombuffer(body, dtype=dt)
-    spec = COLUMNS[table]
-    if len(rows) and (rows["nfields"] != len(spec)).any():
+def _read_dtype(table: str) -> np.dtype:
+    """Big-endian packed dtype of one binary COPY tuple of a read (``scan``) of ``table``: the
+    columns of ``record_reader(table).columns`` (``dedup`` left out: no record field holds it)."""
+    r = record_reader(table)
+    f: list[tuple[str, str]] = [("nfields", ">i2")]
+    for i, c in enumerate(r.columns):
+        f += [(f"len{i}", ">i4"), (f"v{i}", _BE[c.sqltype])]
+    return np.dtype(f)
+
+
+READ_DTYPES: dict[str, np.dtype] = {t: _read_dtype(t) for t in COLUMNS}
+#: the value slots of a read tuple under the record's field names (``RecordReader.source``)
+_READ_SOURCE: dict[str, np.dtype] = {
+    t: record_reader(t).source([READ_DTYPES[t].fields[f"v{i}"][0] for i in range(len(record_reader(t).columns))],
+                               [READ_DTYPES[t].fields[f"v{i}"][1] for i in range(len(record_reader(t).columns))],
+                               READ_DTYPES[t].itemsize)
+    for t in COLUMNS}
+
+
+def read_columns_sql(table: str) -> str:
+    """The SELECT list of a read: ``record_reader(table).columns``, a nullable column as
+    ``coalesce(c, -1)`` so every tuple keeps the same width (-1 reads back as u64 max)."""
+    return ", ".join(f"coalesce({c.name}, -1)" if c.nullable else c.name for c in record_reader(table).columns)
+
+
+def _records_of_rows(table: str, body, n: int) -> np.ndarray:
+    """The first ``n`` whole binary COPY tuples of a read of ``table`` in ``body`` (no header)
+    → record array, by one structured assignment (``RecordReader.records``)."""
+    dt = READ_DTYPES[table]
+    rows = np.frombuffer(body, dtype=dt, count=n)
+    if n and (rows["nfields"] != len(record_reader(table).columns)).any():
         raise StorageError(f"{table}: unexpected field count in binary COPY stream")
-    return records_from_columns(table, [rows[f"v{i}"] for i in range(len(spec))], len(rows))
+    return record_reader(table).records(rows.view(_READ_SOURCE[table]))
 
 
 def _bars_from(src: str, pubs: str, ivs: str) -> str:
@@ -698,16 +722,18 @@ class PostgresStorage(Storage):
         return records_from_columns(table, cols, len(cols[0]))
 
     def scan(self, table, instrument_ids=None, start_ns=None, end_ns=None, where=None, chunk_rows=1 << 20):
-        """See ``Storage.scan``: ``COPY (SELECT ..) TO STDOUT (FORMAT BINARY)``, parsed with numpy
-        as the bytes arrive, one record array per ``chunk_rows`` rows (bounded memory)."""
+        """See ``Storage.scan``: ``COPY (SELECT ..) TO STDOUT (FORMAT BINARY)`` of the columns a
+        record holds (``read_columns_sql``: fixed-width tuples), the bytes gathered as they
+        arrive and turned into records by one numpy structured assignment per ``chunk_rows``
+        rows (bounded memory, no per-row parsing)."""
         self._check_table(table)
         cond, params = self._scan_sql(table, instrument_ids, start_ns, end_ns, where, "%s")
-        names = ", ".join(f"coalesce({c.name}, -1)" if c.nullable else c.name for c in COLUMNS[table])
         # literal parameters: COPY cannot take bind parameters
-        q = f"COPY (SELECT {names} FROM {table}{cond} ORDER BY {ORDER_BY[table]}) TO STDOUT (FORMAT BINARY)"
+        q = (f"COPY (SELECT {read_columns_sql(table)} FROM {table}{cond} ORDER BY {ORDER_BY[table]})"
+             " TO STDOUT (FORMAT BINARY)")
         q = sql.SQL(q.replace("%s", "{}")).format(*[sql.Literal(int(v)) for v in params])
-        dt = ROW_DTYPES[table]
-        size = dt.itemsize
+        size = READ_DTYPES[table].itemsize
+        limit = max(1, int(chunk_rows)) * size
         with self._errors("scan", None), self._conn.cursor() as cur:
             with cur.copy(q) as cp:
                 buf = bytearray()
@@ -724,15 +750,19 @@ class PostgresStorage(Storage):
                             head = None
                             continue
                         del buf[:head]
-                    if len(buf) >= chunk_rows * size:
+                    if len(buf) >= limit:
                         n = len(buf) // size
-                        yield _records_of_rows(table, bytes(buf[:n * size]))
-                        del buf[:n * size]
+                        yield _records_of_rows(table, buf, min(n, chunk_rows))
+                        del buf[:min(n, chunk_rows) * size]
                 if head is None or bytes(buf[-2:]) != COPY_TRAILER:
                     raise StorageError(f"{table}: binary COPY stream has no trailer")
-                body = bytes(buf[:-2])
-                if body:
-                    yield _records_of_rows(table, body)
+                del buf[-2:]
+                if len(buf) % size:
+                    raise StorageError(f"{table}: binary COPY body of {len(buf)} B is not a multiple of {size} B rows")
+                while buf:
+                    n = min(len(buf) // size, chunk_rows)
+                    yield _records_of_rows(table, buf, n)
+                    del buf[:n * size]
 
     def definitions(self, instrument_id: int | None = None) -> np.ndarray:
         q = ("SELECT instrument_id, publisher_id, ts_event, ts_recv, min_price_increment, display_factor, lot_size,"

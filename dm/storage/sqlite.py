@@ -42,6 +42,7 @@ from dm.storage.base import (
     legacy_gap,
     migrations,
     now_ns,
+    record_reader,
     records_from_columns,
     text_column,
     validate,
@@ -364,19 +365,23 @@ class SqliteStorage(Storage):
         return records_from_columns(table, [m[:, i] for i in range(len(spec))], len(rows))
 
     def scan(self, table, instrument_ids=None, start_ns=None, end_ns=None, where=None, chunk_rows=1 << 20):
-        """See ``Storage.scan`` (``fetchmany`` chunks)."""
-        spec = COLUMNS[table] if table in COLUMNS else self._check_table(table)
+        """See ``Storage.scan`` (``fetchmany`` chunks of the columns a record holds, turned into
+        records by one structured assignment: ``RecordReader``)."""
+        if table not in COLUMNS:
+            self._check_table(table)
+        reader = record_reader(table)
+        k = len(reader.columns)
+        src = reader.source(["<i8"] * k, [8 * i for i in range(k)], 8 * k)
         cond, params = self._scan_sql(table, instrument_ids, start_ns, end_ns, where, "?")
-        q = (f"SELECT {', '.join(f'coalesce({c.name}, -1)' if c.nullable else c.name for c in spec)} FROM {table}"
-             f"{cond} ORDER BY {ORDER_BY[table]}")
+        q = (f"SELECT {', '.join(f'coalesce({c.name}, -1)' if c.nullable else c.name for c in reader.columns)}"
+             f" FROM {table}{cond} ORDER BY {ORDER_BY[table]}")
         with self._errors("scan"):
             cur = self._conn.execute(q, params)
             while True:
                 rows = cur.fetchmany(chunk_rows)
                 if not rows:
                     break
-                m = np.array(rows, dtype=np.int64).reshape(len(rows), len(spec))
-                yield records_from_columns(table, [m[:, i] for i in range(len(spec))], len(rows))
+                yield reader.records(np.array(rows, dtype=np.int64).view(src).reshape(len(rows)))
 
     def counts(self) -> dict[str, int]:
         with self._errors("counts"):
