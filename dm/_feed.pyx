@@ -24,7 +24,8 @@ buffering) goes to Python, which owns every decision but this one. Rules:
   the book's update id, once a diff was applied after the snapshot
   (``dm.venues.binance_futures.booksync.FuturesDepthSync``);
 * ``FAST_SEQ_NEXT`` — one sequence per update, ``seq == previous seq + 1`` (Kraken Futures v1
-  ``book``: ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync``; the sync's ``seq``);
+  ``book``: ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync``, the sync's ``seq``;
+  Bybit v5 ``orderbook`` deltas: ``u``, named by ``fast_book``'s third item);
 * ``FAST_PREV_ID`` — the update names the id it follows: ``prev_change_id == change_id`` of the
   book (Deribit ``book.*`` notifications: ``dm.venues.deribit.booksync.DeribitBookSync``; codec
   ``first_seq``/``last_seq`` = prev_change_id/change_id);
@@ -99,16 +100,19 @@ cdef class FeedListener(WSListener):
     cdef bint publish_bbo
     cdef public uint64_t fast_book_frames
     cdef uint64_t persist_only        # bit k set: codec kind k goes to the persist queue only
-    cdef object checksum_fn           # FAST_KRAKEN_CHECKSUM: book_checksum(book, pd, sd)
+    cdef object checksum_fn           # FAST_KRAKEN_CHECKSUM / FAST_OKX: the venue's book checksum
+    cdef str seq_attr                 # FAST_SEQ_NEXT: the sync's attribute holding the last sequence
+    cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
 
-    def __cinit__(self, provider=None, *args, **kwargs):
+    def __cinit__(self, provider=None, *args, codec=None, on_decoded=None, **kwargs):
         self.frames = self.records = self.last_frame_ns = 0
         if provider is None:
             return
         self.provider = provider
-        self.codec = provider.codec
+        # a provider with one codec per connection (Bybit: one per category) passes its own
+        self.codec = codec if codec is not None else provider.codec
         self.fanout = provider.fanout
-        self.on_decoded = provider.on_decoded
+        self.on_decoded = on_decoded if on_decoded is not None else provider.on_decoded
         self.slow_kinds = 0
         for k in provider.book_kinds:
             if not 0 <= k < 64:
@@ -126,11 +130,13 @@ cdef class FeedListener(WSListener):
         fb = getattr(provider, "fast_book", None)
         books = getattr(provider, "books", None)
         if fb is not None and books is not None:
-            self.book_kind, self.book_rule = fb
+            self.book_kind, self.book_rule = fb[0], fb[1]
+            self.seq_attr = fb[2] if len(fb) > 2 else "seq"
             self.books = books
             self.syncs = books.syncs
             self.last_ok_ns = books.last_ok_ns
             self.publish_bbo = books.publish_bbo
+            self.bbo_iids = getattr(books, "bbo_iids", None)
             self.queue = provider.queue
             if self.book_rule == FAST_KRAKEN_CHECKSUM or self.book_rule == FAST_OKX:
                 # the venue's checksum of an L2Book (Kraken: (book, price_decimals, size_decimals);
@@ -154,7 +160,8 @@ cdef class FeedListener(WSListener):
         self.last_frame_ns = ts
         if self.first_pending:
             self.first_pending = False
-            self.provider.on_first_frame(ts)
+            if not getattr(self.provider, "first_frame_ns", 0):   # the provider's first frame
+                self.provider.on_first_frame(ts)
         try:
             k = c.decode_c(p, n, ts)
         except CodecError as e:
@@ -202,7 +209,7 @@ cdef class FeedListener(WSListener):
             sync.stream_last = last          # on_diff: the stream's id first, then the book
             seq_out = last
         elif rule == FAST_SEQ_NEXT:
-            prev_o = sync.seq
+            prev_o = getattr(sync, self.seq_attr)
             if prev_o is None or first != <uint64_t>prev_o + 1:
                 return 0
             seq_out = first
@@ -240,7 +247,7 @@ cdef class FeedListener(WSListener):
         if m & BOOK_MASK_CROSSED:
             stats.crossed += 1
         if rule == FAST_SEQ_NEXT:
-            sync.seq = first
+            setattr(sync, self.seq_attr, first)
         elif rule == FAST_OKX:
             sync.seq = last
         elif rule == FAST_MONOTONIC:
@@ -277,7 +284,7 @@ cdef class FeedListener(WSListener):
             if m & BOOK_MASK_TOP10:
                 book.fill_depth(&out.depth, (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout = sizeof(DepthRecord)
-            if m & BOOK_MASK_BBO and self.publish_bbo:
+            if m & BOOK_MASK_BBO and (self.publish_bbo if self.bbo_iids is None else iid in self.bbo_iids):
                 book.fill_bbo(<BboRecord*>(<char*>&out + nout), (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout += sizeof(BboRecord)
             if nout:

@@ -257,12 +257,12 @@ class _PicowsSocket:
     frame is answered and the connection dropped. Mixed into a picows listener by
     :func:`_picows_connection` (picows is imported only when a provider uses it)."""
 
-    def __init__(self, provider, url: str = ""):
+    def __init__(self, provider, url: str = "", on_frame=None, **kw):
         import picows
 
         self.p = provider
         self.url = url
-        self.on_frame = provider.on_frame
+        self.on_frame = on_frame if on_frame is not None else provider.on_frame
         self.transport = None
         self.close_code = None
         self._parts: list[bytes] | None = None

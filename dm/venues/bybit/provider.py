@@ -45,6 +45,7 @@ states none).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 
@@ -53,9 +54,10 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
+from dm._feed import FAST_SEQ_NEXT
 from dm._ring import now_ns
 from dm.errors import CodecError, ConfigError, SymbologyError
-from dm.providers.base import Books, Provider, dead_letter_values, resolve_instruments
+from dm.providers.base import Books, Provider, _picows_connection, dead_letter_values, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
 from dm.records import GapUnits
 from dm.venues.bybit._codec import BybitCodec
@@ -78,7 +80,7 @@ INSTRUMENTS_PATH = "/v5/market/instruments-info"
 #: size scale of an instrument whose reference data states none (module docstring)
 CODEC_SIZE_PRECISION = 9
 EXTRA_KEYS = frozenset({"depth", "categories", "quote_aliases", "stale_after_s", "ping_interval_s",
-                        "resync_timeout_s"})
+                        "resync_timeout_s", "transport"})
 
 
 def category_of(canonical: str) -> str:
@@ -139,6 +141,8 @@ class _Category:
         self.connects = 0
         self.disconnected_ns = 0
         self.stale_disconnects = 0
+        self.feed = None            # picows: this connection's dm._feed.FeedListener (Provider.fold_feed)
+        self.feed_seen = (0, 0, 0)
 
 
 class BybitProvider(Provider):
@@ -252,6 +256,7 @@ class BybitProvider(Provider):
                 sync = self.books.syncs[iid] = BybitBookSync(iid, self.pcfg.publisher_id)
                 sync.book.size_precision = self.size_precision_of.get(iid, CODEC_SIZE_PRECISION)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            self.fast_book = (K_BOOK, FAST_SEQ_NEXT, "u")   # steady-state deltas in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return next(iter(self.cats.values())).codec
 
@@ -306,7 +311,29 @@ class BybitProvider(Provider):
                 pass
             delay = min(delay * 2, self.pcfg.reconnect_max_s)
 
+    def fold_feed(self) -> None:
+        for c in self.cats.values():
+            self._fold(c)
+
+    def _fold(self, c: _Category) -> None:
+        """Add what category ``c``'s C frame path counted since the last fold to the provider's
+        and the category's counters."""
+        f = c.feed
+        if f is None:
+            return
+        frames, records, fast = f.frames, f.records, f.fast_book_frames
+        df = frames - c.feed_seen[0]
+        self.frames += df
+        c.frames += df
+        self.records += records - c.feed_seen[1]
+        self.fast_book_frames += fast - c.feed_seen[2]
+        c.feed_seen = (frames, records, fast)
+        if f.last_frame_ns > self.last_frame_ns:
+            self.last_frame_ns = f.last_frame_ns
+
     async def _run_category(self, c: _Category) -> None:
+        if self.transport == "picows":
+            return await self._run_category_picows(c)
         url = f"{self.pcfg.ws_url.rstrip('/')}/{c.name}"
         async with self.session.ws_connect(url, heartbeat=30.0, max_msg_size=0, autoping=True,
                                            timeout=aiohttp.ClientWSTimeout(ws_close=1.0)) as ws:
@@ -348,16 +375,76 @@ class BybitProvider(Provider):
                         sync.awaiting_snapshot = True
             log.info("disconnected", provider=self.name, category=c.name, code=ws.close_code)
 
+    async def _run_category_picows(self, c: _Category) -> None:
+        """One category's connection over picows, frames decoded and published in C
+        (``dm._feed.FeedListener`` with the category's codec); the rest as ``_run_category``."""
+        import picows
+
+        url = f"{self.pcfg.ws_url.rstrip('/')}/{c.name}"
+        cls = _picows_connection(True)
+        on_decoded = functools.partial(self._on_decoded, c)
+        on_frame = functools.partial(self._on_frame, c)
+        try:
+            transport, conn = await picows.ws_connect(
+                lambda: cls(self, url, codec=c.codec, on_decoded=on_decoded, on_frame=on_frame), url,
+                websocket_handshake_timeout=10, max_frame_size=1 << 30)
+        except picows.WSError as e:
+            raise aiohttp.ClientError(f"picows: {e}") from e
+        c.feed, c.feed_seen = conn, (0, 0, 0)   # frames may have come with the upgrade answer
+        try:
+            if transport.is_disconnected:
+                raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
+            c.connects += 1
+            log.info("connected", provider=self.name, category=c.name, url=url, transport="picows")
+            if c.disconnected_ns:
+                t = now_ns()
+                for iid in c.symbols.values():  # the reconnect window is a gap (ns)
+                    self.record_gap(iid, "reconnect", c.disconnected_ns, t, GapUnits.NS, "websocket reconnect")
+                    self.books.gaps += 1
+            c.ws = conn
+            watchdog = None
+            stop = asyncio.get_running_loop().create_task(self._stop.wait())
+            try:
+                for iid in c.symbols.values():
+                    sync = self.books.syncs.get(iid)
+                    if sync is not None:
+                        sync.awaiting_snapshot = True   # the subscription brings the snapshot
+                await self._subscribe(c, conn)
+                if self.stale_after_s or self.ping_interval_s:
+                    watchdog = asyncio.get_running_loop().create_task(self._watchdog(c, conn))
+                await asyncio.wait([stop, asyncio.ensure_future(transport.wait_disconnected())],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                c.ws = None
+                if watchdog is not None:
+                    watchdog.cancel()
+                if not transport.is_disconnected:
+                    transport.send_close(picows.WSCloseCode.GOING_AWAY)
+                    transport.disconnect()
+                c.disconnected_ns = now_ns()
+                for iid in c.symbols.values():   # stale until the next subscription's snapshot
+                    sync = self.books.syncs.get(iid)
+                    if sync is not None:
+                        sync.synced = False
+                        sync.awaiting_snapshot = True
+            log.info("disconnected", provider=self.name, category=c.name, code=conn.close_code, transport="picows")
+        finally:
+            self._fold(c)
+            c.feed = None
+
     async def _watchdog(self, c: _Category, ws) -> None:
         """Per connection: ``{"op":"ping"}`` every ``ping_interval_s``; closes the socket when no
         frame arrived on it for ``stale_after_s`` (its loop then reconnects)."""
         stale, ping = self.stale_after_s, self.ping_interval_s
         tick = min(x for x in (1.0, (stale or 4.0) / 4, ping or 1.0) if x > 0)
         t0 = time.monotonic()
+        self._fold(c)
         seen, changed, pinged = c.frames, t0, t0
         while not ws.closed:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            self._fold(c)
             if c.frames != seen:
                 seen, changed = c.frames, now
             elif stale and now - changed >= stale:
@@ -383,9 +470,17 @@ class BybitProvider(Provider):
         if self.frames == 1:
             self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
+        try:
+            n = c.codec.decode(data, ts_recv)
+        except CodecError as e:
+            self.dead.add(ts_recv, data, e)
+            return
+        self._on_decoded(c, data, ts_recv, n)
+
+    def _on_decoded(self, c: _Category, data, ts_recv: int, n: int) -> None:
+        """``Provider.on_decoded`` for category ``c``'s codec (the C frame path calls it too)."""
         codec = c.codec
         try:
-            n = codec.decode(data, ts_recv)
             if codec.value_error_count:
                 dead_letter_values(self, codec, data, ts_recv)
             if codec.last_kind in self.book_kinds:
