@@ -25,8 +25,19 @@ Configuration (``[bars]``, validated by ``parse_bars_section``)::
     [bars]
     enabled = true                      # default true
     intervals = ["1m", "1h", "1d"]      # default; units s, m, h, d
+    live = true                         # default true: closed bars published on the channels
+    live_grace_ms = 1000                # default 1000: timer close this long after a bar's end
     [bars.exchanges]                    # per venue (the provider's exchange), replaces intervals
     BINANCE = ["1s", "1m", "1h", "1d"]
+
+Live bars: every worker builds the same bars from the trades it publishes and publishes each
+closed bar as one BAR record (``BarFlag.BUILT``; a correction after a late trade also
+``BarFlag.LATE``) on the instrument's channel, so ``dm.client`` readers get bars live
+(``dm._ring.Fanout.set_bar_intervals``; the rules are the ones above, the dedup hash breaking
+ties as here). A bar closes when a later trade of its instrument arrives, or when the venue
+clock (the latest trade ts_event, advancing with the wall clock while the feed is quiet) is
+``live_grace_ms`` past its end. Live BAR records are not persisted: the stored bars are built
+from the stored trades.
 """
 from __future__ import annotations
 
@@ -103,7 +114,7 @@ class BarPlan:
 
 def parse_bars_section(table: dict) -> dict:
     """Validate ``[bars]`` (see module doc); returns the normalised table. Raises ``ConfigError``."""
-    known = {"enabled", "intervals", "exchanges"}
+    known = {"enabled", "intervals", "exchanges", "live", "live_grace_ms"}
     for k in table:
         if k not in known:
             raise ConfigError(f"bars.{k}: unknown key; known: {sorted(known)}")
@@ -113,7 +124,14 @@ def parse_bars_section(table: dict) -> dict:
     ivs = table.get("intervals", [interval_name(i) for i in DEFAULT_INTERVALS])
     if not isinstance(ivs, (list, tuple)):
         raise ConfigError("bars.intervals: expected a list such as ['1m', '1h']")
-    out = {"enabled": enabled, "intervals": sorted({parse_interval(v) for v in ivs}), "exchanges": {}}
+    live = table.get("live", True)
+    if not isinstance(live, bool):
+        raise ConfigError(f"bars.live: expected true or false, got {live!r}")
+    grace = table.get("live_grace_ms", 1000)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 86_400_000:
+        raise ConfigError(f"bars.live_grace_ms: expected an integer of ms between 0 and 86400000, got {grace!r}")
+    out = {"enabled": enabled, "intervals": sorted({parse_interval(v) for v in ivs}), "exchanges": {},
+           "live": live, "live_grace_ms": grace}
     ex = table.get("exchanges", {})
     if not isinstance(ex, dict):
         raise ConfigError("bars.exchanges: expected a table EXCHANGE = ['1m', ...]")
@@ -135,6 +153,17 @@ def plan_from_config(cfg) -> BarPlan | None:
         if ivs is not None:
             per[int(p.publisher_id)] = tuple(ivs)
     return BarPlan(tuple(sec["intervals"]), per)
+
+
+def live_plan(cfg, exchange: str) -> tuple[tuple[int, ...], int]:
+    """(intervals in seconds, grace in ns) of the live bars a worker of ``exchange`` builds
+    (``Fanout.set_bar_intervals``): ``[bars]`` as the persister reads it; () when bars or live
+    bars are off. Raises ``ConfigError``."""
+    sec = parse_bars_section(dict(cfg.sections.get("bars", {})))
+    if not sec["enabled"] or not sec["live"]:
+        return (), 0
+    ivs = sec["exchanges"].get(str(exchange).upper(), sec["intervals"])
+    return tuple(int(v) for v in ivs), int(sec["live_grace_ms"]) * 1_000_000
 
 
 def trade_order(trades: np.ndarray) -> np.ndarray:
