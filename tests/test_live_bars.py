@@ -238,3 +238,152 @@ def test_live_plan_from_config():
     for bad in ({"live": 1}, {"live_grace_ms": -1}, {"live_grace_ms": "1s"}):
         with pytest.raises(ConfigError, match="bars.live"):
             parse_bars_section(bad)
+
+
+# --- end to end: the Databento live path ---------------------------------------------------------
+
+def _latest_live(records, interval_s: int) -> dict:
+    """The latest dm-built BAR per ts_event of one interval, from a channel's records."""
+    out = {}
+    for r in records:
+        if r.rtype == RType.BAR and r.interval_s == interval_s and r.flags & BarFlag.BUILT:
+            out[r.ts_event] = r
+    return out
+
+
+def test_databento_live_bars_equal_databento_ohlcv_1m(tmp_path, instance, sqlite_url, monkeypatch):
+    """The ESU4 trades (and BBOs) replayed by the fake Databento live gateway through `dm
+    supervise`: a dm.client reader of ESU4 receives, for each of the 4 minutes the trades file
+    covers, a BAR equal to Databento's own ohlcv-1m bar (open, high, low, close, volume); the
+    last minute is closed by the timer (no trade after it), the others by the next trade."""
+    from databento_fixtures import ESU4_DIR
+    from test_databento_live import KEY, databento_block, stop, wait_for, write_cfg
+
+    from dm.databento.fake import DataStore
+    from dm.databento.fake_live import FakeLiveGateway
+    from dm.dbn import read_dbn
+    from e2e import ChannelCollector, leftover_segments, start_supervisor
+
+    ohlcv = read_dbn(next(ESU4_DIR.glob("futures_ohlcv-1m_*"))).arrays()[RType.BAR]
+    trades = read_dbn(next(ESU4_DIR.glob("futures_trades_*"))).arrays()[RType.TRADE]
+    lo = BASE  # the trades file's request: 2024-07-01T23:58 .. 2024-07-02T00:02
+    want = [tuple(int(b[c]) for c in ("ts_event", "open", "high", "low", "close", "volume")) for b in ohlcv
+            if b["instrument_id"] == trades["instrument_id"][0] and lo <= b["ts_event"] < lo + 4 * 60 * NS]
+    assert len(want) == 4
+    monkeypatch.setenv("DATABENTO_API_KEY", KEY)
+    with FakeLiveGateway(DataStore(ESU4_DIR), key=KEY) as gw:
+        cfg = write_cfg(tmp_path, instance, sqlite_url, databento_block(tmp_path, "cme", gw.address)
+                        + "[bars]\nlive_grace_ms = 200\n")
+        log = tmp_path / "supervisor.log"
+        sup = start_supervisor(cfg, log)
+        try:
+            coll = ChannelCollector(instance, ["ESU4"], exchange="GLBX.MDP3").start()
+            wait_for(lambda: len(_latest_live(list(coll.records["ESU4"]), 60)) >= 4, 90, "4 live 1m bars", log)
+            assert stop(sup) == 0, log.read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+    coll.join(60)
+    recs = coll.records["ESU4"]
+    live = _latest_live(recs, 60)
+    got = [(ts, b.open, b.high, b.low, b.close, b.volume) for ts, b in sorted(live.items())]
+    assert got == want
+    assert sum(b.count for b in live.values()) == len(trades) == 120
+    # each minute went out once (closed, never corrected: the trades arrive in order)
+    assert [r.ts_event for r in recs if r.rtype == RType.BAR and r.interval_s == 60] == [w[0] for w in want]
+    # no bar before its minute's last trade on the channel: a bar follows every trade it holds
+    pos = {id(r): i for i, r in enumerate(recs)}
+    for b in live.values():
+        last = max(i for i, r in enumerate(recs) if r.rtype == RType.TRADE and b.ts_event <= r.ts_event < b.ts_event + 60 * NS)
+        assert pos[id(b)] > last
+    assert not leftover_segments(instance)
+
+
+# --- end to end: a venue worker ------------------------------------------------------------------
+
+def test_binance_worker_live_bars_equal_stored_bars_timer_closes_the_last(tmp_path, instance, sqlite_url):
+    """A Binance worker (real `dm supervise`, aggTrades of a recorded session replayed by a real
+    `dm replay --once` process): every symbol's channel carries 1s and 1m BAR records equal to
+    dm.bars' reference over the trades on that channel and to the bars the persister stored; the
+    bar of each symbol's last trade is closed by the timer (nothing comes after it)."""
+    import subprocess
+    import sys
+
+    from test_databento_live import stop, wait_for
+
+    from dm.storage import open_storage
+    from e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, ROOT, ChannelCollector, config_head, expected_binance,
+                     provider_toml, start_supervisor)
+
+    n_trades = sum(len(v) for v in expected_binance()["aggTrade"].values())
+    ready = tmp_path / "replay.port"
+    rp = subprocess.Popen([sys.executable, "-m", "dm", "replay", str(B38), str(EXCHANGE_INFO), "--host", "127.0.0.1",
+                           "--port", "0", "--speed", "0", "--once", "--connections", "1", "--ready-file", str(ready)],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "replay.log", "wb"))
+    try:
+        port = wait_for(lambda: ready.exists() and ready.read_text().strip(), 30, "the replay port")
+        st = open_storage(sqlite_url)
+        st.migrate()
+        st.close()
+        cfg = tmp_path / "dm.toml"
+        cfg.write_text(config_head(tmp_path, instance, sqlite_url, (), once=False)
+                       + provider_toml(tmp_path, "binance", "binance", "BINANCE", f"ws://127.0.0.1:{port}/stream",
+                                       B38_SYMBOLS, ("aggTrade",), rest_url=f"http://127.0.0.1:{port}")
+                       + '[bars]\nlive_grace_ms = 0\nintervals = ["1m"]\n[bars.exchanges]\nBINANCE = ["1s", "1m"]\n')
+        log = tmp_path / "supervisor.log"
+        sup = start_supervisor(cfg, log)
+        try:
+            coll = ChannelCollector(instance, B38_SYMBOLS).start()
+
+            def all_closed():
+                for s in B38_SYMBOLS:
+                    recs = list(coll.records[s])
+                    last = [r for r in recs if r.rtype == RType.TRADE][-1:]
+                    if last and (last[0].ts_event - last[0].ts_event % NS) not in _latest_live(recs, 1):
+                        return False
+                return sum(1 for s in B38_SYMBOLS for r in list(coll.records[s]) if r.rtype == RType.TRADE) == n_trades
+
+            wait_for(all_closed, 60, "every symbol's last 1s bar", log)
+
+            def stored():
+                s = open_storage(sqlite_url)
+                try:
+                    return s.counts().get("trades") == n_trades
+                finally:
+                    s.close()
+
+            wait_for(stored, 60, "every trade stored", log)
+            assert stop(sup) == 0, log.read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+        coll.join(60)
+    finally:
+        rp.kill()
+        rp.wait()
+    st = open_storage(sqlite_url)
+    try:
+        rows = st._conn.execute("SELECT instrument_id, interval_s, ts_event, open, high, low, close, volume, count"
+                                " FROM bars WHERE source = 1").fetchall()
+    finally:
+        st.close()
+    stored_bars = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
+    checked = 0
+    for s in B38_SYMBOLS:
+        recs = coll.records[s]
+        t = np.concatenate([np.frombuffer(bytes(r), TRADE_DTYPE) for r in recs if r.rtype == RType.TRADE] or
+                           [np.zeros(0, TRADE_DTYPE)])
+        if not len(t):
+            continue
+        want = ref(t, (1, 60))
+        for iv in (1, 60):
+            live = _latest_live(recs, iv)
+            got = {(iv, ts): (b.open, b.high, b.low, b.close, b.volume, b.count) for ts, b in live.items()}
+            exp = {k: tuple(int(w[c]) for c in ("open", "high", "low", "close", "volume", "count"))
+                   for k, w in want.items() if k[0] == iv}
+            # every 1s bar went out; the last 1m bar only if its minute ended before the run did
+            assert got == exp if iv == 1 else got.items() <= exp.items(), (s, iv)
+            iid = int(t["instrument_id"][0])
+            assert all(stored_bars[(iid, iv, ts)] == v for (_, ts), v in got.items())
+            checked += len(got)
+    assert checked > 100
