@@ -204,5 +204,5 @@ cdef class Fanout:
     cdef int64_t _seen_ts, _seen_wall         # (_max_ts, wall ns) when close_bars last saw it move
     cdef readonly uint64_t bars_published, bars_late, bars_dropped
     cdef int64_t publish_ptr(self, const uint8_t *p, size_t n) except -1
-    cdef int _bar_trade(self, ChannelWriter w, const uint8_t *p) except -1
+    cdef void _bar_trade(self, ChannelWriter w, const uint8_t *p) noexcept
     cdef void _bar_emit(self, ChannelWriter w, BarSlot *s, int i) noexcept

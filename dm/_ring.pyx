@@ -2087,25 +2087,24 @@ cdef class Fanout:
         if s.late:
             self.bars_late += 1
 
-    cdef int _bar_trade(self, ChannelWriter w, const uint8_t *p) except -1:
+    cdef void _bar_trade(self, ChannelWriter w, const uint8_t *p) noexcept:
         """One TRADE record of channel ``w`` into its live bars (publishing what it closes or
         corrects, before the trade itself)."""
-        cdef TradeRecord t
+        cdef const TradeRecord *t = <const TradeRecord *>p  # field loads: fine unaligned on x86-64 / arm64
         cdef ChanBars c = w.bars
         cdef int64_t ts, ordk, st, step
         cdef int i
         cdef BarSlot *s
         cdef BarSlot *cs
-        memcpy(&t, p, sizeof(TradeRecord))
         ts = <int64_t>t.hd.ts_event
         if ts < 0 or (t.flags & FLAG_SNAPSHOT):
-            return 0
+            return
         c.pub = t.hd.publisher_id
         ordk = <int64_t>(t.trade_id if t.trade_id != 0 else t.sequence)
         for i in range(self._nbar):
             if ts >= c.cur[i] and ts < c.cur_end[i]:  # the common case: the latest bar
                 s = c.cur_slot[i]
-                _bar_add(s, &t, ts, ordk)
+                _bar_add(s, t, ts, ordk)
                 if s.published:  # the timer closed it already
                     s.late = 1
                     self._bar_emit(w, s, i)
@@ -2114,7 +2113,7 @@ cdef class Fanout:
             st = ts - ts % step
             s = &c.slots[i * BAR_RING + <int>((st // step) & (BAR_RING - 1))]
             if s.start == st:  # an earlier bar, kept and published: correct it
-                _bar_add(s, &t, ts, ordk)
+                _bar_add(s, t, ts, ordk)
                 s.late = 1
                 self._bar_emit(w, s, i)
             elif s.start < st:
@@ -2122,17 +2121,16 @@ cdef class Fanout:
                     cs = c.cur_slot[i]
                     if cs != NULL and not cs.published:
                         self._bar_emit(w, cs, i)
-                    _bar_init(s, st, &t, ts, ordk)
+                    _bar_init(s, st, t, ts, ordk)
                     c.cur[i] = st
                     c.cur_end[i] = st + step if st <= DM_BAR_I64_MAX - step else DM_BAR_I64_MAX
                     c.cur_slot[i] = s
                 else:  # a late trade of an interval that had none: its bar is closed already
-                    _bar_init(s, st, &t, ts, ordk)
+                    _bar_init(s, st, t, ts, ordk)
                     s.late = 1
                     self._bar_emit(w, s, i)
             else:  # older than the bars kept
                 self.bars_dropped += 1
-        return 0
 
     def close_bars(self, int64_t now_ns) -> int:
         """Publish every latest bar not yet published whose end is ``grace_ns`` or more behind

@@ -187,7 +187,8 @@ def test_config_intervals():
         with pytest.raises(ConfigError):
             parse_interval(bad)
     sec = parse_bars_section({"intervals": ["1h", "1m", "1m"], "exchanges": {"binance": ["1s"]}})
-    assert sec == {"enabled": True, "intervals": [60, 3600], "exchanges": {"BINANCE": [1]}}
+    assert sec == {"enabled": True, "intervals": [60, 3600], "exchanges": {"BINANCE": [1]}, "live": True,
+                   "live_grace_ms": 1000}
     with pytest.raises(ConfigError):
         parse_bars_section({"interval": ["1m"]})
 
