@@ -196,46 +196,60 @@ def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = Non
     px = trades["price"].astype(np.int64)[o]
     sz = trades["size"].astype(np.uint64)[o]
     sp = trades["size_precision"].astype(np.int64)[o]
+    # volume: u64 sums of a segment cannot pass i64 max when max size x n cannot (the common case)
+    safe = int(sz.max()) * n <= I64_MAX
     pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
     p_lo = np.concatenate(([0], pb))
     p_hi = np.concatenate((pb, [n]))
-    parts = []
+    cols: dict[str, list] = {c: [] for c in BUILT_DTYPE.names}
     for a, z in zip(p_lo.tolist(), p_hi.tolist()):
         p = int(pub[a])
+        t = ts[a:z]
+        ii = iid[a:z]
+        i_brk = ii[1:] != ii[:-1]
+        seg_px = px[a:z]
+        seg_sz = sz[a:z]
         for iv in plan.intervals_for(p):
             step = np.int64(int(iv) * NS)
-            t = ts[a:z]
             start = t - t % step
-            ii = iid[a:z]
-            brk = np.flatnonzero((ii[1:] != ii[:-1]) | (start[1:] != start[:-1])) + 1
+            brk = np.flatnonzero(i_brk | (start[1:] != start[:-1])) + 1
             first = np.concatenate(([0], brk))
             last = np.concatenate((brk - 1, [z - a - 1]))
-            out = np.zeros(len(first), BUILT_DTYPE)
-            out["instrument_id"] = ii[first]
-            out["publisher_id"] = p
-            out["interval_s"] = int(iv)
-            out["ts_event"] = start[first]
+            k = len(first)
             fo, la = first + a, last + a
-            seg_px = px[a:z]
-            out["open"], out["close"] = px[fo], px[la]
-            out["high"] = np.maximum.reduceat(seg_px, first)
-            out["low"] = np.minimum.reduceat(seg_px, first)
-            seg_sz = sz[a:z]
-            vol = np.add.reduceat(seg_sz, first)  # may wrap: checked against a float sum
-            approx = np.add.reduceat(seg_sz.astype(np.float64), first)
-            over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
-            if over.any():  # exact where the float sum is near the limit
-                for k in np.flatnonzero(over).tolist():
-                    exact = sum(int(x) for x in seg_sz[first[k]:last[k] + 1])
-                    vol[k] = np.uint64(min(exact, I64_MAX))
-            out["volume"] = vol.astype(np.int64)
-            out["count"] = last - first + 1
-            out["size_precision"] = sp[fo]
-            out["open_ts"], out["open_ord"], out["open_dd"] = ts[fo], ordk[fo], dd[fo]
-            out["close_ts"], out["close_ord"], out["close_dd"] = ts[la], ordk[la], dd[la]
-            parts.append(out)
-    res = np.concatenate(parts) if parts else np.zeros(0, BUILT_DTYPE)
-    return res[np.lexsort((res["ts_event"], res["interval_s"], res["publisher_id"], res["instrument_id"]))]
+            cols["instrument_id"].append(ii[first])
+            cols["publisher_id"].append(np.full(k, p, np.int64))
+            cols["interval_s"].append(np.full(k, int(iv), np.int64))
+            cols["ts_event"].append(start[first])
+            cols["open"].append(px[fo])
+            cols["close"].append(px[la])
+            cols["high"].append(np.maximum.reduceat(seg_px, first))
+            cols["low"].append(np.minimum.reduceat(seg_px, first))
+            vol = np.add.reduceat(seg_sz, first)
+            if not safe:  # may wrap: checked against a float sum, exact where near the limit
+                approx = np.add.reduceat(seg_sz.astype(np.float64), first)
+                over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
+                for j in np.flatnonzero(over).tolist():
+                    exact = sum(int(x) for x in seg_sz[first[j]:last[j] + 1])
+                    vol[j] = np.uint64(min(exact, I64_MAX))
+            cols["volume"].append(vol.astype(np.int64))
+            cols["count"].append(last - first + 1)
+            cols["size_precision"].append(sp[fo])
+            cols["open_ts"].append(ts[fo])
+            cols["open_ord"].append(ordk[fo])
+            cols["open_dd"].append(dd[fo])
+            cols["close_ts"].append(ts[la])
+            cols["close_ord"].append(ordk[la])
+            cols["close_dd"].append(dd[la])
+    if not cols["ts_event"]:
+        return np.zeros(0, BUILT_DTYPE)
+    # plain int64 columns (a structured concatenate or sort is ~10x slower), one sort, one fill
+    flat = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
+    o = np.lexsort((flat["ts_event"], flat["interval_s"], flat["publisher_id"], flat["instrument_id"]))
+    res = np.empty(len(o), BUILT_DTYPE)
+    for c, v in flat.items():
+        res[c] = v[o]
+    return res
 
 
 def merge_sql(dialect: str) -> str:
