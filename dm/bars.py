@@ -172,30 +172,78 @@ def trade_order(trades: np.ndarray) -> np.ndarray:
     return np.where(tid != 0, tid, trades["sequence"].astype(np.int64))
 
 
-def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
-    """Partial bars (``BUILT_DTYPE``) of TRADE records (or stored trade columns with the same
-    field names), one per (instrument, publisher, interval, bar start) they touch, ordered by
-    those. ``dedup``: the trades' dedup column (computed when None). Exact integer arithmetic;
-    volume saturates at i64 max."""
+def _sorted_columns(trades: np.ndarray, dedup):
+    """The trades' columns as int64 (sizes u64) in the order (publisher, instrument, ts_event,
+    venue order, dedup): one sort for every interval (a bar start is nondecreasing in ts_event,
+    so each bar's trades are contiguous in this order)."""
     from dm.storage.base import dedup_column
 
-    n = len(trades)
-    if n == 0:
-        return np.zeros(0, BUILT_DTYPE)
     if dedup is None:
         dedup = dedup_column("trades", trades)
-    # one sort for every interval: by (publisher, instrument, ts_event, venue order, dedup); a
-    # bar start is nondecreasing in ts_event, so each bar's trades are contiguous in this order
     pub0 = trades["publisher_id"].astype(np.int64)
     iid0 = trades["instrument_id"].astype(np.int64)
     ts0 = trades["ts_event"].astype(np.int64)
     ord0 = trade_order(trades)
     dd0 = np.asarray(dedup, dtype=np.int64)
     o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
-    pub, iid, ts, ordk, dd = pub0[o], iid0[o], ts0[o], ord0[o], dd0[o]
-    px = trades["price"].astype(np.int64)[o]
-    sz = trades["size"].astype(np.uint64)[o]
-    sp = trades["size_precision"].astype(np.int64)[o]
+    return (pub0[o], iid0[o], ts0[o], ord0[o], dd0[o], trades["price"].astype(np.int64)[o],
+            trades["size"].astype(np.uint64)[o], trades["size_precision"].astype(np.int64)[o])
+
+
+def _sorted_result(cols: dict) -> np.ndarray:
+    """Per-(publisher, interval) column lists, in publisher then interval order, each ordered by
+    (instrument, ts_event) → one ``BUILT_DTYPE`` array ordered by (instrument, publisher,
+    interval, ts_event); plain int64 columns (a structured concatenate or sort is ~10x slower)."""
+    if not cols["ts_event"]:
+        return np.zeros(0, BUILT_DTYPE)
+    flat = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
+    # the parts come publisher-major, then interval, each ordered by (instrument, ts_event): a
+    # stable sort by instrument alone gives (instrument, publisher, interval, ts_event)
+    iid = flat["instrument_id"]
+    res = np.empty(len(iid), BUILT_DTYPE)
+    if len(iid) > 1 and (iid[1:] < iid[:-1]).any():
+        o = np.argsort(iid, kind="stable")
+        for c, v in flat.items():
+            res[c] = v[o]
+    else:
+        for c, v in flat.items():
+            res[c] = v
+    return res
+
+
+def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
+    """Partial bars (``BUILT_DTYPE``) of TRADE records (or stored trade columns with the same
+    field names), one per (instrument, publisher, interval, bar start) they touch, ordered by
+    those. ``dedup``: the trades' dedup column (computed when None). Exact integer arithmetic;
+    volume saturates at i64 max. One numpy sort, then one C pass per (publisher, interval)
+    (``dm._bars.aggregate``); ``build_bars_numpy`` is the same in numpy (tests, bench)."""
+    from dm._bars import aggregate
+
+    if len(trades) == 0:
+        return np.zeros(0, BUILT_DTYPE)
+    pub, iid, ts, ordk, dd, px, sz, sp = _sorted_columns(trades, dedup)
+    n = len(pub)
+    pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
+    cols: dict[str, list] = {c: [] for c in BUILT_DTYPE.names}
+    for a, z in zip([0, *pb.tolist()], [*pb.tolist(), n]):
+        p = int(pub[a])
+        for iv in sorted(set(plan.intervals_for(p))):
+            part = aggregate(iid[a:z], ts[a:z], ordk[a:z], dd[a:z], px[a:z], sz[a:z], sp[a:z], int(iv))
+            k = len(part["ts_event"])
+            for c, v in part.items():
+                cols[c].append(v)
+            cols["publisher_id"].append(np.full(k, p, np.int64))
+            cols["interval_s"].append(np.full(k, int(iv), np.int64))
+    return _sorted_result(cols)
+
+
+def build_bars_numpy(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
+    """``build_bars`` in numpy only (reduceat per interval): the reference the C pass is tested
+    against and the library alternative bench_history measures it against."""
+    n = len(trades)
+    if n == 0:
+        return np.zeros(0, BUILT_DTYPE)
+    pub, iid, ts, ordk, dd, px, sz, sp = _sorted_columns(trades, dedup)
     # volume: u64 sums of a segment cannot pass i64 max when max size x n cannot (the common case)
     safe = int(sz.max()) * n <= I64_MAX
     pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
@@ -209,7 +257,7 @@ def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = Non
         i_brk = ii[1:] != ii[:-1]
         seg_px = px[a:z]
         seg_sz = sz[a:z]
-        for iv in plan.intervals_for(p):
+        for iv in sorted(set(plan.intervals_for(p))):
             step = np.int64(int(iv) * NS)
             start = t - t % step
             brk = np.flatnonzero(i_brk | (start[1:] != start[:-1])) + 1
@@ -241,15 +289,7 @@ def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = Non
             cols["close_ts"].append(ts[la])
             cols["close_ord"].append(ordk[la])
             cols["close_dd"].append(dd[la])
-    if not cols["ts_event"]:
-        return np.zeros(0, BUILT_DTYPE)
-    # plain int64 columns (a structured concatenate or sort is ~10x slower), one sort, one fill
-    flat = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
-    o = np.lexsort((flat["ts_event"], flat["interval_s"], flat["publisher_id"], flat["instrument_id"]))
-    res = np.empty(len(o), BUILT_DTYPE)
-    for c, v in flat.items():
-        res[c] = v[o]
-    return res
+    return _sorted_result(cols)
 
 
 def merge_sql(dialect: str) -> str:

@@ -122,6 +122,23 @@ def test_late_trade_updates_its_closed_bar_and_rebuild_agrees(store):
     assert built(store, 1) == snap and built(store, 60) == ref_bars(allt, 60)
 
 
+def test_many_bars_per_batch_and_interleaved_batches(store):
+    """Batches with hundreds of 1s bars (PostgreSQL: straight COPY into bars, the first bar of
+    each key merged); a second batch interleaved with the first in time (every one of its bars
+    is stored already: the COPY is refused and the batch takes the exact merge); a re-delivered
+    part; out of order: the bars equal the oracle."""
+    a = trades(2400)
+    a["ts_event"] = 20_000 * NS_PER_DAY + np.arange(2400) * 500_000_000  # two trades per second
+    even, odd = a[0::2], a[1::2]
+    store.write({RType.TRADE: even[600:]})
+    store.write({RType.TRADE: even[:600]})  # earlier than what is stored: its bars are all new
+    store.write({RType.TRADE: odd})  # the same seconds as `even`: every bar stored already
+    store.write({RType.TRADE: odd[100:400]})  # re-delivered: never counted twice
+    assert built(store, 1) == ref_bars(a, 1)
+    assert built(store, 60) == ref_bars(a, 60) and built(store, 3600) == ref_bars(a, 3600)
+    assert sum(x[8] for x in built(store, 1)) == 2400
+
+
 def test_redelivered_trade_without_trade_id_counts_once(store):
     a = trades(30)
     a["trade_id"] = 0  # Databento-like: identified by content

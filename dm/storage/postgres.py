@@ -162,7 +162,6 @@ def _built_row_dtype() -> np.dtype:
 
 
 _BUILT_ROW = _built_row_dtype()
-_I64_MIN = -(1 << 63)
 
 
 def _bars_row_dtype() -> np.dtype:
@@ -177,6 +176,11 @@ def _bars_row_dtype() -> np.dtype:
 
 
 _BARS_ROW = _bars_row_dtype()
+#: fewer later-than-first bars in a batch than this: all through the ON CONFLICT merge (one
+#: statement fewer than the COPY; measured in bench/bench_history.py)
+_DIRECT_BARS_MIN = 256
+#: at most this many bars merge from array parameters, more through the staging table
+_UNNEST_BARS_MAX = 512
 
 
 def _records_of_rows(table: str, body: bytes) -> np.ndarray:
@@ -549,53 +553,44 @@ class PostgresStorage(Storage):
                 with self._conn.transaction():  # a savepoint
                     cur.execute(insert)
                     n = cur.rowcount
+                    # every row of the batch was inserted: its bars are built client-side (numpy)
+                    # and merged, cheaper than RETURNING every row to the aggregation
+                    self._merge_built(cur, arr)
             except psycopg.errors.UniqueViolation:
                 pass  # some rows are stored already (a replay) or repeated in the batch
             else:
-                # every row of the batch was inserted: its bars are built client-side (numpy) and
-                # merged with one statement, cheaper than RETURNING every row to the aggregation
-                self._merge_built(cur, arr)
                 return n
         cur.execute(stmt(sql.SQL(" ON CONFLICT DO NOTHING")), params)
         return int(cur.fetchone()[0])
 
     def _merge_built(self, cur: psycopg.Cursor, arr: np.ndarray) -> int:
         """Merge the bars (``dm.bars.build_bars``) of trades that were all just inserted into
-        ``bars``. A bar later than every built bar stored for its (instrument, publisher,
-        interval) cannot be stored yet: those (nearly all of a batch in time order) go in with
-        one binary COPY straight into ``bars`` in a savepoint (no staging, no speculative
-        insertion: ON CONFLICT DO UPDATE costs several times a plain row); the others (the bar a
-        batch continues, late trades) through the staging table and ``INSERT .. ON CONFLICT DO
-        UPDATE``. The latest stored bar per key is read first (one index probe per key); if
-        another writer stores one in between, the unique key refuses the COPY, the savepoint is
-        rolled back and every bar of the batch takes the merge. Returns bars written."""
+        ``bars``; call it inside the savepoint of that insert (a ``UniqueViolation`` from here
+        must send the batch down the ON CONFLICT path, ``_insert_trades_with_bars``).
+
+        Trades arrive in time order, so of the bars of one (instrument, publisher, interval) in a
+        batch only the first can be stored already (the bar the previous batch ended in). Those
+        go through the staging table and ``INSERT .. ON CONFLICT DO UPDATE``; the others, when
+        there are many (1s bars: about one per trade), with one binary COPY straight into
+        ``bars`` (ON CONFLICT's speculative insertion costs several plain rows). A bar that is
+        stored after all (late trades, a replayed batch) makes the unique key refuse the COPY and
+        the caller redoes the batch on the exact path. Returns bars written."""
         from dm.bars import build_bars
 
         b = build_bars(arr, self.bar_plan)
         if not len(b):
             return 0
         # b is ordered by (instrument, publisher, interval, ts_event): one segment per key
-        iid, pub, iv, ts = b["instrument_id"], b["publisher_id"], b["interval_s"], b["ts_event"]
-        brk = np.flatnonzero((iid[1:] != iid[:-1]) | (pub[1:] != pub[:-1]) | (iv[1:] != iv[:-1])) + 1
-        lo = np.concatenate(([0], brk))
-        hi_idx = np.concatenate((brk, [len(b)]))
-        keys = (iid[lo].tolist(), pub[lo].tolist(), iv[lo].tolist())
-        cur.execute(
-            "SELECT (SELECT max(b.ts_event) FROM bars b WHERE b.instrument_id = f.i AND b.publisher_id = f.p"
-            " AND b.interval_s = f.v AND b.source = 1) FROM unnest(%s::bigint[], %s::integer[], %s::bigint[])"
-            " WITH ORDINALITY AS f(i, p, v, k) ORDER BY f.k", keys)
-        stored_hi = np.repeat(np.array([_I64_MIN if r[0] is None else int(r[0]) for r in cur.fetchall()], np.int64),
-                              hi_idx - lo)
-        new = ts > stored_hi
-        rest = b if not new.any() else b[~new]
-        if new.any():
-            try:
-                with self._conn.transaction():  # a savepoint
-                    self._copy_bars(cur, b[new] if len(rest) else b)
-            except psycopg.errors.UniqueViolation:
-                rest = b  # stored meanwhile by another writer: merge them all
-        if len(rest):
-            self._upsert_built(cur, rest)
+        iid, pub, iv = b["instrument_id"], b["publisher_id"], b["interval_s"]
+        first = np.empty(len(b), bool)
+        first[0] = True
+        first[1:] = (iid[1:] != iid[:-1]) | (pub[1:] != pub[:-1]) | (iv[1:] != iv[:-1])
+        n_first = int(first.sum())
+        if len(b) - n_first < _DIRECT_BARS_MIN:  # a few bars per key (1m/1h/1d): one merge
+            self._upsert_built(cur, b)
+            return len(b)
+        self._upsert_built(cur, b[first])
+        self._copy_bars(cur, b[~first])
         return len(b)
 
     def _copy_bars(self, cur: psycopg.Cursor, b: np.ndarray) -> None:
@@ -614,11 +609,17 @@ class PostgresStorage(Storage):
             cp.write(COPY_TRAILER)
 
     def _upsert_built(self, cur: psycopg.Cursor, b: np.ndarray) -> int:
-        """Merge built bars into ``bars`` through the staging table (binary COPY, then one
-        ``INSERT .. SELECT .. ON CONFLICT DO UPDATE``, ``dm.bars.merge_clause``)."""
+        """Merge built bars into ``bars``: one ``INSERT .. SELECT .. ON CONFLICT DO UPDATE``
+        (``dm.bars.merge_clause``) from array parameters (a few rows: one round trip) or from the
+        staging table filled by binary COPY."""
         from dm.bars import BUILT_COLUMNS, SOURCE_BUILT, merge_clause
 
         names = ", ".join(BUILT_COLUMNS)
+        if len(b) <= _UNNEST_BARS_MAX:  # one round trip: the rows as array parameters
+            arrays = ", ".join(["%s::bigint[]"] * len(BUILT_COLUMNS))
+            cur.execute(f"INSERT INTO bars ({names}, flags, source) SELECT *, 0, {SOURCE_BUILT} FROM unnest({arrays})"
+                        + merge_clause(), [b[c].tolist() for c in BUILT_COLUMNS])
+            return cur.rowcount
         if not self._bar_stage:
             cols = ", ".join(f"{c} BIGINT NOT NULL" for c in BUILT_COLUMNS)
             self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS _dm_stage_built ({cols}) ON COMMIT DELETE ROWS")
