@@ -19,6 +19,13 @@ Keys (rows/s = TRADE records published per second, best of ``rounds``, interleav
                                                without bars (struct.unpack_from of each record)
 * ``bars.live.cython_vs_python_cost.ratio``    Python builder's added time / the Cython builder's
 
+The persister's side (``dm.bars.build_bars``, run on every stored batch of trades): 10,000 trades
+of one instrument, one every 0.86 s (bench_storage.make_trades: every trade its own 1s bar).
+
+* ``bars.build.c.batches_per_s`` / ``bars.build.numpy.batches_per_s``   1s/1m/1h/1d bars of a
+  batch with ``build_bars`` (one C pass per interval, dm/_bars.pyx) / ``build_bars_numpy``
+* ``bars.build.c_vs_numpy.ratio``
+
     python bench/bench_live_bars.py [--quick]
 """
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 from dm._ring import ChannelWriter, Fanout, unlink_segment  # noqa: E402
 from dm.dbn import read_dbn  # noqa: E402
@@ -86,6 +94,24 @@ def python_builder(buf: bytes, intervals) -> dict:
                 if key_o >= b[7]:
                     b[3], b[7] = px, key_o
     return bars
+
+
+def build_rates(rounds: int) -> dict[str, float]:
+    from bench_storage import make_trades
+
+    from dm.bars import BarPlan, build_bars, build_bars_numpy
+
+    t = make_trades(10_000)
+    plan = BarPlan((1, 60, 3600, 86400))
+    best = {"c": 0.0, "numpy": 0.0}
+    for _ in range(rounds):
+        for label, fn in (("c", build_bars), ("numpy", build_bars_numpy)):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn(t, plan)
+            best[label] = max(best[label], 20 / (time.perf_counter() - t0))
+    return {"bars.build.c.batches_per_s": best["c"], "bars.build.numpy.batches_per_s": best["numpy"],
+            "bars.build.c_vs_numpy.ratio": best["c"] / best["numpy"]}
 
 
 def run(quick: bool = False) -> dict[str, float]:
@@ -140,6 +166,7 @@ def run(quick: bool = False) -> dict[str, float]:
             w.close()
             unlink_segment(nm)
     res = {f"bars.live.{k}.rows_per_s": v for k, v in best.items()}
+    res.update(build_rates(rounds))
     base = best["publish_no_bars"]
     res["bars.live.publish_cost.ratio"] = 1 - best["publish_bars"] / base
     res["bars.live.publish_cost_1s.ratio"] = 1 - best["publish_bars_1s"] / base

@@ -338,3 +338,24 @@ def test_databento_fetch_builds_bars_equal_to_ohlcv_and_rebuild(storage_url, gw,
         assert [r[2:8] for r in built(st, 60)] == want
     finally:
         st.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(1, 3), st.sampled_from([1, 1001]), st.integers(0, 2**64 - 1),
+                               st.integers(-10**12, 10**12), st.sampled_from([0, 1, 2**62, 2**63 - 1, 2**64 - 1]),
+                               st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=60),
+       small_ts=st.booleans())
+def test_c_pass_equals_numpy_reference(rows, small_ts):
+    """dm._bars.aggregate (build_bars) equals build_bars_numpy: several instruments and
+    publishers, per-publisher intervals, ts_event above 2**63 (negative as int64), sizes that
+    saturate the volume, ties."""
+    from dm.bars import build_bars_numpy
+
+    t = trades(len(rows))
+    for i, (iid, pub, ts, px, sz, tid, seq) in enumerate(rows):
+        t[i]["instrument_id"], t[i]["publisher_id"], t[i]["price"], t[i]["size"] = iid, pub, px, sz
+        t[i]["ts_event"] = 20_000 * NS_PER_DAY + ts % (300 * 10**9) if small_ts else ts
+        t[i]["trade_id"], t[i]["sequence"] = tid, seq
+    plan = BarPlan((1, 60), {1: (5, 3600, 1)})
+    a, b = build_bars(t, plan), build_bars_numpy(t, plan)
+    assert a.dtype == b.dtype and a.tolist() == b.tolist()
