@@ -178,16 +178,34 @@ def _sorted_columns(trades: np.ndarray, dedup):
     so each bar's trades are contiguous in this order)."""
     from dm.storage.base import dedup_column
 
-    if dedup is None:
-        dedup = dedup_column("trades", trades)
+    n = len(trades)
+    if dedup is None:  # 0 for every trade with an id (dedup_column): no hash to compute then
+        dedup = np.zeros(n, np.int64) if (trades["trade_id"] != 0).all() else dedup_column("trades", trades)
     pub0 = trades["publisher_id"].astype(np.int64)
     iid0 = trades["instrument_id"].astype(np.int64)
     ts0 = trades["ts_event"].astype(np.int64)
     ord0 = trade_order(trades)
-    dd0 = np.asarray(dedup, dtype=np.int64)
-    o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
-    return (pub0[o], iid0[o], ts0[o], ord0[o], dd0[o], trades["price"].astype(np.int64)[o],
-            trades["size"].astype(np.uint64)[o], trades["size_precision"].astype(np.int64)[o])
+    dd0 = np.ascontiguousarray(dedup, dtype=np.int64)
+    cols = (pub0, iid0, ts0, ord0, dd0, trades["price"].astype(np.int64), trades["size"].astype(np.uint64),
+            trades["size_precision"].astype(np.int64))
+    if n > 1 and not _in_order((pub0, iid0, ts0, ord0, dd0)):
+        o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
+        cols = tuple(c[o] for c in cols)
+    return cols
+
+
+def _in_order(keys) -> bool:
+    """True when the rows are already ordered by ``keys`` (lexicographically, ties allowed): a
+    batch of one instrument in time order (the common case) needs no sort."""
+    undecided = np.ones(len(keys[0]) - 1, bool)  # pairs (i, i+1) equal on the keys so far
+    for k in keys:
+        a, b = k[:-1], k[1:]
+        if (undecided & (a > b)).any():
+            return False
+        undecided &= a == b
+        if not undecided.any():
+            return True
+    return True
 
 
 def _sorted_result(cols: dict) -> np.ndarray:

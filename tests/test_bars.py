@@ -359,3 +359,13 @@ def test_c_pass_equals_numpy_reference(rows, small_ts):
     plan = BarPlan((1, 60), {1: (5, 3600, 1)})
     a, b = build_bars(t, plan), build_bars_numpy(t, plan)
     assert a.dtype == b.dtype and a.tolist() == b.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(-2, 2)), min_size=2, max_size=12))
+def test_in_order_is_lexicographic_order(rows):
+    """build_bars skips its sort when the trades are already in order: the check is exact."""
+    from dm.bars import _in_order
+
+    keys = tuple(np.array(c, np.int64) for c in zip(*rows))
+    assert _in_order(keys) == (rows == sorted(rows))
