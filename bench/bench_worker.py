@@ -144,8 +144,13 @@ def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
     return json.loads((tmp / "run" / instance / f"{venue}.stats.json").read_text())
 
 
+#: CPU µs per frame of the last worker_rate call's best sample (the worker's own CPU time since
+#: its first frame / frames: what a frame costs, whatever else shares the cores)
+LAST_CPU_US: dict[tuple[str, str], float] = {}
+
+
 def worker_rate(venue: str, reps: int, transport: str = "picows") -> tuple[float, int]:
-    best, frames = 0.0, 0
+    best, frames, cpu = 0.0, 0, float("inf")
     for _ in range(reps):
         with tempfile.TemporaryDirectory(prefix="dm-bench-worker-") as d:
             st = run_worker_once(venue, Path(d), transport)
@@ -155,6 +160,9 @@ def worker_rate(venue: str, reps: int, transport: str = "picows") -> tuple[float
         if span > 0:
             best = max(best, (st["frames"] - 1) / span)
             frames = st["frames"]
+        if st.get("cpu_s_since_first_frame") and st["frames"]:
+            cpu = min(cpu, st["cpu_s_since_first_frame"] * 1e6 / st["frames"])
+    LAST_CPU_US[(venue, transport)] = cpu if cpu != float("inf") else 0.0
     return best, frames
 
 
@@ -290,12 +298,14 @@ def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
             w, frames = worker_rate(venue, reps, "picows")  # the default transport
             nul = null_rate(venue, reps)
             out[f"worker.{venue}.frames_per_s"] = round(w, 1)
+            out[f"worker.{venue}.cpu_us_per_frame"] = round(LAST_CPU_US[(venue, "picows")], 3)
             out[f"worker.{venue}.frames"] = float(frames)
             out[f"worker.{venue}.null_client_frames_per_s"] = round(nul, 1)
             out[f"worker.{venue}.ratio_vs_null_client"] = round(w / nul, 3) if nul else 0.0
             if venue in PICOWS_VENUES:  # the same worker over aiohttp, same run
                 wa, _ = worker_rate(venue, reps, "aiohttp")
                 out[f"worker.{venue}.aiohttp.frames_per_s"] = round(wa, 1)
+                out[f"worker.{venue}.aiohttp.cpu_us_per_frame"] = round(LAST_CPU_US[(venue, "aiohttp")], 3)
                 out[f"worker.{venue}.aiohttp.ratio_vs_null_client"] = round(wa / nul, 3) if nul else 0.0
                 out[f"worker.{venue}.picows_over_aiohttp.ratio"] = round(w / wa, 3) if wa else 0.0
     finally:

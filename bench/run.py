@@ -1,5 +1,6 @@
 """`make bench`: runs every bench/bench_*.py `run()` in one process run, prints one table and
-writes bench/results/latest.json (plus a timestamped copy). Numbers from one run are comparable
+writes bench/results/latest.json (plus a timestamped copy; a partial `--only` run writes only the
+copy), then the targets table (bench/targets.py). Numbers from one run are comparable
 with each other; ratios against the baselines are what to read on a noisy machine.
 
     python bench/run.py [--quick] [--only codec,ring]
@@ -58,9 +59,16 @@ def main() -> int:
     }
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / "latest.json").write_text(json.dumps(out, indent=1, sort_keys=True))
-    (res_dir / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(out, indent=1, sort_keys=True))
-    print(f"\nwrote {res_dir / 'latest.json'}")
+    stamped = res_dir / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    stamped.write_text(json.dumps(out, indent=1, sort_keys=True))
+    if args.only:  # latest.json is one whole run: a partial run never replaces it
+        print(f"\nwrote {stamped} (--only: latest.json left as it was)")
+    else:
+        (res_dir / "latest.json").write_text(json.dumps(out, indent=1, sort_keys=True))
+        print(f"\nwrote {res_dir / 'latest.json'} and {stamped}")
+    from targets import table
+
+    print("\ntargets (bench/targets.py):\n" + table(results))
     return 1 if failed else 0
 
 

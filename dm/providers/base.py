@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import os
 import random
@@ -55,7 +56,7 @@ from dm._book import MASK_BBO, MASK_TOP10, BookError
 from dm.bars import live_plan
 from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info, unlink_segment
 from dm.config import Config, ProviderConfig
-from dm._codec import value_text
+from dm._codec import _Codec, value_text
 from dm.errors import CodecError, ConfigError, FixedPointError, RingError, SymbologyError
 from dm.records import LAYOUT_HASH, GapUnits, gap_record
 from dm.registry import Registry
@@ -176,10 +177,7 @@ class Books:
             self.resyncs += 1
             p.request_book(iid)
         if act.crossed:
-            self.crossed += 1
-            if iid not in self._crossed_logged:
-                self._crossed_logged.add(iid)
-                log.error("crossed book", provider=p.name, instrument_id=iid)
+            self.on_crossed(iid)
         sync = self.syncs[iid]
         if not act.applied or not sync.synced:
             return
@@ -200,6 +198,14 @@ class Books:
         if ch is not None:
             ch.write_many(out)
         p.records += q.write_many(out)
+
+
+    def on_crossed(self, iid: int) -> None:
+        """A book left crossed by an update: counted, logged once per instrument."""
+        self.crossed += 1
+        if iid not in self._crossed_logged:
+            self._crossed_logged.add(iid)
+            log.error("crossed book", provider=self.p.name, instrument_id=iid)
 
 
 class ResubscribingBooks:
@@ -245,10 +251,11 @@ class ResubscribingBooks:
                 self.request_book(iid)
 
 
-class _PicowsConnectionBase:
-    """picows listener + the small socket API providers use (``send_str``, ``close``,
-    ``closed``, ``close_code``). Messages split over continuation frames are joined (RFC 6455
-    §5.4) before the codec sees them. Mixed into ``picows.WSListener`` by
+class _PicowsSocket:
+    """The small socket API providers use on a picows connection (``send_str``, ``close``,
+    ``closed``, ``close_code``) and the frames that are not a whole data message: messages split
+    over continuation frames are joined (RFC 6455 §5.4) and go to ``provider.on_frame``; a close
+    frame is answered and the connection dropped. Mixed into a picows listener by
     :func:`_picows_connection` (picows is imported only when a provider uses it)."""
 
     def __init__(self, provider, url: str = ""):
@@ -268,7 +275,7 @@ class _PicowsConnectionBase:
         # the same read as the upgrade answer): count the connection, open its capture
         self.p.on_transport_connected(self.url)
 
-    def on_ws_frame(self, transport, frame) -> None:
+    def on_other_frame(self, transport, frame) -> None:
         T = self._T
         t = frame.msg_type
         if t == T.TEXT or t == T.BINARY:
@@ -306,10 +313,27 @@ class _PicowsConnectionBase:
             self.transport.disconnect()
 
 
+class _PicowsConnectionBase(_PicowsSocket):
+    """Every frame through ``provider.on_frame`` in Python (raw capture on, or a provider that
+    overrides ``on_frame``)."""
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if frame.fin and self._parts is None and (frame.msg_type == self._T.TEXT or frame.msg_type == self._T.BINARY):
+            self.on_frame(frame.get_payload_as_bytes(), now_ns())
+        else:
+            self.on_other_frame(transport, frame)
+
+
 @functools.cache
-def _picows_connection() -> type:
+def _picows_connection(fast: bool = False) -> type:
+    """The picows connection class: ``fast``: decode and publish in C (``dm._feed.FeedListener``),
+    else every frame through ``provider.on_frame``."""
     import picows
 
+    if fast:
+        from dm._feed import FeedListener
+
+        return type("PicowsFeedConnection", (_PicowsSocket, FeedListener), {})
     return type("PicowsConnection", (_PicowsConnectionBase, picows.WSListener), {})
 
 
@@ -330,6 +354,10 @@ class Provider:
     (aiohttp ``heartbeat``)."""
 
     publisher_name = ""
+    #: (codec kind, dm._feed rule) of book diffs whose steady state the C frame path applies
+    fast_book: tuple[int, int] | None = None
+    #: codec kinds the C frame path writes to the persist queue only (no channel)
+    persist_only_kinds: frozenset = frozenset()
     stale_after_s: float | None = None
     ping_interval_s: float | None = None
 
@@ -364,6 +392,10 @@ class Provider:
         self.state_path = cfg.run_dir / cfg.instance / f"{self.name}.worker-state.json"
         self.first_frame_ns = 0  # ts_recv of the first / last frame (ns since the epoch)
         self.last_frame_ns = 0
+        self.cpu_at_first_frame = 0.0
+        self._feed = None  # dm._feed.FeedListener of the current picows connection (fold_feed)
+        self._feed_seen = (0, 0, 0)
+        self.fast_book_frames = 0  # book diffs applied by the C frame path (steady state)
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -776,6 +808,7 @@ class Provider:
         predecessor's last record, ``last_missing`` = just before this frame (persist queue only:
         a following reader gets its own restart marker from ``dm.client``)."""
         self.first_frame_ns = ts_recv
+        self.cpu_at_first_frame = time.process_time()
         start = self.restart_from_ns
         if not start:
             return
@@ -790,14 +823,27 @@ class Provider:
 
     # -- the hot loop -------------------------------------------------------------------
     def on_frame(self, data: bytes, ts_recv: int) -> None:
-        """Decode one frame and publish its records. Bad frames go to the dead-letter file."""
+        """Decode one frame (``bytes``/``str``, received at ``ts_recv`` ns since the epoch) and
+        publish its records. A frame the codec refuses goes to the dead-letter file. (The picows
+        transport does the same in C: ``dm._feed.FeedListener``.)"""
         self.frames += 1
         if self.frames == 1:
             self.on_first_frame(ts_recv)
         self.last_frame_ns = ts_recv
+        try:
+            n = self.codec.decode(data, ts_recv)
+        except CodecError as e:
+            self.dead.add(ts_recv, data, e)
+            return
+        self.on_decoded(data, ts_recv, n)
+
+    def on_decoded(self, data, ts_recv: int, n: int) -> None:
+        """The codec decoded ``data`` into ``n`` records (``self.codec.output()``): values it
+        rejected alone are dead-lettered, kinds in ``book_kinds`` go to ``on_book_frame``
+        (``self.last_frame`` holds the frame), the rest is published. A ``BookError`` or
+        ``CodecError`` raised by the book logic dead-letters the frame."""
         codec = self.codec
         try:
-            n = codec.decode(data, ts_recv)
             if codec.value_error_count:
                 dead_letter_values(self, codec, data, ts_recv)
             if codec.last_kind in self.book_kinds:
@@ -809,6 +855,27 @@ class Provider:
             return
         if n:
             self.publish(codec.output(), n)
+
+    def fast_feed(self) -> bool:
+        """Whether a picows connection decodes and publishes in C (``dm._feed``): yes unless raw
+        capture wraps ``on_frame`` or the provider overrides ``on_frame``/``publish``."""
+        cls = type(self)
+        return ("on_frame" not in self.__dict__ and cls.on_frame is Provider.on_frame
+                and cls.publish is Provider.publish and isinstance(self.codec, _Codec) and self.fanout is not None)
+
+    def fold_feed(self) -> None:
+        """Add what the C frame path (``dm._feed.FeedListener`` of the current picows
+        connection) counted since the last fold to ``frames``/``records``/``last_frame_ns``."""
+        f = self._feed
+        if f is None:
+            return
+        frames, records, fast = f.frames, f.records, f.fast_book_frames
+        self.frames += frames - self._feed_seen[0]
+        self.records += records - self._feed_seen[1]
+        self.fast_book_frames += fast - self._feed_seen[2]
+        self._feed_seen = (frames, records, fast)
+        if f.last_frame_ns > self.last_frame_ns:
+            self.last_frame_ns = f.last_frame_ns
 
     def publish(self, buf, n: int) -> None:
         self.fanout.publish(buf)
@@ -907,10 +974,15 @@ class Provider:
 
         url = self.stream_url()
         try:
-            transport, conn = await picows.ws_connect(lambda: _picows_connection()(self, url), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
+            fast = self.fast_feed()
+            transport, conn = await picows.ws_connect(lambda: _picows_connection(fast)(self, url), url, websocket_handshake_timeout=10, max_frame_size=1 << 30)
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
+        if fast:  # frames may have arrived with the upgrade answer: fold_feed counts them too
+            self._feed, self._feed_seen = conn, (0, 0, 0)
         if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
+            self.fold_feed()
+            self._feed = None
             if conn.transport is not None:  # on_ws_connected had counted it
                 self.connects -= 1
             raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
@@ -933,6 +1005,8 @@ class Provider:
             if not transport.is_disconnected:
                 transport.send_close(picows.WSCloseCode.GOING_AWAY)
                 transport.disconnect()
+            self.fold_feed()
+            self._feed = None
             self._disconnected_ns = now_ns()
             self.on_disconnected()
         log.info("disconnected", provider=self.name, code=conn.close_code, transport="picows")
@@ -944,10 +1018,12 @@ class Provider:
         stale, ping = self.stale_after_s, self.ping_interval_s
         tick = min(x for x in (1.0, (stale or 4.0) / 4, ping or 1.0) if x > 0)
         t0 = time.monotonic()
+        self.fold_feed()
         seen, changed, pinged = self.frames, t0, t0
         while not ws.closed:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            self.fold_feed()
             if self.frames != seen:
                 seen, changed = self.frames, now
             elif stale and now - changed >= stale:
@@ -1015,6 +1091,7 @@ class Provider:
                 pass
 
     def stats(self) -> dict:
+        self.fold_feed()
         return {
             "provider": self.name,
             "exchange": self.exchange,
@@ -1033,9 +1110,12 @@ class Provider:
             "book_gaps": self.books.gaps if self.books else 0,
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,
+            "book_frames_in_c": self.fast_book_frames,
             "stale_disconnects": self.stale_disconnects,
             "first_frame_ns": self.first_frame_ns,
             "last_frame_ns": self.last_frame_ns,
+            # CPU seconds (user + system) this worker spent since its first frame
+            "cpu_s_since_first_frame": time.process_time() - self.cpu_at_first_frame if self.first_frame_ns else 0.0,
             # progress for the supervisor's /health, /ready, READY=1 and /metrics (dm.health)
             "connected": self.ws is not None and not self.ws.closed,
             "reconnects": max(0, self.connects - 1),
@@ -1074,6 +1154,7 @@ class Provider:
 
     def write_state(self) -> None:
         """``run_dir/<instance>/<name>.worker-state.json`` (tmp + rename): see ``predecessor_window``."""
+        self.fold_feed()
         doc = {"pid": os.getpid(), "last_frame_ns": self.last_frame_ns, "clean_stop": self.clean_stop,
                "restart_from_ns": self.restart_from_ns, "restart_detail": self.restart_detail, "ts": time.time()}
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
@@ -1108,6 +1189,7 @@ class Provider:
             self.open_done = True
             control = await self.start_control()
             log.info("worker ready", provider=self.name, symbols=sorted(self.channels), instance=self.cfg.instance)
+            freeze_startup_heap()
             try:
                 hk = asyncio.create_task(self.housekeeping())
                 conn = asyncio.create_task(self.connection_loop())
@@ -1153,6 +1235,14 @@ async def resolve_instruments(cfg: Config, pcfg: ProviderConfig, venue_symbols: 
             return {c: got[(c, pcfg.exchange)] for c in venue_symbols}
 
     return await asyncio.to_thread(work)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (modules, reference data, symbol tables, books) out of
+    the cyclic collector's sight (``gc.freeze``): it never becomes garbage, and a collection
+    triggered by the frame path then walks only what frames allocate, not the whole heap."""
+    gc.collect()
+    gc.freeze()
 
 
 def _orphaned() -> bool:

@@ -18,6 +18,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
+from dm._feed import FAST_BINANCE_SPOT
 from dm._ring import now_ns
 from dm.errors import CodecError
 from dm.providers.base import Books, Provider
@@ -32,6 +33,7 @@ K_DEPTH = KINDS["depthUpdate"]
 class BinanceProvider(Provider):
     depth_path = "/api/v3/depth"        # REST depth snapshot (futures: /fapi/v1/depth, /dapi/v1/depth)
     sync_class = BinanceDepthSync       # the venue's diff-depth rules
+    fast_book_rule = FAST_BINANCE_SPOT  # the same rule, for the steady state in C (dm._feed)
 
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id)
@@ -42,6 +44,7 @@ class BinanceProvider(Provider):
             # bookTicker is Binance's own BBO: the book then publishes DEPTH only
             self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
             self.book_kinds = frozenset({K_DEPTH})
+            self.fast_book = (K_DEPTH, self.fast_book_rule)   # steady-state diffs in C (dm._feed)
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
             self._snapshot_tasks: dict[int, asyncio.Task] = {}
             for iid in self.instrument_ids.values():

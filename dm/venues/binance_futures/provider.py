@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections import Counter
 
 from dm import log as dmlog
-from dm._book import BookError
-from dm._codec import KINDS, value_text
-from dm.errors import CodecError, FixedPointError
+from dm._codec import KINDS
+from dm._feed import FAST_BINANCE_FUTURES
 from dm.providers.base import Books, resolve_instruments
 from dm.symbology import for_provider
 from dm.venues import venue
@@ -80,41 +79,12 @@ class BinanceFuturesProvider(BinanceProvider):
             # bookTicker is Binance's own BBO: the book then publishes DEPTH only
             self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
             self.book_kinds = frozenset({K_DEPTH})
+            self.fast_book = (K_DEPTH, FAST_BINANCE_FUTURES)   # steady-state diffs in C (dm._feed)
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
             self._snapshot_tasks = {}
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = self.sync_class(iid, self.pcfg.publisher_id)
         return codec
-
-    def on_frame(self, data, ts_recv: int) -> None:
-        """The base class's, plus: values the codec rejected alone are dead-lettered (the rest
-        of the frame is published)."""
-        self.frames += 1
-        if self.frames == 1:
-            self.on_first_frame(ts_recv)
-        self.last_frame_ns = ts_recv
-        codec = self.codec
-        try:
-            n = codec.decode(data, ts_recv)
-            if codec.value_error_count:
-                self._dead_values(codec, data, ts_recv)
-            if codec.last_kind in self.book_kinds:
-                self.last_frame = data
-                self.on_book_frame(codec.last_kind, ts_recv)
-                return
-        except (CodecError, BookError) as e:
-            self.dead.add(ts_recv, data, e)
-            return
-        if n:
-            self.publish(codec.output(), n)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
 
     def stats(self) -> dict:
         d = super().stats()

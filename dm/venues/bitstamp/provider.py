@@ -42,11 +42,11 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._book import BookError
-from dm._codec import KINDS, value_text
+from dm._codec import KINDS
+from dm._feed import FAST_MONOTONIC
 from dm._ring import now_ns
-from dm.errors import CodecError, ConfigError, FixedPointError
-from dm.providers.base import Books, Provider
+from dm.errors import CodecError, ConfigError
+from dm.providers.base import Books, Provider, dead_letter_values
 from dm.symbology import for_provider
 from dm.venues.bitstamp._codec import BitstampCodec
 from dm.venues.bitstamp.booksync import BitstampBookSync
@@ -121,6 +121,7 @@ class BitstampProvider(Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = BitstampBookSync(iid, self.pcfg.publisher_id)
             kinds.add(K_BOOK)
+            self.fast_book = (K_BOOK, FAST_MONOTONIC)    # steady-state diffs in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 
@@ -147,36 +148,7 @@ class BitstampProvider(Provider):
         for sync in self.books.syncs.values():
             sync.reset()
 
-    # -- the hot loop ---------------------------------------------------------------------
-    def on_frame(self, data, ts_recv: int) -> None:
-        """As ``Provider.on_frame``, plus values rejected alone are dead-lettered."""
-        self.frames += 1
-        if self.frames == 1:
-            self.on_first_frame(ts_recv)
-        self.last_frame_ns = ts_recv
-        codec = self.codec
-        try:
-            n = codec.decode(data, ts_recv)
-            if codec.value_error_count:
-                self._dead_values(codec, data, ts_recv)
-            if codec.last_kind in self.book_kinds:
-                self.last_frame = data
-                self.on_book_frame(codec.last_kind, ts_recv)
-                return
-        except (CodecError, BookError) as e:
-            self.dead.add(ts_recv, data, e)
-            return
-        if n:
-            self.publish(codec.output(), n)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
-
+    # -- books (frames of book_kinds come here from the base frame path) ----------------------
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
         if kind == K_BOOK:
@@ -233,7 +205,7 @@ class BitstampProvider(Provider):
                 c = self.codec
                 c.decode_snapshot(body, pair, ts_recv)
                 if c.value_error_count:   # e.g. an ask at 9999999999.00 (> i64 at 1e-9): that level alone
-                    self._dead_values(c, body, ts_recv)
+                    dead_letter_values(self, c, body, ts_recv)
                 self.snapshots_fetched += 1
                 sync = self.books.syncs[iid]
                 act = sync.on_snapshot(c.last_seq, bytes(c.output()))

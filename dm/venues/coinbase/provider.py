@@ -51,9 +51,9 @@ import orjson
 
 from dm import log as dmlog
 from dm._book import BookError
-from dm._codec import KINDS, value_text
-from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
-from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
+from dm._codec import KINDS
+from dm.errors import CodecError, ConfigError, SymbologyError
+from dm.providers.base import Books, Provider, ResubscribingBooks, dead_letter_values, resolve_instruments
 from dm.records import GapUnits
 from dm.symbology import for_provider
 from dm.venues.coinbase._codec import CoinbaseCodec
@@ -222,7 +222,7 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
         if seq >= 0:
             self._sequence(seq, ts_recv)
         if codec.value_error_count:
-            self._dead_values(codec, data, ts_recv)
+            dead_letter_values(self, codec, data, ts_recv)
         kind = codec.last_kind
         if kind in self.book_kinds:
             self.last_frame = data
@@ -251,14 +251,6 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
             return
         for iid, sync in books.syncs.items():
             books.handle(iid, sync.on_break(first, last), seq, ts_recv)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
 
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec

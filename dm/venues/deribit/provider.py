@@ -50,13 +50,13 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS, value_text
-from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
+from dm._codec import KINDS
+from dm._feed import FAST_PREV_ID
+from dm.errors import ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
 from dm.venues.deribit._codec import DeribitCodec
 from dm.venues.deribit.booksync import DeribitBookSync
-from dm._book import BookError
 
 log = dmlog.get("dm.worker.deribit")
 
@@ -181,6 +181,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = DeribitBookSync(iid, self.pcfg.publisher_id)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            self.fast_book = (K_BOOK, FAST_PREV_ID)   # steady-state changes in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 
@@ -211,36 +212,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
         await ws.send_str(self._request("public/subscribe", {"channels": channels}))
         log.info("subscribed", provider=self.name, channels=len(channels), interval=self.interval)
 
-    # -- the hot loop: frames routed here (book_kinds) ------------------------------------
-    def on_frame(self, data, ts_recv: int) -> None:
-        """As ``Provider.on_frame``, plus values rejected alone are dead-lettered."""
-        self.frames += 1
-        if self.frames == 1:
-            self.on_first_frame(ts_recv)
-        self.last_frame_ns = ts_recv
-        codec = self.codec
-        try:
-            n = codec.decode(data, ts_recv)
-            if codec.value_error_count:
-                self._dead_values(codec, data, ts_recv)
-            if codec.last_kind in self.book_kinds:
-                self.last_frame = data
-                self.on_book_frame(codec.last_kind, ts_recv)
-                return
-        except (CodecError, BookError) as e:
-            self.dead.add(ts_recv, data, e)
-            return
-        if n:
-            self.publish(codec.output(), n)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
-
+    # -- frames routed here (book_kinds) from the base frame path ---------------------------
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec
         if kind == K_BOOK:

@@ -103,9 +103,22 @@ class KrakenBookSync(BookSync):
             if ok:
                 self.stats.checksums_ok += 1
             else:
-                self._gap(act, Gap(GAP_KRAKEN_CHECKSUM, None, None,
-                                   f"book checksum != venue {checksum} (decimals "
-                                   f"{self.price_decimals}/{self.size_decimals})"))
+                self._checksum_gap(act, checksum)
+        return act
+
+    def _checksum_gap(self, act: Actions, checksum: int) -> None:
+        self._gap(act, Gap(GAP_KRAKEN_CHECKSUM, None, None,
+                           f"book checksum != venue {checksum} (decimals "
+                           f"{self.price_decimals}/{self.size_decimals})"))
+
+    def applied_then_mismatch(self, records: bytes, mask: int, checksum: int) -> Actions:
+        """The C frame path (``dm._feed``) applied ``records`` (change mask ``mask``) and counted
+        the update, as ``on_update`` does, and the book's checksum is not the venue's: the
+        ``Actions`` ``on_update`` would have returned (records applied, the checksum gap)."""
+        act = Actions()
+        act.applied.append(records)
+        act.mask = mask
+        self._checksum_gap(act, checksum)
         return act
 
 

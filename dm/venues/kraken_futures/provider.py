@@ -34,6 +34,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
+from dm._feed import FAST_SEQ_NEXT
 from dm.errors import ConfigError
 from dm.providers.base import Books, Provider, ResubscribingBooks
 from dm.venues.kraken_futures._codec import KrakenFuturesCodec
@@ -90,6 +91,7 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
                 sync = self.books.syncs[iid] = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
                 sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            self.fast_book = (K_BOOK, FAST_SEQ_NEXT)   # steady-state deltas in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 

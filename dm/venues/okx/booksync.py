@@ -54,6 +54,16 @@ class OkxBookSync(BookSync):
         self._gap(act, Gap(GAP_OKX_CHECKSUM, None, None, f"book checksum {got} != venue {signed} (signed)"))
         return False
 
+    def applied_then_mismatch(self, records: bytes, mask: int, checksum: int) -> Actions:
+        """The C frame path (``dm._feed``) applied ``records`` (change mask ``mask``), advanced
+        ``seq`` and counted the update, as ``on_update`` does, and the book's checksum is not the
+        venue's: the ``Actions`` ``on_update`` would have returned (records applied, the gap)."""
+        act = Actions()
+        act.applied.append(records)
+        act.mask = mask
+        self._verify(act, checksum)
+        return act
+
     def on_snapshot(self, records, checksum: int | None = None, seq_id: int | None = None) -> Actions:
         """A snapshot (CLEAR + levels, as the codec decodes it), its ``checksum`` (u32 or signed;
         ``None``/-1: none) and ``seqId`` (``None`` when the frame has none)."""

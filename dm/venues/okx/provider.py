@@ -51,9 +51,9 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._codec import KINDS, value_text
-from dm._book import BookError
-from dm.errors import CodecError, ConfigError, FixedPointError, SymbologyError
+from dm._codec import KINDS
+from dm._feed import FAST_OKX
+from dm.errors import ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
 from dm.venues.okx._codec import OkxCodec
@@ -192,6 +192,7 @@ class OkxProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = OkxBookSync(iid, self.pcfg.publisher_id, CODEC_SIZE_PRECISION)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            self.fast_book = (K_BOOK, FAST_OKX)    # steady-state updates in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 
@@ -266,10 +267,12 @@ class OkxProvider(ResubscribingBooks, Provider):
         30 s), close the socket when none came for ``stale_after_s`` (its loop reconnects)."""
         stale, ping = self.stale_after_s, self.ping_interval_s
         tick = min(x for x in (1.0, (stale or 4.0) / 4, (ping or 4.0) / 4) if x > 0)
+        self.fold_feed()  # frames counted by the C frame path (dm._feed)
         seen, changed, pinged = self.frames, time.monotonic(), False
         while not ws.closed:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            self.fold_feed()
             if self.frames != seen:
                 seen, changed, pinged = self.frames, now, False
                 continue
@@ -286,36 +289,6 @@ class OkxProvider(ResubscribingBooks, Provider):
                     log.warning("ping failed", provider=self.name, error=repr(e))
 
     # -- frames -----------------------------------------------------------------------------
-    def on_frame(self, data, ts_recv: int) -> None:
-        """Decode one frame and publish its records (the base loop plus values rejected alone,
-        dead-lettered with their text; a frame that fails as a whole is dead-lettered once)."""
-        self.frames += 1
-        if self.frames == 1:
-            self.on_first_frame(ts_recv)
-        self.last_frame_ns = ts_recv
-        codec = self.codec
-        try:
-            n = codec.decode(data, ts_recv)
-            if codec.value_error_count:
-                self._dead_values(codec, data, ts_recv)
-            if codec.last_kind in self.book_kinds:
-                self.last_frame = data
-                self.on_book_frame(codec.last_kind, ts_recv)
-                return
-        except (CodecError, BookError) as e:
-            self.dead.add(ts_recv, data, e)
-            return
-        if n:
-            self.publish(codec.output(), n)
-
-    def _dead_values(self, codec, data, ts_recv: int) -> None:
-        for iid, field, reason, off in codec.value_errors:
-            self.value_errors += 1
-            err = FixedPointError(self.exchange, f"{reason}: {value_text(data, off)} (instrument {iid}; value "
-                                                 f"dropped alone, rest of the frame kept)", field, off)
-            self.dead.add(ts_recv, data, err)
-        self.value_errors += max(0, codec.value_error_count - len(codec.value_errors))
-
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         codec = self.codec
         if kind == K_BOOK or kind == K_BOOKSNAPSHOT:
