@@ -77,6 +77,35 @@ cdef struct SegHeader:
     uint8_t _pad4[24]
 
 
+# Live bars (dm.bars, issue 10): one slot per (channel, interval, bar start mod BAR_RING), see
+# Fanout.set_bar_intervals in dm/_ring.pyx. Order keys are int64 as in dm.bars.
+cdef enum:
+    BAR_MAX_INTERVALS = 16
+    BAR_RING = 4                # bars kept per (channel, interval): a late trade reaches back 3 bars
+
+cdef struct BarSlot:
+    int64_t start               # bar start (ts_event of the BAR), INT64_MIN: empty
+    int64_t open, high, low, close
+    int64_t o_ts, o_ord, c_ts, c_ord   # (ts_event, trade id or sequence) of the open / close trade
+    uint64_t volume             # saturated at i64 max
+    uint64_t count
+    uint64_t o_size, o_seq, o_tid, c_size, c_seq, c_tid  # the open / close trade's dedup fields
+    uint8_t o_side, c_side
+    uint8_t size_precision
+    uint8_t published           # the bar went out on the channel at least once
+    uint8_t late                # a trade arrived after it went out (BAR flags: BarFlag.LATE)
+
+
+cdef class ChanBars:
+    cdef BarSlot *slots         # n_intervals * BAR_RING
+    cdef int n
+    cdef uint16_t pub
+    cdef uint32_t iid           # the channel's instrument (BAR header)
+    cdef int64_t cur[BAR_MAX_INTERVALS]      # start of the latest bar per interval (INT64_MIN: none)
+    cdef int64_t cur_end[BAR_MAX_INTERVALS]  # its end (exclusive)
+    cdef BarSlot *cur_slot[BAR_MAX_INTERVALS]
+
+
 cdef class ChannelWriter:
     cdef SegHeader *hdr
     cdef uint8_t *data
@@ -86,6 +115,7 @@ cdef class ChannelWriter:
     cdef readonly str name
     cdef object _ident   # (st_dev, st_ino) of the segment file, to unlink only our own
     cdef int _owner_pid  # creating process: a forked child's copy never closes/unlinks the ring
+    cdef ChanBars bars   # live bar state of the Fanout that publishes into it (None: no bars)
     cdef int write_ptr(self, const uint8_t *p, size_t n) except -1
     cdef int write_many_ptr(self, const uint8_t *p, size_t n) except -1
     cdef void _put(self, const uint8_t *p, uint32_t n) noexcept nogil
@@ -166,4 +196,13 @@ cdef class Fanout:
     cdef dict channels
     cdef uint32_t _last_id
     cdef ChannelWriter _last
+    cdef int _nbar                            # intervals of live bars (0: off)
+    cdef int64_t _steps[BAR_MAX_INTERVALS]    # their lengths, ns
+    cdef uint32_t _ivs[BAR_MAX_INTERVALS]     # their lengths, s
+    cdef int64_t _grace                       # ns after a bar's end before the timer closes it
+    cdef int64_t _max_ts                      # latest channel record ts_event seen (the venue clock)
+    cdef int64_t _seen_ts, _seen_wall         # (_max_ts, wall ns) when close_bars last saw it move
+    cdef readonly uint64_t bars_published, bars_late, bars_dropped
     cdef int64_t publish_ptr(self, const uint8_t *p, size_t n) except -1
+    cdef void _bar_trade(self, ChannelWriter w, const uint8_t *p) noexcept
+    cdef void _bar_emit(self, ChannelWriter w, BarSlot *s, int i) noexcept

@@ -40,9 +40,9 @@ from dm.errors import ClosedError, LayoutMismatchError, ProducerGoneError, RingE
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EEXIST, EINTR, ENOENT, EPERM, ESRCH, errno
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDONLY, O_RDWR
 from posix.mman cimport (MAP_FAILED, MAP_POPULATE, MAP_SHARED, PROT_READ, PROT_WRITE, mmap,
                          munmap, shm_open, shm_unlink)
@@ -51,7 +51,8 @@ from posix.stat cimport fchmod, fstat, struct_stat
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, nanosleep, timespec
 from posix.unistd cimport close as c_close, ftruncate, getpid, write as c_write
 
-from dm._records cimport DM_LAYOUT_VERSION
+from dm._records cimport (DM_LAYOUT_VERSION, FLAG_SNAPSHOT, RTYPE_BAR, RTYPE_TRADE, BarRecord,
+                         TradeRecord)
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -1874,11 +1875,145 @@ cdef class PersistConsumer:
 
 # ----------------------------------------------------------------------------------- fanout
 
+# ------------------------------------------------------------------------------ live bars
+
+cdef extern from *:
+    """
+    #define DM_BAR_I64_MIN ((int64_t)(-0x7FFFFFFFFFFFFFFFLL - 1))
+    #define DM_BAR_I64_MAX ((int64_t)0x7FFFFFFFFFFFFFFFLL)
+    """
+    int64_t DM_BAR_I64_MIN
+    int64_t DM_BAR_I64_MAX
+
+cdef enum:
+    BAR_FLAG_BUILT = 1 << 0   # dm.records.BarFlag.BUILT: built by dm from the channel's trades
+    BAR_FLAG_LATE = 1 << 1    # dm.records.BarFlag.LATE: re-published after a late trade
+
+
+cdef inline int64_t _trade_dd(uint16_t pub, int64_t px, uint64_t size, uint8_t side, uint64_t seq,
+                              uint64_t tid) noexcept nogil:
+    """The trade's ``dedup`` column (dm.storage.base.dedup_column: 0 with a trade id, else the
+    dm-dedup-v1 hash of (publisher_id, price, size, side, sequence))."""
+    cdef uint64_t h = 0x646D2D6465647570ULL
+    cdef uint64_t v[5]
+    cdef int k
+    if tid != 0:
+        return 0
+    v[0] = pub
+    v[1] = <uint64_t>px
+    v[2] = size
+    v[3] = side
+    v[4] = seq
+    for k in range(5):
+        h = (h ^ v[k]) * 0x9E3779B97F4A7C15ULL
+        h = h ^ (h >> 32)
+    h = h ^ (h >> 33)
+    h = h * 0xFF51AFD7ED558CCDULL
+    h = h ^ (h >> 33)
+    h = h * 0xC4CEB9FE1A85EC53ULL
+    h = h ^ (h >> 33)
+    return <int64_t>h
+
+
+cdef inline void _bar_init(BarSlot *s, int64_t start, const TradeRecord *t, int64_t ts, int64_t ordk) noexcept nogil:
+    s.start = start
+    s.open = s.high = s.low = s.close = t.price
+    s.o_ts = s.c_ts = ts
+    s.o_ord = s.c_ord = ordk
+    s.volume = t.size if t.size <= <uint64_t>DM_BAR_I64_MAX else <uint64_t>DM_BAR_I64_MAX
+    s.count = 1
+    s.o_size = s.c_size = t.size
+    s.o_seq = s.c_seq = t.sequence
+    s.o_tid = s.c_tid = t.trade_id
+    s.o_side = s.c_side = t.side
+    s.size_precision = t.size_precision
+    s.published = 0
+    s.late = 0
+
+
+cdef inline void _bar_add(BarSlot *s, const TradeRecord *t, int64_t ts, int64_t ordk) noexcept nogil:
+    """One more trade into the bar: dm.bars order (ts_event, trade id or sequence, dedup)."""
+    cdef int64_t px = t.price
+    cdef int64_t dd
+    cdef uint16_t pub = t.hd.publisher_id
+    if px > s.high:
+        s.high = px
+    if px < s.low:
+        s.low = px
+    if t.size > <uint64_t>DM_BAR_I64_MAX - s.volume:
+        s.volume = <uint64_t>DM_BAR_I64_MAX  # saturates, never wraps (dm.bars)
+    else:
+        s.volume += t.size
+    s.count += 1
+    if ts < s.o_ts or (ts == s.o_ts and (ordk < s.o_ord or (ordk == s.o_ord and _trade_dd(
+            pub, px, t.size, t.side, t.sequence, t.trade_id) < _trade_dd(
+            pub, s.open, s.o_size, s.o_side, s.o_seq, s.o_tid)))):
+        s.open = px
+        s.o_ts = ts
+        s.o_ord = ordk
+        s.o_size = t.size
+        s.o_seq = t.sequence
+        s.o_tid = t.trade_id
+        s.o_side = t.side
+        s.size_precision = t.size_precision
+    if ts > s.c_ts or (ts == s.c_ts and (ordk > s.c_ord or (ordk == s.c_ord and _trade_dd(
+            pub, px, t.size, t.side, t.sequence, t.trade_id) >= _trade_dd(
+            pub, s.close, s.c_size, s.c_side, s.c_seq, s.c_tid)))):
+        s.close = px
+        s.c_ts = ts
+        s.c_ord = ordk
+        s.c_size = t.size
+        s.c_seq = t.sequence
+        s.c_tid = t.trade_id
+        s.c_side = t.side
+
+
+cdef class ChanBars:
+    """Live bar state of one channel (allocated by ``Fanout.set_bar_intervals``/``add_channel``)."""
+
+    def __cinit__(self, int n, uint32_t iid):
+        cdef int i
+        self.n = n
+        self.iid = iid
+        self.pub = 0
+        self.slots = <BarSlot *>calloc(max(n, 1) * BAR_RING, sizeof(BarSlot))
+        if self.slots == NULL:
+            raise MemoryError()
+        for i in range(n * BAR_RING):
+            self.slots[i].start = DM_BAR_I64_MIN
+        for i in range(BAR_MAX_INTERVALS):
+            self.cur[i] = DM_BAR_I64_MIN
+            self.cur_end[i] = DM_BAR_I64_MIN
+            self.cur_slot[i] = NULL
+
+    def __dealloc__(self):
+        free(self.slots)
+        self.slots = NULL
+
+
 cdef class Fanout:
     """Routes a worker's records: each record to its instrument's channel ring (if one) and
-    every record to the persist queue (if any).
+    every record to the persist queue (if any); builds live OHLCV bars from the TRADE records
+    of each channel and publishes them on that channel only (``set_bar_intervals``).
 
     ``Fanout(queue_or_None)``; ``add_channel(instrument_id, writer)``; ``publish(buf) -> int``.
+
+    Live bars (dm.bars rules, issue 10): per (channel, interval) a bar of ``[start, start +
+    interval)`` ns since the UNIX epoch (``ts_event`` of the BAR = ``start``, Databento's
+    convention); open / close = price of the first / last trade by (ts_event, trade id or
+    sequence when the id is 0, the trade's dedup hash), high / low, volume = sum of sizes
+    saturated at i64 max, count (saturated at u32 max), size_precision of the open trade.
+    A bar is published as one BAR record (``flags`` ``BarFlag.BUILT``) on the channel when a
+    trade of that channel falls into a later interval, or by ``close_bars`` once the venue
+    clock passed its end by the grace period. A trade for a bar already published (late) updates
+    it and re-publishes it at once with ``BarFlag.LATE`` set: readers keep the latest BAR per
+    (instrument, interval_s, ts_event). The last ``BAR_RING`` (4) bars per (channel, interval)
+    are kept; a trade older than those is left out of the live bars (``bars_dropped``; the
+    stored bars, built by the persister from the stored trades, still count it). Not counted
+    live: trades flagged SNAPSHOT (a venue's replay of past trades on (re)subscribe) and trades
+    with ts_event >= 2**63. BAR records never go to the persist queue (the persister builds the
+    stored bars itself, ``dm.bars``). Received BAR records (e.g. Databento ohlcv, no
+    ``BarFlag.BUILT``) pass through like any record.
     """
 
     def __cinit__(self, PersistQueue queue=None):
@@ -1886,19 +2021,162 @@ cdef class Fanout:
         self.channels = {}
         self._last = None
         self._last_id = 0
+        self._nbar = 0
+        self._grace = 0
+        self._max_ts = DM_BAR_I64_MIN
+        self._seen_ts = DM_BAR_I64_MIN
+        self._seen_wall = 0
+        self.bars_published = self.bars_late = self.bars_dropped = 0
 
     def add_channel(self, uint32_t instrument_id, ChannelWriter writer not None):
         self.channels[instrument_id] = writer
+        writer.bars = ChanBars(self._nbar, instrument_id) if self._nbar else None
         self._last = None
 
     def remove_channel(self, uint32_t instrument_id):
         self.channels.pop(instrument_id, None)
         self._last = None
 
+    def set_bar_intervals(self, intervals_s, int64_t grace_ns=1_000_000_000):
+        """Build live bars of ``intervals_s`` (seconds, each 1 .. 366 days, at most 16; empty:
+        off) on every channel; ``grace_ns`` (>= 0): how long after a bar's end (on the venue
+        clock, see ``close_bars``) the timer publishes it. Resets every bar in progress.
+        Raises ``ValueError``."""
+        cdef list ivs = sorted({int(v) for v in intervals_s})
+        cdef int i
+        if len(ivs) > BAR_MAX_INTERVALS:
+            raise ValueError(f"live bars: at most {BAR_MAX_INTERVALS} intervals, got {len(ivs)}")
+        for v in ivs:
+            if v < 1 or v > 366 * 86400:
+                raise ValueError(f"live bars: interval {v} s must be between 1 s and 366 d")
+        if grace_ns < 0:
+            raise ValueError(f"live bars: grace_ns must be >= 0, got {grace_ns}")
+        for i in range(len(ivs)):
+            self._ivs[i] = ivs[i]
+            self._steps[i] = <int64_t>ivs[i] * 1_000_000_000
+        self._nbar = len(ivs)
+        self._grace = grace_ns
+        for iid, w in self.channels.items():
+            (<ChannelWriter>w).bars = ChanBars(self._nbar, iid) if self._nbar else None
+
+    @property
+    def bar_intervals(self) -> tuple:
+        """The live bar intervals (seconds), () when off."""
+        return tuple(self._ivs[i] for i in range(self._nbar))
+
+    cdef void _bar_emit(self, ChannelWriter w, BarSlot *s, int i) noexcept:
+        cdef BarRecord r
+        memset(&r, 0, sizeof(BarRecord))
+        r.hd.length = <uint8_t>(sizeof(BarRecord) // 4)
+        r.hd.rtype = RTYPE_BAR
+        r.hd.publisher_id = w.bars.pub
+        r.hd.instrument_id = w.bars.iid
+        r.hd.ts_event = <uint64_t>s.start
+        r.open = s.open
+        r.high = s.high
+        r.low = s.low
+        r.close = s.close
+        r.volume = s.volume
+        r.interval_s = self._ivs[i]
+        r.count = <uint32_t>s.count if s.count <= 0xFFFFFFFFULL else 0xFFFFFFFFU
+        r.flags = BAR_FLAG_BUILT | (BAR_FLAG_LATE if s.late else 0)
+        r.size_precision = s.size_precision
+        w._put(<const uint8_t *>&r, <uint32_t>sizeof(BarRecord))
+        s.published = 1
+        self.bars_published += 1
+        if s.late:
+            self.bars_late += 1
+
+    cdef void _bar_trade(self, ChannelWriter w, const uint8_t *p) noexcept:
+        """One TRADE record of channel ``w`` into its live bars (publishing what it closes or
+        corrects, before the trade itself)."""
+        cdef const TradeRecord *t = <const TradeRecord *>p  # field loads: fine unaligned on x86-64 / arm64
+        cdef ChanBars c = w.bars
+        cdef int64_t ts, ordk, st, step
+        cdef int i
+        cdef BarSlot *s
+        cdef BarSlot *cs
+        ts = <int64_t>t.hd.ts_event
+        if ts < 0 or (t.flags & FLAG_SNAPSHOT):
+            return
+        c.pub = t.hd.publisher_id
+        ordk = <int64_t>(t.trade_id if t.trade_id != 0 else t.sequence)
+        for i in range(self._nbar):
+            if ts >= c.cur[i] and ts < c.cur_end[i]:  # the common case: the latest bar
+                s = c.cur_slot[i]
+                _bar_add(s, t, ts, ordk)
+                if s.published:  # the timer closed it already
+                    s.late = 1
+                    self._bar_emit(w, s, i)
+                continue
+            step = self._steps[i]
+            st = ts - ts % step
+            s = &c.slots[i * BAR_RING + <int>((st // step) & (BAR_RING - 1))]
+            if s.start == st:  # an earlier bar, kept and published: correct it
+                _bar_add(s, t, ts, ordk)
+                s.late = 1
+                self._bar_emit(w, s, i)
+            elif s.start < st:
+                if st > c.cur[i]:  # a later interval: the latest bar is closed
+                    cs = c.cur_slot[i]
+                    if cs != NULL and not cs.published:
+                        self._bar_emit(w, cs, i)
+                    _bar_init(s, st, t, ts, ordk)
+                    c.cur[i] = st
+                    c.cur_end[i] = st + step if st <= DM_BAR_I64_MAX - step else DM_BAR_I64_MAX
+                    c.cur_slot[i] = s
+                else:  # a late trade of an interval that had none: its bar is closed already
+                    _bar_init(s, st, t, ts, ordk)
+                    s.late = 1
+                    self._bar_emit(w, s, i)
+            else:  # older than the bars kept
+                self.bars_dropped += 1
+
+    def close_bars(self, int64_t now_ns) -> int:
+        """Publish every latest bar not yet published whose end is ``grace_ns`` or more behind
+        the venue clock: the latest ts_event of any record published on a channel (below 2**63),
+        advanced by the wall time since
+        ``close_bars`` first saw it (``now_ns``, ns since the UNIX epoch; so a replay closes
+        bars on its own clock and a quiet feed still closes its last bar). Call about once per
+        second (the worker's housekeeping). Returns the number of bars published."""
+        cdef int64_t vnow, end, d
+        cdef int i
+        cdef uint64_t before = self.bars_published
+        cdef ChanBars c
+        cdef ChannelWriter w
+        cdef BarSlot *s
+        if self._nbar == 0 or self._max_ts == DM_BAR_I64_MIN:
+            return 0
+        if self._max_ts != self._seen_ts:
+            self._seen_ts = self._max_ts
+            self._seen_wall = now_ns
+        d = now_ns - self._seen_wall if now_ns > self._seen_wall else 0
+        vnow = self._seen_ts + d if self._seen_ts <= DM_BAR_I64_MAX - d else DM_BAR_I64_MAX
+        for o in self.channels.values():
+            w = <ChannelWriter>o
+            c = w.bars
+            if c is None or w.base == NULL:
+                continue
+            for i in range(self._nbar):
+                s = c.cur_slot[i]
+                if s == NULL or s.published:
+                    continue
+                end = c.cur_end[i]
+                if end <= DM_BAR_I64_MAX - self._grace and end + self._grace <= vnow:
+                    self._bar_emit(w, s, i)
+        return <int>(self.bars_published - before)
+
+    @property
+    def bar_stats(self) -> dict:
+        """``{"published", "late", "dropped"}``: live BAR records published (late: of them,
+        re-published corrections), trades left out of live bars as older than the bars kept."""
+        return {"published": self.bars_published, "late": self.bars_late, "dropped": self.bars_dropped}
+
     cdef int64_t publish_ptr(self, const uint8_t *p, size_t n) except -1:
         cdef size_t off = 0, rl
         cdef int64_t k = 0
         cdef uint32_t iid
+        cdef int64_t ts
         cdef ChannelWriter w
         cdef PersistQueue q = self.queue
         while off < n:
@@ -1922,6 +2200,12 @@ cdef class Fanout:
                 if w is not None:
                     if w.base == NULL:
                         raise ClosedError(f"{w.name}: channel writer for instrument {iid} is closed")
+                    if w.bars is not None:
+                        memcpy(&ts, p + off + 8, 8)
+                        if ts > self._max_ts:  # the venue clock (close_bars): any record's time
+                            self._max_ts = ts
+                        if p[off + 1] == RTYPE_TRADE and rl == sizeof(TradeRecord):
+                            self._bar_trade(w, p + off)
                     w._put(p + off, <uint32_t>rl)
                 if q is not None:
                     q._put(p + off, rl)  # to the ring, or staged for the spool

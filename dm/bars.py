@@ -25,8 +25,19 @@ Configuration (``[bars]``, validated by ``parse_bars_section``)::
     [bars]
     enabled = true                      # default true
     intervals = ["1m", "1h", "1d"]      # default; units s, m, h, d
+    live = true                         # default true: closed bars published on the channels
+    live_grace_ms = 1000                # default 1000: timer close this long after a bar's end
     [bars.exchanges]                    # per venue (the provider's exchange), replaces intervals
     BINANCE = ["1s", "1m", "1h", "1d"]
+
+Live bars: every worker builds the same bars from the trades it publishes and publishes each
+closed bar as one BAR record (``BarFlag.BUILT``; a correction after a late trade also
+``BarFlag.LATE``) on the instrument's channel, so ``dm.client`` readers get bars live
+(``dm._ring.Fanout.set_bar_intervals``; the rules are the ones above, the dedup hash breaking
+ties as here). A bar closes when a later trade of its instrument arrives, or when the venue
+clock (the latest trade ts_event, advancing with the wall clock while the feed is quiet) is
+``live_grace_ms`` past its end. Live BAR records are not persisted: the stored bars are built
+from the stored trades.
 """
 from __future__ import annotations
 
@@ -103,7 +114,7 @@ class BarPlan:
 
 def parse_bars_section(table: dict) -> dict:
     """Validate ``[bars]`` (see module doc); returns the normalised table. Raises ``ConfigError``."""
-    known = {"enabled", "intervals", "exchanges"}
+    known = {"enabled", "intervals", "exchanges", "live", "live_grace_ms"}
     for k in table:
         if k not in known:
             raise ConfigError(f"bars.{k}: unknown key; known: {sorted(known)}")
@@ -113,7 +124,14 @@ def parse_bars_section(table: dict) -> dict:
     ivs = table.get("intervals", [interval_name(i) for i in DEFAULT_INTERVALS])
     if not isinstance(ivs, (list, tuple)):
         raise ConfigError("bars.intervals: expected a list such as ['1m', '1h']")
-    out = {"enabled": enabled, "intervals": sorted({parse_interval(v) for v in ivs}), "exchanges": {}}
+    live = table.get("live", True)
+    if not isinstance(live, bool):
+        raise ConfigError(f"bars.live: expected true or false, got {live!r}")
+    grace = table.get("live_grace_ms", 1000)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 86_400_000:
+        raise ConfigError(f"bars.live_grace_ms: expected an integer of ms between 0 and 86400000, got {grace!r}")
+    out = {"enabled": enabled, "intervals": sorted({parse_interval(v) for v in ivs}), "exchanges": {},
+           "live": live, "live_grace_ms": grace}
     ex = table.get("exchanges", {})
     if not isinstance(ex, dict):
         raise ConfigError("bars.exchanges: expected a table EXCHANGE = ['1m', ...]")
@@ -137,76 +155,159 @@ def plan_from_config(cfg) -> BarPlan | None:
     return BarPlan(tuple(sec["intervals"]), per)
 
 
+def live_plan(cfg, exchange: str) -> tuple[tuple[int, ...], int]:
+    """(intervals in seconds, grace in ns) of the live bars a worker of ``exchange`` builds
+    (``Fanout.set_bar_intervals``): ``[bars]`` as the persister reads it; () when bars or live
+    bars are off. Raises ``ConfigError``."""
+    sec = parse_bars_section(dict(cfg.sections.get("bars", {})))
+    if not sec["enabled"] or not sec["live"]:
+        return (), 0
+    ivs = sec["exchanges"].get(str(exchange).upper(), sec["intervals"])
+    return tuple(int(v) for v in ivs), int(sec["live_grace_ms"]) * 1_000_000
+
+
 def trade_order(trades: np.ndarray) -> np.ndarray:
     """Venue order of TRADE records (int64): the trade id, or the sequence when the id is 0."""
     tid = trades["trade_id"].astype(np.int64)
     return np.where(tid != 0, tid, trades["sequence"].astype(np.int64))
 
 
-def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
-    """Partial bars (``BUILT_DTYPE``) of TRADE records (or stored trade columns with the same
-    field names), one per (instrument, publisher, interval, bar start) they touch, ordered by
-    those. ``dedup``: the trades' dedup column (computed when None). Exact integer arithmetic;
-    volume saturates at i64 max."""
+def _sorted_columns(trades: np.ndarray, dedup):
+    """The trades' columns as int64 (sizes u64) in the order (publisher, instrument, ts_event,
+    venue order, dedup): one sort for every interval (a bar start is nondecreasing in ts_event,
+    so each bar's trades are contiguous in this order)."""
     from dm.storage.base import dedup_column
 
     n = len(trades)
-    if n == 0:
-        return np.zeros(0, BUILT_DTYPE)
-    if dedup is None:
-        dedup = dedup_column("trades", trades)
-    # one sort for every interval: by (publisher, instrument, ts_event, venue order, dedup); a
-    # bar start is nondecreasing in ts_event, so each bar's trades are contiguous in this order
+    if dedup is None:  # 0 for every trade with an id (dedup_column): no hash to compute then
+        dedup = np.zeros(n, np.int64) if (trades["trade_id"] != 0).all() else dedup_column("trades", trades)
     pub0 = trades["publisher_id"].astype(np.int64)
     iid0 = trades["instrument_id"].astype(np.int64)
     ts0 = trades["ts_event"].astype(np.int64)
     ord0 = trade_order(trades)
-    dd0 = np.asarray(dedup, dtype=np.int64)
-    o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
-    pub, iid, ts, ordk, dd = pub0[o], iid0[o], ts0[o], ord0[o], dd0[o]
-    px = trades["price"].astype(np.int64)[o]
-    sz = trades["size"].astype(np.uint64)[o]
-    sp = trades["size_precision"].astype(np.int64)[o]
+    dd0 = np.ascontiguousarray(dedup, dtype=np.int64)
+    cols = (pub0, iid0, ts0, ord0, dd0, trades["price"].astype(np.int64), trades["size"].astype(np.uint64),
+            trades["size_precision"].astype(np.int64))
+    if n > 1 and not _in_order((pub0, iid0, ts0, ord0, dd0)):
+        o = np.lexsort((dd0, ord0, ts0, iid0, pub0))
+        cols = tuple(c[o] for c in cols)
+    return cols
+
+
+def _in_order(keys) -> bool:
+    """True when the rows are already ordered by ``keys`` (lexicographically, ties allowed): a
+    batch of one instrument in time order (the common case) needs no sort."""
+    undecided = np.ones(len(keys[0]) - 1, bool)  # pairs (i, i+1) equal on the keys so far
+    for k in keys:
+        a, b = k[:-1], k[1:]
+        if (undecided & (a > b)).any():
+            return False
+        undecided &= a == b
+        if not undecided.any():
+            return True
+    return True
+
+
+def _sorted_result(cols: dict) -> np.ndarray:
+    """Per-(publisher, interval) column lists, in publisher then interval order, each ordered by
+    (instrument, ts_event) → one ``BUILT_DTYPE`` array ordered by (instrument, publisher,
+    interval, ts_event); plain int64 columns (a structured concatenate or sort is ~10x slower)."""
+    if not cols["ts_event"]:
+        return np.zeros(0, BUILT_DTYPE)
+    flat = {c: np.concatenate(v) if len(v) > 1 else v[0] for c, v in cols.items()}
+    # the parts come publisher-major, then interval, each ordered by (instrument, ts_event): a
+    # stable sort by instrument alone gives (instrument, publisher, interval, ts_event)
+    iid = flat["instrument_id"]
+    res = np.empty(len(iid), BUILT_DTYPE)
+    if len(iid) > 1 and (iid[1:] < iid[:-1]).any():
+        o = np.argsort(iid, kind="stable")
+        for c, v in flat.items():
+            res[c] = v[o]
+    else:
+        for c, v in flat.items():
+            res[c] = v
+    return res
+
+
+def build_bars(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
+    """Partial bars (``BUILT_DTYPE``) of TRADE records (or stored trade columns with the same
+    field names), one per (instrument, publisher, interval, bar start) they touch, ordered by
+    those. ``dedup``: the trades' dedup column (computed when None). Exact integer arithmetic;
+    volume saturates at i64 max. One numpy sort, then one C pass per (publisher, interval)
+    (``dm._bars.aggregate``); ``build_bars_numpy`` is the same in numpy (tests, bench)."""
+    from dm._bars import aggregate
+
+    if len(trades) == 0:
+        return np.zeros(0, BUILT_DTYPE)
+    pub, iid, ts, ordk, dd, px, sz, sp = _sorted_columns(trades, dedup)
+    n = len(pub)
+    pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
+    cols: dict[str, list] = {c: [] for c in BUILT_DTYPE.names}
+    for a, z in zip([0, *pb.tolist()], [*pb.tolist(), n]):
+        p = int(pub[a])
+        for iv in sorted(set(plan.intervals_for(p))):
+            part = aggregate(iid[a:z], ts[a:z], ordk[a:z], dd[a:z], px[a:z], sz[a:z], sp[a:z], int(iv))
+            k = len(part["ts_event"])
+            for c, v in part.items():
+                cols[c].append(v)
+            cols["publisher_id"].append(np.full(k, p, np.int64))
+            cols["interval_s"].append(np.full(k, int(iv), np.int64))
+    return _sorted_result(cols)
+
+
+def build_bars_numpy(trades: np.ndarray, plan: BarPlan, dedup: np.ndarray | None = None) -> np.ndarray:
+    """``build_bars`` in numpy only (reduceat per interval): the reference the C pass is tested
+    against and the library alternative bench_history measures it against."""
+    n = len(trades)
+    if n == 0:
+        return np.zeros(0, BUILT_DTYPE)
+    pub, iid, ts, ordk, dd, px, sz, sp = _sorted_columns(trades, dedup)
+    # volume: u64 sums of a segment cannot pass i64 max when max size x n cannot (the common case)
+    safe = int(sz.max()) * n <= I64_MAX
     pb = np.flatnonzero(pub[1:] != pub[:-1]) + 1
     p_lo = np.concatenate(([0], pb))
     p_hi = np.concatenate((pb, [n]))
-    parts = []
+    cols: dict[str, list] = {c: [] for c in BUILT_DTYPE.names}
     for a, z in zip(p_lo.tolist(), p_hi.tolist()):
         p = int(pub[a])
-        for iv in plan.intervals_for(p):
+        t = ts[a:z]
+        ii = iid[a:z]
+        i_brk = ii[1:] != ii[:-1]
+        seg_px = px[a:z]
+        seg_sz = sz[a:z]
+        for iv in sorted(set(plan.intervals_for(p))):
             step = np.int64(int(iv) * NS)
-            t = ts[a:z]
             start = t - t % step
-            ii = iid[a:z]
-            brk = np.flatnonzero((ii[1:] != ii[:-1]) | (start[1:] != start[:-1])) + 1
+            brk = np.flatnonzero(i_brk | (start[1:] != start[:-1])) + 1
             first = np.concatenate(([0], brk))
             last = np.concatenate((brk - 1, [z - a - 1]))
-            out = np.zeros(len(first), BUILT_DTYPE)
-            out["instrument_id"] = ii[first]
-            out["publisher_id"] = p
-            out["interval_s"] = int(iv)
-            out["ts_event"] = start[first]
+            k = len(first)
             fo, la = first + a, last + a
-            seg_px = px[a:z]
-            out["open"], out["close"] = px[fo], px[la]
-            out["high"] = np.maximum.reduceat(seg_px, first)
-            out["low"] = np.minimum.reduceat(seg_px, first)
-            seg_sz = sz[a:z]
-            vol = np.add.reduceat(seg_sz, first)  # may wrap: checked against a float sum
-            approx = np.add.reduceat(seg_sz.astype(np.float64), first)
-            over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
-            if over.any():  # exact where the float sum is near the limit
-                for k in np.flatnonzero(over).tolist():
-                    exact = sum(int(x) for x in seg_sz[first[k]:last[k] + 1])
-                    vol[k] = np.uint64(min(exact, I64_MAX))
-            out["volume"] = vol.astype(np.int64)
-            out["count"] = last - first + 1
-            out["size_precision"] = sp[fo]
-            out["open_ts"], out["open_ord"], out["open_dd"] = ts[fo], ordk[fo], dd[fo]
-            out["close_ts"], out["close_ord"], out["close_dd"] = ts[la], ordk[la], dd[la]
-            parts.append(out)
-    res = np.concatenate(parts) if parts else np.zeros(0, BUILT_DTYPE)
-    return res[np.lexsort((res["ts_event"], res["interval_s"], res["publisher_id"], res["instrument_id"]))]
+            cols["instrument_id"].append(ii[first])
+            cols["publisher_id"].append(np.full(k, p, np.int64))
+            cols["interval_s"].append(np.full(k, int(iv), np.int64))
+            cols["ts_event"].append(start[first])
+            cols["open"].append(px[fo])
+            cols["close"].append(px[la])
+            cols["high"].append(np.maximum.reduceat(seg_px, first))
+            cols["low"].append(np.minimum.reduceat(seg_px, first))
+            vol = np.add.reduceat(seg_sz, first)
+            if not safe:  # may wrap: checked against a float sum, exact where near the limit
+                approx = np.add.reduceat(seg_sz.astype(np.float64), first)
+                over = (approx >= 9.0e18) | (vol > np.uint64(I64_MAX))
+                for j in np.flatnonzero(over).tolist():
+                    exact = sum(int(x) for x in seg_sz[first[j]:last[j] + 1])
+                    vol[j] = np.uint64(min(exact, I64_MAX))
+            cols["volume"].append(vol.astype(np.int64))
+            cols["count"].append(last - first + 1)
+            cols["size_precision"].append(sp[fo])
+            cols["open_ts"].append(ts[fo])
+            cols["open_ord"].append(ordk[fo])
+            cols["open_dd"].append(dd[fo])
+            cols["close_ts"].append(ts[la])
+            cols["close_ord"].append(ordk[la])
+            cols["close_dd"].append(dd[la])
+    return _sorted_result(cols)
 
 
 def merge_sql(dialect: str) -> str:

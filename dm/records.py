@@ -64,6 +64,16 @@ class Flag(IntEnum):
     LAST = 1 << 7
 
 
+class BarFlag(IntEnum):
+    """``BarRecord.flags``: BAR records have their own bits (not ``Flag``'s). Received bars
+    (Databento ohlcv, stored ``source = 0``) carry 0."""
+
+    BUILT = 1 << 0  # built by dm from the channel's trades (live bars, dm/_ring.pyx Fanout; dm.bars)
+    LATE = 1 << 1   # a correction: a trade arrived after this bar was published; the bar is
+    #                 published again, whole. Readers keep the latest BAR per (instrument_id,
+    #                 interval_s, ts_event)
+
+
 class StatType(IntEnum):
     """``StatRecord.stat_type``: DBN's StatType values (1-16), then dm's own from 1000 for what
     DBN has no code for (crypto derivatives)."""

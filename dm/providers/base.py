@@ -53,6 +53,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._book import MASK_BBO, MASK_TOP10, BookError
+from dm.bars import live_plan
 from dm._ring import ChannelReader, ChannelWriter, Fanout, PersistQueue, now_ns, segment_info, unlink_segment
 from dm.config import Config, ProviderConfig
 from dm._codec import _Codec, value_text
@@ -510,6 +511,7 @@ class Provider:
         spool.mkdir(parents=True, exist_ok=True)
         self.queue = PersistQueue(self.cfg.persist_name(self.name), self.cfg.shm.persist_bytes, LAYOUT_HASH, str(spool), fsync=self.cfg.shm.spool_fsync)
         self.fanout = Fanout(self.queue)
+        self.fanout.set_bar_intervals(*live_plan(self.cfg, self.exchange))  # live bars ([bars], dm.bars)
         self._iid_to_symbol = {}
         for canonical, iid in self.instrument_ids.items():
             w = self.new_channel(canonical, iid, self.cfg.shm.channel_bytes_for(canonical))
@@ -1067,6 +1069,8 @@ class Provider:
         stats file."""
         beat = 0
         while not self._stop.is_set():
+            if self.fanout is not None:
+                self.fanout.close_bars(now_ns())  # live bars whose interval ended (dm.bars)
             for w in self.channels.values():
                 w.heartbeat()
             if self.queue is not None:
@@ -1104,6 +1108,7 @@ class Provider:
             "dead_letters": self.dead.count,
             "dead_letters_by_kind": dict(self.dead.by_reason),
             "value_errors": self.value_errors,
+            "live_bars": self.fanout.bar_stats if self.fanout is not None else {},
             "book_gaps": self.books.gaps if self.books else 0,
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,

@@ -165,6 +165,25 @@ def _built_row_dtype() -> np.dtype:
 _BUILT_ROW = _built_row_dtype()
 
 
+def _bars_row_dtype() -> np.dtype:
+    """A binary COPY tuple of ``bars``: the ``BUILT_COLUMNS`` at their column widths, flags, source."""
+    from dm.bars import BUILT_COLUMNS
+
+    width = {"publisher_id": 4, "size_precision": 2}  # integer, smallint (migrations 001/003)
+    f: list[tuple[str, str]] = [("nfields", ">i2")]
+    for i, c in enumerate(BUILT_COLUMNS):
+        f += [(f"len{i}", ">i4"), (f"v{i}", f">i{width.get(c, 8)}")]
+    return np.dtype(f + [("len_flags", ">i4"), ("flags", ">i2"), ("len_source", ">i4"), ("source", ">i2")])
+
+
+_BARS_ROW = _bars_row_dtype()
+#: fewer later-than-first bars in a batch than this: all through the ON CONFLICT merge (one
+#: statement fewer than the COPY; measured in bench/bench_history.py)
+_DIRECT_BARS_MIN = 256
+#: at most this many bars merge from array parameters, more through the staging table
+_UNNEST_BARS_MAX = 512
+
+
 def _read_dtype(table: str) -> np.dtype:
     """Big-endian packed dtype of one binary COPY tuple of a read (``scan``) of ``table``: the
     columns of ``record_reader(table).columns`` (``dedup`` left out: no record field holds it)."""
@@ -558,25 +577,73 @@ class PostgresStorage(Storage):
                 with self._conn.transaction():  # a savepoint
                     cur.execute(insert)
                     n = cur.rowcount
+                    # every row of the batch was inserted: its bars are built client-side (numpy)
+                    # and merged, cheaper than RETURNING every row to the aggregation
+                    self._merge_built(cur, arr)
             except psycopg.errors.UniqueViolation:
                 pass  # some rows are stored already (a replay) or repeated in the batch
             else:
-                # every row of the batch was inserted: its bars are built client-side (numpy) and
-                # merged with one statement, cheaper than RETURNING every row to the aggregation
-                self._merge_built(cur, arr)
                 return n
         cur.execute(stmt(sql.SQL(" ON CONFLICT DO NOTHING")), params)
         return int(cur.fetchone()[0])
 
     def _merge_built(self, cur: psycopg.Cursor, arr: np.ndarray) -> int:
         """Merge the bars (``dm.bars.build_bars``) of trades that were all just inserted into
-        ``bars`` (one ``INSERT .. SELECT FROM unnest(arrays) .. ON CONFLICT DO UPDATE``)."""
-        from dm.bars import BUILT_COLUMNS, SOURCE_BUILT, build_bars, merge_clause
+        ``bars``; call it inside the savepoint of that insert (a ``UniqueViolation`` from here
+        must send the batch down the ON CONFLICT path, ``_insert_trades_with_bars``).
+
+        Trades arrive in time order, so of the bars of one (instrument, publisher, interval) in a
+        batch only the first can be stored already (the bar the previous batch ended in). Those
+        go through the staging table and ``INSERT .. ON CONFLICT DO UPDATE``; the others, when
+        there are many (1s bars: about one per trade), with one binary COPY straight into
+        ``bars`` (ON CONFLICT's speculative insertion costs several plain rows). A bar that is
+        stored after all (late trades, a replayed batch) makes the unique key refuse the COPY and
+        the caller redoes the batch on the exact path. Returns bars written."""
+        from dm.bars import build_bars
 
         b = build_bars(arr, self.bar_plan)
         if not len(b):
             return 0
+        # b is ordered by (instrument, publisher, interval, ts_event): one segment per key
+        iid, pub, iv = b["instrument_id"], b["publisher_id"], b["interval_s"]
+        first = np.empty(len(b), bool)
+        first[0] = True
+        first[1:] = (iid[1:] != iid[:-1]) | (pub[1:] != pub[:-1]) | (iv[1:] != iv[:-1])
+        n_first = int(first.sum())
+        if len(b) - n_first < _DIRECT_BARS_MIN:  # a few bars per key (1m/1h/1d): one merge
+            self._upsert_built(cur, b)
+            return len(b)
+        self._upsert_built(cur, b[first])
+        self._copy_bars(cur, b[~first])
+        return len(b)
+
+    def _copy_bars(self, cur: psycopg.Cursor, b: np.ndarray) -> None:
+        """Binary COPY of built bars (``BUILT_DTYPE``) straight into ``bars`` (flags 0, source 1)."""
+        from dm.bars import BUILT_COLUMNS, SOURCE_BUILT
+
+        rows = np.empty(len(b), _BARS_ROW)
+        rows["nfields"] = len(BUILT_COLUMNS) + 2
+        for i, c in enumerate(BUILT_COLUMNS):
+            rows[f"len{i}"] = _BARS_ROW[f"v{i}"].itemsize
+            rows[f"v{i}"] = b[c]
+        rows["len_flags"], rows["flags"], rows["len_source"], rows["source"] = 2, 0, 2, SOURCE_BUILT
+        with cur.copy(f"COPY bars ({', '.join(BUILT_COLUMNS)}, flags, source) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(COPY_HEADER)
+            cp.write(memoryview(rows).cast("B"))
+            cp.write(COPY_TRAILER)
+
+    def _upsert_built(self, cur: psycopg.Cursor, b: np.ndarray) -> int:
+        """Merge built bars into ``bars``: one ``INSERT .. SELECT .. ON CONFLICT DO UPDATE``
+        (``dm.bars.merge_clause``) from array parameters (a few rows: one round trip) or from the
+        staging table filled by binary COPY."""
+        from dm.bars import BUILT_COLUMNS, SOURCE_BUILT, merge_clause
+
         names = ", ".join(BUILT_COLUMNS)
+        if len(b) <= _UNNEST_BARS_MAX:  # one round trip: the rows as array parameters
+            arrays = ", ".join(["%s::bigint[]"] * len(BUILT_COLUMNS))
+            cur.execute(f"INSERT INTO bars ({names}, flags, source) SELECT *, 0, {SOURCE_BUILT} FROM unnest({arrays})"
+                        + merge_clause(), [b[c].tolist() for c in BUILT_COLUMNS])
+            return cur.rowcount
         if not self._bar_stage:
             cols = ", ".join(f"{c} BIGINT NOT NULL" for c in BUILT_COLUMNS)
             self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS _dm_stage_built ({cols}) ON COMMIT DELETE ROWS")
