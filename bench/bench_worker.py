@@ -120,8 +120,8 @@ BN_FUTURES_STREAMS = {
 }
 
 
-#: venues whose connection runs through the base provider (Bybit keeps one aiohttp socket per category)
-PICOWS_VENUES = ("binance", "kraken", "kraken_futures")
+#: venues measured over both transports (the picows C frame path and aiohttp) in the same run
+PICOWS_VENUES = ("binance", "kraken", "kraken_futures", "bybit")
 
 
 def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
