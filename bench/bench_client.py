@@ -10,7 +10,10 @@ the stamp and the tail's release store); the reader calls the read with ``timeou
 run, same writer: ``client.ring_floor`` — a bare ``ChannelReader.read_into`` polled from a Python
 loop (bench/bench_ring.py's reader), and ``client.read_raw_python_path`` — the wait path
 ``read_raw`` had before dm/_client.pyx (``ChannelReader.read`` → None → ``Subscription._slow``
-→ spin in C → back up through the Python frames). p50, p99 and p99.9 of each.
+→ spin in C → back up through the Python frames). p50, p99 and p99.9 of each. And, in one
+process, the CPU cost of one read call on a ring that already holds the records, C methods vs
+that Python path (``client.read_path.*``): the part of the latency the client's code adds, a
+figure other load on the machine barely moves.
 
 In-process, same run: what it costs to take a record from a ring into the reader's hands, per
 design — bytes only, dm's record object (struct copied into the object by a cdef factory), the
@@ -141,13 +144,71 @@ def measure(n: int, rate: float, warm: int = 2000, mode: str = "object", stamp: 
     return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "rate": rate_out, "lost": lost}
 
 
-def _python_path_read_raw(sub):
-    """``Subscription.read_raw(timeout=None)`` as it was before dm/_client.pyx (a busy-polling
-    subscription, nothing queued, no restart): the Python frames around the C spin."""
+def _python_path_read_raw(sub, timeout=None):
+    """``Subscription.read_raw(timeout=None)`` as it was before dm/_client.pyx: the Python frames
+    around the C spin (nothing queued, no restart)."""
+    if sub._queued:
+        return sub._take_queued_raw()
     raw = sub.reader.read()
     if raw is None:
-        raw = sub._slow(None, False)
+        raw = sub._slow(timeout, False)
     return raw
+
+
+def _python_path_read(sub, timeout=None):
+    """``Subscription.read`` as it was before dm/_client.pyx."""
+    from dm.client import _overrun
+
+    if sub._queued:
+        return sub._take_queued()
+    rec = _recobj.read_record(sub.reader, _overrun, sub)
+    if rec is None:
+        rec = sub._slow(timeout, True)
+    return rec
+
+
+def read_path_costs(n: int, reps: int) -> dict[str, float]:
+    """ns per ``read_raw(timeout=None)`` / ``read(timeout=None)`` call on a subscription whose
+    ring already holds the records (one process: the CPU cost of the call itself, which load
+    from other processes on the machine barely moves), dm/_client.pyx's C methods vs the Python
+    path they replaced; best of ``reps``."""
+    inst = "b" + uuid.uuid4().hex[:8]
+    reg = f"/dm.reg.{inst}"
+    name = f"/dm.{inst}.BENCH.PATH"
+    w = ChannelWriter(name, 1 << max(24, (n * TRADE_DTYPE.itemsize * 2 - 1).bit_length()), LAYOUT_HASH)
+    slot = Registry(reg).register(inst, "bench", "BENCH", f"/dm.{inst}.BENCH.", ["PATH"])
+    rec = np.zeros(n, TRADE_DTYPE)
+    rec["length"], rec["rtype"] = 16, RType.TRADE
+    w.write_many(rec.tobytes())
+    best: dict[str, float] = {}
+    gc.disable()
+    try:
+        with Client(instance=inst, registry=reg) as c:
+            for _ in range(reps):
+                for label in ("raw", "raw_python_path", "object", "object_python_path"):
+                    sub = c.subscribe("PATH", "BENCH", start="oldest")
+                    t0 = time.perf_counter_ns()
+                    if label == "raw":
+                        f = sub.read_raw
+                        for _ in range(n):
+                            f(timeout=None)
+                    elif label == "object":
+                        f = sub.read
+                        for _ in range(n):
+                            f(timeout=None)
+                    elif label == "raw_python_path":
+                        for _ in range(n):
+                            _python_path_read_raw(sub, timeout=None)
+                    else:
+                        for _ in range(n):
+                            _python_path_read(sub, timeout=None)
+                    best[label] = min(best.get(label, float("inf")), (time.perf_counter_ns() - t0) / n)
+                    sub.close()
+    finally:
+        gc.enable()
+        w.close(unlink=True)
+        slot.release()
+    return best
 
 
 # --------------------------------------------------------------------------- in-process designs
@@ -286,6 +347,11 @@ def run(quick: bool = False) -> dict:
         "client.read_records_per_s": flood["rate"],
         "client.flood_lost_records": float(flood["lost"]),
     })
+    pc = read_path_costs(100_000 if quick else 300_000, reps + 2)
+    for k, v in pc.items():
+        out[f"client.read_path.{k}.call_ns"] = round(v, 1)
+    out["client.read_path.raw_vs_python_path.speedup"] = round(pc["raw_python_path"] / pc["raw"], 2)
+    out["client.read_path.object_vs_python_path.speedup"] = round(pc["object_python_path"] / pc["object"], 2)
     d = designs(100_000 if quick else 300_000, reps)
     for k in ("bytes", "record_object", "bytes_variant", "namedtuple"):
         out[f"client.design.{k}.read_ns"] = round(d[k], 1)
