@@ -19,6 +19,11 @@ the same uniqueness key and ``ON CONFLICT DO NOTHING``:
                          ``persist_vs_pg_copy.ratio`` is what poison isolation costs on the happy path;
 * ``sqlite``             ``SqliteStorage.write`` (WAL, synchronous=FULL), executemany.
 
+``storage.persist_vs_raw_copy`` (issue 11's target, >= 0.9) comes from ``raw_copy``, ``persist``
+and ``pg_copy`` alternating batch by batch into the same table (``storage.interleaved.*``,
+median ms per batch), so load from other processes hits them alike; the ratio of the separate
+runs above is ``storage.persist_vs_raw_copy.separate_runs``.
+
 Also the payload encoding alone (``payload_*.ns_per_row``): dm's one C pass over the records
 (dm/storage/_copy.pyx, what every PG method above uses) vs the numpy version (one strided cast
 per column) vs write_row into a BytesIO.
