@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from dm import _recobj  # noqa: E402
 from dm._ring import ChannelReader, ChannelWriter, now_ns  # noqa: E402
-from dm.client import Client, Overrun  # noqa: E402
+from dm._recobj import read_record as _read_record  # noqa: E402
+from dm.client import Client, Overrun, _overrun  # noqa: E402
 from dm.records import LAYOUT_HASH, TRADE_DTYPE, RType, unpack  # noqa: E402
 from dm.registry import Registry  # noqa: E402
 
@@ -157,11 +158,9 @@ def _python_path_read_raw(sub, timeout=None):
 
 def _python_path_read(sub, timeout=None):
     """``Subscription.read`` as it was before dm/_client.pyx."""
-    from dm.client import _overrun
-
     if sub._queued:
         return sub._take_queued()
-    rec = _recobj.read_record(sub.reader, _overrun, sub)
+    rec = _read_record(sub.reader, _overrun, sub)
     if rec is None:
         rec = sub._slow(timeout, True)
     return rec
