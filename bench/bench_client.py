@@ -3,6 +3,18 @@ in this one's hands, as bytes (``Subscription.read_raw``), as a record object (`
 dm/_recobj.pyx) and, as the baseline in the same run, as the ``dm.records`` namedtuple the client
 used to build (``read_raw`` + ``dm.records.unpack``); the client's read rate; batch reads.
 
+Latency method: the writer (another process, paced at 100 k records/s by busy-waiting) stamps
+ts_recv in C right before the ring write (bench/_stamp_writer.pyx: nothing but the write between
+the stamp and the tail's release store); the reader calls the read with ``timeout=None`` on a
+``busy_poll`` subscription and stamps ``now_ns()`` right after it returns. Baselines in the same
+run, same writer: ``client.ring_floor`` — a bare ``ChannelReader.read_into`` polled from a Python
+loop (bench/bench_ring.py's reader), and ``client.read_raw_python_path`` — the wait path
+``read_raw`` had before dm/_client.pyx (``ChannelReader.read`` → None → ``Subscription._slow``
+→ spin in C → back up through the Python frames). p50, p99 and p99.9 of each. And, in one
+process, the CPU cost of one read call on a ring that already holds the records, C methods vs
+that Python path (``client.read_path.*``): the part of the latency the client's code adds, a
+figure other load on the machine barely moves.
+
 In-process, same run: what it costs to take a record from a ring into the reader's hands, per
 design — bytes only, dm's record object (struct copied into the object by a cdef factory), the
 design not picked (a Trade that keeps the ``bytes`` and decodes on access:
@@ -28,17 +40,18 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from dm import _recobj  # noqa: E402
 from dm._ring import ChannelReader, ChannelWriter, now_ns  # noqa: E402
-from dm.client import Client, Overrun  # noqa: E402
+from dm._recobj import read_record as _read_record  # noqa: E402
+from dm.client import Client, Overrun, _overrun  # noqa: E402
 from dm.records import LAYOUT_HASH, TRADE_DTYPE, RType, unpack  # noqa: E402
 from dm.registry import Registry  # noqa: E402
 
 
-def _writer(name: str, n: int, rate: float, start_evt, warm: int) -> None:
+def _writer(name: str, n: int, rate: float, start_evt, warm: int, stamp: str = "c") -> None:
+    write_stamped = _pyx("_stamp_writer").write_stamped
     w = ChannelWriter(name, 1 << 22, LAYOUT_HASH)
     rec = np.zeros(1, TRADE_DTYPE)
     rec["length"], rec["rtype"], rec["instrument_id"] = 16, RType.TRADE, 1
     buf = bytearray(rec.tobytes())
-    write = w.write
     pack_into = struct.pack_into
     start_evt.wait()
     period = 1e9 / rate if rate else 0
@@ -49,21 +62,28 @@ def _writer(name: str, n: int, rate: float, start_evt, warm: int) -> None:
             while now_ns() < target:
                 pass
         pack_into("<Q", buf, 40, i)             # trade_id
-        pack_into("<Q", buf, 16, now_ns())      # ts_recv = write time, stamped last (as bench_ring)
-        write(buf)
+        if stamp == "c":
+            write_stamped(w, buf, 16)           # ts_recv = now_ns() in C, then the ring write
+        else:                                   # the method before: stamped in Python, then write()
+            pack_into("<Q", buf, 16, now_ns())
+            w.write(buf)
     time.sleep(0.2)
     w.close(unlink=True)
 
 
-def measure(n: int, rate: float, warm: int = 2000, mode: str = "object") -> dict:
+def measure(n: int, rate: float, warm: int = 2000, mode: str = "object", stamp: str = "c") -> dict:
     """``mode``: "object" (``sub.read``), "raw" (``sub.read_raw``), "namedtuple"
-    (``unpack(sub.read_raw())``, what ``read`` did before the record objects)."""
+    (``unpack(sub.read_raw())``, what ``read`` did before the record objects), "ring" (the
+    floor: ``ChannelReader.read_into`` polled from Python on the subscription's reader),
+    "raw_python_path" (bytes through the Python wait path ``read_raw`` had before
+    dm/_client.pyx). ``stamp``: "c" (bench/_stamp_writer.pyx) or "python" (``struct.pack_into``
+    of ``now_ns()``, then ``ChannelWriter.write``: what this bench did before)."""
     inst = "b" + uuid.uuid4().hex[:8]
     reg = f"/dm.reg.{inst}"
     name = f"/dm.{inst}.BENCH.BTCUSD"
     ctx = mp.get_context("spawn")
     evt = ctx.Event()
-    p = ctx.Process(target=_writer, args=(name, n, rate, evt, warm))
+    p = ctx.Process(target=_writer, args=(name, n, rate, evt, warm, stamp))
     p.start()
     slot = Registry(reg).register(inst, "bench", "BENCH", f"/dm.{inst}.BENCH.", ["BTCUSD"])
     lat = np.empty(n, np.int64)
@@ -81,6 +101,19 @@ def measure(n: int, rate: float, warm: int = 2000, mode: str = "object") -> dict
             if mode == "raw":  # bytes only: the ring through the client's wait path
                 while got < n:
                     b = read_raw(timeout=None)
+                    t = now_ns()
+                    lat[got] = t - int.from_bytes(b[16:24], "little")
+                    got += 1
+            elif mode == "ring":  # the floor: the bare reader polled from Python, as bench_ring
+                read_into, buf = sub.reader.read_into, bytearray(1024)
+                while got < n:
+                    if read_into(buf):
+                        t = now_ns()
+                        lat[got] = t - int.from_bytes(buf[16:24], "little")
+                        got += 1
+            elif mode == "raw_python_path":
+                while got < n:
+                    b = _python_path_read_raw(sub)
                     t = now_ns()
                     lat[got] = t - int.from_bytes(b[16:24], "little")
                     got += 1
@@ -112,19 +145,90 @@ def measure(n: int, rate: float, warm: int = 2000, mode: str = "object") -> dict
     return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "rate": rate_out, "lost": lost}
 
 
+def _python_path_read_raw(sub, timeout=None):
+    """``Subscription.read_raw(timeout=None)`` as it was before dm/_client.pyx: the Python frames
+    around the C spin (nothing queued, no restart)."""
+    if sub._queued:
+        return sub._take_queued_raw()
+    raw = sub.reader.read()
+    if raw is None:
+        raw = sub._slow(timeout, False)
+    return raw
+
+
+def _python_path_read(sub, timeout=None):
+    """``Subscription.read`` as it was before dm/_client.pyx."""
+    if sub._queued:
+        return sub._take_queued()
+    rec = _read_record(sub.reader, _overrun, sub)
+    if rec is None:
+        rec = sub._slow(timeout, True)
+    return rec
+
+
+def read_path_costs(n: int, reps: int) -> dict[str, float]:
+    """ns per ``read_raw(timeout=None)`` / ``read(timeout=None)`` call on a subscription whose
+    ring already holds the records (one process: the CPU cost of the call itself, which load
+    from other processes on the machine barely moves), dm/_client.pyx's C methods vs the Python
+    path they replaced; best of ``reps``."""
+    inst = "b" + uuid.uuid4().hex[:8]
+    reg = f"/dm.reg.{inst}"
+    name = f"/dm.{inst}.BENCH.PATH"
+    w = ChannelWriter(name, 1 << max(24, (n * TRADE_DTYPE.itemsize * 2 - 1).bit_length()), LAYOUT_HASH)
+    slot = Registry(reg).register(inst, "bench", "BENCH", f"/dm.{inst}.BENCH.", ["PATH"])
+    rec = np.zeros(n, TRADE_DTYPE)
+    rec["length"], rec["rtype"] = 16, RType.TRADE
+    w.write_many(rec.tobytes())
+    best: dict[str, float] = {}
+    gc.disable()
+    try:
+        with Client(instance=inst, registry=reg) as c:
+            for _ in range(reps):
+                for label in ("raw", "raw_python_path", "object", "object_python_path"):
+                    sub = c.subscribe("PATH", "BENCH", start="oldest")
+                    t0 = time.perf_counter_ns()
+                    if label == "raw":
+                        f = sub.read_raw
+                        for _ in range(n):
+                            f(timeout=None)
+                    elif label == "object":
+                        f = sub.read
+                        for _ in range(n):
+                            f(timeout=None)
+                    elif label == "raw_python_path":
+                        for _ in range(n):
+                            _python_path_read_raw(sub, timeout=None)
+                    else:
+                        for _ in range(n):
+                            _python_path_read(sub, timeout=None)
+                    best[label] = min(best.get(label, float("inf")), (time.perf_counter_ns() - t0) / n)
+                    sub.close()
+    finally:
+        gc.enable()
+        w.close(unlink=True)
+        slot.release()
+    return best
+
+
 # --------------------------------------------------------------------------- in-process designs
 
 
-def _bytes_variant():
-    """bench/_recobj_bytes_variant.pyx compiled on the fly (pyximport, a temp build dir)."""
+def _pyx(module: str):
+    """bench/<module>.pyx compiled on the fly (pyximport, a temp build dir)."""
+    import importlib
+
     import pyximport
 
     pyximport.install(build_dir=os.path.join(tempfile.gettempdir(), "dm-bench-pyx"), language_level=3,
                       setup_args={"include_dirs": [os.path.join(HERE, ".."), os.path.join(HERE, "..", "dm")]})
-    sys.path.insert(0, HERE)
-    import _recobj_bytes_variant as v
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    return importlib.import_module(module)
 
-    return v
+
+def _bytes_variant():
+    """bench/_recobj_bytes_variant.pyx compiled on the fly (pyximport, a temp build dir)."""
+    return _pyx("_recobj_bytes_variant")
 
 
 def designs(n: int, reps: int) -> dict:
@@ -203,18 +307,33 @@ def run(quick: bool = False) -> dict:
     n = 50_000 if quick else 300_000
     reps = 1 if quick else 3
     out: dict[str, float] = {}
-    # the three latency modes alternate rep by rep, so machine noise hits them alike; best p50 of each
+    # the latency modes alternate rep by rep, so machine noise hits them alike; best p50 of each
     lat: dict[str, dict] = {}
+    _pyx("_stamp_writer")  # compiled once here, before the writer processes import it
     for _ in range(reps):
-        for mode in ("object", "raw", "namedtuple"):
+        for mode in ("object", "raw", "namedtuple", "ring", "raw_python_path"):
             r = measure(n, 100_000, mode=mode)
             if mode not in lat or r["p50"] < lat[mode]["p50"]:
                 lat[mode] = r
+        r = measure(n, 100_000, mode="raw", stamp="python")  # what the writer's own Python call adds
+        if "raw_py_stamp" not in lat or r["p50"] < lat["raw_py_stamp"]["p50"]:
+            lat["raw_py_stamp"] = r
     flood = measure(n, 0)
-    obj, raw, nt = lat["object"], lat["raw"], lat["namedtuple"]
+    obj, raw, nt, ring, pyp = lat["object"], lat["raw"], lat["namedtuple"], lat["ring"], lat["raw_python_path"]
     out.update({
         "client.read_raw.latency_p50_ns": raw["p50"],
         "client.read_raw.latency_p99_ns": raw["p99"],
+        "client.read_raw.latency_p999_ns": raw["p999"],
+        "client.ring_floor.latency_p50_ns": ring["p50"],
+        "client.ring_floor.latency_p99_ns": ring["p99"],
+        "client.ring_floor.latency_p999_ns": ring["p999"],
+        "client.read_raw_python_path.latency_p50_ns": pyp["p50"],
+        "client.read_raw_python_path.latency_p99_ns": pyp["p99"],
+        "client.read_raw_python_path.latency_p999_ns": pyp["p999"],
+        "client.read_raw.python_stamped_writer.latency_p50_ns": lat["raw_py_stamp"]["p50"],
+        "client.read_raw_vs_ring_floor.latency_ratio": round(raw["p50"] / ring["p50"], 3),
+        "client.record_object_vs_ring_floor.latency_ratio": round(obj["p50"] / ring["p50"], 3),
+        "client.read_raw_vs_python_path.latency_ratio": round(raw["p50"] / pyp["p50"], 3),
         "client.record_object.latency_p50_ns": obj["p50"],
         "client.record_object.latency_p99_ns": obj["p99"],
         "client.record_object.latency_p999_ns": obj["p999"],
@@ -227,6 +346,11 @@ def run(quick: bool = False) -> dict:
         "client.read_records_per_s": flood["rate"],
         "client.flood_lost_records": float(flood["lost"]),
     })
+    pc = read_path_costs(100_000 if quick else 300_000, reps + 2)
+    for k, v in pc.items():
+        out[f"client.read_path.{k}.call_ns"] = round(v, 1)
+    out["client.read_path.raw_vs_python_path.speedup"] = round(pc["raw_python_path"] / pc["raw"], 2)
+    out["client.read_path.object_vs_python_path.speedup"] = round(pc["object_python_path"] / pc["object"], 2)
     d = designs(100_000 if quick else 300_000, reps)
     for k in ("bytes", "record_object", "bytes_variant", "namedtuple"):
         out[f"client.design.{k}.read_ns"] = round(d[k], 1)

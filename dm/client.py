@@ -43,6 +43,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from dm._client import SubscriptionCore
 from dm._recobj import (Bar, Bbo, BookDelta, Depth, Gap, InstrumentDef, MbpEvent, Record, Statistic, Trade,
                         from_bytes, read_record, spin_raw, spin_record)
 from dm._ring import ChannelReader, now_ns
@@ -156,7 +157,7 @@ def _as_array(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=dt).copy()
 
 
-class Subscription:
+class Subscription(SubscriptionCore):
     """One channel ring (a symbol on an exchange), mapped read-only.
 
     ``start``: ``"oldest"`` (every record still held, e.g. to see a session from the start) or
@@ -210,6 +211,8 @@ class Subscription:
         self._closed = False
         self._gone: str | None = None  # "closed" / "dead" while waiting for a new producer
         self._next_check = 0.0
+        self._on_overrun = _overrun
+        self.spin_s = SPIN_S
         self._meta()
 
     def _meta(self) -> None:
@@ -220,37 +223,25 @@ class Subscription:
         self.producer_pid = r.producer_pid
 
     # -- reading --------------------------------------------------------------------------
-    def read_raw(self, timeout: float | None = 0.0) -> bytes | None:
-        """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait),
-        or None on timeout. The wait runs in C: spin (``busy_poll``, holding the GIL for at most
-        ``SPIN_S``), then without the GIL sched_yield and sleeps from 20 µs doubling to 1 ms.
-        Overruns are not reported here (see ``read``). Raises ``ProducerGoneError``
-        (``follow=False``, blocking read) when nothing is left and the producer closed the
-        channel or died, ``ClosedError`` when the subscription is closed."""
+    # read_raw(timeout) and read(timeout) are C methods of SubscriptionCore (dm/_client.pyx, where
+    # they are documented): a record that is there, or arrives while a busy-polling read spins, is
+    # handed out with no Python frame in between. Everything else comes here.
+    def _read_raw_slow(self, timeout: float | None, spun: bool) -> bytes | None:
+        """``read_raw`` after an empty look at the ring (``spun``: and after its spin)."""
         if self._queued:
             return self._take_queued_raw()
-        raw = self.reader.read()
-        if raw is None:
-            raw = self._slow(timeout, False)
-            if raw is _SWITCHED:
-                return self._take_queued_raw()
+        raw = self._slow(timeout, False, spun)
+        if raw is _SWITCHED:
+            return self._take_queued_raw()
         return raw
 
-    def read(self, timeout: float | None = 0.0):
-        """Next item: a record object (``Trade``, ``Bbo``, ``Depth``, ``BookDelta``, ``Bar``,
-        ``MbpEvent``, ``Gap`` — also after a producer restart —, ``Statistic``,
-        ``InstrumentDef`` from ``dm._recobj``: the fields of the ``dm.records`` namedtuple of the
-        same name, which ``rec.to_tuple()`` gives), an ``Overrun`` if records were lost just
-        before the next one, or None on timeout. ``timeout`` as ``read_raw``. Raises
-        ``ProducerGoneError`` (``follow=False``, blocking read) and ``ClosedError`` as
-        ``read_raw``; ``KeyError`` for a record of an rtype dm does not know (a newer writer)."""
+    def _read_slow(self, timeout: float | None, spun: bool):
+        """``read`` after an empty look at the ring (``spun``: and after its spin)."""
         if self._queued:
             return self._take_queued()
-        rec = read_record(self.reader, _overrun, self)
-        if rec is None:
-            rec = self._slow(timeout, True)
-            if rec is _SWITCHED:
-                return self._take_queued()
+        rec = self._slow(timeout, True, spun)
+        if rec is _SWITCHED:
+            return self._take_queued()
         return rec
 
     def read_batch(self, max_records: int = 4096) -> np.ndarray | None:
@@ -330,10 +321,11 @@ class Subscription:
         """One look at the ring: a record object / Overrun (``obj``) or bytes, or None."""
         return read_record(self.reader, _overrun, self) if obj else self.reader.read()
 
-    def _slow(self, timeout: float | None, obj: bool):
+    def _slow(self, timeout: float | None, obj: bool, spun: bool = False):
         """After an empty read: wait up to ``timeout`` (0: a rate-limited look at the
         producer only, with ``follow``), following a restart. Returns what ``_poll(obj)``
-        found, None (timeout) or _SWITCHED (re-attached: the gap record is queued)."""
+        found, None (timeout) or _SWITCHED (re-attached: the gap record is queued).
+        ``spun``: the caller already spun ``spin_s`` on the ring (the C fast path)."""
         if timeout == 0:
             if not self.follow:
                 return None
@@ -343,8 +335,8 @@ class Subscription:
             self._next_check = now + CHECK_EVERY_S
             return self._on_idle(obj)
         r = self.reader
-        if self.busy_poll and self._gone is None:  # a spin slot: poll in C, holding the GIL briefly
-            got = spin_record(r, _overrun, self, SPIN_S) if obj else spin_raw(r, SPIN_S)
+        if self.busy_poll and self._gone is None and not spun:  # a spin slot: poll in C, holding the GIL briefly
+            got = spin_record(r, _overrun, self, self.spin_s) if obj else spin_raw(r, self.spin_s)
             if got is not None:
                 return got
         deadline = None if timeout is None else time.monotonic() + timeout

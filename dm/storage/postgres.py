@@ -53,6 +53,7 @@ from dm.storage.base import (
     text_column,
     validate,
 )
+from dm.storage._copy import make_program
 
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 COPY_HEADER = COPY_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # flags 0, no extension
@@ -112,8 +113,19 @@ def copy_rows(table: str, cols: list[np.ndarray]) -> np.ndarray:
 
 
 def copy_rows_from_records(table: str, arr: np.ndarray) -> np.ndarray:
-    """``copy_rows`` straight from a validated record array: each record field is cast and
-    byte-swapped into its big-endian slot in one numpy pass (no int64 intermediate)."""
+    """``copy_rows`` straight from a validated record array (dtype ``DTYPES`` of the table's
+    rtype, u64 values checked by ``row_problems``): one C pass over the records, dedup hash
+    included (dm/storage/_copy.pyx), for every table it has a program for; else
+    ``copy_rows_from_records_numpy``, which gives the same bytes."""
+    pr = _PROGRAMS.get(table)
+    if pr is not None:
+        return pr.rows(arr)
+    return copy_rows_from_records_numpy(table, arr)
+
+
+def copy_rows_from_records_numpy(table: str, arr: np.ndarray) -> np.ndarray:
+    """``copy_rows_from_records`` in numpy: each record field is cast and byte-swapped into its
+    big-endian slot, one strided pass per column, then the dedup hash over column copies."""
     spec = COLUMNS[table]
     out = _empty_rows(table, len(arr))
     for i, c in enumerate(spec):
@@ -123,6 +135,10 @@ def copy_rows_from_records(table: str, arr: np.ndarray) -> np.ndarray:
     if d is not None:
         out[f"v{len(spec) - 1}"] = d
     return out
+
+
+#: the C conversion of each table (None: numpy) — dm/storage/_copy.pyx
+_PROGRAMS = {t: make_program(t, ROW_DTYPES[t]) for t in COLUMNS}
 
 
 def binary_copy_payload(table: str, arr: np.ndarray) -> bytes:
