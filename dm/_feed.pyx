@@ -9,35 +9,38 @@ Only what needs venue logic leaves C, through ``provider.on_decoded(data, ts_rec
 frame as ``bytes``): kinds in ``provider.book_kinds`` (order books, subscription answers, venue
 errors) and frames with values rejected alone (dead letters).
 
-Order books in their steady state stay in C too, for venues whose diff rule is a sequence
-chain (``provider.fast_book = (kind, rule)``): when the instrument's sync is synced and the diff
-continues the stream exactly as the venue's documented rule says, the diff is applied to the
-sync's ``L2Book`` and the sync's state advanced the way its Python ``on_diff`` would, its
-BOOK_DELTA records go to the persist queue, and DEPTH/BBO records to the channel and the queue
-(``Books.handle``'s output). Anything else (not synced, a gap, a duplicate, a stale snapshot,
-buffering) goes to Python, which owns every decision but this one. Rules:
+Order books in their steady state stay in C too (``provider.fast_book = (kind, rule, attr,
+checksum)``): when the instrument's sync is synced and the update continues the stream by the
+rule, the update is applied to the sync's ``L2Book`` and the sync's state advanced the way its
+Python ``on_diff``/``on_update`` would, its BOOK_DELTA records go to the persist queue, and
+DEPTH/BBO records to the channel and the queue (``Books.handle``'s output). Anything else (not
+synced, a gap, a duplicate, a stale snapshot, buffering) goes to Python, which owns every
+decision but this one. This module knows the shapes of continuity rules, not venues: each
+venue's provider names the shape its documented rule has (the venue doc is cited there and in
+its sync). With the codec's ``first_seq``/``last_seq`` of the update as ``first``/``last``:
 
-* ``FAST_BINANCE_SPOT`` — Binance Spot "How to manage a local order book correctly": a diff
-  continues when ``U <= previous u + 1 < u + 1`` and, on the book, ``U <= lastUpdateId + 1 <= u``
-  (``dm.venues.binance.booksync.BinanceDepthSync``);
-* ``FAST_BINANCE_FUTURES`` — Binance USD-M / COIN-M futures: ``pu == previous u`` and ``u`` past
-  the book's update id, once a diff was applied after the snapshot
-  (``dm.venues.binance_futures.booksync.FuturesDepthSync``);
-* ``FAST_SEQ_NEXT`` — one sequence per update, ``seq == previous seq + 1`` (Kraken Futures v1
-  ``book``: ``dm.venues.kraken_futures.booksync.KrakenFuturesBookSync``, the sync's ``seq``;
-  Bybit v5 ``orderbook`` deltas: ``u``, named by ``fast_book``'s third item);
-* ``FAST_PREV_ID`` — the update names the id it follows: ``prev_change_id == change_id`` of the
-  book (Deribit ``book.*`` notifications: ``dm.venues.deribit.booksync.DeribitBookSync``; codec
-  ``first_seq``/``last_seq`` = prev_change_id/change_id);
-* ``FAST_KRAKEN_CHECKSUM`` — Kraken v1 ``book`` updates ("Book Checksum"): applied, then the
-  CRC32 of the top 10 levels compared with the update's ``c``
-  (``dm.venues.kraken.booksync.KrakenBookSync``: only while its price/size decimals are known
-  and no level is held as rejected text; a mismatch is the sync's gap, through Python);
-* ``FAST_OKX`` — OKX v5 order book channels ("Order book channel": an update's ``prevSeqId``
-  equals the previous ``seqId``), then the CRC32 of the top 25 levels against ``checksum``
-  (``dm.venues.okx.booksync.OkxBookSync``; a mismatch is the sync's gap, through Python);
-* ``FAST_MONOTONIC`` — no update ids, only time order: a diff not older than the book's last
-  (Bitstamp v2 ``diff_order_book`` ``microtimestamp``: ``dm.venues.bitstamp.booksync``).
+* ``FAST_ID_RANGE`` — the update covers ids ``first..last``: it continues the stream when
+  ``first <= stream_last + 1 < last + 1`` and the book when ``first <= last_update_id + 1 <= last``
+  (the sync's ``stream_last``, ``last_update_id``);
+* ``FAST_PREV_LINK`` — the update names the last id of the one before it (the codec's
+  ``prev_seq``): ``prev_seq == stream_last``, ``last`` past ``last_update_id``, and not the first
+  update after a snapshot (the sync's ``_at_snapshot``);
+* ``FAST_SEQ_NEXT`` — one sequence per update: ``first == attr + 1`` (``attr``: the sync's
+  attribute holding the last sequence, default ``seq``);
+* ``FAST_PREV_ID`` — ``first`` is the id of the update before it: ``first == attr`` (default
+  ``change_id``), then ``attr = last``;
+* ``FAST_CHAINED`` — ``first - 1`` is the id of the update before it: ``first - 1 == attr``
+  (default ``seq``; not checked while ``attr`` is None), then ``attr = last``; an update without
+  ids (``last`` 0) applies unchained;
+* ``FAST_MONOTONIC`` — no ids, time order only: ``last >= attr`` (default ``last_us``);
+* ``FAST_ALWAYS`` — no ids at all: every update of a synced book applies.
+
+``checksum`` True: the venue sends a book checksum with updates (the codec's ``checksum``, -1
+when absent). The C path then needs ``sync.fast_ready`` (the sync says its checksum can be
+computed from the book alone), and after applying asks ``sync.fast_checksum(checksum)`` (True:
+it matched and was counted); on a mismatch ``sync.applied_then_mismatch(records, mask,
+checksum)`` gives the ``Actions`` its ``on_update`` would have (the gap), through
+``Books.handle``.
 
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
@@ -63,13 +66,14 @@ from dm._book import BookError
 from dm.errors import CodecError
 
 FAST_NONE = 0
-FAST_BINANCE_SPOT = 1
-FAST_BINANCE_FUTURES = 2
+FAST_ID_RANGE = 1
+FAST_PREV_LINK = 2
 FAST_SEQ_NEXT = 3
 FAST_PREV_ID = 4
-FAST_KRAKEN_CHECKSUM = 5
-FAST_OKX = 6
-FAST_MONOTONIC = 7
+FAST_CHAINED = 5
+FAST_MONOTONIC = 6
+FAST_ALWAYS = 7
+_DEFAULT_ATTR = {FAST_SEQ_NEXT: "seq", FAST_PREV_ID: "change_id", FAST_CHAINED: "seq", FAST_MONOTONIC: "last_us"}
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
@@ -100,8 +104,8 @@ cdef class FeedListener(WSListener):
     cdef bint publish_bbo
     cdef public uint64_t fast_book_frames
     cdef uint64_t persist_only        # bit k set: codec kind k goes to the persist queue only
-    cdef object checksum_fn           # FAST_KRAKEN_CHECKSUM / FAST_OKX: the venue's book checksum
-    cdef str seq_attr                 # FAST_SEQ_NEXT: the sync's attribute holding the last sequence
+    cdef bint book_checksum           # the venue's updates carry a book checksum (sync.fast_checksum)
+    cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
 
     def __cinit__(self, provider=None, *args, codec=None, on_decoded=None, **kwargs):
@@ -131,17 +135,16 @@ cdef class FeedListener(WSListener):
         books = getattr(provider, "books", None)
         if fb is not None and books is not None:
             self.book_kind, self.book_rule = fb[0], fb[1]
-            self.seq_attr = fb[2] if len(fb) > 2 else "seq"
+            if not FAST_ID_RANGE <= self.book_rule <= FAST_ALWAYS:
+                raise ValueError(f"unknown fast_book rule {self.book_rule}")
+            self.seq_attr = (fb[2] if len(fb) > 2 and fb[2] else _DEFAULT_ATTR.get(self.book_rule, ""))
+            self.book_checksum = bool(fb[3]) if len(fb) > 3 else False
             self.books = books
             self.syncs = books.syncs
             self.last_ok_ns = books.last_ok_ns
             self.publish_bbo = books.publish_bbo
             self.bbo_iids = getattr(books, "bbo_iids", None)
             self.queue = provider.queue
-            if self.book_rule == FAST_KRAKEN_CHECKSUM or self.book_rule == FAST_OKX:
-                # the venue's checksum of an L2Book (Kraken: (book, price_decimals, size_decimals);
-                # OKX: (book, size_precision)), given by the provider: this module names no venue
-                self.checksum_fn = provider.fast_book_checksum
         if self.persist_only:
             self.queue = provider.queue
 
@@ -193,7 +196,9 @@ cdef class FeedListener(WSListener):
         sync = self.syncs.get(iid)
         if sync is None or first > last or not sync.synced:
             return 0
-        if rule == FAST_BINANCE_SPOT or rule == FAST_BINANCE_FUTURES:
+        if self.book_checksum and not sync.fast_ready:
+            return 0
+        if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
             prev_o = sync.stream_last
             if prev_o is None:
                 return 0
@@ -201,7 +206,7 @@ cdef class FeedListener(WSListener):
             if last <= prev:
                 return 0
             lu = sync.last_update_id
-            if rule == FAST_BINANCE_SPOT:
+            if rule == FAST_ID_RANGE:
                 if first > prev + 1 or last <= lu or first > lu + 1:
                     return 0
             elif (<object>c).prev_seq != prev or sync._at_snapshot or last <= lu:
@@ -214,29 +219,25 @@ cdef class FeedListener(WSListener):
                 return 0
             seq_out = first
         elif rule == FAST_PREV_ID:
-            prev_o = sync.change_id
+            prev_o = getattr(sync, self.seq_attr)
             if prev_o is None or first != <uint64_t>prev_o or last <= first:
                 return 0
             seq_out = last
-        elif rule == FAST_KRAKEN_CHECKSUM:
-            rej = sync.rejected
-            if rej[65] or rej[66]:                       # levels held as the venue's text
-                return 0
-            pd, sd = sync.price_decimals, sync.size_decimals
-            if c.st.checksum >= 0 and (pd is None or sd is None):
-                return 0
-            seq_out = 0
+        elif rule == FAST_CHAINED:
+            if last == 0:                    # no ids in this update: applied unchained
+                seq_out = 0
+            else:
+                prev_o = getattr(sync, self.seq_attr)
+                if first == 0 or (prev_o is not None and first - 1 != <uint64_t>prev_o):
+                    return 0
+                seq_out = last
         elif rule == FAST_MONOTONIC:
-            if last < <uint64_t>sync.last_us:
+            prev_o = getattr(sync, self.seq_attr)
+            if prev_o is None or last < <uint64_t>prev_o:
                 return 0
             seq_out = last
-        elif rule == FAST_OKX:
-            prev_o = sync.seq
-            if last == 0 or first == 0 or prev_o is None or first - 1 != <uint64_t>prev_o:
-                return 0
-            seq_out = last
-        else:
-            return 0
+        else:                                # FAST_ALWAYS
+            seq_out = 0
         book = <L2Book>sync.book
         try:
             m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
@@ -246,31 +247,22 @@ cdef class FeedListener(WSListener):
         stats = sync.stats
         if m & BOOK_MASK_CROSSED:
             stats.crossed += 1
-        if rule == FAST_SEQ_NEXT:
-            setattr(sync, self.seq_attr, first)
-        elif rule == FAST_OKX:
-            sync.seq = last
-        elif rule == FAST_MONOTONIC:
-            sync.last_us = last
-        elif rule == FAST_PREV_ID:
-            sync.change_id = last
-        else:
+        if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
             sync.last_update_id = last
+        elif rule == FAST_SEQ_NEXT:
+            setattr(sync, self.seq_attr, first)
+        elif rule != FAST_ALWAYS and not (rule == FAST_CHAINED and last == 0):
+            setattr(sync, self.seq_attr, last)
         stats.applied += 1
-        if (rule == FAST_KRAKEN_CHECKSUM or rule == FAST_OKX) and c.st.checksum >= 0:
+        if self.book_checksum and c.st.checksum >= 0:
             try:
-                if rule == FAST_OKX:
-                    ok = self.checksum_fn(book, sync.size_precision) == (c.st.checksum & 0xFFFFFFFF)
-                else:
-                    ok = self.checksum_fn(book, pd, sd) == c.st.checksum
+                ok = sync.fast_checksum(c.st.checksum)
             except BookError as e:                       # as on_update: the frame is dead-lettered
                 self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
                 return 1
-            if ok:
-                stats.checksums_ok += 1
-            else:                                        # the sync's gap; Books.handle as usual
+            if not ok:                                   # the sync's gap; Books.handle as usual
                 act = sync.applied_then_mismatch(PyBytes_FromStringAndSize(c.st.out, c.st.out_len), m, c.st.checksum)
-                self.books.handle(iid, act, 0, ts)
+                self.books.handle(iid, act, seq_out, ts)
                 return 1
         self.fast_book_frames += 1
         # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue

@@ -354,10 +354,9 @@ class Provider:
     (aiohttp ``heartbeat``)."""
 
     publisher_name = ""
-    #: (codec kind, dm._feed rule) of book diffs whose steady state the C frame path applies
-    fast_book: tuple[int, int] | None = None
-    #: the venue's L2Book checksum for the checksum rules of dm._feed (FAST_KRAKEN_CHECKSUM, FAST_OKX)
-    fast_book_checksum = None
+    #: (codec kind, dm._feed rule shape, the sync's id attribute or None, checksum?) of the book
+    #: updates whose steady state the C frame path applies (dm._feed's docstring)
+    fast_book: tuple | None = None
     #: codec kinds the C frame path writes to the persist queue only (no channel)
     persist_only_kinds: frozenset = frozenset()
     stale_after_s: float | None = None
@@ -868,16 +867,19 @@ class Provider:
     def fold_feed(self) -> None:
         """Add what the C frame path (``dm._feed.FeedListener`` of the current picows
         connection) counted since the last fold to ``frames``/``records``/``last_frame_ns``."""
-        f = self._feed
-        if f is None:
-            return
-        frames, records, fast = f.frames, f.records, f.fast_book_frames
-        self.frames += frames - self._feed_seen[0]
-        self.records += records - self._feed_seen[1]
-        self.fast_book_frames += fast - self._feed_seen[2]
-        self._feed_seen = (frames, records, fast)
+        if self._feed is not None:
+            self._feed_seen = self.fold_counters(self._feed, self._feed_seen)
+
+    def fold_counters(self, f, seen: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Add ``f``'s (a ``FeedListener``) counts beyond ``seen`` (its counts at the last fold)
+        to this provider's; returns its counts now."""
+        now = (f.frames, f.records, f.fast_book_frames)
+        self.frames += now[0] - seen[0]
+        self.records += now[1] - seen[1]
+        self.fast_book_frames += now[2] - seen[2]
         if f.last_frame_ns > self.last_frame_ns:
             self.last_frame_ns = f.last_frame_ns
+        return now
 
     def publish(self, buf, n: int) -> None:
         self.fanout.publish(buf)

@@ -18,7 +18,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
-from dm._feed import FAST_BINANCE_SPOT
+from dm._feed import FAST_ID_RANGE
 from dm._ring import now_ns
 from dm.errors import CodecError
 from dm.providers.base import Books, Provider
@@ -33,7 +33,7 @@ K_DEPTH = KINDS["depthUpdate"]
 class BinanceProvider(Provider):
     depth_path = "/api/v3/depth"        # REST depth snapshot (futures: /fapi/v1/depth, /dapi/v1/depth)
     sync_class = BinanceDepthSync       # the venue's diff-depth rules
-    fast_book_rule = FAST_BINANCE_SPOT  # the same rule, for the steady state in C (dm._feed)
+    fast_book_rule = FAST_ID_RANGE      # its shape, for the steady state in C (dm._feed): U..u ids
 
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id)

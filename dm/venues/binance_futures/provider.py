@@ -28,7 +28,7 @@ from collections import Counter
 
 from dm import log as dmlog
 from dm._codec import KINDS
-from dm._feed import FAST_BINANCE_FUTURES
+from dm._feed import FAST_PREV_LINK
 from dm.providers.base import Books, resolve_instruments
 from dm.symbology import for_provider
 from dm.venues import venue
@@ -79,7 +79,7 @@ class BinanceFuturesProvider(BinanceProvider):
             # bookTicker is Binance's own BBO: the book then publishes DEPTH only
             self.books = Books(self, publish_bbo="bookTicker" not in self.pcfg.channels)
             self.book_kinds = frozenset({K_DEPTH})
-            self.fast_book = (K_DEPTH, FAST_BINANCE_FUTURES)   # steady-state diffs in C (dm._feed)
+            self.fast_book = (K_DEPTH, FAST_PREV_LINK)   # steady-state diffs in C (dm._feed): pu = previous u
             self.snapshot_limit = int(self.pcfg.extra.get("snapshot_limit", 1000))
             self._snapshot_tasks = {}
             for iid in self.instrument_ids.values():

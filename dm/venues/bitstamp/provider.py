@@ -121,7 +121,7 @@ class BitstampProvider(Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = BitstampBookSync(iid, self.pcfg.publisher_id)
             kinds.add(K_BOOK)
-            self.fast_book = (K_BOOK, FAST_MONOTONIC)    # steady-state diffs in C (dm._feed)
+            self.fast_book = (K_BOOK, FAST_MONOTONIC, "last_us")    # steady-state diffs in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 

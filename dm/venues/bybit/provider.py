@@ -318,18 +318,10 @@ class BybitProvider(Provider):
     def _fold(self, c: _Category) -> None:
         """Add what category ``c``'s C frame path counted since the last fold to the provider's
         and the category's counters."""
-        f = c.feed
-        if f is None:
-            return
-        frames, records, fast = f.frames, f.records, f.fast_book_frames
-        df = frames - c.feed_seen[0]
-        self.frames += df
-        c.frames += df
-        self.records += records - c.feed_seen[1]
-        self.fast_book_frames += fast - c.feed_seen[2]
-        c.feed_seen = (frames, records, fast)
-        if f.last_frame_ns > self.last_frame_ns:
-            self.last_frame_ns = f.last_frame_ns
+        if c.feed is not None:
+            seen = c.feed_seen
+            c.feed_seen = self.fold_counters(c.feed, seen)
+            c.frames += c.feed_seen[0] - seen[0]
 
     async def _run_category(self, c: _Category) -> None:
         if self.transport == "picows":

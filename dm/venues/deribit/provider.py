@@ -181,7 +181,7 @@ class DeribitProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = DeribitBookSync(iid, self.pcfg.publisher_id)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
-            self.fast_book = (K_BOOK, FAST_PREV_ID)   # steady-state changes in C (dm._feed)
+            self.fast_book = (K_BOOK, FAST_PREV_ID, "change_id")   # steady-state changes in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 

@@ -111,6 +111,21 @@ class KrakenBookSync(BookSync):
                            f"book checksum != venue {checksum} (decimals "
                            f"{self.price_decimals}/{self.size_decimals})"))
 
+    @property
+    def fast_ready(self) -> bool:
+        """The C frame path (``dm._feed``) may apply an update: the checksum's decimals are known
+        and no level is held as rejected text (the checksum is then the book's alone)."""
+        rej = self.rejected
+        return not (rej[SIDE_ASK] or rej[SIDE_BID]) and self.price_decimals is not None and self.size_decimals is not None
+
+    def fast_checksum(self, checksum: int) -> bool:
+        """After the C frame path applied an update: the book's CRC32 ("Book Checksum") equals
+        the update's ``c`` (counted). Raises ``BookError`` as ``checksum``."""
+        if book_checksum(self.book, self.price_decimals, self.size_decimals) != checksum:
+            return False
+        self.stats.checksums_ok += 1
+        return True
+
     def applied_then_mismatch(self, records: bytes, mask: int, checksum: int) -> Actions:
         """The C frame path (``dm._feed``) applied ``records`` (change mask ``mask``) and counted
         the update, as ``on_update`` does, and the book's checksum is not the venue's: the

@@ -45,8 +45,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS, parse_price, parse_size
-from dm._feed import FAST_KRAKEN_CHECKSUM
-from dm.venues.kraken._checksum import book_checksum
+from dm._feed import FAST_ALWAYS
 from dm.errors import FixedPointError
 from dm.providers.base import Books, Provider, ResubscribingBooks
 from dm.venues.kraken._codec import KrakenCodec
@@ -146,8 +145,8 @@ class KrakenProvider(ResubscribingBooks, Provider):
                 sync = self.books.syncs[iid] = KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
                 sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT, K_TICKER, K_SPREAD}
-            self.fast_book = (K_BOOK, FAST_KRAKEN_CHECKSUM)    # steady-state updates in C (dm._feed)
-            self.fast_book_checksum = book_checksum
+            # steady-state updates in C (dm._feed): no update ids, the CRC32 after each ("Book Checksum")
+            self.fast_book = (K_BOOK, FAST_ALWAYS, None, True)
             self.persist_only_kinds = frozenset({K_TICKER, K_SPREAD})
         self.book_kinds = frozenset(kinds)
         return codec

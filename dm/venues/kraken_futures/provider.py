@@ -91,7 +91,7 @@ class KrakenFuturesProvider(ResubscribingBooks, Provider):
                 sync = self.books.syncs[iid] = KrakenFuturesBookSync(iid, self.pcfg.publisher_id)
                 sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
-            self.fast_book = (K_BOOK, FAST_SEQ_NEXT)   # steady-state deltas in C (dm._feed)
+            self.fast_book = (K_BOOK, FAST_SEQ_NEXT, "seq")   # steady-state deltas in C (dm._feed)
         self.book_kinds = frozenset(kinds)
         return codec
 

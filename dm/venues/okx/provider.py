@@ -52,8 +52,7 @@ import orjson
 
 from dm import log as dmlog
 from dm._codec import KINDS
-from dm._feed import FAST_OKX
-from dm.venues.okx._checksum import book_checksum
+from dm._feed import FAST_CHAINED
 from dm.errors import ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
@@ -193,8 +192,8 @@ class OkxProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = OkxBookSync(iid, self.pcfg.publisher_id, CODEC_SIZE_PRECISION)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
-            self.fast_book = (K_BOOK, FAST_OKX)    # steady-state updates in C (dm._feed)
-            self.fast_book_checksum = book_checksum
+            # steady-state updates in C (dm._feed): prevSeqId = the previous seqId, then the CRC32
+            self.fast_book = (K_BOOK, FAST_CHAINED, "seq", True)
         self.book_kinds = frozenset(kinds)
         return codec
 
