@@ -84,14 +84,14 @@ cdef class FeedListener(WSListener):
     """``FeedListener(provider, url)`` (as a base of the provider's picows connection class):
     ``provider`` gives ``codec`` (a venue ``_Codec``), ``fanout`` (``dm._ring.Fanout``),
     ``book_kinds`` (codec kinds handled in Python), ``on_decoded``, ``on_first_frame``, ``dead``
-    and ``frames`` (its count before this connection)."""
+    and ``first_frame_ns`` (0 until its first frame)."""
 
     cdef _Codec codec
     cdef Fanout fanout
     cdef object provider
     cdef object on_decoded
     cdef uint64_t slow_kinds       # bit k set: codec kind k goes to provider.on_decoded
-    cdef bint first_pending        # the provider has not seen a frame yet: call on_first_frame
+    cdef bint first_pending        # this connection's first frame: the provider's first, maybe
     cdef public uint64_t frames
     cdef public uint64_t records
     cdef public uint64_t last_frame_ns
@@ -122,7 +122,7 @@ cdef class FeedListener(WSListener):
             if not 0 <= k < 64:
                 raise ValueError(f"codec kind {k} does not fit the 64-bit kind mask")
             self.slow_kinds |= (<uint64_t>1) << k
-        self.first_pending = provider.frames == 0
+        self.first_pending = True
         self.fast_book_frames = 0
         self.book_kind = -1
         self.book_rule = FAST_NONE
