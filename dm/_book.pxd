@@ -38,6 +38,14 @@ cdef class L2Book:
     cdef readonly uint16_t publisher_id
     cdef readonly Py_ssize_t max_depth        # 0 = unbounded
     cdef public uint8_t size_precision        # the instrument's size scale, stamped on DEPTH/BBO
+    # bumped by every call that may change the book (apply*, truncate, clear): a reader that saw
+    # version v knows the book is as it left it while version is still v
+    cdef readonly uint64_t version
+    # the best-most level position (0 = the best) any change of the last such call touched on
+    # either side (a level at position p changed, or levels at p and below moved);
+    # PY_SSIZE_T_MAX when it changed nothing. The top k levels of both sides are as before the
+    # call iff touched >= k (a book checksum over the top k levels is then unchanged).
+    cdef readonly Py_ssize_t touched
 
     # Apply concatenated BOOK_DELTA records at buf[0:nbytes]; returns the change mask.
     cdef int apply_buffer(self, const uint8_t* buf, Py_ssize_t nbytes) except -1
@@ -45,9 +53,9 @@ cdef class L2Book:
     cdef int apply_one(self, uint8_t side, int64_t price, uint64_t size) except -1
     # Status-code core used by both (no exceptions inside): 0 ok, <0 error code.
     cdef int _apply_raw(self, const uint8_t* buf, Py_ssize_t nbytes, int* mask,
-                        Py_ssize_t* bad) noexcept nogil
+                        Py_ssize_t* bad, Py_ssize_t* touch) noexcept nogil
     cdef int _finish(self, int m, int64_t bk0, uint64_t bs0, int64_t ak0, uint64_t as0,
-                     Py_ssize_t bn0, Py_ssize_t an0) noexcept nogil
+                     Py_ssize_t bn0, Py_ssize_t an0, Py_ssize_t* touch) noexcept nogil
     cdef void fill_bbo(self, BboRecord* out, uint64_t ts_event, uint64_t ts_recv,
                        uint64_t sequence, uint8_t flags) noexcept nogil
     cdef void fill_depth(self, DepthRecord* out, uint64_t ts_event, uint64_t ts_recv,

@@ -16,13 +16,16 @@ Prices are i64 and sizes u64 in fixed point 1e-9; timestamps u64 ns since the UN
 Every call returns a change mask: ``MASK_BBO`` (1) the top level (price or size) of either side
 differs from before the call; ``MASK_TOP10`` (2) some level within the top 10 of either side was
 touched (conservative: a change undone within the same call still sets it); ``MASK_CROSSED`` (4)
-the book is crossed (best bid >= best ask) after the call.
+the book is crossed (best bid >= best ask) after the call. ``version`` counts those calls and
+``touched`` is the best-most level position the last one changed (its top ``k`` levels are
+unchanged iff ``touched >= k``: a checksum over them need not be recomputed, ``dm._feed``).
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize, PyByteArray_AS_STRING
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memmove, memcpy, memset
 
 from dm._records cimport *
@@ -111,8 +114,9 @@ cdef int _reserve(BookSide* s) noexcept nogil:
     return 0
 
 
-cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size) noexcept nogil:
-    """Set one level; size 0 deletes. Returns mask bits (>= 0) or ST_NOMEM.
+cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size, Py_ssize_t* touch) noexcept nogil:
+    """Set one level; size 0 deletes. Returns mask bits (>= 0) or ST_NOMEM; lowers ``touch[0]``
+    to the level's position from the top (0 = best) when the book changed.
 
     Inserts and deletes move the shorter part of the array (the part above the position, or
     the part below it), so levels near the top and levels at the bottom (snapshots arrive best
@@ -154,6 +158,8 @@ cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size) noexcept nog
         a[i].key = key
         a[i].size = size
         s.n = n + 1
+    if dist < touch[0]:
+        touch[0] = dist
     if dist == 0:
         return BOOK_MASK_BBO | BOOK_MASK_TOP10
     if dist < TOP_N:
@@ -161,11 +167,13 @@ cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size) noexcept nog
     return 0
 
 
-cdef inline int _truncate_side(BookSide* s, Py_ssize_t depth) noexcept nogil:
+cdef inline int _truncate_side(BookSide* s, Py_ssize_t depth, Py_ssize_t* touch) noexcept nogil:
     """Keep the best `depth` levels; returns MASK_TOP10 when a dropped level was in the top 10."""
     cdef Py_ssize_t drop
     if s.n <= depth:
         return 0
+    if depth < touch[0]:
+        touch[0] = depth
     drop = s.n - depth
     s.lo += drop
     s.n = depth
@@ -226,6 +234,8 @@ cdef class L2Book:
         self.instrument_id = instrument_id
         self.publisher_id = publisher_id
         self.max_depth = max_depth
+        self.version = 0
+        self.touched = PY_SSIZE_T_MAX
         memset(&self.bids, 0, sizeof(BookSide))
         memset(&self.asks, 0, sizeof(BookSide))
 
@@ -238,7 +248,7 @@ cdef class L2Book:
     # ------------------------------------------------------------ C-level API
 
     cdef int _apply_raw(self, const uint8_t* buf, Py_ssize_t nbytes, int* mask,
-                        Py_ssize_t* bad) noexcept nogil:
+                        Py_ssize_t* bad, Py_ssize_t* touch) noexcept nogil:
         cdef Py_ssize_t off = 0, idx = 0
         cdef const BookDeltaRecord* r
         cdef BookSide* s
@@ -265,6 +275,7 @@ cdef class L2Book:
             if act == ACTION_CLEAR:
                 if self.bids.n or self.asks.n:
                     m |= BOOK_MASK_TOP10
+                    touch[0] = 0
                 _clear_side(&self.bids)
                 _clear_side(&self.asks)
             else:
@@ -284,7 +295,7 @@ cdef class L2Book:
                 else:
                     mask[0] = m
                     return ST_ACTION
-                rc = _set_level(s, key, size)
+                rc = _set_level(s, key, size, touch)
                 if rc < 0:
                     mask[0] = m
                     return rc
@@ -295,13 +306,16 @@ cdef class L2Book:
         return ST_OK
 
     cdef int _finish(self, int m, int64_t bk0, uint64_t bs0, int64_t ak0, uint64_t as0,
-                            Py_ssize_t bn0, Py_ssize_t an0) noexcept nogil:
-        """Truncate, then compute the exact BBO bit and the crossed bit."""
+                            Py_ssize_t bn0, Py_ssize_t an0, Py_ssize_t* touch) noexcept nogil:
+        """Truncate, then compute the exact BBO bit and the crossed bit; count the call
+        (``version``) and keep its ``touched``."""
         cdef BookSide* b = &self.bids
         cdef BookSide* a = &self.asks
         if self.max_depth:
-            m |= _truncate_side(b, self.max_depth)
-            m |= _truncate_side(a, self.max_depth)
+            m |= _truncate_side(b, self.max_depth, touch)
+            m |= _truncate_side(a, self.max_depth, touch)
+        self.version += 1
+        self.touched = touch[0]
         m &= ~BOOK_MASK_BBO
         if (b.n != 0) != (bn0 != 0) or (b.n and (b.lv[b.lo + b.n - 1].key != bk0
                                                 or b.lv[b.lo + b.n - 1].size != bs0)):
@@ -315,7 +329,7 @@ cdef class L2Book:
 
     cdef int apply_buffer(self, const uint8_t* buf, Py_ssize_t nbytes) except -1:
         cdef int m = 0, st
-        cdef Py_ssize_t bad = -1
+        cdef Py_ssize_t bad = -1, touch = PY_SSIZE_T_MAX
         cdef BookSide* b = &self.bids
         cdef BookSide* a = &self.asks
         cdef Py_ssize_t bn0 = b.n, an0 = a.n
@@ -323,14 +337,15 @@ cdef class L2Book:
         cdef uint64_t bs0 = b.lv[b.lo + bn0 - 1].size if bn0 else 0
         cdef int64_t ak0 = a.lv[a.lo + an0 - 1].key if an0 else 0
         cdef uint64_t as0 = a.lv[a.lo + an0 - 1].size if an0 else 0
-        st = self._apply_raw(buf, nbytes, &m, &bad)
-        m = self._finish(m, bk0, bs0, ak0, as0, bn0, an0)
+        st = self._apply_raw(buf, nbytes, &m, &bad, &touch)
+        m = self._finish(m, bk0, bs0, ak0, as0, bn0, an0, &touch)
         if st != ST_OK:
             _raise_status(st, bad)
         return m
 
     cdef int apply_one(self, uint8_t side, int64_t price, uint64_t size) except -1:
         cdef int rc, m = 0
+        cdef Py_ssize_t touch = PY_SSIZE_T_MAX
         cdef BookSide* b = &self.bids
         cdef BookSide* a = &self.asks
         cdef Py_ssize_t bn0 = b.n, an0 = a.n
@@ -339,14 +354,16 @@ cdef class L2Book:
         cdef int64_t ak0 = a.lv[a.lo + an0 - 1].key if an0 else 0
         cdef uint64_t as0 = a.lv[a.lo + an0 - 1].size if an0 else 0
         if side == SIDE_BID:
-            rc = _set_level(b, price, size)
+            rc = _set_level(b, price, size, &touch)
         elif side == SIDE_ASK:
-            rc = _set_level(a, ~price, size)
+            rc = _set_level(a, ~price, size, &touch)
         else:
             raise BookError(f"side {side} is not 'B' (66) or 'A' (65)")
         if rc < 0:
+            self.version += 1
+            self.touched = touch
             _raise_status(rc, -1)
-        return self._finish(rc, bk0, bs0, ak0, as0, bn0, an0)
+        return self._finish(rc, bk0, bs0, ak0, as0, bn0, an0, &touch)
 
     cdef bint is_crossed(self) noexcept nogil:
         if self.bids.n == 0 or self.asks.n == 0:
@@ -506,13 +523,18 @@ cdef class L2Book:
         """Keep the best ``depth`` levels on each side; returns the change mask."""
         if depth < 0:
             raise ValueError("depth must be >= 0")
-        cdef int m = _truncate_side(&self.bids, depth) | _truncate_side(&self.asks, depth)
+        cdef Py_ssize_t touch = PY_SSIZE_T_MAX
+        cdef int m = _truncate_side(&self.bids, depth, &touch) | _truncate_side(&self.asks, depth, &touch)
+        self.version += 1
+        self.touched = touch
         if depth == 0 and m:
             m |= BOOK_MASK_BBO
         return m
 
     def clear(self) -> None:
         """Empty both sides (capacity is kept)."""
+        self.version += 1
+        self.touched = 0 if self.bids.n or self.asks.n else PY_SSIZE_T_MAX
         _clear_side(&self.bids)
         _clear_side(&self.asks)
 

@@ -272,6 +272,90 @@ def test_property_l2book_equals_reference(batches, max_depth):
         assert [(int(x), int(y)) for x, y in zip(d["levels"]["bid_px"], d["levels"]["bid_sz"])][: len(bids)] == bids
 
 
+def _tops(r: RefBook, k: int):
+    return r.levels(SIDE_BID, k), r.levels(SIDE_ASK, k)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=delta_batches(), max_depth=st.sampled_from((0, 0, 1, 3, 10, 12)))
+def test_property_touched_bounds_what_changed(batches, max_depth):
+    """``version`` counts every apply; ``touched >= k`` means the top k levels of both sides are
+    as before the call (what lets dm._feed skip re-rendering a top-k checksum)."""
+    b, r = book(max_depth), RefBook(IID, PUB, max_depth)
+    for recs in batches:
+        before = {k: _tops(r, k) for k in (1, 2, 3, 5, 10, 25)}
+        v = b.version
+        b.apply(recs)
+        r.apply(recs)
+        assert b.version == v + 1
+        for k, top in before.items():
+            if b.touched >= k:
+                assert _tops(r, k) == top, (k, b.touched)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=delta_batches(), sp=st.sampled_from((9, 9, 3, 0)))
+def test_property_checksums_from_cached_level_text_equal_rendered(batches, sp):
+    """Kraken's and OKX's checksums with the book's LevelText (kept across updates, parameters
+    changing between calls) equal those rendered in full, errors included."""
+    from dm._leveltext import LevelText
+    from dm.venues.okx._checksum import book_checksum as okx_book_checksum
+
+    b, text = book(), LevelText()
+    b.size_precision = 9
+    for recs in batches:
+        b.apply(recs)
+        assert okx_book_checksum(b, sp, text) == okx_book_checksum(b, sp)
+        for pd, sd in ((9, 9), (0, 0), (9, 9)):
+            try:
+                want = kraken_book_checksum(b, pd, sd)
+            except BookError:
+                with pytest.raises(BookError):
+                    kraken_book_checksum(b, pd, sd, text)
+                continue
+            assert kraken_book_checksum(b, pd, sd, text) == want
+
+
+def test_level_text_renders_each_level_once():
+    from dm._leveltext import LevelText
+    from dm.venues.okx._checksum import book_checksum as okx_book_checksum
+
+    b, text = book(), LevelText()
+    for i in range(30):
+        b.apply_level(SIDE_BID, (100 - i) * 10**9, 10**9 + i)
+        b.apply_level(SIDE_ASK, (200 + i) * 10**9, 10**9 + i)
+    first = kraken_book_checksum(b, 2, 9, text)
+    assert (text.hits, text.misses) == (0, 20)
+    b.apply_level(SIDE_BID, 100 * 10**9, 5)          # one top level changes
+    assert kraken_book_checksum(b, 2, 9, text) == kraken_book_checksum(b, 2, 9) != first
+    assert (text.hits, text.misses) == (19, 21)
+    okx_book_checksum(b, 9, text)                     # other parameters: the cache starts over
+    assert text.misses == 21 + 50
+
+
+def test_touched_is_the_position_of_the_change():
+    b = book()
+    for i in range(30):
+        b.apply_level(SIDE_BID, 100 - i, 1)
+        b.apply_level(SIDE_ASK, 200 + i, 1)
+    assert b.touched == 29                      # each new level went in at the bottom
+    b.apply_level(SIDE_BID, 100 - 12, 5)        # the 13th bid: position 12
+    assert b.touched == 12
+    b.apply_level(SIDE_ASK, 200 + 3, 0)         # delete the 4th ask: position 3 and below move
+    assert b.touched == 3
+    b.apply_level(SIDE_ASK, 199, 1)             # a new best ask
+    assert b.touched == 0
+    v = b.version
+    b.apply_level(SIDE_BID, 100 - 12, 5)        # the same size again: no change
+    assert (b.version, b.touched) == (v + 1, 2**63 - 1)
+    b.apply(delta(IID, SIDE_BID, 100 - 20, 7) + delta(IID, SIDE_BID, 100 - 25, 0))
+    assert b.touched == 20
+    b.truncate(15)                              # levels from position 15 down dropped
+    assert b.touched == 15
+    b.clear()
+    assert b.touched == 0 and b.version == v + 4
+
+
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from((SIDE_BID, SIDE_ASK)), st.integers(0, 60),
                               st.integers(0, 3)), max_size=200),

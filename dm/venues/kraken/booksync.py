@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from dm.booksync import Actions, BookError, BookSync, Gap, L2Book
 from dm.records import Publisher
+from dm._leveltext import LevelText
 from dm.venues.kraken._checksum import book_checksum
 
 SIDE_ASK, SIDE_BID = 65, 66
@@ -62,6 +63,7 @@ class KrakenBookSync(BookSync):
         self.size_decimals = size_decimals
         # levels rejected alone, per side: Decimal price -> (price text, size text)
         self.rejected: dict[int, dict[Decimal, tuple[str, str]]] = {SIDE_ASK: {}, SIDE_BID: {}}
+        self.level_text = LevelText()   # the checksum's level texts, rendered once each
 
     def on_snapshot(self, records, price_decimals: int | None = None,
                     size_decimals: int | None = None, rejected=()) -> Actions:
@@ -121,7 +123,7 @@ class KrakenBookSync(BookSync):
     def fast_checksum(self, checksum: int) -> bool:
         """After the C frame path applied an update: the book's CRC32 ("Book Checksum") equals
         the update's ``c`` (counted). Raises ``BookError`` as ``checksum``."""
-        if book_checksum(self.book, self.price_decimals, self.size_decimals) != checksum:
+        if book_checksum(self.book, self.price_decimals, self.size_decimals, self.level_text) != checksum:
             return False
         self.stats.checksums_ok += 1
         return True
@@ -202,7 +204,8 @@ class KrakenBookSync(BookSync):
         rejected alone put back in their place as the venue's text). Raises ``BookError`` like
         ``book_checksum``."""
         if not (self.rejected[SIDE_ASK] or self.rejected[SIDE_BID]):
-            return book_checksum(self.book, price_decimals, size_decimals)
+            own = price_decimals == self.price_decimals and size_decimals == self.size_decimals
+            return book_checksum(self.book, price_decimals, size_decimals, self.level_text if own else None)
         parts = []
         for side in (SIDE_ASK, SIDE_BID):
             for price, ptext, size in self._merged(side, 10):

@@ -8,18 +8,24 @@ compares it with the Python alternative (book levels → strings → ``zlib.crc3
 slice-by-8 CRC measured 0.82-0.87x zlib's braided one, so the library's is used."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from dm._book cimport BookSide, L2Book
+from dm._leveltext cimport LevelText, LevelTextSlot
 
 from dm.errors import BookError
 
-cdef extern from "zlib.h" nogil:
-    # zlib's own CRC-32 (the library behind Python's zlib.crc32), called without Python objects
-    unsigned long z_crc32 "crc32"(unsigned long crc, const unsigned char* buf, unsigned int len)
+cdef extern from "dm_crc32.h" nogil:
+    # zlib's CRC-32, folded with PCLMULQDQ where the CPU has it (dm/dm_crc32.h)
+    uint32_t dm_crc32(uint32_t crc, const unsigned char* buf, size_t len)
+    int dm_crc32_folds()
 
 cdef enum:
     DEPTH = 25                   # "Checksum": the best 25 bids and asks
     BUF = 25 * 2 * 2 * 42 + 64   # 100 numbers of at most 41 characters + ':'
+
+#: levels per side the checksum covers (``dm._feed``: updates below them leave it unchanged)
+CHECKSUM_DEPTH = DEPTH
 
 
 cdef extern from *:
@@ -91,30 +97,47 @@ cdef char* put_px(char* p, int64_t px) noexcept nogil:
     return put_dec(p, <uint64_t>px, 9)
 
 
-cdef Py_ssize_t render(L2Book book, int size_precision, char* buf) noexcept nogil:
+cdef inline char* put_level(char* p, int64_t px, uint64_t sz, int size_precision, LevelText text):
+    """``px:sz`` at p (copied from ``text`` when rendered before); returns its end."""
+    cdef LevelTextSlot* s
+    cdef char* q
+    if text is None:
+        q = put_px(p, px)
+        q[0] = 58
+        return put_dec(q + 1, sz, size_precision)
+    s = text.slot(px, sz)
+    if s.len and s.price == px and s.size == sz:
+        return text.copy(p, s)                   # BUF has room: 50 levels of <= 44 bytes
+    q = put_px(p, px)
+    q[0] = 58
+    q = put_dec(q + 1, sz, size_precision)
+    text.keep(s, px, sz, p, q - p)
+    text.misses += 1
+    return q
+
+
+cdef Py_ssize_t render(L2Book book, int size_precision, char* buf, LevelText text):
     """The checksum text into buf (length returned): bid1px:bid1sz:ask1px:ask1sz:bid2px:..., the
-    shorter side's missing levels left out."""
+    shorter side's missing levels left out; levels come from ``text`` when it has them."""
     cdef BookSide* bd = &book.bids
     cdef BookSide* ak = &book.asks
     cdef Py_ssize_t nb = bd.n if bd.n < DEPTH else DEPTH
     cdef Py_ssize_t na = ak.n if ak.n < DEPTH else DEPTH
     cdef Py_ssize_t tb = bd.lo + bd.n - 1, ta = ak.lo + ak.n - 1, i
     cdef char* p = buf
+    if text is not None:
+        text.use(<uint64_t>size_precision + 1)
     for i in range(nb if nb > na else na):
         if i < nb:
             if p != buf:
                 p[0] = 58
                 p += 1
-            p = put_px(p, bd.lv[tb - i].key)
-            p[0] = 58
-            p = put_dec(p + 1, bd.lv[tb - i].size, size_precision)
+            p = put_level(p, bd.lv[tb - i].key, bd.lv[tb - i].size, size_precision, text)
         if i < na:
             if p != buf:
                 p[0] = 58
                 p += 1
-            p = put_px(p, ~ak.lv[ta - i].key)
-            p[0] = 58
-            p = put_dec(p + 1, ak.lv[ta - i].size, size_precision)
+            p = put_level(p, ~ak.lv[ta - i].key, ak.lv[ta - i].size, size_precision, text)
     return p - buf
 
 
@@ -123,27 +146,34 @@ def _check_sp(int size_precision):
         raise BookError(f"size_precision must be within 0..18, got {size_precision}")
 
 
-def book_checksum(L2Book book, int size_precision) -> int:
+def book_checksum(L2Book book, int size_precision, LevelText text=None) -> int:
     """OKX API v5 "Order book channel" → "Checksum" of ``book`` as u32 (OKX sends it as a
     signed 32-bit integer: compare ``& 0xFFFFFFFF``): CRC32 of the best 25 bids and asks
     interleaved, ``bid1px:bid1sz:ask1px:ask1sz:bid2px:...`` (when one side has fewer levels,
     the other side's remaining levels follow alone), each price and size written as OKX sends
     them (shortest decimal; the book holds prices at 1e-9 and sizes at ``size_precision``
-    decimals). Raises ``BookError`` for a size_precision outside 0..18."""
+    decimals). ``text``: the book's ``dm._leveltext.LevelText``, levels rendered before are
+    copied from it. Raises ``BookError`` for a size_precision outside 0..18."""
     _check_sp(size_precision)
     cdef char buf[BUF]
-    cdef Py_ssize_t n = render(book, size_precision, buf)
-    return z_crc32(0, <const unsigned char*>buf, <unsigned int>n)
+    cdef Py_ssize_t n = render(book, size_precision, buf, text)
+    return dm_crc32(0, <const unsigned char*>buf, <size_t>n)
 
 
 def checksum_text(L2Book book, int size_precision) -> bytes:
     """The text :func:`book_checksum` hashes (tests, diagnostics)."""
     _check_sp(size_precision)
     cdef char buf[BUF]
-    cdef Py_ssize_t n = render(book, size_precision, buf)
+    cdef Py_ssize_t n = render(book, size_precision, buf, None)
     return buf[:n]
 
 
-def crc32(bytes data) -> int:
-    """CRC-32 of ``data`` (< 4 GiB) through the linked zlib (tests compare it with ``zlib.crc32``)."""
-    return z_crc32(0, <const unsigned char*>PyBytes_AS_STRING(data), <unsigned int>PyBytes_GET_SIZE(data))
+def crc32(bytes data, uint32_t crc=0) -> int:
+    """CRC-32 of ``data`` continuing ``crc``, as ``zlib.crc32`` (``dm/dm_crc32.h``: the checksums'
+    CRC; tests compare it with ``zlib.crc32``)."""
+    return dm_crc32(crc, <const unsigned char*>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+
+
+def crc32_folds() -> bool:
+    """True when this CPU's CRC-32 folds with PCLMULQDQ (else zlib's crc32 alone)."""
+    return bool(dm_crc32_folds())

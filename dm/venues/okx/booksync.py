@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dm.booksync import Actions, BookSync, Gap, L2Book
 from dm.venues.okx import VENUE
+from dm._leveltext import LevelText
 from dm.venues.okx._checksum import book_checksum
 
 GAP_OKX_SEQ = "okx.seq_id"         # gap ledger kind: prevSeqId is not the last applied seqId
@@ -42,13 +43,14 @@ class OkxBookSync(BookSync):
         super().__init__(L2Book(instrument_id, publisher_id, max_depth))
         self.size_precision = size_precision
         self.seq: int | None = None
+        self.level_text = LevelText()   # the checksum's level texts, rendered once each
 
     def _verify(self, act: Actions, checksum: int | None) -> bool:
         if checksum is None or checksum < 0:
             return True
         if self.fast_checksum(checksum):
             return True
-        got = book_checksum(self.book, self.size_precision)
+        got = book_checksum(self.book, self.size_precision, self.level_text)
         signed = checksum - (1 << 32) if checksum >= 1 << 31 else checksum
         self._gap(act, Gap(GAP_OKX_CHECKSUM, None, None, f"book checksum {got} != venue {signed} (signed)"))
         return False
@@ -59,7 +61,7 @@ class OkxBookSync(BookSync):
     def fast_checksum(self, checksum: int) -> bool:
         """After the C frame path applied an update: the book's CRC32 of the top 25 levels
         equals the update's ``checksum`` (u32 or signed; counted)."""
-        if book_checksum(self.book, self.size_precision) != checksum & 0xFFFFFFFF:
+        if book_checksum(self.book, self.size_precision, self.level_text) != checksum & 0xFFFFFFFF:
             return False
         self.stats.checksums_ok += 1
         return True
