@@ -35,12 +35,16 @@ its sync). With the codec's ``first_seq``/``last_seq`` of the update as ``first`
 * ``FAST_MONOTONIC`` — no ids, time order only: ``last >= attr`` (default ``last_us``);
 * ``FAST_ALWAYS`` — no ids at all: every update of a synced book applies.
 
-``checksum`` True: the venue sends a book checksum with updates (the codec's ``checksum``, -1
-when absent). The C path then needs ``sync.fast_ready`` (the sync says its checksum can be
-computed from the book alone), and after applying asks ``sync.fast_checksum(checksum)`` (True:
-it matched and was counted); on a mismatch ``sync.applied_then_mismatch(records, mask,
-checksum)`` gives the ``Actions`` its ``on_update`` would have (the gap), through
-``Books.handle``.
+``checksum`` k > 0: the venue sends a checksum of the book's top ``k`` levels per side with
+updates (the codec's ``checksum``, -1 when absent). The C path then needs ``sync.fast_ready``
+(the sync says its checksum can be computed from the book alone), and after applying asks
+``sync.fast_checksum(checksum)`` (True: it matched and was counted); on a mismatch
+``sync.applied_then_mismatch(records, mask, checksum)`` gives the ``Actions`` its ``on_update``
+would have (the gap), through ``Books.handle``. Most updates change levels below the top ``k``:
+when the book is exactly as this path left it after the last matching checksum (its
+``version``) and the update touched no level above position ``k`` (its ``touched``), the book's
+checksum is the one that matched then, so the venue's must be that same value: it is compared
+without rendering the book (counted as matched as well); anything else computes it in full.
 
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
@@ -52,6 +56,7 @@ Counters (``frames``, ``records``, ``last_frame_ns``: ns since the UNIX epoch) l
 the connection is up; the provider folds them into its own (``Provider.fold_feed``) for stats,
 the watchdog and the state file, so nothing per frame touches a Python attribute.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
@@ -80,6 +85,13 @@ cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     BboRecord bbo
 
 
+@cython.final
+cdef class _ChecksumMemo:
+    """The venue checksum that last matched an instrument's book, and the book's ``version`` then."""
+    cdef uint64_t version
+    cdef int64_t checksum
+
+
 cdef class FeedListener(WSListener):
     """``FeedListener(provider, url)`` (as a base of the provider's picows connection class):
     ``provider`` gives ``codec`` (a venue ``_Codec``), ``fanout`` (``dm._ring.Fanout``),
@@ -103,8 +115,11 @@ cdef class FeedListener(WSListener):
     cdef int book_kind, book_rule
     cdef bint publish_bbo
     cdef public uint64_t fast_book_frames
+    cdef public uint64_t checksums_unchanged   # venue checksums matched by the memo (no render)
     cdef uint64_t persist_only        # bit k set: codec kind k goes to the persist queue only
     cdef bint book_checksum           # the venue's updates carry a book checksum (sync.fast_checksum)
+    cdef Py_ssize_t checksum_depth    # the top levels per side it covers (0: not known, no memo)
+    cdef dict checksum_memo           # instrument id -> _ChecksumMemo (the last matching checksum)
     cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
 
@@ -124,6 +139,7 @@ cdef class FeedListener(WSListener):
             self.slow_kinds |= (<uint64_t>1) << k
         self.first_pending = True
         self.fast_book_frames = 0
+        self.checksums_unchanged = 0
         self.book_kind = -1
         self.book_rule = FAST_NONE
         self.persist_only = 0
@@ -138,7 +154,10 @@ cdef class FeedListener(WSListener):
             if not FAST_ID_RANGE <= self.book_rule <= FAST_ALWAYS:
                 raise ValueError(f"unknown fast_book rule {self.book_rule}")
             self.seq_attr = (fb[2] if len(fb) > 2 and fb[2] else _DEFAULT_ATTR.get(self.book_rule, ""))
-            self.book_checksum = bool(fb[3]) if len(fb) > 3 else False
+            ck = fb[3] if len(fb) > 3 else 0
+            self.book_checksum = bool(ck)
+            self.checksum_depth = ck if type(ck) is int and ck > 0 else 0
+            self.checksum_memo = {}
             self.books = books
             self.syncs = books.syncs
             self.last_ok_ns = books.last_ok_ns
@@ -186,7 +205,8 @@ cdef class FeedListener(WSListener):
     cdef bint _book(self, _Codec c, uint64_t ts, const char* p, Py_ssize_t n) except -1:
         """The steady-state diff (module docstring): 1 when done here, 0 for the Python path."""
         cdef uint32_t iid = c.st.instrument_id
-        cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu, seq_out
+        cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu, seq_out, v0
+        cdef _ChecksumMemo memo
         cdef bint ok
         cdef int m, rule = self.book_rule
         cdef L2Book book
@@ -239,6 +259,7 @@ cdef class FeedListener(WSListener):
         else:                                # FAST_ALWAYS
             seq_out = 0
         book = <L2Book>sync.book
+        v0 = book.version
         try:
             m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
         except BookError as e:
@@ -255,15 +276,28 @@ cdef class FeedListener(WSListener):
             setattr(sync, self.seq_attr, last)
         stats.applied += 1
         if self.book_checksum and c.st.checksum >= 0:
-            try:
-                ok = sync.fast_checksum(c.st.checksum)
-            except BookError as e:                       # as on_update: the frame is dead-lettered
-                self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
-                return 1
-            if not ok:                                   # the sync's gap; Books.handle as usual
-                act = sync.applied_then_mismatch(PyBytes_FromStringAndSize(c.st.out, c.st.out_len), m, c.st.checksum)
-                self.books.handle(iid, act, seq_out, ts)
-                return 1
+            memo = <_ChecksumMemo>self.checksum_memo.get(iid)
+            if (memo is not None and memo.version == v0 and book.touched >= self.checksum_depth
+                    and memo.checksum == c.st.checksum):  # top k unchanged: the checksum that matched
+                memo.version = book.version
+                stats.checksums_ok += 1
+                self.checksums_unchanged += 1
+            else:
+                try:
+                    ok = sync.fast_checksum(c.st.checksum)
+                except BookError as e:                   # as on_update: the frame is dead-lettered
+                    self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
+                    return 1
+                if not ok:                               # the sync's gap; Books.handle as usual
+                    act = sync.applied_then_mismatch(PyBytes_FromStringAndSize(c.st.out, c.st.out_len), m, c.st.checksum)
+                    self.books.handle(iid, act, seq_out, ts)
+                    return 1
+                if self.checksum_depth:
+                    if memo is None:
+                        memo = _ChecksumMemo()
+                        self.checksum_memo[iid] = memo
+                    memo.version = book.version
+                    memo.checksum = c.st.checksum
         self.fast_book_frames += 1
         # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue
         if self.queue is not None:

@@ -46,6 +46,7 @@ import orjson
 from dm import log as dmlog
 from dm._codec import KINDS, parse_price, parse_size
 from dm._feed import FAST_ALWAYS
+from dm.venues.kraken._checksum import CHECKSUM_DEPTH
 from dm.errors import FixedPointError
 from dm.providers.base import Books, Provider, ResubscribingBooks
 from dm.venues.kraken._codec import KrakenCodec
@@ -145,8 +146,9 @@ class KrakenProvider(ResubscribingBooks, Provider):
                 sync = self.books.syncs[iid] = KrakenBookSync(iid, self.pcfg.publisher_id, depth=self.depth)
                 sync.book.size_precision = self.size_precision_of.get(iid, 9)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT, K_TICKER, K_SPREAD}
-            # steady-state updates in C (dm._feed): no update ids, the CRC32 after each ("Book Checksum")
-            self.fast_book = (K_BOOK, FAST_ALWAYS, None, True)
+            # steady-state updates in C (dm._feed): no update ids, the CRC32 of the top 10 levels
+            # after each ("Book Checksum")
+            self.fast_book = (K_BOOK, FAST_ALWAYS, None, CHECKSUM_DEPTH)
             self.persist_only_kinds = frozenset({K_TICKER, K_SPREAD})
         self.book_kinds = frozenset(kinds)
         return codec

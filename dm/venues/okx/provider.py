@@ -53,6 +53,7 @@ import orjson
 from dm import log as dmlog
 from dm._codec import KINDS
 from dm._feed import FAST_CHAINED
+from dm.venues.okx._checksum import CHECKSUM_DEPTH
 from dm.errors import ConfigError, SymbologyError
 from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.symbology import for_provider, parse_canonical
@@ -193,7 +194,8 @@ class OkxProvider(ResubscribingBooks, Provider):
                 self.books.syncs[iid] = OkxBookSync(iid, self.pcfg.publisher_id, CODEC_SIZE_PRECISION)
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
             # steady-state updates in C (dm._feed): prevSeqId = the previous seqId, then the CRC32
-            self.fast_book = (K_BOOK, FAST_CHAINED, "seq", True)
+            # of the top 25 levels
+            self.fast_book = (K_BOOK, FAST_CHAINED, "seq", CHECKSUM_DEPTH)
         self.book_kinds = frozenset(kinds)
         return codec
 
