@@ -23,8 +23,10 @@ first tile only. Worker and null client replay the same generated session; on it
 the recording's own counts of gaps (0), resyncs (the start-up snapshot requests), dead letters
 and crossed books (0) (tests/test_gen_sessions.py). ``worker.<venue>.tiles`` is the tile count
 (1: the recording as shipped). The start-up is amortised over the tiles, not removed: at speed 0
-the stream outruns the REST snapshots, so a tiled run still applies its first thousands of diffs
-from the sync's buffer.
+the stream outruns the REST depth snapshots, and the diffs received before a book's snapshot are
+buffered and applied in Python when it lands (on the loaded 2-core VM, COIN-M and Bitstamp
+books synced 20 % to 100 % into a ~0.2 s, 30,000-frame session: ~20 % and ~15 % of their diffs
+took the C path; ~80 % and ~45 % at 150,000 frames).
 """
 from __future__ import annotations
 
