@@ -46,7 +46,10 @@ def rows(d: dict) -> list[tuple[str, str, str, str, str, str]]:
         if r is None:
             continue
         cpu = g(f"worker.{v}.cpu_us_per_frame")
+        tiles = g(f"worker.{v}.tiles") or 1
         extra = f" ({cpu:.2f} µs CPU/frame)" if cpu else ""
+        if tiles > 1:   # a short recording measured tiled (bench/gen_sessions.py)
+            extra += f", recording tiled ×{tiles:.0f}"
         row(f"worker `{v}` frames/s{extra}", g(f"worker.{v}.frames_per_s"), "/s",
             g(f"worker.{v}.null_client_frames_per_s"), "/s", r, "≥ 0.8× null aiohttp client", r >= 0.8)
     p = g("storage.persist.rows_per_s")

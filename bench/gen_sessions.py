@@ -1,0 +1,716 @@
+"""A venue session N times as long, generated from its recording by tiling it in time (for the
+worker benchmark: some shipped recordings are so short that start-up dominates them).
+
+Tile 0 is the recording itself, its lines as recorded: connection, subscription acks, REST and
+websocket snapshots, then its stream. Tiles 1..N-1 repeat only the steady-state stream of tile 0 (book
+diffs/changes/updates, trades, tickers, heartbeats) in recorded order, every continuity field
+shifted so that each tile continues the previous one under the venue's documented book rule,
+and every time (the recorder's TS and the venue's own times) shifted forward by the tile stride
+``S`` (whole seconds, longer than the recording), so times stay monotonic. What is not
+repeated: connects, subscribe requests and acks, REST and websocket snapshots (a book is
+synced once, in tile 0), the book diffs tile 0's book drops before its snapshot, and bucket-
+aligned candles (Binance ``kline``, Coinbase ``candles``: a window's open time cannot move by
+``S``).
+
+**Book resets.** Book diffs set absolute levels, so tile k+1's diffs, replayed onto the book
+tile k left, would mix two moments of the book (a level set early in the recording next to one
+set late: crossed books). At each tile boundary the generator therefore inserts ONE generated
+diff per book, in the venue's own message form and continuity chain, that sets every level
+which differs from the book tile 0's diffs started from (its snapshot) back to it. Every tile's
+diffs then meet the book they met in the recording and leave it as they left it (without the
+resets, 3 tiles of the COIN-M recording give the worker 1,064 crossed books, of Coinbase 472). A
+boundary costs ``resets_per_tile`` extra frames (one per book with diffs).
+
+Continuity, per venue (venue API docs, sections named):
+
+* ``binance_futures`` / ``binance_delivery`` (USD-M / COIN-M Futures "WebSocket Market Streams
+  → How to manage a local order book correctly": each event's ``pu`` must equal the previous
+  event's ``u``): per symbol, every update id (``U``/``u``/``pu`` of diffs, ``u`` of
+  ``bookTicker``) of tile k is shifted by ``k*D``; the reset diff has ``pu`` = the tile's last
+  ``u`` and ``u`` = the next tile's first ``pu``, so ``D`` = (last ``u`` - first ``pu`` of the
+  diffs the book applied) + 1, or the bookTicker ``u`` span + 1 if larger (bookTicker ``u``
+  then keeps increasing too). ``aggTrade`` ``a`` shifted by its count (contiguous across tiles),
+  ``f``/``l`` by the span of trade ids; ``E``/``T`` by ``S``. The REST depth snapshot is served
+  once (tile 0's).
+* ``deribit`` (API v2 "Subscriptions → book.{instrument_name}.{interval}": a change's
+  ``prev_change_id`` is the previous notification's ``change_id``): per instrument,
+  ``change_id``/``prev_change_id`` of tile k + ``k*D``, ``D`` = last ``change_id`` - snapshot
+  ``change_id`` + 1 (one id for the reset change); trades' ``trade_seq`` per instrument and
+  ``trade_id`` by their spans + 1 (the 2021-07-22 recording has no trade); ``timestamp`` + ``S``.
+* ``coinbase`` Advanced Trade ("WebSocket Overview → Sequence Numbers": ``sequence_num`` is
+  incremented by one for each message on the connection): later tiles' messages (resets
+  included) are numbered on from tile 0's last; level2 ``update`` events only (the
+  ``snapshot`` stays in tile 0); ``trade_id`` per product by its span + 1; ``timestamp``,
+  ``time``, ``event_time``, the heartbeats' ``current_time`` (and its ``m=+`` clock) and
+  ``heartbeat_counter`` (one a second) + ``S``.
+* ``bitstamp`` (WebSocket API v2 "diff_order_book": no sequence number; dm orders diffs by
+  ``microtimestamp`` against the REST "Order book" snapshot's): ``microtimestamp`` /
+  ``timestamp`` + ``S`` keep every pair's diffs monotonic; trade ``id`` by its span + 1.
+
+Files are written in the recording's own format (split session folder with the websocket file
+tiled and the REST/reference files copied; or cryptofeed JSONL + zstd), so ``dm replay OUT``
+serves them unchanged. The recordings were made with cryptofeed (Bryant Moscon,
+http://www.bryantmoscon.com/).
+
+    python bench/gen_sessions.py VENUE TILES OUT_DIR     # prints the folder and the frame counts
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dm.recording import Event, expand_paths, is_jsonl, read_recording  # noqa: E402
+
+SOURCES = {
+    "binance_futures": ROOT / "data/binance_futures/2021-07-22",
+    "binance_delivery": ROOT / "data/binance_delivery/2021-07-22",
+    "deribit": ROOT / "data/deribit/2021-07-22",
+    "coinbase": ROOT / "data/coinbase/2026-08-09",
+    "bitstamp": ROOT / "data/bitstamp/2022-01-05",
+}
+
+
+@dataclass
+class Tiling:
+    """What :func:`generate` wrote. ``path``: the folder to replay; websocket frames: tile 0
+    ``frames_first`` (the recording's), each later tile ``frames_per_tile`` (of which
+    ``resets_per_tile`` generated book resets, sent before the tile's own frames)."""
+
+    venue: str
+    tiles: int
+    path: Path
+    stride_s: int
+    frames_first: int
+    frames_per_tile: int
+    resets_per_tile: int
+    #: per book key: (diffs of a later tile, the update-id shift per tile or 0)
+    books: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return self.frames_first + (self.tiles - 1) * self.frames_per_tile
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _ts_add(ts_text: str, seconds: int, micros: int = 0) -> str:
+    """A recorder TS text moved by whole seconds (+ micros), the fraction kept as written."""
+    d = Decimal(ts_text) + seconds
+    return str(d + Decimal(micros).scaleb(-6) if micros else d)
+
+
+_ISO_HEAD = 19  # "YYYY-MM-DDTHH:MM:SS"
+
+
+def _iso_add(s: str, seconds: int, _cache: dict = {}) -> str:
+    """An ISO-8601 time (``T`` or space separated) moved by whole seconds, the fraction and
+    suffix kept as written."""
+    head = s[:_ISO_HEAD]
+    key = (head, seconds)
+    out = _cache.get(key)
+    if out is None:
+        sep = head[10]
+        t = datetime.strptime(head, f"%Y-%m-%d{sep}%H:%M:%S") + timedelta(seconds=seconds)
+        out = _cache[key] = t.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+    return out + s[_ISO_HEAD:]
+
+
+def _iso_seconds(s: str, _cache: dict = {}) -> float:
+    head = s[:_ISO_HEAD]
+    t = _cache.get(head)
+    if t is None:
+        t = _cache[head] = datetime.strptime(head, f"%Y-%m-%d{head[10]}%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    frac = re.match(r"\.(\d+)", s[_ISO_HEAD:])
+    return t + (int(frac.group(1)) / 10 ** len(frac.group(1)) if frac else 0.0)
+
+
+def _zero_like(size: str) -> str:
+    """A zero size in the form of ``size`` (same decimals): ``"0.00000"`` for ``"12.50000"``."""
+    return "0." + "0" * len(size.split(".", 1)[1]) if "." in size else "0"
+
+
+def _num(x: float) -> str:
+    """A JSON number as a venue writes it: no exponent (``5e-05`` → ``0.00005``)."""
+    r = repr(float(x))
+    return format(Decimal(r), "f") if "e" in r or "E" in r else r
+
+
+class _Book:
+    """Levels per side: key (Decimal or float price) → (price as written, size as written)."""
+
+    def __init__(self):
+        self.sides: dict[str, dict] = {"b": {}, "a": {}}
+
+    def set(self, side: str, key, price, size, zero: bool) -> None:
+        if zero:
+            self.sides[side].pop(key, None)
+        else:
+            self.sides[side][key] = (price, size)
+
+    def copy(self) -> "_Book":
+        b = _Book()
+        b.sides = {s: dict(lv) for s, lv in self.sides.items()}
+        return b
+
+    def back_to(self, start: "_Book") -> dict[str, list[tuple]]:
+        """Per side, sorted by price: ``(price, size or None = delete, present now)`` for every
+        level that differs from ``start``: the levels a diff must set to get ``start`` back."""
+        out = {}
+        for s in ("b", "a"):
+            now, then = self.sides[s], start.sides[s]
+            lv = []
+            for k in sorted(set(now) | set(then)):
+                a, b = now.get(k), then.get(k)
+                if a == b:
+                    continue
+                if b is None:
+                    lv.append((a[0], None, a[1]))
+                else:
+                    lv.append((b[0], b[1], a[1] if a else None))
+            out[s] = lv
+        return out
+
+
+# ------------------------------------------------------------------------------- generic
+
+
+class _Tiler:
+    """One venue: which frames of the recording repeat, how tile k changes them, the reset
+    frames of a boundary. :meth:`analyse` fills ``steady`` (indexes into ``self.frames``),
+    ``start`` / ``end`` (per book with diffs: the book its first repeated diff applies to, and
+    the book after the last) and the venue's shifts."""
+
+    venue = ""
+
+    def __init__(self, src: Path, skew: int = 0):
+        self.src = Path(src)
+        self.skew = skew
+        self.files = expand_paths(self.src)
+        self.events = read_recording(self.files)
+        self.frames: list[Event] = [e for e in self.events if e.kind == "frame"]
+        self.ws_file = self.frames[0].source
+        if any(e.source != self.ws_file for e in self.frames):
+            raise ValueError(f"{self.src}: frames in several files; one websocket file is tiled")
+        self.objs = [orjson.loads(e.text) for e in self.frames]
+        self.steady: list[int] = []
+        self.books: dict[str, tuple[int, int]] = {}
+        self.start: dict[str, _Book] = {}
+        self.end: dict[str, _Book] = {}
+        self.analyse()
+        self.stride = self._stride()
+
+    # to be filled by a venue -----------------------------------------------------------
+    def analyse(self) -> None:
+        raise NotImplementedError
+
+    def venue_seconds(self, i: int) -> list[float]:
+        """The venue's own times in steady frame ``i`` (seconds), for the stride."""
+        raise NotImplementedError
+
+    def tile_text(self, i: int, k: int) -> str:
+        """Steady frame ``i`` in tile ``k`` >= 1."""
+        raise NotImplementedError
+
+    def resets(self, k: int) -> list[str]:
+        """Frames between tile ``k`` and tile ``k + 1``."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Before the tiles are written (state of a numbering)."""
+
+    # common ----------------------------------------------------------------------------
+    def _stride(self) -> int:
+        ts = [e.ts for e in self.events if e.ts is not None]
+        span = max(ts) - min(ts)
+        vt = [t for i in self.steady for t in self.venue_seconds(i)]
+        if vt:
+            span = max(span, max(vt) - min(vt))
+        return math.ceil(span) + 1
+
+    def tiles_for(self, frames: int) -> int:
+        """The tile count whose session is nearest to ``frames`` websocket frames."""
+        per_tile = len(self.steady) + len(self.end)     # one reset per book with diffs
+        return max(1, 1 + round((frames - len(self.frames)) / per_tile)) if per_tile else 1
+
+    def write(self, tiles: int, out_dir: Path) -> Tiling:
+        if tiles < 1:
+            raise ValueError("tiles must be >= 1")
+        out = Path(out_dir) / self.venue
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        last_ts = self.frames[-1].ts_text
+        extra: list[tuple[str, str]] = []       # (ts text, frame text) after the recording
+        n_resets = 0
+        self.begin()
+        for k in range(1, tiles):
+            rs = self.resets(k - 1)
+            n_resets = len(rs)
+            rts = _ts_add(last_ts, (k - 1) * self.stride, 1)
+            extra += [(rts, r) for r in rs]
+            S = k * self.stride
+            extra += [(_ts_add(self.frames[i].ts_text, S), self.tile_text(i, k)) for i in self.steady]
+        for f in self.files:
+            dst = out / f.name
+            if str(f) != self.ws_file:
+                shutil.copy2(f, dst)
+            elif is_jsonl(f):
+                self._write_jsonl(f, dst, extra)
+            else:
+                text = f.read_text(encoding="utf-8").rstrip("\n") + "\n"   # a blank line may only end a file
+                with open(dst, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(text)
+                    fh.writelines(f"{ts}: {t}\n" for ts, t in extra)
+        per_tile = len(self.steady) + n_resets
+        return Tiling(self.venue, tiles, out, self.stride, len(self.frames), per_tile if tiles > 1 else 0,
+                      n_resets if tiles > 1 else 0, dict(self.books))
+
+    def _write_jsonl(self, src: Path, dst: Path, extra) -> None:
+        import zstandard
+
+        conn = self.frames[0].conn
+        raw = src.read_bytes()
+        if src.name.endswith(".zst"):
+            raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
+        if raw and not raw.endswith(b"\n"):
+            raw += b"\n"
+        lines = [raw] + [orjson.dumps({"t": "recv", "conn": conn, "ts": float(ts), "data": t}) + b"\n"
+                         for ts, t in extra]
+        data = b"".join(lines)
+        if dst.name.endswith(".zst"):
+            data = zstandard.ZstdCompressor(level=3).compress(data)
+        dst.write_bytes(data)
+
+
+# ------------------------------------------------------------------------------- Binance futures
+
+_BN_INT = re.compile(r'"(E|T|U|u|pu|a|f|l)":(-?\d+)')
+
+
+class _BinanceFutures(_Tiler):
+    venue = "binance_futures"
+
+    def analyse(self) -> None:
+        snaps = {}
+        for e in self.events:
+            if e.kind == "rest" and "/depth?" in e.url:
+                sym = e.url.split("symbol=", 1)[1].split("&", 1)[0].upper()
+                if sym in snaps:
+                    raise ValueError(f"{sym}: several REST snapshots; tiling assumes one")
+                snaps[sym] = orjson.loads(e.text)
+        self.kind: dict[int, tuple[str, str]] = {}
+        diffs: dict[str, list[int]] = {}
+        bts: dict[str, list[int]] = {}
+        aggs: dict[str, list[int]] = {}
+        for i, m in enumerate(self.objs):
+            stream, d = m["stream"], m["data"]
+            e = d.get("e") or ("bookTicker" if stream.endswith("@bookTicker") else "")
+            s = d["s"]
+            self.kind[i] = (e, s)
+            if e == "depthUpdate":
+                if s not in snaps:
+                    raise ValueError(f"{s}: depth diffs but no REST snapshot")
+                if d["u"] >= snaps[s]["lastUpdateId"]:   # the futures rule applies it
+                    diffs.setdefault(s, []).append(i)
+                    self.steady.append(i)
+            elif e == "bookTicker":
+                bts.setdefault(s, []).append(i)
+                self.steady.append(i)
+            elif e == "aggTrade":
+                aggs.setdefault(s, []).append(i)
+                self.steady.append(i)
+            # kline: tile 0 only (minute windows)
+        self.D: dict[str, int] = {}
+        self.Da: dict[str, tuple[int, int]] = {}
+        self.last_diff: dict[str, int] = {}
+        self.first_pu: dict[str, int] = {}
+        for s, idx in diffs.items():
+            ds = [self.objs[i]["data"] for i in idx]
+            for a, b in zip(ds, ds[1:]):
+                if b["pu"] != a["u"]:
+                    raise ValueError(f"{s}: the recording itself breaks pu at u={a['u']}")
+            span = ds[-1]["u"] - ds[0]["pu"] + 1
+            bu = [self.objs[i]["data"]["u"] for i in bts.get(s, ())]
+            if bu:
+                span = max(span, max(bu) - min(bu) + 1)
+            self.D[s] = span
+            self.books[s] = (len(idx), span)
+            book = _Book()
+            for side, key in (("b", "bids"), ("a", "asks")):
+                for p, q in snaps[s][key]:
+                    book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+            self.start[s] = book.copy()
+            for d in ds:
+                for side in ("b", "a"):
+                    for p, q in d[side]:
+                        book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+            self.end[s] = book
+            self.last_diff[s] = idx[-1]
+            self.first_pu[s] = ds[0]["pu"]
+        for s, idx in bts.items():
+            if s not in self.D:
+                self.D[s] = max(self.objs[i]["data"]["u"] for i in idx) - min(self.objs[i]["data"]["u"] for i in idx) + 1
+        for s, idx in aggs.items():
+            ds = [self.objs[i]["data"] for i in idx]
+            self.Da[s] = (max(d["a"] for d in ds) - min(d["a"] for d in ds) + 1,
+                          max(d["l"] for d in ds) - min(d["f"] for d in ds) + 1)
+
+    def venue_seconds(self, i: int) -> list[float]:
+        d = self.objs[i]["data"]
+        return [d[k] / 1000 for k in ("E", "T") if k in d]
+
+    def tile_text(self, i: int, k: int) -> str:
+        e, s = self.kind[i]
+        ms = k * self.stride * 1000
+        if e == "aggTrade":
+            da, dt = self.Da[s]
+            deltas = {"E": ms, "T": ms, "a": k * da, "f": k * dt, "l": k * dt}
+        else:   # depthUpdate, bookTicker: update ids
+            D = k * self.D[s]
+            deltas = {"E": ms, "T": ms, "U": D, "u": D, "pu": D}
+        return _BN_INT.sub(lambda m: f'"{m[1]}":{int(m[2]) + deltas.get(m[1], 0)}', self.frames[i].text)
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for s in self.end:
+            last = self.objs[self.last_diff[s]]
+            lv = self.end[s].back_to(self.start[s])
+            d = dict(last["data"])
+            ms = k * self.stride * 1000
+            pu = d["u"] + k * self.D[s]
+            d.update({"E": d["E"] + ms, "T": d["T"] + ms, "U": pu + 1,
+                      "u": self.first_pu[s] + (k + 1) * self.D[s] + self.skew, "pu": pu,
+                      "b": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
+                      "a": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["a"]]})
+            out.append(orjson.dumps({"stream": last["stream"], "data": d}).decode())
+        return out
+
+
+class _BinanceDelivery(_BinanceFutures):
+    venue = "binance_delivery"
+
+
+# ------------------------------------------------------------------------------- Deribit
+
+_DR_INT = re.compile(r'"(timestamp|change_id|prev_change_id|trade_seq)":(-?\d+)')
+_DR_TID = re.compile(r'"trade_id":"([^"]*?)(\d+)"')
+
+
+class _Deribit(_Tiler):
+    venue = "deribit"
+
+    def analyse(self) -> None:
+        self.inst: dict[int, tuple[str, str]] = {}
+        changes: dict[str, list[int]] = {}
+        snap: dict[str, dict] = {}
+        seqs: dict[str, list[int]] = {}
+        tids: list[int] = []
+        for i, m in enumerate(self.objs):
+            if m.get("method") != "subscription":
+                continue                        # acks, heartbeats, test replies: start-up
+            ch = m["params"]["channel"]
+            kind, name = ch.split(".")[:2]
+            data = m["params"]["data"]
+            self.inst[i] = (kind, name)
+            if kind == "book":
+                if data.get("type") == "snapshot":
+                    if name in snap:
+                        raise ValueError(f"{name}: several book snapshots; tiling assumes one")
+                    snap[name] = data
+                    continue
+                if name not in snap:
+                    continue                    # dropped by the book before its snapshot
+                changes.setdefault(name, []).append(i)
+            elif kind == "trades":
+                for t in data:
+                    seqs.setdefault(name, []).append(t["trade_seq"])
+                    tids.append(int(re.search(r"(\d+)$", t["trade_id"]).group(1)))
+            self.steady.append(i)
+        self.D: dict[str, int] = {}
+        self.Dseq = {n: max(v) - min(v) + 1 for n, v in seqs.items()}
+        self.Dtid = max(tids) - min(tids) + 1 if tids else 0
+        self.last_change: dict[str, int] = {}
+        for name, idx in changes.items():
+            ds = [self.objs[i]["params"]["data"] for i in idx]
+            prev = snap[name]["change_id"]
+            for d in ds:
+                if d["prev_change_id"] != prev:
+                    raise ValueError(f"{name}: the recording itself breaks prev_change_id at {d['change_id']}")
+                prev = d["change_id"]
+            self.D[name] = ds[-1]["change_id"] - snap[name]["change_id"] + 1
+            self.books[name] = (len(idx), self.D[name])
+            book = _Book()
+            for side, key in (("b", "bids"), ("a", "asks")):
+                for _act, p, q in snap[name][key]:
+                    book.set(side, float(p), p, q, False)
+            self.start[name] = book.copy()
+            for d in ds:
+                for side, key in (("b", "bids"), ("a", "asks")):
+                    for act, p, q in d[key]:
+                        book.set(side, float(p), p, q, act == "delete")
+            self.end[name] = book
+            self.last_change[name] = idx[-1]
+
+    def venue_seconds(self, i: int) -> list[float]:
+        data = self.objs[i]["params"]["data"]
+        if isinstance(data, list):
+            return [t["timestamp"] / 1000 for t in data]
+        return [data["timestamp"] / 1000]
+
+    def tile_text(self, i: int, k: int) -> str:
+        kind, name = self.inst[i]
+        deltas = {"timestamp": k * self.stride * 1000}
+        text = self.frames[i].text
+        if kind == "book":
+            deltas["change_id"] = deltas["prev_change_id"] = k * self.D[name]
+        elif kind == "trades":
+            deltas["trade_seq"] = k * self.Dseq[name]
+            dt = k * self.Dtid
+            text = _DR_TID.sub(lambda m: f'"trade_id":"{m[1]}{int(m[2]) + dt}"', text)
+        return _DR_INT.sub(lambda m: f'"{m[1]}":{int(m[2]) + deltas.get(m[1], 0)}', text)
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for name in self.end:
+            last = self.objs[self.last_change[name]]
+            lv = self.end[name].back_to(self.start[name])
+            d = dict(last["params"]["data"])
+            cid = d["change_id"] + k * self.D[name]
+
+            d.update({"timestamp": d["timestamp"] + k * self.stride * 1000, "prev_change_id": cid,
+                      "change_id": cid + 1 + self.skew, "bids": _deribit_levels(lv["b"]),
+                      "asks": _deribit_levels(lv["a"])})
+            params = dict(last["params"], data=d)
+            out.append(orjson.dumps(dict(last, params=params)).decode())
+        return out
+
+
+def _deribit_levels(levels) -> orjson.Fragment:
+    """``[[action, price, amount], ...]`` of a change, numbers written as Deribit does."""
+    def one(p, q, now) -> str:
+        if q is None:
+            return f'["delete",{_num(p)},0.0]'
+        return f'["{"change" if now is not None else "new"}",{_num(p)},{_num(q)}]'
+    return orjson.Fragment(("[" + ",".join(one(*lv) for lv in levels) + "]").encode())
+
+
+# ------------------------------------------------------------------------------- Coinbase
+
+_CB_ISO = re.compile(r'"(timestamp|time|event_time)":"([^"]+)"')
+_CB_HB = re.compile(r'"current_time":"([^"]+)"')
+_CB_HBM = re.compile(r"m=\+(\d+)")
+_CB_TRADE = re.compile(r'"product_id":"([^"]+)","trade_id":"(\d+)"')
+_CB_SEQ = re.compile(r'"sequence_num":(\d+)')
+_CB_HBC = re.compile(r'"heartbeat_counter":(\d+)')
+
+
+class _Coinbase(_Tiler):
+    venue = "coinbase"
+
+    def analyse(self) -> None:
+        if not all(isinstance(m.get("sequence_num"), int) for m in self.objs):
+            raise ValueError("an Advanced Trade recording is tiled (sequence_num on every message)")
+        snap_levels: dict[str, list] = {}
+        updates: dict[str, list[int]] = {}
+        tids: dict[str, list[int]] = {}
+        self.kind: dict[int, str] = {}
+        for i, m in enumerate(self.objs):
+            ch = m["channel"]
+            evs = m.get("events") or []
+            types = {e.get("type") for e in evs}
+            if ch == "l2_data":
+                if "snapshot" in types:
+                    if len(evs) != 1:
+                        raise ValueError("a level2 snapshot frame with other events")
+                    snap_levels[evs[0]["product_id"]] = evs[0]["updates"]
+                    continue
+                pids = {e["product_id"] for e in evs}
+                if not pids <= set(snap_levels):
+                    continue                    # dropped by the book before its snapshot
+                for p in pids:
+                    updates.setdefault(p, []).append(i)
+            elif ch == "market_trades" and types == {"update"}:
+                n = 0
+                for e in evs:
+                    for t in e["trades"]:
+                        tids.setdefault(t["product_id"], []).append(int(t["trade_id"]))
+                        n += 1
+                if len(_CB_TRADE.findall(self.frames[i].text)) != n:
+                    raise ValueError("a trade whose product_id does not come right before its trade_id")
+            elif ch == "ticker" and types == {"update"}:
+                pass
+            elif ch == "heartbeats":
+                pass
+            else:
+                continue                        # subscriptions, snapshots, candles: tile 0 only
+            self.kind[i] = ch
+            self.steady.append(i)
+        self.Dtid = {p: max(v) - min(v) + 1 for p, v in tids.items()}
+        self.seq0 = self.objs[-1]["sequence_num"]   # tile 0's last
+        self.last_update: dict[str, int] = {}
+        for p, lv in snap_levels.items():
+            if not updates.get(p):
+                continue
+            book = _Book()
+            for u in lv:
+                book.set("b" if u["side"] == "bid" else "a", Decimal(u["price_level"]), u["price_level"],
+                         u["new_quantity"], Decimal(u["new_quantity"]) == 0)
+            self.start[p] = book.copy()
+            for i in updates.get(p, ()):
+                for e in self.objs[i]["events"]:
+                    if e["product_id"] != p:
+                        continue
+                    for u in e["updates"]:
+                        book.set("b" if u["side"] == "bid" else "a", Decimal(u["price_level"]), u["price_level"],
+                                 u["new_quantity"], Decimal(u["new_quantity"]) == 0)
+            self.end[p] = book
+            self.last_update[p] = updates[p][-1]
+            self.books[p] = (len(updates[p]), 0)
+
+    def venue_seconds(self, i: int) -> list[float]:
+        return [_iso_seconds(m[2]) for m in _CB_ISO.finditer(self.frames[i].text)]
+
+    def begin(self) -> None:
+        self.next_seq = self.seq0 + 1
+
+    def _seq(self) -> int:
+        n = self.next_seq
+        self.next_seq += 1
+        return n
+
+    def tile_text(self, i: int, k: int) -> str:
+        S = k * self.stride
+        text = _CB_SEQ.sub(lambda m: f'"sequence_num":{self._seq()}', self.frames[i].text, 1)
+        text = _CB_ISO.sub(lambda m: f'"{m[1]}":"{_iso_add(m[2], S)}"', text)
+        ch = self.kind[i]
+        if ch == "market_trades":
+            text = _CB_TRADE.sub(lambda m: f'"product_id":"{m[1]}","trade_id":"{int(m[2]) + k * self.Dtid[m[1]]}"', text)
+        elif ch == "heartbeats":
+            text = _CB_HB.sub(lambda m: '"current_time":"' + _CB_HBM.sub(
+                lambda c: f"m=+{int(c[1]) + S}", _iso_add(m[1], S)) + '"', text)
+            text = _CB_HBC.sub(lambda m: f'"heartbeat_counter":{int(m[1]) + S}', text)
+        return text
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for p in self.end:
+            last = self.objs[self.last_update[p]]
+            lv = self.end[p].back_to(self.start[p])
+            when = _iso_add(last["timestamp"], k * self.stride)
+            ups = [{"side": "bid" if s == "b" else "offer", "event_time": when, "price_level": px,
+                    "new_quantity": q if q is not None else _zero_like(now)} for s in ("b", "a") for px, q, now in lv[s]]
+            self.next_seq += self.skew
+            out.append(orjson.dumps({"channel": "l2_data", "timestamp": when,
+                                     "sequence_num": self._seq(),
+                                     "events": [{"type": "update", "product_id": p, "updates": ups}]}).decode())
+        return out
+
+
+# ------------------------------------------------------------------------------- Bitstamp
+
+_BS_T = re.compile(r'"(timestamp|microtimestamp)":"(\d+)"')
+_BS_ID = re.compile(r'"id":(\d+)')
+
+
+class _Bitstamp(_Tiler):
+    venue = "bitstamp"
+
+    def analyse(self) -> None:
+        snaps = {}
+        for e in self.events:
+            if e.kind == "rest" and "/order_book/" in e.url:
+                pair = e.url.rstrip("/").rsplit("/", 1)[1]
+                if pair in snaps:
+                    raise ValueError(f"{pair}: several REST snapshots; tiling assumes one")
+                snaps[pair] = orjson.loads(e.text)
+        diffs: dict[str, list[int]] = {}
+        ids: list[int] = []
+        self.kind: dict[int, str] = {}
+        for i, m in enumerate(self.objs):
+            ev, ch = m.get("event"), m.get("channel", "")
+            if ev == "data" and ch.startswith("diff_order_book_"):
+                pair = ch[len("diff_order_book_"):]
+                if pair not in snaps or int(m["data"]["microtimestamp"]) <= int(snaps[pair]["microtimestamp"]):
+                    continue                    # dropped by the book against its snapshot
+                diffs.setdefault(pair, []).append(i)
+            elif ev == "trade":
+                ids.append(m["data"]["id"])
+            else:
+                continue                        # bts:subscription_succeeded and other control: tile 0 only
+            self.kind[i] = ev
+            self.steady.append(i)
+        self.Did = max(ids) - min(ids) + 1 if ids else 0
+        self.last_diff: dict[str, int] = {}
+        for pair, idx in diffs.items():
+            book = _Book()
+            for side, key in (("b", "bids"), ("a", "asks")):
+                for lv in snaps[pair][key]:
+                    book.set(side, Decimal(lv[0]), lv[0], lv[1], Decimal(lv[1]) == 0)
+            self.start[pair] = book.copy()
+            for i in idx:
+                d = self.objs[i]["data"]
+                for side, key in (("b", "bids"), ("a", "asks")):
+                    for p, q in d[key]:
+                        book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+            self.end[pair] = book
+            self.last_diff[pair] = idx[-1]
+            self.books[pair] = (len(idx), 0)
+
+    def venue_seconds(self, i: int) -> list[float]:
+        return [int(self.objs[i]["data"]["microtimestamp"]) / 1e6]
+
+    def tile_text(self, i: int, k: int) -> str:
+        S = k * self.stride
+        deltas = {"timestamp": S, "microtimestamp": S * 1_000_000}
+        text = _BS_T.sub(lambda m: f'"{m[1]}":"{int(m[2]) + deltas[m[1]]}"', self.frames[i].text)
+        if self.kind[i] == "trade":
+            text = _BS_ID.sub(lambda m: f'"id":{int(m[1]) + k * self.Did}', text, 1)
+        return text
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for pair in self.end:
+            last = self.objs[self.last_diff[pair]]
+            lv = self.end[pair].back_to(self.start[pair])
+            us = int(last["data"]["microtimestamp"]) + k * self.stride * 1_000_000 + 1 + self.skew
+            d = {"timestamp": str(us // 1_000_000), "microtimestamp": str(us),
+                 "bids": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
+                 "asks": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["a"]]}
+            out.append(orjson.dumps({"data": d, "channel": last["channel"], "event": "data"}).decode())
+        return out
+
+
+TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp)}
+
+
+def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = None, skew: int = 0,
+             target_frames: int = 0) -> Tiling:
+    """Write ``venue``'s recording (``src``, default :data:`SOURCES`) tiled ``tiles`` times into
+    ``out_dir/<venue>/`` (replaced if present); ``tiles=None``: as many as bring the session
+    nearest to ``target_frames`` websocket frames (at least 1). ``skew`` (tests only) is added
+    to each reset frame's continuity field (Binance ``u``, Deribit ``change_id``, Coinbase
+    ``sequence_num``, Bitstamp ``microtimestamp``): a broken boundary the worker must see."""
+    if venue not in TILERS:
+        raise ValueError(f"no tiling for {venue!r} (have {', '.join(TILERS)})")
+    tiler = TILERS[venue](src or SOURCES[venue], skew)
+    if tiles is None:
+        tiles = tiler.tiles_for(target_frames)
+    return tiler.write(tiles, out_dir)
+
+
+if __name__ == "__main__":
+    t = generate(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
+    print(t.path, f"tiles={t.tiles} stride_s={t.stride_s} frames={t.frames} (first {t.frames_first}, "
+          f"then {t.frames_per_tile} per tile incl. {t.resets_per_tile} book resets)")
