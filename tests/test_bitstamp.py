@@ -317,6 +317,17 @@ def test_booksync_buffers_until_the_snapshot_then_applies_newer_diffs():
     assert not s.synced and not s.buffer and s.on_diff(300, b"").needs_snapshot
 
 
+def test_booksync_drops_a_buffered_diff_older_than_the_one_before_it():
+    """The buffer is replayed under on_diff's order rule: a diff older than the last applied is
+    dropped, not applied over it."""
+    s = BitstampBookSync(9)
+    s.on_diff(200, delta(9, SIDE_BID, 10**9, 5))
+    s.on_diff(180, delta(9, SIDE_BID, 10**9, 9))           # out of order: older than 200
+    a = s.on_snapshot(150, snapshot_records(9, [], []))
+    assert a.dropped == 1 and s.stats.applied == 1 and s.last_us == 200
+    assert s.book.levels(SIDE_BID) == [(10**9, 5)]
+
+
 def test_recorded_books_sync_from_the_rest_snapshots():
     """The recorded session as the worker sees it on replay: each pair's diffs after its
     subscription ack are buffered until its REST snapshot; 2–25 diffs per pair predate the

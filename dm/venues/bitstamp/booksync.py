@@ -41,7 +41,8 @@ class BitstampBookSync(BookSync):
 
     def on_snapshot(self, us: int, records) -> Actions:
         """The REST snapshot (CLEAR + levels, as ``BitstampCodec.decode_snapshot`` gives them)
-        taken at ``us``; buffered diffs newer than it are applied after it."""
+        taken at ``us``; buffered diffs newer than it are applied after it, in the order rule of
+        ``on_diff`` (one older than the diff applied before it is dropped)."""
         act = Actions()
         self.book.clear()
         self._apply(act, records)
@@ -52,7 +53,7 @@ class BitstampBookSync(BookSync):
         act.snapshot_applied = True
         buf, self.buffer = self.buffer, []
         for d_us, recs in buf:
-            if d_us <= us:
+            if d_us <= us or d_us < self.last_us:
                 self.stats.dropped += 1
                 act.dropped += 1
                 continue
