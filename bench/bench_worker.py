@@ -49,6 +49,12 @@ from bench import gen_sessions  # noqa: E402
 from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, KRAKEN_FILES, KRAKEN_PAIRS,  # noqa: E402
                        config_head, provider_toml)
 
+#: the persist queue of conf/prod.toml (256 MiB), not the tests' 16 MiB: at speed 0 a depth-heavy
+#: session makes rows far faster than any persister stores them, and once the queue is full every
+#: frame's rows are spilled to the spool with one write(2) each (kept through kill -9), which
+#: measures the persister (bench_storage does), not the worker
+PERSIST_BYTES = 1 << 28
+
 #: a recording with fewer websocket frames than this is tiled (bench/gen_sessions.py) ...
 TILE_BELOW = 20_000
 #: ... to about this many frames
@@ -158,7 +164,8 @@ def venue_files(venue: str) -> tuple:
     return (t.path,) if t is not None else VENUES[venue][0]
 
 
-def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
+def worker_config(venue: str, tmp: Path, transport: str = "picows") -> tuple[str, Path]:
+    """The instance name and the config file (in ``tmp``) of a bench run of ``venue``'s worker."""
     _files, p = VENUES[venue]
     files = venue_files(venue)
     extra = dict(p.get("extra", {}))
@@ -167,9 +174,15 @@ def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
     instance = f"bw{os.getpid()}{venue[:2]}{int(time.time() * 1000) % 100000}"
     cfg = tmp / "dm.toml"
     cfg.write_text(config_head(tmp, instance, f"sqlite:///{tmp / 'db.sqlite'}", files, speed=0.0)
+                   .replace("persist_bytes = 16777216", f"persist_bytes = {PERSIST_BYTES}")
                    + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
                                    **extra)
                    .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
+    return instance, cfg
+
+
+def run_worker_once(venue: str, tmp: Path, transport: str = "picows") -> dict:
+    instance, cfg = worker_config(venue, tmp, transport)
     env = dict(os.environ)
     env.pop("DM_STORAGE_URL", None)
     r = subprocess.run([sys.executable, "-m", "dm", "supervise", "-c", str(cfg)], cwd=ROOT, env=env,

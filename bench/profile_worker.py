@@ -1,12 +1,14 @@
 """`make profile`: where a worker's time goes, per frame. Runs the real ``dm supervise`` with the
-Binance worker on the recorded session cloned to 100 symbols (bench/gen_symbols.py, 113 k frames)
-replayed at full speed, and samples that worker with py-spy (``py-spy record --native``: Python and
-the C/Cython frames under it; py-spy pauses the worker for each sample, so its frames/s while
-sampled are lower than bench_worker's) from its start to its exit. Writes
-bench/results/profile-worker-binance.svg (flame graph: open it in a browser), or with
-``--format speedscope`` bench/results/profile-worker-binance.speedscope.json (speedscope.app).
+Binance worker on the recorded session cloned to 100 symbols (bench/gen_symbols.py, 113 k frames),
+or with ``--venue V`` any bench_worker venue on bench_worker's session (tiled by
+bench/gen_sessions.py when the recording is short), replayed at full speed, and samples that
+worker with py-spy (``py-spy record --native``: Python and the C/Cython frames under it; py-spy
+pauses the worker for each sample, so its frames/s while sampled are lower than bench_worker's)
+from its start to its exit. Writes bench/results/profile-worker-<venue>.svg (flame graph: open it
+in a browser), or with ``--format speedscope`` bench/results/profile-worker-<venue>.speedscope.json
+(speedscope.app), or with ``--format raw`` folded stacks and a printed self/inclusive summary.
 
-    python bench/profile_worker.py [--symbols 100] [--rate 0] [--hz 499] [--format flamegraph|speedscope] [--no-native]
+    python bench/profile_worker.py [--venue binance] [--symbols 100] [--rate 0] [--hz 499] [--format flamegraph|speedscope|raw] [--no-native]
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from gen_symbols import generate  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--venue", default="binance", help="binance (the cloned session) or any bench_worker venue")
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--rate", type=float, default=0.0, help="replay frames/s (0: full speed)")
     ap.add_argument("--hz", type=int, default=499, help="py-spy samples per second")
@@ -42,25 +45,31 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dm-profile-") as d:
         tmp = Path(d)
-        session, info, canon = generate(args.symbols, tmp / "gen")
-        inst = _svc.instance_name("p")
-        cfg = _svc.write_config(tmp, inst, (session, info), _svc.binance_provider(tmp, canon), rate=args.rate)
+        venue = args.venue
+        if venue == "binance":
+            session, info, canon = generate(args.symbols, tmp / "gen")
+            inst = _svc.instance_name("p")
+            cfg = _svc.write_config(tmp, inst, (session, info), _svc.binance_provider(tmp, canon), rate=args.rate)
+        else:                        # bench_worker's config, its tiled session for a short recording
+            import bench_worker as bw
+            bw.tile(venue, tmp / "tiles")
+            inst, cfg = bw.worker_config(venue, tmp)
         sup = _svc.supervise(cfg, tmp / "sup.log")
         worker = None
         deadline = time.monotonic() + 60
         while worker is None and time.monotonic() < deadline and sup.poll() is None:
             for p in psutil.Process(sup.pid).children(recursive=True):
                 try:
-                    if _svc.role_of(p.cmdline()) == "worker:binance":
+                    if _svc.role_of(p.cmdline()) == f"worker:{venue}":
                         worker = p.pid
                 except psutil.Error:
                     pass
             time.sleep(0.01)
         if worker is None:
             sup.kill()
-            print("no binance worker started; see", tmp / "sup.log", file=sys.stderr)
+            print(f"no {venue} worker started; see", tmp / "sup.log", file=sys.stderr)
             return 1
-        base = out_dir / "profile-worker-binance"
+        base = out_dir / f"profile-worker-{venue}"
         out = str(base) + {"flamegraph": ".svg", "speedscope": ".speedscope.json", "raw": ".folded.txt"}[args.format]
         cmd = [spy, "record", "--pid", str(worker), "--rate", str(args.hz), "--format", args.format, "--output", out]
         cmd += ["--nonblocking"] if args.no_native else ["--native"]
@@ -71,7 +80,7 @@ def main() -> int:
                 s.wait(60)
             except subprocess.TimeoutExpired:
                 s.terminate()
-        st = _svc.worker_stats(tmp / "run", inst, "binance")
+        st = _svc.worker_stats(tmp / "run", inst, venue)
         print(f"supervise exit {rc}; worker frames {st['frames']} at {_svc.frames_per_s(st):,.0f} frames/s (while sampled)")
         for s in spies:
             err = s.stderr.read().decode(errors="replace").strip().splitlines()
