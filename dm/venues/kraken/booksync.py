@@ -64,6 +64,7 @@ class KrakenBookSync(BookSync):
         # levels rejected alone, per side: Decimal price -> (price text, size text)
         self.rejected: dict[int, dict[Decimal, tuple[str, str]]] = {SIDE_ASK: {}, SIDE_BID: {}}
         self.level_text = LevelText()   # the checksum's level texts, rendered once each
+        self._set_fast_ready()
 
     def on_snapshot(self, records, price_decimals: int | None = None,
                     size_decimals: int | None = None, rejected=()) -> Actions:
@@ -81,6 +82,7 @@ class KrakenBookSync(BookSync):
         self.awaiting_snapshot = False
         self.stats.snapshots += 1
         act.snapshot_applied = True
+        self._set_fast_ready()
         return act
 
     def on_update(self, records, checksum: int | None, rejected=()) -> Actions:
@@ -106,6 +108,7 @@ class KrakenBookSync(BookSync):
                 self.stats.checksums_ok += 1
             else:
                 self._checksum_gap(act, checksum)
+        self._set_fast_ready()
         return act
 
     def _checksum_gap(self, act: Actions, checksum: int) -> None:
@@ -113,12 +116,14 @@ class KrakenBookSync(BookSync):
                            f"book checksum != venue {checksum} (decimals "
                            f"{self.price_decimals}/{self.size_decimals})"))
 
-    @property
-    def fast_ready(self) -> bool:
-        """The C frame path (``dm._feed``) may apply an update: the checksum's decimals are known
-        and no level is held as rejected text (the checksum is then the book's alone)."""
+    def _set_fast_ready(self) -> None:
+        """``fast_ready``: the C frame path (``dm._feed``) may apply an update: the checksum's
+        decimals are known and no level is held as rejected text (the checksum is then the book's
+        alone). Kept as a plain attribute (read per frame), set after each snapshot and update,
+        the only calls that change the decimals or the rejected levels."""
         rej = self.rejected
-        return not (rej[SIDE_ASK] or rej[SIDE_BID]) and self.price_decimals is not None and self.size_decimals is not None
+        self.fast_ready = (not (rej[SIDE_ASK] or rej[SIDE_BID]) and self.price_decimals is not None
+                           and self.size_decimals is not None)
 
     def fast_checksum(self, checksum: int) -> bool:
         """After the C frame path applied an update: the book's CRC32 ("Book Checksum") equals
