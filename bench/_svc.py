@@ -26,8 +26,12 @@ def instance_name(tag: str) -> str:
 
 
 def write_config(tmp: Path, instance: str, files, providers: str, *, speed: float = 0.0, rate: float = 0.0,
-                 storage_url: str | None = None, batch_records: int = 5000, channel_bytes: int = 4 << 20) -> Path:
+                 storage_url: str | None = None, batch_records: int = 5000, channel_bytes: int = 4 << 20,
+                 persist_bytes: int = 1 << 28) -> Path:
+    """A bench config; ``persist_bytes`` defaults to conf/prod.toml's 256 MiB (the tests' 16 MiB
+    fills at full-speed replay and the worker then spills every frame's rows with a write(2))."""
     text = config_head(tmp, instance, storage_url or f"sqlite:///{tmp / 'db.sqlite'}", files, speed=speed)
+    text = text.replace("persist_bytes = 16777216\n", f"persist_bytes = {persist_bytes}\n", 1)
     text = text.replace(f"speed = {speed}\n", f"speed = {speed}\nrate = {rate}\n", 1)
     text = text.replace("batch_records = 5000\n", f"batch_records = {batch_records}\n", 1)
     text = text.replace("channel_bytes = 4194304\n", f"channel_bytes = {channel_bytes}\n", 1)
