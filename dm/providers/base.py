@@ -156,6 +156,9 @@ class Books:
         self.resyncs = 0
         self._crossed_logged: set[int] = set()
         self.last_ok_ns: dict[int, int] = {}  # iid -> ts_recv of the last frame applied without a gap
+        # iid -> (ts_recv ns, the provider's frames, the worker's CPU s) when its book first
+        # stood synced: the last of them ends the start-up (snapshots, diffs buffered for them)
+        self.first_synced: dict[int, tuple[int, int, float]] = {}
 
     def handle(self, iid: int, act, sequence: int, ts_recv: int) -> None:
         p = self.p
@@ -179,6 +182,9 @@ class Books:
         if act.crossed:
             self.on_crossed(iid)
         sync = self.syncs[iid]
+        if act.snapshot_applied and iid not in self.first_synced:
+            p.fold_feed()
+            self.first_synced[iid] = (ts_recv, p.frames, time.process_time())
         if not act.applied or not sync.synced:
             return
         self.last_ok_ns[iid] = ts_recv
@@ -1098,6 +1104,7 @@ class Provider:
 
     def stats(self) -> dict:
         self.fold_feed()
+        synced = max(self.books.first_synced.values(), default=(0, 0, 0.0)) if self.books else (0, 0, 0.0)
         return {
             "provider": self.name,
             "exchange": self.exchange,
@@ -1120,6 +1127,10 @@ class Provider:
             "book_checksums_unchanged": self.checksums_unchanged,
             "stale_disconnects": self.stale_disconnects,
             "first_frame_ns": self.first_frame_ns,
+            # the last book's first sync (0 without books): when the start-up ended
+            "books_synced_ns": synced[0],
+            "books_synced_frames": synced[1],
+            "cpu_s_since_books_synced": time.process_time() - synced[2] if synced[0] else 0.0,
             "last_frame_ns": self.last_frame_ns,
             # CPU seconds (user + system) this worker spent since its first frame
             "cpu_s_since_first_frame": time.process_time() - self.cpu_at_first_frame if self.first_frame_ns else 0.0,
