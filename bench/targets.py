@@ -50,6 +50,9 @@ def rows(d: dict) -> list[tuple[str, str, str, str, str, str]]:
         extra = f" ({cpu:.2f} µs CPU/frame)" if cpu else ""
         if tiles > 1:   # a short recording measured tiled (bench/gen_sessions.py)
             extra += f", recording tiled ×{tiles:.0f}"
+        share, whole = g(f"worker.{v}.startup_frames_share"), g(f"worker.{v}.whole_session.ratio_vs_null_client")
+        if share and whole is not None:   # measured from books synced; the whole session beside it
+            extra += f", after a start-up of {share:.0%} of the frames (whole session {whole:.2f}×)"
         row(f"worker `{v}` frames/s{extra}", g(f"worker.{v}.frames_per_s"), "/s",
             g(f"worker.{v}.null_client_frames_per_s"), "/s", r, "≥ 0.8× null aiohttp client", r >= 0.8)
     p = g("storage.persist.rows_per_s")
