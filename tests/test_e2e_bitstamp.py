@@ -121,6 +121,10 @@ def test_bitstamp_replay(tmp_path, instance, storage_url):
     assert stats["error_frames"] == 0 and stats["book_crossed"] == 0
     assert stats["book_gaps"] == 0 and stats["book_snapshots"] == 10 and stats["subscription_acks"] == 20
     assert stats["book_deltas_applied"] + stats["book_deltas_dropped"] == 717
+    # the start-up ended when the last of the 10 books got its snapshot: after the first frame and
+    # some frames in, before the last frame (the REST snapshots answer the subscriptions' acks)
+    assert stats["first_frame_ns"] < stats["books_synced_ns"] <= stats["last_frame_ns"]
+    assert 20 <= stats["books_synced_frames"] < stats["frames"] and stats["cpu_s_since_books_synced"] >= 0
     assert stats["size_precisions"]["USDTEUR"] == 5 and stats["size_precisions"]["ETHUSD"] == 8
 
     snaps, diffs, trades = recorded()
