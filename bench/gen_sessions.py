@@ -46,6 +46,22 @@ Continuity, per venue (venue API docs, sections named):
 * ``bitstamp`` (WebSocket API v2 "diff_order_book": no sequence number; dm orders diffs by
   ``microtimestamp`` against the REST "Order book" snapshot's): ``microtimestamp`` /
   ``timestamp`` + ``S`` keep every pair's diffs monotonic; trade ``id`` by its span + 1.
+* ``okx`` (API v5 "WebSocket → Public Channel → Order book channel" with its "Sequence ID" and
+  "Checksum" sections): an update's ``prevSeqId`` is the previous message's ``seqId`` (an update
+  without change may repeat it), and after every message the book's top 25 levels must give
+  its ``checksum`` (CRC32, signed 32-bit). Per instrument, ``seqId``/``prevSeqId`` of tile k +
+  ``k*D``, ``D`` = last ``seqId`` - snapshot ``seqId`` + 1 (one id for the reset update); the
+  2022-02-27 recording has no ``seqId`` (dm's ``OkxBookSync``: OKX sent none before 2022-11)
+  and is chained by the checksum alone, ``D`` = 0. Repeated updates keep their ``checksum``:
+  tile k's update meets the book the recorded one met, so the top 25 are the recorded ones.
+  The reset update carries the snapshot's own ``checksum`` (it brings the book back to the
+  snapshot), levels as OKX writes them (``[px, sz, "0", orders]``, size ``"0"`` deletes).
+  "Trades channel" ``tradeId`` per instrument by its span + 1; ``ts`` (ms) of book updates,
+  trades and tickers + ``S``. The trade the channel pushes on subscribe (older than the
+  subscribe request: hours old on an illiquid option) is start-up, tile 0 only, as are the
+  snapshots (two per book in the recording: it subscribed twice). ELON-USDT, which the bench
+  does not subscribe to (its tick does not fit dm's 1e-9 prices), is tiled as recorded;
+  ``served`` leaves it out of the counts.
 
 Files are written in the recording's own format (split session folder with the websocket file
 tiled and the REST/reference files copied; or cryptofeed JSONL + zstd), so ``dm replay OUT``
@@ -78,6 +94,7 @@ SOURCES = {
     "deribit": ROOT / "data/deribit/2021-07-22",
     "coinbase": ROOT / "data/coinbase/2026-08-09",
     "bitstamp": ROOT / "data/bitstamp/2022-01-05",
+    "okx": ROOT / "data/okx/2022-02-27",
 }
 
 
@@ -96,6 +113,10 @@ class Tiling:
     resets_per_tile: int
     #: per book key: (diffs of a later tile, the update-id shift per tile or 0)
     books: dict = field(default_factory=dict)
+    #: of ``frames_per_tile``, those a client subscribed to ``served`` only receives (the
+    #: replay sends a connection the streams it subscribed to; = ``frames_per_tile`` when
+    #: ``served`` was not given or the venue's frames are not told apart by symbol)
+    served_per_tile: int = 0
 
     @property
     def frames(self) -> int:
@@ -194,9 +215,10 @@ class _Tiler:
 
     venue = ""
 
-    def __init__(self, src: Path, skew: int = 0):
+    def __init__(self, src: Path, skew: int = 0, served=None):
         self.src = Path(src)
         self.skew = skew
+        self.served = set(served) if served is not None else None
         self.files = expand_paths(self.src)
         self.events = read_recording(self.files)
         self.frames: list[Event] = [e for e in self.events if e.kind == "frame"]
@@ -230,6 +252,18 @@ class _Tiler:
     def begin(self) -> None:
         """Before the tiles are written (state of a numbering)."""
 
+    def symbol(self, i: int) -> str | None:
+        """The venue symbol of frame ``i`` (``None``: not told apart; a venue whose recording
+        holds symbols the bench does not subscribe to tells them apart)."""
+        return None
+
+    def _serves(self, i: int) -> bool:
+        sym = self.symbol(i)
+        return self.served is None or sym is None or sym in self.served
+
+    def _served_per_tile(self) -> int:
+        return sum(map(self._serves, self.steady)) + sum(self.served is None or b in self.served for b in self.end)
+
     # common ----------------------------------------------------------------------------
     def _stride(self) -> int:
         ts = [e.ts for e in self.events if e.ts is not None]
@@ -241,8 +275,9 @@ class _Tiler:
 
     def tiles_for(self, frames: int) -> int:
         """The tile count whose session is nearest to ``frames`` websocket frames."""
-        per_tile = len(self.steady) + len(self.end)     # one reset per book with diffs
-        return max(1, 1 + round((frames - len(self.frames)) / per_tile)) if per_tile else 1
+        per_tile = self._served_per_tile()              # one reset per book with diffs
+        first = sum(map(self._serves, range(len(self.frames))))
+        return max(1, 1 + round((frames - first) / per_tile)) if per_tile else 1
 
     def write(self, tiles: int, out_dir: Path) -> Tiling:
         if tiles < 1:
@@ -275,7 +310,7 @@ class _Tiler:
                     fh.writelines(f"{ts}: {t}\n" for ts, t in extra)
         per_tile = len(self.steady) + n_resets
         return Tiling(self.venue, tiles, out, self.stride, len(self.frames), per_tile if tiles > 1 else 0,
-                      n_resets if tiles > 1 else 0, dict(self.books))
+                      n_resets if tiles > 1 else 0, dict(self.books), self._served_per_tile() if tiles > 1 else 0)
 
     def _write_jsonl(self, src: Path, dst: Path, extra) -> None:
         import zstandard
@@ -692,19 +727,144 @@ class _Bitstamp(_Tiler):
         return out
 
 
-TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp)}
+# ------------------------------------------------------------------------------- OKX
+
+_OK_TS = re.compile(r'"ts":"(\d+)"')
+_OK_SEQ = re.compile(r'"(seqId|prevSeqId)":(-?\d+)')
+_OK_TID = re.compile(r'"tradeId":"(\d+)"')
+_OK_BOOKS = ("books", "books-l2-tbt", "books50-l2-tbt")
+
+
+def _okx_signed(c: int) -> int:
+    """A CRC32 as OKX writes it: a signed 32-bit integer."""
+    c &= 0xFFFFFFFF
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+class _Okx(_Tiler):
+    venue = "okx"
+
+    def analyse(self) -> None:
+        self.inst: dict[int, tuple[str, str]] = {}      # frame -> (channel, instId), data frames only
+        snap: dict[str, dict] = {}
+        updates: dict[str, list[int]] = {}
+        tids: dict[str, list[int]] = {}
+        # a trade older than the first subscribe request is the channel's push of the last trade
+        # on subscribe (hours old on an illiquid option): start-up, tile 0 only
+        subscribed_ms = min(e.ts for e in self.events if e.kind == "sent") * 1000
+        for i, m in enumerate(self.objs):
+            arg = m.get("arg") or {}
+            ch, inst = arg.get("channel"), arg.get("instId")
+            if inst is None or "event" in m:
+                continue                        # subscribe/unsubscribe/error events: start-up
+            self.inst[i] = (ch, inst)
+            if ch in _OK_BOOKS:
+                if len(m["data"]) != 1:
+                    raise ValueError(f"{inst}: a book frame with {len(m['data'])} data entries")
+                if m.get("action") == "snapshot":
+                    if updates.get(inst):
+                        raise ValueError(f"{inst}: a snapshot after its updates; tiling assumes one sync")
+                    snap[inst] = m["data"][0]   # the last one before the updates is the book they meet
+                    continue
+                if inst not in snap:
+                    continue                    # dropped by the book before its snapshot
+                updates.setdefault(inst, []).append(i)
+            elif ch == "trades":
+                if all(int(t["ts"]) < subscribed_ms for t in m["data"]):
+                    continue
+                for t in m["data"]:
+                    if not t["tradeId"].isdigit():
+                        raise ValueError(f"{inst}: tradeId {t['tradeId']!r} is not a decimal integer")
+                    tids.setdefault(inst, []).append(int(t["tradeId"]))
+            elif ch != "tickers":
+                continue                        # mark-price, funding-rate, ...: tile 0 only
+            self.steady.append(i)
+        self.Dtid = {n: max(v) - min(v) + 1 for n, v in tids.items()}
+        self.D: dict[str, int] = {}
+        self.snap = snap
+        self.last_update: dict[str, int] = {}
+        for inst, idx in updates.items():
+            ds = [self.objs[i]["data"][0] for i in idx]
+            seqs = {"seqId" in d for d in (snap[inst], *ds)}
+            if seqs == {True}:                  # "prevSeqId: sequence ID of the last sent message"
+                prev = snap[inst]["seqId"]
+                for d in ds:
+                    if d["prevSeqId"] != prev:
+                        raise ValueError(f"{inst}: the recording itself breaks prevSeqId at seqId {d['seqId']}")
+                    prev = d["seqId"]
+                self.D[inst] = ds[-1]["seqId"] - snap[inst]["seqId"] + 1
+            elif seqs == {False}:
+                self.D[inst] = 0                # OKX before 2022-11: no seqId, chained by the checksum
+            else:
+                raise ValueError(f"{inst}: seqId on some book frames only")
+            self.books[inst] = (len(idx), self.D[inst])
+            book = _Book()
+            for side, key in (("b", "bids"), ("a", "asks")):
+                for lv in snap[inst][key]:
+                    book.set(side, Decimal(lv[0]), lv[0], tuple(lv[1:]), Decimal(lv[1]) == 0)
+            self.start[inst] = book.copy()
+            for d in ds:
+                for side, key in (("b", "bids"), ("a", "asks")):
+                    for lv in d[key]:
+                        book.set(side, Decimal(lv[0]), lv[0], tuple(lv[1:]), Decimal(lv[1]) == 0)
+            self.end[inst] = book
+            self.last_update[inst] = idx[-1]
+
+    def symbol(self, i: int) -> str | None:
+        return self.inst[i][1] if i in self.inst else None
+
+    def venue_seconds(self, i: int) -> list[float]:
+        return [int(d["ts"]) / 1000 for d in self.objs[i]["data"]]
+
+    def tile_text(self, i: int, k: int) -> str:
+        ch, inst = self.inst[i]
+        ms = k * self.stride * 1000
+        text = _OK_TS.sub(lambda m: f'"ts":"{int(m[1]) + ms}"', self.frames[i].text)
+        if ch == "trades":
+            dt = k * self.Dtid[inst]
+            text = _OK_TID.sub(lambda m: f'"tradeId":"{int(m[1]) + dt}"', text)
+        elif ch in _OK_BOOKS and self.D[inst]:
+            D = k * self.D[inst]
+            text = _OK_SEQ.sub(lambda m: f'"{m[1]}":{int(m[2]) + D}', text)
+        return text
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for inst in self.end:
+            last = self.objs[self.last_update[inst]]
+            lv = self.end[inst].back_to(self.start[inst])
+            snap = self.snap[inst]
+
+            def levels(side):
+                rows = [[p, *(q if q is not None else ("0",) * len(now))] for p, q, now in lv[side]]
+                return rows[::-1] if side == "b" else rows      # bids best (highest) first, as OKX
+            d = dict(last["data"][0])
+            d.update({"asks": levels("a"), "bids": levels("b"), "ts": str(int(d["ts"]) + k * self.stride * 1000),
+                      "checksum": snap["checksum"]})   # the book is the snapshot's again: its checksum
+            if self.D[inst]:
+                prev = d["seqId"] + k * self.D[inst]
+                d.update({"prevSeqId": prev, "seqId": prev + 1 + self.skew})
+            elif self.skew:
+                d["checksum"] = _okx_signed(d["checksum"] + self.skew)
+            out.append(orjson.dumps({"arg": last["arg"], "action": "update", "data": [d]}).decode())
+        return out
+
+
+TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp, _Okx)}
 
 
 def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = None, skew: int = 0,
-             target_frames: int = 0) -> Tiling:
+             target_frames: int = 0, served=None) -> Tiling:
     """Write ``venue``'s recording (``src``, default :data:`SOURCES`) tiled ``tiles`` times into
     ``out_dir/<venue>/`` (replaced if present); ``tiles=None``: as many as bring the session
-    nearest to ``target_frames`` websocket frames (at least 1). ``skew`` (tests only) is added
+    nearest to ``target_frames`` websocket frames (at least 1) a client subscribed to the venue
+    symbols ``served`` receives (default: all the recording's). ``skew`` (tests only) is added
     to each reset frame's continuity field (Binance ``u``, Deribit ``change_id``, Coinbase
-    ``sequence_num``, Bitstamp ``microtimestamp``): a broken boundary the worker must see."""
+    ``sequence_num``, Bitstamp ``microtimestamp``, OKX ``seqId`` or, in a recording without
+    it, ``checksum``): a broken boundary the worker must see."""
     if venue not in TILERS:
         raise ValueError(f"no tiling for {venue!r} (have {', '.join(TILERS)})")
-    tiler = TILERS[venue](src or SOURCES[venue], skew)
+    tiler = TILERS[venue](src or SOURCES[venue], skew, served)
     if tiles is None:
         tiles = tiler.tiles_for(target_frames)
     return tiler.write(tiles, out_dir)
