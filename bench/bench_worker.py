@@ -17,10 +17,12 @@ and only counting frames) against the same replay server — the rate the feed c
 at all. ``ratio_vs_null_client`` near 1 means the replay server, not the worker, is the limit.
 
 Short recordings are tiled. A recording under :data:`TILE_BELOW` frames (Binance USD-M 1,468
-frames, COIN-M 4,338, Deribit 139, Coinbase Advanced Trade 1,030, Bitstamp 747) lasts a few ms
-at speed 0, so its rate is mostly start-up: REST depth snapshots, the first websocket snapshots
-(Coinbase's are multi-MB), subscription round trips. For those venues the run generates, once
-into a temporary folder, a session of about :data:`TILE_TARGET` frames with
+frames, COIN-M 4,338, Deribit 139, Coinbase Advanced Trade 1,030, Bitstamp 747, OKX 3,777 of
+which the worker subscribes to 2,136, Kraken v1 14,930 in three connection files of which the
+worker receives 14,690) lasts a few ms at speed 0, so its rate is mostly start-up:
+REST depth snapshots, the first websocket snapshots (Coinbase's are multi-MB), subscription
+round trips. For those venues the run generates, once into a temporary folder, a session of
+about :data:`TILE_TARGET` frames (those the worker subscribes to: :data:`SERVED`) with
 ``bench/gen_sessions.py``: the recording itself, then its steady-state stream (book diffs,
 trades, tickers, heartbeats) repeated tile after tile with every continuity field shifted under
 the venue's book rule, times shifted forward, and one generated book-reset diff per book at each
@@ -149,6 +151,9 @@ VENUES = {
              channels=["aggTrade", "bookTicker", "depth@100ms"]),
     ),
 }
+#: venue -> the venue symbols its bench worker and null client subscribe to, where the recording
+#: holds more (OKX: ELON-USDT): a tiled session's size counts the frames they receive
+SERVED = {"okx": frozenset(OKX_SYMBOLS)}
 #: venue symbols of the Binance futures null clients (the recorded sessions' symbols)
 BN_FUTURES_STREAMS = {
     "binance_futures": ("/fstream/stream", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]),
@@ -374,7 +379,7 @@ def recorded_frames(venue: str) -> int:
 def tile(venue: str, tmp: Path) -> None:
     """A short recording of a venue ``gen_sessions`` can tile: generate its long session (TILED)."""
     if venue in gen_sessions.TILERS and recorded_frames(venue) < TILE_BELOW:
-        TILED[venue] = gen_sessions.generate(venue, None, tmp, target_frames=TILE_TARGET)
+        TILED[venue] = gen_sessions.generate(venue, None, tmp, target_frames=TILE_TARGET, served=SERVED.get(venue))
 
 
 def run(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:

@@ -46,6 +46,32 @@ Continuity, per venue (venue API docs, sections named):
 * ``bitstamp`` (WebSocket API v2 "diff_order_book": no sequence number; dm orders diffs by
   ``microtimestamp`` against the REST "Order book" snapshot's): ``microtimestamp`` /
   ``timestamp`` + ``S`` keep every pair's diffs monotonic; trade ``id`` by its span + 1.
+* ``okx`` (API v5 "WebSocket → Public Channel → Order book channel" with its "Sequence ID" and
+  "Checksum" sections): an update's ``prevSeqId`` is the previous message's ``seqId`` (an update
+  without change may repeat it), and after every message the book's top 25 levels must give
+  its ``checksum`` (CRC32, signed 32-bit). Per instrument, ``seqId``/``prevSeqId`` of tile k +
+  ``k*D``, ``D`` = last ``seqId`` - snapshot ``seqId`` + 1 (one id for the reset update); the
+  2022-02-27 recording has no ``seqId`` (dm's ``OkxBookSync``: OKX sent none before 2022-11)
+  and is chained by the checksum alone, ``D`` = 0. Repeated updates keep their ``checksum``:
+  tile k's update meets the book the recorded one met, so the top 25 are the recorded ones.
+  The reset update carries the snapshot's own ``checksum`` (it brings the book back to the
+  snapshot), levels as OKX writes them (``[px, sz, "0", orders]``, size ``"0"`` deletes).
+  "Trades channel" ``tradeId`` per instrument by its span + 1; ``ts`` (ms) of book updates,
+  trades and tickers + ``S``. The trade the channel pushes on subscribe (older than the
+  subscribe request: hours old on an illiquid option) is start-up, tile 0 only, as are the
+  snapshots (two per book in the recording: it subscribed twice). ELON-USDT, which the bench
+  does not subscribe to (its tick does not fit dm's 1e-9 prices), is tiled as recorded;
+  ``served`` leaves it out of the counts.
+* ``kraken`` (spot WebSocket API v1 "book" and "Book checksum": no sequence; every update's
+  ``c`` is the CRC32 of the top 10 asks and bids as sent, and the venue keeps the subscribed
+  ``depth`` of levels per side without deleting those that fall out): the recording is three
+  connections (book, ticker, trade files), each file tiled on its own with one stride; the
+  generator's book is truncated to the depth after each update as the venue's is (checked: it
+  gives the recording's last ``c``). Repeated updates keep their ``c``; the reset update's
+  ``c`` is the snapshot state's, computed here per "Book checksum". Level and trade times (the
+  third string, seconds) + ``S``; the stride ignores republished levels (``"r"``: they keep
+  their original time, years old for some). v1 tickers carry no time; heartbeats are repeated
+  (the replay sends one connection's: ``served`` counts the book file's).
 
 Files are written in the recording's own format (split session folder with the websocket file
 tiled and the REST/reference files copied; or cryptofeed JSONL + zstd), so ``dm replay OUT``
@@ -60,6 +86,7 @@ import math
 import re
 import shutil
 import sys
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -78,6 +105,10 @@ SOURCES = {
     "deribit": ROOT / "data/deribit/2021-07-22",
     "coinbase": ROOT / "data/coinbase/2026-08-09",
     "bitstamp": ROOT / "data/bitstamp/2022-01-05",
+    "okx": ROOT / "data/okx/2022-02-27",
+    # websocket files of the book, ticker and trade connections, then the REST AssetPairs file
+    "kraken": [ROOT / "data/kraken/KRAKEN-c197c0.0", ROOT / "data/kraken/KRAKEN-4b7396.0",
+               ROOT / "data/kraken/KRAKEN-82ac16.0", ROOT / "data/kraken/KRAKEN.0"],
 }
 
 
@@ -96,6 +127,10 @@ class Tiling:
     resets_per_tile: int
     #: per book key: (diffs of a later tile, the update-id shift per tile or 0)
     books: dict = field(default_factory=dict)
+    #: of ``frames_per_tile``, those a client subscribed to ``served`` (default: everything)
+    #: receives: the replay sends a connection the streams it subscribed to, and of Kraken's
+    #: three connection recordings the heartbeats of one
+    served_per_tile: int = 0
 
     @property
     def frames(self) -> int:
@@ -193,15 +228,20 @@ class _Tiler:
     the book after the last) and the venue's shifts."""
 
     venue = ""
+    #: the recording is one websocket connection per file (Kraken v1: book, ticker, trade), each
+    #: file tiled on its own with the same stride; else all frames must be in one file
+    several_files = False
 
-    def __init__(self, src: Path, skew: int = 0):
-        self.src = Path(src)
+    def __init__(self, src, skew: int = 0, served=None):
+        self.src = src
         self.skew = skew
+        self.served = set(served) if served is not None else None
         self.files = expand_paths(self.src)
         self.events = read_recording(self.files)
         self.frames: list[Event] = [e for e in self.events if e.kind == "frame"]
-        self.ws_file = self.frames[0].source
-        if any(e.source != self.ws_file for e in self.frames):
+        self.ws_files = list(dict.fromkeys(e.source for e in self.frames))
+        self.ws_file = self.ws_files[0]         # the file of the book resets (see reset_file)
+        if len(self.ws_files) > 1 and not self.several_files:
             raise ValueError(f"{self.src}: frames in several files; one websocket file is tiled")
         self.objs = [orjson.loads(e.text) for e in self.frames]
         self.steady: list[int] = []
@@ -230,9 +270,21 @@ class _Tiler:
     def begin(self) -> None:
         """Before the tiles are written (state of a numbering)."""
 
+    def symbol(self, i: int) -> str | None:
+        """The venue symbol of frame ``i`` (``None``: not told apart; a venue whose recording
+        holds symbols the bench does not subscribe to tells them apart)."""
+        return None
+
+    def _serves(self, i: int) -> bool:
+        sym = self.symbol(i)
+        return self.served is None or sym is None or sym in self.served
+
+    def _served_per_tile(self) -> int:
+        return sum(map(self._serves, self.steady)) + sum(self.served is None or b in self.served for b in self.end)
+
     # common ----------------------------------------------------------------------------
     def _stride(self) -> int:
-        ts = [e.ts for e in self.events if e.ts is not None]
+        ts = [e.ts for e in self.events if e.ts is not None and e.source in self.ws_files]
         span = max(ts) - min(ts)
         vt = [t for i in self.steady for t in self.venue_seconds(i)]
         if vt:
@@ -241,8 +293,9 @@ class _Tiler:
 
     def tiles_for(self, frames: int) -> int:
         """The tile count whose session is nearest to ``frames`` websocket frames."""
-        per_tile = len(self.steady) + len(self.end)     # one reset per book with diffs
-        return max(1, 1 + round((frames - len(self.frames)) / per_tile)) if per_tile else 1
+        per_tile = self._served_per_tile()              # one reset per book with diffs
+        first = sum(map(self._serves, range(len(self.frames))))
+        return max(1, 1 + round((frames - first) / per_tile)) if per_tile else 1
 
     def write(self, tiles: int, out_dir: Path) -> Tiling:
         if tiles < 1:
@@ -252,35 +305,37 @@ class _Tiler:
             shutil.rmtree(out)
         out.mkdir(parents=True)
         last_ts = self.frames[-1].ts_text
-        extra: list[tuple[str, str]] = []       # (ts text, frame text) after the recording
+        # per websocket file: (ts text, frame text) after the recording
+        extra: dict[str, list[tuple[str, str]]] = {f: [] for f in self.ws_files}
         n_resets = 0
         self.begin()
         for k in range(1, tiles):
             rs = self.resets(k - 1)
             n_resets = len(rs)
             rts = _ts_add(last_ts, (k - 1) * self.stride, 1)
-            extra += [(rts, r) for r in rs]
+            extra[self.ws_file] += [(rts, r) for r in rs]
             S = k * self.stride
-            extra += [(_ts_add(self.frames[i].ts_text, S), self.tile_text(i, k)) for i in self.steady]
+            for i in self.steady:
+                extra[self.frames[i].source].append((_ts_add(self.frames[i].ts_text, S), self.tile_text(i, k)))
         for f in self.files:
             dst = out / f.name
-            if str(f) != self.ws_file:
+            if str(f) not in extra:
                 shutil.copy2(f, dst)
             elif is_jsonl(f):
-                self._write_jsonl(f, dst, extra)
+                self._write_jsonl(f, dst, extra[str(f)])
             else:
                 text = f.read_text(encoding="utf-8").rstrip("\n") + "\n"   # a blank line may only end a file
                 with open(dst, "w", encoding="utf-8", newline="\n") as fh:
                     fh.write(text)
-                    fh.writelines(f"{ts}: {t}\n" for ts, t in extra)
+                    fh.writelines(f"{ts}: {t}\n" for ts, t in extra[str(f)])
         per_tile = len(self.steady) + n_resets
         return Tiling(self.venue, tiles, out, self.stride, len(self.frames), per_tile if tiles > 1 else 0,
-                      n_resets if tiles > 1 else 0, dict(self.books))
+                      n_resets if tiles > 1 else 0, dict(self.books), self._served_per_tile() if tiles > 1 else 0)
 
     def _write_jsonl(self, src: Path, dst: Path, extra) -> None:
         import zstandard
 
-        conn = self.frames[0].conn
+        conn = next(e.conn for e in self.frames if e.source == str(src))
         raw = src.read_bytes()
         if src.name.endswith(".zst"):
             raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
@@ -692,19 +747,261 @@ class _Bitstamp(_Tiler):
         return out
 
 
-TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp)}
+# ------------------------------------------------------------------------------- OKX
+
+_OK_TS = re.compile(r'"ts":"(\d+)"')
+_OK_SEQ = re.compile(r'"(seqId|prevSeqId)":(-?\d+)')
+_OK_TID = re.compile(r'"tradeId":"(\d+)"')
+_OK_BOOKS = ("books", "books-l2-tbt", "books50-l2-tbt")
+
+
+def _okx_signed(c: int) -> int:
+    """A CRC32 as OKX writes it: a signed 32-bit integer."""
+    c &= 0xFFFFFFFF
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+class _Okx(_Tiler):
+    venue = "okx"
+
+    def analyse(self) -> None:
+        self.inst: dict[int, tuple[str, str]] = {}      # frame -> (channel, instId), data frames only
+        snap: dict[str, dict] = {}
+        updates: dict[str, list[int]] = {}
+        tids: dict[str, list[int]] = {}
+        # a trade older than the first subscribe request is the channel's push of the last trade
+        # on subscribe (hours old on an illiquid option): start-up, tile 0 only
+        subscribed_ms = min(e.ts for e in self.events if e.kind == "sent") * 1000
+        for i, m in enumerate(self.objs):
+            arg = m.get("arg") or {}
+            ch, inst = arg.get("channel"), arg.get("instId")
+            if inst is None or "event" in m:
+                continue                        # subscribe/unsubscribe/error events: start-up
+            self.inst[i] = (ch, inst)
+            if ch in _OK_BOOKS:
+                if len(m["data"]) != 1:
+                    raise ValueError(f"{inst}: a book frame with {len(m['data'])} data entries")
+                if m.get("action") == "snapshot":
+                    if updates.get(inst):
+                        raise ValueError(f"{inst}: a snapshot after its updates; tiling assumes one sync")
+                    snap[inst] = m["data"][0]   # the last one before the updates is the book they meet
+                    continue
+                if inst not in snap:
+                    continue                    # dropped by the book before its snapshot
+                updates.setdefault(inst, []).append(i)
+            elif ch == "trades":
+                if all(int(t["ts"]) < subscribed_ms for t in m["data"]):
+                    continue
+                for t in m["data"]:
+                    if not t["tradeId"].isdigit():
+                        raise ValueError(f"{inst}: tradeId {t['tradeId']!r} is not a decimal integer")
+                    tids.setdefault(inst, []).append(int(t["tradeId"]))
+            elif ch != "tickers":
+                continue                        # mark-price, funding-rate, ...: tile 0 only
+            self.steady.append(i)
+        self.Dtid = {n: max(v) - min(v) + 1 for n, v in tids.items()}
+        self.D: dict[str, int] = {}
+        self.snap = snap
+        self.last_update: dict[str, int] = {}
+        for inst, idx in updates.items():
+            ds = [self.objs[i]["data"][0] for i in idx]
+            seqs = {"seqId" in d for d in (snap[inst], *ds)}
+            if seqs == {True}:                  # "prevSeqId: sequence ID of the last sent message"
+                prev = snap[inst]["seqId"]
+                for d in ds:
+                    if d["prevSeqId"] != prev:
+                        raise ValueError(f"{inst}: the recording itself breaks prevSeqId at seqId {d['seqId']}")
+                    prev = d["seqId"]
+                self.D[inst] = ds[-1]["seqId"] - snap[inst]["seqId"] + 1
+            elif seqs == {False}:
+                self.D[inst] = 0                # OKX before 2022-11: no seqId, chained by the checksum
+            else:
+                raise ValueError(f"{inst}: seqId on some book frames only")
+            self.books[inst] = (len(idx), self.D[inst])
+            book = _Book()
+            for side, key in (("b", "bids"), ("a", "asks")):
+                for lv in snap[inst][key]:
+                    book.set(side, Decimal(lv[0]), lv[0], tuple(lv[1:]), Decimal(lv[1]) == 0)
+            self.start[inst] = book.copy()
+            for d in ds:
+                for side, key in (("b", "bids"), ("a", "asks")):
+                    for lv in d[key]:
+                        book.set(side, Decimal(lv[0]), lv[0], tuple(lv[1:]), Decimal(lv[1]) == 0)
+            self.end[inst] = book
+            self.last_update[inst] = idx[-1]
+
+    def symbol(self, i: int) -> str | None:
+        return self.inst[i][1] if i in self.inst else None
+
+    def venue_seconds(self, i: int) -> list[float]:
+        return [int(d["ts"]) / 1000 for d in self.objs[i]["data"]]
+
+    def tile_text(self, i: int, k: int) -> str:
+        ch, inst = self.inst[i]
+        ms = k * self.stride * 1000
+        text = _OK_TS.sub(lambda m: f'"ts":"{int(m[1]) + ms}"', self.frames[i].text)
+        if ch == "trades":
+            dt = k * self.Dtid[inst]
+            text = _OK_TID.sub(lambda m: f'"tradeId":"{int(m[1]) + dt}"', text)
+        elif ch in _OK_BOOKS and self.D[inst]:
+            D = k * self.D[inst]
+            text = _OK_SEQ.sub(lambda m: f'"{m[1]}":{int(m[2]) + D}', text)
+        return text
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for inst in self.end:
+            last = self.objs[self.last_update[inst]]
+            lv = self.end[inst].back_to(self.start[inst])
+            snap = self.snap[inst]
+
+            def levels(side):
+                rows = [[p, *(q if q is not None else ("0",) * len(now))] for p, q, now in lv[side]]
+                return rows[::-1] if side == "b" else rows      # bids best (highest) first, as OKX
+            d = dict(last["data"][0])
+            d.update({"asks": levels("a"), "bids": levels("b"), "ts": str(int(d["ts"]) + k * self.stride * 1000),
+                      "checksum": snap["checksum"]})   # the book is the snapshot's again: its checksum
+            if self.D[inst]:
+                prev = d["seqId"] + k * self.D[inst]
+                d.update({"prevSeqId": prev, "seqId": prev + 1 + self.skew})
+            elif self.skew:
+                d["checksum"] = _okx_signed(d["checksum"] + self.skew)
+            out.append(orjson.dumps({"arg": last["arg"], "action": "update", "data": [d]}).decode())
+        return out
+
+
+# ------------------------------------------------------------------------------- Kraken v1
+
+_KR_TIME = re.compile(r'(\["[^"]*","[^"]*",")(\d+)(\.\d+")')   # a book level's / trade's time (3rd string)
+
+
+def _kraken_checksum(book: _Book) -> int:
+    """Kraken v1 "Book checksum": CRC32 of the top 10 asks (low to high) then the top 10 bids
+    (high to low), each level its price then its volume as sent with the '.' and the leading
+    zeros removed."""
+    asks = sorted(book.sides["a"].items())[:10]
+    bids = sorted(book.sides["b"].items(), reverse=True)[:10]
+    text = "".join(p.replace(".", "").lstrip("0") + q.replace(".", "").lstrip("0") for _, (p, q) in asks + bids)
+    return zlib.crc32(text.encode())
+
+
+class _Kraken(_Tiler):
+    venue = "kraken"
+    several_files = True
+
+    def analyse(self) -> None:
+        self.kind: dict[int, str] = {}
+        snap: dict[str, dict] = {}
+        updates: dict[str, list[int]] = {}
+        self.depth: dict[str, int] = {}
+        for i, m in enumerate(self.objs):
+            if isinstance(m, dict):
+                if m.get("event") == "heartbeat":
+                    self.kind[i] = "heartbeat"
+                    self.steady.append(i)
+                continue                        # systemStatus, subscriptionStatus: start-up
+            name, pair = m[-2], m[-1]
+            if name.startswith("book-"):
+                if "as" in m[1] or "bs" in m[1]:
+                    if updates.get(pair):
+                        raise ValueError(f"{pair}: a snapshot after its updates; tiling assumes one sync")
+                    snap[pair] = m[1]
+                    self.depth[pair] = int(name.split("-", 1)[1])
+                    continue
+                if pair not in snap:
+                    continue                    # dropped by the book before its snapshot
+                updates.setdefault(pair, []).append(i)
+                self.kind[i] = "book"
+            elif name in ("trade", "ticker"):
+                self.kind[i] = name
+            else:
+                continue                        # spread, ohlc: not in the bench's recording, tile 0 only
+            self.steady.append(i)
+        book_files = {self.frames[i].source for idx in updates.values() for i in idx}
+        if len(book_files) > 1:
+            raise ValueError("book updates in several files; the resets go to one")
+        if book_files:
+            self.ws_file = book_files.pop()
+        self.last_update: dict[str, int] = {}
+        for pair, idx in updates.items():
+            book = _Book()
+            for side, key in (("a", "as"), ("b", "bs")):
+                for lv in snap[pair].get(key, ()):
+                    book.set(side, Decimal(lv[0]), lv[0], lv[1], Decimal(lv[1]) == 0)
+            self.start[pair] = book.copy()
+            depth = self.depth[pair]
+            for i in idx:
+                for d in self.objs[i][1:-2]:
+                    for side in ("a", "b"):
+                        for lv in d.get(side, ()):
+                            book.set(side, Decimal(lv[0]), lv[0], lv[1], Decimal(lv[1]) == 0)
+                for side, worst in (("a", max), ("b", min)):   # "book": the venue keeps `depth` levels
+                    lv = book.sides[side]
+                    while len(lv) > depth:
+                        del lv[worst(lv)]
+            c = int(self.objs[idx[-1]][-3]["c"])
+            if _kraken_checksum(book) != c:     # the generator's book is the venue's
+                raise ValueError(f"{pair}: the book after the recording's updates does not give its last c")
+            self.end[pair] = book
+            self.last_update[pair] = idx[-1]
+            self.books[pair] = (len(idx), 0)
+
+    def _serves(self, i: int) -> bool:
+        # the replay sends a connection the heartbeats of one recording (the first it draws
+        # from: the worker subscribes the book first)
+        return self.kind.get(i) != "heartbeat" or self.frames[i].source == self.ws_file
+
+    def venue_seconds(self, i: int) -> list[float]:
+        m = self.objs[i]
+        if self.kind[i] == "trade":
+            return [float(t[2]) for t in m[1]]
+        if self.kind[i] == "book":      # a republished level ("r") keeps its time, maybe years old
+            return [float(lv[2]) for d in m[1:-2] for side in ("a", "b") for lv in d.get(side, ()) if lv[3:] != ["r"]]
+        return []
+
+    def tile_text(self, i: int, k: int) -> str:
+        text = self.frames[i].text
+        if self.kind[i] not in ("book", "trade"):
+            return text                         # ticker (no time in v1), heartbeat
+        S = k * self.stride
+        return _KR_TIME.sub(lambda m: f"{m[1]}{int(m[2]) + S}{m[3]}", text)
+
+    def resets(self, k: int) -> list[str]:
+        out = []
+        for pair in self.end:
+            last = self.objs[self.last_update[pair]]
+            lv = self.end[pair].back_to(self.start[pair])
+            t = max(Decimal(m[2] + m[3][:-1]) for m in _KR_TIME.finditer(self.frames[self.last_update[pair]].text))
+            when = f"{t + k * self.stride:.6f}"
+            parts = []
+            for side in ("a", "b"):
+                rows = [[p, q if q is not None else _zero_like(now), when] for p, q, now in lv[side]]
+                if rows:
+                    parts.append({side: rows[::-1] if side == "b" else rows})     # best first, as Kraken
+            if not parts:                       # the book is its snapshot already: set its best ask as it is
+                p, q = min(self.start[pair].sides["a"].items())[1]
+                parts.append({"a": [[p, q, when]]})
+            c = (_kraken_checksum(self.start[pair]) + self.skew) & 0xFFFFFFFF
+            parts[-1]["c"] = str(c)             # the book is the snapshot's again: its checksum
+            out.append(orjson.dumps([last[0], *parts, last[-2], pair]).decode())
+        return out
+
+
+TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp, _Okx, _Kraken)}
 
 
 def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = None, skew: int = 0,
-             target_frames: int = 0) -> Tiling:
+             target_frames: int = 0, served=None) -> Tiling:
     """Write ``venue``'s recording (``src``, default :data:`SOURCES`) tiled ``tiles`` times into
     ``out_dir/<venue>/`` (replaced if present); ``tiles=None``: as many as bring the session
-    nearest to ``target_frames`` websocket frames (at least 1). ``skew`` (tests only) is added
+    nearest to ``target_frames`` websocket frames (at least 1) a client subscribed to the venue
+    symbols ``served`` receives (default: all the recording's). ``skew`` (tests only) is added
     to each reset frame's continuity field (Binance ``u``, Deribit ``change_id``, Coinbase
-    ``sequence_num``, Bitstamp ``microtimestamp``): a broken boundary the worker must see."""
+    ``sequence_num``, Bitstamp ``microtimestamp``, OKX ``seqId`` or, in a recording without
+    it, ``checksum``, Kraken ``c``): a broken boundary the worker must see."""
     if venue not in TILERS:
         raise ValueError(f"no tiling for {venue!r} (have {', '.join(TILERS)})")
-    tiler = TILERS[venue](src or SOURCES[venue], skew)
+    tiler = TILERS[venue](src or SOURCES[venue], skew, served)
     if tiles is None:
         tiles = tiler.tiles_for(target_frames)
     return tiler.write(tiles, out_dir)
