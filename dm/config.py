@@ -141,6 +141,12 @@ class SupervisorConfig(_Section):
     stall_after_s: PosFloat = 10.0
     health_port: Port = 0  # 0: no HTTP health/metrics endpoint
     exit_when_replay_done: bool = False
+    #: child name (a provider, "persister", "replay") -> the CPUs it runs on (sched_setaffinity,
+    #: set by the supervisor as it starts the child): e.g. a worker on a core of its own
+    cpus: dict[str, Annotated[tuple[Annotated[int, Field(ge=0)], ...], Strict(False), Field(min_length=1)]] = {}
+    #: child name -> its nice value (-20..19, setpriority, set as it starts): e.g. the persister,
+    #: which may lag behind (its queue is lossless), below the workers, which may not
+    nice: dict[str, Annotated[int, Field(ge=-20, le=19)]] = {}
 
     @field_validator("restart_backoff_max_s")
     @classmethod

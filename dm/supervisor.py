@@ -41,7 +41,7 @@ from typing import Awaitable, Callable
 
 from dm import log as dmlog
 from dm.config import Config
-from dm.errors import EXIT_FATAL, DmError, RingError
+from dm.errors import EXIT_FATAL, ConfigError, DmError, RingError
 from dm.health import Health, Notifier, read_stats as _read_stats, sd_notify
 
 __all__ = ["Supervisor", "RestartPolicy", "sd_notify", "read_stats", "summary", "run_supervisor"]
@@ -210,7 +210,19 @@ class Supervisor:
         child.retry_at = None
         pid = getattr(child.proc, "pid", None)
         self._write_pid_file(child.spec, pid)
-        log.info("started", child=child.spec.name, pid=pid)
+        cpus = self.cfg.supervisor.cpus.get(child.spec.name)
+        nice = self.cfg.supervisor.nice.get(child.spec.name)
+        if cpus and pid:
+            try:
+                os.sched_setaffinity(pid, cpus)   # the child is still starting up (imports)
+            except OSError as e:                  # e.g. a CPU this machine does not have
+                log.error("cpu affinity not set", child=child.spec.name, cpus=list(cpus), error=repr(e))
+        if nice is not None and pid:
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+            except OSError as e:                  # a negative value without the privilege
+                log.error("nice not set", child=child.spec.name, nice=nice, error=repr(e))
+        log.info("started", child=child.spec.name, pid=pid, cpus=list(cpus) if cpus else None, nice=nice)
 
     async def _wait_or_stop(self, delay: float) -> bool:
         """Sleep ``delay`` seconds; return False at once when a stop is requested."""
@@ -455,6 +467,10 @@ class Supervisor:
         s = self.cfg.supervisor
         for spec in self.specs():
             self.children[spec.name] = Child(spec, RestartPolicy(s.restart_backoff_min_s, s.restart_backoff_max_s, s.max_restarts, s.restart_window_s))
+        for key, table in (("cpus", s.cpus), ("nice", s.nice)):
+            unknown = sorted(set(table) - set(self.children))
+            if unknown:
+                raise ConfigError(f"[supervisor] {key} names no child {unknown}; the children are {sorted(self.children)}")
         health = await self.start_health()
         control = await self.start_control()
         self.notifier = Notifier(self.health)

@@ -252,6 +252,36 @@ def test_worker_that_never_connects_is_not_ready(tmp_path, instance, sqlite_url)
         notify.close()
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to tell a pinned child apart")
+def test_children_run_on_the_cpus_the_config_names(tmp_path, instance, sqlite_url):
+    """[supervisor] cpus pins a worker and the persister (sched_setaffinity as they start) and
+    [supervisor] nice lowers the persister; the replay server, named in neither, keeps every CPU
+    and its priority; a name that is no child is refused in one line."""
+    allowed = os.sched_getaffinity(0)
+    one = max(allowed)
+    cfg = write_cfg(tmp_path, instance, sqlite_url)
+    cfg.write_text(cfg.read_text() + f"[supervisor.cpus]\nbinance = [{one}]\npersister = [{one}]\n"
+                   "[supervisor.nice]\npersister = 7\n")
+    sup = spawn(cfg, tmp_path)
+    try:
+        pids = wait_for(lambda: (lambda p: p if {"binance", "persister", "replay"} <= set(p) else None)(
+            child_pids(tmp_path, instance)), 30, "the children's pid files")
+        assert os.sched_getaffinity(pids["binance"]) == {one}
+        assert os.sched_getaffinity(pids["persister"]) == {one}
+        assert os.sched_getaffinity(pids["replay"]) == allowed
+        assert os.getpriority(os.PRIO_PROCESS, pids["persister"]) == 7
+        assert os.getpriority(os.PRIO_PROCESS, pids["replay"]) == os.getpriority(os.PRIO_PROCESS, 0)
+        wait_for(lambda: connected(tmp_path, instance), 30, "the pinned worker to read frames")
+        assert stop(sup) == 0
+    finally:
+        stop(sup)
+    cfg.write_text(cfg.read_text().replace("persister = [", "persistr = ["))
+    r = subprocess.run([sys.executable, "-m", "dm", "supervise", "-c", str(cfg)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "DM_STORAGE_URL"})
+    assert r.returncode == 1 and "cpus names no child ['persistr']" in r.stderr
+
+
 # --------------------------------------------------------------------------- signals
 
 
