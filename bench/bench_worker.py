@@ -64,6 +64,12 @@ from tests.e2e import (B38, B38_SYMBOLS, EXCHANGE_INFO, KF_FILES, KF_PRODUCTS, K
 #: measures the persister (bench_storage does), not the worker
 PERSIST_BYTES = 1 << 28
 
+#: the persister's nice value ([supervisor] nice): it drains the queue on what CPU the worker and
+#: the replay server leave, as a deployment on few cores runs it (it may lag, the worker may not);
+#: at speed 0 it would otherwise take a third of the 2 cores the null client's run leaves to the
+#: replay server and the client alone
+PERSISTER_NICE = 19
+
 #: a recording with fewer websocket frames than this is tiled (bench/gen_sessions.py) ...
 TILE_BELOW = 20_000
 #: ... to about this many frames
@@ -189,7 +195,8 @@ def worker_config(venue: str, tmp: Path, transport: str = "picows") -> tuple[str
                    .replace("persist_bytes = 16777216", f"persist_bytes = {PERSIST_BYTES}")
                    + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
                                    **extra)
-                   .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0"))
+                   .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0")
+                   + f"[supervisor.nice]\npersister = {PERSISTER_NICE}\n")
     return instance, cfg
 
 
