@@ -72,7 +72,8 @@ DEFAULT_CHANNELS = {"advanced": ("level2", "market_trades", "ticker"),
 CHANNELS = {"advanced": frozenset({"level2", "market_trades", "ticker", "ticker_batch"}),
             "exchange": frozenset({"level2", "level2_batch", "matches", "ticker"})}
 REFERENCE_PATHS = {"advanced": "/api/v3/brokerage/market/products", "exchange": "/products"}
-EXTRA_KEYS = frozenset({"feed", "heartbeats", "quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s"})
+EXTRA_KEYS = frozenset({"feed", "heartbeats", "quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s",
+                        "transport"})  # transport: dm.providers.base.Provider
 _ACTION_CLEAR = ord("R")
 
 
