@@ -705,8 +705,7 @@ cdef int at_decode(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
             return -1
         if seq > <uint64_t>0x7FFFFFFFFFFFFFFF:
             return e_codec(s, ERR_CODEC, b"integer out of range", b"sequence_num", sl[CB_SEQNUM])
-        if _fr != NULL:
-            _fr.seq_num = <int64_t>seq
+        s.msg_seq = <int64_t>seq    # connection-wide ("Sequence Numbers"): dm._feed checks it
         s.first_seq = seq
         s.last_seq = seq
     if sl[CB_TIMESTAMP] >= 0 and get_iso(s, sl[CB_TIMESTAMP], b"timestamp", &ts) < 0:
@@ -741,7 +740,6 @@ cdef int cb_decode(CState* s) noexcept nogil:
     cdef Py_ssize_t sl[CB_N]
     cdef Py_ssize_t top, e
     if _fr != NULL:
-        _fr.seq_num = -1
         _fr.mixed = 0
     top = skip_ws(s, 0)
     if top >= s.n:
@@ -781,8 +779,9 @@ cdef class CoinbaseCodec(_Codec):
       ``error``; ``status`` → ``status``. Any other ``type`` is a CodecError.
 
     Advanced Trade (Advanced Trade docs, "WebSocket Channels"), frames keyed by ``channel``,
-    every one carrying the connection-wide ``sequence_num`` (``sequence_num`` property; records
-    carry it as their sequence):
+    every one carrying the connection-wide ``sequence_num`` (``sequence_num`` property, the
+    codec's ``msg_seq``: the worker's frame path checks it, see ``dm._feed``; records carry it
+    as their sequence, and ``first_seq``/``last_seq`` hold it):
 
     * ``l2_data`` (level2) → see ``at_l2``; ``market_trades`` → see ``at_trades``; ``ticker``
       / ``ticker_batch`` → see ``at_ticker``; ``heartbeats`` → ``heartbeat``;
@@ -800,7 +799,6 @@ cdef class CoinbaseCodec(_Codec):
     def __cinit__(self, *args, **kwargs):
         self.decoder = cb_decode
         self.venue = "COINBASE"
-        self.fr.seq_num = -1
         self.fr.mixed = 0
 
     cdef int decode_c(self, const char* p, Py_ssize_t n, uint64_t ts_recv) except -1:
@@ -814,8 +812,10 @@ cdef class CoinbaseCodec(_Codec):
     @property
     def sequence_num(self) -> int:
         """Advanced Trade ``sequence_num`` of the last decoded frame; -1 when it had none
-        (Exchange feed frames, Advanced Trade error frames)."""
-        return self.fr.seq_num
+        (Exchange feed frames, Advanced Trade error frames). The codec's ``msg_seq`` (the
+        connection's message sequence, ``dm._codec._Codec.msg_seq``): kept after a decode error
+        when it was read before it."""
+        return self.st.msg_seq
 
     @property
     def mixed(self) -> bool:
