@@ -42,6 +42,19 @@ it matched and was counted); on a mismatch ``sync.applied_then_mismatch(records,
 checksum)`` gives the ``Actions`` its ``on_update`` would have (the gap), through
 ``Books.handle``.
 
+Message sequence (``provider.message_seq``, default None): for venues that number every
+message of a connection, whatever its channel or instrument, so that a missing number is a loss
+of unknown kind for every book of the connection. The codec puts a frame's number in its state
+(``msg_seq``, -1 when the frame carries none; read before a decode error, it is kept).
+``provider.message_seq`` is the connection's sequence state, an object whose ``last`` is the
+last number taken (None before the connection's first; the provider resets it per connection).
+A number that is ``last + 1`` becomes ``last`` here and the frame goes on in C; any other (the
+connection's first, a break, a duplicate or an older one) goes to
+``provider.on_message_seq(seq, ts_recv)``, which owns those decisions (gaps, resyncs,
+counting; it advances ``last`` itself), before the frame itself is handled as usual — the order
+the Python frame path (``Provider.on_frame``) keeps. A refused frame whose number was read is
+checked the same way before it is dead-lettered.
+
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
 dead-lettered (``provider.dead.add``) and costs nothing else. Fragmented messages (continuation
@@ -84,7 +97,9 @@ cdef class FeedListener(WSListener):
     """``FeedListener(provider, url)`` (as a base of the provider's picows connection class):
     ``provider`` gives ``codec`` (a venue ``_Codec``), ``fanout`` (``dm._ring.Fanout``),
     ``book_kinds`` (codec kinds handled in Python), ``on_decoded``, ``on_first_frame``, ``dead``
-    and ``first_frame_ns`` (0 until its first frame)."""
+    and ``first_frame_ns`` (0 until its first frame); optionally ``fast_book``, ``books``,
+    ``queue``, ``persist_only_kinds``, ``message_seq`` and ``on_message_seq`` (module
+    docstring)."""
 
     cdef _Codec codec
     cdef Fanout fanout
@@ -107,6 +122,9 @@ cdef class FeedListener(WSListener):
     cdef bint book_checksum           # the venue's updates carry a book checksum (sync.fast_checksum)
     cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
+    # the connection's message sequence (provider.message_seq: its ``last``), else None
+    cdef object msg_seq
+    cdef object on_message_seq
 
     def __cinit__(self, provider=None, *args, codec=None, on_decoded=None, **kwargs):
         self.frames = self.records = self.last_frame_ns = 0
@@ -147,6 +165,9 @@ cdef class FeedListener(WSListener):
             self.queue = provider.queue
         if self.persist_only:
             self.queue = provider.queue
+        self.msg_seq = getattr(provider, "message_seq", None)
+        if self.msg_seq is not None:
+            self.on_message_seq = provider.on_message_seq
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType t = frame.msg_type
@@ -168,8 +189,12 @@ cdef class FeedListener(WSListener):
         try:
             k = c.decode_c(p, n, ts)
         except CodecError as e:
+            if c.st.msg_seq >= 0 and self.msg_seq is not None:   # the frame arrived all the same
+                self._msg_seq(c.st.msg_seq, ts)
             self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
             return 0
+        if c.st.msg_seq >= 0 and self.msg_seq is not None:
+            self._msg_seq(c.st.msg_seq, ts)
         if c.st.verr_n or (self.slow_kinds >> c.st.kind) & 1:
             if not c.st.verr_n and k:
                 if c.st.kind == self.book_kind and self._book(c, ts, p, n):
@@ -181,6 +206,16 @@ cdef class FeedListener(WSListener):
             self.on_decoded(PyBytes_FromStringAndSize(p, n), ts, k)
         elif k:
             self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
+        return 0
+
+    cdef int _msg_seq(self, int64_t seq, uint64_t ts) except -1:
+        """The connection's message sequence (module docstring): the next number stays here,
+        any other goes to ``provider.on_message_seq``."""
+        last = self.msg_seq.last
+        if last is not None and seq > 0 and seq - 1 == <int64_t>last:
+            self.msg_seq.last = seq
+        else:
+            self.on_message_seq(seq, ts)
         return 0
 
     cdef bint _book(self, _Codec c, uint64_t ts, const char* p, Py_ssize_t n) except -1:
