@@ -33,7 +33,12 @@ its sync). With the codec's ``first_seq``/``last_seq`` of the update as ``first`
   (default ``seq``; not checked while ``attr`` is None), then ``attr = last``; an update without
   ids (``last`` 0) applies unchained;
 * ``FAST_MONOTONIC`` — no ids, time order only: ``last >= attr`` (default ``last_us``);
-* ``FAST_ALWAYS`` — no ids at all: every update of a synced book applies.
+* ``FAST_ALWAYS`` — no ids of the book's own: every update of a synced book applies (its
+  DEPTH/BBO carry the codec's ``last_seq``, 0 when it has none; with a message sequence, below,
+  the continuity is the connection's and this is the shape).
+
+An update whose records name another instrument than the codec's ``instrument_id`` (a venue
+message carrying several instruments' updates) goes to Python whole.
 
 ``checksum`` True: the venue sends a book checksum with updates (the codec's ``checksum``, -1
 when absent). The C path then needs ``sync.fast_ready`` (the sync says its checksum can be
@@ -67,6 +72,7 @@ the watchdog and the state file, so nothing per frame touches a Python attribute
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -91,6 +97,21 @@ _DEFAULT_ATTR = {FAST_SEQ_NEXT: "seq", FAST_PREV_ID: "change_id", FAST_CHAINED: 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
     DepthRecord depth
     BboRecord bbo
+
+
+cdef inline bint _one_instrument(const uint8_t* p, Py_ssize_t n, uint32_t iid) noexcept nogil:
+    """Whether every record of ``p[0:n]`` (concatenated, sized by their first byte) is ``iid``'s."""
+    cdef Py_ssize_t off = 0, rl
+    cdef uint32_t r
+    while off < n:
+        rl = <Py_ssize_t>p[off] * 4
+        if rl < 8 or off + rl > n:
+            return 0
+        memcpy(&r, p + off + 4, 4)
+        if r != iid:
+            return 0
+        off += rl
+    return 1
 
 
 cdef class FeedListener(WSListener):
@@ -231,6 +252,8 @@ cdef class FeedListener(WSListener):
         sync = self.syncs.get(iid)
         if sync is None or first > last or not sync.synced:
             return 0
+        if not _one_instrument(<const uint8_t*>c.st.out, c.st.out_len, iid):
+            return 0
         if self.book_checksum and not sync.fast_ready:
             return 0
         if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
@@ -272,7 +295,7 @@ cdef class FeedListener(WSListener):
                 return 0
             seq_out = last
         else:                                # FAST_ALWAYS
-            seq_out = 0
+            seq_out = last
         book = <L2Book>sync.book
         try:
             m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
