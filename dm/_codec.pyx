@@ -134,6 +134,7 @@ cdef class _Codec:
             raise MemoryError()
         self.st.out_cap = INIT_CAP
         self.st.checksum = -1
+        self.st.msg_seq = -1
         self.venue = "?"
         self.decoder = _no_venue
 
@@ -289,6 +290,13 @@ cdef class _Codec:
     def checksum(self) -> int:
         """Book checksum the last frame carried (u32, the venue's definition), -1 when none."""
         return self.st.checksum
+
+    @property
+    def msg_seq(self) -> int:
+        """The last frame's number in its connection's message sequence (venues that number every
+        message of a connection; which field is the venue codec's), -1 when it carried none. Also
+        set after a decode error when the number was read before it."""
+        return self.st.msg_seq
 
     @property
     def size_precision(self) -> int:

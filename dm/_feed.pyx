@@ -33,7 +33,12 @@ its sync). With the codec's ``first_seq``/``last_seq`` of the update as ``first`
   (default ``seq``; not checked while ``attr`` is None), then ``attr = last``; an update without
   ids (``last`` 0) applies unchained;
 * ``FAST_MONOTONIC`` — no ids, time order only: ``last >= attr`` (default ``last_us``);
-* ``FAST_ALWAYS`` — no ids at all: every update of a synced book applies.
+* ``FAST_ALWAYS`` — no ids of the book's own: every update of a synced book applies (its
+  DEPTH/BBO carry the codec's ``last_seq``, 0 when it has none; with a message sequence, below,
+  the continuity is the connection's and this is the shape).
+
+An update whose records name another instrument than the codec's ``instrument_id`` (a venue
+message carrying several instruments' updates) goes to Python whole.
 
 ``checksum`` k > 0: the venue sends a checksum of the book's top ``k`` levels per side with
 updates (the codec's ``checksum``, -1 when absent). The C path then needs ``sync.fast_ready``
@@ -45,6 +50,19 @@ when the book is exactly as this path left it after the last matching checksum (
 ``version``) and the update touched no level above position ``k`` (its ``touched``), the book's
 checksum is the one that matched then, so the venue's must be that same value: it is compared
 without rendering the book (counted as matched as well); anything else computes it in full.
+
+Message sequence (``provider.message_seq``, default None): for venues that number every
+message of a connection, whatever its channel or instrument, so that a missing number is a loss
+of unknown kind for every book of the connection. The codec puts a frame's number in its state
+(``msg_seq``, -1 when the frame carries none; read before a decode error, it is kept).
+``provider.message_seq`` is the connection's sequence state, an object whose ``last`` is the
+last number taken (None before the connection's first; the provider resets it per connection).
+A number that is ``last + 1`` becomes ``last`` here and the frame goes on in C; any other (the
+connection's first, a break, a duplicate or an older one) goes to
+``provider.on_message_seq(seq, ts_recv)``, which owns those decisions (gaps, resyncs,
+counting; it advances ``last`` itself), before the frame itself is handled as usual — the order
+the Python frame path (``Provider.on_frame``) keeps. A refused frame whose number was read is
+checked the same way before it is dead-lettered.
 
 Kinds in ``provider.persist_only_kinds`` (e.g. Kraken ticker/spread BBOs while the book is the
 channel's BBO source) are written to the persist queue only, in C. A frame the codec refuses is
@@ -59,6 +77,7 @@ the watchdog and the state file, so nothing per frame touches a Python attribute
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -92,11 +111,28 @@ cdef class _ChecksumMemo:
     cdef int64_t checksum
 
 
+cdef inline bint _one_instrument(const uint8_t* p, Py_ssize_t n, uint32_t iid) noexcept nogil:
+    """Whether every record of ``p[0:n]`` (concatenated, sized by their first byte) is ``iid``'s."""
+    cdef Py_ssize_t off = 0, rl
+    cdef uint32_t r
+    while off < n:
+        rl = <Py_ssize_t>p[off] * 4
+        if rl < 8 or off + rl > n:
+            return 0
+        memcpy(&r, p + off + 4, 4)
+        if r != iid:
+            return 0
+        off += rl
+    return 1
+
+
 cdef class FeedListener(WSListener):
     """``FeedListener(provider, url)`` (as a base of the provider's picows connection class):
     ``provider`` gives ``codec`` (a venue ``_Codec``), ``fanout`` (``dm._ring.Fanout``),
     ``book_kinds`` (codec kinds handled in Python), ``on_decoded``, ``on_first_frame``, ``dead``
-    and ``first_frame_ns`` (0 until its first frame)."""
+    and ``first_frame_ns`` (0 until its first frame); optionally ``fast_book``, ``books``,
+    ``queue``, ``persist_only_kinds``, ``message_seq`` and ``on_message_seq`` (module
+    docstring)."""
 
     cdef _Codec codec
     cdef Fanout fanout
@@ -122,6 +158,9 @@ cdef class FeedListener(WSListener):
     cdef dict checksum_memo           # instrument id -> _ChecksumMemo (the last matching checksum)
     cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
+    # the connection's message sequence (provider.message_seq: its ``last``), else None
+    cdef object msg_seq
+    cdef object on_message_seq
 
     def __cinit__(self, provider=None, *args, codec=None, on_decoded=None, **kwargs):
         self.frames = self.records = self.last_frame_ns = 0
@@ -166,6 +205,9 @@ cdef class FeedListener(WSListener):
             self.queue = provider.queue
         if self.persist_only:
             self.queue = provider.queue
+        self.msg_seq = getattr(provider, "message_seq", None)
+        if self.msg_seq is not None:
+            self.on_message_seq = provider.on_message_seq
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType t = frame.msg_type
@@ -187,8 +229,12 @@ cdef class FeedListener(WSListener):
         try:
             k = c.decode_c(p, n, ts)
         except CodecError as e:
+            if c.st.msg_seq >= 0 and self.msg_seq is not None:   # the frame arrived all the same
+                self._msg_seq(c.st.msg_seq, ts)
             self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
             return 0
+        if c.st.msg_seq >= 0 and self.msg_seq is not None:
+            self._msg_seq(c.st.msg_seq, ts)
         if c.st.verr_n or (self.slow_kinds >> c.st.kind) & 1:
             if not c.st.verr_n and k:
                 if c.st.kind == self.book_kind and self._book(c, ts, p, n):
@@ -200,6 +246,16 @@ cdef class FeedListener(WSListener):
             self.on_decoded(PyBytes_FromStringAndSize(p, n), ts, k)
         elif k:
             self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
+        return 0
+
+    cdef int _msg_seq(self, int64_t seq, uint64_t ts) except -1:
+        """The connection's message sequence (module docstring): the next number stays here,
+        any other goes to ``provider.on_message_seq``."""
+        last = self.msg_seq.last
+        if last is not None and seq > 0 and seq - 1 == <int64_t>last:
+            self.msg_seq.last = seq
+        else:
+            self.on_message_seq(seq, ts)
         return 0
 
     cdef bint _book(self, _Codec c, uint64_t ts, const char* p, Py_ssize_t n) except -1:
@@ -215,6 +271,8 @@ cdef class FeedListener(WSListener):
         cdef const uint8_t* ev
         sync = self.syncs.get(iid)
         if sync is None or first > last or not sync.synced:
+            return 0
+        if not _one_instrument(<const uint8_t*>c.st.out, c.st.out_len, iid):
             return 0
         if self.book_checksum and not sync.fast_ready:
             return 0
@@ -257,7 +315,7 @@ cdef class FeedListener(WSListener):
                 return 0
             seq_out = last
         else:                                # FAST_ALWAYS
-            seq_out = 0
+            seq_out = last
         book = <L2Book>sync.book
         v0 = book.version
         try:

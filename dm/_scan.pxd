@@ -158,6 +158,10 @@ cdef struct CState:
     uint64_t first_seq
     uint64_t last_seq
     int64_t checksum
+    # the frame's number in its connection's message sequence, for venues that number every
+    # message of a connection (dm._feed: "Message sequence"); -1 when the frame carries none.
+    # Kept after a decode error when it was read before the error: the frame still arrived
+    int64_t msg_seq
     uint64_t counts[N_KINDS]
     # error of the last decode (0 = none); turned into an exception at one edge (_raise)
     int err
@@ -222,6 +226,7 @@ cdef inline void begin_frame(CState* s, const uint8_t* p, Py_ssize_t n, uint64_t
     s.first_seq = 0
     s.last_seq = 0
     s.checksum = -1
+    s.msg_seq = -1
     s.err = ERR_NONE
     s.verr_n = 0
 

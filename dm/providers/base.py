@@ -365,6 +365,11 @@ class Provider:
     fast_book: tuple | None = None
     #: codec kinds the C frame path writes to the persist queue only (no channel)
     persist_only_kinds: frozenset = frozenset()
+    #: venues that number every message of a connection (the codec's ``msg_seq``): the
+    #: connection's sequence state, an object whose ``last`` is the last number taken (None
+    #: before the connection's first); numbers that are not ``last + 1`` go to
+    #: ``on_message_seq`` (dm._feed's docstring, "Message sequence"). None: not checked
+    message_seq = None
     stale_after_s: float | None = None
     ping_interval_s: float | None = None
 
@@ -841,9 +846,32 @@ class Provider:
         try:
             n = self.codec.decode(data, ts_recv)
         except CodecError as e:
+            if self.message_seq is not None:  # a number read before the error: the frame arrived
+                self.check_message_seq(ts_recv)
             self.dead.add(ts_recv, data, e)
             return
+        if self.message_seq is not None:
+            self.check_message_seq(ts_recv)
         self.on_decoded(data, ts_recv, n)
+
+    def check_message_seq(self, ts_recv: int) -> None:
+        """The last decoded frame's number in the connection's message sequence (``message_seq``;
+        the C frame path does the same in ``dm._feed``): the next one is taken, any other goes
+        to ``on_message_seq``; a frame without one is not checked."""
+        seq = self.codec.msg_seq
+        if seq < 0:
+            return
+        ms = self.message_seq
+        last = ms.last
+        if last is not None and seq == last + 1:
+            ms.last = seq
+        else:
+            self.on_message_seq(seq, ts_recv)
+
+    def on_message_seq(self, seq: int, ts_recv: int) -> None:  # pragma: no cover - per venue
+        """``seq`` (``message_seq``) is not the connection's next number: the connection's first,
+        a break, a duplicate; the venue decides (gaps, resyncs) and advances ``message_seq.last``."""
+        raise NotImplementedError
 
     def on_decoded(self, data, ts_recv: int, n: int) -> None:
         """The codec decoded ``data`` into ``n`` records (``self.codec.output()``): values it

@@ -5,9 +5,9 @@ from libc.stdint cimport int64_t, uint64_t
 from dm._codec cimport _Codec
 
 
-cdef struct CbFrame:              # per-frame results beyond CState (set by the decoder)
-    int64_t seq_num               # Advanced Trade sequence_num, -1 when the frame has none
-    int mixed                     # a level2 frame whose events name more than one product
+cdef struct CbFrame:              # per-frame results beyond CState (set by the decoder; the
+    int mixed                     # sequence_num is CState.msg_seq): a level2 frame whose events
+                                  # name more than one product
 
 
 cdef class CoinbaseCodec(_Codec):

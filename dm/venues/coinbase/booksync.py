@@ -24,37 +24,21 @@ from __future__ import annotations
 from dm.booksync import Actions, BookSync, Gap, L2Book
 from dm.venues.coinbase import VENUE
 
-_BBO_SP, _DEPTH_SP = 73, 35             # BboRecord / DepthRecord.size_precision byte (dm/_records.pxd)
 GAP_SEQUENCE = "coinbase.sequence_num"   # gap ledger kind: missing Advanced Trade sequence numbers
 _ACTION_CLEAR = ord("R")                 # BookDeltaRecord.action at byte 49
-
-
-class ScaledL2Book(L2Book):
-    """An ``L2Book`` whose sizes are at the product's own ``size_precision`` (the codec's BOOK_DELTA
-    sizes, 10**-size_precision): the DEPTH/BBO records it writes say so. ``dm._book`` stamps 1e-9
-    on them, which cannot hold Coinbase's sizes: a 27,510,000,000 SKL level does not fit u64 at
-    1e-9 (data/coinbase/2021-04-17), at its ``base_increment`` (0.1) it does. Set
-    ``size_precision`` after construction (``L2Book.__cinit__`` takes the constructor's
-    arguments)."""
-
-    size_precision = 9
-
-    def write_depth(self, out, ts_event, ts_recv, sequence, flags=0) -> int:
-        n = super().write_depth(out, ts_event, ts_recv, sequence, flags)
-        out[len(out) - n + _DEPTH_SP] = self.size_precision
-        return n
-
-    def write_bbo(self, out, ts_event, ts_recv, sequence, flags=0) -> int:
-        n = super().write_bbo(out, ts_event, ts_recv, sequence, flags)
-        out[len(out) - n + _BBO_SP] = self.size_precision
-        return n
 
 
 class SequenceTracker:
     """Continuity of one Advanced Trade connection's ``sequence_num`` (module docstring).
     ``on_message(seq)`` returns ``None`` when ``seq`` is the next one (or the first seen), else
     the ``(first_missing, last_missing)`` range; a repeated or older number is ``"duplicate"``
-    (counted, otherwise ignored). ``reset()`` on every new connection (numbers restart)."""
+    (counted, otherwise ignored). ``reset()`` on every new connection (numbers restart).
+
+    ``last`` is the provider's ``message_seq`` state: the worker's frame path (``dm._feed``,
+    "Message sequence"; ``Provider.check_message_seq`` on the Python path) takes the next number
+    itself and hands every other one to ``on_message``, which decides as above."""
+
+    __slots__ = ("last", "breaks", "duplicates")
 
     def __init__(self):
         self.last: int | None = None
@@ -81,15 +65,16 @@ class CoinbaseBookSync(BookSync):
     """One product's level2 book (module docstring). ``on_snapshot`` / ``on_update`` take the
     BOOK_DELTA records the codec decoded (a snapshot starts with CLEAR); ``on_break`` is the
     connection's sequence break (Advanced Trade). ``size_precision``: the scale of the records'
-    sizes (the product's), stamped on the DEPTH/BBO the book writes (:class:`ScaledL2Book`)."""
+    sizes (the product's, the decimals of its ``base_increment``), the book's
+    ``L2Book.size_precision``, stamped on the DEPTH/BBO it writes (in Python and in the C frame
+    path alike): 1e-9 cannot hold Coinbase's sizes, a 27,510,000,000 SKL level does not fit u64
+    at 1e-9 (data/coinbase/2021-04-17), at its ``base_increment`` (0.1) it does."""
 
     venue = VENUE.exchange
 
     def __init__(self, instrument_id: int, publisher_id: int = VENUE.publisher_id, max_depth: int = 0,
                  size_precision: int = 9):
-        book = ScaledL2Book(instrument_id, publisher_id, max_depth)
-        book.size_precision = size_precision
-        super().__init__(book)
+        super().__init__(L2Book(instrument_id, publisher_id, max_depth, size_precision))
 
     def on_snapshot(self, records) -> Actions:
         """A snapshot (CLEAR + levels; in an Advanced Trade frame possibly after updates of the

@@ -12,10 +12,15 @@
   all subscriptions open", "Heartbeats channel"; extra key ``heartbeats``, default true).
 * ``sequence_num`` ("Sequence Numbers") numbers every message of the connection: one
   ``dm.venues.coinbase.booksync.SequenceTracker`` per connection checks it on every frame
-  (heartbeats too). A jump is a break: every book of the connection gets one gap (ledger kind
-  ``coinbase.sequence_num``, first/last = the missing numbers) and its ``level2`` is
-  resubscribed (``unsubscribe`` + ``subscribe``) for a fresh snapshot, asked again after
-  ``resync_timeout_s`` (default 10 s) if none came.
+  (heartbeats too), as the provider's ``message_seq`` (``dm._feed``, "Message sequence": the
+  next number is taken in C, any other comes to ``on_message_seq``). A jump is a break: every
+  book of the connection gets one gap (ledger kind ``coinbase.sequence_num``, first/last = the
+  missing numbers) and its ``level2`` is resubscribed (``unsubscribe`` + ``subscribe``) for a
+  fresh snapshot, asked again after ``resync_timeout_s`` (default 10 s) if none came.
+* The C frame path (``dm._feed``) publishes ``market_trades`` and ``ticker`` frames and applies
+  ``level2`` updates of a synced book (``FAST_ALWAYS``: a level2 book has no ids of its own,
+  its continuity is the connection's ``sequence_num``, checked first); snapshots, updates of a
+  book out of sync, and a message whose events name several products go to Python whole.
 
 ``feed = "exchange"`` — Exchange WebSocket feed (live ``ws_url`` =
 ``wss://ws-feed.exchange.coinbase.com``, ``rest_url`` = ``https://api.exchange.coinbase.com``):
@@ -38,7 +43,7 @@ to the persist queue. Values the codec rejects alone are dead-lettered with thei
 ``error`` frames are logged and counted (``error_frames``).
 
 Sizes: at each product's own precision, the decimals of ``base_increment`` (trades, BBO, book
-deltas, and DEPTH/BBO from the book: ``dm.venues.coinbase.booksync.ScaledL2Book``); 1e-9 cannot
+deltas, and DEPTH/BBO from the book: ``dm.venues.coinbase.booksync.CoinbaseBookSync``); 1e-9 cannot
 hold Coinbase's sizes (27,510,000,000 SKL at one level of the 2021 session). The precisions are
 in the stats file as ``size_precisions``.
 """
@@ -50,10 +55,10 @@ import aiohttp
 import orjson
 
 from dm import log as dmlog
-from dm._book import BookError
 from dm._codec import KINDS
-from dm.errors import CodecError, ConfigError, SymbologyError
-from dm.providers.base import Books, Provider, ResubscribingBooks, dead_letter_values, resolve_instruments
+from dm._feed import FAST_ALWAYS
+from dm.errors import ConfigError, SymbologyError
+from dm.providers.base import Books, Provider, ResubscribingBooks, resolve_instruments
 from dm.records import GapUnits
 from dm.symbology import for_provider
 from dm.venues.coinbase._codec import CoinbaseCodec
@@ -72,7 +77,8 @@ DEFAULT_CHANNELS = {"advanced": ("level2", "market_trades", "ticker"),
 CHANNELS = {"advanced": frozenset({"level2", "market_trades", "ticker", "ticker_batch"}),
             "exchange": frozenset({"level2", "level2_batch", "matches", "ticker"})}
 REFERENCE_PATHS = {"advanced": "/api/v3/brokerage/market/products", "exchange": "/products"}
-EXTRA_KEYS = frozenset({"feed", "heartbeats", "quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s"})
+EXTRA_KEYS = frozenset({"feed", "heartbeats", "quote_aliases", "stale_after_s", "ping_interval_s", "resync_timeout_s",
+                        "transport"})  # transport: dm.providers.base.Provider
 _ACTION_CLEAR = ord("R")
 
 
@@ -108,6 +114,8 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
         self.heartbeats = bool(pcfg.extra.get("heartbeats", True))
         self.resync_timeout_s = float(pcfg.extra.get("resync_timeout_s", 10.0))
         self.seq = SequenceTracker()
+        # Advanced Trade numbers every message of the connection; the Exchange feed does not
+        self.message_seq = self.seq if self.feed == "advanced" else None
         self.size_precisions: dict[str, int | None] = {}
         self.error_frames = 0
         self.resubscribes = 0
@@ -159,6 +167,10 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
             for iid in self.instrument_ids.values():
                 self.books.syncs[iid] = CoinbaseBookSync(iid, self.pcfg.publisher_id, size_precision=self._sp_of[iid])
             kinds |= {K_BOOK, K_BOOKSNAPSHOT}
+            # steady-state updates in C (dm._feed): a level2 book has no ids of its own (its
+            # continuity is the connection's sequence_num, message_seq); the Exchange feed's
+            # l2update has none at all ("Level2 channel")
+            self.fast_book = (K_BOOK, FAST_ALWAYS)
         self.book_kinds = frozenset(kinds)
         return codec
 
@@ -203,40 +215,10 @@ class CoinbaseProvider(ResubscribingBooks, Provider):
             if act.needs_snapshot:
                 self.request_book(iid)
 
-    # -- the hot loop -------------------------------------------------------------------
-    def on_frame(self, data, ts_recv: int) -> None:
-        """Decode one frame; Advanced Trade: check ``sequence_num`` first (a frame that fails to
-        decode after its ``sequence_num`` was read still counts as received)."""
-        self.frames += 1
-        if self.frames == 1:
-            self.on_first_frame(ts_recv)
-        self.last_frame_ns = ts_recv
-        codec = self.codec
-        try:
-            n = codec.decode(data, ts_recv)
-        except CodecError as e:
-            self._sequence(codec.sequence_num, ts_recv)
-            self.dead.add(ts_recv, data, e)
-            return
-        seq = codec.sequence_num
-        if seq >= 0:
-            self._sequence(seq, ts_recv)
-        if codec.value_error_count:
-            dead_letter_values(self, codec, data, ts_recv)
-        kind = codec.last_kind
-        if kind in self.book_kinds:
-            self.last_frame = data
-            try:
-                self.on_book_frame(kind, ts_recv)
-            except BookError as e:
-                self.dead.add(ts_recv, data, e)
-            return
-        if n:
-            self.publish(codec.output(), n)
-
-    def _sequence(self, seq: int, ts_recv: int) -> None:
-        if seq < 0:
-            return
+    # -- frames routed here (message_seq, book_kinds) -------------------------------------
+    def on_message_seq(self, seq: int, ts_recv: int) -> None:
+        """A ``sequence_num`` that is not the connection's next one (``message_seq``): the
+        first, a duplicate (counted) or a break (every book gets its gap and a resync)."""
         r = self.seq.on_message(seq)
         if r is None or r == "duplicate":
             return
