@@ -222,7 +222,10 @@ class Supervisor:
                 os.setpriority(os.PRIO_PROCESS, pid, nice)
             except OSError as e:                  # a negative value without the privilege
                 log.error("nice not set", child=child.spec.name, nice=nice, error=repr(e))
-        log.info("started", child=child.spec.name, pid=pid, cpus=list(cpus) if cpus else None, nice=nice)
+        placed = {"cpus": list(cpus)} if cpus else {}
+        if nice is not None:
+            placed["nice"] = nice
+        log.info("started", child=child.spec.name, pid=pid, **placed)
 
     async def _wait_or_stop(self, delay: float) -> bool:
         """Sleep ``delay`` seconds; return False at once when a stop is requested."""

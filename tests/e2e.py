@@ -366,4 +366,4 @@ def started_pids(log_text: str, child: str) -> list[int]:
     """pids of every start of ``child`` in a supervisor log."""
     import re
 
-    return [int(m) for m in re.findall(rf"started\s+child={re.escape(child)} pid=(\d+)", log_text)]
+    return [int(m) for m in re.findall(rf"started\s+child={re.escape(child)}(?: \w+=\S+)*? pid=(\d+)", log_text)]

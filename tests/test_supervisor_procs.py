@@ -271,6 +271,7 @@ def test_children_run_on_the_cpus_the_config_names(tmp_path, instance, sqlite_ur
         assert os.sched_getaffinity(pids["persister"]) == {one}
         assert os.sched_getaffinity(pids["replay"]) == allowed
         assert os.getpriority(os.PRIO_PROCESS, pids["persister"]) == 7
+        assert started_pids(log_text(tmp_path), "persister") == [pids["persister"]]   # logged with cpus, nice
         assert os.getpriority(os.PRIO_PROCESS, pids["replay"]) == os.getpriority(os.PRIO_PROCESS, 0)
         wait_for(lambda: connected(tmp_path, instance), 30, "the pinned worker to read frames")
         assert stop(sup) == 0
