@@ -276,7 +276,7 @@ def _tops(r: RefBook, k: int):
     return r.levels(SIDE_BID, k), r.levels(SIDE_ASK, k)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=delta_batches(), max_depth=st.sampled_from((0, 0, 1, 3, 10, 12)))
 def test_property_touched_bounds_what_changed(batches, max_depth):
     """``version`` counts every apply; ``touched >= k`` means the top k levels of both sides are
@@ -293,7 +293,7 @@ def test_property_touched_bounds_what_changed(batches, max_depth):
                 assert _tops(r, k) == top, (k, b.touched)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches=delta_batches(), sp=st.sampled_from((9, 9, 3, 0)))
 def test_property_checksums_from_cached_level_text_equal_rendered(batches, sp):
     """Kraken's and OKX's checksums with the book's LevelText (kept across updates, parameters

@@ -133,7 +133,13 @@ GAP_KIND = {"okx": "okx.checksum", "okx+seqId": "okx.seq_id", "kraken": "kraken.
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("venue", sorted(TILERS) + sorted(VARIANTS))
+#: broken boundaries of one venue per mechanism run in ``make test`` (dropped diffs by time,
+#: a sequence shift, a checksum); the others with ``make soak``
+_BROKEN_FAST = {"bitstamp", "okx+seqId", "kraken"}
+
+
+@pytest.mark.parametrize("venue", [v if v in _BROKEN_FAST else pytest.param(v, marks=pytest.mark.slow)
+                                   for v in sorted(TILERS) + sorted(VARIANTS)])
 def test_broken_tile_boundary_is_seen(venue, tmp_path, instance):
     t, st = run_tiled(venue, tmp_path, instance, 2, skew=BROKEN[venue])
     if venue == "bitstamp":
