@@ -132,12 +132,12 @@ BROKEN = {"binance_futures": 1, "binance_delivery": 1, "deribit": 1, "coinbase":
 GAP_KIND = {"okx": "okx.checksum", "okx+seqId": "okx.seq_id", "kraken": "kraken.checksum"}
 
 
-@pytest.mark.timeout(120)
 #: broken boundaries of one venue per mechanism run in ``make test`` (dropped diffs by time,
 #: a sequence shift, a checksum); the others with ``make soak``
 _BROKEN_FAST = {"bitstamp", "okx+seqId", "kraken"}
 
 
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("venue", [v if v in _BROKEN_FAST else pytest.param(v, marks=pytest.mark.slow)
                                    for v in sorted(TILERS) + sorted(VARIANTS)])
 def test_broken_tile_boundary_is_seen(venue, tmp_path, instance):
