@@ -2,10 +2,12 @@
 # distutils: libraries = z
 """OKX v5 order book checksum (OKX API v5 docs, "Order book channel" → "Checksum") over dm's L2
 book (``dm._book.L2Book``), read straight from the book's level arrays (layout in
-``dm/_book.pxd``), with the CRC32 of zlib (linked: ``crc32`` from ``zlib.h``, the code behind ``zlib.crc32``)
-called on the rendered text without creating a Python object. bench/bench_okx_checksum.py
-compares it with the Python alternative (book levels → strings → ``zlib.crc32``): a hand-rolled
-slice-by-8 CRC measured 0.82-0.87x zlib's braided one, so the library's is used."""
+``dm/_book.pxd``). Each level's ``px:sz`` text is rendered once per book and copied after
+(``dm._leveltext.LevelText``), and the CRC-32 is ``dm/dm_crc32.h``'s (PCLMULQDQ folding, zlib's
+``crc32`` for the tail and on other CPUs), called on the text without a Python object.
+bench/bench_checksum.py compares it with the Python alternative (book levels → strings →
+``zlib.crc32``) per recorded update, and the CRC with ``zlib.crc32`` (an earlier hand-rolled
+slice-by-8 table CRC measured 0.82-0.87x zlib's braided one and was dropped)."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
