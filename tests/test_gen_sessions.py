@@ -88,8 +88,14 @@ def run_tiled(venue: str, tmp: Path, instance: str, tiles: int, skew: int = 0):
     return t, worker_stats(tmp, instance, venue)
 
 
+#: in ``make test``: one venue per continuity rule shape (ids with a previous link, a connection
+#: sequence, a sequence shift plus checksum, a checksum alone); every venue with ``make soak``
+_SYNC_FAST = {"binance_futures", "coinbase", "okx+seqId", "kraken"}
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("venue", sorted(TILERS) + sorted(VARIANTS))
+@pytest.mark.parametrize("venue", [v if v in _SYNC_FAST else pytest.param(v, marks=pytest.mark.slow)
+                                   for v in sorted(TILERS) + sorted(VARIANTS)])
 def test_tiled_session_stays_in_sync(venue, tmp_path, instance):
     t, st = run_tiled(venue, tmp_path, instance, TILES)
     venue = VARIANTS.get(venue, venue)
