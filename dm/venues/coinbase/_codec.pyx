@@ -260,6 +260,27 @@ cdef int aggressor_of(CState* s, Py_ssize_t v, const char* field, uint8_t* out) 
     return 0
 
 
+cdef int req_level(CState* s, Py_ssize_t* idx, int kp, const char* fp, int ks, const char* fs, Py_ssize_t obj,
+                   int64_t* px, uint64_t* sz) noexcept nogil:
+    """The required price (member ``kp``, named ``fp``) and size (``ks``/``fs``) strings of the
+    object at ``obj`` (indexed in ``idx``): -1 on an error, 1 when either was rejected alone
+    (the level or trade is dropped alone), else 0."""
+    cdef Py_ssize_t x = req(s, idx, kp, fp, obj)
+    cdef int r1, r2
+    if x < 0:
+        return -1
+    r1 = get_px_str(s, x, fp, px)
+    if r1 < 0:
+        return -1
+    x = req(s, idx, ks, fs, obj)
+    if x < 0:
+        return -1
+    r2 = get_sz_str(s, x, fs, sz)
+    if r2 < 0:
+        return -1
+    return 1 if r1 or r2 else 0
+
+
 cdef int bbo_side(CState* s, Py_ssize_t vp, Py_ssize_t vs, const char* fp, const char* fs,
                   int64_t* px, uint64_t* sz) noexcept nogil:
     """One BBO side: price (required) and size (optional: 0). A value rejected alone empties the
@@ -384,7 +405,7 @@ cdef int ex_match(CState* s, Py_ssize_t* sl, Py_ssize_t top, bint last) noexcept
     cdef uint64_t ts, tid, seq, sz = 0
     cdef int64_t px = 0
     cdef uint8_t side
-    cdef int r1, r2
+    cdef int r
     v = req(s, sl, CB_PRODUCT, b"product_id", top)
     if v < 0 or lookup(s, v, b"product_id") < 0:
         return -1
@@ -400,22 +421,13 @@ cdef int ex_match(CState* s, Py_ssize_t* sl, Py_ssize_t top, bint last) noexcept
     v = req(s, sl, CB_SIDE, b"side", top)
     if v < 0 or aggressor_of(s, v, b"side", &side) < 0:
         return -1
-    v = req(s, sl, CB_PRICE, b"price", top)
-    if v < 0:
-        return -1
-    r1 = get_px_str(s, v, b"price", &px)
-    if r1 < 0:
-        return -1
-    v = req(s, sl, CB_SIZE, b"size", top)
-    if v < 0:
-        return -1
-    r2 = get_sz_str(s, v, b"size", &sz)
-    if r2 < 0:
+    r = req_level(s, sl, CB_PRICE, b"price", CB_SIZE, b"size", top, &px, &sz)
+    if r < 0:
         return -1
     s.kind = K_TRADESNAPSHOT if last else K_TRADE
     s.first_seq = seq
     s.last_seq = seq
-    if r1 == 0 and r2 == 0:
+    if r == 0:
         return emit_trade(s, ts, px, sz, tid, seq, side, FLAG_SNAPSHOT if last else 0)
     return 0
 
@@ -519,7 +531,7 @@ cdef int l2_updates(CState* s, Py_ssize_t v, uint64_t seq, uint8_t flags, int de
     cdef uint8_t side
     cdef uint64_t ets, sz = 0
     cdef int64_t px = 0
-    cdef int r1, r2
+    cdef int r
     u = arr_first(s, v, depth, &endu)
     while u > 0:
         if s.p[u] != 123:
@@ -533,19 +545,10 @@ cdef int l2_updates(CState* s, Py_ssize_t v, uint64_t seq, uint8_t flags, int de
         x = req(s, U, CB_EVENT_TIME, b"event_time", u)
         if x < 0 or get_iso(s, x, b"event_time", &ets) < 0:
             return -1
-        x = req(s, U, CB_PRICE_LEVEL, b"price_level", u)
-        if x < 0:
+        r = req_level(s, U, CB_PRICE_LEVEL, b"price_level", CB_NEW_QTY, b"new_quantity", u, &px, &sz)
+        if r < 0:
             return -1
-        r1 = get_px_str(s, x, b"price_level", &px)
-        if r1 < 0:
-            return -1
-        x = req(s, U, CB_NEW_QTY, b"new_quantity", u)
-        if x < 0:
-            return -1
-        r2 = get_sz_str(s, x, b"new_quantity", &sz)
-        if r2 < 0:
-            return -1
-        if r1 == 0 and r2 == 0:
+        if r == 0:
             if emit_level(s, ets, px, sz, seq, side, flags) < 0:
                 return -1
         u = arr_next(s, ue, &endu)
@@ -563,7 +566,7 @@ cdef int trade_items(CState* s, Py_ssize_t v, uint64_t seq, bint snap, int depth
     cdef uint64_t ts, tid, sz = 0
     cdef int64_t px = 0
     cdef uint8_t side
-    cdef int r1, r2
+    cdef int r
     t = arr_first(s, v, depth, &endt)
     while t > 0:
         if s.p[t] != 123:
@@ -584,19 +587,10 @@ cdef int trade_items(CState* s, Py_ssize_t v, uint64_t seq, bint snap, int depth
         x = req(s, T, CB_SIDE, b"side", t)
         if x < 0 or aggressor_of(s, x, b"side", &side) < 0:
             return -1
-        x = req(s, T, CB_PRICE, b"price", t)
-        if x < 0:
+        r = req_level(s, T, CB_PRICE, b"price", CB_SIZE, b"size", t, &px, &sz)
+        if r < 0:
             return -1
-        r1 = get_px_str(s, x, b"price", &px)
-        if r1 < 0:
-            return -1
-        x = req(s, T, CB_SIZE, b"size", t)
-        if x < 0:
-            return -1
-        r2 = get_sz_str(s, x, b"size", &sz)
-        if r2 < 0:
-            return -1
-        if r1 == 0 and r2 == 0:
+        if r == 0:
             if emit_trade(s, ts, px, sz, tid, seq, side, FLAG_SNAPSHOT if snap else 0) < 0:
                 return -1
         t = arr_next(s, te, &endt)
