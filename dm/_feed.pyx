@@ -41,9 +41,10 @@ An update whose records name another instrument than the codec's ``instrument_id
 message carrying several instruments' updates) goes to Python whole.
 
 ``checksum`` k > 0: the venue sends a checksum of the book's top ``k`` levels per side with
-updates (the codec's ``checksum``, -1 when absent). The C path then needs ``sync.fast_ready``
-(the sync says its checksum can be computed from the book alone), and after applying asks
-``sync.fast_checksum(checksum)`` (True: it matched and was counted); on a mismatch
+updates (the codec's ``checksum``, -1 when absent). The C path then needs ``sync.fast_checker``
+(a ``dm._booksync.FastChecksum``: the sync says its checksum can be computed from the book
+alone; None sends the update to Python), and after applying calls its ``matches`` in C (a match
+is counted in the sync's ``stats.checksums_ok``, a C field like the other counters); on a mismatch
 ``sync.applied_then_mismatch(records, mask, checksum)`` gives the ``Actions`` its ``on_update``
 would have (the gap), through ``Books.handle``. Most updates change levels below the top ``k``:
 when the book is exactly as this path left it after the last matching checksum (its
@@ -82,6 +83,7 @@ from libc.string cimport memcpy
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
 from dm._book cimport BOOK_MASK_BBO, BOOK_MASK_CROSSED, BOOK_MASK_TOP10, L2Book
+from dm._booksync cimport FastChecksum, SyncStats
 from dm._codec cimport _Codec
 from dm._records cimport BboRecord, DepthRecord
 from dm._ring cimport Fanout, PersistQueue, now_ns
@@ -105,8 +107,14 @@ cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
 
 
 @cython.final
-cdef class _ChecksumMemo:
-    """The venue checksum that last matched an instrument's book, and the book's ``version`` then."""
+cdef class _BookState:
+    """What the C path keeps of an instrument's sync between updates: the sync it was taken
+    from (a new sync object gets a new state), its book and counters as C types, and the venue
+    checksum that last matched the book with the book's ``version`` then (``memo``: 0 = none)."""
+    cdef object sync
+    cdef L2Book book
+    cdef SyncStats stats
+    cdef bint memo
     cdef uint64_t version
     cdef int64_t checksum
 
@@ -153,9 +161,9 @@ cdef class FeedListener(WSListener):
     cdef public uint64_t fast_book_frames
     cdef public uint64_t checksums_unchanged   # venue checksums matched by the memo (no render)
     cdef uint64_t persist_only        # bit k set: codec kind k goes to the persist queue only
-    cdef bint book_checksum           # the venue's updates carry a book checksum (sync.fast_checksum)
+    cdef bint book_checksum           # the venue's updates carry a book checksum (sync.fast_checker)
     cdef Py_ssize_t checksum_depth    # the top levels per side it covers (0: not known, no memo)
-    cdef dict checksum_memo           # instrument id -> _ChecksumMemo (the last matching checksum)
+    cdef dict book_states             # instrument id -> _BookState
     cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
     # the connection's message sequence (provider.message_seq: its ``last``), else None
@@ -196,7 +204,7 @@ cdef class FeedListener(WSListener):
             ck = fb[3] if len(fb) > 3 else 0
             self.book_checksum = bool(ck)
             self.checksum_depth = ck if type(ck) is int and ck > 0 else 0
-            self.checksum_memo = {}
+            self.book_states = {}
             self.books = books
             self.syncs = books.syncs
             self.last_ok_ns = books.last_ok_ns
@@ -262,20 +270,32 @@ cdef class FeedListener(WSListener):
         """The steady-state diff (module docstring): 1 when done here, 0 for the Python path."""
         cdef uint32_t iid = c.st.instrument_id
         cdef uint64_t first = c.st.first_seq, last = c.st.last_seq, prev, lu, seq_out, v0
-        cdef _ChecksumMemo memo
-        cdef bint ok
-        cdef int m, rule = self.book_rule
+        cdef _BookState bs
+        cdef SyncStats stats
+        cdef int m, ok, rule = self.book_rule
         cdef L2Book book
         cdef BookOut out
         cdef Py_ssize_t nout = 0
         cdef const uint8_t* ev
-        sync = self.syncs.get(iid)
+        cdef object checker = None
+        key = iid
+        sync = self.syncs.get(key)
         if sync is None or first > last or not sync.synced:
             return 0
         if not _one_instrument(<const uint8_t*>c.st.out, c.st.out_len, iid):
             return 0
-        if self.book_checksum and not sync.fast_ready:
-            return 0
+        if self.book_checksum:
+            checker = sync.fast_checker
+            if checker is None:
+                return 0
+        bs = <_BookState>self.book_states.get(key)
+        if bs is None or bs.sync is not sync:
+            bs = _BookState()
+            bs.sync = sync
+            bs.book = <L2Book?>sync.book
+            bs.stats = <SyncStats?>sync.stats
+            bs.memo = False
+            self.book_states[key] = bs
         if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
             prev_o = sync.stream_last
             if prev_o is None:
@@ -316,14 +336,14 @@ cdef class FeedListener(WSListener):
             seq_out = last
         else:                                # FAST_ALWAYS
             seq_out = last
-        book = <L2Book>sync.book
+        book = bs.book
+        stats = bs.stats
         v0 = book.version
         try:
             m = book.apply_buffer(<const uint8_t*>c.st.out, c.st.out_len)
         except BookError as e:
             self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
             return 1
-        stats = sync.stats
         if m & BOOK_MASK_CROSSED:
             stats.crossed += 1
         if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
@@ -333,42 +353,42 @@ cdef class FeedListener(WSListener):
         elif rule != FAST_ALWAYS and not (rule == FAST_CHAINED and last == 0):
             setattr(sync, self.seq_attr, last)
         stats.applied += 1
-        if self.book_checksum and c.st.checksum >= 0:
-            memo = <_ChecksumMemo>self.checksum_memo.get(iid)
-            if (memo is not None and memo.version == v0 and book.touched >= self.checksum_depth
-                    and memo.checksum == c.st.checksum):  # top k unchanged: the checksum that matched
-                memo.version = book.version
+        if checker is not None and c.st.checksum >= 0:
+            if (bs.memo and bs.version == v0 and book.touched >= self.checksum_depth
+                    and bs.checksum == c.st.checksum):   # top k unchanged: the checksum that matched
+                bs.version = book.version
                 stats.checksums_ok += 1
                 self.checksums_unchanged += 1
             else:
                 try:
-                    ok = sync.fast_checksum(c.st.checksum)
+                    ok = (<FastChecksum>checker).matches(book, c.st.checksum)
                 except BookError as e:                   # as on_update: the frame is dead-lettered
+                    bs.memo = False
                     self.provider.dead.add(ts, PyBytes_FromStringAndSize(p, n), e)
                     return 1
                 if not ok:                               # the sync's gap; Books.handle as usual
+                    bs.memo = False
                     act = sync.applied_then_mismatch(PyBytes_FromStringAndSize(c.st.out, c.st.out_len), m, c.st.checksum)
                     self.books.handle(iid, act, seq_out, ts)
                     return 1
+                stats.checksums_ok += 1
                 if self.checksum_depth:
-                    if memo is None:
-                        memo = _ChecksumMemo()
-                        self.checksum_memo[iid] = memo
-                    memo.version = book.version
-                    memo.checksum = c.st.checksum
+                    bs.memo = True
+                    bs.version = book.version
+                    bs.checksum = c.st.checksum
         self.fast_book_frames += 1
         # Books.handle: deltas to the persist queue, then DEPTH/BBO to the channel and the queue
         if self.queue is not None:
             self.queue.write_many_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
         if m & BOOK_MASK_CROSSED:
             self.books.on_crossed(iid)
-        self.last_ok_ns[iid] = ts
+        self.last_ok_ns[key] = ts
         if m & (BOOK_MASK_TOP10 | BOOK_MASK_BBO):
             ev = <const uint8_t*>c.st.out + c.st.last_rec + 8       # the last delta's ts_event
             if m & BOOK_MASK_TOP10:
                 book.fill_depth(&out.depth, (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout = sizeof(DepthRecord)
-            if m & BOOK_MASK_BBO and (self.publish_bbo if self.bbo_iids is None else iid in self.bbo_iids):
+            if m & BOOK_MASK_BBO and (self.publish_bbo if self.bbo_iids is None else key in self.bbo_iids):
                 book.fill_bbo(<BboRecord*>(<char*>&out + nout), (<const uint64_t*>ev)[0], ts, seq_out, 0)
                 nout += sizeof(BboRecord)
             if nout:

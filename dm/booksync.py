@@ -34,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dm._book import MASK_BBO, MASK_CROSSED, MASK_TOP10, BookError, L2Book
+from dm._booksync import FastChecksum, SyncStats  # C types: the frame path (dm._feed) counts and checks in C
 
 __all__ = [
     "Actions",
     "BookError",
     "BookSync",
+    "FastChecksum",
     "Gap",
     "L2Book",
     "MASK_BBO",
@@ -78,24 +80,16 @@ class Actions:
         return bool(self.mask & MASK_CROSSED)
 
 
-@dataclass(slots=True)
-class SyncStats:
-    applied: int = 0            # diff/update messages applied (snapshots not counted)
-    dropped: int = 0
-    gaps: int = 0
-    snapshots: int = 0          # snapshots applied
-    snapshot_requests: int = 0
-    stale_snapshots: int = 0    # snapshots older than the buffered diffs (REST-snapshot venues)
-    crossed: int = 0            # apply calls that left the book crossed
-    checksums_ok: int = 0       # book checksums verified (venues that send one)
-
-
 class BookSync:
     """Base of the venue syncs: the book, ``synced`` / ``awaiting_snapshot`` state, stats, and
     the helpers a venue's rules use (``_apply`` records to the book, ``_gap``, ``_want_snapshot``).
     ``venue``: the exchange name the sync was written for (log context)."""
 
     venue = ""
+    #: the venue checksum the C frame path (``dm._feed``) verifies an update it applied with: a
+    #: ``dm._booksync.FastChecksum`` while the checksum can be computed from the book alone, else
+    #: None (venues that send checksums; their updates then take the Python path)
+    fast_checker: FastChecksum | None = None
 
     def __init__(self, book: L2Book):
         self.book = book

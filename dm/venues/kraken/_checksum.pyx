@@ -5,6 +5,7 @@ from the book's level arrays (layout in ``dm/_book.pxd``)."""
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from dm._book cimport BookSide, L2Book
+from dm._booksync cimport FastChecksum
 from dm._leveltext cimport LevelText, LevelTextSlot
 from dm._records cimport FIXED_DECIMALS
 
@@ -59,6 +60,11 @@ def book_checksum(L2Book book, int price_decimals, int size_decimals, LevelText 
     ``dm.venues.kraken.booksync.decimals_of``); sizes are read at the book's ``size_precision``.
     ``text``: the book's ``dm._leveltext.LevelText``, levels rendered before are copied from it.
     Raises ``BookError`` when a level has more decimals than that, or a price is negative."""
+    return _crc(book, price_decimals, size_decimals, text)
+
+
+cdef int64_t _crc(L2Book book, int price_decimals, int size_decimals, LevelText text) except -1:
+    """``book_checksum``'s CRC (u32), or -1 with ``BookError`` raised."""
     if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= 18):
         raise BookError("decimals must be within 0..9 (prices) / 0..18 (sizes)")
     cdef int pdrop = FIXED_DECIMALS - price_decimals
@@ -99,3 +105,22 @@ def book_checksum(L2Book book, int price_decimals, int size_decimals, LevelText 
                 text.misses += 1
             p = q
     return dm_crc32(0, <const unsigned char*>buf, <size_t>(p - buf))
+
+
+cdef class KrakenChecksum(FastChecksum):
+    """``KrakenChecksum(price_decimals, size_decimals, text)``: :func:`book_checksum` with the
+    pair's decimals and the book's ``LevelText``, called by the C frame path (``dm._feed``)
+    through ``FastChecksum.matches`` (the venue's ``c`` as u32). Raises ``BookError`` as
+    :func:`book_checksum`."""
+    cdef int price_decimals, size_decimals
+    cdef LevelText text
+
+    def __init__(self, int price_decimals, int size_decimals, LevelText text=None):
+        if not (0 <= price_decimals <= FIXED_DECIMALS and 0 <= size_decimals <= 18):
+            raise BookError("decimals must be within 0..9 (prices) / 0..18 (sizes)")
+        self.price_decimals = price_decimals
+        self.size_decimals = size_decimals
+        self.text = text
+
+    cdef int matches(self, L2Book book, int64_t checksum) except -1:
+        return _crc(book, self.price_decimals, self.size_decimals, self.text) == checksum

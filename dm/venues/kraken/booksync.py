@@ -9,7 +9,7 @@ from decimal import Decimal
 from dm.booksync import Actions, BookError, BookSync, Gap, L2Book
 from dm.records import Publisher
 from dm._leveltext import LevelText
-from dm.venues.kraken._checksum import book_checksum
+from dm.venues.kraken._checksum import KrakenChecksum, book_checksum
 
 SIDE_ASK, SIDE_BID = 65, 66
 _DELTA_PX_SIDE = struct.Struct("<24xq16xB")   # BOOK_DELTA price (offset 24) and side (48)
@@ -64,6 +64,8 @@ class KrakenBookSync(BookSync):
         # levels rejected alone, per side: Decimal price -> (price text, size text)
         self.rejected: dict[int, dict[Decimal, tuple[str, str]]] = {SIDE_ASK: {}, SIDE_BID: {}}
         self.level_text = LevelText()   # the checksum's level texts, rendered once each
+        self._checker: KrakenChecksum | None = None      # fast_checker while the decimals hold
+        self._checker_decimals: tuple[int, int] | None = None
         self._set_fast_ready()
 
     def on_snapshot(self, records, price_decimals: int | None = None,
@@ -117,21 +119,20 @@ class KrakenBookSync(BookSync):
                            f"{self.price_decimals}/{self.size_decimals})"))
 
     def _set_fast_ready(self) -> None:
-        """``fast_ready``: the C frame path (``dm._feed``) may apply an update: the checksum's
-        decimals are known and no level is held as rejected text (the checksum is then the book's
-        alone). Kept as a plain attribute (read per frame), set after each snapshot and update,
-        the only calls that change the decimals or the rejected levels."""
+        """``fast_checker``: the C frame path (``dm._feed``) may apply an update and verify its
+        checksum (a ``KrakenChecksum``) while the checksum's decimals are known and no level is
+        held as rejected text (the checksum is then the book's alone), else None. A plain
+        attribute (read per frame), set after each snapshot and update, the only calls that
+        change the decimals or the rejected levels."""
         rej = self.rejected
-        self.fast_ready = (not (rej[SIDE_ASK] or rej[SIDE_BID]) and self.price_decimals is not None
-                           and self.size_decimals is not None)
-
-    def fast_checksum(self, checksum: int) -> bool:
-        """After the C frame path applied an update: the book's CRC32 ("Book Checksum") equals
-        the update's ``c`` (counted). Raises ``BookError`` as ``checksum``."""
-        if book_checksum(self.book, self.price_decimals, self.size_decimals, self.level_text) != checksum:
-            return False
-        self.stats.checksums_ok += 1
-        return True
+        pd, sd = self.price_decimals, self.size_decimals
+        if rej[SIDE_ASK] or rej[SIDE_BID] or pd is None or sd is None:
+            self.fast_checker = None
+        else:
+            if self._checker is None or self._checker_decimals != (pd, sd):
+                self._checker = KrakenChecksum(pd, sd, self.level_text)
+                self._checker_decimals = (pd, sd)
+            self.fast_checker = self._checker
 
     def applied_then_mismatch(self, records: bytes, mask: int, checksum: int) -> Actions:
         """The C frame path (``dm._feed``) applied ``records`` (change mask ``mask``) and counted

@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from dm._book cimport BookSide, L2Book
+from dm._booksync cimport FastChecksum
 from dm._leveltext cimport LevelText, LevelTextSlot
 
 from dm.errors import BookError
@@ -160,6 +161,25 @@ def book_checksum(L2Book book, int size_precision, LevelText text=None) -> int:
     cdef char buf[BUF]
     cdef Py_ssize_t n = render(book, size_precision, buf, text)
     return dm_crc32(0, <const unsigned char*>buf, <size_t>n)
+
+
+cdef class OkxChecksum(FastChecksum):
+    """``OkxChecksum(size_precision, text=None)``: :func:`book_checksum` of a book held at
+    ``size_precision`` with its ``LevelText``, called by the C frame path (``dm._feed``) through
+    ``FastChecksum.matches`` (the venue's checksum as u32). Raises ``BookError`` for a
+    size_precision outside 0..18."""
+    cdef int size_precision
+    cdef LevelText text
+
+    def __init__(self, int size_precision, LevelText text=None):
+        _check_sp(size_precision)
+        self.size_precision = size_precision
+        self.text = text
+
+    cdef int matches(self, L2Book book, int64_t checksum) except -1:
+        cdef char buf[BUF]
+        cdef Py_ssize_t n = render(book, self.size_precision, buf, self.text)
+        return dm_crc32(0, <const unsigned char*>buf, <size_t>n) == <uint32_t>checksum
 
 
 def checksum_text(L2Book book, int size_precision) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dm.booksync import Actions, BookSync, Gap, L2Book
 from dm.venues.okx import VENUE
 from dm._leveltext import LevelText
-from dm.venues.okx._checksum import book_checksum
+from dm.venues.okx._checksum import OkxChecksum, book_checksum
 
 GAP_OKX_SEQ = "okx.seq_id"         # gap ledger kind: prevSeqId is not the last applied seqId
 GAP_OKX_CHECKSUM = "okx.checksum"  # gap ledger kind: book checksum mismatch (no ids)
@@ -44,6 +44,9 @@ class OkxBookSync(BookSync):
         self.size_precision = size_precision
         self.seq: int | None = None
         self.level_text = LevelText()   # the checksum's level texts, rendered once each
+        # the C frame path (dm._feed) verifies the checksum of an update it applied with this:
+        # OKX's checksum is the book's alone
+        self.fast_checker = OkxChecksum(size_precision, self.level_text)
 
     def _verify(self, act: Actions, checksum: int | None) -> bool:
         if checksum is None or checksum < 0:
@@ -55,13 +58,10 @@ class OkxBookSync(BookSync):
         self._gap(act, Gap(GAP_OKX_CHECKSUM, None, None, f"book checksum {got} != venue {signed} (signed)"))
         return False
 
-    #: the C frame path (``dm._feed``) may apply an update: the checksum is the book's alone
-    fast_ready = True
-
     def fast_checksum(self, checksum: int) -> bool:
-        """After the C frame path applied an update: the book's CRC32 of the top 25 levels
-        equals the update's ``checksum`` (u32 or signed; counted)."""
-        if book_checksum(self.book, self.size_precision, self.level_text) != checksum & 0xFFFFFFFF:
+        """The book's CRC32 of the top 25 levels equals the update's ``checksum`` (u32 or
+        signed; counted)."""
+        if not self.fast_checker.check(self.book, checksum & 0xFFFFFFFF):
             return False
         self.stats.checksums_ok += 1
         return True
