@@ -146,17 +146,24 @@ cdef inline int dig2(const uint8_t* p, int* out) noexcept nogil:
 
 
 cdef int get_iso(CState* s, Py_ssize_t v, const char* field, uint64_t* out) noexcept nogil:
-    global _iso_len, _iso_val
     """ISO-8601 UTC string ``YYYY-MM-DDTHH:MM:SS[.f]Z`` (1 to 9 fraction digits, year >= 1970)
     -> ns since the epoch (u64), exact. Anything else is a frame error ("invalid timestamp"; a
     valid time after 2554-07-21 that does not fit u64 ns: "timestamp out of range")."""
-    cdef Py_ssize_t a, b, i, nf
+    cdef Py_ssize_t a, b
+    if get_str(s, v, field, &a, &b) < 0:
+        return -1
+    return iso_text(s, a, b, field, v, out)
+
+
+cdef int iso_text(CState* s, Py_ssize_t a, Py_ssize_t b, const char* field, Py_ssize_t v,
+                  uint64_t* out) noexcept nogil:
+    """``get_iso`` of the string whose text is ``s.p[a:b]`` (the value at ``v``)."""
+    global _iso_len, _iso_val
+    cdef Py_ssize_t i, nf
     cdef const uint8_t* p
     cdef int y1 = 0, y2 = 0, mo = 0, d = 0, hh = 0, mi = 0, ss = 0
     cdef int64_t y, era, yoe, doy, doe, days, mm
     cdef uint64_t frac = 0
-    if get_str(s, v, field, &a, &b) < 0:
-        return -1
     p = s.p + a
     if b - a == _iso_len and memcmp(p, _iso_last, b - a) == 0:
         out[0] = _iso_val
@@ -233,6 +240,12 @@ cdef int side_of(CState* s, Py_ssize_t v, const char* field, uint8_t* out) noexc
     cdef Py_ssize_t a, b
     if get_str(s, v, field, &a, &b) < 0:
         return -1
+    return side_text(s, a, b, field, v, out)
+
+
+cdef int side_text(CState* s, Py_ssize_t a, Py_ssize_t b, const char* field, Py_ssize_t v,
+                   uint8_t* out) noexcept nogil:
+    """``side_of`` of the string whose text is ``s.p[a:b]`` (the value at ``v``)."""
     if raw_eq(s.p + a, b - a, b"buy", 3) or raw_eq(s.p + a, b - a, b"bid", 3):
         out[0] = SIDE_BID
     elif (raw_eq(s.p + a, b - a, b"sell", 4) or raw_eq(s.p + a, b - a, b"offer", 5)
@@ -523,19 +536,101 @@ cdef int at_event_type(CState* s, Py_ssize_t* E, Py_ssize_t ev, bint* snap) noex
     return at_type(s, v, snap)
 
 
+# A level2 update as Coinbase writes it: {"side":S,"event_time":S,"price_level":S,"new_quantity":S},
+# compact, in this order, plain strings. ``update_shape`` recognises exactly that text (keys
+# compared as bytes, each value string scanned once) without reporting anything; l2_updates then
+# reads the values from their known bounds in the general path's order (side, event_time,
+# price_level, new_quantity: the same errors and rejections). Any other text of an update (another
+# order, whitespace, an escape, a number) takes the general path (index_obj), which says what is
+# wrong with it.
+cdef extern from *:
+    """
+    static const char dm_cb_k_side[] = "{\\"side\\":";
+    static const char dm_cb_k_time[] = ",\\"event_time\\":";
+    static const char dm_cb_k_px[] = ",\\"price_level\\":";
+    static const char dm_cb_k_qty[] = ",\\"new_quantity\\":";
+    """
+    const char* K_SIDE "dm_cb_k_side"
+    const char* K_TIME "dm_cb_k_time"
+    const char* K_PX "dm_cb_k_px"
+    const char* K_QTY "dm_cb_k_qty"
+
+
+cdef inline Py_ssize_t plain_string(CState* s, Py_ssize_t i) noexcept nogil:
+    """i at a '"': the index after the closing quote when the string has no escape or control
+    character, else -1 (nothing reported)."""
+    if i >= s.n or s.p[i] != 34:
+        return -1
+    i = dm_str_run(s.p, i + 1, s.n)
+    if i >= s.n or s.p[i] != 34:
+        return -1
+    return i + 1
+
+
+cdef inline Py_ssize_t lit_value(CState* s, Py_ssize_t i, const char* key, Py_ssize_t kn, Py_ssize_t* v) noexcept nogil:
+    """``key`` (kn bytes) at i, then a plain string: its offset in v, returns the index after
+    it; -1 when the text differs (nothing reported)."""
+    if i + kn > s.n or memcmp(s.p + i, key, kn) != 0:
+        return -1
+    v[0] = i + kn
+    return plain_string(s, i + kn)
+
+
+cdef inline Py_ssize_t update_shape(CState* s, Py_ssize_t u, Py_ssize_t* v, Py_ssize_t* e) noexcept nogil:
+    """u at '{': the index after the update's '}' when its text is the shape above (v[k]: the
+    value offsets, e[k]: the index after each), else -1 (nothing reported)."""
+    cdef Py_ssize_t i = lit_value(s, u, K_SIDE, 8, &v[0])
+    if i < 0:
+        return -1
+    e[0] = i
+    i = lit_value(s, i, K_TIME, 14, &v[1])
+    if i < 0:
+        return -1
+    e[1] = i
+    i = lit_value(s, i, K_PX, 15, &v[2])
+    if i < 0:
+        return -1
+    e[2] = i
+    i = lit_value(s, i, K_QTY, 16, &v[3])
+    if i < 0 or i >= s.n or s.p[i] != 125:
+        return -1
+    e[3] = i
+    return i + 1
+
+
 cdef int l2_updates(CState* s, Py_ssize_t v, uint64_t seq, uint8_t flags, int depth, Py_ssize_t* end) noexcept nogil:
     """One level2 event's ``updates`` array (at ``v``, ``depth`` containers around it): one
     BOOK_DELTA per level (see ``at_l2``); ``end``: the index after its ``]``."""
     cdef Py_ssize_t u, ue, x, endu = 0
     cdef Py_ssize_t U[CB_N]
-    cdef uint8_t side
-    cdef uint64_t ets, sz = 0
+    cdef Py_ssize_t V[4]
+    cdef Py_ssize_t E[4]
+    cdef uint8_t side = 0
+    cdef uint64_t ets = 0, sz = 0
     cdef int64_t px = 0
-    cdef int r
+    cdef int r, r1
     u = arr_first(s, v, depth, &endu)
     while u > 0:
         if s.p[u] != 123:
             return e_codec(s, ERR_CODEC, b"expected an object", b"updates", u)
+        if depth + 1 < MAX_DEPTH:
+            ue = update_shape(s, u, V, E)
+            if ue > 0:                        # the values' bounds are known: no second scan
+                if (side_text(s, V[0] + 1, E[0] - 1, b"side", V[0], &side) < 0
+                        or iso_text(s, V[1] + 1, E[1] - 1, b"event_time", V[1], &ets) < 0):
+                    return -1
+                r1 = _fx_result(s, parse_fixed(s.p + V[2] + 1, E[2] - 1 - (V[2] + 1), 1, &px), b"price_level", V[2])
+                if r1 < 0:
+                    return -1
+                r = _fx_result(s, parse_size_dp(s.p + V[3] + 1, E[3] - 1 - (V[3] + 1), s.size_precision,
+                                                <int64_t*>&sz), b"new_quantity", V[3])
+                if r < 0:
+                    return -1
+                if r == 0 and r1 == 0:
+                    if emit_level(s, ets, px, sz, seq, side, flags) < 0:
+                        return -1
+                u = arr_next(s, ue, &endu)
+                continue
         ue = index_obj(s, u, depth + 1, cb_key, U, CB_N)
         if ue < 0:
             return -1
