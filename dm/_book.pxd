@@ -43,8 +43,8 @@ ctypedef struct BookLevel:
 # tier sizes (module docstring of dm/_book.pyx: how they were chosen)
 cdef enum:
     BOOK_TOP_MIN = 64        # top-tier floor while the deep tier is non-empty (the invariant)
-    BOOK_TOP_MAX = 512       # top-tier ceiling: past it the worst levels move down
-    BOOK_TOP_KEEP = 256      # top-tier count after a bulk move either way
+    BOOK_TOP_MAX = 256       # top-tier ceiling: past it the worst levels move down
+    BOOK_TOP_KEEP = 128      # top-tier count after a bulk move either way (<= TOP_MAX / 2)
     BOOK_BLOCK = 128         # levels per deep block at most
 
 ctypedef struct BookBlock:
@@ -57,13 +57,14 @@ ctypedef struct BookSide:
     BookLevel* lv            # malloc'd buffer of cap levels
     Py_ssize_t lo            # first live level (the worst of the top tier)
     Py_ssize_t n             # live top-tier levels; best is lv[lo + n - 1]
-    Py_ssize_t cap
-    # deep tier (all keys < lv[lo].key; non-empty only while n >= BOOK_TOP_MIN)
-    BookBlock** blk          # nb malloc'd blocks, worst first
-    int64_t* bkey            # bkey[j] = best key of blk[j] (ascending)
+    # deep tier (all keys < lv[lo].key; non-empty only while n >= BOOK_TOP_MIN); the fields
+    # every update reads come first, next to the top tier's
     Py_ssize_t nb            # blocks in use
-    Py_ssize_t bcap          # capacity of blk / bkey
+    int64_t* bkey            # bkey[j] = best key of blk[j] (ascending)
     Py_ssize_t ndeep         # levels in the deep tier (sum of blk[j].n)
+    BookBlock** blk          # nb malloc'd blocks, worst first
+    Py_ssize_t cap           # top tier: lv's capacity
+    Py_ssize_t bcap          # deep tier: capacity of blk / bkey
 
 cdef class L2Book:
     cdef BookSide bids
@@ -76,8 +77,10 @@ cdef class L2Book:
     # version v knows the book is as it left it while version is still v
     cdef readonly uint64_t version
     # the best-most level position (0 = the best) any change of the last such call touched on
-    # either side (a level at position p changed, or levels at p and below moved);
-    # PY_SSIZE_T_MAX when it changed nothing. The top k levels of both sides are as before the
+    # either side (a level at position p changed, or levels at p and below moved; a deep-tier
+    # change reports the top tier's count n, a lower bound of its position, >= BOOK_TOP_MIN;
+    # moves between the tiers change no level and touch nothing); PY_SSIZE_T_MAX when it
+    # changed nothing. The top k levels of both sides are as before the
     # call iff touched >= k (a book checksum over the top k levels is then unchanged).
     cdef readonly Py_ssize_t touched
 

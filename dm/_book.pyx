@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """L2 order book (price-level aggregated) for dm workers.
 
-``L2Book`` holds one instrument's bids and asks as sorted contiguous arrays (see
-``dm/_book.pxd`` for the layout) and applies BOOK_DELTA records (``dm/_records.pxd``):
+``L2Book`` holds one instrument's bids and asks and applies BOOK_DELTA records
+(``dm/_records.pxd``):
 
 * ``size == 0`` (or action ``'C'``) deletes the level; a delete of an absent level is a no-op
   (Binance Spot API docs, "How to manage a local order book correctly": "Receiving an event that
@@ -19,6 +19,38 @@ touched (conservative: a change undone within the same call still sets it); ``MA
 the book is crossed (best bid >= best ask) after the call. ``version`` counts those calls and
 ``touched`` is the best-most level position the last one changed (its top ``k`` levels are
 unchanged iff ``touched >= k``: a checksum over them need not be recomputed, ``dm._feed``).
+
+Layout (``dm/_book.pxd``): each side has two tiers, keys ascending with the best at the end
+(bids ``key = price``, asks ``key = ~price``):
+
+* the TOP tier, one contiguous sorted array (``lv[lo : lo + n]``) holding the best levels: an
+  insert or delete moves the shorter part of it (memmove), so changes near the top and at its
+  bottom cost a few bytes, and the top-k readers (BBO, DEPTH, the OKX top-25 and Kraken top-10
+  checksums) read it as one array;
+* the DEEP tier, every worse level, in sorted blocks of at most ``BOOK_BLOCK`` (128) levels,
+  found by a binary search over ``bkey`` (each block's best key, one compact array): a change
+  there moves at most one block's levels; a full block splits (or, for a level below all of
+  it, the level opens a new block: snapshots arrive best first and fill blocks completely), an
+  emptied block is freed, a block and a neighbour that fit in half a block merge.
+
+Invariant: while the deep tier is non-empty the top tier holds at least ``BOOK_TOP_MIN`` (64)
+levels, so the best ``min(total, 64)`` levels of a side are always the top tier's; the top
+tier never holds more than ``BOOK_TOP_MAX`` (256): past it, its worst levels move down into new
+deep blocks in one bulk copy (down to ``BOOK_TOP_KEEP``, 128); below ``BOOK_TOP_MIN`` the deep
+tier's best levels move back up in one bulk copy (up to 128). Such moves change no level: no
+mask bit, nothing ``touched``. A deep change is at a position >= the top tier's count, which is
+what ``touched`` reports for it (exact for every k <= 64: ``touched >= k`` iff the top k stayed).
+``max_depth`` truncation frees the worst deep blocks first (a partial block only advances its
+``lo``), then cuts the top tier.
+
+Why: a single contiguous array per side was ideal near the top, but Coinbase Advanced Trade
+level2 books hold 18k-27k levels per side and ~7% of its updates land thousands of levels deep:
+memmove was 18.7% and ``L2Book._apply_raw`` 10% of the Coinbase worker's steady-state CPU (on the
+recorded session data/coinbase/2026-08-09, 4859 updates: 325 of them moved >= 3000 levels, i.e.
+>= 48 KB each). Two tiers bound any change to ~128 levels (2 KB) of moves. Sizes chosen by
+``bench/bench_book.py`` (ns per delta, one apply per message; the old single array: Coinbase
+150, Binance 58, Kraken 77, Kraken Futures 88): top 256 / block 128 gave Coinbase 52 with the
+near-top venues unchanged; top 512 or 1024 gave Coinbase 54-57, block 64 or 256 within +-1.
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -29,6 +61,11 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.string cimport memmove, memcpy, memset
 
 from dm._records cimport *
+
+cdef extern from *:
+    # Cython's own branch hint macro (__builtin_expect): keeps the rare tier moves and deep
+    # levels out of the near-top fast path's straight line
+    bint unlikely(bint) noexcept nogil
 from dm.errors import BookError, DmError  # BookError re-exported for callers
 
 MASK_BBO = BOOK_MASK_BBO
@@ -428,16 +465,15 @@ cdef inline int _set_level(BookSide* s, int64_t key, uint64_t size, Py_ssize_t* 
     the top tier's count, a lower bound of its position). Keeps the tier invariant
     (``dm/_book.pxd``): bulk moves between the tiers after a top-tier change."""
     cdef int rc
-    if s.nb and key <= s.bkey[s.nb - 1]:
+    if unlikely(s.nb != 0 and key <= s.bkey[s.nb - 1]):
         return _deep_set(s, key, size, touch)
     rc = _top_set(s, key, size, touch)
-    if rc >= 0:
-        if s.n > BOOK_TOP_MAX:
-            if _spill(s) != 0:
-                return ST_NOMEM
-        elif s.n < BOOK_TOP_MIN and s.nb:
-            if _refill(s) != 0:
-                return ST_NOMEM
+    if unlikely(s.n > BOOK_TOP_MAX):
+        if _spill(s) != 0:
+            return ST_NOMEM
+    elif unlikely(s.n < BOOK_TOP_MIN and s.nb != 0):
+        if _refill(s) != 0:
+            return ST_NOMEM
     return rc
 
 
@@ -446,14 +482,19 @@ cdef inline Py_ssize_t _count(const BookSide* s) noexcept nogil:
     return s.n + s.ndeep
 
 
-cdef int _truncate_side(BookSide* s, Py_ssize_t depth, Py_ssize_t* touch) noexcept nogil:
-    """Keep the best `depth` levels: whole worst deep blocks are freed, then the worst block's
-    bottom is cut (its ``lo`` advances), then (deep tier empty) the top tier's (its ``lo``
-    advances). Returns MASK_TOP10 when a dropped level was in the top 10."""
-    cdef Py_ssize_t drop = s.n + s.ndeep - depth, k = 0
-    cdef BookBlock* b
-    if drop <= 0:
+cdef inline int _truncate_side(BookSide* s, Py_ssize_t depth, Py_ssize_t* touch) noexcept nogil:
+    """Keep the best `depth` levels; returns MASK_TOP10 when a dropped level was in the top 10."""
+    if not unlikely(s.n + s.ndeep > depth):
         return 0
+    return _drop_worst(s, depth, s.n + s.ndeep - depth, touch)
+
+
+cdef int _drop_worst(BookSide* s, Py_ssize_t depth, Py_ssize_t drop, Py_ssize_t* touch) noexcept nogil:
+    """Drop the worst ``drop`` (> 0) levels, keeping ``depth``: whole worst deep blocks are
+    freed, then the worst block's bottom is cut (its ``lo`` advances), then (deep tier empty)
+    the top tier's (its ``lo`` advances)."""
+    cdef Py_ssize_t k = 0
+    cdef BookBlock* b
     if depth < touch[0]:
         touch[0] = depth
     while k < s.nb and s.blk[k].n <= drop:
