@@ -4,7 +4,9 @@ same run, same records.
 
 Streams (data/README.md): Binance ``BINANCE-b38f7c.0`` (diffs after each symbol's REST snapshot,
 ~13 levels per diff), Kraken ``KRAKEN-c197c0.0`` (book-1000 updates, ~1-2 levels each, depth
-1000 truncation), Kraken Futures ``KRAKEN_FUTURES.ws.1.0`` (one level per ``book`` message).
+1000 truncation), Kraken Futures ``KRAKEN_FUTURES.ws.1.0`` (one level per ``book`` message),
+Coinbase Advanced Trade ``coinbase/2026-08-09/COINBASE.jsonl.zst`` (the deep case: level2
+snapshots of 18k-27k levels per side, 4859 updates, ~7% of them thousands of levels deep).
 Books are loaded from the snapshots untimed; then every diff message is applied with one
 ``apply(records)`` call (the worker's granularity).
 
@@ -13,18 +15,24 @@ Keys (ns per BOOK_DELTA record unless said otherwise):
 * ``book.<venue>.ns_per_delta_core``   L2Book, each instrument's whole diff stream in one call
                                        (the C loop alone, as a Cython caller of apply_buffer sees it)
 * ``book.<venue>.ns_per_delta_python`` RefBook, one call per message
-* ``book.baseline_python.ns_per_delta`` RefBook over the three streams; ``book.ns_per_delta``
-  L2Book over the three streams; ``book.speedup_vs_python`` their ratio
+* ``book.baseline_python.ns_per_delta`` RefBook over the first three streams; ``book.ns_per_delta``
+  L2Book over them; ``book.speedup_vs_python`` their ratio (Coinbase is reported on its own)
+* ``book.<venue>.ns_per_delta_before`` / ``_core_before`` with ``--before PATH``: the same for
+  another build's ``dm/_book*.so`` (e.g. /work/main's), timed interleaved in the same run
 * ``book.snapshot_ns_per_level``       loading the snapshots (CLEAR + levels, best first)
 * ``book.bbo_record_ns`` / ``book.depth_record_ns`` / ``book.kraken_checksum_ns`` per call
 
-    python bench/bench_book.py [--quick]
+    python bench/bench_book.py [--quick] [--before path/to/_book.cpython-*.so] [--only venue,...]
 """
 from __future__ import annotations
 
 import gc
+import importlib.machinery
+import importlib.util
+import json
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +86,51 @@ def _kraken_futures():
     return snaps, diffs, 0
 
 
+def _coinbase():
+    """Advanced Trade level2 (``l2_data``): per product a snapshot (CLEAR + levels) and one
+    record batch per update message, bids then asks, as the worker applies them."""
+    import zstandard
+
+    raw = (DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst").read_bytes()
+    lines = zstandard.ZstdDecompressor().stream_reader(raw).read().decode().split("\n")
+
+    def fx(text, scale):
+        return int(Decimal(text).scaleb(scale))
+
+    ids: dict[str, int] = {}
+    snaps, diffs = [], []
+    for line in lines:
+        if not line:
+            continue
+        e = json.loads(line)
+        if e.get("t") != "recv":
+            continue
+        m = json.loads(e["data"])
+        if m.get("channel") != "l2_data":
+            continue
+        for ev in m["events"]:
+            iid = ids.setdefault(ev["product_id"], len(ids) + 1)
+            recs = [br.delta(iid, br.SIDE_BID if u["side"] == "bid" else br.SIDE_ASK,
+                             fx(u["price_level"], 9), fx(u["new_quantity"], 8))
+                    for side in ("bid", "offer") for u in ev["updates"] if u["side"] == side]
+            if ev["type"] == "snapshot":
+                snaps.append((iid, br.clear(iid) + b"".join(recs)))
+            else:
+                diffs.append((iid, b"".join(recs)))
+    return snaps, diffs, 0
+
+
+def load_l2book(so_path: str):
+    """``L2Book`` of another build's ``_book`` extension (e.g. /work/main/dm/_book*.so), loaded
+    under another package name so both live in one process."""
+    name = "dm_book_before._book"            # the init symbol is PyInit__book either way
+    loader = importlib.machinery.ExtensionFileLoader(name, so_path)
+    spec = importlib.util.spec_from_file_location(name, so_path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod.L2Book
+
+
 def _books(cls, snaps, depth):
     books = {}
     for iid, recs in snaps:
@@ -102,14 +155,14 @@ def _time_stream(cls, snaps, diffs, depth, reps):
     return best
 
 
-def _time_core(snaps, diffs, depth, reps):
+def _time_core(snaps, diffs, depth, reps, cls=L2Book):
     per_iid: dict[int, list[bytes]] = {}
     for iid, recs in diffs:
         per_iid.setdefault(iid, []).append(recs)
     joined = {iid: b"".join(v) for iid, v in per_iid.items()}
     best = float("inf")
     for _ in range(reps):
-        books = _books(L2Book, snaps, depth)
+        books = _books(cls, snaps, depth)
         gc.disable()
         t0 = time.perf_counter_ns()
         for iid, recs in joined.items():
@@ -146,22 +199,35 @@ def _per_call(fn, n):
     return dt / n
 
 
-def run(quick: bool = False) -> dict[str, float]:
+def run(quick: bool = False, before: str | None = None, only=None) -> dict[str, float]:
     reps = 3 if quick else 15
     py_reps = 1 if quick else 3
+    old = load_l2book(before) if before else None
     out: dict[str, float] = {}
     tot_c = tot_py = tot_n = 0
     snap_t = snap_n = 0
-    streams = {"binance": _binance(), "kraken": _kraken(), "kraken_futures": _kraken_futures()}
+    streams = {"binance": _binance(), "kraken": _kraken(), "kraken_futures": _kraken_futures(),
+               "coinbase": _coinbase()}
     for name, (snaps, diffs, depth) in streams.items():
+        if only and name not in only:
+            continue
         n = sum(len(r) // 56 for _, r in diffs)
         _time_stream(L2Book, snaps, diffs, depth, 1)          # warm-up
-        c = _time_stream(L2Book, snaps, diffs, depth, reps)
-        core = _time_core(snaps, diffs, depth, reps)
+        if old is None:
+            c = _time_stream(L2Book, snaps, diffs, depth, reps)
+            core = _time_core(snaps, diffs, depth, reps)
+        else:                   # interleaved, best of each: drift on a shared machine hits both
+            _time_stream(old, snaps, diffs, depth, 1)
+            c = core = c_old = core_old = float("inf")
+            for _ in range(reps):
+                c = min(c, _time_stream(L2Book, snaps, diffs, depth, 1))
+                c_old = min(c_old, _time_stream(old, snaps, diffs, depth, 1))
+                core = min(core, _time_core(snaps, diffs, depth, 1))
+                core_old = min(core_old, _time_core(snaps, diffs, depth, 1, old))
+            out[f"book.{name}.ns_per_delta_before"] = c_old / n
+            out[f"book.{name}.ns_per_delta_core_before"] = core_old / n
         py = _time_stream(br.RefBook, snaps, diffs, depth, py_reps)
         st, sn = _time_snapshots(snaps, depth, reps)
-        snap_t += st
-        snap_n += sn
         out[f"book.{name}.deltas"] = float(n)
         out[f"book.{name}.messages"] = float(len(diffs))
         out[f"book.{name}.ns_per_delta"] = c / n
@@ -169,9 +235,16 @@ def run(quick: bool = False) -> dict[str, float]:
         out[f"book.{name}.ns_per_delta_python"] = py / n
         out[f"book.{name}.ns_per_message"] = c / len(diffs)
         out[f"book.{name}.speedup_vs_python"] = py / c
+        if name == "coinbase":
+            out["book.coinbase.snapshot_ns_per_level"] = st / sn
+            continue
+        snap_t += st
+        snap_n += sn
         tot_c += c
         tot_py += py
         tot_n += n
+    if only:
+        return out
     out["book.ns_per_delta"] = tot_c / tot_n
     out["book.baseline_python.ns_per_delta"] = tot_py / tot_n
     out["book.speedup_vs_python"] = tot_py / tot_c
@@ -194,7 +267,10 @@ def run(quick: bool = False) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    res = run(quick="--quick" in sys.argv)
+    args = sys.argv[1:]
+    res = run(quick="--quick" in args,
+              before=args[args.index("--before") + 1] if "--before" in args else None,
+              only=args[args.index("--only") + 1].split(",") if "--only" in args else None)
     width = max(len(k) for k in res)
     print(f"{'metric':<{width}}  value")
     for k in sorted(res):

@@ -6,11 +6,26 @@ codec/fan-out) can ``cimport`` it and call the C-level methods without Python ob
     mask = book.apply_buffer(ptr, nbytes)          # raises dm._book.BookError on bad records
     book.fill_bbo(&bbo, ts_event, ts_recv, sequence, flags)
 
-Layout: per side a contiguous array of ``BookLevel`` sorted ascending by ``key`` with the BEST
-level at the END (the live window is ``lv[lo : lo + n]``). Bids use ``key = price`` (ascending
-price), asks use ``key = ~price`` (bitwise not: order-reversing and overflow-free), so both
-sides share one code path and inserts/deletes near the top move few bytes. Dropping the worst
-levels (truncation) only advances ``lo``.
+Layout: per side two tiers (the full story, and why, in ``dm/_book.pyx``'s docstring).
+
+* TOP tier: a contiguous array of ``BookLevel`` sorted ascending by ``key`` with the BEST level
+  at the END (the live window is ``lv[lo : lo + n]``). Bids use ``key = price`` (ascending
+  price), asks use ``key = ~price`` (bitwise not: order-reversing and overflow-free), so both
+  sides share one code path and inserts/deletes near the top move few bytes. Readers of the
+  best levels (fill_bbo/fill_depth, the OKX and Kraken checksums) read ``lv``/``lo``/``n`` only.
+* DEEP tier: the levels worse than every top-tier level, in ``nb`` blocks of at most
+  ``BOOK_BLOCK`` levels each (``blk[0]`` the worst block, ``blk[nb - 1]`` the best), each block
+  itself a sorted window ``blk[j].lv[lo : lo + n]``; ``bkey[j]`` is block j's best key (the
+  compact array a binary search runs over); ``ndeep`` the deep tier's level count.
+
+INVARIANT (what lets top-k readers ignore the deep tier): whenever the deep tier is non-empty
+(``ndeep > 0``), the top tier holds at least ``BOOK_TOP_MIN`` (>= 64) levels, and every deep
+key is below the top tier's worst key ``lv[lo].key``. So the best ``min(total, BOOK_TOP_MIN)``
+levels of a side are always ``lv[lo + n - 1 - i]`` for ``i < min(n, BOOK_TOP_MIN)``, and a
+side's level count is ``n + ndeep``. The top tier holds at most ``BOOK_TOP_MAX`` levels after
+every change (unless growing the deep tier ran out of memory): past it, its worst levels move
+to the deep tier in bulk (down to ``BOOK_TOP_KEEP``); below ``BOOK_TOP_MIN`` with a non-empty
+deep tier, the deep tier's best levels move back up in bulk (up to ``BOOK_TOP_KEEP``).
 """
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from dm._records cimport BboRecord, DepthRecord
@@ -25,11 +40,31 @@ ctypedef struct BookLevel:
     int64_t key              # bids: price; asks: ~price (1e-9 fixed point before the ~)
     uint64_t size            # 1e-9 fixed point, never 0 inside the book
 
-ctypedef struct BookSide:
-    BookLevel* lv            # malloc'd buffer of cap levels
+# tier sizes (module docstring of dm/_book.pyx: how they were chosen)
+cdef enum:
+    BOOK_TOP_MIN = 64        # top-tier floor while the deep tier is non-empty (the invariant)
+    BOOK_TOP_MAX = 256       # top-tier ceiling: past it the worst levels move down
+    BOOK_TOP_KEEP = 128      # top-tier count after a bulk move either way (<= TOP_MAX / 2)
+    BOOK_BLOCK = 128         # levels per deep block at most
+
+ctypedef struct BookBlock:
     Py_ssize_t lo            # first live level (the worst)
-    Py_ssize_t n             # live levels; best is lv[lo + n - 1]
-    Py_ssize_t cap
+    Py_ssize_t n             # live levels (1..BOOK_BLOCK); best is lv[lo + n - 1]
+    BookLevel lv[BOOK_BLOCK]
+
+ctypedef struct BookSide:
+    # top tier
+    BookLevel* lv            # malloc'd buffer of cap levels
+    Py_ssize_t lo            # first live level (the worst of the top tier)
+    Py_ssize_t n             # live top-tier levels; best is lv[lo + n - 1]
+    # deep tier (all keys < lv[lo].key; non-empty only while n >= BOOK_TOP_MIN); the fields
+    # every update reads come first, next to the top tier's
+    Py_ssize_t nb            # blocks in use
+    int64_t* bkey            # bkey[j] = best key of blk[j] (ascending)
+    Py_ssize_t ndeep         # levels in the deep tier (sum of blk[j].n)
+    BookBlock** blk          # nb malloc'd blocks, worst first
+    Py_ssize_t cap           # top tier: lv's capacity
+    Py_ssize_t bcap          # deep tier: capacity of blk / bkey
 
 cdef class L2Book:
     cdef BookSide bids
@@ -42,8 +77,10 @@ cdef class L2Book:
     # version v knows the book is as it left it while version is still v
     cdef readonly uint64_t version
     # the best-most level position (0 = the best) any change of the last such call touched on
-    # either side (a level at position p changed, or levels at p and below moved);
-    # PY_SSIZE_T_MAX when it changed nothing. The top k levels of both sides are as before the
+    # either side (a level at position p changed, or levels at p and below moved; a deep-tier
+    # change reports the top tier's count n, a lower bound of its position, >= BOOK_TOP_MIN;
+    # moves between the tiers change no level and touch nothing); PY_SSIZE_T_MAX when it
+    # changed nothing. The top k levels of both sides are as before the
     # call iff touched >= k (a book checksum over the top k levels is then unchanged).
     cdef readonly Py_ssize_t touched
 
