@@ -521,11 +521,42 @@ cdef int ok_data_one_pass(CState* s, Py_ssize_t o, bint snap, Py_ssize_t* end) n
     return 0
 
 
+cdef Py_ssize_t ok_arg_one_pass(CState* s, Py_ssize_t w) noexcept nogil:
+    """``arg`` at ``w`` (an object in the top one) of a book channel: looks its instId up and
+    returns the index after its ``}``; -1 for the general path, as soon as ``channel`` is another
+    one (OKX sends it first: a trades or tickers frame costs the one-pass decoder little)."""
+    cdef Py_ssize_t ks = 0, ke = 0, m, e = 0, vch = -1, vid = -1
+    cdef int slot
+    m = obj_first(s, w, 1, &ks, &ke)
+    while m > 0:
+        if m >= s.n:
+            return -1
+        slot = ok_key(s.p + ks, ke - ks)
+        if slot == OK_CHANNEL:
+            if vch >= 0 or s.p[m] != 34:
+                return -1
+            e = scan_string(s, m)
+            if e < 0 or ok_channel(s.p + m + 1, e - m - 2) != C_BOOK:
+                return -1
+            vch = m
+        else:
+            if slot == OK_INSTID:
+                if vid >= 0:
+                    return -1
+                vid = m
+            e = skip_member(s, m, 2)
+            if e < 0:
+                return -1
+        m = obj_next(s, e, &ks, &ke)
+    if m < 0 or vch < 0 or vid < 0 or lookup(s, vid, b"instId") < 0:
+        return -1
+    return ks
+
+
 cdef int ok_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
     """The frame at ``top`` (an object) in one pass (above) when it is an order book frame: 0
     when decoded so, -1 for the general path. ``arg`` and ``action`` must come before ``data``."""
-    cdef Py_ssize_t ks = 0, ke = 0, w, e = 0, x, v, a, b, endp = 0
-    cdef Py_ssize_t A[OK_N]
+    cdef Py_ssize_t ks = 0, ke = 0, w, e = 0, x, endp = 0
     cdef int slot
     cdef bint snap = 0, arg = 0, act = 0, done = 0
     w = obj_first(s, top, 0, &ks, &ke)
@@ -546,16 +577,8 @@ cdef int ok_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
         elif slot == OK_ARG:
             if arg or done or s.p[w] != 123:
                 return -1
-            e = index_obj(s, w, 1, ok_key, A, OK_N)
+            e = ok_arg_one_pass(s, w)                      # any other channel leaves at once
             if e < 0:
-                return -1
-            v = A[OK_CHANNEL]
-            if v < 0 or s.p[v] != 34:
-                return -1
-            get_str(s, v, b"channel", &a, &b)
-            if ok_channel(s.p + a, b - a) != C_BOOK:
-                return -1
-            if A[OK_INSTID] < 0 or lookup(s, A[OK_INSTID], b"instId") < 0:
                 return -1
             arg = 1
         elif slot == OK_ACTION:
@@ -781,6 +804,13 @@ cdef int ok_channel(const uint8_t* t, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef inline bint other_channel(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame starts as OKX writes a trades, tickers, ... frame (``{"arg":{"channel":"`` and
+    not ``books``): not worth a one-pass attempt (speed only: any frame may take either path)."""
+    return (top + 24 <= s.n and memcmp(s.p + top, b'{"arg":{"channel":"', 19) == 0
+            and memcmp(s.p + top + 19, b"books", 5) != 0)
+
+
 cdef int ok_decode(CState* s) noexcept nogil:
     global _one_pass_frames
     cdef const uint8_t* p = s.p
@@ -794,10 +824,11 @@ cdef int ok_decode(CState* s) noexcept nogil:
     top = skip_ws(s, 0)
     if top >= s.n:
         return e_end(s)
-    if p[top] == 123 and _one_pass and ok_one_pass(s, top) == 0:
-        _one_pass_frames += 1
-        return 0
-    begin_frame(s, s.p, s.n, s.ts_recv)                    # the general path, from scratch
+    if p[top] == 123 and _one_pass and not other_channel(s, top):
+        if ok_one_pass(s, top) == 0:
+            _one_pass_frames += 1
+            return 0
+        begin_frame(s, s.p, s.n, s.ts_recv)                # the general path, from scratch
     if p[top] != 123:
         if validate(s) < 0:
             return -1
