@@ -239,3 +239,29 @@ def book_frames(draw):
 @given(book_frames())
 def test_reordered_repeated_and_odd_values_agree(frame):
     check(frame)
+
+
+def test_arg_and_other_channels():
+    """``arg`` in any member order is read by the one-pass decoder; a repeated or odd ``arg``
+    member, and every other channel (however written), go to the general path."""
+    msg = json.loads(UPD)
+    want = moved(check(UPD, one_pass=True))
+    swapped = UPD.replace('{"channel":"books","instId":"ZEN-USDT"}', '{"instId":"ZEN-USDT","x":[1],"channel":"books"}')
+    assert moved(check(swapped, one_pass=True)) == want
+    assert moved(check(json.dumps(msg, indent=1), one_pass=True)) == want      # whitespace everywhere
+    for arg in ('{"channel":"books","channel":"books","instId":"ZEN-USDT"}',
+                '{"channel":"books","instId":"ZEN-USDT","instId":"ZEN-USDT"}',
+                '{"channel":"trades","instId":"ZEN-USDT","channel":"books"}',
+                '{"channel":"books","instId":"NOPE"}', '{"channel":"books"}', '{"instId":"ZEN-USDT"}',
+                '{"channel":1,"instId":"ZEN-USDT"}', '{"channel":"books","instId":1}', '[]', '"books"'):
+        check(UPD.replace('{"channel":"books","instId":"ZEN-USDT"}', arg), one_pass=False)
+    for action in ('"partial"', '1', 'null', '"snapshot\\u0020"'):
+        check(UPD.replace('"update"', action, 1), one_pass=False)
+    for data in ('[]', '[{}]', '{}', '[{"asks":[],"bids":[],"ts":"1"},{}]', '[{"asks":[],"bids":[],"ts":"1"},1]',
+                 '[{"asks":[],"bids":[]}]', '[{"asks":[],"ts":"1"}]', '[{"bids":[],"ts":"1"}]'):
+        check(UPD[:UPD.index('"data":') + 7] + data + "}", one_pass=False)
+    check(UPD[:UPD.index('"data":') + 7] + '[{"asks":[],"bids":[],"ts":"1"}]}', one_pass=True)
+    t = next(e.text for e in FRAMES if '{"channel":"trades"' in e.text[:30])
+    check(t, one_pass=False)
+    check(t.replace('{"channel":"trades"', '{ "channel":"trades"'), one_pass=False)
+    check(t.replace('{"channel":"trades"', '{"channel":"books"'), one_pass=False)   # no action: an error
