@@ -3,7 +3,7 @@ so both sides see the same machine load: one long-lived process per checkout dec
 recorded frames (the cases of ``bench/bench_codec.py``), and the parent asks them in turn,
 case by case, alternating which side goes first each round.
 
-    python bench/ab_codec.py A_DIR B_DIR [--rounds 10] [--target 0.3] [--out FILE]
+    python bench/ab_codec.py A_DIR B_DIR [--rounds 10] [--target 0.3] [--out FILE] [--only okx]
 
 Each checkout must be built (``make build`` there). Prints per case the best and median
 ns/frame of each side and B/A of the best (< 1: B is faster); ``--out`` writes them with every
@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--target", type=float, default=0.3, help="seconds per measurement")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", default=None, help="only the cases whose name contains this (e.g. okx)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -77,7 +78,7 @@ def main() -> int:
                                        cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         info[side] = json.loads(procs[side].stdout.readline())
         print(f"{side}: {info[side]['dm']}")
-    cases = [c for c in info["A"]["cases"] if c in info["B"]["cases"]]
+    cases = [c for c in info["A"]["cases"] if c in info["B"]["cases"] and (args.only is None or args.only in c)]
     raw: dict[str, dict[str, list[float]]] = {c: {"A": [], "B": []} for c in cases}
     try:
         for r in range(args.rounds):

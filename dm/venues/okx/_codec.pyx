@@ -6,9 +6,12 @@ Rules from the OKX API v5 docs (https://www.okx.com/docs-v5/en/), "WebSocket →
 "Order book channel" (``books``, ``books-l2-tbt``, ``books50-l2-tbt``), "Trades channel",
 "Tickers channel", "Mark price channel", "Open interest channel", "Funding rate channel";
 "WebSocket → Overview" (subscribe/error events, ``ping``/``pong`` text). See the class docstring.
+Order book frames are decoded in one pass when their members come as OKX sends them (see the
+comment above ``ok_one_pass``); any other frame takes the general path (``ok_decode``).
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy, memmove
 
 from dm._records cimport *
 from dm._scan cimport *
@@ -309,6 +312,298 @@ cdef int ok_book(CState* s, Py_ssize_t* sl, Py_ssize_t* A, Py_ssize_t argo) noex
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Order book frames in one pass.
+#
+# The general path (ok_decode -> ok_book) validates the whole frame while indexing its top object,
+# indexes the data object (validating every value again, asks and bids included), then walks each
+# level array collecting its elements and skips the level once more: every byte of the levels is
+# scanned three or four times. OKX API v5 docs, "WebSocket → Public Channel → Order book channel",
+# push data: {"arg": {"channel", "instId"}, "action": "snapshot"|"update", "data": [{"asks",
+# "bids", "ts", "checksum", "prevSeqId", "seqId"}]}, each level [price, size, "0" (deprecated),
+# orders] of strings. OKX sends "arg" and "action" before "data", and in the data object asks,
+# bids, ts, checksum, prevSeqId, seqId in that order. The one-pass decoder reads the data object's
+# members once, in whatever order they come, each level in one scan (price and size parsed, the
+# other elements validated with scalar scanning), writing records with ts_event and sequence 0 that
+# are patched once ts and seqId have been read, and moving the bids' block before the asks' when the
+# asks came first (with their rejected values). It gives exactly the general path's result or hands
+# the frame to it: -1 for any other shape (data before arg or action, a member repeated where "the
+# last one wins" would apply, an unexpected type, an "event" member) and for any error (whose
+# report, offset included, is the general path's). Every byte it reads or skips is validated.
+
+cdef bint _one_pass = 1           # tests turn it off (_set_one_pass) to compare with the general path
+cdef uint64_t _one_pass_frames = 0  # frames the one-pass decoder decoded (tests: _one_pass_count)
+
+
+def _set_one_pass(bint on):
+    """Test hook: whether book frames may take the one-pass decoder (default on). Returns the
+    previous setting."""
+    global _one_pass
+    cdef bint was = _one_pass
+    _one_pass = on
+    return bool(was)
+
+
+def _one_pass_count():
+    """Test hook: how many frames the one-pass decoder has decoded in this process."""
+    return _one_pass_frames
+
+
+cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
+    """The level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
+    if s.p[x] != 34:
+        return -1
+    e[0] = scan_string(s, x)
+    return 0 if e[0] > 0 else -1
+
+
+cdef int ok_levels_one_pass(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint8_t flags,
+                            Py_ssize_t* end) noexcept nogil:
+    """``asks`` / ``bids`` at ``v`` (an array inside the data object: 3 containers around) in one
+    scan, as ok_levels decodes it, ts_event and sequence left 0. ``end``: the index after its
+    ``]``. 0, or -1 for the general path."""
+    cdef Py_ssize_t w, x, e = 0, endp = 0, endl = 0
+    cdef int64_t px = 0
+    cdef uint64_t sz = 0
+    cdef int r1, r2
+    w = arr_first(s, v, 3, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return -1
+        x = arr_first(s, w, 4, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r1 = _fx_result(s, parse_fixed(s.p + x + 1, e - x - 2, 1, &px), field, x)
+        if r1 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r2 = _fx_result(s, parse_size_dp(s.p + x + 1, e - x - 2, s.size_precision, <int64_t*>&sz), field, x)
+        if r2 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        while x > 0:                                        # liquidated orders, orders, anything more
+            e = skip_member(s, x, 5)
+            if e < 0:
+                return -1
+            x = arr_next(s, e, &endl)
+        if x < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, 0, px, sz, 0, side, flags) < 0:
+                return -1
+        w = arr_next(s, endl, &endp)
+    if w < 0:
+        return -1
+    end[0] = endp
+    return 0
+
+
+cdef int swap_blocks(CState* s, Py_ssize_t a, Py_ssize_t m, Py_ssize_t b) noexcept nogil:
+    """Output bytes [a, m) [m, b) -> [m, b) [a, m). 0 or -1 (no memory)."""
+    cdef char tmp[1024]
+    cdef char* t = tmp
+    cdef Py_ssize_t n = m - a
+    if n == 0 or b == m:
+        return 0
+    if n > <Py_ssize_t>sizeof(tmp):
+        t = <char*>malloc(n)
+        if t == NULL:
+            return -1
+    memcpy(t, s.out + a, n)
+    memmove(s.out + a, s.out + m, b - m)
+    memcpy(s.out + a + (b - m), t, n)
+    if t != tmp:
+        free(t)
+    return 0
+
+
+cdef int ok_data_one_pass(CState* s, Py_ssize_t o, bint snap, Py_ssize_t* end) noexcept nogil:
+    """The data object at ``o`` (2 containers around) of an order book frame: ok_book's records
+    and results (above). ``end``: the index after its ``}``. 0, or -1 for the general path."""
+    cdef Py_ssize_t ks = 0, ke = 0, m, e = 0, i
+    cdef Py_ssize_t vts = -1, vcs = -1, vseq = -1, vprev = -1
+    cdef Py_ssize_t start = s.out_len, b0 = -1, b1 = 0, a0 = -1, a1 = 0
+    cdef int vb0 = 0, vb1 = 0, va0 = 0, va1 = 0, slot
+    cdef bint asks_first = 0
+    cdef uint8_t flags = FLAG_SNAPSHOT if snap else 0
+    cdef uint64_t ts = 0
+    cdef int64_t cs = 0, seq = 0, prev = -1
+    cdef BookDeltaRecord* r
+    cdef ValueErr tmp[MAX_VALUE_ERRS]
+    if snap and emit_clear(s, 0, 0, flags) < 0:
+        return -1
+    m = obj_first(s, o, 2, &ks, &ke)
+    while m > 0:
+        if m >= s.n:
+            return -1
+        slot = ok_key(s.p + ks, ke - ks)
+        if slot == OK_BIDS or slot == OK_ASKS:
+            if s.p[m] != 91:
+                return -1
+            if slot == OK_BIDS:
+                if b0 >= 0:
+                    return -1
+                b0 = s.out_len
+                vb0 = s.verr_n
+                if ok_levels_one_pass(s, m, b"bids", SIDE_BID, flags, &e) < 0:
+                    return -1
+                b1 = s.out_len
+                vb1 = s.verr_n
+            else:
+                if a0 >= 0:
+                    return -1
+                asks_first = b0 < 0
+                a0 = s.out_len
+                va0 = s.verr_n
+                if ok_levels_one_pass(s, m, b"asks", SIDE_ASK, flags, &e) < 0:
+                    return -1
+                a1 = s.out_len
+                va1 = s.verr_n
+        else:
+            if slot == OK_TS:
+                if vts >= 0:
+                    return -1
+                vts = m
+            elif slot == OK_CHECKSUM:
+                if vcs >= 0:
+                    return -1
+                vcs = m
+            elif slot == OK_SEQID:
+                if vseq >= 0:
+                    return -1
+                vseq = m
+            elif slot == OK_PREVSEQID:
+                if vprev >= 0:
+                    return -1
+                vprev = m
+            e = skip_member(s, m, 3)
+            if e < 0:
+                return -1
+        m = obj_next(s, e, &ks, &ke)
+    if m < 0 or vts < 0 or b0 < 0 or a0 < 0:
+        return -1
+    # ok_book's fields, all validated above
+    if ok_ms(s, vts, b"ts", &ts) < 0:
+        return -1
+    if vcs >= 0 and get_i64(s, vcs, b"checksum", -2147483648, 2147483647, &cs) < 0:
+        return -1
+    if vseq >= 0 and get_i64(s, vseq, b"seqId", 0, 0x7FFFFFFFFFFFFFFF, &seq) < 0:
+        return -1
+    if vprev >= 0 and get_i64(s, vprev, b"prevSeqId", -1, 0x7FFFFFFFFFFFFFFE, &prev) < 0:
+        return -1
+    if asks_first:                                          # asks came first: bids' block before
+        if vb1 > vb0 and va1 > va0:
+            if s.verr_n > MAX_VALUE_ERRS:                   # the first ones kept would differ
+                return -1
+            memcpy(tmp, &s.verr[va0], (va1 - va0) * sizeof(ValueErr))
+            memmove(&s.verr[va0], &s.verr[vb0], (vb1 - vb0) * sizeof(ValueErr))
+            memcpy(&s.verr[va0 + (vb1 - vb0)], tmp, (va1 - va0) * sizeof(ValueErr))
+        if swap_blocks(s, a0, a1, b1) < 0:
+            s.err = ERR_NOMEM
+            return -1
+    i = start
+    while i < s.out_len:
+        r = <BookDeltaRecord*>(s.out + i)
+        r.hd.ts_event = ts
+        r.sequence = <uint64_t>seq
+        i += sizeof(BookDeltaRecord)
+    if s.nrec > 0:
+        s.last_rec = s.out_len - sizeof(BookDeltaRecord)
+    s.kind = K_BOOKSNAPSHOT if snap else K_BOOK
+    set_last(s)
+    if vcs >= 0:
+        s.checksum = <int64_t>(<uint32_t>cs)
+    s.last_seq = <uint64_t>seq
+    s.first_seq = <uint64_t>(prev + 1)
+    end[0] = ks
+    return 0
+
+
+cdef Py_ssize_t ok_arg_one_pass(CState* s, Py_ssize_t w) noexcept nogil:
+    """``arg`` at ``w`` (an object in the top one) of a book channel: looks its instId up and
+    returns the index after its ``}``; -1 for the general path, as soon as ``channel`` is another
+    one (OKX sends it first: a trades or tickers frame costs the one-pass decoder little)."""
+    cdef Py_ssize_t ks = 0, ke = 0, m, e = 0, vch = -1, vid = -1
+    cdef int slot
+    m = obj_first(s, w, 1, &ks, &ke)
+    while m > 0:
+        if m >= s.n:
+            return -1
+        slot = ok_key(s.p + ks, ke - ks)
+        if slot == OK_CHANNEL:
+            if vch >= 0 or s.p[m] != 34:
+                return -1
+            e = scan_string(s, m)
+            if e < 0 or ok_channel(s.p + m + 1, e - m - 2) != C_BOOK:
+                return -1
+            vch = m
+        else:
+            if slot == OK_INSTID:
+                if vid >= 0:
+                    return -1
+                vid = m
+            e = skip_member(s, m, 2)
+            if e < 0:
+                return -1
+        m = obj_next(s, e, &ks, &ke)
+    if m < 0 or vch < 0 or vid < 0 or lookup(s, vid, b"instId") < 0:
+        return -1
+    return ks
+
+
+cdef int ok_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame at ``top`` (an object) in one pass (above) when it is an order book frame: 0
+    when decoded so, -1 for the general path. ``arg`` and ``action`` must come before ``data``."""
+    cdef Py_ssize_t ks = 0, ke = 0, w, e = 0, x, endp = 0
+    cdef int slot
+    cdef bint snap = 0, arg = 0, act = 0, done = 0
+    w = obj_first(s, top, 0, &ks, &ke)
+    while w > 0:
+        if w >= s.n:
+            return -1
+        slot = ok_key(s.p + ks, ke - ks)
+        if slot == OK_DATA:
+            if done or not arg or not act or s.p[w] != 91:
+                return -1
+            x = arr_first(s, w, 1, &endp)
+            if x <= 0 or s.p[x] != 123 or ok_data_one_pass(s, x, snap, &e) < 0:
+                return -1
+            if arr_next(s, e, &endp) != 0:                  # not exactly one object
+                return -1
+            e = endp
+            done = 1
+        elif slot == OK_ARG:
+            if arg or done or s.p[w] != 123:
+                return -1
+            e = ok_arg_one_pass(s, w)                      # any other channel leaves at once
+            if e < 0:
+                return -1
+            arg = 1
+        elif slot == OK_ACTION:
+            if act or done or s.p[w] != 34:
+                return -1
+            e = scan_string(s, w)
+            if e < 0:
+                return -1
+            if raw_eq(s.p + w + 1, e - w - 2, b"snapshot", 8):
+                snap = 1
+            elif not raw_eq(s.p + w + 1, e - w - 2, b"update", 6):
+                return -1
+            act = 1
+        elif slot == OK_EVENT:
+            return -1
+        else:
+            e = skip_member(s, w, 1)
+            if e < 0:
+                return -1
+        w = obj_next(s, e, &ks, &ke)
+    if w < 0 or not done or skip_ws(s, ks) < s.n:
+        return -1
+    return 0
+
+
 cdef int ok_trades(CState* s, Py_ssize_t d) noexcept nogil:
     """Trades channel: data [{instId, tradeId, px, sz, side, ts}] -> TRADE each (side = taker
     side: "buy" -> SIDE_BID; trade_id from tradeId, see trade_id(); sequence 0).
@@ -509,7 +804,15 @@ cdef int ok_channel(const uint8_t* t, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef inline bint other_channel(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame starts as OKX writes a trades, tickers, ... frame (``{"arg":{"channel":"`` and
+    not ``books``): not worth a one-pass attempt (speed only: any frame may take either path)."""
+    return (top + 24 <= s.n and memcmp(s.p + top, b'{"arg":{"channel":"', 19) == 0
+            and memcmp(s.p + top + 19, b"books", 5) != 0)
+
+
 cdef int ok_decode(CState* s) noexcept nogil:
+    global _one_pass_frames
     cdef const uint8_t* p = s.p
     cdef Py_ssize_t sl[OK_N]
     cdef Py_ssize_t A[OK_N]
@@ -521,6 +824,11 @@ cdef int ok_decode(CState* s) noexcept nogil:
     top = skip_ws(s, 0)
     if top >= s.n:
         return e_end(s)
+    if p[top] == 123 and _one_pass and not other_channel(s, top):
+        if ok_one_pass(s, top) == 0:
+            _one_pass_frames += 1
+            return 0
+        begin_frame(s, s.p, s.n, s.ts_recv)                # the general path, from scratch
     if p[top] != 123:
         if validate(s) < 0:
             return -1
@@ -591,6 +899,11 @@ cdef class OkxCodec(_Codec):
       ``error`` (so is ``channel-conn-count-error``); ``notice`` (e.g. the disconnect warning
       before maintenance), ``channel-conn-count``, ``login`` → ``info``; the text ``pong`` →
       ``pong``. Any other event or channel is a CodecError.
+
+    Order book frames with ``arg`` and ``action`` before ``data`` (as OKX sends them; the data
+    object's members in any order: OKX's is asks, bids, ts, checksum, prevSeqId, seqId) are
+    decoded in one pass (``ok_one_pass``: each level scanned once); any other frame takes the
+    general path, which gives the same result for them, errors included.
 
     Prices are decimal strings → i64 at 1e-9, sizes at the instrument's size_precision
     (``add_symbol(instId, iid, size_precision)``); a value that cannot be represented is
