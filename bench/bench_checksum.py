@@ -137,16 +137,19 @@ def _okx_py(book, dp: int = 9) -> int:
 
 
 def venues():
-    from dm.venues.kraken._checksum import CHECKSUM_DEPTH as KD, book_checksum as kc
-    from dm.venues.okx._checksum import CHECKSUM_DEPTH as OD, book_checksum as oc
+    from dm.venues.kraken._checksum import CHECKSUM_DEPTH as KD, KrakenChecksum, book_checksum as kc
+    from dm.venues.okx._checksum import CHECKSUM_DEPTH as OD, OkxChecksum, book_checksum as oc
 
+    # (session, depth, checksum depth, python, book_checksum, the worker's FastChecksum per book)
     return {
-        "kraken": (kraken_session, 1000, KD, _kraken_py, lambda b, p, t: kc(b, p[0], p[1], t)),
-        "okx": (okx_session, 400, OD, lambda b, p: _okx_py(b), lambda b, p, t: oc(b, p[0], t)),
+        "kraken": (kraken_session, 1000, KD, _kraken_py, lambda b, p, t: kc(b, p[0], p[1], t),
+                   lambda p: KrakenChecksum(p[0], p[1], LevelText())),
+        "okx": (okx_session, 400, OD, lambda b, p: _okx_py(b), lambda b, p, t: oc(b, p[0], t),
+                lambda p: OkxChecksum(p[0], LevelText())),
     }
 
 
-def replay(session, depth: int, k: int, variant: str, fn, pyfn):
+def replay(session, depth: int, k: int, variant: str, fn, pyfn, fast=None):
     """One pass over the session; returns (seconds, unchanged updates)."""
     snaps, updates, params = session
     books = {}
@@ -154,6 +157,7 @@ def replay(session, depth: int, k: int, variant: str, fn, pyfn):
         b = books.setdefault(iid, L2Book(iid, 1, depth))
         b.apply(recs)
     texts = {iid: LevelText() for iid in books}
+    checkers = {iid: fast(params[iid]) for iid in books} if fast is not None else {}
     memo = {}
     unchanged = 0
     t0 = time.perf_counter_ns()
@@ -169,14 +173,16 @@ def replay(session, depth: int, k: int, variant: str, fn, pyfn):
             got = fn(b, params[iid], None)
         elif variant == "level_text":
             got = fn(b, params[iid], texts[iid])
-        else:                                   # worker: dm._feed's rule, then level_text
+        else:                                   # worker: dm._feed's rule, then the book's FastChecksum
             m = memo.get(iid)
             if m is not None and m[0] == v0 and b.touched >= k and m[1] == want:
                 memo[iid] = (b.version, want)
                 unchanged += 1
                 continue
-            got = fn(b, params[iid], texts[iid])
+            if not checkers[iid].check(b, want):
+                raise AssertionError(f"worker: checksum != venue {want} (instrument {iid})")
             memo[iid] = (b.version, want)
+            continue
         if got != want:
             raise AssertionError(f"{variant}: checksum {got} != venue {want} (instrument {iid})")
     return (time.perf_counter_ns() - t0) / 1e9, unchanged
@@ -209,12 +215,12 @@ def run(quick: bool = False) -> dict[str, float]:
     gc.collect()
     gc.disable()
     try:
-        for venue, (load, depth, k, pyfn, fn) in venues().items():
+        for venue, (load, depth, k, pyfn, fn, fast) in venues().items():
             session = load()
             n = len(session[1])
             base = _best(lambda: replay(session, depth, k, "apply", fn, pyfn), repeats)[0]
             for variant in ("python", "render", "level_text", "worker"):
-                t, unchanged = _best(lambda: replay(session, depth, k, variant, fn, pyfn),
+                t, unchanged = _best(lambda: replay(session, depth, k, variant, fn, pyfn, fast),
                                      max(1, repeats // 2) if variant == "python" else repeats)
                 out[f"checksum.{venue}.{variant}.ns_per_update"] = max(t - base, 0.0) / n * 1e9
                 if variant == "worker":

@@ -23,7 +23,7 @@ from dm.recording import read_recording
 from dm.replay import ReplayServer
 from dm.records import SIDE_ASK, SIDE_BID, UNDEF_PRICE
 from dm.venues import venue, venue_of_url
-from dm.venues.okx._checksum import book_checksum, checksum_text, crc32
+from dm.venues.okx._checksum import OkxChecksum, book_checksum, checksum_text, crc32
 from dm.venues.okx._codec import OkxCodec
 from dm.venues.okx.booksync import GAP_OKX_CHECKSUM, GAP_OKX_SEQ, OkxBookSync
 from dm.venues.okx.codec_ref import RefOkxCodec
@@ -380,6 +380,42 @@ def test_crc32_equals_zlib():
     for n in list(range(0, 40)) + [255, 1000, 4096]:
         b = bytes(rnd.randrange(256) for _ in range(n))
         assert crc32(b) == zlib.crc32(b)
+
+
+def test_position_cached_checksum_equals_the_rendered_one_on_the_recording():
+    """OkxChecksum (the C frame path's: level texts reused by position from the last render)
+    gives book_checksum's value after every recorded update, on every instrument."""
+    c, _ = pair()
+    syncs: dict[int, OkxBookSync] = {}
+    checkers: dict[int, OkxChecksum] = {}
+    n = 0
+
+    def check(iid, act):
+        nonlocal n
+        s = syncs[iid]
+        ck = checkers.setdefault(iid, OkxChecksum(s.size_precision))
+        assert ck.checksum(s.book) == book_checksum(s.book, s.size_precision)
+        n += 1
+    _sync_frames(c, syncs, FRAMES, check)
+    assert n > 3000
+
+
+@SETTINGS
+@given(st.integers(0, 12), st.lists(st.tuples(st.sampled_from([SIDE_BID, SIDE_ASK]), st.integers(0, 60),
+                                              st.sampled_from([0, 1, 7, 10**9, 123456789012, 10**17])),
+                                    min_size=1, max_size=120))
+def test_position_cached_checksum_follows_inserts_deletes_and_shifts(sp, ops):
+    """Levels inserted, resized and deleted anywhere around the top 25 (shifting the levels below
+    them by one place or more): the position-cached checksum is the rendered one after each."""
+    sync = OkxBookSync(1, PUB, sp)
+    sync.on_snapshot(clear(1) + b"".join(delta(1, SIDE_BID, 10**9 * (100 - i), 10**sp) for i in range(30))
+                     + b"".join(delta(1, SIDE_ASK, 10**9 * (101 + i), 10**sp) for i in range(30)))
+    ck = OkxChecksum(sp)
+    assert ck.checksum(sync.book) == book_checksum(sync.book, sp)
+    for side, k, size in ops:
+        px = 10**9 * (100 - k) if side == SIDE_BID else 10**9 * (101 + k)
+        sync.book.apply(delta(1, side, px, size))
+        assert ck.checksum(sync.book) == book_checksum(sync.book, sp)
 
 
 @SETTINGS

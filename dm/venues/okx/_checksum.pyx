@@ -10,6 +10,7 @@ bench/bench_checksum.py compares it with the Python alternative (book levels →
 slice-by-8 table CRC measured 0.82-0.87x zlib's braided one and was dropped)."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from dm._book cimport BookSide, L2Book
@@ -25,7 +26,7 @@ cdef extern from "dm_crc32.h" nogil:
 
 cdef enum:
     DEPTH = 25                   # "Checksum": the best 25 bids and asks
-    BUF = 25 * 2 * 2 * 42 + 64   # 100 numbers of at most 41 characters + ':'
+    BUF = 25 * 2 * 2 * 42 + 64   # 100 numbers of at most 41 characters + ':', and room for a fixed-size copy
 
 #: levels per side the checksum covers (``dm._feed``: updates below them leave it unchanged)
 CHECKSUM_DEPTH = DEPTH
@@ -163,23 +164,124 @@ def book_checksum(L2Book book, int size_precision, LevelText text=None) -> int:
     return dm_crc32(0, <const unsigned char*>buf, <size_t>n)
 
 
+# The C frame path's checksum keeps, per book side, the top 25 levels it rendered last time and
+# their texts, by position (``PosSide``): most updates leave most of the top 25 as they were, or
+# shift them by one place (a level inserted or removed above), so each level's text is found at
+# its position or one place off (two compares on adjacent memory, one fixed-size copy) before the
+# LevelText hash cache is asked. Two buffers per side: the levels of this render are built from
+# those of the last one.
+
+cdef enum:
+    POS_TEXT = 47                # longest text kept by position (longer ones are rendered each time)
+
+ctypedef struct PosLevel:        # 64 bytes
+    int64_t price
+    uint64_t size
+    uint8_t len                  # 0: not kept (text longer than POS_TEXT)
+    char text[POS_TEXT]
+
+ctypedef struct PosSide:
+    PosLevel lv[DEPTH]
+    Py_ssize_t n
+
+
+cdef inline char* pos_level(const PosSide* old, PosLevel* new, Py_ssize_t i, int64_t px, uint64_t sz,
+                            char* p, int size_precision, LevelText text) noexcept:
+    """Level i of a side (``px:sz``) at p, from ``old`` at i, i + 1 or i - 1 when it is there,
+    else rendered (through ``text``); kept in ``new[i]``. Returns its end. p needs POS_TEXT bytes
+    of room."""
+    cdef const PosLevel* src = NULL
+    cdef char* q
+    cdef Py_ssize_t n
+    if i < old.n and old.lv[i].price == px and old.lv[i].size == sz:
+        src = &old.lv[i]
+    elif i + 1 < old.n and old.lv[i + 1].price == px and old.lv[i + 1].size == sz:
+        src = &old.lv[i + 1]
+    elif 0 < i <= old.n and old.lv[i - 1].price == px and old.lv[i - 1].size == sz:
+        src = &old.lv[i - 1]
+    if src != NULL and src.len:
+        memcpy(new, src, sizeof(PosLevel))
+        memcpy(p, src.text, POS_TEXT)
+        return p + src.len
+    q = put_level(p, px, sz, size_precision, text)
+    n = q - p
+    new.price = px
+    new.size = sz
+    if n <= POS_TEXT:
+        new.len = <uint8_t>n
+        memcpy(new.text, p, n)
+    else:
+        new.len = 0
+    return q
+
+
 cdef class OkxChecksum(FastChecksum):
-    """``OkxChecksum(size_precision, text=None)``: :func:`book_checksum` of a book held at
-    ``size_precision`` with its ``LevelText``, called by the C frame path (``dm._feed``) through
-    ``FastChecksum.matches`` (the venue's checksum as u32). Raises ``BookError`` for a
-    size_precision outside 0..18."""
+    """``OkxChecksum(size_precision, text=None)``: :func:`book_checksum` of one book held at
+    ``size_precision`` (its ``LevelText`` ``text``), called by the C frame path (``dm._feed``)
+    through ``FastChecksum.matches`` (the venue's checksum as u32) after each update. Keeps the
+    top 25 levels per side it rendered last (above) and reuses their texts. Raises
+    ``BookError`` for a size_precision outside 0..18."""
     cdef int size_precision
     cdef LevelText text
+    cdef PosSide* sides          # [bids, asks] of the last render, then [bids, asks] to build
+    cdef int cur                 # 0 or 2: where the last render's pair starts
+
+    def __cinit__(self, *args, **kwargs):
+        self.sides = <PosSide*>calloc(4, sizeof(PosSide))
+        if self.sides == NULL:
+            raise MemoryError()
+        self.cur = 0
+
+    def __dealloc__(self):
+        free(self.sides)
+        self.sides = NULL
 
     def __init__(self, int size_precision, LevelText text=None):
         _check_sp(size_precision)
         self.size_precision = size_precision
-        self.text = text
+        self.text = text if text is not None else LevelText()
+
+    cdef Py_ssize_t render_pos(self, L2Book book, char* buf):
+        """``render``'s text into buf (length returned), levels reused by position."""
+        cdef BookSide* bd = &book.bids
+        cdef BookSide* ak = &book.asks
+        cdef Py_ssize_t nb = bd.n if bd.n < DEPTH else DEPTH
+        cdef Py_ssize_t na = ak.n if ak.n < DEPTH else DEPTH
+        cdef Py_ssize_t tb = bd.lo + bd.n - 1, ta = ak.lo + ak.n - 1, i
+        cdef PosSide* ob = &self.sides[self.cur]
+        cdef PosSide* oa = &self.sides[self.cur + 1]
+        cdef PosSide* nbs = &self.sides[2 - self.cur]
+        cdef PosSide* nas = &self.sides[3 - self.cur]
+        cdef char* p = buf
+        cdef int sp = self.size_precision
+        cdef LevelText text = self.text
+        text.use(<uint64_t>sp + 1)
+        for i in range(nb if nb > na else na):
+            if i < nb:
+                if p != buf:
+                    p[0] = 58
+                    p += 1
+                p = pos_level(ob, &nbs.lv[i], i, bd.lv[tb - i].key, bd.lv[tb - i].size, p, sp, text)
+            if i < na:
+                if p != buf:
+                    p[0] = 58
+                    p += 1
+                p = pos_level(oa, &nas.lv[i], i, ~ak.lv[ta - i].key, ak.lv[ta - i].size, p, sp, text)
+        nbs.n = nb
+        nas.n = na
+        self.cur = 2 - self.cur
+        return p - buf
 
     cdef int matches(self, L2Book book, int64_t checksum) except -1:
         cdef char buf[BUF]
-        cdef Py_ssize_t n = render(book, self.size_precision, buf, self.text)
+        cdef Py_ssize_t n = self.render_pos(book, buf)
         return dm_crc32(0, <const unsigned char*>buf, <size_t>n) == <uint32_t>checksum
+
+    def checksum(self, L2Book book) -> int:
+        """The book's checksum as ``matches`` computes it (u32; tests, bench)."""
+        cdef char buf[BUF]
+        cdef Py_ssize_t n = self.render_pos(book, buf)
+        return dm_crc32(0, <const unsigned char*>buf, <size_t>n)
 
 
 def checksum_text(L2Book book, int size_precision) -> bytes:
