@@ -70,6 +70,15 @@ PERSIST_BYTES = 1 << 28
 #: replay server and the client alone
 PERSISTER_NICE = 19
 
+#: CPU placement with two CPUs or more, as a low-latency deployment pins its processes
+#: (``[supervisor.cpus]``, conf/prod.toml): the process measured (the worker, or the null client)
+#: on a CPU of its own (MEASURED_CPU), the replay server and the persister on another (OTHER_CPU).
+#: Both sides of each ratio run so placed. Unpinned, the scheduler moves the worker between the
+#: cores it shares with the replay server and the persister (on the 2-core VM: OKX 0.62x pinned
+#: 0.83x, same build, same run of the null client).
+_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+MEASURED_CPU, OTHER_CPU = (_CPUS[-1], _CPUS[0]) if len(_CPUS) >= 2 else (None, None)
+
 #: a recording with fewer websocket frames than this is tiled (bench/gen_sessions.py) ...
 TILE_BELOW = 20_000
 #: ... to about this many frames
@@ -196,7 +205,9 @@ def worker_config(venue: str, tmp: Path, transport: str = "picows") -> tuple[str
                    + provider_toml(tmp, venue, p["kind"], p["exchange"], p["ws_url"], p["symbols"], p["channels"],
                                    **extra)
                    .replace("reconnect_min_s = 0.1", "reconnect_min_s = 5.0")
-                   + f"[supervisor.nice]\npersister = {PERSISTER_NICE}\n")
+                   + f"[supervisor.nice]\npersister = {PERSISTER_NICE}\n"
+                   + (f"[supervisor.cpus]\n{venue} = [{MEASURED_CPU}]\npersister = [{OTHER_CPU}]\n"
+                      f"replay = [{OTHER_CPU}]\n" if MEASURED_CPU is not None else ""))
     return instance, cfg
 
 
@@ -259,6 +270,8 @@ def start_replay(files) -> tuple[subprocess.Popen, int]:
     ready = Path(tempfile.mktemp(prefix="dm-bench-replay-"))
     proc = subprocess.Popen([sys.executable, "-m", "dm", "replay", *map(str, files), "--port", "0", "--speed", "0",
                              "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if OTHER_CPU is not None:
+        os.sched_setaffinity(proc.pid, {OTHER_CPU})
     deadline = time.monotonic() + 60
     while not (ready.exists() and ready.read_text().strip()):
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -364,11 +377,16 @@ def null_rate(venue: str, reps: int) -> float:
 
     files = venue_files(venue)
     best = 0.0
+    mask = os.sched_getaffinity(0) if MEASURED_CPU is not None else None
     for _ in range(reps):
         proc, port = start_replay(files)
         try:
+            if mask is not None:              # the null client where the worker runs (MEASURED_CPU)
+                os.sched_setaffinity(0, {MEASURED_CPU})
             n, span = uvloop.run(null_client(venue, port, LAST_SKIP.get(venue, 0)))
         finally:
+            if mask is not None:
+                os.sched_setaffinity(0, mask)
             proc.terminate()
             proc.wait(10)
         if span > 0:
