@@ -72,8 +72,10 @@ frames, RFC 6455 §5.4), close frames and every other control frame go to the Py
 mixed in above this one (``dm.providers.base._PicowsSocket``).
 
 Counters (``frames``, ``records``, ``last_frame_ns``: ns since the UNIX epoch) live here while
-the connection is up; the provider folds them into its own (``Provider.fold_feed``) for stats,
-the watchdog and the state file, so nothing per frame touches a Python attribute.
+the connection is up, and so does each instrument's last good update time (``Books.last_ok_ns``,
+where a gap without ids starts); the provider folds them into its own (``Provider.fold_feed``,
+``fold_last_ok``) for stats, the watchdog, the state file and before it records such a gap, so
+nothing per frame touches a Python attribute that only those read.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -117,6 +119,7 @@ cdef class _BookState:
     cdef bint memo
     cdef uint64_t version
     cdef int64_t checksum
+    cdef uint64_t last_ok_ns     # ts_recv of the last update applied here (fold_last_ok)
 
 
 cdef inline bint _one_instrument(const uint8_t* p, Py_ssize_t n, uint32_t iid) noexcept nogil:
@@ -256,6 +259,19 @@ cdef class FeedListener(WSListener):
             self.records += <uint64_t>self.fanout.publish_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
         return 0
 
+    def fold_last_ok(self):
+        """Into the Books' ``last_ok_ns`` (iid -> ts_recv of the last update applied without a
+        gap: where a gap without ids starts), the updates this path applied since (kept per
+        instrument in C, not written per frame). ``Provider.fold_counters`` calls it."""
+        cdef _BookState bs
+        if self.book_states is None:
+            return
+        d = self.last_ok_ns
+        for key, o in self.book_states.items():
+            bs = <_BookState>o
+            if bs.last_ok_ns and bs.last_ok_ns > d.get(key, 0):
+                d[key] = bs.last_ok_ns
+
     cdef int _msg_seq(self, int64_t seq, uint64_t ts) except -1:
         """The connection's message sequence (module docstring): the next number stays here,
         any other goes to ``provider.on_message_seq``."""
@@ -382,7 +398,7 @@ cdef class FeedListener(WSListener):
             self.queue.write_many_ptr(<const uint8_t*>c.st.out, <size_t>c.st.out_len)
         if m & BOOK_MASK_CROSSED:
             self.books.on_crossed(iid)
-        self.last_ok_ns[key] = ts
+        bs.last_ok_ns = ts
         if m & (BOOK_MASK_TOP10 | BOOK_MASK_BBO):
             ev = <const uint8_t*>c.st.out + c.st.last_rec + 8       # the last delta's ts_event
             if m & BOOK_MASK_TOP10:

@@ -173,6 +173,8 @@ class Books:
             if first is None or last is None:
                 # the venue has no update ids (Kraken v1 checksum): the ledger gets the window,
                 # in ns since the epoch, between the last good frame and the one that failed
+                # (the C frame path's last good frames folded in first)
+                p.fold_feed()
                 first, last, units = self.last_ok_ns.get(iid, ts_recv), ts_recv, GapUnits.NS
             p.record_gap(iid, g.kind, first, last, units, g.detail)
             log.warning("book gap", provider=p.name, instrument_id=iid, kind=g.kind, first=g.first_missing, last=g.last_missing, detail=g.detail)
@@ -908,6 +910,7 @@ class Provider:
     def fold_counters(self, f, seen: tuple[int, ...]) -> tuple[int, ...]:
         """Add ``f``'s (a ``FeedListener``) counts beyond ``seen`` (its counts at the last fold)
         to this provider's; returns its counts now."""
+        f.fold_last_ok()
         now = (f.frames, f.records, f.fast_book_frames, f.checksums_unchanged)
         self.frames += now[0] - seen[0]
         self.records += now[1] - seen[1]
