@@ -419,6 +419,14 @@ cdef int swap_blocks(CState* s, Py_ssize_t a, Py_ssize_t m, Py_ssize_t b) noexce
     return 0
 
 
+cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
+    """A member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
+    if v[0] >= 0:
+        return -1
+    v[0] = m
+    return 0
+
+
 cdef int ok_data_one_pass(CState* s, Py_ssize_t o, bint snap, Py_ssize_t* end) noexcept nogil:
     """The data object at ``o`` (2 containers around) of an order book frame: ok_book's records
     and results (above). ``end``: the index after its ``}``. 0, or -1 for the general path."""
@@ -462,22 +470,10 @@ cdef int ok_data_one_pass(CState* s, Py_ssize_t o, bint snap, Py_ssize_t* end) n
                 a1 = s.out_len
                 va1 = s.verr_n
         else:
-            if slot == OK_TS:
-                if vts >= 0:
-                    return -1
-                vts = m
-            elif slot == OK_CHECKSUM:
-                if vcs >= 0:
-                    return -1
-                vcs = m
-            elif slot == OK_SEQID:
-                if vseq >= 0:
-                    return -1
-                vseq = m
-            elif slot == OK_PREVSEQID:
-                if vprev >= 0:
-                    return -1
-                vprev = m
+            if ((slot == OK_TS and take_once(&vts, m) < 0) or (slot == OK_CHECKSUM and take_once(&vcs, m) < 0)
+                    or (slot == OK_SEQID and take_once(&vseq, m) < 0)
+                    or (slot == OK_PREVSEQID and take_once(&vprev, m) < 0)):
+                return -1                                   # a repeated member: the general path
             e = skip_member(s, m, 3)
             if e < 0:
                 return -1
