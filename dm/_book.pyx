@@ -111,18 +111,9 @@ cdef int _raise_status(int st, Py_ssize_t bad) except -1:
 
 # ---------------------------------------------------------------- top tier (nogil helpers)
 
-cdef inline Py_ssize_t _lower_bound(const BookLevel* a, Py_ssize_t n, int64_t key) noexcept nogil:
-    """First index i with a[i].key >= key (n if none). Scans from the top (best) first."""
-    cdef Py_ssize_t i = n, j = 0, lo, hi, mid
-    while i > 0 and j < LINEAR_SCAN:
-        if a[i - 1].key < key:
-            return i
-        i -= 1
-        j += 1
-    if i == 0 or a[0].key >= key:
-        return 0
-    lo = 0
-    hi = i
+cdef inline Py_ssize_t _bsearch(const BookLevel* a, Py_ssize_t n, int64_t key) noexcept nogil:
+    """First index i with a[i].key >= key (n if none)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
     while lo < hi:
         mid = (lo + hi) >> 1
         if a[mid].key < key:
@@ -130,6 +121,19 @@ cdef inline Py_ssize_t _lower_bound(const BookLevel* a, Py_ssize_t n, int64_t ke
         else:
             hi = mid
     return lo
+
+
+cdef inline Py_ssize_t _lower_bound(const BookLevel* a, Py_ssize_t n, int64_t key) noexcept nogil:
+    """First index i with a[i].key >= key (n if none). Scans from the top (best) first."""
+    cdef Py_ssize_t i = n, j = 0
+    while i > 0 and j < LINEAR_SCAN:
+        if a[i - 1].key < key:
+            return i
+        i -= 1
+        j += 1
+    if i == 0 or a[0].key >= key:
+        return 0
+    return _bsearch(a, i, key)
 
 
 cdef int _room(BookSide* s, Py_ssize_t front, Py_ssize_t back) noexcept nogil:
@@ -222,18 +226,6 @@ cdef inline Py_ssize_t _find_block(const int64_t* bkey, Py_ssize_t nb, int64_t k
     while lo < hi:
         mid = (lo + hi) >> 1
         if bkey[mid] < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-cdef inline Py_ssize_t _bsearch(const BookLevel* a, Py_ssize_t n, int64_t key) noexcept nogil:
-    """First index i with a[i].key >= key (n if none)."""
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid].key < key:
             lo = mid + 1
         else:
             hi = mid
