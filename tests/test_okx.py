@@ -401,20 +401,22 @@ def test_position_cached_checksum_equals_the_rendered_one_on_the_recording():
 
 
 @SETTINGS
-@given(st.integers(0, 12), st.lists(st.tuples(st.sampled_from([SIDE_BID, SIDE_ASK]), st.integers(0, 60),
-                                              st.sampled_from([0, 1, 7, 10**9, 123456789012, 10**17])),
-                                    min_size=1, max_size=120))
+@given(st.integers(0, 12), st.lists(st.lists(st.tuples(st.sampled_from([SIDE_BID, SIDE_ASK]), st.integers(0, 60),
+                                                       st.sampled_from([0, 1, 7, 10**9, 123456789012, 10**17])),
+                                             min_size=1, max_size=3),
+                                    min_size=1, max_size=80))
 def test_position_cached_checksum_follows_inserts_deletes_and_shifts(sp, ops):
-    """Levels inserted, resized and deleted anywhere around the top 25 (shifting the levels below
-    them by one place or more): the position-cached checksum is the rendered one after each."""
+    """Levels inserted, resized and deleted anywhere around the top 25, up to three in one update
+    (a level shifted by one place and resized in the same update included): the position-cached
+    checksum is the rendered one after each update."""
     sync = OkxBookSync(1, PUB, sp)
     sync.on_snapshot(clear(1) + b"".join(delta(1, SIDE_BID, 10**9 * (100 - i), 10**sp) for i in range(30))
                      + b"".join(delta(1, SIDE_ASK, 10**9 * (101 + i), 10**sp) for i in range(30)))
     ck = OkxChecksum(sp)
     assert ck.checksum(sync.book) == book_checksum(sync.book, sp)
-    for side, k, size in ops:
-        px = 10**9 * (100 - k) if side == SIDE_BID else 10**9 * (101 + k)
-        sync.book.apply(delta(1, side, px, size))
+    for update in ops:
+        sync.book.apply(b"".join(delta(1, side, 10**9 * (100 - k) if side == SIDE_BID else 10**9 * (101 + k), size)
+                                 for side, k, size in update))
         assert ck.checksum(sync.book) == book_checksum(sync.book, sp)
 
 
