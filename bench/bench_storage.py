@@ -17,7 +17,8 @@ the same uniqueness key and ``ON CONFLICT DO NOTHING``:
                          queue (concatenated record bytes): ``dm.persister.store_batch`` = split
                          by rtype, row-wise poison checks (vectorised), then ``write(checked=True)``;
                          ``persist_vs_pg_copy.ratio`` is what poison isolation costs on the happy path;
-* ``sqlite``             ``SqliteStorage.write`` (WAL, synchronous=FULL), executemany.
+* ``sqlite``             ``SqliteStorage.write`` (WAL, synchronous=FULL), multi-row INSERT statements;
+* ``sqlite_executemany`` the same with one row per INSERT statement (plain ``executemany``).
 
 ``storage.persist_vs_raw_copy`` (issue 11's target, >= 0.9) comes from ``raw_copy``, ``persist``
 and ``pg_copy`` alternating batch by batch into the same table (``storage.interleaved.*``,
@@ -237,13 +238,19 @@ def run(quick: bool = False) -> dict[str, float]:
 
     # --- SQLite (synchronous=FULL: every batch's commit waits for the disk, so the dirty pages the
     # benches before this one left are written out first, not into this measurement)
-    _quiesce()
-    with tempfile.TemporaryDirectory() as d:
-        st = open_storage(f"sqlite:///{d}/bench.sqlite", migrate=True)
-        st.write({RType.TRADE: warm})
-        st._conn.execute("DELETE FROM trades")
-        res["storage.sqlite.rows_per_s"] = _timed(lambda b: st.write({RType.TRADE: b}), data)
-        st.close()
+    # ``sqlite_executemany`` is the same write with one row per INSERT (the plain executemany form)
+    from dm.storage.sqlite import SqliteStorage
+
+    for label, per in (("sqlite", SqliteStorage.ROWS_PER_STATEMENT), ("sqlite_executemany", 1)):
+        _quiesce()
+        with tempfile.TemporaryDirectory() as d:
+            st = open_storage(f"sqlite:///{d}/bench.sqlite", migrate=True)
+            st.ROWS_PER_STATEMENT = per
+            st.write({RType.TRADE: warm})
+            st._conn.execute("DELETE FROM trades")
+            res[f"storage.{label}.rows_per_s"] = _timed(lambda b: st.write({RType.TRADE: b}), data)
+            st.close()
+    res["storage.sqlite_vs_executemany.speedup"] = res["storage.sqlite.rows_per_s"] / res["storage.sqlite_executemany.rows_per_s"]
 
     # --- PostgreSQL
     try:

@@ -679,6 +679,39 @@ def test_statistics_round_trip_with_undefined_ts_ref(store):
         assert "statistics_p20240701" in parts
 
 
+@pytest.mark.parametrize("per", [1, 7, 500])
+def test_sqlite_multi_row_statements_keep_one_row_semantics(tmp_path, monkeypatch, per):
+    """SQLite writes a batch as INSERTs of up to ``ROWS_PER_STATEMENT`` rows each. With 1, 7 and
+    500 rows per statement, over 1,234-row batches (whole statements plus a remainder): the same
+    rows come back, NULL-able -1 round-trips, a duplicate is dropped wherever it falls (inside a
+    statement, across two, in the remainder), and a refused row anywhere rolls back the batch."""
+    from dm.errors import StorageDataError
+    from dm.storage.sqlite import SqliteStorage
+
+    monkeypatch.setattr(SqliteStorage, "ROWS_PER_STATEMENT", per)
+    st = open_storage(f"sqlite:///{tmp_path / 'm.sqlite'}", migrate=True)
+    try:
+        a = trades(1_234)
+        dup = np.concatenate([a, a[[0, 3, 6, 499, 500, 1_001, 1_233]]])
+        assert st.write({RType.TRADE: dup}) == {"trades": 1_234}
+        assert st.fetch("trades").tobytes() == a.tobytes()
+        assert st.write({RType.TRADE: a}) == {"trades": 0}
+        s = stats_records(1_234)
+        assert st.write({RType.STATISTICS: s}) == {"statistics": 1_234}
+        assert st.fetch("statistics").tobytes() == s.tobytes()
+        assert st._scalar("SELECT count(*) FROM statistics WHERE ts_ref IS NULL") == 617
+        st._conn.execute("CREATE TRIGGER no_neg BEFORE INSERT ON trades WHEN NEW.price < 0"
+                         " BEGIN SELECT RAISE(ABORT, 'no_neg'); END")
+        for bad in (5, 777, 1_233):  # in the first statement, a middle one, the remainder
+            b = trades(1_234, iid=9)
+            b["price"][bad] = -1
+            with pytest.raises(StorageDataError):
+                st.write({RType.TRADE: b})
+            assert st.counts()["trades"] == 1_234
+    finally:
+        st.close()
+
+
 def gap_recs(rows) -> np.ndarray:
     from dm.records import gap_record
 
