@@ -144,6 +144,7 @@ def test_bybit_2026_linear_and_spot_replay(tmp_path, instance, storage_url):
     readers.join(timeout=60)
 
     stats = worker_stats(tmp_path, instance, "bybit")
+    assert stats["book_frames_in_c"] == stats["book_deltas_applied"] == 2142   # all in the C frame path
     assert stats["dead_letters"] == 0 and stats["error_frames"] == 0 and stats["subscription_errors"] == 0
     assert stats["book_gaps"] == 0 and stats["book_update_id_gaps"] == 0 and stats["book_crossed"] == 0
     assert stats["book_snapshots"] == 6 and stats["book_deltas_applied"] == 2142

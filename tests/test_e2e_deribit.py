@@ -127,6 +127,7 @@ def test_deribit_options_replay(tmp_path, instance, storage_url):
     readers.join(timeout=60)
 
     stats = worker_stats(tmp_path, instance, "deribit")
+    assert stats["book_frames_in_c"] == stats["book_deltas_applied"] == 36   # all in the C frame path
     assert stats["dead_letters"] == 0 and stats["error_frames"] == 0 and stats["subscription_errors"] == 0
     assert stats["book_gaps"] == 0 and stats["book_change_id_gaps"] == 0 and stats["book_crossed"] == 0
     assert stats["book_snapshots"] == 10 and stats["book_deltas_applied"] == 36

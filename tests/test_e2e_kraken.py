@@ -95,6 +95,7 @@ def test_kraken_replay_books_trades_storage(tmp_path, instance, storage_url):
     readers.join(timeout=30)
 
     stats = worker_stats(tmp_path, instance, "kraken")
+    assert stats["book_frames_in_c"] == 14496   # every steady-state update took the C frame path
     assert stats["connects"] == 1 and stats["dead_letters"] == 0 and stats["error_frames"] == 0
     assert stats["checksum_failures"] == 0 and stats["book_gaps"] == 0 and stats["book_crossed"] == 0
     assert stats["checksums_ok"] == 14496 and stats["book_snapshots"] == 10
@@ -183,6 +184,7 @@ def test_kraken_futures_replay_books_ticker_trades(tmp_path, instance, storage_u
     readers.join(timeout=30)
 
     stats = worker_stats(tmp_path, instance, "kraken_futures")
+    assert stats["book_frames_in_c"] == stats["book_deltas_applied"] == 7014   # all in the C frame path
     assert stats["connects"] == 1 and stats["dead_letters"] == 0 and stats["error_frames"] == 0
     assert stats["book_gaps"] == 0 and stats["book_seq_gaps"] == 0 and stats["book_crossed"] == 0
     assert stats["book_snapshots"] == 10 and stats["book_deltas_applied"] == 7014

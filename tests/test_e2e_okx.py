@@ -93,6 +93,7 @@ def test_okx_replay_end_to_end(tmp_path, instance, storage_url, transport):
 
     depth, trades, bbos = expected(recorded())
     stats = worker_stats(tmp_path, instance, "okx")
+    assert stats["book_frames_in_c"] == (2048 if transport == "picows" else 0)   # the C frame path: picows only
     assert stats["dead_letters"] == 0 and stats["error_frames"] == 0 and stats["value_errors"] == 0
     assert stats["book_gaps"] == 0 and stats["book_crossed"] == 0
     assert stats["book_snapshots"] == 18 and stats["book_updates_applied"] == 3659 - 1600
