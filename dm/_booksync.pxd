@@ -1,7 +1,8 @@
 # cython: language_level=3
 """The C halves of the book syncs (``dm.booksync``) that the worker's frame path (``dm._feed``)
-reads and writes per update without Python attribute look-ups: the sync's counters
-(``SyncStats``) and its book checksum (``FastChecksum``)."""
+reads and writes per update without Python attribute look-ups: the sync's state flags
+(``SyncCore``, the base of ``dm.booksync.BookSync``), its counters (``SyncStats``) and its book
+checksum (``FastChecksum``)."""
 from libc.stdint cimport int64_t, uint64_t
 
 from dm._book cimport L2Book
@@ -20,3 +21,8 @@ cdef class SyncStats:
 
 cdef class FastChecksum:
     cdef int matches(self, L2Book book, int64_t checksum) except -1
+
+
+cdef class SyncCore:
+    cdef public bint synced                  # the book is valid (a snapshot applied, no gap since)
+    cdef public FastChecksum fast_checker    # the C path's checksum for the book, else None

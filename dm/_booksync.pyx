@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The C halves of the book syncs (``dm.booksync``): ``SyncStats`` and ``FastChecksum`` (see
-``dm/_booksync.pxd``)."""
+"""The C halves of the book syncs (``dm.booksync``): ``SyncCore``, ``SyncStats`` and
+``FastChecksum`` (see ``dm/_booksync.pxd``)."""
 from dm.errors import BookError
 
 _STAT_FIELDS = ("applied", "dropped", "gaps", "snapshots", "snapshot_requests", "stale_snapshots",
@@ -35,3 +35,12 @@ cdef class FastChecksum:
     def check(self, L2Book book, int64_t checksum) -> bool:
         """``matches`` from Python (tests): True when ``book``'s checksum is ``checksum``."""
         return bool(self.matches(book, checksum))
+
+
+cdef class SyncCore:
+    """The C base of ``dm.booksync.BookSync``: the two flags the C frame path (``dm._feed``)
+    reads on every update, as C fields instead of instance-dict entries. ``synced`` (bool, False
+    at first): the book is valid, a snapshot applied and no gap since. ``fast_checker``
+    (``FastChecksum`` or None, None at first): the venue checksum the C path verifies an update
+    with; assigning anything else raises ``TypeError``. Venue syncs subclass ``BookSync`` and keep
+    their other state (sequence ids, buffers) as ordinary attributes."""

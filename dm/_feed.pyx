@@ -79,13 +79,15 @@ nothing per frame touches a Python attribute that only those read.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
 from dm._book cimport BOOK_MASK_BBO, BOOK_MASK_CROSSED, BOOK_MASK_TOP10, L2Book
-from dm._booksync cimport FastChecksum, SyncStats
+from dm._booksync cimport FastChecksum, SyncCore, SyncStats
 from dm._codec cimport _Codec
 from dm._records cimport BboRecord, DepthRecord
 from dm._ring cimport Fanout, PersistQueue, now_ns
@@ -112,8 +114,12 @@ cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
 cdef class _BookState:
     """What the C path keeps of an instrument's sync between updates: the sync it was taken
     from (a new sync object gets a new state), its book and counters as C types, and the venue
-    checksum that last matched the book with the book's ``version`` then (``memo``: 0 = none)."""
+    checksum that last matched the book with the book's ``version`` then (``memo``: 0 = none).
+    ``attrs``: the sync's instance dict when every sequence attribute the rule reads is a plain
+    instance attribute (read and written there directly), else None (``getattr``/``setattr``)."""
     cdef object sync
+    cdef SyncCore core
+    cdef dict attrs
     cdef L2Book book
     cdef SyncStats stats
     cdef bint memo
@@ -135,6 +141,49 @@ cdef inline bint _one_instrument(const uint8_t* p, Py_ssize_t n, uint32_t iid) n
             return 0
         off += rl
     return 1
+
+
+#: the sync attributes the id-range rules (Binance spot; USD-M and COIN-M futures) read and write
+_RANGE_ATTRS = ("stream_last", "last_update_id")
+_PREV_LINK_ATTRS = ("stream_last", "last_update_id", "_at_snapshot")
+
+
+cdef inline object _get(_BookState bs, str name):
+    """``sync.<name>``: from the instance dict when the state holds it (None when absent)."""
+    cdef PyObject* v
+    if bs.attrs is None:
+        return getattr(bs.sync, name)
+    v = PyDict_GetItem(bs.attrs, name)
+    return None if v == NULL else <object>v
+
+
+cdef inline int _set(_BookState bs, str name, object value) except -1:
+    if bs.attrs is None:
+        setattr(bs.sync, name, value)
+    else:
+        PyDict_SetItem(bs.attrs, name, value)
+    return 0
+
+
+cdef _BookState _new_state(object sync, tuple names):
+    """The C path's state of a new sync object (its ``book`` an ``L2Book``, its ``stats`` a
+    ``SyncStats``), or None when it is not a ``SyncCore`` (its updates take the Python path). Its
+    sequence attributes ``names`` are read from the instance dict only if each is already there
+    and no class in its MRO defines the name (a property or a class default would be bypassed)."""
+    cdef _BookState bs
+    if not isinstance(sync, SyncCore):
+        return None
+    bs = _BookState()
+    bs.sync = sync
+    bs.core = <SyncCore>sync
+    bs.book = <L2Book?>sync.book
+    bs.stats = <SyncStats?>sync.stats
+    bs.memo = False
+    bs.attrs = None
+    d = getattr(sync, "__dict__", None)
+    if type(d) is dict and all(n in d and not hasattr(type(sync), n) for n in names):
+        bs.attrs = d
+    return bs
 
 
 cdef class FeedListener(WSListener):
@@ -168,6 +217,7 @@ cdef class FeedListener(WSListener):
     cdef Py_ssize_t checksum_depth    # the top levels per side it covers (0: not known, no memo)
     cdef dict book_states             # instrument id -> _BookState
     cdef str seq_attr                 # the sync's attribute holding the last id / sequence / time
+    cdef tuple state_attrs            # the sync attributes the rule reads and writes
     cdef object bbo_iids              # Books publishing BBO per instrument (a set), else None
     # the connection's message sequence (provider.message_seq: its ``last``), else None
     cdef object msg_seq
@@ -204,6 +254,9 @@ cdef class FeedListener(WSListener):
             if not FAST_ID_RANGE <= self.book_rule <= FAST_ALWAYS:
                 raise ValueError(f"unknown fast_book rule {self.book_rule}")
             self.seq_attr = (fb[2] if len(fb) > 2 and fb[2] else _DEFAULT_ATTR.get(self.book_rule, ""))
+            self.state_attrs = (_RANGE_ATTRS if self.book_rule == FAST_ID_RANGE
+                                else _PREV_LINK_ATTRS if self.book_rule == FAST_PREV_LINK
+                                else (self.seq_attr,) if self.seq_attr else ())
             ck = fb[3] if len(fb) > 3 else 0
             self.book_checksum = bool(ck)
             self.checksum_depth = ck if type(ck) is int and ck > 0 else 0
@@ -296,44 +349,43 @@ cdef class FeedListener(WSListener):
         cdef object checker = None
         key = iid
         sync = self.syncs.get(key)
-        if sync is None or first > last or not sync.synced:
+        if sync is None or first > last:
             return 0
-        if not _one_instrument(<const uint8_t*>c.st.out, c.st.out_len, iid):
-            return 0
-        if self.book_checksum:
-            checker = sync.fast_checker
-            if checker is None:
-                return 0
         bs = <_BookState>self.book_states.get(key)
         if bs is None or bs.sync is not sync:
-            bs = _BookState()
-            bs.sync = sync
-            bs.book = <L2Book?>sync.book
-            bs.stats = <SyncStats?>sync.stats
-            bs.memo = False
+            bs = _new_state(sync, self.state_attrs)
+            if bs is None:
+                return 0
             self.book_states[key] = bs
+        if not bs.core.synced or not _one_instrument(<const uint8_t*>c.st.out, c.st.out_len, iid):
+            return 0
+        if self.book_checksum:
+            checker = bs.core.fast_checker
+            if checker is None:
+                return 0
         if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
-            prev_o = sync.stream_last
-            if prev_o is None:
+            prev_o = _get(bs, "stream_last")
+            lu_o = _get(bs, "last_update_id")
+            if prev_o is None or lu_o is None:
                 return 0
             prev = prev_o
             if last <= prev:
                 return 0
-            lu = sync.last_update_id
+            lu = lu_o
             if rule == FAST_ID_RANGE:
                 if first > prev + 1 or last <= lu or first > lu + 1:
                     return 0
-            elif (<object>c).prev_seq != prev or sync._at_snapshot or last <= lu:
+            elif (<object>c).prev_seq != prev or _get(bs, "_at_snapshot") or last <= lu:
                 return 0
-            sync.stream_last = last          # on_diff: the stream's id first, then the book
+            _set(bs, "stream_last", last)    # on_diff: the stream's id first, then the book
             seq_out = last
         elif rule == FAST_SEQ_NEXT:
-            prev_o = getattr(sync, self.seq_attr)
+            prev_o = _get(bs, self.seq_attr)
             if prev_o is None or first != <uint64_t>prev_o + 1:
                 return 0
             seq_out = first
         elif rule == FAST_PREV_ID:
-            prev_o = getattr(sync, self.seq_attr)
+            prev_o = _get(bs, self.seq_attr)
             if prev_o is None or first != <uint64_t>prev_o or last <= first:
                 return 0
             seq_out = last
@@ -341,12 +393,12 @@ cdef class FeedListener(WSListener):
             if last == 0:                    # no ids in this update: applied unchained
                 seq_out = 0
             else:
-                prev_o = getattr(sync, self.seq_attr)
+                prev_o = _get(bs, self.seq_attr)
                 if first == 0 or (prev_o is not None and first - 1 != <uint64_t>prev_o):
                     return 0
                 seq_out = last
         elif rule == FAST_MONOTONIC:
-            prev_o = getattr(sync, self.seq_attr)
+            prev_o = _get(bs, self.seq_attr)
             if prev_o is None or last < <uint64_t>prev_o:
                 return 0
             seq_out = last
@@ -363,11 +415,11 @@ cdef class FeedListener(WSListener):
         if m & BOOK_MASK_CROSSED:
             stats.crossed += 1
         if rule == FAST_ID_RANGE or rule == FAST_PREV_LINK:
-            sync.last_update_id = last
+            _set(bs, "last_update_id", last)
         elif rule == FAST_SEQ_NEXT:
-            setattr(sync, self.seq_attr, first)
+            _set(bs, self.seq_attr, first)
         elif rule != FAST_ALWAYS and not (rule == FAST_CHAINED and last == 0):
-            setattr(sync, self.seq_attr, last)
+            _set(bs, self.seq_attr, last)
         stats.applied += 1
         if checker is not None and c.st.checksum >= 0:
             if (bs.memo and bs.version == v0 and book.touched >= self.checksum_depth

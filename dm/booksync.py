@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dm._book import MASK_BBO, MASK_CROSSED, MASK_TOP10, BookError, L2Book
-from dm._booksync import FastChecksum, SyncStats  # C types: the frame path (dm._feed) counts and checks in C
+from dm._booksync import FastChecksum, SyncCore, SyncStats  # C types: the frame path (dm._feed) reads them in C
 
 __all__ = [
     "Actions",
@@ -80,20 +80,22 @@ class Actions:
         return bool(self.mask & MASK_CROSSED)
 
 
-class BookSync:
+class BookSync(SyncCore):
     """Base of the venue syncs: the book, ``synced`` / ``awaiting_snapshot`` state, stats, and
     the helpers a venue's rules use (``_apply`` records to the book, ``_gap``, ``_want_snapshot``).
-    ``venue``: the exchange name the sync was written for (log context)."""
+    ``venue``: the exchange name the sync was written for (log context).
+
+    ``synced`` and ``fast_checker`` live in the C base ``SyncCore``. ``fast_checker`` is the venue
+    checksum the C frame path (``dm._feed``) verifies an update it applied with: a
+    ``dm._booksync.FastChecksum`` while the checksum can be computed from the book alone, else
+    None (venues that send checksums; their updates then take the Python path)."""
 
     venue = ""
-    #: the venue checksum the C frame path (``dm._feed``) verifies an update it applied with: a
-    #: ``dm._booksync.FastChecksum`` while the checksum can be computed from the book alone, else
-    #: None (venues that send checksums; their updates then take the Python path)
-    fast_checker: FastChecksum | None = None
 
     def __init__(self, book: L2Book):
         self.book = book
         self.synced = False
+        self.fast_checker = None
         self.awaiting_snapshot = False
         self.stats = SyncStats()
 
