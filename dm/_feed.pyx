@@ -95,14 +95,21 @@ from dm._ring cimport Fanout, PersistQueue, now_ns
 from dm._book import BookError
 from dm.errors import CodecError
 
-FAST_NONE = 0
-FAST_ID_RANGE = 1
-FAST_PREV_LINK = 2
-FAST_SEQ_NEXT = 3
-FAST_PREV_ID = 4
-FAST_CHAINED = 5
-FAST_MONOTONIC = 6
-FAST_ALWAYS = 7
+# the book rules: C constants here (each ``rule == FAST_..`` a C compare, not a module-global
+# look-up), and the same names in the module dict for the providers' ``fast_book`` tuples
+cdef enum:
+    FAST_NONE = 0
+    FAST_ID_RANGE = 1
+    FAST_PREV_LINK = 2
+    FAST_SEQ_NEXT = 3
+    FAST_PREV_ID = 4
+    FAST_CHAINED = 5
+    FAST_MONOTONIC = 6
+    FAST_ALWAYS = 7
+
+globals().update(FAST_NONE=FAST_NONE, FAST_ID_RANGE=FAST_ID_RANGE, FAST_PREV_LINK=FAST_PREV_LINK,
+                 FAST_SEQ_NEXT=FAST_SEQ_NEXT, FAST_PREV_ID=FAST_PREV_ID, FAST_CHAINED=FAST_CHAINED,
+                 FAST_MONOTONIC=FAST_MONOTONIC, FAST_ALWAYS=FAST_ALWAYS)
 _DEFAULT_ATTR = {FAST_SEQ_NEXT: "seq", FAST_PREV_ID: "change_id", FAST_CHAINED: "seq", FAST_MONOTONIC: "last_us"}
 
 cdef struct BookOut:     # DEPTH then BBO, published in one Fanout call
