@@ -272,16 +272,18 @@ cdef class OkxChecksum(FastChecksum):
         self.cur = 2 - self.cur
         return p - buf
 
-    cdef int matches(self, L2Book book, int64_t checksum) except -1:
-        cdef char buf[BUF]
-        cdef Py_ssize_t n = self.render_pos(book, buf)
-        return dm_crc32(0, <const unsigned char*>buf, <size_t>n) == <uint32_t>checksum
-
-    def checksum(self, L2Book book) -> int:
-        """The book's checksum as ``matches`` computes it (u32; tests, bench)."""
+    cdef uint32_t crc_pos(self, L2Book book) except? 0:
+        """The book's checksum (u32) from ``render_pos``'s text."""
         cdef char buf[BUF]
         cdef Py_ssize_t n = self.render_pos(book, buf)
         return dm_crc32(0, <const unsigned char*>buf, <size_t>n)
+
+    cdef int matches(self, L2Book book, int64_t checksum) except -1:
+        return self.crc_pos(book) == <uint32_t>checksum
+
+    def checksum(self, L2Book book) -> int:
+        """The book's checksum as ``matches`` computes it (u32; tests, bench)."""
+        return self.crc_pos(book)
 
 
 def checksum_text(L2Book book, int size_precision) -> bytes:
