@@ -29,10 +29,8 @@ from __future__ import annotations
 import gc
 import importlib.machinery
 import importlib.util
-import json
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,34 +87,15 @@ def _kraken_futures():
 def _coinbase():
     """Advanced Trade level2 (``l2_data``): per product a snapshot (CLEAR + levels) and one
     record batch per update message, bids then asks, as the worker applies them."""
-    import zstandard
-
-    raw = (DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst").read_bytes()
-    lines = zstandard.ZstdDecompressor().stream_reader(raw).read().decode().split("\n")
-
-    def fx(text, scale):
-        return int(Decimal(text).scaleb(scale))
-
     ids: dict[str, int] = {}
     snaps, diffs = [], []
-    for line in lines:
-        if not line:
-            continue
-        e = json.loads(line)
-        if e.get("t") != "recv":
-            continue
-        m = json.loads(e["data"])
-        if m.get("channel") != "l2_data":
-            continue
-        for ev in m["events"]:
-            iid = ids.setdefault(ev["product_id"], len(ids) + 1)
-            recs = [br.delta(iid, br.SIDE_BID if u["side"] == "bid" else br.SIDE_ASK,
-                             fx(u["price_level"], 9), fx(u["new_quantity"], 8))
-                    for side in ("bid", "offer") for u in ev["updates"] if u["side"] == side]
-            if ev["type"] == "snapshot":
-                snaps.append((iid, br.clear(iid) + b"".join(recs)))
-            else:
-                diffs.append((iid, b"".join(recs)))
+    for prod, snap, recs in br.coinbase_l2_events(DATA / "coinbase/2026-08-09/COINBASE.jsonl.zst",
+                                                  lambda p: ids.setdefault(p, len(ids) + 1)):
+        iid = ids[prod]
+        if snap:
+            snaps.append((iid, br.clear(iid) + recs))
+        else:
+            diffs.append((iid, recs))
     return snaps, diffs, 0
 
 

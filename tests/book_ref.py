@@ -289,6 +289,33 @@ def recording_lines(*paths: Path):
         yield ts, kind, text, url
 
 
+def coinbase_l2_events(path: Path, iid_of) -> list[tuple[str, bool, bytes]]:
+    """``[(product_id, is_snapshot, records)]``, one per ``l2_data`` event of a Coinbase Advanced
+    Trade recording (dm's JSONL capture, zstd): the event's levels as BOOK_DELTA records of
+    instrument ``iid_of(product_id)``, bids then offers (as the worker applies them), prices
+    1e-9 and sizes 1e-8 fixed point; no CLEAR record (a snapshot's caller adds one)."""
+    import zstandard
+
+    text = zstandard.ZstdDecompressor().stream_reader(Path(path).read_bytes()).read().decode()
+    out = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        e = json.loads(line)
+        if e.get("t") != "recv":
+            continue
+        m = json.loads(e["data"])
+        if m.get("channel") != "l2_data":
+            continue
+        for ev in m["events"]:
+            iid = iid_of(ev["product_id"])
+            recs = [delta(iid, SIDE_BID if u["side"] == "bid" else SIDE_ASK,
+                          int(Decimal(u["price_level"]).scaleb(9)), int(Decimal(u["new_quantity"]).scaleb(8)))
+                    for side in ("bid", "offer") for u in ev["updates"] if u["side"] == side]
+            out.append((ev["product_id"], ev["type"] == "snapshot", b"".join(recs)))
+    return out
+
+
 @dataclass
 class BinanceEvent:
     kind: str                 # "snapshot" | "diff" | "ticker"

@@ -5,13 +5,10 @@ blocks split, fill, empty and merge, and max_depth truncation cuts deep blocks; 
 Coinbase Advanced Trade session (18k-27k levels per side) applied update by update."""
 from __future__ import annotations
 
-import json
 import random
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -300,25 +297,9 @@ def test_property_deep_book_equals_reference(case, max_depth, seed):
 
 def _coinbase_events():
     """[(product, snapshot?, records)] per level2 event of the recorded Advanced Trade session,
-    bids then asks (as tests/test_e2e_coinbase.py rebuilds its books)."""
-    text = zstandard.ZstdDecompressor().stream_reader(S26.read_bytes()).read().decode()
-    out = []
-    for line in text.split("\n"):
-        if not line:
-            continue
-        e = json.loads(line)
-        if e.get("t") != "recv":
-            continue
-        m = json.loads(e["data"])
-        if m.get("channel") != "l2_data":
-            continue
-        for ev in m["events"]:
-            recs = [delta(IID, SIDE_BID if u["side"] == "bid" else SIDE_ASK,
-                          int(Decimal(u["price_level"]).scaleb(9)), int(Decimal(u["new_quantity"]).scaleb(8)))
-                    for side in ("bid", "offer") for u in ev["updates"] if u["side"] == side]
-            snap = ev["type"] == "snapshot"
-            out.append((ev["product_id"], snap, (br.clear(IID) if snap else b"") + b"".join(recs)))
-    return out
+    bids then asks, a snapshot led by CLEAR (as tests/test_e2e_coinbase.py rebuilds its books)."""
+    return [(prod, snap, (br.clear(IID) if snap else b"") + recs)
+            for prod, snap, recs in br.coinbase_l2_events(S26, lambda _p: IID)]
 
 
 @pytest.mark.skipif(not S26.exists(), reason="recording not present")
