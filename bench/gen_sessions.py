@@ -357,6 +357,23 @@ _BN_INT = re.compile(r'"(E|T|U|u|pu|a|f|l)":(-?\d+)')
 class _BinanceFutures(_Tiler):
     venue = "binance_futures"
 
+    # the venue's diff-depth rule (spot: _Binance) ------------------------------------------
+    @staticmethod
+    def _applies(d: dict, last_update_id: int) -> bool:
+        """Whether the book applies diff ``d`` after its REST snapshot (futures: ``u >=
+        lastUpdateId``)."""
+        return d["u"] >= last_update_id
+
+    @staticmethod
+    def _prev_id(d: dict) -> int:
+        """The update id diff ``d`` continues (futures: ``pu``, the previous diff's ``u``)."""
+        return d["pu"]
+
+    def _reset_ids(self, d: dict, prev: int, last: int) -> None:
+        """Set reset diff ``d``'s ids: it continues ``prev`` and ends at ``last`` (the id the
+        next tile's first diff continues); its times are set by the caller."""
+        d.update({"U": prev + 1, "u": last + self.skew, "pu": prev})
+
     def analyse(self) -> None:
         snaps = {}
         for e in self.events:
@@ -377,7 +394,7 @@ class _BinanceFutures(_Tiler):
             if e == "depthUpdate":
                 if s not in snaps:
                     raise ValueError(f"{s}: depth diffs but no REST snapshot")
-                if d["u"] >= snaps[s]["lastUpdateId"]:   # the futures rule applies it
+                if self._applies(d, snaps[s]["lastUpdateId"]):
                     diffs.setdefault(s, []).append(i)
                     self.steady.append(i)
             elif e == "bookTicker":
@@ -394,9 +411,9 @@ class _BinanceFutures(_Tiler):
         for s, idx in diffs.items():
             ds = [self.objs[i]["data"] for i in idx]
             for a, b in zip(ds, ds[1:]):
-                if b["pu"] != a["u"]:
-                    raise ValueError(f"{s}: the recording itself breaks pu at u={a['u']}")
-            span = ds[-1]["u"] - ds[0]["pu"] + 1
+                if self._prev_id(b) != a["u"]:
+                    raise ValueError(f"{s}: the recording itself breaks the update id chain at u={a['u']}")
+            span = ds[-1]["u"] - self._prev_id(ds[0]) + 1
             bu = [self.objs[i]["data"]["u"] for i in bts.get(s, ())]
             if bu:
                 span = max(span, max(bu) - min(bu) + 1)
@@ -413,7 +430,7 @@ class _BinanceFutures(_Tiler):
                         book.set(side, Decimal(p), p, q, Decimal(q) == 0)
             self.end[s] = book
             self.last_diff[s] = idx[-1]
-            self.first_pu[s] = ds[0]["pu"]
+            self.first_pu[s] = self._prev_id(ds[0])
         for s, idx in bts.items():
             if s not in self.D:
                 self.D[s] = max(self.objs[i]["data"]["u"] for i in idx) - min(self.objs[i]["data"]["u"] for i in idx) + 1
@@ -444,10 +461,9 @@ class _BinanceFutures(_Tiler):
             lv = self.end[s].back_to(self.start[s])
             d = dict(last["data"])
             ms = k * self.stride * 1000
-            pu = d["u"] + k * self.D[s]
-            d.update({"E": d["E"] + ms, "T": d["T"] + ms, "U": pu + 1,
-                      "u": self.first_pu[s] + (k + 1) * self.D[s] + self.skew, "pu": pu,
-                      "b": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
+            self._reset_ids(d, d["u"] + k * self.D[s], self.first_pu[s] + (k + 1) * self.D[s])
+            d.update({k_: d[k_] + ms for k_ in ("E", "T") if k_ in d})
+            d.update({"b": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
                       "a": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["a"]]})
             out.append(orjson.dumps({"stream": last["stream"], "data": d}).decode())
         return out
