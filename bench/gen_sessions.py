@@ -23,6 +23,20 @@ boundary costs ``resets_per_tile`` extra frames (one per book with diffs).
 
 Continuity, per venue (venue API docs, sections named):
 
+* ``binance`` spot ("WebSocket Streams → How to manage a local order book correctly", as dm's
+  ``BinanceDepthSync`` applies it: the book applies the diffs with ``u > lastUpdateId``, the
+  first one with ``U <= lastUpdateId + 1 <= u``, each next one with ``U == previous u + 1``;
+  no ``pu``): the futures shifts below with the spot rule: per symbol ``U``/``u`` of diffs and
+  ``u`` of ``bookTicker`` of tile k + ``k*D``, ``D`` = (last ``u`` - first ``U`` of the diffs
+  the book applied) + 2, or the bookTicker ``u`` span + 1 if larger; the reset diff has ``U``
+  = the tile's last ``u`` + 1 and ``u`` = the next tile's first ``U`` - 1 (one id unless the
+  bookTicker span set ``D``). ``aggTrade`` as futures; ``E`` (diffs, trades), ``T`` (trades)
+  + ``S``. The REST depth snapshots (in the websocket file, one per symbol) are served as
+  recorded, once: whenever the worker's request lands, ``lastUpdateId`` is tile 0's, which
+  tile 0's first applied diff straddles as recorded and every later diff continues. The worker
+  buffers the diffs meanwhile, at most 10,000 per symbol (``BinanceDepthSync.max_buffer``): a
+  snapshot landing after that many of one symbol (DENTUSDT: ~1,000 a tile) would find the
+  diff it needs dropped and stay stale (seen as extra resyncs, not as gaps).
 * ``binance_futures`` / ``binance_delivery`` (USD-M / COIN-M Futures "WebSocket Market Streams
   → How to manage a local order book correctly": each event's ``pu`` must equal the previous
   event's ``u``): per symbol, every update id (``U``/``u``/``pu`` of diffs, ``u`` of
@@ -100,6 +114,8 @@ sys.path.insert(0, str(ROOT))
 from dm.recording import Event, expand_paths, is_jsonl, read_recording  # noqa: E402
 
 SOURCES = {
+    # the websocket file (REST depth snapshots inside), then the REST exchangeInfo file
+    "binance": [ROOT / "data/binance/BINANCE-b38f7c.0", ROOT / "data/binance/2021-10-12/BINANCE.0"],
     "binance_futures": ROOT / "data/binance_futures/2021-07-22",
     "binance_delivery": ROOT / "data/binance_delivery/2021-07-22",
     "deribit": ROOT / "data/deribit/2021-07-22",
@@ -471,6 +487,30 @@ class _BinanceFutures(_Tiler):
 
 class _BinanceDelivery(_BinanceFutures):
     venue = "binance_delivery"
+
+
+class _Binance(_BinanceFutures):
+    """Binance spot: the futures tiling with the spot diff-depth rule (``BinanceDepthSync``):
+    the book applies the diffs with ``u > lastUpdateId``, and a diff continues the previous one
+    by ``U == previous u + 1`` (no ``pu``). The id a diff continues is therefore ``U - 1``, so
+    ``D`` = last ``u`` - first ``U`` + 2 and the reset diff is ``U == u`` = the tile's last
+    ``u`` + 1 (more ids when the bookTicker span sets ``D``). Spot diffs carry ``E`` but no
+    ``T``; bookTicker no time at all."""
+
+    venue = "binance"
+
+    @staticmethod
+    def _applies(d: dict, last_update_id: int) -> bool:
+        return d["u"] > last_update_id
+
+    @staticmethod
+    def _prev_id(d: dict) -> int:
+        return d["U"] - 1
+
+    def _reset_ids(self, d: dict, prev: int, last: int) -> None:
+        # ``skew`` on both ids: the reset then skips ``skew`` ids after ``prev`` (a gap; spot
+        # accepts a diff that overlaps the previous one, so a skewed ``u`` alone would pass)
+        d.update({"U": prev + 1 + self.skew, "u": last + self.skew})
 
 
 # ------------------------------------------------------------------------------- Deribit
@@ -1003,7 +1043,8 @@ class _Kraken(_Tiler):
         return out
 
 
-TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp, _Okx, _Kraken)}
+TILERS = {t.venue: t for t in (_Binance, _BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp, _Okx,
+                               _Kraken)}
 
 
 def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = None, skew: int = 0,
@@ -1012,9 +1053,10 @@ def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = No
     ``out_dir/<venue>/`` (replaced if present); ``tiles=None``: as many as bring the session
     nearest to ``target_frames`` websocket frames (at least 1) a client subscribed to the venue
     symbols ``served`` receives (default: all the recording's). ``skew`` (tests only) is added
-    to each reset frame's continuity field (Binance ``u``, Deribit ``change_id``, Coinbase
-    ``sequence_num``, Bitstamp ``microtimestamp``, OKX ``seqId`` or, in a recording without
-    it, ``checksum``, Kraken ``c``): a broken boundary the worker must see."""
+    to each reset frame's continuity field (Binance futures ``u``, Binance spot ``U`` and ``u``,
+    Deribit ``change_id``, Coinbase ``sequence_num``, Bitstamp ``microtimestamp``, OKX ``seqId``
+    or, in a recording without it, ``checksum``, Kraken ``c``): a broken boundary the worker
+    must see."""
     if venue not in TILERS:
         raise ValueError(f"no tiling for {venue!r} (have {', '.join(TILERS)})")
     tiler = TILERS[venue](src or SOURCES[venue], skew, served)

@@ -22,10 +22,11 @@ from tests.e2e import config_head, leftover_segments, provider_toml, run_supervi
 #: what the worker does with the recording itself (bench_worker's config, one tile): websocket
 #: frames received (Deribit: + its 4 replies to subscribe/set_heartbeat/test), book snapshots
 #: applied, book diffs applied, dead letters (Bitstamp: one value the codec refuses), book
-#: resyncs (Binance futures, Bitstamp: the start-up REST snapshot requests), book diffs dropped
-#: (Binance futures, Bitstamp: the diffs older than the REST snapshot). OKX: 9 books of the 10
+#: resyncs (Binance spot and futures, Bitstamp: the start-up REST snapshot requests), book diffs
+#: dropped (Binance, Bitstamp: the diffs older than the REST snapshot). OKX: 9 books of the 10
 #: recorded (ELON-USDT is not subscribed), each snapshot twice (the recording subscribed twice)
 RECORDED = {
+    "binance": dict(frames=11357, snapshots=10, applied=4642, dead=0, resyncs=10, dropped=67),
     "binance_futures": dict(frames=1468, snapshots=4, applied=752, dead=0, resyncs=4, dropped=12),
     "binance_delivery": dict(frames=4338, snapshots=10, applied=1788, dead=0, resyncs=10, dropped=259),
     "deribit": dict(frames=139, snapshots=10, applied=36, dead=0, resyncs=0),
@@ -89,9 +90,10 @@ def run_tiled(venue: str, tmp: Path, instance: str, tiles: int, skew: int = 0):
     return t, worker_stats(tmp, instance, venue)
 
 
-#: in ``make test``: one venue per continuity rule shape (ids with a previous link, a connection
-#: sequence, a sequence shift plus checksum, a checksum alone); every venue with ``make soak``
-_SYNC_FAST = {"binance_futures", "coinbase", "okx+seqId", "kraken"}
+#: in ``make test``: one venue per continuity rule shape (ids with a previous link, an id range
+#: continuing the previous one after a REST snapshot, a connection sequence, a sequence shift
+#: plus checksum, a checksum alone); every venue with ``make soak``
+_SYNC_FAST = {"binance_futures", "binance", "coinbase", "okx+seqId", "kraken"}
 
 
 @pytest.mark.timeout(120)
@@ -133,10 +135,11 @@ def test_tiled_session_stays_in_sync(venue, tmp_path, instance):
 #: per venue: what a broken boundary shows as (Bitstamp has no sequence: a reset diff dated
 #: after the next tile makes that tile's diffs of its pair older, dropped; OKX without seqId:
 #: the reset's checksum off by one)
-BROKEN = {"binance_futures": 1, "binance_delivery": 1, "deribit": 1, "coinbase": 1, "bitstamp": 100_000_000,
-          "okx": 1, "okx+seqId": 1, "kraken": 1}
+BROKEN = {"binance": 1, "binance_futures": 1, "binance_delivery": 1, "deribit": 1, "coinbase": 1,
+          "bitstamp": 100_000_000, "okx": 1, "okx+seqId": 1, "kraken": 1}
 #: the gap kind a broken boundary is recorded as
-GAP_KIND = {"okx": "okx.checksum", "okx+seqId": "okx.seq_id", "kraken": "kraken.checksum"}
+GAP_KIND = {"binance": "binance.update_id", "okx": "okx.checksum", "okx+seqId": "okx.seq_id",
+            "kraken": "kraken.checksum"}
 
 
 #: broken boundaries of one venue per mechanism run in ``make test`` (dropped diffs by time,
