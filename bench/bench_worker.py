@@ -16,12 +16,14 @@ Baseline in the same run: a null client (aiohttp on uvloop, subscribing exactly 
 and only counting frames) against the same replay server — the rate the feed can be delivered
 at all. ``ratio_vs_null_client`` near 1 means the replay server, not the worker, is the limit.
 
-Short recordings are tiled. A recording under :data:`TILE_BELOW` frames (Binance USD-M 1,468
-frames, COIN-M 4,338, Deribit 139, Coinbase Advanced Trade 1,030, Bitstamp 747, OKX 3,777 of
-which the worker subscribes to 2,136, Kraken v1 14,930 in three connection files of which the
-worker receives 14,690) lasts a few ms at speed 0, so its rate is mostly start-up:
-REST depth snapshots, the first websocket snapshots (Coinbase's are multi-MB), subscription
-round trips. For those venues the run generates, once into a temporary folder, a session of
+Short recordings are tiled. A recording under :data:`TILE_BELOW` frames (Binance spot 11,357
+frames, Binance USD-M 1,468, COIN-M 4,338, Bybit 3,227 in its two category connections of which
+the worker receives 3,110 (no kline; the replay's own subscribe acks), Deribit 139, Coinbase
+Advanced Trade 1,030, Bitstamp 747, OKX 3,777 of which the worker subscribes to 2,136, Kraken v1
+14,930 in three connection files of which the worker receives 14,690) lasts a few ms at speed 0,
+so its rate is mostly start-up (Kraken Futures, 7,175, is not tiled: ``gen_sessions`` has no
+tiler for it): REST depth snapshots, the first websocket snapshots (Coinbase's are multi-MB),
+subscription round trips. For those venues the run generates, once into a temporary folder, a session of
 about :data:`TILE_TARGET` frames (those the worker subscribes to: :data:`SERVED`) with
 ``bench/gen_sessions.py``: the recording itself, then its steady-state stream (book diffs,
 trades, tickers, heartbeats) repeated tile after tile with every continuity field shifted under
@@ -32,10 +34,11 @@ first tile only. Worker and null client replay the same generated session; on it
 the recording's own counts of gaps (0), resyncs (the start-up snapshot requests), dead letters
 and crossed books (0) (tests/test_gen_sessions.py). ``worker.<venue>.tiles`` is the tile count
 (1: the recording as shipped). The start-up is amortised over the tiles, not removed: at speed 0
-the stream outruns the REST depth snapshots, and the diffs received before a book's snapshot are
-buffered and applied in Python when it lands (on the loaded 2-core VM, COIN-M and Bitstamp
-books synced 20 % to 100 % into a ~0.2 s, 30,000-frame session, so only ~20 % and ~15 % of their
-diffs took the C path; hence 150,000 frames, where ~80 % and ~45 % do).
+the stream outruns the REST depth snapshots (Binance spot and futures, Bitstamp), and the diffs
+received before a book's snapshot are buffered and applied in Python when it lands (on the
+loaded 2-core VM, COIN-M and Bitstamp books synced 20 % to 100 % into a ~0.2 s, 30,000-frame
+session, so only ~20 % and ~15 % of their diffs took the C path; hence 150,000 frames, where
+~80 % and ~45 % do).
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ shifted so that each tile continues the previous one under the venue's documente
 and every time (the recorder's TS and the venue's own times) shifted forward by the tile stride
 ``S`` (whole seconds, longer than the recording), so times stay monotonic. What is not
 repeated: connects, subscribe requests and acks, REST and websocket snapshots (a book is
-synced once, in tile 0), the book diffs tile 0's book drops before its snapshot, and bucket-
-aligned candles (Binance ``kline``, Coinbase ``candles``: a window's open time cannot move by
-``S``).
+synced once, in tile 0; a Bybit linear ticker's snapshot is the exception, see ``bybit``), the
+book diffs tile 0's book drops before its snapshot, and bucket-aligned candles (Binance and
+Bybit ``kline``, Coinbase ``candles``: a window's open time cannot move by ``S``).
 
 **Book resets.** Book diffs set absolute levels, so tile k+1's diffs, replayed onto the book
 tile k left, would mix two moments of the book (a level set early in the recording next to one
@@ -23,6 +23,20 @@ boundary costs ``resets_per_tile`` extra frames (one per book with diffs).
 
 Continuity, per venue (venue API docs, sections named):
 
+* ``binance`` spot ("WebSocket Streams → How to manage a local order book correctly", as dm's
+  ``BinanceDepthSync`` applies it: the book applies the diffs with ``u > lastUpdateId``, the
+  first one with ``U <= lastUpdateId + 1 <= u``, each next one with ``U == previous u + 1``;
+  no ``pu``): the futures shifts below with the spot rule: per symbol ``U``/``u`` of diffs and
+  ``u`` of ``bookTicker`` of tile k + ``k*D``, ``D`` = (last ``u`` - first ``U`` of the diffs
+  the book applied) + 2, or the bookTicker ``u`` span + 1 if larger; the reset diff has ``U``
+  = the tile's last ``u`` + 1 and ``u`` = the next tile's first ``U`` - 1 (one id unless the
+  bookTicker span set ``D``). ``aggTrade`` as futures; ``E`` (diffs, trades), ``T`` (trades)
+  + ``S``. The REST depth snapshots (in the websocket file, one per symbol) are served as
+  recorded, once: whenever the worker's request lands, ``lastUpdateId`` is tile 0's, which
+  tile 0's first applied diff straddles as recorded and every later diff continues. The worker
+  buffers the diffs meanwhile, at most 10,000 per symbol (``BinanceDepthSync.max_buffer``): a
+  snapshot landing after that many of one symbol (DENTUSDT: ~1,000 a tile) would find the
+  diff it needs dropped and stay stale (seen as extra resyncs, not as gaps).
 * ``binance_futures`` / ``binance_delivery`` (USD-M / COIN-M Futures "WebSocket Market Streams
   → How to manage a local order book correctly": each event's ``pu`` must equal the previous
   event's ``u``): per symbol, every update id (``U``/``u``/``pu`` of diffs, ``u`` of
@@ -32,6 +46,25 @@ Continuity, per venue (venue API docs, sections named):
   then keeps increasing too). ``aggTrade`` ``a`` shifted by its count (contiguous across tiles),
   ``f``/``l`` by the span of trade ids; ``E``/``T`` by ``S``. The REST depth snapshot is served
   once (tile 0's).
+* ``bybit`` (API v5 "WebSocket Stream → Public → Orderbook", "Process snapshot/delta", as
+  dm's ``BybitBookSync`` applies it: a ``snapshot`` replaces the book, each ``delta`` carries
+  ``u`` == previous ``u`` + 1, a delta with ``u`` = 1 is a snapshot too (service restart);
+  ``seq``, the cross sequence, is not a continuity counter): the 2026 recording is one JSONL
+  file holding the linear then the spot connection; every repeated frame goes back on its own
+  connection, the reset delta on its book's. Books are per category and symbol (dm's
+  ``<category>:<symbol>``): ``u`` of tile k + ``k*D``, ``D`` = last ``u`` - snapshot ``u`` + 1
+  (one id for the reset delta, a ``delta`` with ``u`` = the tile's last ``u`` + 1, levels as
+  Bybit writes them: bids best first, size ``"0"`` deletes). ``seq`` of book deltas and trades
+  and ``cs`` of tickers (one cross sequence per symbol and category) + ``k*`` (their span + 2;
+  the reset delta takes the value after the span). "Ticker": a delta carries only the fields
+  that changed, merged into the state the subscribe-time ``snapshot`` set, so a linear
+  ticker's snapshot repeats in every tile, before its deltas as recorded (each tile's deltas
+  meet the ticker they met, as the book reset does for books); spot tickers are all
+  snapshots. "Trade": ``i`` decimal (spot) + ``k*`` its span + 1, a UUID (linear) replaced by
+  the name-based UUID (``uuid5``) of the recorded one and ``k``. ``ts``, ``cts``, trades' ``T``
+  + ``S``; ``nextFundingTime`` (a funding-interval boundary, like a kline window) as recorded.
+  The replay answers subscribe requests itself (the recorded acks are not sent: ``served``
+  counts neither them nor kline, which the bench does not subscribe to).
 * ``deribit`` (API v2 "Subscriptions → book.{instrument_name}.{interval}": a change's
   ``prev_change_id`` is the previous notification's ``change_id``): per instrument,
   ``change_id``/``prev_change_id`` of tile k + ``k*D``, ``D`` = last ``change_id`` - snapshot
@@ -86,6 +119,7 @@ import math
 import re
 import shutil
 import sys
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -100,8 +134,11 @@ sys.path.insert(0, str(ROOT))
 from dm.recording import Event, expand_paths, is_jsonl, read_recording  # noqa: E402
 
 SOURCES = {
+    # the websocket file (REST depth snapshots inside), then the REST exchangeInfo file
+    "binance": [ROOT / "data/binance/BINANCE-b38f7c.0", ROOT / "data/binance/2021-10-12/BINANCE.0"],
     "binance_futures": ROOT / "data/binance_futures/2021-07-22",
     "binance_delivery": ROOT / "data/binance_delivery/2021-07-22",
+    "bybit": ROOT / "data/bybit/2026-08-09/BYBIT.jsonl.zst",
     "deribit": ROOT / "data/deribit/2021-07-22",
     "coinbase": ROOT / "data/coinbase/2026-08-09",
     "bitstamp": ROOT / "data/bitstamp/2022-01-05",
@@ -263,8 +300,10 @@ class _Tiler:
         """Steady frame ``i`` in tile ``k`` >= 1."""
         raise NotImplementedError
 
-    def resets(self, k: int) -> list[str]:
-        """Frames between tile ``k`` and tile ``k + 1``."""
+    def resets(self, k: int) -> list:
+        """Frames between tile ``k`` and tile ``k + 1``: texts, sent on the connection of the
+        reset file's first frame, or ``(conn, text)`` where one JSONL file holds several
+        connections (Bybit: one per category)."""
         raise NotImplementedError
 
     def begin(self) -> None:
@@ -304,19 +343,22 @@ class _Tiler:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        last_ts = self.frames[-1].ts_text
-        # per websocket file: (ts text, frame text) after the recording
-        extra: dict[str, list[tuple[str, str]]] = {f: [] for f in self.ws_files}
+        # the latest frame: a file holding several connections one after the other (Bybit's JSONL)
+        # does not end with it
+        last_ts = max(self.frames, key=lambda e: e.ts).ts_text
+        # per websocket file: (ts text, frame text, connection) after the recording
+        extra: dict[str, list[tuple[str, str, str]]] = {f: [] for f in self.ws_files}
         n_resets = 0
         self.begin()
         for k in range(1, tiles):
-            rs = self.resets(k - 1)
+            rs = [r if isinstance(r, tuple) else (None, r) for r in self.resets(k - 1)]
             n_resets = len(rs)
             rts = _ts_add(last_ts, (k - 1) * self.stride, 1)
-            extra[self.ws_file] += [(rts, r) for r in rs]
+            extra[self.ws_file] += [(rts, r, c) for c, r in rs]
             S = k * self.stride
             for i in self.steady:
-                extra[self.frames[i].source].append((_ts_add(self.frames[i].ts_text, S), self.tile_text(i, k)))
+                e = self.frames[i]
+                extra[e.source].append((_ts_add(e.ts_text, S), self.tile_text(i, k), e.conn))
         for f in self.files:
             dst = out / f.name
             if str(f) not in extra:
@@ -327,7 +369,7 @@ class _Tiler:
                 text = f.read_text(encoding="utf-8").rstrip("\n") + "\n"   # a blank line may only end a file
                 with open(dst, "w", encoding="utf-8", newline="\n") as fh:
                     fh.write(text)
-                    fh.writelines(f"{ts}: {t}\n" for ts, t in extra[str(f)])
+                    fh.writelines(f"{ts}: {t}\n" for ts, t, _conn in extra[str(f)])
         per_tile = len(self.steady) + n_resets
         return Tiling(self.venue, tiles, out, self.stride, len(self.frames), per_tile if tiles > 1 else 0,
                       n_resets if tiles > 1 else 0, dict(self.books), self._served_per_tile() if tiles > 1 else 0)
@@ -341,8 +383,8 @@ class _Tiler:
             raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
         if raw and not raw.endswith(b"\n"):
             raw += b"\n"
-        lines = [raw] + [orjson.dumps({"t": "recv", "conn": conn, "ts": float(ts), "data": t}) + b"\n"
-                         for ts, t in extra]
+        lines = [raw] + [orjson.dumps({"t": "recv", "conn": c or conn, "ts": float(ts), "data": t}) + b"\n"
+                         for ts, t, c in extra]
         data = b"".join(lines)
         if dst.name.endswith(".zst"):
             data = zstandard.ZstdCompressor(level=3).compress(data)
@@ -356,6 +398,23 @@ _BN_INT = re.compile(r'"(E|T|U|u|pu|a|f|l)":(-?\d+)')
 
 class _BinanceFutures(_Tiler):
     venue = "binance_futures"
+
+    # the venue's diff-depth rule (spot: _Binance) ------------------------------------------
+    @staticmethod
+    def _applies(d: dict, last_update_id: int) -> bool:
+        """Whether the book applies diff ``d`` after its REST snapshot (futures: ``u >=
+        lastUpdateId``)."""
+        return d["u"] >= last_update_id
+
+    @staticmethod
+    def _prev_id(d: dict) -> int:
+        """The update id diff ``d`` continues (futures: ``pu``, the previous diff's ``u``)."""
+        return d["pu"]
+
+    def _reset_ids(self, d: dict, prev: int, last: int) -> None:
+        """Set reset diff ``d``'s ids: it continues ``prev`` and ends at ``last`` (the id the
+        next tile's first diff continues); its times are set by the caller."""
+        d.update({"U": prev + 1, "u": last + self.skew, "pu": prev})
 
     def analyse(self) -> None:
         snaps = {}
@@ -377,7 +436,7 @@ class _BinanceFutures(_Tiler):
             if e == "depthUpdate":
                 if s not in snaps:
                     raise ValueError(f"{s}: depth diffs but no REST snapshot")
-                if d["u"] >= snaps[s]["lastUpdateId"]:   # the futures rule applies it
+                if self._applies(d, snaps[s]["lastUpdateId"]):
                     diffs.setdefault(s, []).append(i)
                     self.steady.append(i)
             elif e == "bookTicker":
@@ -394,9 +453,9 @@ class _BinanceFutures(_Tiler):
         for s, idx in diffs.items():
             ds = [self.objs[i]["data"] for i in idx]
             for a, b in zip(ds, ds[1:]):
-                if b["pu"] != a["u"]:
-                    raise ValueError(f"{s}: the recording itself breaks pu at u={a['u']}")
-            span = ds[-1]["u"] - ds[0]["pu"] + 1
+                if self._prev_id(b) != a["u"]:
+                    raise ValueError(f"{s}: the recording itself breaks the update id chain at u={a['u']}")
+            span = ds[-1]["u"] - self._prev_id(ds[0]) + 1
             bu = [self.objs[i]["data"]["u"] for i in bts.get(s, ())]
             if bu:
                 span = max(span, max(bu) - min(bu) + 1)
@@ -413,7 +472,7 @@ class _BinanceFutures(_Tiler):
                         book.set(side, Decimal(p), p, q, Decimal(q) == 0)
             self.end[s] = book
             self.last_diff[s] = idx[-1]
-            self.first_pu[s] = ds[0]["pu"]
+            self.first_pu[s] = self._prev_id(ds[0])
         for s, idx in bts.items():
             if s not in self.D:
                 self.D[s] = max(self.objs[i]["data"]["u"] for i in idx) - min(self.objs[i]["data"]["u"] for i in idx) + 1
@@ -444,10 +503,9 @@ class _BinanceFutures(_Tiler):
             lv = self.end[s].back_to(self.start[s])
             d = dict(last["data"])
             ms = k * self.stride * 1000
-            pu = d["u"] + k * self.D[s]
-            d.update({"E": d["E"] + ms, "T": d["T"] + ms, "U": pu + 1,
-                      "u": self.first_pu[s] + (k + 1) * self.D[s] + self.skew, "pu": pu,
-                      "b": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
+            self._reset_ids(d, d["u"] + k * self.D[s], self.first_pu[s] + (k + 1) * self.D[s])
+            d.update({k_: d[k_] + ms for k_ in ("E", "T") if k_ in d})
+            d.update({"b": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["b"]],
                       "a": [[p, q if q is not None else _zero_like(now)] for p, q, now in lv["a"]]})
             out.append(orjson.dumps({"stream": last["stream"], "data": d}).decode())
         return out
@@ -455,6 +513,30 @@ class _BinanceFutures(_Tiler):
 
 class _BinanceDelivery(_BinanceFutures):
     venue = "binance_delivery"
+
+
+class _Binance(_BinanceFutures):
+    """Binance spot: the futures tiling with the spot diff-depth rule (``BinanceDepthSync``):
+    the book applies the diffs with ``u > lastUpdateId``, and a diff continues the previous one
+    by ``U == previous u + 1`` (no ``pu``). The id a diff continues is therefore ``U - 1``, so
+    ``D`` = last ``u`` - first ``U`` + 2 and the reset diff is ``U == u`` = the tile's last
+    ``u`` + 1 (more ids when the bookTicker span sets ``D``). Spot diffs carry ``E`` but no
+    ``T``; bookTicker no time at all."""
+
+    venue = "binance"
+
+    @staticmethod
+    def _applies(d: dict, last_update_id: int) -> bool:
+        return d["u"] > last_update_id
+
+    @staticmethod
+    def _prev_id(d: dict) -> int:
+        return d["U"] - 1
+
+    def _reset_ids(self, d: dict, prev: int, last: int) -> None:
+        # ``skew`` on both ids: the reset then skips ``skew`` ids after ``prev`` (a gap; spot
+        # accepts a diff that overlaps the previous one, so a skewed ``u`` alone would pass)
+        d.update({"U": prev + 1 + self.skew, "u": last + self.skew})
 
 
 # ------------------------------------------------------------------------------- Deribit
@@ -987,7 +1069,142 @@ class _Kraken(_Tiler):
         return out
 
 
-TILERS = {t.venue: t for t in (_BinanceFutures, _BinanceDelivery, _Deribit, _Coinbase, _Bitstamp, _Okx, _Kraken)}
+# ------------------------------------------------------------------------------- Bybit v5
+
+_BY_INT = re.compile(r'"(ts|cts|T|u|seq|cs)":(\d+)')
+_BY_TID = re.compile(r'"i":"([^"]*)"')
+
+
+class _Bybit(_Tiler):
+    """Bybit v5 public streams, one connection per category in one JSONL file (the 2026
+    recording: the linear connection's lines, then the spot one's). Books, trades and tickers
+    are keyed ``<category>:<symbol>`` (dm's Bybit venue symbol): the same symbol on two
+    categories is two books with their own ids."""
+
+    venue = "bybit"
+
+    def analyse(self) -> None:
+        category = {e.conn: e.url.rstrip("/").rsplit("/", 1)[1] for e in self.events if e.kind == "connect"}
+        self.key: dict[int, tuple[str, str]] = {}       # frame -> (topic kind, "<category>:<symbol>")
+        snap: dict[str, dict] = {}
+        deltas: dict[str, list[int]] = {}
+        seqs: dict[str, list[int]] = {}
+        tids: dict[str, list[str]] = {}
+        for i, m in enumerate(self.objs):
+            topic = m.get("topic")
+            if not isinstance(topic, str):
+                continue                        # subscribe acks, pongs: start-up
+            kind, sym = topic.split(".", 1)[0], topic.rsplit(".", 1)[1]
+            key = f"{category[self.frames[i].conn]}:{sym}"
+            if kind == "orderbook":
+                d = m["data"]
+                if m["type"] == "snapshot" or d["u"] == 1:     # u == 1: a snapshot too (service restart)
+                    if deltas.get(key):
+                        raise ValueError(f"{key}: a snapshot after its deltas; tiling assumes one sync")
+                    snap[key] = m
+                    continue
+                if key not in snap:
+                    continue                    # dropped by the book before its snapshot
+                deltas.setdefault(key, []).append(i)
+                seqs.setdefault(key, []).append(d["seq"])
+            elif kind == "publicTrade":
+                for t in m["data"]:
+                    tids.setdefault(key, []).append(t["i"])
+                    if "seq" in t:
+                        seqs.setdefault(key, []).append(t["seq"])
+            elif kind == "tickers":
+                if "cs" in m:
+                    seqs.setdefault(key, []).append(m["cs"])
+            else:
+                continue                        # kline: tile 0 only (minute windows)
+            self.key[i] = (kind, key)
+            self.steady.append(i)
+        # the cross sequence (book seq, trade seq, ticker cs share it per symbol and category):
+        # its span + one value for the reset delta
+        self.seq_max = {k: max(v) for k, v in seqs.items()}
+        self.Dseq = {k: max(v) - min(v) + 2 for k, v in seqs.items()}
+        self.Dtid: dict[str, int] = {}
+        for key, ids in tids.items():
+            if all(t.isdigit() for t in ids):   # spot: decimal ids, shifted by their span
+                self.Dtid[key] = max(map(int, ids)) - min(map(int, ids)) + 1
+            else:                               # linear: UUIDs (a new one per tile, see _tid)
+                for t in ids:
+                    uuid.UUID(t)                # raises on an id neither decimal nor a UUID
+        self.D: dict[str, int] = {}
+        self.last_delta: dict[str, int] = {}
+        for key, idx in deltas.items():
+            ds = [self.objs[i]["data"] for i in idx]
+            prev = snap[key]["data"]["u"]
+            for d in ds:
+                if d["u"] != prev + 1:
+                    raise ValueError(f"{key}: the recording itself breaks u at {d['u']} after {prev}")
+                prev = d["u"]
+            self.D[key] = ds[-1]["u"] - snap[key]["data"]["u"] + 1     # + one id for the reset delta
+            self.books[key] = (len(idx), self.D[key])
+            book = _Book()
+            for side in ("b", "a"):
+                for p, q in snap[key]["data"][side]:
+                    book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+            self.start[key] = book.copy()
+            for d in ds:
+                for side in ("b", "a"):
+                    for p, q in d[side]:
+                        book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+            self.end[key] = book
+            self.last_delta[key] = idx[-1]
+
+    def _serves(self, i: int) -> bool:
+        # the replay answers subscribe requests itself (recorded acks are not sent); kline: the
+        # bench does not subscribe to it
+        t = self.objs[i].get("topic")
+        return isinstance(t, str) and not t.startswith("kline.")
+
+    def venue_seconds(self, i: int) -> list[float]:
+        m = self.objs[i]
+        out = [m[k] / 1000 for k in ("ts", "cts") if k in m]
+        if self.key[i][0] == "publicTrade":
+            out += [t["T"] / 1000 for t in m["data"]]
+        return out
+
+    def _tid(self, tid: str, key: str, k: int) -> str:
+        if tid.isdigit():
+            return str(int(tid) + k * self.Dtid[key])
+        return str(uuid.uuid5(uuid.UUID(tid), str(k)))  # same form, a different id per tile
+
+    def tile_text(self, i: int, k: int) -> str:
+        kind, key = self.key[i]
+        ms = k * self.stride * 1000
+        dseq = k * self.Dseq.get(key, 0)
+        deltas = {"ts": ms, "cts": ms, "T": ms, "seq": dseq, "cs": dseq}
+        if kind == "orderbook":
+            deltas["u"] = k * self.D[key]
+        text = _BY_INT.sub(lambda m: f'"{m[1]}":{int(m[2]) + deltas[m[1]]}', self.frames[i].text)
+        if kind == "publicTrade":
+            text = _BY_TID.sub(lambda m: f'"i":"{self._tid(m[1], key, k)}"', text)
+        return text
+
+    def resets(self, k: int) -> list:
+        out = []
+        for key in self.end:
+            j = self.last_delta[key]
+            last = self.objs[j]
+            lv = self.end[key].back_to(self.start[key])
+            d = dict(last["data"])
+            d.update({"b": [[p, q if q is not None else "0"] for p, q, _now in reversed(lv["b"])],   # best first
+                      "a": [[p, q if q is not None else "0"] for p, q, _now in lv["a"]],
+                      "u": d["u"] + k * self.D[key] + 1 + self.skew,
+                      "seq": self.seq_max[key] + 1 + k * self.Dseq[key]})
+            m = dict(last, data=d)
+            ms = k * self.stride * 1000
+            for t in ("ts", "cts"):
+                if t in m:
+                    m[t] += ms
+            out.append((self.frames[j].conn, orjson.dumps(m).decode()))
+        return out
+
+
+TILERS = {t.venue: t for t in (_Binance, _BinanceFutures, _BinanceDelivery, _Bybit, _Deribit, _Coinbase, _Bitstamp,
+                               _Okx, _Kraken)}
 
 
 def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = None, skew: int = 0,
@@ -996,9 +1213,10 @@ def generate(venue: str, tiles: int | None, out_dir: Path, src: Path | None = No
     ``out_dir/<venue>/`` (replaced if present); ``tiles=None``: as many as bring the session
     nearest to ``target_frames`` websocket frames (at least 1) a client subscribed to the venue
     symbols ``served`` receives (default: all the recording's). ``skew`` (tests only) is added
-    to each reset frame's continuity field (Binance ``u``, Deribit ``change_id``, Coinbase
-    ``sequence_num``, Bitstamp ``microtimestamp``, OKX ``seqId`` or, in a recording without
-    it, ``checksum``, Kraken ``c``): a broken boundary the worker must see."""
+    to each reset frame's continuity field (Binance futures ``u``, Binance spot ``U`` and ``u``,
+    Bybit ``u``, Deribit ``change_id``, Coinbase ``sequence_num``, Bitstamp ``microtimestamp``,
+    OKX ``seqId`` or, in a recording without it, ``checksum``, Kraken ``c``): a broken boundary
+    the worker must see."""
     if venue not in TILERS:
         raise ValueError(f"no tiling for {venue!r} (have {', '.join(TILERS)})")
     tiler = TILERS[venue](src or SOURCES[venue], skew, served)

@@ -12,6 +12,7 @@ break records a gap and resyncs from a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import aiohttp
 import orjson
@@ -34,6 +35,10 @@ class BinanceProvider(Provider):
     depth_path = "/api/v3/depth"        # REST depth snapshot (futures: /fapi/v1/depth, /dapi/v1/depth)
     sync_class = BinanceDepthSync       # the venue's diff-depth rules
     fast_book_rule = FAST_ID_RANGE      # its shape, for the steady state in C (dm._feed): U..u ids
+
+    def __init__(self, cfg, pcfg):
+        super().__init__(cfg, pcfg)
+        self._past = Counter()        # book sync stats of the connections before this one
 
     def make_codec(self):
         codec = BinanceCodec(self.pcfg.publisher_id)
@@ -79,11 +84,24 @@ class BinanceProvider(Provider):
     # -- books ------------------------------------------------------------------------------
     def on_disconnected(self) -> None:
         """A new connection is a new diff stream: every book starts over (buffer diffs, fresh
-        REST snapshot), as the Binance docs' local-book procedure requires. The reconnect
-        window itself is recorded in the gap ledger by the base class."""
+        REST snapshot), as the Binance docs' local-book procedure requires; their sync stats so
+        far are kept for the stats file. The reconnect window itself is recorded in the gap
+        ledger by the base class."""
         if self.books is not None:
-            for iid in self.books.syncs:
+            for iid, sy in self.books.syncs.items():
+                self._past.update(snapshots=sy.stats.snapshots, applied=sy.stats.applied,
+                                  dropped=sy.stats.dropped, stale=sy.stats.stale_snapshots)
                 self.books.syncs[iid] = self._new_sync(iid)
+
+    def stats(self) -> dict:
+        d = super().stats()
+        if self.books is not None:
+            syncs = list(self.books.syncs.values())
+            d["book_snapshots"] = self._past["snapshots"] + sum(s.stats.snapshots for s in syncs)
+            d["book_deltas_applied"] = self._past["applied"] + sum(s.stats.applied for s in syncs)
+            d["book_deltas_dropped"] = self._past["dropped"] + sum(s.stats.dropped for s in syncs)
+            d["book_stale_snapshots"] = self._past["stale"] + sum(s.stats.stale_snapshots for s in syncs)
+        return d
 
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
         c = self.codec

@@ -24,7 +24,6 @@ registered at :data:`CODEC_SIZE_PRECISION` until books and channels are per-inst
 """
 from __future__ import annotations
 
-from collections import Counter
 
 from dm import log as dmlog
 from dm._codec import KINDS
@@ -50,16 +49,6 @@ class BinanceFuturesProvider(BinanceProvider):
         super().__init__(cfg, pcfg)
         self.size_precisions: dict[str, int | None] = {}
         self.value_errors = 0
-        self._past = Counter()        # book sync stats of the connections before this one
-
-    def on_disconnected(self) -> None:
-        """Every book starts over on the next connection (the spot worker's rule); their sync
-        stats so far are kept for the stats file."""
-        if self.books is not None:
-            for sy in self.books.syncs.values():
-                self._past.update(snapshots=sy.stats.snapshots, applied=sy.stats.applied,
-                                  stale=sy.stats.stale_snapshots)
-        super().on_disconnected()
 
     async def resolve_symbols(self) -> None:
         """As the spot worker, and keeps each instrument's size_precision (stats)."""
@@ -90,11 +79,6 @@ class BinanceFuturesProvider(BinanceProvider):
         d = super().stats()
         d["value_errors"] = self.value_errors
         d["size_precisions"] = self.size_precisions
-        if self.books is not None:
-            syncs = list(self.books.syncs.values())
-            d["book_snapshots"] = self._past["snapshots"] + sum(s.stats.snapshots for s in syncs)
-            d["book_deltas_applied"] = self._past["applied"] + sum(s.stats.applied for s in syncs)
-            d["book_stale_snapshots"] = self._past["stale"] + sum(s.stats.stale_snapshots for s in syncs)
         return d
 
     def on_book_frame(self, kind: int, ts_recv: int) -> None:
