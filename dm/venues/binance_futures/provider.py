@@ -24,7 +24,6 @@ registered at :data:`CODEC_SIZE_PRECISION` until books and channels are per-inst
 """
 from __future__ import annotations
 
-
 from dm import log as dmlog
 from dm._codec import KINDS
 from dm._feed import FAST_PREV_LINK
