@@ -574,6 +574,37 @@ cdef inline int arr_collect(CState* s, Py_ssize_t v, Py_ssize_t* offs, int maxn)
     return count
 
 
+cdef inline Py_ssize_t pair_collect(CState* s, Py_ssize_t w, Py_ssize_t* el) noexcept nogil:
+    """w at '[' of a validated array: its first two element offsets into ``el[0:2]``; returns the
+    index after its ']', or 0 when it has fewer than two elements (-1 on error). The venues'
+    ``["price", "size", ...]`` level (two strings first) is read in one pass; any other shape is
+    walked as ``arr_collect`` + ``skip_value`` do, with the same result."""
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t i, j, e
+    i = skip_ws(s, w + 1)
+    if i < s.n and p[i] == 34:
+        e = scan_string(s, i)
+        if e > 0:
+            e = skip_ws(s, e)
+            if e < s.n and p[e] == 44:
+                j = skip_ws(s, e + 1)
+                if j < s.n and p[j] == 34:
+                    e = scan_string(s, j)
+                    if e > 0:
+                        e = skip_ws(s, e)
+                        while e > 0 and e < s.n and p[e] == 44:     # more elements (OKX: 4)
+                            e = skip_member(s, skip_ws(s, e + 1), 1)
+                            if e > 0:
+                                e = skip_ws(s, e)
+                        if e > 0 and e < s.n and p[e] == 93:
+                            el[0] = i
+                            el[1] = j
+                            return e + 1
+    if arr_collect(s, w, el, 2) < 2:
+        return 0
+    return skip_value(s, w, 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # fixed point: decimal text -> integer at 1e-9, exact
 

@@ -208,7 +208,9 @@ def render(draw, value):
         col = draw(st.sampled_from([":", ": ", " : "]))
         return "{" + sep.join(json.dumps(k) + col + render(draw, v) for k, v in items) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(render(draw, v) for v in value) + "]"
+        sep = draw(st.sampled_from([",", ",", ", ", " ,\n"]))
+        pad = draw(st.sampled_from(["", "", " ", "\n "]))
+        return "[" + pad + sep.join(render(draw, v) for v in value) + pad + "]"
     if isinstance(value, Decimal):
         return str(value)                                   # exact, maybe with an exponent
     return json.dumps(value)
@@ -216,7 +218,9 @@ def render(draw, value):
 
 sym = st.integers(0, 19).flatmap(lambda k: st.sampled_from(list(BSYMS) + ["zilusdt"]) if k
                                  else st.sampled_from(["NOPE", ""]))
-level = st.one_of(st.tuples(dec_str, dec_str).map(list), weird)
+# [price, qty] as Binance sends it, with extra elements after it, too short, or not a pair at all
+level = st.one_of(st.tuples(dec_str, dec_str).map(list), st.tuples(dec_str, dec_str, weird).map(list),
+                  st.tuples(dec_str).map(list), st.tuples(weird, dec_str).map(list), weird)
 agg = obj(e=st.sampled_from(["aggTrade", "trade", "kline"]), E=ms, s=maybe(sym), a=maybe(ms), t=maybe(ms),
           p=maybe(dec_str), q=maybe(dec_str), T=maybe(ms), m=maybe(st.booleans()), M=st.booleans())
 book_ticker = obj(u=maybe(ms), s=maybe(sym), b=maybe(dec_str), B=maybe(dec_str), a=maybe(dec_str),

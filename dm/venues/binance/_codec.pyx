@@ -129,7 +129,8 @@ cdef int bn_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
     while w > 0:
         if s.p[w] != 91:
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
-        if arr_collect(s, w, el, 2) < 2:
+        e = pair_collect(s, w, el)
+        if e <= 0:
             return e_codec(s, ERR_CODEC, b"expected [price, quantity]", field, w)
         rp = get_px_str(s, el[0], field, &px)
         if rp < 0:
@@ -139,7 +140,6 @@ cdef int bn_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
             return -1
         if rp == 0 and rs == 0 and emit_level(s, ts_event, px, sz, seq, side, flags) < 0:
             return -1
-        e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0
 

@@ -160,7 +160,8 @@ cdef int bs_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
     while w > 0:
         if s.p[w] != 91:
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
-        if arr_collect(s, w, L, 2) < 2:
+        e = pair_collect(s, w, L)
+        if e <= 0:
             return e_codec(s, ERR_CODEC, b"expected [price, amount]", field, w)
         r1 = get_px_str(s, L[0], field, &px)
         if r1 < 0:
@@ -171,7 +172,6 @@ cdef int bs_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
         if r1 == 0 and r2 == 0:
             if emit_level(s, ts, px, sz, seq, side, flags) < 0:
                 return -1
-        e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0
 

@@ -327,7 +327,8 @@ cdef int pair_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, u
     while w > 0:
         if s.p[w] != 91:
             return e_codec(s, ERR_CODEC, b"expected an array", field, w)
-        if arr_collect(s, w, el, 2) < 2:
+        e = pair_collect(s, w, el)
+        if e <= 0:
             return e_codec(s, ERR_CODEC, b"expected [price, size]", field, w)
         r1 = get_px_str(s, el[0], field, &px)
         if r1 < 0:
@@ -338,7 +339,6 @@ cdef int pair_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, u
         if r1 == 0 and r2 == 0:
             if emit_level(s, ts, px, sz, 0, side, flags) < 0:
                 return -1
-        e = skip_value(s, w, 0)
         w = arr_next(s, e, &endp)
     return 0
 
