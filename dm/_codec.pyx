@@ -110,6 +110,16 @@ def value_text(frame, Py_ssize_t offset) -> str:
     return b[offset:e].decode("utf-8", "replace")
 
 
+def _scan_runs(bytes data, Py_ssize_t i) -> tuple:
+    """Tests: ``(dm_str_run, dm_struct_run)`` of ``data`` from ``i`` (``dm/_scan.pxd``): the index
+    of the first string-ending byte ('"', '\\', < 0x20) and of the first quote or bracket."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    if not 0 <= i <= n:
+        raise ValueError(f"offset {i} outside 0..{n}")
+    return dm_str_run(p, i, n), dm_struct_run(p, i, n)
+
+
 cdef int _no_venue(CState* s) noexcept nogil:
     return e_codec(s, ERR_CODEC, b"no venue decoder (instantiate a venue codec, not _Codec)", NULL, 0)
 

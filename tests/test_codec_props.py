@@ -364,3 +364,16 @@ def test_every_truncation_agrees(venue):
         for i in range(len(frame)):
             res = agree(venue, frame[:i])
             assert res[0] == "error"
+
+
+@SETTINGS
+@given(data=st.lists(st.sampled_from(list(b'"{}[]\\\x1f az09:,.-') + list(range(256))), max_size=40).map(bytes),
+       start=st.integers(0, 40))
+def test_scan_runs_stop_at_the_first_flagged_byte(data, start):
+    """The eight-bytes-at-a-time scans of dm/_scan.pxd against a byte-by-byte scan: dm_str_run
+    stops at '"', '\\' or a control byte, dm_struct_run at a quote or a bracket, else at the end."""
+    from dm._codec import _scan_runs
+
+    i = min(start, len(data))
+    first = lambda hit: next((k for k in range(i, len(data)) if hit(data[k])), len(data))  # noqa: E731
+    assert _scan_runs(data, i) == (first(lambda c: c in b'"\\' or c < 0x20), first(lambda c: c in b'"{}[]'))
