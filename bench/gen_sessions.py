@@ -236,6 +236,21 @@ class _Book:
         b.sides = {s: dict(lv) for s, lv in self.sides.items()}
         return b
 
+    @classmethod
+    def start_end(cls, snapshot: dict, diffs) -> tuple["_Book", "_Book"]:
+        """The book of a snapshot (``{"b": levels, "a": levels}``, ``[price, size]`` as written)
+        and the same book after ``diffs`` (each ``{"b": levels, "a": levels}``; size 0 deletes)."""
+        book = cls()
+        for side in ("b", "a"):
+            for p, q in snapshot[side]:
+                book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+        start = book.copy()
+        for d in diffs:
+            for side in ("b", "a"):
+                for p, q in d[side]:
+                    book.set(side, Decimal(p), p, q, Decimal(q) == 0)
+        return start, book
+
     def back_to(self, start: "_Book") -> dict[str, list[tuple]]:
         """Per side, sorted by price: ``(price, size or None = delete, present now)`` for every
         level that differs from ``start``: the levels a diff must set to get ``start`` back."""
@@ -461,16 +476,7 @@ class _BinanceFutures(_Tiler):
                 span = max(span, max(bu) - min(bu) + 1)
             self.D[s] = span
             self.books[s] = (len(idx), span)
-            book = _Book()
-            for side, key in (("b", "bids"), ("a", "asks")):
-                for p, q in snaps[s][key]:
-                    book.set(side, Decimal(p), p, q, Decimal(q) == 0)
-            self.start[s] = book.copy()
-            for d in ds:
-                for side in ("b", "a"):
-                    for p, q in d[side]:
-                        book.set(side, Decimal(p), p, q, Decimal(q) == 0)
-            self.end[s] = book
+            self.start[s], self.end[s] = _Book.start_end({"b": snaps[s]["bids"], "a": snaps[s]["asks"]}, ds)
             self.last_diff[s] = idx[-1]
             self.first_pu[s] = self._prev_id(ds[0])
         for s, idx in bts.items():
@@ -1141,16 +1147,7 @@ class _Bybit(_Tiler):
                 prev = d["u"]
             self.D[key] = ds[-1]["u"] - snap[key]["data"]["u"] + 1     # + one id for the reset delta
             self.books[key] = (len(idx), self.D[key])
-            book = _Book()
-            for side in ("b", "a"):
-                for p, q in snap[key]["data"][side]:
-                    book.set(side, Decimal(p), p, q, Decimal(q) == 0)
-            self.start[key] = book.copy()
-            for d in ds:
-                for side in ("b", "a"):
-                    for p, q in d[side]:
-                        book.set(side, Decimal(p), p, q, Decimal(q) == 0)
-            self.end[key] = book
+            self.start[key], self.end[key] = _Book.start_end(snap[key]["data"], ds)
             self.last_delta[key] = idx[-1]
 
     def _serves(self, i: int) -> bool:
