@@ -200,36 +200,29 @@ cdef inline Py_ssize_t index_valid(CState* s, Py_ssize_t v, keyfn_t kf, Py_ssize
 
 
 cdef Py_ssize_t index_nest(CState* s, Py_ssize_t v, int depth, Py_ssize_t* slots, int nest, Py_ssize_t* inner,
-                           Py_ssize_t* inner2, bint* got, bint* got2) noexcept nogil:
+                           Py_ssize_t* inner2) noexcept nogil:
     """``index_obj(s, v, depth, db_key, slots, DB_N)`` that indexes the value of key ``nest``,
-    when it is an object, into ``inner`` while validating it (``got``: the last such member was
-    an object), instead of skipping it and indexing it again later. At the top (``inner2`` not
-    NULL) ``nest`` is ``params``, whose own ``data`` object goes into ``inner2`` (``got2``) the
-    same way. The same validation, in the same order, with the same errors as index_obj."""
+    when it is an object, into ``inner`` while validating it, instead of skipping it and
+    indexing it again later. At the top (``inner2`` not NULL) ``nest`` is ``params``, whose own
+    ``data`` object goes into ``inner2`` the same way. The same validation, in the same order,
+    with the same errors as index_obj. ``inner`` holds the last such object's keys: the caller
+    uses it only once it has checked that the last ``nest`` member (``slots[nest]``) is an
+    object."""
     cdef Py_ssize_t ks = 0, ke = 0, w, e
     cdef int j, slot
     for j in range(DB_N):
         slots[j] = -1
-    got[0] = 0
-    if got2 != NULL:
-        got2[0] = 0
     w = obj_first(s, v, depth, &ks, &ke)
     while w > 0:
         slot = db_key(s.p + ks, ke - ks)
         if slot >= 0:
             slots[slot] = w
-        if slot == nest:
-            got[0] = s.p[w] == 123
-            if got2 != NULL:
-                got2[0] = 0
-            if not got[0]:
-                e = skip_member(s, w, depth + 1)
-            elif inner2 != NULL:
-                e = index_nest(s, w, depth + 1, inner, DB_DATA, inner2, NULL, got2, NULL)
-            else:
-                e = index_obj(s, w, depth + 1, db_key, inner, DB_N)
-        else:
+        if slot != nest or s.p[w] != 123:
             e = skip_member(s, w, depth + 1)
+        elif inner2 != NULL:
+            e = index_nest(s, w, depth + 1, inner, DB_DATA, inner2, NULL)
+        else:
+            e = index_obj(s, w, depth + 1, db_key, inner, DB_N)
         if e < 0:
             return -1
         w = obj_next(s, e, &ks, &ke)
@@ -350,18 +343,14 @@ cdef int db_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
 # ---------------------------------------------------------------------------------------------
 # channels
 
-cdef int db_book(CState* s, Py_ssize_t d, Py_ssize_t* Dpre) noexcept nogil:
-    """book.{instrument_name}.{interval} data: type (snapshot | change), timestamp,
-    instrument_name, change_id, prev_change_id (changes), bids, asks."""
+cdef int db_book(CState* s, Py_ssize_t d, Py_ssize_t* D) noexcept nogil:
+    """book.{instrument_name}.{interval} data (at ``d``, its keys in ``D`` from index_nest): type
+    (snapshot | change), timestamp, instrument_name, change_id, prev_change_id (changes), bids,
+    asks."""
     cdef Py_ssize_t v, vb, va, a, b
-    cdef Py_ssize_t Dl[DB_N]
-    cdef Py_ssize_t* D = Dpre
     cdef uint64_t ts, cid, prev = 0
     cdef bint snap
     cdef uint8_t flags = 0
-    if D == NULL:                                 # data not indexed on the way (index_nest)
-        D = Dl
-        index_valid(s, d, db_key, D, DB_N)
     v = req(s, D, DB_TYPE, b"type", d)
     if v < 0 or get_str(s, v, b"type", &a, &b) < 0:
         return -1
@@ -417,8 +406,8 @@ cdef int db_stat_px(CState* s, Py_ssize_t* D, int slot, const char* field, uint6
     return 0
 
 
-cdef int db_ticker(CState* s, Py_ssize_t d, Py_ssize_t* Dpre) noexcept nogil:
-    """ticker.{instrument_name}.{interval} data -> a BBO (best_bid_price/amount,
+cdef int db_ticker(CState* s, Py_ssize_t d, Py_ssize_t* D) noexcept nogil:
+    """ticker.{instrument_name}.{interval} data (at ``d``, its keys in ``D``) -> a BBO (best_bid_price/amount,
     best_ask_price/amount; a side whose amount is 0 or null is empty: Deribit shows an empty side
     as price 0.0 amount 0.0) then STATISTICS, each when present and not null: mark_price
     (MARK_PRICE), index_price (INDEX_PRICE), underlying_price (UNDERLYING_PRICE), mark_iv
@@ -427,14 +416,9 @@ cdef int db_ticker(CState* s, Py_ssize_t d, Py_ssize_t* Dpre) noexcept nogil:
     current_funding (FUNDING_RATE, perpetuals). ts_event = timestamp. Every BBO field is parsed
     before anything is emitted."""
     cdef Py_ssize_t v
-    cdef Py_ssize_t Dl[DB_N]
-    cdef Py_ssize_t* D = Dpre
     cdef uint64_t ts, bsz = 0, asz = 0, oi = 0
     cdef int64_t bpx = 0, apx = 0
     cdef int rbp, rbs, rap, ras, roi
-    if D == NULL:                                 # data not indexed on the way (index_nest)
-        D = Dl
-        index_valid(s, d, db_key, D, DB_N)
     v = req(s, D, DB_INSTRUMENT, b"instrument_name", d)
     if v < 0 or lookup(s, v, b"instrument_name") < 0:
         return -1
@@ -563,7 +547,6 @@ cdef int db_decode(CState* s) noexcept nogil:
     cdef Py_ssize_t sl[DB_N]
     cdef Py_ssize_t P[DB_N]
     cdef Py_ssize_t D[DB_N]
-    cdef bint got_p = 0, got_d = 0
     cdef Py_ssize_t top, e, v, pv, a, b
     cdef uint64_t rid = 0
     cdef int c
@@ -574,7 +557,7 @@ cdef int db_decode(CState* s) noexcept nogil:
         if validate(s) < 0:
             return -1
         return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
-    e = index_nest(s, top, 0, sl, DB_PARAMS, P, D, &got_p, &got_d)   # params and data indexed on the way
+    e = index_nest(s, top, 0, sl, DB_PARAMS, P, D)   # params and params.data indexed on the way
     if e < 0:
         return -1
     e = skip_ws(s, e)
@@ -603,8 +586,6 @@ cdef int db_decode(CState* s) noexcept nogil:
         return -1
     if p[pv] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"params", pv)
-    if not got_p:
-        index_valid(s, pv, db_key, P, DB_N)
     if raw_eq(p + a, b - a, b"heartbeat", 9):
         # public/set_heartbeat: params.type "heartbeat" or "test_request" (answer public/test)
         v = req(s, P, DB_TYPE, b"type", pv)
@@ -635,8 +616,8 @@ cdef int db_decode(CState* s) noexcept nogil:
     if p[e] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"data", e)
     if c == C_BOOK:
-        return db_book(s, e, D if got_d else NULL)
-    return db_ticker(s, e, D if got_d else NULL)
+        return db_book(s, e, D)
+    return db_ticker(s, e, D)
 
 
 cdef class DeribitCodec(_Codec):
