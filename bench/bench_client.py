@@ -25,6 +25,7 @@ bench/_recobj_bytes_variant.pyx, compiled here with pyximport), and the namedtup
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing as mp
 import os
 import struct
@@ -219,7 +220,11 @@ def _pyx(module: str):
 
     import pyximport
 
-    pyximport.install(build_dir=os.path.join(tempfile.gettempdir(), "dm-bench-pyx"), language_level=3,
+    # one build dir per checkout and ring ABI: a module built against another dm/_ring.pxd
+    # (another checkout, or before a change to ChannelWriter) fails to import
+    ring_pxd = open(os.path.join(HERE, "..", "dm", "_ring.pxd"), "rb").read()
+    tag = hashlib.sha1(HERE.encode() + ring_pxd).hexdigest()[:12]
+    pyximport.install(build_dir=os.path.join(tempfile.gettempdir(), f"dm-bench-pyx-{tag}"), language_level=3,
                       setup_args={"include_dirs": [os.path.join(HERE, ".."), os.path.join(HERE, "..", "dm")]})
     if HERE not in sys.path:
         sys.path.insert(0, HERE)
