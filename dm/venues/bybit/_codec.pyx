@@ -356,18 +356,70 @@ cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
     return 0
 
 
+cdef int by_trade(CState* s, Py_ssize_t w, Py_ssize_t* D, bint first) noexcept nogil:
+    """One trade object at ``w`` (its keys indexed into ``D``) -> TRADE (see by_trades); sets
+    first_seq when ``first``, and last_seq. 0 or -1."""
+    cdef Py_ssize_t v, a, b
+    cdef uint64_t ts, sz, seq, tid
+    cdef int64_t px = 0
+    cdef uint8_t side, flags
+    cdef bint bt
+    cdef int r1, r2
+    v = req(s, D, BY_s, b"s", w)
+    if v < 0 or lookup(s, v, b"s") < 0:
+        return -1
+    v = req(s, D, BY_T, b"T", w)
+    if v < 0 or get_ms(s, v, b"T", &ts) < 0:
+        return -1
+    v = req(s, D, BY_S, b"S", w)
+    if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"Buy", 3):
+        side = SIDE_BID
+    elif raw_eq(s.p + a, b - a, b"Sell", 4):
+        side = SIDE_ASK
+    else:
+        return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
+    v = req(s, D, BY_i, b"i", w)
+    if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
+        return -1
+    tid = trade_id(s.p + a, b - a)
+    seq = 0
+    if D[BY_SEQ] >= 0 and get_u64(s, D[BY_SEQ], b"seq", &seq) < 0:
+        return -1
+    bt = 0
+    if D[BY_BT] >= 0 and get_bool(s, D[BY_BT], b"BT", &bt) < 0:
+        return -1
+    v = req(s, D, BY_p, b"p", w)
+    if v < 0:
+        return -1
+    r1 = get_px_str(s, v, b"p", &px)
+    if r1 < 0:
+        return -1
+    v = req(s, D, BY_v, b"v", w)
+    if v < 0:
+        return -1
+    r2 = get_sz_str(s, v, b"v", &sz)
+    if r2 < 0:
+        return -1
+    flags = FLAG_PUBLISHER_SPECIFIC if bt else 0
+    if r1 == 0 and r2 == 0:
+        if emit_trade(s, ts, px, sz, tid, seq, side, flags) < 0:
+            return -1
+    if first:
+        s.first_seq = seq
+    s.last_seq = seq
+    return 0
+
+
 cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
     """publicTrade.{symbol}: data = array of {s, T, S, p, v, i, seq?, BT?} -> TRADE each (side =
     taker side S; trade_id from i, see trade_id(); sequence = seq, 0 when absent;
     FLAG_PUBLISHER_SPECIFIC when BT (block trade)). A trade whose price or size cannot be
-    represented is dropped alone."""
-    cdef Py_ssize_t d, w, e, v, a, b, endp = 0
+    represented is dropped alone. first_seq / last_seq: the first / last trade's seq."""
+    cdef Py_ssize_t d, w, e, endp = 0
     cdef Py_ssize_t D[BY_N]
-    cdef uint64_t ts, sz, seq, tid
-    cdef int64_t px = 0
-    cdef uint8_t side, flags
-    cdef bint bt, first = 1
-    cdef int r1, r2
+    cdef bint first = 1
     d = req(s, sl, BY_DATA, b"data", top)
     if d < 0:
         return -1
@@ -378,51 +430,9 @@ cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
         if s.p[w] != 123:
             return e_codec(s, ERR_CODEC, b"expected an object", b"data", w)
         e = index_obj(s, w, 0, by_key, D, BY_N)
-        v = req(s, D, BY_s, b"s", w)
-        if v < 0 or lookup(s, v, b"s") < 0:
+        if by_trade(s, w, D, first) < 0:
             return -1
-        v = req(s, D, BY_T, b"T", w)
-        if v < 0 or get_ms(s, v, b"T", &ts) < 0:
-            return -1
-        v = req(s, D, BY_S, b"S", w)
-        if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
-            return -1
-        if raw_eq(s.p + a, b - a, b"Buy", 3):
-            side = SIDE_BID
-        elif raw_eq(s.p + a, b - a, b"Sell", 4):
-            side = SIDE_ASK
-        else:
-            return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
-        v = req(s, D, BY_i, b"i", w)
-        if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
-            return -1
-        tid = trade_id(s.p + a, b - a)
-        seq = 0
-        if D[BY_SEQ] >= 0 and get_u64(s, D[BY_SEQ], b"seq", &seq) < 0:
-            return -1
-        bt = 0
-        if D[BY_BT] >= 0 and get_bool(s, D[BY_BT], b"BT", &bt) < 0:
-            return -1
-        v = req(s, D, BY_p, b"p", w)
-        if v < 0:
-            return -1
-        r1 = get_px_str(s, v, b"p", &px)
-        if r1 < 0:
-            return -1
-        v = req(s, D, BY_v, b"v", w)
-        if v < 0:
-            return -1
-        r2 = get_sz_str(s, v, b"v", &sz)
-        if r2 < 0:
-            return -1
-        flags = FLAG_PUBLISHER_SPECIFIC if bt else 0
-        if r1 == 0 and r2 == 0:
-            if emit_trade(s, ts, px, sz, tid, seq, side, flags) < 0:
-                return -1
-        if first:
-            s.first_seq = seq
-            first = 0
-        s.last_seq = seq
+        first = 0
         w = arr_next(s, e, &endp)
     return 0
 
