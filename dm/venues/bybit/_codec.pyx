@@ -5,10 +5,12 @@ shared scanner is ``dm/_scan.pxd``, the base class ``dm._codec._Codec``).
 Rules from the Bybit API v5 docs, "WebSocket Stream → Public": Orderbook
 (``orderbook.{depth}.{symbol}``), Trade (``publicTrade.{symbol}``), Ticker
 (``tickers.{symbol}``), Kline; "Connect" (ping/pong, subscribe acks). See the class docstring.
+Order book and trade frames are decoded in one pass when their members come as Bybit sends them
+(see the comment above ``by_one_pass``); any other frame takes the general path (``by_decode``).
 """
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy, memmove
 
 from dm._records cimport *
 from dm._scan cimport *
@@ -571,7 +573,335 @@ cdef int by_topic(const uint8_t* t, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Order book and trade frames in one pass.
+#
+# The general path (by_decode -> by_book / by_trades) validates the whole frame while indexing its
+# top object, indexes the data object (validating every value again, the levels included), then
+# walks each level array collecting its two strings and scans each string once more to parse it:
+# every byte of the levels is read three or four times. Bybit API v5 docs, "WebSocket Stream →
+# Public → Orderbook", push data: {"topic": "orderbook.{depth}.{symbol}", "type": "snapshot" |
+# "delta", "ts", "data": {"s", "b", "a", "u", "seq"}, "cts"}, each level [price, size] of strings;
+# "Trade": {"topic": "publicTrade.{symbol}", "type": "snapshot", "ts", "data": [{"T", "s", "S",
+# "v", "p", "L", "i", "BT", "RPI", "seq"}, ...]} (spot: "i", "T", "p", "v", "S", "seq", "s", ...).
+# Bybit sends "topic" first, "type" and "ts" before "data", "cts" after it, and in a book's data
+# object "s" first, "b" before "a", "u" after them.
+#
+# The one-pass decoder reads the top object's members once, in whatever order they come, with
+# "topic" before "data"; a book's data object in any order with "s" before "b" and "b" before "a"
+# (the symbol gives the instrument and its size precision; bids' records and rejected values come
+# first), each level in one scan (written as Bybit writes it, ["65114.20","6.054"], its digits are
+# accumulated as they are read: plain_level; any other level element by element, each string
+# scanned once and parsed), writing records with ts_event, sequence and flags left 0 that are
+# patched once ts, cts, type and u have been read (a snapshot's CLEAR, or a delta's with u == 1, is
+# written last and moved to the front). A trade object is indexed while it is validated
+# (index_obj), once, and decoded as the general path decodes it (by_trade). It gives exactly the
+# general path's result or hands the frame to it: -1 for any other shape (another topic, "data"
+# before "topic", a book member repeated where "the last one wins" would apply, an unexpected type)
+# and for any error (whose report, offset included, is the general path's). Every byte it reads or
+# skips is validated at the general path's nesting depths.
+
+cdef bint _one_pass = 1           # tests turn it off (_set_one_pass) to compare with the general path
+cdef uint64_t _one_pass_frames = 0  # frames the one-pass decoder decoded (tests: _one_pass_count)
+
+
+def _set_one_pass(bint on):
+    """Test hook: whether book and trade frames may take the one-pass decoder (default on).
+    Returns the previous setting."""
+    global _one_pass
+    cdef bint was = _one_pass
+    _one_pass = on
+    return bool(was)
+
+
+def _one_pass_count():
+    """Test hook: how many frames the one-pass decoder has decoded in this process."""
+    return _one_pass_frames
+
+
+cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
+    """A member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
+    if v[0] >= 0:
+        return -1
+    v[0] = m
+    return 0
+
+
+cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
+    """The level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
+    if s.p[x] != 34:
+        return -1
+    e[0] = scan_string(s, x)
+    return 0 if e[0] > 0 else -1
+
+
+cdef inline Py_ssize_t plain_dec(const uint8_t* p, Py_ssize_t i, Py_ssize_t n, uint64_t* acc, Py_ssize_t* ni,
+                                 Py_ssize_t* nf) noexcept nogil:
+    """Digits, then optionally '.' and digits, from ``i``: ``acc`` = all the digits as one integer
+    (meaningful only when there are at most 19), ``ni`` / ``nf`` = integer / fractional digit
+    counts. Returns the index after them."""
+    cdef Py_ssize_t j = i
+    cdef uint64_t a = 0
+    while i < n and is_digit(p[i]):
+        a = a * 10 + (p[i] - 48)
+        i += 1
+    ni[0] = i - j
+    nf[0] = 0
+    if i < n and p[i] == 46:
+        i += 1
+        j = i
+        while i < n and is_digit(p[i]):
+            a = a * 10 + (p[i] - 48)
+            i += 1
+        nf[0] = i - j
+    acc[0] = a
+    return i
+
+
+cdef inline Py_ssize_t plain_level(CState* s, Py_ssize_t w, int64_t* px, uint64_t* sz) noexcept nogil:
+    """The level at ``w`` when it is written exactly ``["<price>","<size>"]`` with plain decimals
+    that parse_fixed and parse_size_dp read on their fast paths and that fit (Bybit's form:
+    ``["65114.20","6.054"]``): the index after its ``]``, the values in ``px`` / ``sz`` (what
+    those functions give for the same text). 0 for any other text (then read it the general
+    way)."""
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t n = s.n, i, ni = 0, nf = 0
+    cdef uint64_t acc = 0
+    cdef int dp = s.size_precision
+    if w + 2 >= n or p[w + 1] != 34:
+        return 0
+    i = plain_dec(p, w + 2, n, &acc, &ni, &nf)
+    # parse_fixed's fast path: 1..10 integer digits, at most 9 fractional ones; it fits i64
+    if ni < 1 or ni > 10 or nf > 9 or i + 3 >= n or p[i] != 34 or p[i + 1] != 44 or p[i + 2] != 34:
+        return 0
+    acc *= dm_pow10[9 - nf]
+    if acc > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        return 0
+    px[0] = <int64_t>acc
+    i = plain_dec(p, i + 3, n, &acc, &ni, &nf)
+    # parse_size_dp's fast path without its zeros past dp: < 10**18, fits
+    if ni < 1 or ni + dp > 18 or nf > dp or i + 1 >= n or p[i] != 34 or p[i + 1] != 93:
+        return 0
+    sz[0] = acc * dm_pow10[dp - nf]
+    return i + 2
+
+
+cdef int by_levels_one_pass(CState* s, Py_ssize_t v, const char* field, uint8_t side,
+                            Py_ssize_t* end) noexcept nogil:
+    """``b`` / ``a`` at ``v`` (an array in the data object: 2 containers around) in one scan, as
+    by_levels decodes it, ts_event, sequence and flags left 0. A level written as Bybit writes it
+    is read by plain_level; any other is read element by element. ``end``: the index after its
+    ``]``. 0, or -1 for the general path."""
+    cdef Py_ssize_t w, x, e = 0, endp = 0, endl = 0
+    cdef int64_t px = 0
+    cdef uint64_t sz = 0
+    cdef int r1, r2
+    w = arr_first(s, v, 2, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return -1
+        endl = plain_level(s, w, &px, &sz)
+        if endl > 0:
+            if emit_level(s, 0, px, sz, 0, side, 0) < 0:
+                return -1
+            w = arr_next(s, endl, &endp)
+            continue
+        x = arr_first(s, w, 3, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r1 = _fx_result(s, parse_fixed(s.p + x + 1, e - x - 2, 1, &px), field, x)
+        if r1 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r2 = _fx_result(s, parse_size_dp(s.p + x + 1, e - x - 2, s.size_precision, <int64_t*>&sz), field, x)
+        if r2 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        while x > 0:                                        # anything after [price, size]
+            e = skip_member(s, x, 4)
+            if e < 0:
+                return -1
+            x = arr_next(s, e, &endl)
+        if x < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, 0, px, sz, 0, side, 0) < 0:
+                return -1
+        w = arr_next(s, endl, &endp)
+    if w < 0:
+        return -1
+    end[0] = endp
+    return 0
+
+
+cdef Py_ssize_t by_book_data_one_pass(CState* s, Py_ssize_t o, Py_ssize_t* vu) noexcept nogil:
+    """A book's data object at ``o`` (1 container around): looks ``s`` up and writes the levels'
+    records (bids then asks, patched later); ``vu``: the offset of ``u``'s value. Returns the
+    index after its ``}``, or -1 for the general path."""
+    cdef Py_ssize_t ks = 0, ke = 0, m, e = 0, vs = -1, vb = -1, va = -1
+    cdef int slot
+    m = obj_first(s, o, 1, &ks, &ke)
+    while m > 0:
+        if m >= s.n:
+            return -1
+        slot = by_key(s.p + ks, ke - ks)
+        if slot == BY_b or slot == BY_a:
+            # after the symbol (its size precision), bids before asks (the general path's order)
+            if vs < 0 or s.p[m] != 91 or (slot == BY_a and vb < 0):
+                return -1
+            if slot == BY_b:
+                if take_once(&vb, m) < 0 or by_levels_one_pass(s, m, b"b", SIDE_BID, &e) < 0:
+                    return -1
+            elif take_once(&va, m) < 0 or by_levels_one_pass(s, m, b"a", SIDE_ASK, &e) < 0:
+                return -1
+        elif slot == BY_s:
+            if take_once(&vs, m) < 0 or s.p[m] != 34:
+                return -1
+            e = scan_string(s, m)
+            if e < 0 or lookup(s, m, b"s") < 0:
+                return -1
+        else:
+            if slot == BY_u and take_once(vu, m) < 0:
+                return -1
+            e = skip_member(s, m, 2)
+            if e < 0:
+                return -1
+        m = obj_next(s, e, &ks, &ke)
+    if m < 0 or va < 0 or vu[0] < 0:
+        return -1
+    return ks
+
+
+cdef Py_ssize_t by_trades_one_pass(CState* s, Py_ssize_t d) noexcept nogil:
+    """A trade frame's data array at ``d`` (1 container around): each object indexed while it is
+    validated, then decoded by by_trade. Returns the index after its ``]``, or -1 for the
+    general path."""
+    cdef Py_ssize_t w, e, endp = 0
+    cdef Py_ssize_t D[BY_N]
+    cdef bint first = 1
+    w = arr_first(s, d, 1, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return -1
+        e = index_obj(s, w, 2, by_key, D, BY_N)
+        if e < 0 or by_trade(s, w, D, first) < 0:
+            return -1
+        first = 0
+        w = arr_next(s, e, &endp)
+    if w < 0:
+        return -1
+    return endp
+
+
+cdef int by_book_finish(CState* s, Py_ssize_t vtype, Py_ssize_t vts, Py_ssize_t vcts, Py_ssize_t vu) noexcept nogil:
+    """A book frame's levels written by by_book_data_one_pass: its fields read (as by_book reads
+    them) and its records patched. 0, or -1 for the general path."""
+    cdef Py_ssize_t e, i, rl = sizeof(BookDeltaRecord)
+    cdef uint64_t ts, u
+    cdef bint snap
+    cdef uint8_t flags
+    cdef BookDeltaRecord* r
+    cdef BookDeltaRecord clear
+    if vtype < 0 or vts < 0 or s.p[vtype] != 34:
+        return -1
+    e = scan_string(s, vtype)                          # validated: e > 0
+    if raw_eq(s.p + vtype + 1, e - vtype - 2, b"snapshot", 8):
+        snap = 1
+    elif raw_eq(s.p + vtype + 1, e - vtype - 2, b"delta", 5):
+        snap = 0
+    else:
+        return -1
+    if get_ms(s, vts, b"ts", &ts) < 0:
+        return -1
+    if vcts >= 0 and get_ms(s, vcts, b"cts", &ts) < 0:
+        return -1
+    if get_u64(s, vu, b"u", &u) < 0:
+        return -1
+    snap = snap or u == 1
+    flags = FLAG_SNAPSHOT if snap else 0
+    i = 0
+    while i < s.out_len:
+        r = <BookDeltaRecord*>(s.out + i)
+        r.hd.ts_event = ts
+        r.sequence = u
+        r.flags = flags
+        i += rl
+    if snap:                                           # the CLEAR first: written last, moved
+        if emit_clear(s, ts, u, flags) < 0:
+            return -1
+        memcpy(&clear, s.out + s.out_len - rl, rl)
+        memmove(s.out + rl, s.out, s.out_len - rl)
+        memcpy(s.out, &clear, rl)
+        s.kind = K_BOOKSNAPSHOT
+    else:
+        s.kind = K_BOOK
+    if s.nrec > 0:
+        s.last_rec = s.out_len - rl
+    set_last(s)
+    s.first_seq = u
+    s.last_seq = u
+    return 0
+
+
+cdef int by_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame at ``top`` (an object) in one pass (above) when it is an order book or trade
+    frame: 0 when decoded so, -1 for the general path. ``topic`` must come before ``data``."""
+    cdef Py_ssize_t ks = 0, ke = 0, w, e = 0
+    cdef Py_ssize_t vtype = -1, vts = -1, vcts = -1, vu = -1
+    cdef int slot, t = 0
+    cdef bint done = 0
+    w = obj_first(s, top, 0, &ks, &ke)
+    while w > 0:
+        if w >= s.n:
+            return -1
+        slot = by_key(s.p + ks, ke - ks)
+        if slot == BY_DATA:
+            if done or t == 0:
+                return -1
+            if t == T_BOOK:
+                e = by_book_data_one_pass(s, w, &vu) if s.p[w] == 123 else -1
+            else:
+                e = by_trades_one_pass(s, w) if s.p[w] == 91 else -1
+            if e < 0:
+                return -1
+            done = 1
+        elif slot == BY_TOPIC:
+            if t != 0 or s.p[w] != 34:
+                return -1
+            e = scan_string(s, w)
+            if e < 0:
+                return -1
+            t = by_topic(s.p + w + 1, e - w - 2)
+            if t != T_BOOK and t != T_TRADE:               # tickers, kline: the general path
+                return -1
+        else:
+            if ((slot == BY_TYPE and take_once(&vtype, w) < 0) or (slot == BY_TS and take_once(&vts, w) < 0)
+                    or (slot == BY_CTS and take_once(&vcts, w) < 0)):
+                return -1                                   # a repeated member: the general path
+            e = skip_member(s, w, 1)
+            if e < 0:
+                return -1
+        w = obj_next(s, e, &ks, &ke)
+    if w < 0 or not done or skip_ws(s, ks) < s.n:
+        return -1
+    if t == T_TRADE:
+        s.kind = K_TRADE
+        return 0
+    return by_book_finish(s, vtype, vts, vcts, vu)
+
+
+cdef inline bint other_topic(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame starts as Bybit writes a ticker or kline frame (``{"topic":"`` and neither
+    ``orderbook.`` nor ``publicTrade.``): not worth a one-pass attempt (speed only: any frame may
+    take either path)."""
+    return (top + 22 <= s.n and memcmp(s.p + top, b'{"topic":"', 10) == 0
+            and memcmp(s.p + top + 10, b"orderbook.", 10) != 0 and memcmp(s.p + top + 10, b"publicTrade.", 12) != 0)
+
+
 cdef int by_decode(CState* s) noexcept nogil:
+    global _one_pass_frames
     cdef const uint8_t* p = s.p
     cdef Py_ssize_t sl[BY_N]
     cdef Py_ssize_t top, e, v, a, b
@@ -580,6 +910,11 @@ cdef int by_decode(CState* s) noexcept nogil:
     top = skip_ws(s, 0)
     if top >= s.n:
         return e_end(s)
+    if p[top] == 123 and _one_pass and not other_topic(s, top):
+        if by_one_pass(s, top) == 0:
+            _one_pass_frames += 1
+            return 0
+        begin_frame(s, s.p, s.n, s.ts_recv)                # the general path, from scratch
     if p[top] != 123:
         if validate(s) < 0:
             return -1
@@ -644,6 +979,11 @@ cdef class BybitCodec(_Codec):
     * ``kline.*`` → no records (kind ``kline``); ``{"op":"subscribe"|"unsubscribe",
       "success":true}`` → kind ``subscription``, ``"success":false`` → kind ``error``;
       ``{"op":"ping"|"pong"}`` (pong) → kind ``pong``. Any other topic or op is a CodecError.
+
+    Order book and trade frames with ``topic`` before ``data`` (as Bybit sends them; a book's
+    data object with ``s`` before ``b`` before ``a``, the other members in any order) are decoded
+    in one pass (``by_one_pass``: each level scanned once, each trade object once); any other
+    frame takes the general path, which gives the same result for them, errors included.
 
     Prices are decimal strings → i64 at 1e-9, sizes at the instrument's size_precision
     (``add_symbol(symbol, iid, size_precision)``); a value that cannot be represented is
