@@ -289,6 +289,35 @@ def test_control_frames_and_errors():
     assert agree(c, r, '[1]')[3] == "expected a JSON object"
 
 
+def test_data_indexed_while_the_frame_is_validated():
+    """The general path indexes a ticker's or book's data object while it validates the frame
+    (index_top): repeated data members (the last one wins, object or not), nesting at the depth
+    limit inside data and malformed data give the oracle's records and errors."""
+    from dm.venues.bybit._codec import _set_one_pass
+    c, r = pair({"BTCUSDT": 5, "ETHUSDT": 6}, {"BTCUSDT": 3})
+    tk = '{"topic":"tickers.BTCUSDT","type":"snapshot","data":%s,"cs":7,"ts":2000}'
+    bk = '{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1,"data":%s,"cts":2}'
+    t1 = '{"symbol":"BTCUSDT","bid1Price":"10","bid1Size":"1","ask1Price":"11","ask1Size":"2","markPrice":"3"}'
+    t2 = '{"symbol":"ETHUSDT","ask1Price":"12","ask1Size":"0.5","x":[1]}'
+    b1 = '{"s":"BTCUSDT","b":[["1","2"]],"a":[],"u":5}'
+    b2 = '{"s":"ETHUSDT","b":[],"a":[["3","4"]],"u":6}'
+    deep = "[" * 30 + "]" * 30                            # 2 containers around: 32 deep at most
+    was = _set_one_pass(False)
+    try:
+        for tpl, x, y in ((tk, t1, t2), (bk, b1, b2)):
+            fine = (x, y, x + ',"data":' + y, y + ',"data":' + x, '1,"data":' + x, '[],"data":' + y,
+                    x[:-1] + ',"z":' + deep + "}")
+            bad = (x + ',"data":1', x + ',"data":[]', x[:-1] + ',"z":[' + deep + "]}", x[:-1] + ',"z":}',
+                   x[:-1] + ',"z":1,}', x[:-2], '{"s":"BTCUSDT","u":1}')
+            for d in fine + bad:
+                out = agree(c, r, tpl % d)
+                assert (out[0] == "error") == (d in bad), (d, out)
+                for iid in (5, 6):
+                    assert c.ticker_state(iid) == r.ticker_state(iid)
+    finally:
+        _set_one_pass(was)
+
+
 def test_trade_ids_fit_bigint():
     assert trade_id(b"2290000001189048101") == 2290000001189048101
     assert trade_id(b"9223372036854775807") == I64_MAX

@@ -5,10 +5,12 @@ shared scanner is ``dm/_scan.pxd``, the base class ``dm._codec._Codec``).
 Rules from the Bybit API v5 docs, "WebSocket Stream → Public": Orderbook
 (``orderbook.{depth}.{symbol}``), Trade (``publicTrade.{symbol}``), Ticker
 (``tickers.{symbol}``), Kline; "Connect" (ping/pong, subscribe acks). See the class docstring.
+Order book and trade frames are decoded in one pass when their members come as Bybit sends them
+(see the comment above ``by_one_pass``); any other frame takes the general path (``by_decode``).
 """
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memcpy, memmove
 
 from dm._records cimport *
 from dm._scan cimport *
@@ -296,13 +298,12 @@ cdef int by_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
 # ---------------------------------------------------------------------------------------------
 # topics
 
-cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
-    """orderbook.{depth}.{symbol}: type, ts, cts (optional), data {s, u, b, a} -> BOOK_DELTA per
-    level (bids then asks; size 0 = CANCEL); a snapshot (or a delta with u == 1: the service
-    restarted) starts with CLEAR and flags every record FLAG_SNAPSHOT. ts_event = cts (matching
-    engine time) when present, else ts; sequence = u."""
+cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top, Py_ssize_t* D) noexcept nogil:
+    """orderbook.{depth}.{symbol}: type, ts, cts (optional), data {s, u, b, a} (its keys in ``D``,
+    from index_top) -> BOOK_DELTA per level (bids then asks; size 0 = CANCEL); a snapshot (or a
+    delta with u == 1: the service restarted) starts with CLEAR and flags every record
+    FLAG_SNAPSHOT. ts_event = cts (matching engine time) when present, else ts; sequence = u."""
     cdef Py_ssize_t v, d, vb, va
-    cdef Py_ssize_t D[BY_N]
     cdef Py_ssize_t a, b
     cdef uint64_t ts, u
     cdef bint snap
@@ -326,7 +327,6 @@ cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
         return -1
     if s.p[d] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
-    index_obj(s, d, 0, by_key, D, BY_N)
     v = req(s, D, BY_s, b"s", d)
     if v < 0 or lookup(s, v, b"s") < 0:
         return -1
@@ -356,18 +356,70 @@ cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
     return 0
 
 
+cdef int by_trade(CState* s, Py_ssize_t w, Py_ssize_t* D, bint first) noexcept nogil:
+    """One trade object at ``w`` (its keys indexed into ``D``) -> TRADE (see by_trades); sets
+    first_seq when ``first``, and last_seq. 0 or -1."""
+    cdef Py_ssize_t v, a, b
+    cdef uint64_t ts, sz, seq, tid
+    cdef int64_t px = 0
+    cdef uint8_t side, flags
+    cdef bint bt
+    cdef int r1, r2
+    v = req(s, D, BY_s, b"s", w)
+    if v < 0 or lookup(s, v, b"s") < 0:
+        return -1
+    v = req(s, D, BY_T, b"T", w)
+    if v < 0 or get_ms(s, v, b"T", &ts) < 0:
+        return -1
+    v = req(s, D, BY_S, b"S", w)
+    if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
+        return -1
+    if raw_eq(s.p + a, b - a, b"Buy", 3):
+        side = SIDE_BID
+    elif raw_eq(s.p + a, b - a, b"Sell", 4):
+        side = SIDE_ASK
+    else:
+        return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
+    v = req(s, D, BY_i, b"i", w)
+    if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
+        return -1
+    tid = trade_id(s.p + a, b - a)
+    seq = 0
+    if D[BY_SEQ] >= 0 and get_u64(s, D[BY_SEQ], b"seq", &seq) < 0:
+        return -1
+    bt = 0
+    if D[BY_BT] >= 0 and get_bool(s, D[BY_BT], b"BT", &bt) < 0:
+        return -1
+    v = req(s, D, BY_p, b"p", w)
+    if v < 0:
+        return -1
+    r1 = get_px_str(s, v, b"p", &px)
+    if r1 < 0:
+        return -1
+    v = req(s, D, BY_v, b"v", w)
+    if v < 0:
+        return -1
+    r2 = get_sz_str(s, v, b"v", &sz)
+    if r2 < 0:
+        return -1
+    flags = FLAG_PUBLISHER_SPECIFIC if bt else 0
+    if r1 == 0 and r2 == 0:
+        if emit_trade(s, ts, px, sz, tid, seq, side, flags) < 0:
+            return -1
+    if first:
+        s.first_seq = seq
+    s.last_seq = seq
+    return 0
+
+
 cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
     """publicTrade.{symbol}: data = array of {s, T, S, p, v, i, seq?, BT?} -> TRADE each (side =
     taker side S; trade_id from i, see trade_id(); sequence = seq, 0 when absent;
     FLAG_PUBLISHER_SPECIFIC when BT (block trade)). A trade whose price or size cannot be
-    represented is dropped alone."""
-    cdef Py_ssize_t d, w, e, v, a, b, endp = 0
+    represented is dropped alone. first_seq / last_seq: the first / last trade's seq."""
+    cdef Py_ssize_t d, w, e, endp = 0
     cdef Py_ssize_t D[BY_N]
-    cdef uint64_t ts, sz, seq, tid
-    cdef int64_t px = 0
-    cdef uint8_t side, flags
-    cdef bint bt, first = 1
-    cdef int r1, r2
+    cdef bint first = 1
     d = req(s, sl, BY_DATA, b"data", top)
     if d < 0:
         return -1
@@ -378,57 +430,16 @@ cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
         if s.p[w] != 123:
             return e_codec(s, ERR_CODEC, b"expected an object", b"data", w)
         e = index_obj(s, w, 0, by_key, D, BY_N)
-        v = req(s, D, BY_s, b"s", w)
-        if v < 0 or lookup(s, v, b"s") < 0:
+        if by_trade(s, w, D, first) < 0:
             return -1
-        v = req(s, D, BY_T, b"T", w)
-        if v < 0 or get_ms(s, v, b"T", &ts) < 0:
-            return -1
-        v = req(s, D, BY_S, b"S", w)
-        if v < 0 or get_str(s, v, b"S", &a, &b) < 0:
-            return -1
-        if raw_eq(s.p + a, b - a, b"Buy", 3):
-            side = SIDE_BID
-        elif raw_eq(s.p + a, b - a, b"Sell", 4):
-            side = SIDE_ASK
-        else:
-            return e_codec(s, ERR_CODEC, b"invalid side", b"S", v)
-        v = req(s, D, BY_i, b"i", w)
-        if v < 0 or get_str(s, v, b"i", &a, &b) < 0:
-            return -1
-        tid = trade_id(s.p + a, b - a)
-        seq = 0
-        if D[BY_SEQ] >= 0 and get_u64(s, D[BY_SEQ], b"seq", &seq) < 0:
-            return -1
-        bt = 0
-        if D[BY_BT] >= 0 and get_bool(s, D[BY_BT], b"BT", &bt) < 0:
-            return -1
-        v = req(s, D, BY_p, b"p", w)
-        if v < 0:
-            return -1
-        r1 = get_px_str(s, v, b"p", &px)
-        if r1 < 0:
-            return -1
-        v = req(s, D, BY_v, b"v", w)
-        if v < 0:
-            return -1
-        r2 = get_sz_str(s, v, b"v", &sz)
-        if r2 < 0:
-            return -1
-        flags = FLAG_PUBLISHER_SPECIFIC if bt else 0
-        if r1 == 0 and r2 == 0:
-            if emit_trade(s, ts, px, sz, tid, seq, side, flags) < 0:
-                return -1
-        if first:
-            s.first_seq = seq
-            first = 0
-        s.last_seq = seq
+        first = 0
         w = arr_next(s, e, &endp)
     return 0
 
 
-cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
-    """tickers.{symbol}: type, ts, cs (optional), data {symbol, ...}. Fields absent from a delta
+cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top, Py_ssize_t* D) noexcept nogil:
+    """tickers.{symbol}: type, ts, cs (optional), data {symbol, ...} (its keys in ``D``, from
+    index_top). Fields absent from a delta
     have not changed (Bybit v5 "Ticker"): the codec keeps each instrument's last bid1/ask1 and
     nextFundingTime and applies deltas (a snapshot resets them). Output: a BBO when the frame
     carries any of bid1Price/bid1Size/ask1Price/ask1Size (the merged top; sequence = cs), then
@@ -438,7 +449,6 @@ cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
     each when present and not "". ts_event = ts. Every field is parsed before the state
     changes: a malformed frame leaves the state as it was."""
     cdef Py_ssize_t v, d, a, b
-    cdef Py_ssize_t D[BY_N]
     cdef uint64_t ts, cs = 0, nf = 0, bsz = 0, asz = 0, oi = 0
     cdef int64_t bpx = 0, apx = 0, mark = 0, index = 0, fund = 0, pdp = 0
     cdef int rbp, rbs, rap, ras, rmark, rindex, rfund, rnf = 2, roi, rpdp
@@ -463,7 +473,6 @@ cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
         return -1
     if s.p[d] != 123:
         return e_codec(s, ERR_CODEC, b"expected an object", b"data", d)
-    index_obj(s, d, 0, by_key, D, BY_N)
     v = req(s, D, BY_SYMBOL, b"symbol", d)
     if v < 0 or lookup(s, v, b"symbol") < 0:
         return -1
@@ -561,20 +570,381 @@ cdef int by_topic(const uint8_t* t, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Order book and trade frames in one pass.
+#
+# The general path (by_decode -> by_book / by_trades) validates the whole frame while indexing its
+# top object and a book's data object (index_top), then walks each level array collecting its two
+# strings and scans each string once more to parse it: every byte of the levels is read three
+# times (four before index_top), each trade object's twice. Bybit API v5 docs, "WebSocket Stream →
+# Public → Orderbook", push data: {"topic": "orderbook.{depth}.{symbol}", "type": "snapshot" |
+# "delta", "ts", "data": {"s", "b", "a", "u", "seq"}, "cts"}, each level [price, size] of strings;
+# "Trade": {"topic": "publicTrade.{symbol}", "type": "snapshot", "ts", "data": [{"T", "s", "S",
+# "v", "p", "L", "i", "BT", "RPI", "seq"}, ...]} (spot: "i", "T", "p", "v", "S", "seq", "s", ...).
+# Bybit sends "topic" first, "type" and "ts" before "data", "cts" after it, and in a book's data
+# object "s" first, "b" before "a", "u" after them.
+#
+# The one-pass decoder reads the top object's members once, in whatever order they come, with
+# "topic" before "data"; a book's data object in any order with "s" before "b" and "b" before "a"
+# (the symbol gives the instrument and its size precision; bids' records and rejected values come
+# first), each level in one scan (written as Bybit writes it, ["65114.20","6.054"], its digits are
+# accumulated as they are read: plain_level; any other level element by element, each string
+# scanned once and parsed), writing records with ts_event, sequence and flags left 0 that are
+# patched once ts, cts, type and u have been read (a snapshot's CLEAR, or a delta's with u == 1, is
+# written last and moved to the front). A trade object is indexed while it is validated
+# (index_obj), once, and decoded as the general path decodes it (by_trade). It gives exactly the
+# general path's result or hands the frame to it: -1 for any other shape (another topic, "data"
+# before "topic", a book member repeated where "the last one wins" would apply, an unexpected type)
+# and for any error (whose report, offset included, is the general path's). Every byte it reads or
+# skips is validated at the general path's nesting depths.
+
+cdef bint _one_pass = 1           # tests turn it off (_set_one_pass) to compare with the general path
+cdef uint64_t _one_pass_frames = 0  # frames the one-pass decoder decoded (tests: _one_pass_count)
+
+
+def _set_one_pass(bint on):
+    """Test hook: whether book and trade frames may take the one-pass decoder (default on).
+    Returns the previous setting."""
+    global _one_pass
+    cdef bint was = _one_pass
+    _one_pass = on
+    return bool(was)
+
+
+def _one_pass_count():
+    """Test hook: how many frames the one-pass decoder has decoded in this process."""
+    return _one_pass_frames
+
+
+cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
+    """A member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
+    if v[0] >= 0:
+        return -1
+    v[0] = m
+    return 0
+
+
+cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
+    """The level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
+    if s.p[x] != 34:
+        return -1
+    e[0] = scan_string(s, x)
+    return 0 if e[0] > 0 else -1
+
+
+cdef inline Py_ssize_t plain_dec(const uint8_t* p, Py_ssize_t i, Py_ssize_t n, uint64_t* acc, Py_ssize_t* ni,
+                                 Py_ssize_t* nf) noexcept nogil:
+    """Digits, then optionally '.' and digits, from ``i``: ``acc`` = all the digits as one integer
+    (meaningful only when there are at most 19), ``ni`` / ``nf`` = integer / fractional digit
+    counts. Returns the index after them."""
+    cdef Py_ssize_t j = i
+    cdef uint64_t a = 0
+    while i < n and is_digit(p[i]):
+        a = a * 10 + (p[i] - 48)
+        i += 1
+    ni[0] = i - j
+    nf[0] = 0
+    if i < n and p[i] == 46:
+        i += 1
+        j = i
+        while i < n and is_digit(p[i]):
+            a = a * 10 + (p[i] - 48)
+            i += 1
+        nf[0] = i - j
+    acc[0] = a
+    return i
+
+
+cdef inline Py_ssize_t plain_level(CState* s, Py_ssize_t w, int64_t* px, uint64_t* sz) noexcept nogil:
+    """The level at ``w`` when it is written exactly ``["<price>","<size>"]`` with plain decimals
+    that parse_fixed and parse_size_dp read on their fast paths and that fit (Bybit's form:
+    ``["65114.20","6.054"]``): the index after its ``]``, the values in ``px`` / ``sz`` (what
+    those functions give for the same text). 0 for any other text (then read it the general
+    way)."""
+    cdef const uint8_t* p = s.p
+    cdef Py_ssize_t n = s.n, i, ni = 0, nf = 0
+    cdef uint64_t acc = 0
+    cdef int dp = s.size_precision
+    if w + 2 >= n or p[w + 1] != 34:
+        return 0
+    i = plain_dec(p, w + 2, n, &acc, &ni, &nf)
+    # parse_fixed's fast path: 1..10 integer digits, at most 9 fractional ones; it fits i64
+    if ni < 1 or ni > 10 or nf > 9 or i + 3 >= n or p[i] != 34 or p[i + 1] != 44 or p[i + 2] != 34:
+        return 0
+    acc *= dm_pow10[9 - nf]
+    if acc > <uint64_t>0x7FFFFFFFFFFFFFFF:
+        return 0
+    px[0] = <int64_t>acc
+    i = plain_dec(p, i + 3, n, &acc, &ni, &nf)
+    # parse_size_dp's fast path without its zeros past dp: < 10**18, fits
+    if ni < 1 or ni + dp > 18 or nf > dp or i + 1 >= n or p[i] != 34 or p[i + 1] != 93:
+        return 0
+    sz[0] = acc * dm_pow10[dp - nf]
+    return i + 2
+
+
+cdef int by_levels_one_pass(CState* s, Py_ssize_t v, const char* field, uint8_t side,
+                            Py_ssize_t* end) noexcept nogil:
+    """``b`` / ``a`` at ``v`` (an array in the data object: 2 containers around) in one scan, as
+    by_levels decodes it, ts_event, sequence and flags left 0. A level written as Bybit writes it
+    is read by plain_level; any other is read element by element. ``end``: the index after its
+    ``]``. 0, or -1 for the general path."""
+    cdef Py_ssize_t w, x, e = 0, endp = 0, endl = 0
+    cdef int64_t px = 0
+    cdef uint64_t sz = 0
+    cdef int r1, r2
+    w = arr_first(s, v, 2, &endp)
+    while w > 0:
+        if s.p[w] != 91:
+            return -1
+        endl = plain_level(s, w, &px, &sz)
+        if endl > 0:
+            if emit_level(s, 0, px, sz, 0, side, 0) < 0:
+                return -1
+            w = arr_next(s, endl, &endp)
+            continue
+        x = arr_first(s, w, 3, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r1 = _fx_result(s, parse_fixed(s.p + x + 1, e - x - 2, 1, &px), field, x)
+        if r1 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        if x <= 0 or level_str(s, x, &e) < 0:
+            return -1
+        r2 = _fx_result(s, parse_size_dp(s.p + x + 1, e - x - 2, s.size_precision, <int64_t*>&sz), field, x)
+        if r2 < 0:
+            return -1
+        x = arr_next(s, e, &endl)
+        while x > 0:                                        # anything after [price, size]
+            e = skip_member(s, x, 4)
+            if e < 0:
+                return -1
+            x = arr_next(s, e, &endl)
+        if x < 0:
+            return -1
+        if r1 == 0 and r2 == 0:
+            if emit_level(s, 0, px, sz, 0, side, 0) < 0:
+                return -1
+        w = arr_next(s, endl, &endp)
+    if w < 0:
+        return -1
+    end[0] = endp
+    return 0
+
+
+cdef Py_ssize_t by_book_data_one_pass(CState* s, Py_ssize_t o, Py_ssize_t* vu) noexcept nogil:
+    """A book's data object at ``o`` (1 container around): looks ``s`` up and writes the levels'
+    records (bids then asks, patched later); ``vu``: the offset of ``u``'s value. Returns the
+    index after its ``}``, or -1 for the general path."""
+    cdef Py_ssize_t ks = 0, ke = 0, m, e = 0, vs = -1, vb = -1, va = -1
+    cdef int slot
+    m = obj_first(s, o, 1, &ks, &ke)
+    while m > 0:
+        if m >= s.n:
+            return -1
+        slot = by_key(s.p + ks, ke - ks)
+        if slot == BY_b or slot == BY_a:
+            # after the symbol (its size precision), bids before asks (the general path's order)
+            if vs < 0 or s.p[m] != 91 or (slot == BY_a and vb < 0):
+                return -1
+            if slot == BY_b:
+                if take_once(&vb, m) < 0 or by_levels_one_pass(s, m, b"b", SIDE_BID, &e) < 0:
+                    return -1
+            elif take_once(&va, m) < 0 or by_levels_one_pass(s, m, b"a", SIDE_ASK, &e) < 0:
+                return -1
+        elif slot == BY_s:
+            if take_once(&vs, m) < 0 or s.p[m] != 34:
+                return -1
+            e = scan_string(s, m)
+            if e < 0 or lookup(s, m, b"s") < 0:
+                return -1
+        else:
+            if slot == BY_u and take_once(vu, m) < 0:
+                return -1
+            e = skip_member(s, m, 2)
+            if e < 0:
+                return -1
+        m = obj_next(s, e, &ks, &ke)
+    if m < 0 or va < 0 or vu[0] < 0:
+        return -1
+    return ks
+
+
+cdef Py_ssize_t by_trades_one_pass(CState* s, Py_ssize_t d) noexcept nogil:
+    """A trade frame's data array at ``d`` (1 container around): each object indexed while it is
+    validated, then decoded by by_trade. Returns the index after its ``]``, or -1 for the
+    general path."""
+    cdef Py_ssize_t w, e, endp = 0
+    cdef Py_ssize_t D[BY_N]
+    cdef bint first = 1
+    w = arr_first(s, d, 1, &endp)
+    while w > 0:
+        if s.p[w] != 123:
+            return -1
+        e = index_obj(s, w, 2, by_key, D, BY_N)
+        if e < 0 or by_trade(s, w, D, first) < 0:
+            return -1
+        first = 0
+        w = arr_next(s, e, &endp)
+    if w < 0:
+        return -1
+    return endp
+
+
+cdef int by_book_finish(CState* s, Py_ssize_t vtype, Py_ssize_t vts, Py_ssize_t vcts, Py_ssize_t vu) noexcept nogil:
+    """A book frame's levels written by by_book_data_one_pass: its fields read (as by_book reads
+    them) and its records patched. 0, or -1 for the general path."""
+    cdef Py_ssize_t e, i, rl = sizeof(BookDeltaRecord)
+    cdef uint64_t ts, u
+    cdef bint snap
+    cdef uint8_t flags
+    cdef BookDeltaRecord* r
+    cdef BookDeltaRecord clear
+    if vtype < 0 or vts < 0 or s.p[vtype] != 34:
+        return -1
+    e = scan_string(s, vtype)                          # validated: e > 0
+    if raw_eq(s.p + vtype + 1, e - vtype - 2, b"snapshot", 8):
+        snap = 1
+    elif raw_eq(s.p + vtype + 1, e - vtype - 2, b"delta", 5):
+        snap = 0
+    else:
+        return -1
+    if get_ms(s, vts, b"ts", &ts) < 0:
+        return -1
+    if vcts >= 0 and get_ms(s, vcts, b"cts", &ts) < 0:
+        return -1
+    if get_u64(s, vu, b"u", &u) < 0:
+        return -1
+    snap = snap or u == 1
+    flags = FLAG_SNAPSHOT if snap else 0
+    i = 0
+    while i < s.out_len:
+        r = <BookDeltaRecord*>(s.out + i)
+        r.hd.ts_event = ts
+        r.sequence = u
+        r.flags = flags
+        i += rl
+    if snap:                                           # the CLEAR first: written last, moved
+        if emit_clear(s, ts, u, flags) < 0:
+            return -1
+        memcpy(&clear, s.out + s.out_len - rl, rl)
+        memmove(s.out + rl, s.out, s.out_len - rl)
+        memcpy(s.out, &clear, rl)
+        s.kind = K_BOOKSNAPSHOT
+    else:
+        s.kind = K_BOOK
+    if s.nrec > 0:
+        s.last_rec = s.out_len - rl
+    set_last(s)
+    s.first_seq = u
+    s.last_seq = u
+    return 0
+
+
+cdef int by_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame at ``top`` (an object) in one pass (above) when it is an order book or trade
+    frame: 0 when decoded so, -1 for the general path. ``topic`` must come before ``data``."""
+    cdef Py_ssize_t ks = 0, ke = 0, w, e = 0
+    cdef Py_ssize_t vtype = -1, vts = -1, vcts = -1, vu = -1
+    cdef int slot, t = 0
+    cdef bint done = 0
+    w = obj_first(s, top, 0, &ks, &ke)
+    while w > 0:
+        if w >= s.n:
+            return -1
+        slot = by_key(s.p + ks, ke - ks)
+        if slot == BY_DATA:
+            if done or t == 0:
+                return -1
+            if t == T_BOOK:
+                e = by_book_data_one_pass(s, w, &vu) if s.p[w] == 123 else -1
+            else:
+                e = by_trades_one_pass(s, w) if s.p[w] == 91 else -1
+            if e < 0:
+                return -1
+            done = 1
+        elif slot == BY_TOPIC:
+            if t != 0 or s.p[w] != 34:
+                return -1
+            e = scan_string(s, w)
+            if e < 0:
+                return -1
+            t = by_topic(s.p + w + 1, e - w - 2)
+            if t != T_BOOK and t != T_TRADE:               # tickers, kline: the general path
+                return -1
+        else:
+            if ((slot == BY_TYPE and take_once(&vtype, w) < 0) or (slot == BY_TS and take_once(&vts, w) < 0)
+                    or (slot == BY_CTS and take_once(&vcts, w) < 0)):
+                return -1                                   # a repeated member: the general path
+            e = skip_member(s, w, 1)
+            if e < 0:
+                return -1
+        w = obj_next(s, e, &ks, &ke)
+    if w < 0 or not done or skip_ws(s, ks) < s.n:
+        return -1
+    if t == T_TRADE:
+        s.kind = K_TRADE
+        return 0
+    return by_book_finish(s, vtype, vts, vcts, vu)
+
+
+cdef Py_ssize_t index_top(CState* s, Py_ssize_t top, Py_ssize_t* sl, Py_ssize_t* D) noexcept nogil:
+    """``index_obj(s, top, 0, by_key, sl, BY_N)`` that indexes the value of ``data``, when it is an
+    object (books, tickers), into ``D`` while validating it, instead of skipping it and indexing it
+    again later: the same validation, in the same order, with the same errors. ``D`` holds the
+    last such object's keys: callers use it only once they have checked that the last ``data``
+    member (``sl[BY_DATA]``) is an object. Returns the index after the top ``}`` or -1."""
+    cdef Py_ssize_t ks = 0, ke = 0, w, e
+    cdef int j, slot
+    for j in range(BY_N):
+        sl[j] = -1
+    w = obj_first(s, top, 0, &ks, &ke)
+    while w > 0:
+        slot = by_key(s.p + ks, ke - ks)
+        if slot >= 0:
+            sl[slot] = w
+        if slot == BY_DATA and w < s.n and s.p[w] == 123:
+            e = index_obj(s, w, 1, by_key, D, BY_N)
+        else:
+            e = skip_member(s, w, 1)
+        if e < 0:
+            return -1
+        w = obj_next(s, e, &ks, &ke)
+    if w < 0:
+        return -1
+    return ks
+
+
+cdef inline bint other_topic(CState* s, Py_ssize_t top) noexcept nogil:
+    """The frame starts as Bybit writes a ticker or kline frame (``{"topic":"`` and neither
+    ``orderbook.`` nor ``publicTrade.``): not worth a one-pass attempt (speed only: any frame may
+    take either path)."""
+    return (top + 22 <= s.n and memcmp(s.p + top, b'{"topic":"', 10) == 0
+            and memcmp(s.p + top + 10, b"orderbook.", 10) != 0 and memcmp(s.p + top + 10, b"publicTrade.", 12) != 0)
+
+
 cdef int by_decode(CState* s) noexcept nogil:
+    global _one_pass_frames
     cdef const uint8_t* p = s.p
     cdef Py_ssize_t sl[BY_N]
+    cdef Py_ssize_t D[BY_N]
     cdef Py_ssize_t top, e, v, a, b
     cdef int t
     cdef bint ok
     top = skip_ws(s, 0)
     if top >= s.n:
         return e_end(s)
+    if p[top] == 123 and _one_pass and not other_topic(s, top):
+        if by_one_pass(s, top) == 0:
+            _one_pass_frames += 1
+            return 0
+        begin_frame(s, s.p, s.n, s.ts_recv)                # the general path, from scratch
     if p[top] != 123:
         if validate(s) < 0:
             return -1
         return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
-    e = index_obj(s, top, 0, by_key, sl, BY_N)
+    e = index_top(s, top, sl, D)             # data (books, tickers) indexed on the way
     if e < 0:
         return -1
     e = skip_ws(s, e)
@@ -600,12 +970,12 @@ cdef int by_decode(CState* s) noexcept nogil:
         return -1
     t = by_topic(p + a, b - a)
     if t == T_BOOK:
-        return by_book(s, sl, top)
+        return by_book(s, sl, top, D)
     if t == T_TRADE:
         s.kind = K_TRADE
         return by_trades(s, sl, top)
     if t == T_TICKER:
-        return by_ticker(s, sl, top)
+        return by_ticker(s, sl, top, D)
     if t == T_KLINE:
         s.kind = K_KLINE
         return 0
@@ -634,6 +1004,11 @@ cdef class BybitCodec(_Codec):
     * ``kline.*`` → no records (kind ``kline``); ``{"op":"subscribe"|"unsubscribe",
       "success":true}`` → kind ``subscription``, ``"success":false`` → kind ``error``;
       ``{"op":"ping"|"pong"}`` (pong) → kind ``pong``. Any other topic or op is a CodecError.
+
+    Order book and trade frames with ``topic`` before ``data`` (as Bybit sends them; a book's
+    data object with ``s`` before ``b`` before ``a``, the other members in any order) are decoded
+    in one pass (``by_one_pass``: each level scanned once, each trade object once); any other
+    frame takes the general path, which gives the same result for them, errors included.
 
     Prices are decimal strings → i64 at 1e-9, sizes at the instrument's size_precision
     (``add_symbol(symbol, iid, size_precision)``); a value that cannot be represented is
