@@ -7,8 +7,9 @@ persister) and ``dm.client`` readers in their own processes, all on this machine
   moment it holds the record object, for every record of the 10 recorded symbols' channels. The
   replay server paces the connection at 10 k and 100 k frames/s (``dm replay --rate``) over the
   recorded session cloned to 100 symbols (bench/gen_symbols.py: 113 k frames); the reader polls
-  its 10 subscriptions with ``read(0)`` (a spinning reader: it takes a core of the two). Records
-  written before the reader attached are not counted.
+  its 10 subscriptions with ``read(0)`` (a spinning reader: it takes a core of the two, pinned to
+  it; the service runs on the other, see ``PLACEMENT``). Records written before the reader
+  attached are not counted.
 * **Whole service** (``service.*``): all three venues + persister (SQLite) + two readers (waiting,
   not spinning: one on the Binance channels, one on Kraken's and Kraken Futures') with the
   replays at full speed on the 2 cores: total frames/s over the workers, each process's CPU share
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +46,9 @@ def _reader(instance: str, registry: str, exchanges: list[str], n_channels: int,
     polls them round robin and saves (now_ns - ts_recv) of each record read after attaching."""
     from dm._ring import now_ns
     from dm.client import Client, Overrun, Waiter
+
+    if spin and READER_CPU is not None:  # the e2e reader: a trading process on a CPU of its own
+        os.sched_setaffinity(0, [READER_CPU])
 
     lat = np.empty(4_000_000, np.int64)
     k = 0
@@ -104,11 +109,26 @@ def _stop_reader(p, stop, out) -> np.ndarray:
         return np.empty(0, np.int64)
 
 
+#: Placement on the 2 cores, as a low-latency deployment places a trading process and dm: the
+#: reader (the trading process) spins on a CPU of its own (READER_CPU); the worker has the other
+#: (SERVICE_CPU), shared with the replay server and the persister at nice 19. The replay server
+#: stands in for the venue, which is not on a real deployment's machine; the persister may lag
+#: (its queue is lossless), the worker may not. Both take what CPU the worker leaves. Unplaced,
+#: with the replay server busy at 100 k frames/s at the worker's own nice, the worker was held
+#: off its CPU for a scheduler tick (4 ms) at a time and frames queued behind it: p50 from
+#: 2.6 us to 2.95 ms from run to run.
+_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+READER_CPU, SERVICE_CPU = (_CPUS[-1], _CPUS[0]) if len(_CPUS) >= 2 else (None, None)
+PLACEMENT = "[supervisor.nice]\nreplay = 19\npersister = 19\n" + (
+    f"[supervisor.cpus]\nbinance = [{SERVICE_CPU}]\nreplay = [{SERVICE_CPU}]\npersister = [{SERVICE_CPU}]\n"
+    if SERVICE_CPU is not None else "")
+
+
 def e2e_latency(rate: float, session: Path, info: Path, symbols: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="dm-bench-e2e-") as d:
         tmp = Path(d)
         inst = _svc.instance_name("e")
-        cfg = _svc.write_config(tmp, inst, (session, info), _svc.binance_provider(tmp, symbols), rate=rate)
+        cfg = _svc.write_config(tmp, inst, (session, info), _svc.binance_provider(tmp, symbols) + PLACEMENT, rate=rate)
         # the reader first: it attaches as soon as the worker registers its channels
         p, ready, stop, out = _start_reader(tmp, "e2e", inst, ["BINANCE"], len(symbols), True)
         sup = _svc.supervise(cfg, tmp / "sup.log")
