@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from dm._codec import KINDS
 from dm.venues.bybit._codec import _one_pass_count, _set_one_pass
+from tests.json_frames import dump, every_offset, j, members
 from tests.test_bybit import (LINEAR, LINEAR25, S25, S26, SETTINGS, SP_LINEAR, SPOT, SPOT25, SP_SPOT, agree, frames,
                               mutated, outcome, pair, sessions)
 
@@ -64,15 +65,6 @@ def check(frame, *, one_pass: bool | None = None, codecs=None):
 def moved(out):
     """An outcome without the frame offsets of its value errors (re-serialized frames move them)."""
     return out[:6] + ([v[:3] for v in out[6]], out[7]) if out[0] != "error" else out
-
-
-def dump(pairs) -> str:
-    """A JSON object from (key, value text) pairs, repeats kept."""
-    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
-
-
-def j(v) -> str:
-    return json.dumps(v, separators=(",", ":"))
 
 
 def rebuild(msg: dict, top_order=None, data_order=None, data_extra=()) -> str:
@@ -327,37 +319,14 @@ def test_malformed_at_every_offset():
     both paths and the oracle."""
     for t in (UPD, UPD.replace('"delta"', '"snapshot"'), TRD):
         b = t.encode()
-        for i in range(len(b) + 1):
-            check(b[:i])
-        for i in range(len(b)):
-            for ch in b'"0,:[]{}x \x01\\':
-                check(b[:i] + bytes([ch]) + b[i + 1:])
-                check(b[:i] + bytes([ch]) + b[i:])
-            check(b[:i] + b[i + 1:])
+        for v in every_offset(b):
+            check(v)
         check(b + b" ", one_pass=True)
         check(b + b" x", one_pass=False)
         check(b + b"{}", one_pass=False)
 
 
 # --------------------------------------------------------------------------- hypothesis
-
-@st.composite
-def members(draw, obj: dict, inner=None) -> str:
-    """``obj`` with its members in a drawn order, maybe one repeated (before or after with a decoy,
-    or after with the same value), ``inner`` re-serializing some members."""
-    items = [(k, inner(k, v) if inner else j(v)) for k, v in obj.items()]
-    items = draw(st.permutations(items)) if draw(st.booleans()) else items
-    if draw(st.integers(0, 3)) == 0 and items:
-        i = draw(st.integers(0, len(items) - 1))
-        k, v = items[i]
-        decoy = j(DECOY.get(k, 0))
-        where = draw(st.sampled_from(["decoy before", "decoy after", "same after"]))
-        if where == "decoy before":
-            items.insert(i, (k, decoy))
-        else:
-            items.append((k, decoy if where == "decoy after" else v))
-    return dump(items)
-
 
 px = st.sampled_from(["1", "0.5", "1.0000000001", "-3", "99999999999999", "1e5", "", "7.25", "65114.20"])
 sz = st.sampled_from(["0", "1", "0.001", "0.0001", "12345678901234567890", "-1", "2.5", "1E2"])
@@ -377,10 +346,10 @@ def hot_frames(draw):
             d["u"] = draw(st.sampled_from([0, 1, 2, 1 << 64, -1, "1", 1.5]))
         if draw(st.booleans()):
             msg["type"] = draw(st.sampled_from(["snapshot", "delta", "x", 1]))
-        return draw(members(msg, lambda k, v: draw(members(d)) if k == "data" else j(v)))
+        return draw(members(msg, DECOY, lambda k, v: draw(members(d, DECOY)) if k == "data" else j(v)))
     msg = json.loads(draw(st.sampled_from(TRADE + [TRD])))
     trades = [dict(t, p=draw(px), v=draw(sz)) if draw(st.booleans()) else t for t in msg["data"]]
-    return draw(members(msg, lambda k, v: "[" + ",".join(draw(members(t)) for t in trades) + "]"
+    return draw(members(msg, DECOY, lambda k, v: "[" + ",".join(draw(members(t, DECOY)) for t in trades) + "]"
                         if k == "data" else j(v)))
 
 

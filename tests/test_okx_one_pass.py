@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dm.venues.okx._codec import _one_pass_count, _set_one_pass
+from tests.json_frames import dump, every_offset, j, members
 from tests.test_okx import FRAMES, SETTINGS, agree, outcome, pair
 
 BOOK = [e.text for e in FRAMES if '"action"' in e.text[:120]]
@@ -50,15 +51,6 @@ def check(frame, *, one_pass: bool | None = None):
 def moved(out):
     """An outcome without the frame offsets of its value errors (re-serialized frames move them)."""
     return out[:7] + ([v[:3] for v in out[7]], out[8]) if out[0] != "error" else out
-
-
-def dump(pairs) -> str:
-    """A JSON object from (key, value text) pairs, repeats kept."""
-    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
-
-
-def j(v) -> str:
-    return json.dumps(v, separators=(",", ":"))
 
 
 def rebuild(msg: dict, top_order=None, item_order=None, item_extra=()) -> str:
@@ -186,37 +178,14 @@ def test_malformed_at_every_offset():
     snap = next(t for t in SMALL if '"snapshot"' in t and '"bids":[[' in t and '"asks":[[' in t)
     for t in (UPD, snap):
         b = t.encode()
-        for i in range(len(b) + 1):
-            check(b[:i])
-        for i in range(len(b)):
-            for ch in b'"0,:[]{}x \x01\\':
-                check(b[:i] + bytes([ch]) + b[i + 1:])
-                check(b[:i] + bytes([ch]) + b[i:])
-            check(b[:i] + b[i + 1:])
+        for v in every_offset(b):
+            check(v)
         check(b + b" ", one_pass=True)
         check(b + b" x", one_pass=False)
         check(b + b"{}", one_pass=False)
 
 
 # --------------------------------------------------------------------------- hypothesis
-
-@st.composite
-def members(draw, obj: dict, inner=None) -> str:
-    """``obj`` with its members in a drawn order, maybe one repeated (before or after with a decoy,
-    or after with the same value), ``inner`` re-serializing some members."""
-    items = [(k, inner(k, v) if inner else j(v)) for k, v in obj.items()]
-    items = draw(st.permutations(items)) if draw(st.booleans()) else items
-    if draw(st.integers(0, 3)) == 0 and items:
-        i = draw(st.integers(0, len(items) - 1))
-        k, v = items[i]
-        decoy = j(DECOY.get(k, 0))
-        where = draw(st.sampled_from(["decoy before", "decoy after", "same after"]))
-        if where == "decoy before":
-            items.insert(i, (k, decoy))
-        else:
-            items.append((k, decoy if where == "decoy after" else v))
-    return dump(items)
-
 
 @st.composite
 def book_frames(draw):
@@ -232,7 +201,7 @@ def book_frames(draw):
     if draw(st.booleans()):
         item["seqId"] = draw(st.integers(-1, 1 << 63))
         item["prevSeqId"] = draw(st.integers(-2, 1 << 63))
-    return draw(members(msg, lambda k, v: "[" + draw(members(item)) + "]" if k == "data" else j(v)))
+    return draw(members(msg, DECOY, lambda k, v: "[" + draw(members(item, DECOY)) + "]" if k == "data" else j(v)))
 
 
 @SETTINGS
