@@ -28,6 +28,12 @@ from dm._ring cimport ChannelReader, dm_cpu_relax
 cdef enum:
     _READ_BUF = 1024  # larger than every record kind (DepthRecord: 360 B), as dm/_recobj.pyx
 
+cdef enum:  # what SubscriptionCore._take found
+    _GOT = 0        # a record (or, lost_too, an overrun) or a negative ChannelReader status
+    _NONE = 1       # a non-blocking read with nothing to hand out: return None
+    _SLOW = 2       # to the Python slow path, the spin not run
+    _SLOW_SPUN = 3  # to the Python slow path after spinning spin_s
+
 
 cdef inline uint64_t _mono_ns() noexcept nogil:
     cdef timespec ts
@@ -75,6 +81,28 @@ cdef class SubscriptionCore:
             return 1
         return 1 if <double>_mono_ns() * 1e-9 < self._next_check else 0
 
+    cdef inline int _take(self, ChannelReader r, uint8_t *buf, timeout, bint lost_too,
+                          int64_t *n) except -1:
+        """The look both reads share: the next record into ``buf`` (``n``: its length, 0, or a
+        negative ChannelReader status), spinning for it when the read blocks and busy-polls.
+        Returns _GOT (``n`` set; or, ``lost_too``, records were lost), _NONE, _SLOW or
+        _SLOW_SPUN. Raises ``ClosedError`` when the reader is closed."""
+        if r.base == NULL:
+            r._raise_status(0)  # ClosedError
+        n[0] = r.next_into(buf, _READ_BUF)
+        if n[0] != 0 or (lost_too and r.pending_lost):
+            return _GOT
+        if self._nonblocking_idle(timeout):
+            return _NONE
+        if timeout is None or timeout != 0:
+            if not (self.busy_poll and self._gone is None):
+                return _SLOW
+            n[0] = _spin(r, buf, self.spin_s, lost_too)
+            if n[0] != 0 or (lost_too and r.pending_lost):
+                return _GOT
+            return _SLOW_SPUN
+        return _SLOW
+
     def read_raw(self, timeout=0.0):
         """Next record's bytes, waiting up to ``timeout`` s (None: forever, 0: do not wait),
         or None on timeout. The wait runs in C: spin (``busy_poll``, holding the GIL for at most
@@ -83,25 +111,17 @@ cdef class SubscriptionCore:
         ``ProducerGoneError`` (``follow=False``, blocking read) when nothing is left and the
         producer closed the channel or died, ``ClosedError`` when the subscription is closed."""
         cdef uint8_t buf[_READ_BUF]
-        cdef int64_t n
+        cdef int64_t n = 0
+        cdef int k
         cdef ChannelReader r
         if self._queued:
             return self._read_raw_slow(timeout, False)
         r = self.reader
-        if r.base == NULL:
-            r._raise_status(0)  # ClosedError
-        n = r.next_into(buf, _READ_BUF)
-        if n == 0:
-            if self._nonblocking_idle(timeout):
-                return None
-            if timeout is None or timeout != 0:
-                if not (self.busy_poll and self._gone is None):
-                    return self._read_raw_slow(timeout, False)
-                n = _spin(r, buf, self.spin_s, False)
-                if n == 0:
-                    return self._read_raw_slow(timeout, True)
-            else:
-                return self._read_raw_slow(timeout, False)
+        k = self._take(r, buf, timeout, False, &n)
+        if k == _NONE:
+            return None
+        if k != _GOT:
+            return self._read_raw_slow(timeout, k == _SLOW_SPUN)
         if n > 0:
             return PyBytes_FromStringAndSize(<const char *>buf, n)
         r._raise_status(n)
@@ -115,26 +135,18 @@ cdef class SubscriptionCore:
         ``ProducerGoneError`` (``follow=False``, blocking read) and ``ClosedError`` as
         ``read_raw``; ``KeyError`` for a record of an rtype dm does not know (a newer writer)."""
         cdef uint8_t buf[_READ_BUF]
-        cdef int64_t n
+        cdef int64_t n = 0
+        cdef int k
         cdef uint64_t lost
         cdef ChannelReader r
         if self._queued:
             return self._read_slow(timeout, False)
         r = self.reader
-        if r.base == NULL:
-            r._raise_status(0)  # ClosedError
-        n = r.next_into(buf, _READ_BUF)
-        if n == 0 and r.pending_lost == 0:
-            if self._nonblocking_idle(timeout):
-                return None
-            if timeout is None or timeout != 0:
-                if not (self.busy_poll and self._gone is None):
-                    return self._read_slow(timeout, False)
-                n = _spin(r, buf, self.spin_s, True)
-                if n == 0 and r.pending_lost == 0:
-                    return self._read_slow(timeout, True)
-            else:
-                return self._read_slow(timeout, False)
+        k = self._take(r, buf, timeout, True, &n)
+        if k == _NONE:
+            return None
+        if k != _GOT:
+            return self._read_slow(timeout, k == _SLOW_SPUN)
         if n < 0:
             r._raise_status(n)
         lost = r.pending_lost
