@@ -596,6 +596,24 @@ cdef inline int arr_collect(CState* s, Py_ssize_t v, Py_ssize_t* offs, int maxn)
     return count
 
 
+# One-pass decoders (OKX, Bybit): a frame validated as it is read, members taken once.
+
+cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
+    """One-pass decoding: a member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
+    if v[0] >= 0:
+        return -1
+    v[0] = m
+    return 0
+
+
+cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
+    """One-pass decoding: the level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
+    if s.p[x] != 34:
+        return -1
+    e[0] = scan_string(s, x)
+    return 0 if e[0] > 0 else -1
+
+
 cdef inline Py_ssize_t pair_collect(CState* s, Py_ssize_t w, Py_ssize_t* el) noexcept nogil:
     """w at '[' of a validated array: its first two element offsets into ``el[0:2]``; returns the
     index after its ']', or 0 when it has fewer than two elements (-1 on error). The venues'

@@ -616,22 +616,6 @@ def _one_pass_count():
     return _one_pass_frames
 
 
-cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
-    """A member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
-    if v[0] >= 0:
-        return -1
-    v[0] = m
-    return 0
-
-
-cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
-    """The level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
-    if s.p[x] != 34:
-        return -1
-    e[0] = scan_string(s, x)
-    return 0 if e[0] > 0 else -1
-
-
 cdef inline Py_ssize_t plain_dec(const uint8_t* p, Py_ssize_t i, Py_ssize_t n, uint64_t* acc, Py_ssize_t* ni,
                                  Py_ssize_t* nf) noexcept nogil:
     """Digits, then optionally '.' and digits, from ``i``: ``acc`` = all the digits as one integer

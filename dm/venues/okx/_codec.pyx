@@ -349,14 +349,6 @@ def _one_pass_count():
     return _one_pass_frames
 
 
-cdef inline int level_str(CState* s, Py_ssize_t x, Py_ssize_t* e) noexcept nogil:
-    """The level element at ``x`` must be a string: ``e`` = the index after it. 0 or -1."""
-    if s.p[x] != 34:
-        return -1
-    e[0] = scan_string(s, x)
-    return 0 if e[0] > 0 else -1
-
-
 cdef int ok_levels_one_pass(CState* s, Py_ssize_t v, const char* field, uint8_t side, uint8_t flags,
                             Py_ssize_t* end) noexcept nogil:
     """``asks`` / ``bids`` at ``v`` (an array inside the data object: 3 containers around) in one
@@ -416,14 +408,6 @@ cdef int swap_blocks(CState* s, Py_ssize_t a, Py_ssize_t m, Py_ssize_t b) noexce
     memcpy(s.out + a + (b - m), t, n)
     if t != tmp:
         free(t)
-    return 0
-
-
-cdef inline int take_once(Py_ssize_t* v, Py_ssize_t m) noexcept nogil:
-    """A member's value offset ``m`` into ``v``: -1 when the member came before (``v`` set)."""
-    if v[0] >= 0:
-        return -1
-    v[0] = m
     return 0
 
 
