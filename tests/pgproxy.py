@@ -5,7 +5,8 @@
   connection (a server that went away);
 * ``blackhole`` — keep every connection open and accept new ones, but pass no byte either way
   (a hung server or a silent network: the client's sends succeed, no answer ever comes);
-* ``arm_copy_stall()`` — one shot, in ``forward``: when a client next sends a COPY data message
+* ``arm_copy_stall(after_commits=n)`` — one shot, in ``forward``: once clients have committed ``n``
+  more transactions that ran a COPY, when a client next sends a COPY data message
   (PostgreSQL protocol ``CopyData``, type ``'d'``), pass the first half of it and then nothing more
   on that connection, so the server is provably in the middle of a ``COPY .. FROM STDIN`` when the
   test kills the client (``stalled`` is set, ``stalled_bytes`` says how much of the COPY reached
@@ -35,6 +36,7 @@ class PgProxy:
         self.port = 0
         self._stop = threading.Event()
         self._copy_stall_armed = False
+        self._commits_to_pass = 0
         self.stalled = threading.Event()
         self.stalled_bytes = 0
         self.connections = 0
@@ -66,10 +68,14 @@ class PgProxy:
                 if c.blackholed:
                     c.close(reset=True)
 
-    def arm_copy_stall(self) -> None:
+    def arm_copy_stall(self, after_commits: int = 0) -> None:
+        """Stall the first CopyData sent once ``after_commits`` more transactions that ran a
+        COPY were committed (COMMIT by simple ``Query`` or extended ``Parse``). Armed before the client starts, the stall cannot be
+        missed by a client that finishes its work before the test looks."""
         self.stalled.clear()
         with self._lock:
             self._copy_stall_armed = True
+            self._commits_to_pass = after_commits
 
     def release(self) -> None:
         """Close stalled connections (they can never be resumed: half a message went through)."""
@@ -124,8 +130,15 @@ class PgProxy:
 
     def _take_copy_stall(self) -> bool:
         with self._lock:
-            armed, self._copy_stall_armed = self._copy_stall_armed, False
-            return armed
+            if not self._copy_stall_armed or self._commits_to_pass > 0:
+                return False
+            self._copy_stall_armed = False
+            return True
+
+    def _commit_seen(self) -> None:
+        with self._lock:
+            if self._copy_stall_armed and self._commits_to_pass > 0:
+                self._commits_to_pass -= 1
 
     def _gone(self, c: "_Conn") -> None:
         with self._lock:
@@ -141,6 +154,7 @@ class _Conn:
         self.stalled = False
         self.closed = False
         self._startup = True
+        self._copied = False  # a COPY finished in the transaction now open
         self._buf = b""  # client → server bytes not yet forwarded (an incomplete message)
 
     def close(self, reset: bool = False) -> None:
@@ -214,7 +228,21 @@ class _Conn:
                 return
             if len(self._buf) < n:
                 break
+            if kind == b"c":  # CopyDone
+                self._copied = True
+            elif kind in (b"Q", b"P") and self._copied and \
+                    _query_text(kind, self._buf[5:n]).lstrip().upper().startswith(b"COMMIT"):
+                self._copied = False
+                self.proxy._commit_seen()
             out += self._buf[:n]
             self._buf = self._buf[n:]
         if out:
             self.server.sendall(bytes(out))
+
+
+def _query_text(kind: bytes, body: bytes) -> bytes:
+    """The SQL of a ``Query`` (the body is the text) or a ``Parse`` (statement name, then text;
+    both NUL-terminated)."""
+    if kind == b"P":
+        body = body[body.find(b"\0") + 1:]
+    return body[:body.find(b"\0")]

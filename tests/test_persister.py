@@ -621,10 +621,13 @@ def _copy_running(pg_url: str) -> bool:
     return bool(rows)
 
 
+STALL_AFTER_COMMITS = 2  # batches a persister commits before the COPY that is stalled
+
+
 @pytest.mark.timeout(300)
 def test_kill_9_mid_copy_twice_loses_and_duplicates_nothing(tmp_path, instance, pg_url, proxy):
     """Two providers, 25,000 indexes each (every table, ~170,000 records). Twice: the proxy
-    lets a COPY start and stalls it half-way through a CopyData message (the server shows the
+    lets a few batches commit, then lets a COPY start and stalls it half-way through a CopyData message (the server shows the
     COPY running), then the persister is killed with SIGKILL; a new one is started. Figure:
     0 lost, 0 duplicated in every table."""
     cfg = config(tmp_path, instance, proxied(pg_url, proxy), timeout_s=60.0, batch_records=5000)
@@ -635,16 +638,15 @@ def test_kill_9_mid_copy_twice_loses_and_duplicates_nothing(tmp_path, instance, 
     kills = []
     try:
         for round_ in range(2):
+            # armed before the persister starts, so that one storing everything before the test
+            # looks cannot slip past it (one did on a slow CI machine)
+            proxy.arm_copy_stall(after_commits=STALL_AFTER_COMMITS)
             proc = start_persister(cfg, tmp_path / f"persister{round_}.log")
-            wait_for(lambda: (x := stats(tmp_path, instance)) and x["pid"] == proc.pid and x["records"] > 0, 60,
-                     "persister storing")
-            proxy.arm_copy_stall()
-            assert proxy.stalled.wait(30), "no COPY started"
+            assert proxy.stalled.wait(60), "no COPY stalled"
             wait_for(lambda: _copy_running(pg_url), 10, "the server in the COPY")
-            before = stats(tmp_path, instance)["records"]
             proc.kill()
             assert proc.wait(10) == -signal.SIGKILL
-            kills.append((before, proxy.stalled_bytes))
+            kills.append((_stored_rows(pg_url), proxy.stalled_bytes))
             proxy.release()
         proc = start_persister(cfg, tmp_path / "persister_last.log")
         wait_for(lambda: (x := stats(tmp_path, instance)) and x["pid"] == proc.pid
@@ -656,7 +658,18 @@ def test_kill_9_mid_copy_twice_loses_and_duplicates_nothing(tmp_path, instance, 
         flusher.stop()
         qa.close(), qb.close()
     assert len(kills) == 2 and all(sb > 0 for _, sb in kills)
+    # each persister had committed batches before it died mid-COPY: a restart that stored a
+    # committed batch again would show as a duplicate below
+    assert 0 < kills[0][0] < kills[1][0] < sum(counts.values()), (kills, counts)
     assert_stored_exactly(pg_url, merge(a, b))
+
+
+def _stored_rows(url: str) -> int:
+    st = open_storage(url)
+    try:
+        return sum(st.counts().values())
+    finally:
+        st.close()
 
 
 # ----------------------------------------------------------------------------- through dm supervise
