@@ -225,3 +225,63 @@ def test_crashed_worker_restarted_and_sigterm_cleans_up(tmp_path, instance, sqli
     log = (tmp_path / "supervisor.log").read_text()
     assert "child exited, restarting" in log
     assert leftover_segments(instance) == []
+
+
+@pytest.mark.timeout(180)
+def test_binance_diffs_buffered_in_c_as_in_python(tmp_path, instance):
+    """Binance spot books at full replay speed: each book waits for its REST snapshot while the
+    stream's diffs arrive (most of the recording's 4,709), so they are buffered (Binance Spot API,
+    "How to manage a local order book correctly", steps 1-2). The C frame path (picows) buffers
+    them itself (dm/_feed.pyx, Buffering), the Python one (aiohttp) through
+    ``BinanceDepthSync.on_diff``. Figure: the same book_deltas rows, the same DEPTH at every
+    update id both stored, the same final top 10 per book, the same sync counts; the C path
+    buffered diffs, the Python one none."""
+    runs = {}
+    for transport in ("aiohttp", "picows"):
+        d = tmp_path / transport
+        d.mkdir()
+        url = f"sqlite:///{d / 'dm.sqlite'}"
+        inst = f"{instance}{transport[0]}"
+        cfg = write_config(d, inst, url, speed=0.0, channels=("depth@100ms",), extra=f'transport = "{transport}"')
+        sup = start_supervisor(cfg, d / "supervisor.log")
+        try:
+            assert sup.wait(timeout=150) == 0, (d / "supervisor.log").read_text()[-4000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+        stats = json.loads((d / "run" / inst / "binance.stats.json").read_text())
+        st = open_storage(url)
+        try:
+            deltas, depth = st.fetch("book_deltas"), st.fetch("depth")
+        finally:
+            st.close()
+        deltas["ts_recv"] = 0
+        deltas["ts_event"][deltas["flags"] & Flag.TS_EVENT_IS_RECV != 0] = 0   # snapshots: REST has no event time
+        runs[transport] = (stats, sorted(r.tobytes() for r in deltas),
+                           {(int(r["instrument_id"]), int(r["sequence"])): r for r in depth})
+        assert leftover_segments(inst) == []
+    (py, py_deltas, py_depth), (c, c_deltas, c_depth) = runs["aiohttp"], runs["picows"]
+    assert py["frames_by_kind"]["depthUpdate"] == c["frames_by_kind"]["depthUpdate"] == 4709
+    assert py["book_frames_buffered_in_c"] == 0 and c["book_frames_buffered_in_c"] > 1000, c
+    for k in ("book_snapshots", "book_deltas_applied", "book_deltas_dropped", "book_gaps", "book_stale_snapshots",
+              "dead_letters"):
+        assert py[k] == c[k], k
+    assert py["book_gaps"] == 0 and py["book_snapshots"] == len(B38_SYMBOLS)
+    assert len(py_deltas) > 10_000 and py_deltas == c_deltas
+    # DEPTH is published once a book is synced, when its top 10 changed: at this speed mostly
+    # once per book, after its buffered diffs. Each book's last one holds its final top 10
+    def final(depth: dict) -> dict:
+        last = {}
+        for (iid, seq), r in depth.items():
+            if seq >= last.get(iid, (-1, None))[0]:
+                last[iid] = (seq, (int(r["n_bid"]), int(r["n_ask"]), r["levels"].tobytes()))
+        return {iid: top for iid, (_, top) in last.items()}
+    assert final(py_depth) == final(c_depth) and len(final(py_depth)) == len(B38_SYMBOLS)
+    common = py_depth.keys() & c_depth.keys()
+    for key in common:
+        a, b = py_depth[key].copy(), c_depth[key].copy()
+        for r in (a, b):
+            r["ts_recv"] = 0
+            if r["flags"] & Flag.TS_EVENT_IS_RECV:   # a snapshot's: received, no event time
+                r["ts_event"] = 0
+        assert a.tobytes() == b.tobytes(), key

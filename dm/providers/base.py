@@ -408,8 +408,9 @@ class Provider:
         self.last_frame_ns = 0
         self.cpu_at_first_frame = 0.0
         self._feed = None  # dm._feed.FeedListener of the current picows connection (fold_feed)
-        self._feed_seen = (0, 0, 0, 0)
+        self._feed_seen = (0, 0, 0, 0, 0)
         self.fast_book_frames = 0  # book diffs applied by the C frame path (steady state)
+        self.fast_buffered_frames = 0  # ... and buffered by it for books awaiting a snapshot
         self.checksums_unchanged = 0  # of their checksums, those matched without rendering the book
         self.last_frame: bytes | str = b""
         self.stale_disconnects = 0
@@ -911,11 +912,12 @@ class Provider:
         """Add ``f``'s (a ``FeedListener``) counts beyond ``seen`` (its counts at the last fold)
         to this provider's; returns its counts now."""
         f.fold_last_ok()
-        now = (f.frames, f.records, f.fast_book_frames, f.checksums_unchanged)
+        now = (f.frames, f.records, f.fast_book_frames, f.checksums_unchanged, f.fast_buffered_frames)
         self.frames += now[0] - seen[0]
         self.records += now[1] - seen[1]
         self.fast_book_frames += now[2] - seen[2]
         self.checksums_unchanged += now[3] - seen[3]
+        self.fast_buffered_frames += now[4] - seen[4]
         if f.last_frame_ns > self.last_frame_ns:
             self.last_frame_ns = f.last_frame_ns
         return now
@@ -1022,7 +1024,7 @@ class Provider:
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
         if fast:  # frames may have arrived with the upgrade answer: fold_feed counts them too
-            self._feed, self._feed_seen = conn, (0, 0, 0, 0)
+            self._feed, self._feed_seen = conn, (0, 0, 0, 0, 0)
         if transport.is_disconnected:  # the peer closed during the upgrade: no connection at all
             self.fold_feed()
             self._feed = None
@@ -1155,6 +1157,7 @@ class Provider:
             "book_resyncs": self.books.resyncs if self.books else 0,
             "book_crossed": self.books.crossed if self.books else 0,
             "book_frames_in_c": self.fast_book_frames,
+            "book_frames_buffered_in_c": self.fast_buffered_frames,
             "book_checksums_unchanged": self.checksums_unchanged,
             "stale_disconnects": self.stale_disconnects,
             "first_frame_ns": self.first_frame_ns,

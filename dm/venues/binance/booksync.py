@@ -32,6 +32,11 @@ class BinanceDepthSync(BookSync):
     cleared first either way)."""
 
     venue = "BINANCE"
+    #: the C frame path (dm._feed, "Buffering") may buffer a diff that continues the stream while
+    #: the book awaits its snapshot: what ``on_diff`` does then is only ``stream_last = u`` and
+    #: ``_buffer.append((U, u, bytes(records)))`` below ``max_buffer``. A subclass that buffers
+    #: otherwise sets it False.
+    fast_buffering = True
 
     def __init__(self, instrument_id: int, publisher_id: int = Publisher.BINANCE,
                  max_depth: int = 0, max_buffer: int = 10_000):

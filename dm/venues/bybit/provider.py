@@ -142,7 +142,7 @@ class _Category:
         self.disconnected_ns = 0
         self.stale_disconnects = 0
         self.feed = None            # picows: this connection's dm._feed.FeedListener (Provider.fold_feed)
-        self.feed_seen = (0, 0, 0, 0)
+        self.feed_seen = (0, 0, 0, 0, 0)
 
 
 class BybitProvider(Provider):
@@ -382,7 +382,7 @@ class BybitProvider(Provider):
                 websocket_handshake_timeout=10, max_frame_size=1 << 30)
         except picows.WSError as e:
             raise aiohttp.ClientError(f"picows: {e}") from e
-        c.feed, c.feed_seen = conn, (0, 0, 0, 0)   # frames may have come with the upgrade answer
+        c.feed, c.feed_seen = conn, (0, 0, 0, 0, 0)   # frames may have come with the upgrade answer
         try:
             if transport.is_disconnected:
                 raise ConnectionError("picows: peer closed the connection during the websocket upgrade")
