@@ -300,7 +300,7 @@ cdef int by_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
 
 cdef int by_book(CState* s, Py_ssize_t* sl, Py_ssize_t top, Py_ssize_t* D) noexcept nogil:
     """orderbook.{depth}.{symbol}: type, ts, cts (optional), data {s, u, b, a} (its keys in ``D``,
-    from index_top) -> BOOK_DELTA per level (bids then asks; size 0 = CANCEL); a snapshot (or a
+    from index_obj_nested) -> BOOK_DELTA per level (bids then asks; size 0 = CANCEL); a snapshot (or a
     delta with u == 1: the service restarted) starts with CLEAR and flags every record
     FLAG_SNAPSHOT. ts_event = cts (matching engine time) when present, else ts; sequence = u."""
     cdef Py_ssize_t v, d, vb, va
@@ -439,7 +439,7 @@ cdef int by_trades(CState* s, Py_ssize_t* sl, Py_ssize_t top) noexcept nogil:
 
 cdef int by_ticker(CState* s, Py_ssize_t* sl, Py_ssize_t top, Py_ssize_t* D) noexcept nogil:
     """tickers.{symbol}: type, ts, cs (optional), data {symbol, ...} (its keys in ``D``, from
-    index_top). Fields absent from a delta
+    index_obj_nested). Fields absent from a delta
     have not changed (Bybit v5 "Ticker"): the codec keeps each instrument's last bid1/ask1 and
     nextFundingTime and applies deltas (a snapshot resets them). Output: a BBO when the frame
     carries any of bid1Price/bid1Size/ask1Price/ask1Size (the merged top; sequence = cs), then
@@ -574,9 +574,9 @@ cdef int by_topic(const uint8_t* t, Py_ssize_t n) noexcept nogil:
 # Order book and trade frames in one pass.
 #
 # The general path (by_decode -> by_book / by_trades) validates the whole frame while indexing its
-# top object and a book's data object (index_top), then walks each level array collecting its two
+# top object and a book's data object (index_obj_nested), then walks each level array collecting its two
 # strings and scans each string once more to parse it: every byte of the levels is read three
-# times (four before index_top), each trade object's twice. Bybit API v5 docs, "WebSocket Stream →
+# times (four before index_obj_nested), each trade object's twice. Bybit API v5 docs, "WebSocket Stream →
 # Public → Orderbook", push data: {"topic": "orderbook.{depth}.{symbol}", "type": "snapshot" |
 # "delta", "ts", "data": {"s", "b", "a", "u", "seq"}, "cts"}, each level [price, size] of strings;
 # "Trade": {"topic": "publicTrade.{symbol}", "type": "snapshot", "ts", "data": [{"T", "s", "S",
@@ -873,33 +873,6 @@ cdef int by_one_pass(CState* s, Py_ssize_t top) noexcept nogil:
     return by_book_finish(s, vtype, vts, vcts, vu)
 
 
-cdef Py_ssize_t index_top(CState* s, Py_ssize_t top, Py_ssize_t* sl, Py_ssize_t* D) noexcept nogil:
-    """``index_obj(s, top, 0, by_key, sl, BY_N)`` that indexes the value of ``data``, when it is an
-    object (books, tickers), into ``D`` while validating it, instead of skipping it and indexing it
-    again later: the same validation, in the same order, with the same errors. ``D`` holds the
-    last such object's keys: callers use it only once they have checked that the last ``data``
-    member (``sl[BY_DATA]``) is an object. Returns the index after the top ``}`` or -1."""
-    cdef Py_ssize_t ks = 0, ke = 0, w, e
-    cdef int j, slot
-    for j in range(BY_N):
-        sl[j] = -1
-    w = obj_first(s, top, 0, &ks, &ke)
-    while w > 0:
-        slot = by_key(s.p + ks, ke - ks)
-        if slot >= 0:
-            sl[slot] = w
-        if slot == BY_DATA and w < s.n and s.p[w] == 123:
-            e = index_obj(s, w, 1, by_key, D, BY_N)
-        else:
-            e = skip_member(s, w, 1)
-        if e < 0:
-            return -1
-        w = obj_next(s, e, &ks, &ke)
-    if w < 0:
-        return -1
-    return ks
-
-
 cdef inline bint other_topic(CState* s, Py_ssize_t top) noexcept nogil:
     """The frame starts as Bybit writes a ticker or kline frame (``{"topic":"`` and neither
     ``orderbook.`` nor ``publicTrade.``): not worth a one-pass attempt (speed only: any frame may
@@ -928,7 +901,7 @@ cdef int by_decode(CState* s) noexcept nogil:
         if validate(s) < 0:
             return -1
         return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
-    e = index_top(s, top, sl, D)             # data (books, tickers) indexed on the way
+    e = index_obj_nested(s, top, 0, by_key, sl, BY_N, BY_DATA, D)   # data (books, tickers) indexed on the way
     if e < 0:
         return -1
     e = skip_ws(s, e)

@@ -199,30 +199,25 @@ cdef inline Py_ssize_t index_valid(CState* s, Py_ssize_t v, keyfn_t kf, Py_ssize
     return ks
 
 
-cdef Py_ssize_t index_nest(CState* s, Py_ssize_t v, int depth, Py_ssize_t* slots, int nest, Py_ssize_t* inner,
-                           Py_ssize_t* inner2) noexcept nogil:
-    """``index_obj(s, v, depth, db_key, slots, DB_N)`` that indexes the value of key ``nest``,
-    when it is an object, into ``inner`` while validating it, instead of skipping it and
-    indexing it again later. At the top (``inner2`` not NULL) ``nest`` is ``params``, whose own
-    ``data`` object goes into ``inner2`` the same way. The same validation, in the same order,
-    with the same errors as index_obj. ``inner`` holds the last such object's keys: the caller
-    uses it only once it has checked that the last ``nest`` member (``slots[nest]``) is an
-    object."""
+cdef Py_ssize_t index_params(CState* s, Py_ssize_t top, Py_ssize_t* sl, Py_ssize_t* P, Py_ssize_t* D) noexcept nogil:
+    """``index_obj(s, top, 0, db_key, sl, DB_N)`` that indexes the value of ``params``, when it is
+    an object, into ``P`` and its own ``data`` object into ``D`` (``index_obj_nested``) while
+    validating them: the same validation, in the same order, with the same errors. ``P``/``D``
+    hold the last such objects' keys: callers use them only once they have checked that the last
+    ``params`` (``data``) member is an object. Returns the index after the top ``}`` or -1."""
     cdef Py_ssize_t ks = 0, ke = 0, w, e
     cdef int j, slot
     for j in range(DB_N):
-        slots[j] = -1
-    w = obj_first(s, v, depth, &ks, &ke)
+        sl[j] = -1
+    w = obj_first(s, top, 0, &ks, &ke)
     while w > 0:
         slot = db_key(s.p + ks, ke - ks)
         if slot >= 0:
-            slots[slot] = w
-        if slot != nest or s.p[w] != 123:
-            e = skip_member(s, w, depth + 1)
-        elif inner2 != NULL:
-            e = index_nest(s, w, depth + 1, inner, DB_DATA, inner2, NULL)
+            sl[slot] = w
+        if slot == DB_PARAMS and s.p[w] == 123:
+            e = index_obj_nested(s, w, 1, db_key, P, DB_N, DB_DATA, D)
         else:
-            e = index_obj(s, w, depth + 1, db_key, inner, DB_N)
+            e = skip_member(s, w, 1)
         if e < 0:
             return -1
         w = obj_next(s, e, &ks, &ke)
@@ -344,7 +339,7 @@ cdef int db_levels(CState* s, Py_ssize_t v, const char* field, uint8_t side, uin
 # channels
 
 cdef int db_book(CState* s, Py_ssize_t d, Py_ssize_t* D) noexcept nogil:
-    """book.{instrument_name}.{interval} data (at ``d``, its keys in ``D`` from index_nest): type
+    """book.{instrument_name}.{interval} data (at ``d``, its keys in ``D`` from index_params): type
     (snapshot | change), timestamp, instrument_name, change_id, prev_change_id (changes), bids,
     asks."""
     cdef Py_ssize_t v, vb, va, a, b
@@ -557,7 +552,7 @@ cdef int db_decode(CState* s) noexcept nogil:
         if validate(s) < 0:
             return -1
         return e_codec(s, ERR_CODEC, b"expected a JSON object", NULL, top)
-    e = index_nest(s, top, 0, sl, DB_PARAMS, P, D)   # params and params.data indexed on the way
+    e = index_params(s, top, sl, P, D)      # params and params.data indexed on the way
     if e < 0:
         return -1
     e = skip_ws(s, e)
