@@ -23,6 +23,7 @@ cdef extern from "dm_atomic.h" nogil:
     void dm_fence_release()
     void dm_fence_seq_cst()
     void dm_cpu_relax()
+    void dm_prefetch(const void *p)
 
 cpdef uint64_t now_ns() noexcept   # CLOCK_REALTIME ns since the UNIX epoch
 

@@ -750,6 +750,9 @@ cdef class ChannelReader:
         while True:
             t = dm_load_acquire_u64(&h.tail)
             if <int64_t>(t - self.pos) <= 0:
+                # nothing new: ask for the line the next record goes to, so that it is on its way
+                # by the time the writer publishes (a hint; a busy-polling reader repeats it)
+                dm_prefetch(self.data + (self.pos & self.mask))
                 return 0
             if t - self.pos > self.cap:
                 rc = self._resync()
