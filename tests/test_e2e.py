@@ -262,7 +262,9 @@ def test_binance_diffs_buffered_in_c_as_in_python(tmp_path, instance):
         assert leftover_segments(inst) == []
     (py, py_deltas, py_depth), (c, c_deltas, c_depth) = runs["aiohttp"], runs["picows"]
     assert py["frames_by_kind"]["depthUpdate"] == c["frames_by_kind"]["depthUpdate"] == 4709
-    assert py["book_frames_buffered_in_c"] == 0 and c["book_frames_buffered_in_c"] > 1000, c
+    # how many wait for their snapshot depends on when the REST answers come: 1,800-3,900 here,
+    # also with both cores busy
+    assert py["book_frames_buffered_in_c"] == 0 and c["book_frames_buffered_in_c"] >= 100, c
     for k in ("book_snapshots", "book_deltas_applied", "book_deltas_dropped", "book_gaps", "book_stale_snapshots",
               "dead_letters"):
         assert py[k] == c[k], k
