@@ -1,5 +1,5 @@
 """Frame builders shared by the one-pass codec tests (tests/test_okx_one_pass.py,
-tests/test_bybit_one_pass.py): JSON objects written member by member, so that member order and
+tests/test_bybit_one_pass.py, tests/test_coinbase_one_pass.py): JSON objects written member by member, so that member order and
 repeats can be drawn, and the malformed variants of a frame at every offset."""
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ def j(v) -> str:
 
 
 @st.composite
-def members(draw, obj: dict, decoys: dict, inner=None) -> str:
-    """``obj`` with its members in a drawn order, maybe one repeated (before or after with a decoy
-    value from ``decoys``, or after with the same value), ``inner(key, value)`` re-serializing
-    some members."""
+def members(draw, obj: dict, decoys: dict, inner=None, repeat_one_in: int = 4) -> str:
+    """``obj`` with its members in a drawn order, maybe (one draw in ``repeat_one_in``) one
+    repeated (before or after with a decoy value from ``decoys``, or after with the same value),
+    ``inner(key, value)`` re-serializing some members."""
     items = [(k, inner(k, v) if inner else j(v)) for k, v in obj.items()]
     items = draw(st.permutations(items)) if draw(st.booleans()) else items
-    if draw(st.integers(0, 3)) == 0 and items:
+    if draw(st.integers(0, repeat_one_in - 1)) == 0 and items:
         i = draw(st.integers(0, len(items) - 1))
         k, v = items[i]
         decoy = j(decoys.get(k, 0))

@@ -11,6 +11,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.json_frames import dump, members
 from tests.test_coinbase import AT, F26, SETTINGS, SP26, agree, outcome, pair
 
 DATA = [json.loads(ev.text) for ev in F26 if len(ev.text) < 20_000 and '"channel":"l2_data"' in ev.text[:30]]
@@ -20,34 +21,12 @@ DECOY = {"channel": "heartbeats", "timestamp": "2030-01-01T00:00:00Z", "sequence
          "type": "snapshot", "product_id": "ETH-USD", "updates": [], "trades": [], "tickers": []}
 
 
-def dump(pairs) -> str:
-    """A JSON object from (key, value text) pairs, repeats kept."""
-    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
-
-
-@st.composite
-def members(draw, obj: dict, inner=None) -> str:
-    """``obj`` with its members in a drawn order, maybe one repeated (before or after with a decoy,
-    or after with the same value), ``inner`` re-serializing list members' objects."""
-    items = [(k, inner(k, v) if inner else json.dumps(v, separators=(",", ":"))) for k, v in obj.items()]
-    items = draw(st.permutations(items)) if draw(st.booleans()) else items
-    if draw(st.booleans()) and items:
-        i = draw(st.integers(0, len(items) - 1))
-        k, v = items[i]
-        decoy = json.dumps(DECOY.get(k, 0))
-        where = draw(st.sampled_from(["decoy before", "decoy after", "same after"]))
-        if where == "decoy before":
-            items.insert(i, (k, decoy))
-        else:
-            items.append((k, decoy if where == "decoy after" else v))
-    return dump(items)
-
-
 @st.composite
 def reordered(draw):
     msg = draw(st.sampled_from(DATA))
-    events = [draw(members(e)) for e in msg["events"]]
-    return draw(members(msg, lambda k, v: "[" + ",".join(events) + "]" if k == "events" else json.dumps(v)))
+    events = [draw(members(e, DECOY, repeat_one_in=2)) for e in msg["events"]]
+    return draw(members(msg, DECOY, lambda k, v: "[" + ",".join(events) + "]" if k == "events" else json.dumps(v),
+                        repeat_one_in=2))
 
 
 @SETTINGS
